@@ -1,0 +1,1 @@
+//! scope-lang (in progress)

@@ -1,0 +1,435 @@
+//! Builds the tree of a scope from its text, in any of the three formats (scope-lang, the
+//! JSON object of strings, `service/site`), and refuses what the grammar does not allow.
+
+use std::time::Duration;
+
+use crate::check;
+use crate::error::{ErrorKind, ScopeError};
+use crate::hints;
+use crate::json;
+use crate::lexer::{self, Kind, Token};
+use crate::tree::{Entry, LocExpr, Name, Op, Scope, Site, Span};
+
+/// Deepest nesting of parentheses accepted: far more than any real scope needs, and few
+/// enough that recursion never threatens the stack.
+pub const MAX_NESTING: usize = 64;
+
+/// The reserved key that names the prime site of a cross.
+const PRIME: &str = "prime";
+
+/// Reads a scope: a JSON object of strings if the input is exactly that, else scope-lang.
+pub fn parse(input: &str) -> Result<Scope, ScopeError> {
+    let written = match json::object_of_strings(input) {
+        Some(members) => from_json(members),
+        None => scope_lang(input),
+    };
+    let written = written
+        .and_then(|written| check::entries(&written).map(|()| written))
+        .map_err(|error| error.in_input(input))?;
+    Ok(Scope {
+        entries: written.into_iter().map(|(entry, _)| entry).collect(),
+        source: input.to_owned(),
+    })
+}
+
+/// An entry and where it was written (its key, or the whole bare location).
+pub(crate) type Written = (Entry, Span);
+
+fn scope_lang(input: &str) -> Result<Vec<Written>, ScopeError> {
+    let mut parser = Parser::new(lexer::tokens(input, &|at| at)?);
+    let written = match (parser.peek(), parser.peek_second()) {
+        (Kind::LBrace, _) => parser.braced()?,
+        (Kind::Name { .. }, Kind::Slash) => parser.service_slash_site()?,
+        _ => parser.unbraced()?,
+    };
+    parser.end("the end of the scope")?;
+    Ok(written)
+}
+
+fn from_json(members: Vec<json::Member>) -> Result<Vec<Written>, ScopeError> {
+    members
+        .into_iter()
+        .map(|member| {
+            let service = match Name::new(member.key) {
+                Some(service) => service,
+                None if member.key_span.start == member.key_span.end => {
+                    return Err(ScopeError::new(ErrorKind::EmptyName, member.key_span))
+                }
+                None => return Err(ScopeError::new(ErrorKind::QuoteInName, member.key_span)),
+            };
+            let at = |i: usize| member.value_at[i];
+            let mut value = Parser::new(lexer::tokens(&member.value, &at)?);
+            let entry = value.keyed(service)?;
+            value.end("the end of the value")?;
+            Ok((entry, member.key_span))
+        })
+        .collect()
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    next: usize,
+    /// The brackets open around the next token, innermost last, for "not closed" errors.
+    open: Vec<(char, Span)>,
+}
+
+impl Parser {
+    fn new(tokens: Vec<Token>) -> Parser {
+        Parser {
+            tokens,
+            next: 0,
+            open: Vec::new(),
+        }
+    }
+
+    fn peek(&self) -> &Kind {
+        &self.tokens[self.next].kind
+    }
+
+    fn peek_second(&self) -> &Kind {
+        let at = (self.next + 1).min(self.tokens.len() - 1);
+        &self.tokens[at].kind
+    }
+
+    fn span(&self) -> Span {
+        self.tokens[self.next].span
+    }
+
+    /// Where the last token taken ended.
+    fn last_end(&self) -> usize {
+        self.tokens[self.next.saturating_sub(1)].span.end
+    }
+
+    /// Takes the next token; the end of the input is never taken, so it always stays next.
+    fn bump(&mut self) -> Token {
+        let token = &mut self.tokens[self.next];
+        let kind = match &mut token.kind {
+            Kind::Name { text, quoted } => Kind::Name {
+                text: std::mem::take(text),
+                quoted: *quoted,
+            },
+            other => other.clone(),
+        };
+        let span = token.span;
+        if kind != Kind::End {
+            self.next += 1;
+        }
+        Token { kind, span }
+    }
+
+    /// `{` [entry (`,` entry)* [`,`]] `}`
+    fn braced(&mut self) -> Result<Vec<Written>, ScopeError> {
+        self.open_bracket('{');
+        let mut written = Vec::new();
+        while *self.peek() != Kind::RBrace {
+            let entry = self.entry()?;
+            match self.peek() {
+                Kind::Comma => {
+                    self.bump();
+                }
+                Kind::RBrace => {}
+                _ => return Err(self.after_entry(&entry.0, "',' or '}'")),
+            }
+            written.push(entry);
+        }
+        self.close_bracket();
+        Ok(written)
+    }
+
+    /// entry (`,` entry)*
+    fn unbraced(&mut self) -> Result<Vec<Written>, ScopeError> {
+        let mut written = vec![self.entry()?];
+        loop {
+            match self.peek() {
+                Kind::Comma => {
+                    self.bump();
+                }
+                Kind::End => return Ok(written),
+                _ => return Err(self.after_entry(&written[written.len() - 1].0, "',' or the end")),
+            }
+            if *self.peek() == Kind::End {
+                return Err(self.unexpected("an entry after ','").with_hint(Some(
+                    "a trailing ',' is allowed only inside braces".to_owned(),
+                )));
+            }
+            written.push(self.entry()?);
+        }
+    }
+
+    /// The earlier `service/site` form, which stands alone.
+    fn service_slash_site(&mut self) -> Result<Vec<Written>, ScopeError> {
+        let (service, span) = self.name()?;
+        self.bump();
+        let site = self.site()?;
+        if *self.peek() != Kind::End {
+            return Err(self
+                .unexpected("the end after 'service/site'")
+                .with_hint(Some(hints::SLASH_FORM.to_owned())));
+        }
+        Ok(vec![(keyed_site(service, site), span)])
+    }
+
+    /// `name: location` or a bare location.
+    fn entry(&mut self) -> Result<Written, ScopeError> {
+        match (self.peek(), self.peek_second()) {
+            (Kind::Name { .. }, Kind::Colon) => {
+                let (service, span) = self.name()?;
+                self.bump();
+                Ok((self.keyed(service)?, span))
+            }
+            (Kind::Name { .. } | Kind::LParen, _) => {
+                let start = self.span().start;
+                let location = self.location()?;
+                Ok((Entry::Bare(location), Span::new(start, self.last_end())))
+            }
+            _ => Err(self.unexpected("an entry").with_hint(match self.peek() {
+                Kind::End => Some("an empty scope is written '{}'".to_owned()),
+                _ => None,
+            })),
+        }
+    }
+
+    /// What follows `service:`; the reserved key `prime` takes one site.
+    fn keyed(&mut self, service: Name) -> Result<Entry, ScopeError> {
+        if service.as_str() != PRIME {
+            return Ok(Entry::Service {
+                service,
+                location: self.location()?,
+            });
+        }
+        let start = self.span().start;
+        match self.location()? {
+            LocExpr::Site(site) => Ok(Entry::Prime(site)),
+            other => Err(ScopeError::new(
+                ErrorKind::Expected {
+                    expected: "one site after 'prime:'",
+                    found: format!("'{other}'"),
+                },
+                Span::new(start, self.last_end()),
+            )),
+        }
+    }
+
+    fn location(&mut self) -> Result<LocExpr, ScopeError> {
+        self.chain(Op::Otherwise)
+    }
+
+    /// Parts joined by `op`, each part bound tighter than `op`.
+    fn chain(&mut self, op: Op) -> Result<LocExpr, ScopeError> {
+        let first = self.operand(op)?;
+        if *self.peek() != Kind::Op(op) {
+            return Ok(first);
+        }
+        let mut parts = vec![first];
+        while *self.peek() == Kind::Op(op) {
+            self.bump();
+            parts.push(self.operand(op)?);
+        }
+        let chain = LocExpr::chain(op, parts);
+        check::chain_sites(&chain)?;
+        Ok(chain)
+    }
+
+    fn operand(&mut self, op: Op) -> Result<LocExpr, ScopeError> {
+        match op {
+            Op::Otherwise => self.chain(Op::Replicate),
+            Op::Replicate => self.chain(Op::Cross),
+            Op::Cross => self.atom(),
+        }
+    }
+
+    /// A site, `( location )` or `around(site, duration)`.
+    fn atom(&mut self) -> Result<LocExpr, ScopeError> {
+        match (self.peek(), self.peek_second()) {
+            (Kind::LParen, _) => {
+                self.open_bracket('(');
+                if self.open.len() > MAX_NESTING {
+                    let (_, span) = self.open[self.open.len() - 1];
+                    return Err(ScopeError::new(ErrorKind::TooDeep(MAX_NESTING), span));
+                }
+                let inner = self.location()?;
+                if *self.peek() != Kind::RParen {
+                    return Err(self.unexpected("an operator or ')'"));
+                }
+                self.close_bracket();
+                Ok(inner)
+            }
+            (Kind::Name { text, quoted: false }, Kind::LParen) if text == "around" => {
+                self.bump();
+                self.around()
+            }
+            (Kind::Name { .. }, _) => Ok(LocExpr::Site(self.site()?)),
+            _ => Err(self.unexpected("a site").with_hint(hints::doubled_operator(
+                &self.tokens[self.next.saturating_sub(1)].kind,
+                self.peek(),
+            ))),
+        }
+    }
+
+    /// `(site, duration)`, after the word `around`.
+    fn around(&mut self) -> Result<LocExpr, ScopeError> {
+        self.open_bracket('(');
+        let site = self.site()?;
+        if *self.peek() != Kind::Comma {
+            return Err(self
+                .unexpected("',' then a duration")
+                .with_hint(hints::missing_comma_in_around(site.name.as_str())));
+        }
+        self.bump();
+        let Token { kind, span } = self.bump();
+        let within = match kind {
+            Kind::Name {
+                text,
+                quoted: false,
+            } => duration(&text).map_err(|kind| {
+                ScopeError::new(kind, span).with_hint(hints::bad_duration(&text))
+            })?,
+            Kind::Name { text, quoted: true } => {
+                return Err(ScopeError::new(ErrorKind::BadDuration(text), span)
+                    .with_hint(Some("write a duration without quotes".to_owned())))
+            }
+            _ => {
+                self.next -= usize::from(kind != Kind::End);
+                return Err(self.unexpected("a duration"));
+            }
+        };
+        if *self.peek() != Kind::RParen {
+            return Err(self.unexpected("')'"));
+        }
+        self.close_bracket();
+        Ok(LocExpr::Around { site, within })
+    }
+
+    fn site(&mut self) -> Result<Site, ScopeError> {
+        let (name, span) = self.name()?;
+        Ok(Site { name, span })
+    }
+
+    fn name(&mut self) -> Result<(Name, Span), ScopeError> {
+        if !matches!(self.peek(), Kind::Name { .. }) {
+            return Err(self.unexpected("a name"));
+        }
+        let Token { kind, span } = self.bump();
+        match kind {
+            Kind::Name { text, .. } => Name::new(text)
+                .map(|name| (name, span))
+                .ok_or_else(|| ScopeError::new(ErrorKind::EmptyName, span)),
+            _ => unreachable!("checked to be a name above"),
+        }
+    }
+
+    fn open_bracket(&mut self, open: char) {
+        let span = self.bump().span;
+        self.open.push((open, span));
+    }
+
+    /// Takes the closing bracket that the caller has checked is next.
+    fn close_bracket(&mut self) {
+        self.bump();
+        self.open.pop();
+    }
+
+    fn end(&mut self, expected: &'static str) -> Result<(), ScopeError> {
+        match self.peek() {
+            Kind::End => Ok(()),
+            _ => Err(self.unexpected(expected)),
+        }
+    }
+
+    /// The error for a token where `expected` should be, told as precisely as possible: an
+    /// unclosed or unopened bracket says so.
+    fn unexpected(&self, expected: &'static str) -> ScopeError {
+        let span = self.span();
+        let innermost = self.open.last().copied();
+        match (self.peek(), innermost) {
+            (Kind::End, Some((open, opened))) => ScopeError::new(
+                ErrorKind::Unclosed {
+                    open,
+                    close: closing(open),
+                    opened_at: opened.start + 1,
+                },
+                span,
+            ),
+            (Kind::RParen, None | Some(('{', _))) => {
+                ScopeError::new(ErrorKind::Unopened(')'), span)
+            }
+            (Kind::RBrace, None | Some(('(', _))) if !self.open.iter().any(|(o, _)| *o == '{') => {
+                ScopeError::new(ErrorKind::Unopened('}'), span)
+            }
+            (found, _) => ScopeError::new(
+                ErrorKind::Expected {
+                    expected,
+                    found: describe(found),
+                },
+                span,
+            )
+            .with_hint(hints::unexpected_token(found)),
+        }
+    }
+
+    /// The error for what follows a complete entry when it is not a separator.
+    fn after_entry(&self, entry: &Entry, expected: &'static str) -> ScopeError {
+        let error = self.unexpected(expected);
+        match (self.peek(), entry.location()) {
+            (Kind::Colon, Some(location)) => {
+                error.with_hint(hints::missing_comma(location.last_site().name.as_str()))
+            }
+            _ => error,
+        }
+    }
+}
+
+fn keyed_site(service: Name, site: Site) -> Entry {
+    if service.as_str() == PRIME {
+        Entry::Prime(site)
+    } else {
+        Entry::Service {
+            service,
+            location: LocExpr::Site(site),
+        }
+    }
+}
+
+fn closing(open: char) -> char {
+    if open == '{' {
+        '}'
+    } else {
+        ')'
+    }
+}
+
+/// A token as an error message names it.
+fn describe(kind: &Kind) -> String {
+    match kind {
+        Kind::LBrace => "'{'".to_owned(),
+        Kind::RBrace => "'}'".to_owned(),
+        Kind::LParen => "'('".to_owned(),
+        Kind::RParen => "')'".to_owned(),
+        Kind::Colon => "':'".to_owned(),
+        Kind::Comma => "','".to_owned(),
+        Kind::Slash => "'/'".to_owned(),
+        Kind::Op(op) => format!("'{}'", op.symbol()),
+        Kind::Name { text, .. } => format!("the name '{text}'"),
+        Kind::End => "the end of the input".to_owned(),
+    }
+}
+
+/// `text` as a duration: a whole number then `us`, `ms` or `s`, in whole microseconds.
+pub(crate) fn duration(text: &str) -> Result<Duration, ErrorKind> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let micros_per_unit: u64 = match &text[digits..] {
+        "us" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        _ => return Err(ErrorKind::BadDuration(text.to_owned())),
+    };
+    if digits == 0 {
+        return Err(ErrorKind::BadDuration(text.to_owned()));
+    }
+    text[..digits]
+        .parse::<u64>()
+        .ok()
+        .and_then(|count| count.checked_mul(micros_per_unit))
+        .map(Duration::from_micros)
+        .ok_or_else(|| ErrorKind::DurationTooLong(text.to_owned()))
+}

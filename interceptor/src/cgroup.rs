@@ -1,0 +1,67 @@
+//! Finding cgroup v2 directories: the mount point is read from /proc/self/mounts (it is
+//! /sys/fs/cgroup on most hosts, /sys/fs/cgroup/unified on hybrid ones), never assumed.
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup v2 file system is mounted (looked for `cgroup2` in /proc/self/mounts)")]
+    NoCgroup2Mount,
+    #[error("cannot read /proc/self/mounts: {0}")]
+    Mounts(std::io::Error),
+    #[error("workload cgroup {0} does not exist (create it with `mkdir`, then move the workload's processes into it)")]
+    Missing(PathBuf),
+    #[error("workload cgroup {path} is outside the cgroup v2 mount {mount}")]
+    Outside { path: PathBuf, mount: PathBuf },
+}
+
+/// Where cgroup v2 is mounted on this host.
+pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(CgroupError::Mounts)?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(target))
+        })
+        .next()
+        .ok_or(CgroupError::NoCgroup2Mount)
+}
+
+/// The directory of a workload cgroup named relative to the mount, or absolute under it.
+pub fn workload_dir(mount: &Path, cgroup: &Path) -> Result<PathBuf, CgroupError> {
+    let dir = if cgroup.is_absolute() {
+        if !cgroup.starts_with(mount) {
+            return Err(CgroupError::Outside {
+                path: cgroup.to_owned(),
+                mount: mount.to_owned(),
+            });
+        }
+        cgroup.to_owned()
+    } else {
+        mount.join(cgroup)
+    };
+    if !dir.is_dir() {
+        return Err(CgroupError::Missing(dir));
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_workloads_live_under_the_mount_and_absolute_ones_must() {
+        let mount = std::env::temp_dir();
+        let inside = mount.join(format!("cheops-cgroup-test-{}", std::process::id()));
+        std::fs::create_dir_all(&inside).unwrap();
+        let relative = workload_dir(&mount, Path::new(inside.file_name().unwrap()));
+        let outside = workload_dir(&inside, Path::new("/proc"));
+        let missing = workload_dir(&mount, Path::new("cheops-no-such-cgroup"));
+        std::fs::remove_dir(&inside).unwrap();
+        assert_eq!(relative.unwrap(), inside);
+        assert!(matches!(outside, Err(CgroupError::Outside { .. })));
+        assert!(matches!(missing, Err(CgroupError::Missing(_))));
+    }
+}

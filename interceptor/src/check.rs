@@ -1,0 +1,139 @@
+//! `cheops check`: a preflight that says in plain words what this node lacks to run the agent
+//! (root, BPF, BTF, cgroup v2, free ports, reachable local instances), and how to fix it.
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    time::Duration,
+};
+
+use crate::{cgroup, config::Config, loader};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// The agent would still start, but something will not work.
+    Warn,
+    Fail,
+}
+
+pub struct Finding {
+    pub verdict: Verdict,
+    pub message: String,
+}
+
+fn finding(verdict: Verdict, message: impl Into<String>) -> Finding {
+    Finding {
+        verdict,
+        message: message.into(),
+    }
+}
+
+/// Runs every check; `config` adds the checks of one agent's configuration.
+pub fn run(config: Option<&Path>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    findings.push(if root {
+        finding(Verdict::Ok, "running as root")
+    } else {
+        finding(
+            Verdict::Fail,
+            "not running as root: loading eBPF programs needs root (or CAP_BPF and CAP_NET_ADMIN)",
+        )
+    });
+    findings.push(if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        finding(Verdict::Ok, "kernel BTF present (/sys/kernel/btf/vmlinux)")
+    } else {
+        finding(Verdict::Warn, "no kernel BTF at /sys/kernel/btf/vmlinux: our programs do not need it, but debugging tools (bpftool) will say less")
+    });
+    let mount = match cgroup::cgroup2_mount() {
+        Ok(mount) => {
+            findings.push(finding(
+                Verdict::Ok,
+                format!("cgroup v2 mounted at {}", mount.display()),
+            ));
+            Some(mount)
+        }
+        Err(err) => {
+            findings.push(finding(
+                Verdict::Fail,
+                format!("{err}: mount it with `mount -t cgroup2 none /sys/fs/cgroup`"),
+            ));
+            None
+        }
+    };
+    if root {
+        findings.push(match loader::verify_programs() {
+            Ok(()) => finding(Verdict::Ok, "the kernel accepts cheops's eBPF programs (cgroup/connect4, cgroup/connect6, sock_ops)"),
+            Err(err) => finding(Verdict::Fail, format!("the kernel refuses cheops's eBPF programs: {:#}", anyhow::Error::from(err))),
+        });
+    }
+    if let Some(path) = config {
+        findings.extend(check_config(path, mount.as_deref()));
+    }
+    findings
+}
+
+fn check_config(path: &Path, mount: Option<&Path>) -> Vec<Finding> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => return vec![finding(Verdict::Fail, err.to_string())],
+    };
+    let mut findings = vec![finding(
+        Verdict::Ok,
+        format!(
+            "configuration {} is valid: site {}, {} services, {} workload cgroups",
+            path.display(),
+            config.site,
+            config.services.len(),
+            config.workloads.len()
+        ),
+    )];
+    if let Some(mount) = mount {
+        for workload in &config.workloads {
+            findings.push(match cgroup::workload_dir(mount, &workload.cgroup) {
+                Ok(dir) => finding(
+                    Verdict::Ok,
+                    format!("workload cgroup {} exists", dir.display()),
+                ),
+                Err(err) => finding(Verdict::Fail, err.to_string()),
+            });
+        }
+    }
+    for (what, port) in [("proxy", config.proxy.port), ("admin", config.admin.port)] {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        findings.push(match TcpListener::bind(address) {
+            Ok(_) => finding(Verdict::Ok, format!("{what} port {address} is free")),
+            Err(err) => finding(Verdict::Fail, format!("{what} port {address} is not free ({err}): is another cheops running? change `{what}.port`")),
+        });
+    }
+    for service in &config.services {
+        findings.push(match TcpStream::connect_timeout(&service.local, Duration::from_secs(1)) {
+            Ok(_) => finding(Verdict::Ok, format!("service '{}': local instance {} answers", service.name, service.local)),
+            Err(err) => finding(Verdict::Warn, format!("service '{}': local instance {} does not answer ({err}); requests to it will get 502", service.name, service.local)),
+        });
+    }
+    findings
+}
+
+/// Prints the findings; true when none failed.
+pub fn report(findings: &[Finding]) -> bool {
+    for f in findings {
+        let tag = match f.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+        };
+        println!("{tag}  {}", f.message);
+    }
+    let failed = findings
+        .iter()
+        .filter(|f| f.verdict == Verdict::Fail)
+        .count();
+    if failed == 0 {
+        println!("\nthis node can run the cheops agent");
+    } else {
+        println!("\n{failed} check(s) failed: fix them before starting `cheops agent`");
+    }
+    failed == 0
+}

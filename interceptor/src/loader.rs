@@ -1,0 +1,284 @@
+//! Loads the kernel programs, tells them which addresses are meshed services and where the
+//! proxy listens, and attaches them to the workload cgroups. The programs are attached through
+//! bpf links owned by this process: dropping `Interception`, or the process dying in any way,
+//! detaches them, so nothing stays redirected to a proxy that is gone.
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    sync::Mutex,
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{CgroupAttachMode, CgroupSockAddr, SockOps},
+    Ebpf,
+};
+use interceptor_ebpf::{
+    Counter, OriginalDestination, ProxyListener, SocketAddress, CONNECT4_PROGRAM, CONNECT6_PROGRAM,
+    COUNTERS_MAP, LISTENER_MAP, ORIGINAL_DESTINATIONS_MAP, SERVICES_MAP, SOCK_OPS_PROGRAM,
+};
+use serde::Serialize;
+use tokio::io::{unix::AsyncFd, Interest};
+
+use crate::proxy::{Intercepted, OriginalDestinations};
+
+/// The kernel programs, built by build.rs from `interceptor-ebpf`.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(env!("CHEOPS_EBPF_OBJECT"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading the eBPF object failed")]
+    Object(#[source] aya::EbpfError),
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    #[error("eBPF program {program}")]
+    Program {
+        program: &'static str,
+        #[source]
+        cause: aya::programs::ProgramError,
+    },
+    #[error("attaching {program} to workload cgroup {cgroup}")]
+    Attach {
+        program: &'static str,
+        cgroup: PathBuf,
+        #[source]
+        cause: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {map}")]
+    Map {
+        map: &'static str,
+        #[source]
+        cause: aya::maps::MapError,
+    },
+    #[error("opening workload cgroup {cgroup}")]
+    Cgroup {
+        cgroup: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub redirected: u64,
+    pub passed_through: u64,
+    pub failed_open: u64,
+}
+
+pub struct Interception {
+    // Owns the programs and their links: dropping it detaches them.
+    _ebpf: Ebpf,
+    listener: Mutex<Array<MapData, ProxyListener>>,
+    original_destinations: Mutex<HashMap<MapData, SocketAddress, OriginalDestination>>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl Interception {
+    /// Loads the programs and attaches them to `workload_cgroups`; connections from there to
+    /// `services` go to the proxy on `proxy_port` (127.0.0.1 and ::1) from then on.
+    pub fn start(
+        services: impl IntoIterator<Item = SocketAddr>,
+        workload_cgroups: &[PathBuf],
+        proxy_port: u16,
+    ) -> Result<Interception, LoadError> {
+        let mut ebpf = Ebpf::load(PROGRAMS).map_err(LoadError::Object)?;
+        forward_kernel_logs(&mut ebpf);
+
+        let mut service_map: HashMap<_, SocketAddress, u32> =
+            HashMap::try_from(take_map(&mut ebpf, SERVICES_MAP)?)
+                .map_err(map_error(SERVICES_MAP))?;
+        for address in services {
+            service_map
+                .insert(kernel_address(address), 1, 0)
+                .map_err(map_error(SERVICES_MAP))?;
+        }
+        let mut listener: Array<_, ProxyListener> =
+            Array::try_from(take_map(&mut ebpf, LISTENER_MAP)?).map_err(map_error(LISTENER_MAP))?;
+        let proxy = ProxyListener {
+            ipv4: u32::from_ne_bytes(Ipv4Addr::LOCALHOST.octets()),
+            ipv6: SocketAddress::from_octets(Ipv6Addr::LOCALHOST.octets(), 0).ip,
+            port: u32::from(proxy_port),
+            pid: std::process::id(),
+        };
+        listener.set(0, proxy, 0).map_err(map_error(LISTENER_MAP))?;
+        let original_destinations =
+            HashMap::try_from(take_map(&mut ebpf, ORIGINAL_DESTINATIONS_MAP)?)
+                .map_err(map_error(ORIGINAL_DESTINATIONS_MAP))?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS_MAP)?)
+            .map_err(map_error(COUNTERS_MAP))?;
+
+        let cgroups = workload_cgroups
+            .iter()
+            .map(|path| {
+                std::fs::File::open(path).map_err(|cause| LoadError::Cgroup {
+                    cgroup: path.clone(),
+                    cause,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        load_programs(&mut ebpf)?;
+        for name in [CONNECT4_PROGRAM, CONNECT6_PROGRAM] {
+            let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            for (cgroup, path) in cgroups.iter().zip(workload_cgroups) {
+                program
+                    .attach(cgroup, CgroupAttachMode::Single)
+                    .map_err(attach_error(name, path))?;
+            }
+        }
+        let sock_ops: &mut SockOps = program(&mut ebpf, SOCK_OPS_PROGRAM)?;
+        for (cgroup, path) in cgroups.iter().zip(workload_cgroups) {
+            sock_ops
+                .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(attach_error(SOCK_OPS_PROGRAM, path))?;
+        }
+
+        Ok(Interception {
+            _ebpf: ebpf,
+            listener: Mutex::new(listener),
+            original_destinations: Mutex::new(original_destinations),
+            counters,
+        })
+    }
+
+    /// Tells the programs that no proxy listens any more: from now on, connections pass
+    /// untouched (fail open), even before the programs are detached.
+    pub fn stop_redirecting(&self) {
+        let mut listener = self.listener.lock().unwrap();
+        if let Err(err) = listener.set(0, ProxyListener::default(), 0) {
+            tracing::warn!("could not tell the kernel programs to stop redirecting: {err}");
+        }
+    }
+
+    pub fn counters(&self) -> KernelCounters {
+        let sum = |counter: Counter| -> u64 {
+            self.counters
+                .get(&(counter as u32), 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelCounters {
+            redirected: sum(Counter::Redirected),
+            passed_through: sum(Counter::PassedThrough),
+            failed_open: sum(Counter::FailedOpen),
+        }
+    }
+}
+
+impl OriginalDestinations for Interception {
+    fn take(&self, client: SocketAddr) -> Option<Intercepted> {
+        let key = kernel_address(client);
+        let mut map = self.original_destinations.lock().unwrap();
+        let original = map.get(&key, 0).ok()?;
+        // The entry served its purpose; the LRU map would evict it anyway, this keeps it small.
+        let _ = map.remove(&key);
+        Some(Intercepted {
+            service: socket_address(&original.service),
+            cgroup_id: original.cgroup_id,
+        })
+    }
+}
+
+/// Loads the programs into the kernel, which runs its verifier on them, without attaching them.
+pub fn verify_programs() -> Result<(), LoadError> {
+    load_programs(&mut Ebpf::load(PROGRAMS).map_err(LoadError::Object)?)
+}
+
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    for name in [CONNECT4_PROGRAM, CONNECT6_PROGRAM] {
+        let program: &mut CgroupSockAddr = program(ebpf, name)?;
+        program.load().map_err(program_error(name))?;
+    }
+    let sock_ops: &mut SockOps = program(ebpf, SOCK_OPS_PROGRAM)?;
+    sock_ops.load().map_err(program_error(SOCK_OPS_PROGRAM))
+}
+
+/// The kernel's form of an address: IPv6, with IPv4 as `::ffff:a.b.c.d`.
+fn kernel_address(address: SocketAddr) -> SocketAddress {
+    let ip = match address.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    SocketAddress::from_octets(ip.octets(), address.port())
+}
+
+fn socket_address(address: &SocketAddress) -> SocketAddr {
+    let ip = Ipv6Addr::from(address.octets());
+    let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+    SocketAddr::new(ip, address.port as u16)
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
+    ebpf.take_map(name).ok_or(LoadError::Missing(name))
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::Missing(name))?
+        .try_into()
+        .map_err(program_error(name))
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
+    move |cause| LoadError::Map { map, cause }
+}
+
+fn program_error(program: &'static str) -> impl Fn(aya::programs::ProgramError) -> LoadError {
+    move |cause| LoadError::Program { program, cause }
+}
+
+fn attach_error<'a>(
+    program: &'static str,
+    cgroup: &'a std::path::Path,
+) -> impl Fn(aya::programs::ProgramError) -> LoadError + 'a {
+    move |cause| LoadError::Attach {
+        program,
+        cgroup: cgroup.to_owned(),
+        cause,
+    }
+}
+
+/// Sends what the kernel programs log (aya-log) to our `tracing` output.
+fn forward_kernel_logs(ebpf: &mut Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(err) => {
+            tracing::warn!("kernel program logs are not available: {err}");
+            return;
+        }
+    };
+    // SAFETY: the logger owns its ring buffer's descriptor, which stays open as long as it lives.
+    let Ok(mut logger) = (unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) })
+    else {
+        tracing::warn!("kernel program logs are not available: cannot poll their ring buffer");
+        return;
+    };
+    tokio::spawn(async move {
+        while let Ok(mut ready) = logger.readable_mut().await {
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_keep_their_family_through_the_kernel_form() {
+        for text in ["198.18.0.10:80", "[2001:db8::1]:8080", "127.0.0.1:15001"] {
+            let address: SocketAddr = text.parse().unwrap();
+            assert_eq!(socket_address(&kernel_address(address)), address);
+        }
+        let v4 = kernel_address("198.18.0.10:80".parse().unwrap());
+        assert!(v4.is_ipv4_mapped());
+        assert_eq!(
+            v4,
+            SocketAddress::from_ipv4_word(u32::from_ne_bytes([198, 18, 0, 10]), 80)
+        );
+    }
+}

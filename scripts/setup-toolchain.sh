@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and testing Cheops needs on a fresh Debian 12 machine.
+# Safe to run again: every step is skipped when already done.
+set -euo pipefail
+
+packages=(rustc-web rust-web-src llvm-22-dev libpolly-22-dev bpftool iproute2 nftables curl
+          nginx-light haproxy wrk jq procps psmisc)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's nginx and haproxy start a service on install; the tests and benchmarks run their own.
+for svc in nginx haproxy; do
+  systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
+done
+
+if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then
+  echo "setup: building bpf-linker 0.13 against LLVM 22 (about 3 minutes, once per machine)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker@0.13.0 \
+    --no-default-features --features llvm-22
+fi
+
+if ! command -v json-server >/dev/null 2>&1; then
+  echo "setup: installing json-server from npm"
+  npm install -g --silent json-server@0.17.4 >/dev/null
+fi
+echo "setup: toolchain ready"
