@@ -20,14 +20,21 @@ pub struct ScopeError {
 /// What is wrong with a scope; each reads as one sentence.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ErrorKind {
-    #[error("'{0}' cannot appear in a scope outside quotes")]
+    #[error("{0:?} cannot appear in a scope outside quotes")]
     UnexpectedChar(char),
     #[error("this quoted name is not closed: expected '\"'")]
     UnclosedQuote,
     #[error("expected {expected}, found {found}")]
-    Expected { expected: &'static str, found: String },
+    Expected {
+        expected: &'static str,
+        found: String,
+    },
     #[error("expected '{close}' to close the '{open}' at column {opened_at}")]
-    Unclosed { open: char, close: char, opened_at: usize },
+    Unclosed {
+        open: char,
+        close: char,
+        opened_at: usize,
+    },
     #[error("'{0}' closes nothing")]
     Unopened(char),
     #[error("more than {0} nested parentheses")]
@@ -43,7 +50,11 @@ pub enum ErrorKind {
     #[error("service '{service}' is named twice (first at column {first_at})")]
     ServiceTwice { service: String, first_at: usize },
     #[error("site '{site}' is named twice in one '{op}' chain (first at column {first_at})")]
-    SiteTwice { site: String, op: char, first_at: usize },
+    SiteTwice {
+        site: String,
+        op: char,
+        first_at: usize,
+    },
     #[error("a second bare entry (the first is at column {first_at}): only one entry may leave out its service")]
     SecondBare { first_at: usize },
     #[error("'prime' is given twice (first at column {first_at})")]
@@ -67,8 +78,11 @@ impl ScopeError {
         }
     }
 
+    /// Adds a hint; a more precise one given later replaces a general one, `None` keeps it.
     pub(crate) fn with_hint(mut self, hint: Option<String>) -> ScopeError {
-        self.hint = hint;
+        if hint.is_some() {
+            self.hint = hint;
+        }
         self
     }
 
@@ -83,9 +97,9 @@ impl ScopeError {
     }
 }
 
-/// Longest stretch of the input shown around the culprit, so that a huge header still gives
-/// a readable message.
-const WINDOW: usize = 60;
+/// Longest stretch of a line shown around the culprit, so that a huge header still gives a
+/// readable message.
+const WINDOW: usize = 72;
 
 fn render(error: &ScopeError) -> String {
     let mut out = format!("column {}: {}", error.column(), error.kind);
@@ -98,32 +112,38 @@ fn render(error: &ScopeError) -> String {
     out
 }
 
-/// The line of `input` holding `span`, cut to [`WINDOW`] characters, with the caret's offset
-/// and width in characters (not bytes, so that it stands under non-ASCII names too).
+/// The line of `input` holding `span`, cut to [`WINDOW`] characters around it, with the
+/// caret's offset and width in characters (not bytes, so that it stands under non-ASCII
+/// names too).
 fn excerpt(input: &str, span: Span) -> (String, usize, usize) {
     let start = floor_char_boundary(input, span.start.min(input.len()));
     let end = floor_char_boundary(input, span.end.clamp(start, input.len()));
     let line_start = input[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = input[start..].find('\n').map_or(input.len(), |i| start + i);
-    let before: Vec<char> = input[line_start..start].chars().collect();
-    let culprit = input[start..end.min(line_end)].chars().count();
-    let after: Vec<char> = input[start..line_end].chars().collect();
-    let skip = before.len().saturating_sub(WINDOW / 2);
-    let shown_before = &before[skip..];
-    let room = WINDOW.saturating_sub(shown_before.len()).max(culprit.min(WINDOW));
-    let shown_after = &after[..after.len().min(room)];
+    let chars: Vec<char> = input[line_start..line_end].chars().collect();
+    let at = input[line_start..start].chars().count();
+    let len = input[start..end.min(line_end)].chars().count();
+    let from = if chars.len() <= WINDOW {
+        0
+    } else {
+        at.saturating_sub(WINDOW / 2).min(chars.len() - WINDOW)
+    };
+    let to = chars.len().min(from + WINDOW);
     let mut line = String::new();
-    if skip > 0 {
+    if from > 0 {
         line.push('…');
     }
-    let visible = |c: &char| if c.is_control() { ' ' } else { *c };
-    line.extend(shown_before.iter().map(visible));
-    line.extend(shown_after.iter().map(visible));
-    if shown_after.len() < after.len() {
+    // Control characters would move the caret or the terminal: shown as spaces.
+    line.extend(
+        chars[from..to]
+            .iter()
+            .map(|&c| if c.is_control() { ' ' } else { c }),
+    );
+    if to < chars.len() {
         line.push('…');
     }
-    let caret_at = shown_before.len() + usize::from(skip > 0);
-    (line, caret_at, culprit.min(shown_after.len()))
+    let caret_at = at - from + usize::from(from > 0);
+    (line, caret_at, len.min(to.saturating_sub(at)))
 }
 
 fn floor_char_boundary(text: &str, mut at: usize) -> usize {

@@ -114,5 +114,7 @@ fn bare_name(text: &str, start: usize) -> (String, usize) {
 
 /// The offset of the first character from `from` on that is not `inside`.
 fn end_of(text: &str, from: usize, inside: impl Fn(char) -> bool) -> usize {
-    text[from..].find(|c| !inside(c)).map_or(text.len(), |len| from + len)
+    text[from..]
+        .find(|c| !inside(c))
+        .map_or(text.len(), |len| from + len)
 }

@@ -100,21 +100,13 @@ impl Parser {
         self.tokens[self.next.saturating_sub(1)].span.end
     }
 
-    /// Takes the next token; the end of the input is never taken, so it always stays next.
-    fn bump(&mut self) -> Token {
-        let token = &mut self.tokens[self.next];
-        let kind = match &mut token.kind {
-            Kind::Name { text, quoted } => Kind::Name {
-                text: std::mem::take(text),
-                quoted: *quoted,
-            },
-            other => other.clone(),
-        };
-        let span = token.span;
-        if kind != Kind::End {
+    /// Steps over the next token and gives its span; the end of the input always stays next.
+    fn bump(&mut self) -> Span {
+        let span = self.span();
+        if *self.peek() != Kind::End {
             self.next += 1;
         }
-        Token { kind, span }
+        span
     }
 
     /// `{` [entry (`,` entry)* [`,`]] `}`
@@ -254,7 +246,13 @@ impl Parser {
                 self.close_bracket();
                 Ok(inner)
             }
-            (Kind::Name { text, quoted: false }, Kind::LParen) if text == "around" => {
+            (
+                Kind::Name {
+                    text,
+                    quoted: false,
+                },
+                Kind::LParen,
+            ) if text == "around" => {
                 self.bump();
                 self.around()
             }
@@ -276,23 +274,23 @@ impl Parser {
                 .with_hint(hints::missing_comma_in_around(site.name.as_str())));
         }
         self.bump();
-        let Token { kind, span } = self.bump();
-        let within = match kind {
+        let span = self.span();
+        let within = match self.peek() {
             Kind::Name {
                 text,
                 quoted: false,
-            } => duration(&text).map_err(|kind| {
-                ScopeError::new(kind, span).with_hint(hints::bad_duration(&text))
+            } => duration(text).map_err(|kind| {
+                let hint =
+                    matches!(kind, ErrorKind::BadDuration(_)).then(|| hints::bad_duration(text));
+                ScopeError::new(kind, span).with_hint(hint)
             })?,
             Kind::Name { text, quoted: true } => {
-                return Err(ScopeError::new(ErrorKind::BadDuration(text), span)
+                return Err(ScopeError::new(ErrorKind::BadDuration(text.clone()), span)
                     .with_hint(Some("write a duration without quotes".to_owned())))
             }
-            _ => {
-                self.next -= usize::from(kind != Kind::End);
-                return Err(self.unexpected("a duration"));
-            }
+            _ => return Err(self.unexpected("a duration")),
         };
+        self.bump();
         if *self.peek() != Kind::RParen {
             return Err(self.unexpected("')'"));
         }
@@ -305,21 +303,20 @@ impl Parser {
         Ok(Site { name, span })
     }
 
+    /// Takes the next token's name: the tree owns it from now on.
     fn name(&mut self) -> Result<(Name, Span), ScopeError> {
-        if !matches!(self.peek(), Kind::Name { .. }) {
-            return Err(self.unexpected("a name"));
-        }
-        let Token { kind, span } = self.bump();
-        match kind {
-            Kind::Name { text, .. } => Name::new(text)
-                .map(|name| (name, span))
-                .ok_or_else(|| ScopeError::new(ErrorKind::EmptyName, span)),
-            _ => unreachable!("checked to be a name above"),
-        }
+        let span = self.span();
+        let text = match &mut self.tokens[self.next].kind {
+            Kind::Name { text, .. } => std::mem::take(text),
+            _ => return Err(self.unexpected("a name")),
+        };
+        self.next += 1;
+        let name = Name::new(text).ok_or_else(|| ScopeError::new(ErrorKind::EmptyName, span))?;
+        Ok((name, span))
     }
 
     fn open_bracket(&mut self, open: char) {
-        let span = self.bump().span;
+        let span = self.bump();
         self.open.push((open, span));
     }
 
@@ -341,22 +338,22 @@ impl Parser {
     fn unexpected(&self, expected: &'static str) -> ScopeError {
         let span = self.span();
         let innermost = self.open.last().copied();
-        match (self.peek(), innermost) {
-            (Kind::End, Some((open, opened))) => ScopeError::new(
-                ErrorKind::Unclosed {
-                    open,
-                    close: closing(open),
-                    opened_at: opened.start + 1,
-                },
-                span,
-            ),
-            (Kind::RParen, None | Some(('{', _))) => {
-                ScopeError::new(ErrorKind::Unopened(')'), span)
+        let closes = match self.peek() {
+            Kind::RParen => Some(('(', ')')),
+            Kind::RBrace => Some(('{', '}')),
+            _ => None,
+        };
+        let is_open = |bracket: char| self.open.iter().any(|(open, _)| *open == bracket);
+        match (self.peek(), innermost, closes) {
+            // The end, or a closing bracket that belongs further out: the innermost is unclosed.
+            (Kind::End, Some((open, opened)), _) => unclosed(open, opened, span),
+            (_, Some((open, opened)), Some((opener, _))) if open != opener && is_open(opener) => {
+                unclosed(open, opened, span)
             }
-            (Kind::RBrace, None | Some(('(', _))) if !self.open.iter().any(|(o, _)| *o == '{') => {
-                ScopeError::new(ErrorKind::Unopened('}'), span)
+            (_, _, Some((opener, close))) if !is_open(opener) => {
+                ScopeError::new(ErrorKind::Unopened(close), span)
             }
-            (found, _) => ScopeError::new(
+            (found, _, _) => ScopeError::new(
                 ErrorKind::Expected {
                     expected,
                     found: describe(found),
@@ -374,6 +371,9 @@ impl Parser {
             (Kind::Colon, Some(location)) => {
                 error.with_hint(hints::missing_comma(location.last_site().name.as_str()))
             }
+            (Kind::Name { text, .. }, _) => {
+                error.with_hint(Some(format!("missing ',' or an operator before '{text}'?")))
+            }
             _ => error,
         }
     }
@@ -390,12 +390,17 @@ fn keyed_site(service: Name, site: Site) -> Entry {
     }
 }
 
-fn closing(open: char) -> char {
-    if open == '{' {
-        '}'
-    } else {
-        ')'
-    }
+fn unclosed(open: char, opened: Span, span: Span) -> ScopeError {
+    let close = if open == '{' { '}' } else { ')' };
+    let opened_at = opened.start + 1;
+    ScopeError::new(
+        ErrorKind::Unclosed {
+            open,
+            close,
+            opened_at,
+        },
+        span,
+    )
 }
 
 /// A token as an error message names it.
@@ -416,7 +421,9 @@ fn describe(kind: &Kind) -> String {
 
 /// `text` as a duration: a whole number then `us`, `ms` or `s`, in whole microseconds.
 pub(crate) fn duration(text: &str) -> Result<Duration, ErrorKind> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let micros_per_unit: u64 = match &text[digits..] {
         "us" => 1,
         "ms" => 1_000,

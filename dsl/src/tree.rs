@@ -87,7 +87,10 @@ impl Op {
 pub enum LocExpr {
     Site(Site),
     /// `around(site, within)`: the sites within a round trip of `site`, nearest first.
-    Around { site: Site, within: Duration },
+    Around {
+        site: Site,
+        within: Duration,
+    },
     /// Two or more parts joined by one operator; a part is never a chain of the same operator.
     Chain(Op, Vec<LocExpr>),
 }
@@ -111,7 +114,7 @@ impl LocExpr {
     }
 
     /// Calls `visit` on every site written in this expression, in written order.
-    pub fn each_site<'a>(&'a self, visit: &mut impl FnMut(&'a Site)) {
+    pub(crate) fn each_site<'a>(&'a self, visit: &mut impl FnMut(&'a Site)) {
         match self {
             LocExpr::Site(site) | LocExpr::Around { site, .. } => visit(site),
             LocExpr::Chain(_, parts) => parts.iter().for_each(|part| part.each_site(visit)),
@@ -129,10 +132,17 @@ impl LocExpr {
     }
 
     /// The first site written in this expression: the default prime of a cross.
-    pub fn first_site(&self) -> &Site {
+    pub(crate) fn first_site(&self) -> &Site {
         match self {
             LocExpr::Site(site) | LocExpr::Around { site, .. } => site,
             LocExpr::Chain(_, parts) => parts[0].first_site(),
+        }
+    }
+
+    pub(crate) fn last_site(&self) -> &Site {
+        match self {
+            LocExpr::Site(site) | LocExpr::Around { site, .. } => site,
+            LocExpr::Chain(_, parts) => parts[parts.len() - 1].last_site(),
         }
     }
 }
@@ -209,7 +219,8 @@ impl Scope {
         }
         // A prime with no cross left to be prime of would make the scope invalid downstream.
         if rest.crosses().is_empty() {
-            rest.entries.retain(|entry| !matches!(entry, Entry::Prime(_)));
+            rest.entries
+                .retain(|entry| !matches!(entry, Entry::Prime(_)));
         }
         rest
     }

@@ -1,0 +1,21 @@
+"""Opens COUNT connections to the given addresses (round robin) and holds them all open at
+once, then sends one HTTP/1.0 request on each and prints, per connection, the address it
+dialled and the body it got: `address<TAB>body`."""
+import socket
+import sys
+
+count = int(sys.argv[1])
+addresses = [a.rsplit(":", 1) for a in sys.argv[2:]]
+connections = []
+for i in range(count):
+    host, port = addresses[i % len(addresses)]
+    connections.append((f"{host}:{port}", socket.create_connection((host, int(port)), timeout=30)))
+for address, sock in connections:
+    sock.sendall(f"GET /whoami HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
+for address, sock in connections:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    body = data.split(b"\r\n\r\n", 1)[1].decode().strip() if b"\r\n\r\n" in data else "NO-ANSWER"
+    print(f"{address}\t{body}")

@@ -1,0 +1,72 @@
+//! A `cheops agent` running inside a network namespace, with its configuration and log in a
+//! temporary directory; stopped (SIGKILL) when dropped.
+use std::{path::PathBuf, time::Duration};
+
+use crate::{
+    cheops_bin,
+    netns::{command_in, Netns},
+    process::Process,
+};
+
+pub const ADMIN: &str = "127.0.0.1:15000";
+
+pub struct Agent {
+    pub process: Process,
+    netns: String,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts the agent in `netns` with the configuration `config` (TOML) and waits until its
+    /// admin endpoint answers; fails the test with the agent's log if it does not start.
+    pub fn start(netns: &Netns, config: &str) -> Agent {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config_path = dir.path().join("cheops.toml");
+        std::fs::write(&config_path, config).expect("writing the agent configuration");
+        let log = dir.path().join("agent.log");
+        let mut command = netns.command(cheops_bin().to_str().expect("UTF-8 path"));
+        command
+            .arg("agent")
+            .arg("--config")
+            .arg(&config_path)
+            .env("NO_COLOR", "1");
+        let mut agent = Agent {
+            process: Process::spawn("cheops agent", command, Some(&log)),
+            netns: netns.name().to_owned(),
+            log,
+            _dir: dir,
+        };
+        let ready = crate::process::wait_until(Duration::from_secs(15), || {
+            agent.process.exited().is_none() && agent.admin("/ready").is_some()
+        });
+        assert!(
+            ready,
+            "cheops agent did not become ready; its log:\n{}",
+            agent.log_text()
+        );
+        agent
+    }
+
+    /// GETs an admin page from inside the namespace; `None` if the agent does not answer.
+    pub fn admin(&self, page: &str) -> Option<String> {
+        let output = command_in(&self.netns, "curl")
+            .args(["-sf", "-m", "2"])
+            .arg(format!("http://{ADMIN}{page}"))
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let text = self.admin("/status").expect("the agent's /status answers");
+        serde_json::from_str(&text).expect("/status is JSON")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

@@ -1,0 +1,390 @@
+//! Transparent interception on one node, as root: the kernel programs send a meshed workload's
+//! connections to cheops, which forwards them to the service's local instance. Each test makes
+//! its own network namespace and cgroup, and removes them even when it fails.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use cheops_tests::{
+    agent::Agent,
+    apps::{client_script, echo_server, HttpServer},
+    cgroup::Cgroup,
+    netns::Netns,
+    process::wait_until,
+    require_root, unique_name,
+};
+
+/// A node: a namespace, a workload cgroup, cheops, and for each service both its local
+/// instance (answering its name) and, at the service address itself, a "direct" server
+/// (answering `direct-<name>`) that only unintercepted clients reach.
+struct Node {
+    agent: Agent,
+    workload: Cgroup,
+    instances: Vec<HttpServer>,
+    _direct: Vec<HttpServer>,
+    netns: Netns,
+}
+
+const SITE: &str = "Testsite";
+
+fn service(n: u8) -> (String, SocketAddr, SocketAddr) {
+    (
+        format!("svc{n}"),
+        format!("198.18.0.{}:80", 10 + n).parse().unwrap(),
+        format!("127.0.0.1:{}", 8000 + u16::from(n))
+            .parse()
+            .unwrap(),
+    )
+}
+
+fn start_node(services: &[(String, SocketAddr, SocketAddr)], extra_config: &str) -> Node {
+    require_root();
+    let netns = Netns::create(&unique_name("ic"));
+    let workload = Cgroup::create(&unique_name("chw"));
+    let mut instances = Vec::new();
+    let mut direct = Vec::new();
+    let mut config = format!("site = \"{SITE}\"\n{extra_config}\n");
+    for (name, address, local) in services {
+        let prefix = if address.is_ipv4() { 32 } else { 128 };
+        netns.add_loopback_address(&format!("{}/{prefix}", address.ip()));
+        instances.push(HttpServer::start(&netns, *local, name));
+        direct.push(HttpServer::start(
+            &netns,
+            *address,
+            &format!("direct-{name}"),
+        ));
+        config += &format!(
+            "[[service]]\nname = \"{name}\"\naddress = \"{address}\"\nlocal = \"{local}\"\n"
+        );
+    }
+    config += &format!(
+        "[[workload]]\ncgroup = \"{}\"\n",
+        workload.relative_path().display()
+    );
+    let agent = Agent::start(&netns, &config);
+    Node {
+        agent,
+        workload,
+        instances,
+        _direct: direct,
+        netns,
+    }
+}
+
+impl Node {
+    /// Runs `program ARGS` in the namespace, inside the workload cgroup when `meshed`.
+    fn run(&self, meshed: bool, program: &str, args: &[&str]) -> Output {
+        let mut command = self.netns.command(program);
+        command.args(args);
+        if meshed {
+            self.workload.enter(&mut command);
+        }
+        command
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e}"))
+    }
+
+    /// `curl -i URL` from inside or outside the workload: (headers+body, success).
+    fn curl(&self, meshed: bool, url: &str) -> (String, bool) {
+        let output = self.run(meshed, "curl", &["-sS", "-i", "-g", "-m", "5", url]);
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            output.status.success(),
+        )
+    }
+
+    fn attached_programs(&self) -> String {
+        let output = Command::new("bpftool")
+            .args(["cgroup", "show"])
+            .arg(self.workload.path())
+            .output()
+            .expect("running bpftool");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+fn body(answer: &str) -> &str {
+    answer.split("\r\n\r\n").nth(1).unwrap_or("").trim()
+}
+
+#[test]
+fn a_workload_request_is_answered_through_cheops_and_other_clients_are_untouched() {
+    let node = start_node(&[service(0)], "");
+    let (answer, ok) = node.curl(true, "http://198.18.0.10/whoami");
+    assert!(ok, "meshed client failed: {answer}");
+    assert_eq!(
+        body(&answer),
+        "svc0",
+        "meshed client should reach the local instance: {answer}"
+    );
+    assert!(
+        answer
+            .to_lowercase()
+            .contains(&format!("x-cheops-site: {}", SITE.to_lowercase())),
+        "{answer}"
+    );
+
+    let (answer, ok) = node.curl(false, "http://198.18.0.10/whoami");
+    assert!(ok, "client outside the workload failed: {answer}");
+    assert_eq!(
+        body(&answer),
+        "direct-svc0",
+        "a client outside the workload must not be redirected"
+    );
+    assert!(!answer.to_lowercase().contains("x-cheops-site"));
+
+    let status = node.agent.status();
+    assert_eq!(status["kernel"]["redirected"], 1, "{status}");
+    assert_eq!(status["proxy"]["http_requests"], 1, "{status}");
+    assert!(
+        wait_until(Duration::from_secs(2), || node
+            .agent
+            .log_text()
+            .contains("service=svc0 method=GET path=/whoami status=200")),
+        "the agent's log should show the request:\n{}",
+        node.agent.log_text()
+    );
+    assert!(
+        node.attached_programs().contains("inet4_connect"),
+        "{}",
+        node.attached_programs()
+    );
+}
+
+#[test]
+fn original_destinations_are_exact_for_200_concurrent_connections_to_4_services() {
+    let services: Vec<_> = (0..4).map(service).collect();
+    let node = start_node(&services, "");
+    let mut args = vec![
+        client_script("concurrent_connections.py")
+            .display()
+            .to_string(),
+        "200".into(),
+    ];
+    args.extend(services.iter().map(|(_, address, _)| address.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = node.run(true, "python3", &args);
+    assert!(
+        output.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let names: HashMap<String, String> = services
+        .iter()
+        .map(|(name, address, _)| (address.to_string(), name.clone()))
+        .collect();
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 200);
+    for line in &lines {
+        let (dialled, answered) = line.split_once('\t').expect("address<TAB>body");
+        assert_eq!(
+            answered, names[dialled],
+            "a connection to {dialled} reached the wrong service"
+        );
+    }
+    assert_eq!(node.agent.status()["kernel"]["redirected"], 200);
+}
+
+#[test]
+fn ipv6_and_ipv4_mapped_destinations_are_redirected() {
+    let v6 = (
+        "svc6".to_owned(),
+        "[2001:db8::10]:80".parse().unwrap(),
+        "127.0.0.1:8006".parse().unwrap(),
+    );
+    let node = start_node(&[service(0), v6], "");
+    let (answer, _) = node.curl(true, "http://[2001:db8::10]/whoami");
+    assert_eq!(body(&answer), "svc6", "IPv6 destination: {answer}");
+    let (answer, _) = node.curl(true, "http://[::ffff:198.18.0.10]/whoami");
+    assert_eq!(body(&answer), "svc0", "IPv4-mapped destination: {answer}");
+    let (answer, _) = node.curl(false, "http://[2001:db8::10]/whoami");
+    assert_eq!(body(&answer), "direct-svc6");
+    assert_eq!(node.agent.status()["kernel"]["redirected"], 2);
+}
+
+#[test]
+fn after_kill_9_the_workload_reaches_its_destination_directly_within_a_second() {
+    let mut node = start_node(&[service(0)], "");
+    let (answer, _) = node.curl(true, "http://198.18.0.10/whoami");
+    assert_eq!(body(&answer), "svc0");
+
+    node.agent.process.kill_9();
+    let killed = Instant::now();
+    let direct = wait_until(Duration::from_secs(1), || {
+        body(&node.curl(true, "http://198.18.0.10/whoami").0) == "direct-svc0"
+    });
+    let elapsed = killed.elapsed();
+    assert!(
+        direct,
+        "the workload did not reach its destination directly within 1 s of kill -9"
+    );
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    let attached = node.attached_programs();
+    assert!(
+        !attached.contains("connect") && !attached.contains("sock_ops"),
+        "programs remain attached:\n{attached}"
+    );
+}
+
+#[test]
+fn a_stopped_agent_detaches_its_programs() {
+    let mut node = start_node(&[service(0)], "");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(node.agent.process.pid() as i32, libc::SIGTERM) };
+    assert!(
+        wait_until(Duration::from_secs(5), || node
+            .agent
+            .process
+            .exited()
+            .is_some()),
+        "the agent did not stop on SIGTERM"
+    );
+    assert!(
+        node.agent.log_text().contains("shutting down"),
+        "{}",
+        node.agent.log_text()
+    );
+    assert_eq!(
+        node.attached_programs()
+            .trim()
+            .lines()
+            .filter(|l| l.contains("connect") || l.contains("sock_ops"))
+            .count(),
+        0
+    );
+    assert_eq!(
+        body(&node.curl(true, "http://198.18.0.10/whoami").0),
+        "direct-svc0"
+    );
+}
+
+#[test]
+fn a_100_mib_response_streams_through_with_flat_memory() {
+    const SIZE: u64 = 100 * 1024 * 1024;
+    let node = start_node(&[service(0)], "");
+    std::fs::File::create(node.instances[0].dir().join("big"))
+        .unwrap()
+        .set_len(SIZE)
+        .unwrap();
+    let pid = node.agent.process.pid();
+    let before = resident_kib(pid);
+    let mut command = node.netns.command("curl");
+    command.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        "--limit-rate",
+        "40M",
+        "http://198.18.0.10/big",
+    ]);
+    node.workload.enter(&mut command);
+    let client = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut peak = before;
+    let sampler = std::thread::scope(|scope| {
+        let sampling = scope.spawn(|| {
+            let child = client.wait_with_output().unwrap();
+            String::from_utf8_lossy(&child.stdout).into_owned()
+        });
+        while !sampling.is_finished() {
+            peak = peak.max(resident_kib(pid));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sampling.join().unwrap()
+    });
+    assert_eq!(
+        sampler.trim(),
+        SIZE.to_string(),
+        "the whole body must arrive"
+    );
+    let growth_mib = (peak.saturating_sub(before)) as f64 / 1024.0;
+    println!("proxy resident memory: {before} KiB before, {peak} KiB at peak (+{growth_mib:.1} MiB) for a 100 MiB body");
+    assert!(
+        growth_mib < 16.0,
+        "the proxy's memory grew by {growth_mib:.1} MiB while streaming 100 MiB"
+    );
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_leave_other_connections_alone() {
+    let node = start_node(&[service(0)], "[proxy]\nheader_read_timeout = \"1s\"\n");
+    let mut command = node.netns.command("python3");
+    command
+        .arg(client_script("bad_requests.py"))
+        .args(["198.18.0.10:80", "5"]);
+    node.workload.enter(&mut command);
+    let bad_client = std::thread::spawn(move || command.output().expect("running the bad client"));
+    // While the bad client stalls its last request, a good client is served.
+    std::thread::sleep(Duration::from_millis(500));
+    let (answer, ok) = node.curl(true, "http://198.18.0.10/whoami");
+    assert!(
+        ok && body(&answer) == "svc0",
+        "a good request failed beside bad ones: {answer}"
+    );
+    let output = bad_client.join().unwrap();
+    let output = String::from_utf8_lossy(&output.stdout).into_owned();
+    let results: HashMap<&str, &str> = output.lines().filter_map(|l| l.split_once('\t')).collect();
+    assert_eq!(results.get("malformed"), Some(&"400"), "{output}");
+    assert_eq!(results.get("oversized"), Some(&"431"), "{output}");
+    assert_eq!(results.get("bad-version"), Some(&"400"), "{output}");
+    assert!(
+        matches!(results.get("stalled"), Some(&"closed") | Some(&"408")),
+        "a stalled client must be cut off: {output}"
+    );
+    let after: f64 = results["stalled-after"].parse().unwrap();
+    assert!(
+        after < 4.0,
+        "the stalled client was cut off after {after} s, the timeout is 1 s"
+    );
+    assert_eq!(
+        body(&node.curl(true, "http://198.18.0.10/whoami").0),
+        "svc0"
+    );
+}
+
+#[test]
+fn a_connection_that_is_not_http_is_relayed_as_plain_tcp() {
+    require_root();
+    let address: SocketAddr = "198.18.0.30:7000".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+    let netns = Netns::create(&unique_name("ic"));
+    let workload = Cgroup::create(&unique_name("chw"));
+    let _echo = echo_server(&netns, local);
+    let config = format!(
+        "site = \"{SITE}\"\n[[service]]\nname = \"echo\"\naddress = \"{address}\"\nlocal = \"{local}\"\n[[workload]]\ncgroup = \"{}\"\n",
+        workload.relative_path().display()
+    );
+    let agent = Agent::start(&netns, &config);
+    let mut command = netns.command("python3");
+    command
+        .arg(client_script("echo_client.py"))
+        .arg(address.to_string());
+    workload.enter(&mut command);
+    let output = command.output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "same",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(agent.status()["proxy"]["tcp_relays"], 1);
+}
