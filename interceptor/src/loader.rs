@@ -166,7 +166,7 @@ impl Interception {
 }
 
 impl OriginalDestinations for Interception {
-    fn take(&self, client: SocketAddr) -> Option<Intercepted> {
+    fn take(&self, _connection: &tokio::net::TcpStream, client: SocketAddr) -> Option<Intercepted> {
         let key = kernel_address(client);
         let mut map = self.original_destinations.lock().unwrap();
         let original = map.get(&key, 0).ok()?;

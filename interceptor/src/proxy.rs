@@ -38,8 +38,8 @@ pub struct Intercepted {
 
 /// The seam between the kernel and the proxy: the eBPF maps in production, a plain map in tests.
 pub trait OriginalDestinations: Send + Sync + 'static {
-    /// The original destination of the connection from `client`, taken once.
-    fn take(&self, client: SocketAddr) -> Option<Intercepted>;
+    /// The original destination of `connection`, accepted from `client`; asked once.
+    fn take(&self, connection: &TcpStream, client: SocketAddr) -> Option<Intercepted>;
 }
 
 /// The response header naming the site whose instance answered.
@@ -111,7 +111,7 @@ impl Proxy {
 
     async fn handle_connection(self: Arc<Self>, stream: TcpStream, client: SocketAddr) {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
-        let Some(intercepted) = self.destinations.take(client) else {
+        let Some(intercepted) = self.destinations.take(&stream, client) else {
             self.counters.not_redirected.fetch_add(1, Ordering::Relaxed);
             warn!(%client, "closing a connection that was not redirected by the kernel programs");
             return;

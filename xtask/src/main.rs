@@ -1,1 +1,113 @@
-fn main() {}
+//! `cargo xtask`: what cargo alone cannot do for Cheops. Every command first makes sure the
+//! toolchain is there (scripts/setup-toolchain.sh, a no-op once done), so each one works on a
+//! fresh machine.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building needs (Debian packages, bpf-linker, json-server), if missing.
+    Setup,
+    /// Build the eBPF object and the whole workspace.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Check formatting and lints, then run every test, the privileged ones included (root).
+    Test {
+        /// Arguments passed to `cargo test` after `--` (a test name filter, `--nocapture`, ...).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the multi-site demo on this machine (root).
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup(),
+        Task::Build { release } => {
+            setup()?;
+            build(release)
+        }
+        Task::Test { args } => {
+            setup()?;
+            test(&args)
+        }
+        Task::Demo => {
+            setup()?;
+            build(false)?;
+            cargo(&[
+                "run",
+                "--quiet",
+                "-p",
+                "cheops-tests",
+                "--bin",
+                "cheops-demo",
+            ])
+        }
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn setup() -> anyhow::Result<()> {
+    run(Command::new("bash").arg(workspace().join("scripts/setup-toolchain.sh")))
+}
+
+fn build(release: bool) -> anyhow::Result<()> {
+    let mut args = vec!["build", "--workspace", "--all-targets"];
+    if release {
+        args.push("--release");
+    }
+    cargo(&args)
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // The end-to-end tests run the `cheops` binary: build it first.
+    build(false)?;
+    let mut args = vec!["test", "--workspace", "--"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(workspace())
+            .args(args),
+    )
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
