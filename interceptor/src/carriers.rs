@@ -52,19 +52,38 @@ impl Carrier {
     }
 }
 
+/// What the proxy knows besides the headers: the default scope of the caller's cgroup, and
+/// the scopes of tokens seen before with a suffix.
+pub struct Known<'a> {
+    pub workload_default: Option<&'a dsl::Scope>,
+    pub token_scope: &'a dyn Fn(&str) -> Option<dsl::Scope>,
+}
+
 /// The scope of a request: from the first of the configured carriers that holds one.
-/// `workload_default` is the default scope of the caller's cgroup, if it has one.
 pub fn extract(
     headers: &HeaderMap,
-    workload_default: Option<&dsl::Scope>,
+    known: &Known<'_>,
     settings: &CarrierSettings,
 ) -> Result<Option<Found>, CarrierError> {
+    let workload_default = known.workload_default;
     for &carrier in &settings.read {
         let text = match carrier {
             Carrier::Header => header_text(headers, &SCOPE_HEADER, carrier, settings)?,
             Carrier::Baggage => baggage_scope(headers, carrier, settings)?,
-            Carrier::Token => header_text(headers, &token_header(settings), carrier, settings)?
-                .and_then(|token| Some(token.split_once(TOKEN_SUFFIX)?.1.to_owned())),
+            Carrier::Token => {
+                let token = header_text(headers, &token_header(settings), carrier, settings)?;
+                match token.as_deref().map(|t| t.split_once(TOKEN_SUFFIX)) {
+                    Some(Some((_, scope))) => Some(scope.to_owned()),
+                    Some(None) => {
+                        let remembered = token.as_deref().and_then(known.token_scope);
+                        if let Some(scope) = remembered {
+                            return Ok(Some(Found { scope, carrier }));
+                        }
+                        None
+                    }
+                    None => None,
+                }
+            }
             Carrier::Workload => {
                 if let Some(scope) = workload_default {
                     return Ok(Some(Found {
@@ -137,15 +156,18 @@ pub fn pass_on(
     }
 }
 
-/// Removes the scope suffix from the auth token: the service itself must see its own token.
-pub fn strip_token_suffix(headers: &mut HeaderMap, settings: &CarrierSettings) {
+/// Removes the scope suffix from the auth token, since the service must see its own token;
+/// gives back the bare token and the suffix.
+pub fn strip_token_suffix(
+    headers: &mut HeaderMap,
+    settings: &CarrierSettings,
+) -> Option<(String, String)> {
     let name = token_header(settings);
-    let Some(token) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
-        return;
-    };
-    if let Some(value) = token.split_once(TOKEN_SUFFIX).and_then(|(t, _)| value(t)) {
-        headers.insert(name, value);
-    }
+    let token = headers.get(&name)?.to_str().ok()?;
+    let (bare, scope) = token.split_once(TOKEN_SUFFIX)?;
+    let (bare, scope) = (bare.to_owned(), scope.to_owned());
+    headers.insert(name, value(&bare)?);
+    Some((bare, scope))
 }
 
 fn token_header(settings: &CarrierSettings) -> HeaderName {
@@ -245,9 +267,17 @@ mod tests {
             .collect()
     }
 
+    fn none(_: &str) -> Option<dsl::Scope> {
+        None
+    }
+
     fn found(pairs: &[(&str, &str)], default: Option<&str>) -> Option<(String, Carrier)> {
         let default = default.map(|d| dsl::parse(d).unwrap());
-        extract(&headers(pairs), default.as_ref(), &CarrierSettings::default())
+        let known = Known {
+            workload_default: default.as_ref(),
+            token_scope: &none,
+        };
+        extract(&headers(pairs), &known, &CarrierSettings::default())
             .unwrap()
             .map(|f| (f.scope.to_string(), f.carrier))
     }
@@ -285,13 +315,21 @@ mod tests {
             token_header: "X-Subject-Token".into(),
         };
         let h = headers(&[("x-scope", "{catalog: B}")]);
-        assert!(extract(&h, None, &settings).unwrap().is_none());
+        let known = Known {
+            workload_default: None,
+            token_scope: &none,
+        };
+        assert!(extract(&h, &known, &settings).unwrap().is_none());
     }
 
     #[test]
     fn a_malformed_scope_names_its_carrier_and_column() {
         let h = headers(&[("x-scope", "{catalog: B &}")]);
-        let err = extract(&h, None, &CarrierSettings::default()).unwrap_err();
+        let known = Known {
+            workload_default: None,
+            token_scope: &none,
+        };
+        let err = extract(&h, &known, &CarrierSettings::default()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("header X-Scope"), "{text}");
         assert!(text.contains("column"), "{text}");
@@ -332,7 +370,21 @@ mod tests {
     #[test]
     fn the_service_sees_its_token_without_the_suffix() {
         let mut h = headers(&[("x-auth-token", "t0k!SCOPE!{catalog: B}")]);
-        strip_token_suffix(&mut h, &CarrierSettings::default());
+        let stripped = strip_token_suffix(&mut h, &CarrierSettings::default());
         assert_eq!(h["x-auth-token"], "t0k");
+        assert_eq!(stripped, Some(("t0k".into(), "{catalog: B}".into())));
+    }
+
+    #[test]
+    fn a_bare_token_seen_before_with_a_scope_brings_it_back() {
+        let remembered = |token: &str| (token == "t0k").then(|| dsl::parse("{catalog: C}").unwrap());
+        let known = Known {
+            workload_default: None,
+            token_scope: &remembered,
+        };
+        let h = headers(&[("x-auth-token", "t0k")]);
+        let found = extract(&h, &known, &CarrierSettings::default()).unwrap().unwrap();
+        assert_eq!(found.scope.to_string(), "{catalog: C}");
+        assert_eq!(found.carrier, Carrier::Token);
     }
 }

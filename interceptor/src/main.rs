@@ -13,6 +13,7 @@ mod peer;
 mod proxy;
 mod scope_command;
 mod tls;
+mod token_scopes;
 mod workload_scopes;
 
 use std::{

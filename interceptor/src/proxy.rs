@@ -34,6 +34,7 @@ use crate::{
     collaborate::{self, Next, Outcome, Route},
     config::{CarrierSettings, ProxySettings, Service},
     peer::{self, Peers, FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED},
+    token_scopes::TokenScopes,
     workload_scopes::WorkloadScopes,
 };
 
@@ -76,6 +77,7 @@ pub struct Proxy {
     destinations: Arc<dyn OriginalDestinations>,
     pub peers: Arc<Peers>,
     pub workload_scopes: Arc<WorkloadScopes>,
+    token_scopes: TokenScopes,
     upstream: Client<HttpConnector, ProxyBody>,
     pub counters: ProxyCounters,
 }
@@ -151,6 +153,7 @@ impl Proxy {
             destinations,
             peers,
             workload_scopes,
+            token_scopes: TokenScopes::default(),
             upstream,
             counters: ProxyCounters::default(),
         }
@@ -264,7 +267,11 @@ impl Proxy {
         cgroup_id: u64,
     ) -> Result<Route, Response<ProxyBody>> {
         let workload_default = self.workload_scopes.for_cgroup(cgroup_id);
-        let found = carriers::extract(headers, workload_default.as_ref(), &self.carriers)
+        let known = carriers::Known {
+            workload_default: workload_default.as_ref(),
+            token_scope: &|token| self.token_scopes.scope_of(token),
+        };
+        let found = carriers::extract(headers, &known, &self.carriers)
             .map_err(|err| error_response(StatusCode::BAD_REQUEST, err.to_string()))?;
         let Some(found) = found else {
             return Ok(Route::Try(vec![self.site.clone()]));
@@ -356,7 +363,14 @@ impl Proxy {
 
     /// Sends `request` to this site's instance of `service`.
     async fn attempt_local(&self, mut request: Request<ProxyBody>, service: &Service) -> Attempt {
-        carriers::strip_token_suffix(request.headers_mut(), &self.carriers);
+        if let Some((token, scope)) =
+            carriers::strip_token_suffix(request.headers_mut(), &self.carriers)
+        {
+            // The service will pass the bare token on: its next calls get the scope from here.
+            if let Ok(scope) = dsl::parse(&scope) {
+                self.token_scopes.remember(&token, scope);
+            }
+        }
         let path_and_query = request
             .uri()
             .path_and_query()
