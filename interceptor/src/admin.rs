@@ -138,15 +138,27 @@ impl Admin {
     async fn register(&self, request: Request<hyper::body::Incoming>) -> (StatusCode, String) {
         let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
             Ok(body) => body.to_bytes(),
-            Err(err) => return (StatusCode::BAD_REQUEST, format!("reading the body: {err}\n")),
+            Err(err) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body: {err}\n"),
+                )
+            }
         };
         let registration: Registration = match serde_json::from_slice(&body) {
             Ok(registration) => registration,
-            Err(err) => return (StatusCode::BAD_REQUEST, format!("not a registration: {err}\n")),
+            Err(err) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("not a registration: {err}\n"),
+                )
+            }
         };
-        let scope = match registration.scope.as_deref().map(|text| {
-            crate::carriers::parse_known(text, |site| self.proxy.knows_site(site))
-        }) {
+        let scope = match registration
+            .scope
+            .as_deref()
+            .map(|text| crate::carriers::parse_known(text, |site| self.proxy.knows_site(site)))
+        {
             Some(Err(err)) => return (StatusCode::BAD_REQUEST, format!("{err}\n")),
             Some(Ok(scope)) => Some(scope),
             None => None,

@@ -35,7 +35,7 @@ pub enum CarrierError {
     #[error("the scope in {carrier} is not valid: {error}")]
     Malformed {
         carrier: String,
-        error: dsl::ScopeError,
+        error: Box<dsl::ScopeError>,
     },
     #[error("the {carrier} is not text")]
     NotText { carrier: String },
@@ -97,7 +97,7 @@ pub fn extract(
         if let Some(text) = text {
             let scope = dsl::parse(&text).map_err(|error| CarrierError::Malformed {
                 carrier: carrier.describe(settings),
-                error,
+                error: Box::new(error),
             })?;
             return Ok(Some(Found { scope, carrier }));
         }
@@ -118,12 +118,7 @@ pub fn parse_known(
 /// Rewrites the carrier so that the scope travels on without the entry `service` used (the
 /// site that executes `service` consumes it). A workload's default scope, which no header
 /// carries, is put in `X-Scope` so that the services called downstream still see it.
-pub fn pass_on(
-    headers: &mut HeaderMap,
-    found: &Found,
-    service: &str,
-    settings: &CarrierSettings,
-) {
+pub fn pass_on(headers: &mut HeaderMap, found: &Found, service: &str, settings: &CarrierSettings) {
     let rest = found.scope.consume(service);
     let text = (!rest.is_empty()).then(|| rest.to_string());
     match found.carrier {
@@ -188,9 +183,11 @@ fn header_text(
     headers
         .get(name)
         .map(|v| {
-            v.to_str().map(str::to_owned).map_err(|_| CarrierError::NotText {
-                carrier: carrier.describe(settings),
-            })
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| CarrierError::NotText {
+                    carrier: carrier.describe(settings),
+                })
         })
         .transpose()
 }
@@ -339,7 +336,10 @@ mod tests {
     fn the_scope_travels_on_without_the_executed_entry() {
         let settings = CarrierSettings::default();
         let mut h = headers(&[
-            ("baggage", "a=1, scope=%7Bcatalog%3A%20B%2C%20front%3A%20C%7D;p=1"),
+            (
+                "baggage",
+                "a=1, scope=%7Bcatalog%3A%20B%2C%20front%3A%20C%7D;p=1",
+            ),
             ("x-auth-token", "t0k!SCOPE!{catalog: B}"),
         ]);
         let scope = dsl::parse("{catalog: B, front: C}").unwrap();
@@ -377,13 +377,16 @@ mod tests {
 
     #[test]
     fn a_bare_token_seen_before_with_a_scope_brings_it_back() {
-        let remembered = |token: &str| (token == "t0k").then(|| dsl::parse("{catalog: C}").unwrap());
+        let remembered =
+            |token: &str| (token == "t0k").then(|| dsl::parse("{catalog: C}").unwrap());
         let known = Known {
             workload_default: None,
             token_scope: &remembered,
         };
         let h = headers(&[("x-auth-token", "t0k")]);
-        let found = extract(&h, &known, &CarrierSettings::default()).unwrap().unwrap();
+        let found = extract(&h, &known, &CarrierSettings::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(found.scope.to_string(), "{catalog: C}");
         assert_eq!(found.carrier, Carrier::Token);
     }

@@ -53,7 +53,7 @@ pub enum Next {
     /// Give the client this site's answer.
     Answer,
     /// Try the next site of the chain.
-    TryNext,
+    FallBack,
     /// Stop, and answer that no site served.
     GiveUp,
 }
@@ -65,11 +65,11 @@ pub fn after(outcome: &Outcome, method: &Method, more: bool) -> Next {
     let retry_is_safe = is_idempotent(method);
     match outcome {
         Outcome::Answered(status) if status.is_server_error() && more && retry_is_safe => {
-            Next::TryNext
+            Next::FallBack
         }
         Outcome::Answered(_) => Next::Answer,
-        Outcome::NotDelivered(_) if more => Next::TryNext,
-        Outcome::Failed(_) if more && retry_is_safe => Next::TryNext,
+        Outcome::NotDelivered(_) if more => Next::FallBack,
+        Outcome::Failed(_) if more && retry_is_safe => Next::FallBack,
         Outcome::NotDelivered(_) | Outcome::Failed(_) => Next::GiveUp,
     }
 }
@@ -99,10 +99,7 @@ pub fn none_served(service: &str, tried: &[(String, Outcome)]) -> String {
             format!("site {site}: {why}")
         })
         .collect();
-    format!(
-        "no site served service '{service}': {}",
-        reasons.join("; ")
-    )
+    format!("no site served service '{service}': {}", reasons.join("; "))
 }
 
 #[cfg(test)]
@@ -140,18 +137,18 @@ mod tests {
     #[test]
     fn a_site_that_never_got_the_request_is_passed_over_whatever_the_method() {
         let down = Outcome::NotDelivered("down".into());
-        assert_eq!(after(&down, &Method::POST, true), Next::TryNext);
-        assert_eq!(after(&down, &Method::GET, true), Next::TryNext);
+        assert_eq!(after(&down, &Method::POST, true), Next::FallBack);
+        assert_eq!(after(&down, &Method::GET, true), Next::FallBack);
         assert_eq!(after(&down, &Method::GET, false), Next::GiveUp);
     }
 
     #[test]
     fn a_request_that_may_have_run_is_retried_only_if_idempotent() {
         let timeout = Outcome::Failed("timeout".into());
-        assert_eq!(after(&timeout, &Method::GET, true), Next::TryNext);
+        assert_eq!(after(&timeout, &Method::GET, true), Next::FallBack);
         assert_eq!(after(&timeout, &Method::POST, true), Next::GiveUp);
         let failed = Outcome::Answered(StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(after(&failed, &Method::PUT, true), Next::TryNext);
+        assert_eq!(after(&failed, &Method::PUT, true), Next::FallBack);
         assert_eq!(after(&failed, &Method::POST, true), Next::Answer);
         assert_eq!(after(&failed, &Method::GET, false), Next::Answer);
         let fine = Outcome::Answered(StatusCode::NOT_FOUND);

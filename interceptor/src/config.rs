@@ -348,7 +348,8 @@ mod tests {
 
     #[test]
     fn peers_need_credentials_and_a_listener() {
-        let text = format!("{EXAMPLE}\n[[peer]]\nname = \"Nantes\"\naddress = \"198.18.0.2:15443\"\n");
+        let text =
+            format!("{EXAMPLE}\n[[peer]]\nname = \"Nantes\"\naddress = \"198.18.0.2:15443\"\n");
         assert!(Config::parse(&text).unwrap_err().contains("[tls]"));
         let text = format!(
             "{text}[tls]\nca = \"ca.pem\"\ncert = \"p.pem\"\nkey = \"p.key\"\n[peer_api]\nlisten = \"198.18.0.1:15443\"\n"
@@ -364,6 +365,9 @@ mod tests {
     fn a_default_scope_naming_an_unknown_site_is_refused_with_the_workload() {
         let text = format!("{EXAMPLE}default_scope = \"{{catalog: Lyon}}\"\n");
         let err = Config::parse(&text).unwrap_err();
-        assert!(err.contains("cheops/paris") && err.contains("Lyon"), "{err}");
+        assert!(
+            err.contains("cheops/paris") && err.contains("Lyon"),
+            "{err}"
+        );
     }
 }

@@ -26,9 +26,8 @@ pub fn run(
         .split_first()
         .context("no command given after `--`")?;
     let parent = workload_of_agent(admin, workload)?;
-    let cgroup = TransientCgroup::create(
-        parent.join(format!("cheops-exec-{}", std::process::id())),
-    )?;
+    let cgroup =
+        TransientCgroup::create(parent.join(format!("cheops-exec-{}", std::process::id())))?;
     register(admin, &cgroup.path, Some(scope))?;
     let mut child = Command::new(program);
     child.args(args);

@@ -17,8 +17,8 @@ mod token_scopes;
 mod workload_scopes;
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     ffi::OsString,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
     sync::Arc,

@@ -209,10 +209,13 @@ impl Peers {
             .body(Empty::new().map_err(|never| match never {}).boxed())
             .map_err(|err| PeerFailure::not_reached(err.to_string()))?;
         let started = Instant::now();
-        let response = sender.send_request(request).await.map_err(|err| PeerFailure {
-            reached: true,
-            why: format!("heartbeat failed: {err}"),
-        })?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| PeerFailure {
+                reached: true,
+                why: format!("heartbeat failed: {err}"),
+            })?;
         let round_trip = started.elapsed();
         let body = response
             .into_body()
@@ -468,9 +471,7 @@ pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy:
             let handler = hyper::service::service_fn(move |request| {
                 let proxy = proxy.clone();
                 let site = site.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(proxy.serve_peer(&site, request).await)
-                }
+                async move { Ok::<_, std::convert::Infallible>(proxy.serve_peer(&site, request).await) }
             });
             if let Err(err) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())

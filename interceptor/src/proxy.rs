@@ -117,9 +117,10 @@ enum RequestBody {
 impl RequestBody {
     fn next(&mut self) -> ProxyBody {
         match self {
-            RequestBody::Streamed(body) => body
-                .take()
-                .map_or_else(|| Empty::new().map_err(|never| match never {}).boxed(), BodyExt::boxed),
+            RequestBody::Streamed(body) => body.take().map_or_else(
+                || Empty::new().map_err(|never| match never {}).boxed(),
+                BodyExt::boxed,
+            ),
             RequestBody::Kept(bytes) => Full::new(bytes.clone())
                 .map_err(|never| match never {})
                 .boxed(),
@@ -236,7 +237,7 @@ impl Proxy {
             parts.headers.remove(marker);
         }
         let response = match self.decide(&mut parts.headers, service, cgroup_id) {
-            Err(response) => response,
+            Err(refusal) => error_response(StatusCode::BAD_REQUEST, refusal),
             Ok(Route::NotYet(what)) => error_response(
                 StatusCode::NOT_IMPLEMENTED,
                 format!(
@@ -258,33 +259,28 @@ impl Proxy {
         response
     }
 
-    /// The sites to try for this request, with its scope rewritten for the next hop; an error
-    /// answer for a scope that cannot be used.
+    /// The sites to try for this request, with its scope rewritten for the next hop; why the
+    /// scope cannot be used, if it cannot (answered 400).
     fn decide(
         &self,
         headers: &mut HeaderMap,
         service: &Service,
         cgroup_id: u64,
-    ) -> Result<Route, Response<ProxyBody>> {
+    ) -> Result<Route, String> {
         let workload_default = self.workload_scopes.for_cgroup(cgroup_id);
         let known = carriers::Known {
             workload_default: workload_default.as_ref(),
             token_scope: &|token| self.token_scopes.scope_of(token),
         };
-        let found = carriers::extract(headers, &known, &self.carriers)
-            .map_err(|err| error_response(StatusCode::BAD_REQUEST, err.to_string()))?;
+        let found =
+            carriers::extract(headers, &known, &self.carriers).map_err(|err| err.to_string())?;
         let Some(found) = found else {
             return Ok(Route::Try(vec![self.site.clone()]));
         };
         found
             .scope
             .check_sites(|name| self.knows_site(name))
-            .map_err(|err| {
-                error_response(
-                    StatusCode::BAD_REQUEST,
-                    format!("the scope of this request cannot be used: {err}"),
-                )
-            })?;
+            .map_err(|err| format!("the scope of this request cannot be used: {err}"))?;
         let plan = dsl::resolve(
             &found.scope,
             &service.name,
@@ -348,7 +344,7 @@ impl Proxy {
                 attempt.response,
             ) {
                 (Next::Answer, Some(response)) => return response,
-                (Next::TryNext, _) => tried.push((site.clone(), attempt.outcome)),
+                (Next::FallBack, _) => tried.push((site.clone(), attempt.outcome)),
                 (Next::Answer | Next::GiveUp, _) => {
                     tried.push((site.clone(), attempt.outcome));
                     break;
@@ -406,10 +402,9 @@ impl Proxy {
                 "{instance} could not be reached: {:#}",
                 anyhow::Error::from(err)
             )),
-            Ok(Err(err)) => Outcome::Failed(format!(
-                "{instance} failed: {:#}",
-                anyhow::Error::from(err)
-            )),
+            Ok(Err(err)) => {
+                Outcome::Failed(format!("{instance} failed: {:#}", anyhow::Error::from(err)))
+            }
             Err(_) => Outcome::Failed(format!(
                 "{instance} did not answer within {:?}",
                 self.settings.response_timeout
@@ -433,7 +428,10 @@ impl Proxy {
             Ok(response) => {
                 let status = response.status();
                 let outcome = if response.headers().contains_key(NOT_DELIVERED) {
-                    Outcome::NotDelivered(format!("its instance of '{}' could not be reached", service.name))
+                    Outcome::NotDelivered(format!(
+                        "its instance of '{}' could not be reached",
+                        service.name
+                    ))
                 } else {
                     Outcome::Answered(status)
                 };
@@ -452,13 +450,22 @@ impl Proxy {
     pub async fn serve_peer(&self, peer: &str, request: Request<Incoming>) -> Response<ProxyBody> {
         if request.uri().path() == peer::HEARTBEAT_PATH {
             let answer = serde_json::to_vec(&self.peers.heartbeat_answer()).unwrap_or_default();
-            return Response::new(Full::new(Bytes::from(answer)).map_err(|never| match never {}).boxed());
+            return Response::new(
+                Full::new(Bytes::from(answer))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
         }
-        let claimed = request.headers().get(FORWARDED_BY).and_then(|v| v.to_str().ok());
+        let claimed = request
+            .headers()
+            .get(FORWARDED_BY)
+            .and_then(|v| v.to_str().ok());
         if claimed != Some(peer::header_value(peer).to_str().unwrap_or_default()) {
             return error_response(
                 StatusCode::FORBIDDEN,
-                format!("a request on site {peer}'s connection claims to be forwarded by {claimed:?}"),
+                format!(
+                    "a request on site {peer}'s connection claims to be forwarded by {claimed:?}"
+                ),
             );
         }
         let wanted = request
@@ -469,7 +476,10 @@ impl Proxy {
         let Some(service) = self.services.iter().find(|s| s.name == wanted).cloned() else {
             return error_response(
                 StatusCode::NOT_FOUND,
-                format!("site {} has no service '{wanted}' (asked by site {peer})", self.site),
+                format!(
+                    "site {} has no service '{wanted}' (asked by site {peer})",
+                    self.site
+                ),
             );
         };
         self.peers

@@ -79,11 +79,8 @@ pub fn certificate_site<'a>(
 ) -> Option<&'a str> {
     let certificate = webpki::EndEntityCert::try_from(certificate).ok()?;
     sites.find(|site| {
-        server_name(site).is_ok_and(|name| {
-            certificate
-                .verify_is_valid_for_subject_name(&name)
-                .is_ok()
-        })
+        server_name(site)
+            .is_ok_and(|name| certificate.verify_is_valid_for_subject_name(&name).is_ok())
     })
 }
 

@@ -91,10 +91,7 @@ impl JsonServer {
             .current_dir(dir.path());
         let process = Process::spawn("json-server", command, Some(&dir.path().join("log")));
         wait_for_listener(netns, address);
-        JsonServer {
-            process,
-            _dir: dir,
-        }
+        JsonServer { process, _dir: dir }
     }
 
     /// Stops it, as a crashed instance would be.

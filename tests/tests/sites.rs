@@ -25,7 +25,12 @@ fn assert_catalog_of(answer: &Answer, site: &str) {
         "expected the catalog of {site}: {}",
         answer.raw
     );
-    assert_eq!(answer.header("x-catalog-site"), Some(site), "{}", answer.raw);
+    assert_eq!(
+        answer.header("x-catalog-site"),
+        Some(site),
+        "{}",
+        answer.raw
+    );
     assert_eq!(answer.header("x-cheops-site"), Some("A"), "{}", answer.raw);
 }
 
@@ -36,7 +41,11 @@ fn a_scope_in_x_scope_sends_the_catalog_call_to_the_named_site() {
     assert_catalog_of(&products_via_front(&mesh, &["X-Scope: {catalog: B}"]), "B");
     assert_catalog_of(&products_via_front(&mesh, &["X-Scope: {catalog: C}"]), "C");
     // Straight to the catalog, the answer names the site that served it.
-    let direct = mesh.curl("A", &format!("http://{CATALOG}/products/1"), &["X-Scope: {catalog: B}"]);
+    let direct = mesh.curl(
+        "A",
+        &format!("http://{CATALOG}/products/1"),
+        &["X-Scope: {catalog: B}"],
+    );
     assert_eq!(direct.header("x-cheops-site"), Some("B"), "{}", direct.raw);
     let b = mesh.site("B").agent.status();
     assert!(b["proxy"]["served_for_peers"].as_u64() >= Some(2), "{b}");
@@ -49,7 +58,12 @@ fn scopes_in_baggage_and_in_a_token_suffix_are_read_and_the_suffix_is_stripped()
     assert_catalog_of(&baggage, "B");
     let token = products_via_front(&mesh, &["X-Auth-Token: s3cret!SCOPE!{catalog: C}"]);
     assert_catalog_of(&token, "C");
-    assert_eq!(token.header("x-front-saw-token"), Some("s3cret"), "{}", token.raw);
+    assert_eq!(
+        token.header("x-front-saw-token"),
+        Some("s3cret"),
+        "{}",
+        token.raw
+    );
 }
 
 #[test]
@@ -74,7 +88,18 @@ fn cheops_exec_gives_an_unmodified_command_its_scope() {
         "A",
         false,
         cheops_bin().to_str().unwrap(),
-        &["exec", "--scope", "{catalog: B}", "--", "curl", "-sS", "-i", "-m", "10", &url],
+        &[
+            "exec",
+            "--scope",
+            "{catalog: B}",
+            "--",
+            "curl",
+            "-sS",
+            "-i",
+            "-m",
+            "10",
+            &url,
+        ],
     );
     assert!(output.status.success(), "{output:?}");
     assert_catalog_of(&Answer::from(output), "B");
@@ -94,7 +119,10 @@ fn cheops_exec_gives_an_unmodified_command_its_scope() {
         &["exec", "--scope", "{catalog: Lyon}", "--", "true"],
     );
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("Lyon"), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Lyon"),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -137,7 +165,10 @@ fn around_picks_the_nearest_reachable_site_from_measured_round_trips() {
     ]);
     let mut mesh = Mesh::start(topology, &paths);
     let measured = mesh.peers_up("A");
-    assert!(measured["B"] >= 20_000 && measured["C"] >= 5_000, "{measured:?}");
+    assert!(
+        measured["B"] >= 20_000 && measured["C"] >= 5_000,
+        "{measured:?}"
+    );
     let scope = ["X-Scope: {catalog: around(A, 60ms)}"];
     // A itself comes first while its instance answers.
     assert_catalog_of(&products_via_front(&mesh, &scope), "A");
@@ -165,14 +196,30 @@ fn a_peer_with_a_certificate_of_another_ca_is_refused_and_reaches_no_service() {
             false,
             "curl",
             &[
-                "-sS", "-m", "5", "--http2", "-o", "/dev/null", "-w", "%{http_code}",
-                "--cacert", mesh.certs.path().join("ca.pem").to_str().unwrap(),
-                "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(),
-                "--resolve", &format!("a.cheops:{PEER_PORT}:{a}"),
-                "-H", &format!("x-cheops-forwarded-by: {site}"),
-                "-H", "x-cheops-service: catalog",
-                "-H", "content-type: application/json",
-                "-d", &format!("{{\"name\": \"{name}\"}}"),
+                "-sS",
+                "-m",
+                "5",
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                mesh.certs.path().join("ca.pem").to_str().unwrap(),
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--resolve",
+                &format!("a.cheops:{PEER_PORT}:{a}"),
+                "-H",
+                &format!("x-cheops-forwarded-by: {site}"),
+                "-H",
+                "x-cheops-service: catalog",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &format!("{{\"name\": \"{name}\"}}"),
                 &format!("https://a.cheops:{PEER_PORT}/products"),
             ],
         );
@@ -183,7 +230,10 @@ fn a_peer_with_a_certificate_of_another_ca_is_refused_and_reaches_no_service() {
     let listing = mesh.curl("A", &format!("http://{CATALOG}/products"), &[]);
     assert!(!listing.body.contains("impostor"), "{}", listing.raw);
     let status = mesh.site("A").agent.status();
-    assert!(status["proxy"]["refused_peer_connections"].as_u64() >= Some(1), "{status}");
+    assert!(
+        status["proxy"]["refused_peer_connections"].as_u64() >= Some(1),
+        "{status}"
+    );
     assert_eq!(status["proxy"]["served_for_peers"], 0, "{status}");
     // The real B, with the same request, is served: the refusal was the certificate's doing.
     assert_eq!(post(mesh.certs.path(), "B", "from B"), "201");
