@@ -39,7 +39,13 @@ impl Display for Entries<'_> {
 /// `{"Site #1": "Site #2"}` is: read back, its values would be taken for expressions.
 fn reads_as_json(entries: &[Entry]) -> bool {
     let one_site_each = entries.iter().all(|entry| {
-        matches!(entry, Entry::Service { location: LocExpr::Site(_), .. })
+        matches!(
+            entry,
+            Entry::Service {
+                location: LocExpr::Site(_),
+                ..
+            }
+        )
     });
     !entries.is_empty()
         && one_site_each

@@ -72,8 +72,13 @@ fn cross_sites(location: &LocExpr, found: &mut Vec<Site>) {
 fn entries() -> impl Strategy<Value = Vec<Entry>> {
     let services = prop::collection::vec((name(), location()), 0..4);
     let bare = prop::option::of(location());
-    (services, bare, any::<Index>(), any::<Option<(Index, Index)>>()).prop_map(
-        |(services, bare, bare_at, prime)| {
+    (
+        services,
+        bare,
+        any::<Index>(),
+        any::<Option<(Index, Index)>>(),
+    )
+        .prop_map(|(services, bare, bare_at, prime)| {
             let mut names = HashSet::new();
             let mut entries: Vec<Entry> = services
                 .into_iter()
@@ -101,8 +106,7 @@ fn entries() -> impl Strategy<Value = Vec<Entry>> {
                 entries.insert(at.index(entries.len() + 1), Entry::Prime(prime));
             }
             entries
-        },
-    )
+        })
 }
 
 proptest! {

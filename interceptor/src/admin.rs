@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::{
     loader::{Interception, KernelCounters},
-    proxy::Proxy,
+    metrics::Metrics,
+    proxy::ProxyCounters,
 };
 
 #[derive(Debug, Serialize)]
@@ -32,13 +33,14 @@ pub struct ProxySnapshot {
 #[derive(Clone)]
 pub struct Admin {
     pub site: String,
-    pub proxy: Arc<Proxy>,
+    pub proxy_counters: Arc<ProxyCounters>,
     pub interception: Arc<Interception>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Admin {
     fn status(&self) -> Status {
-        let c = &self.proxy.counters;
+        let c = &self.proxy_counters;
         Status {
             site: self.site.clone(),
             kernel: self.interception.counters(),
@@ -52,53 +54,6 @@ impl Admin {
         }
     }
 
-    fn metrics(&self) -> String {
-        let status = self.status();
-        let site = &status.site;
-        let mut text = String::new();
-        let mut counter = |name: &str, help: &str, value: u64| {
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{site=\"{site}\"}} {value}\n"
-            ));
-        };
-        counter(
-            "cheops_kernel_redirected_total",
-            "Connections to meshed services redirected to the proxy by the kernel programs.",
-            status.kernel.redirected,
-        );
-        counter(
-            "cheops_kernel_passed_through_total",
-            "Connections from workloads to other addresses, left untouched.",
-            status.kernel.passed_through,
-        );
-        counter(
-            "cheops_kernel_failed_open_total",
-            "Connections to meshed services left untouched because no proxy listened.",
-            status.kernel.failed_open,
-        );
-        counter(
-            "cheops_proxy_connections_total",
-            "Connections accepted by the proxy.",
-            status.proxy.connections,
-        );
-        counter(
-            "cheops_proxy_http_requests_total",
-            "HTTP requests forwarded by the proxy.",
-            status.proxy.http_requests,
-        );
-        counter(
-            "cheops_proxy_upstream_errors_total",
-            "Requests whose destination failed or timed out.",
-            status.proxy.upstream_errors,
-        );
-        counter(
-            "cheops_proxy_tcp_relays_total",
-            "Non-HTTP connections relayed as plain TCP.",
-            status.proxy.tcp_relays,
-        );
-        text
-    }
-
     async fn answer(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         let (status, content_type, body) = match request.uri().path() {
             "/status" => (
@@ -106,7 +61,11 @@ impl Admin {
                 "application/json",
                 serde_json::to_string_pretty(&self.status()).expect("status serialises"),
             ),
-            "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
+            "/metrics" => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.metrics.render(),
+            ),
             "/ready" => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
             other => (
                 StatusCode::NOT_FOUND,

@@ -5,6 +5,7 @@ mod cgroup;
 mod check;
 mod config;
 mod loader;
+mod metrics;
 mod proxy;
 mod scope_command;
 
@@ -109,17 +110,25 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             loader::Interception::start(config.services.iter().map(|s| s.address), &cgroups, port)
                 .context("setting up kernel interception")?,
         );
+        let proxy_counters = Arc::new(proxy::ProxyCounters::default());
+        let metrics = Arc::new(metrics::Metrics::new(
+            interception.clone(),
+            proxy_counters.clone(),
+        ));
         let proxy = Arc::new(proxy::Proxy::new(
             config.site.clone(),
             config.services.clone(),
             config.proxy.clone(),
             interception.clone(),
+            proxy_counters.clone(),
+            metrics.clone(),
         ));
         let admin_address = SocketAddr::from((Ipv4Addr::LOCALHOST, config.admin.port));
         admin::Admin {
             site: config.site.clone(),
-            proxy: proxy.clone(),
+            proxy_counters,
             interception: interception.clone(),
+            metrics,
         }
         .spawn(admin_address)
         .with_context(|| format!("binding the admin endpoint {admin_address}"))?;

@@ -27,7 +27,10 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use crate::config::{ProxySettings, Service};
+use crate::{
+    config::{ProxySettings, Service},
+    metrics::{Collaboration, Metrics, RequestLabels},
+};
 
 /// Which service a redirected client dialled, and from which workload cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +69,8 @@ pub struct Proxy {
     settings: ProxySettings,
     destinations: Arc<dyn OriginalDestinations>,
     upstream: Client<HttpConnector, Incoming>,
-    pub counters: ProxyCounters,
+    counters: Arc<ProxyCounters>,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
@@ -75,6 +79,8 @@ impl Proxy {
         services: Vec<Service>,
         settings: ProxySettings,
         destinations: Arc<dyn OriginalDestinations>,
+        counters: Arc<ProxyCounters>,
+        metrics: Arc<Metrics>,
     ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -89,7 +95,8 @@ impl Proxy {
             settings,
             destinations,
             upstream,
-            counters: ProxyCounters::default(),
+            counters,
+            metrics,
         }
     }
 
@@ -224,13 +231,21 @@ impl Proxy {
                 )
             }
         };
+        let elapsed = started.elapsed();
+        let labels = RequestLabels::new(
+            &service.name,
+            Collaboration::Local,
+            &self.site,
+            response.status().as_u16(),
+        );
+        self.metrics.record_request(&labels, elapsed);
         info!(
             service = %service.name,
             %method,
             path = %path,
             status = response.status().as_u16(),
             site = %self.site,
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
             "request"
         );
         response
