@@ -112,7 +112,7 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
         );
         let proxy_counters = Arc::new(proxy::ProxyCounters::default());
         let metrics = Arc::new(metrics::Metrics::new(
-            interception.clone(),
+            Some(interception.clone()),
             proxy_counters.clone(),
         ));
         let proxy = Arc::new(proxy::Proxy::new(

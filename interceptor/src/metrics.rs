@@ -75,7 +75,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(interception: Arc<Interception>, proxy_counters: Arc<ProxyCounters>) -> Metrics {
+    /// `interception` is `None` where no kernel programs run (the proxy's own tests).
+    pub fn new(
+        interception: Option<Arc<Interception>>,
+        proxy_counters: Arc<ProxyCounters>,
+    ) -> Metrics {
         let mut registry = Registry::with_prefix("cheops");
         let requests = Family::new_with_constructor(LatencyBuckets);
         registry.register(
@@ -106,7 +110,7 @@ impl Metrics {
 
 /// The kernel's and the proxy's counters, read when scraped.
 struct Counters {
-    interception: Arc<Interception>,
+    interception: Option<Arc<Interception>>,
     proxy_counters: Arc<ProxyCounters>,
 }
 
@@ -118,7 +122,11 @@ impl std::fmt::Debug for Counters {
 
 impl Collector for Counters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let kernel = self.interception.counters();
+        let kernel = self
+            .interception
+            .as_ref()
+            .map(|interception| interception.counters())
+            .unwrap_or_default();
         let proxy = &self.proxy_counters;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         for (name, help, value) in [

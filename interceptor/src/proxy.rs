@@ -373,6 +373,104 @@ pub fn error_response(status: StatusCode, message: String) -> Response<ProxyBody
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Every connection "dialled" `service`: the kernel's part, replaced.
+    struct Dialled(SocketAddr);
+
+    impl OriginalDestinations for Dialled {
+        fn take(&self, _connection: &TcpStream, _client: SocketAddr) -> Option<Intercepted> {
+            Some(Intercepted {
+                service: self.0,
+                cgroup_id: 1,
+            })
+        }
+    }
+
+    /// A proxy on an ephemeral loopback port for one service whose instance is at `local`.
+    async fn proxy_for(local: SocketAddr) -> SocketAddr {
+        let service = Service {
+            name: "catalog".into(),
+            address: "198.18.0.10:80".parse().unwrap(),
+            local,
+        };
+        let settings = ProxySettings {
+            response_timeout: Duration::from_secs(2),
+            ..ProxySettings::default()
+        };
+        let counters = Arc::new(ProxyCounters::default());
+        let metrics = Arc::new(Metrics::new(None, counters.clone()));
+        let proxy = Arc::new(Proxy::new(
+            "Paris".into(),
+            vec![service.clone()],
+            settings,
+            Arc::new(Dialled(service.address)),
+            counters,
+            metrics,
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(proxy.serve(listener));
+        address
+    }
+
+    async fn exchange(proxy: SocketAddr, request: &str) -> String {
+        let mut client = TcpStream::connect(proxy).await.unwrap();
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn forwards_to_the_local_instance_and_names_the_site() {
+        let instance = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = instance.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = instance.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let len = stream.read(&mut request).await.unwrap();
+            let request = String::from_utf8_lossy(&request[..len]).to_string();
+            let body = if request.starts_with("GET /items?x=1 HTTP/1.1")
+                && request.contains("x-scope: {a: B}")
+            {
+                "seen"
+            } else {
+                "wrong request"
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let proxy = proxy_for(local).await;
+        let answer = exchange(proxy, "GET /items?x=1 HTTP/1.1\r\nhost: catalog\r\nx-scope: {a: B}\r\nconnection: close\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.contains("x-cheops-site: Paris"), "{answer}");
+        assert!(answer.ends_with("seen"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_instance_gets_a_502_naming_the_service_and_site() {
+        // Bind then drop: nothing listens on this port any more.
+        let local = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let proxy = proxy_for(local).await;
+        let answer = exchange(
+            proxy,
+            "GET / HTTP/1.1\r\nhost: catalog\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(
+            answer.contains("service 'catalog' at site Paris"),
+            "{answer}"
+        );
+    }
 
     #[test]
     fn http_is_recognised_by_its_method_and_anything_else_is_relayed() {
