@@ -12,7 +12,9 @@ fuzz_target!(|text: &str| {
                 .unwrap_or_else(|error| panic!("canonical form {printed:?} refused:\n{error}"));
             assert_eq!(again, scope, "{printed:?} reads back differently");
             assert_eq!(again.to_string(), printed, "printing is not stable");
-            let _ = scope.check_sites(|site| site.len() % 2 == 0).map_err(|e| e.to_string());
+            let _ = scope
+                .check_sites(|site| site.len() % 2 == 0)
+                .map_err(|e| e.to_string());
             let tables = dsl::RoundTripTable::default();
             let service = scope.sites().first().map_or("x", |site| *site).to_owned();
             let _ = dsl::resolve(&scope, &service, "here", &tables);
