@@ -41,6 +41,9 @@ impl Agent {
             .arg("--config")
             .arg(&config_path)
             .env("NO_COLOR", "1");
+        if let Some(cgroup) = cgroup {
+            cgroup.enter(&mut command);
+        }
         let mut agent = Agent {
             process: Process::spawn("cheops agent", command, Some(&log)),
             netns: netns.name().to_owned(),

@@ -410,6 +410,12 @@ fn cheops_never_intercepts_its_own_connections() {
     let (name1, address1, _) = service(1);
     let svc1 = (name1, address1, "127.0.0.1:8001".parse().unwrap());
     let node = start_node_with(&[svc1, svc0], "", true);
+    let agent_cgroup =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", node.agent.process.pid())).unwrap();
+    assert!(
+        agent_cgroup.contains(&node.workload.relative_path().display().to_string()),
+        "{agent_cgroup}"
+    );
     let (answer, ok) = node.curl(true, "http://198.18.0.10/whoami");
     assert!(ok, "{answer}");
     assert_eq!(
