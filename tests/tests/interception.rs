@@ -73,7 +73,11 @@ fn start_node_with(
         "[[workload]]\ncgroup = \"{}\"\n",
         workload.relative_path().display()
     );
-    let agent = Agent::start(&netns, &config);
+    let agent = if agent_in_workload {
+        Agent::start_in_cgroup(&netns, &config, &workload)
+    } else {
+        Agent::start(&netns, &config)
+    };
     Node {
         agent,
         workload,
