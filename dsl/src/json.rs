@@ -129,3 +129,42 @@ impl Reader<'_> {
         u32::from_str_radix(digits, 16).ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::object_of_strings;
+
+    proptest! {
+        // The reader must take exactly what serde_json takes for a map of strings, and decode
+        // it the same: otherwise a scope could be read as JSON by one and not the other.
+        #[test]
+        fn reads_what_serde_json_reads(
+            text in r#"[ \n]?\{ ?("([ab\\"/]|\\u[0-9a-fA-F]{4}|\\u[dD][89abAB][0-9a-f]{2}|\\[nrtbfu"\\/x])*" ?:[ \t]?"([ab&"\\]|\\u[dD][c-fC-F]00|\\[nt"\\])*" ?,?){0,3}\} ?x?"#
+        ) {
+            let ours = object_of_strings(&text).map(|members| {
+                members.into_iter().map(|member| (member.key, member.value)).collect::<HashMap<_, _>>()
+            });
+            let theirs = serde_json::from_str::<HashMap<String, String>>(&text).ok();
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn value_offsets_point_at_the_written_characters() {
+        let text = r#"{"a": "x\ny\u00e9z"}"#;
+        let members = object_of_strings(text).unwrap();
+        let member = &members[0];
+        assert_eq!(member.value, "x\nyéz");
+        let written: Vec<&str> = member
+            .value
+            .char_indices()
+            .map(|(at, _)| &text[member.value_at[at]..][..1])
+            .collect();
+        assert_eq!(written, ["x", "\\", "y", "\\", "z"]);
+        assert_eq!(&text[member.value_at[member.value.len()]..], "\"}");
+    }
+}

@@ -5,20 +5,51 @@
 use std::fmt::{self, Display, Formatter};
 use std::time::Duration;
 
+use crate::json;
 use crate::lexer::is_word_char;
 use crate::tree::{Entry, LocExpr, Name, Op, Scope, Site};
 
 impl Display for Scope {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        f.write_str("{")?;
-        for (at, entry) in self.entries.iter().enumerate() {
+        let entries = Entries(&self.entries);
+        if reads_as_json(&self.entries) {
+            // A trailing ',' keeps it scope-lang: JSON allows none.
+            write!(f, "{{{entries},}}")
+        } else {
+            write!(f, "{{{entries}}}")
+        }
+    }
+}
+
+struct Entries<'a>(&'a [Entry]);
+
+impl Display for Entries<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        for (at, entry) in self.0.iter().enumerate() {
             if at > 0 {
                 f.write_str(", ")?;
             }
             write!(f, "{entry}")?;
         }
-        f.write_str("}")
+        Ok(())
     }
+}
+
+/// True when the plain canonical form of `entries` would be a JSON object of strings, as
+/// `{"Site #1": "Site #2"}` is: read back, its values would be taken for expressions.
+fn reads_as_json(entries: &[Entry]) -> bool {
+    let one_site_each = entries.iter().all(|entry| {
+        matches!(
+            entry,
+            Entry::Service {
+                location: LocExpr::Site(_),
+                ..
+            }
+        )
+    });
+    !entries.is_empty()
+        && one_site_each
+        && json::object_of_strings(&format!("{{{}}}", Entries(entries))).is_some()
 }
 
 impl Display for Entry {

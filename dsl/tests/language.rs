@@ -204,3 +204,24 @@ fn the_three_formats_give_the_same_tree() {
     assert_eq!(parse("image/Paris").unwrap(), scope_lang);
     assert_eq!(parse("image: Paris").unwrap(), scope_lang);
 }
+
+#[test]
+fn a_canonical_form_that_would_be_json_gets_a_trailing_comma() {
+    // Both names need quotes, so the plain form would be a JSON object of strings, whose
+    // value "a & b" would read as an expression.
+    prints_as("{\"Service #1\": \"a & b\"}", "{\"Service #1\": a & b}");
+    prints_as(
+        "{\"Service #1\": (\"a & b\")}",
+        "{\"Service #1\": \"a & b\",}",
+    );
+    assert_eq!(
+        parse("{\"Service #1\": \"a & b\",}")
+            .unwrap()
+            .location_for("Service #1"),
+        Some(&site("a & b"))
+    );
+    prints_as(
+        "{\"Service #1\": \"a & b\", x: y}",
+        "{\"Service #1\": \"a & b\", x: y}",
+    );
+}

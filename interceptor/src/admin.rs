@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::{
     loader::{Interception, KernelCounters},
+    metrics::Metrics,
     peer::PeerStatus,
     proxy::Proxy,
     workload_scopes::Registration,
@@ -48,6 +49,7 @@ pub struct Admin {
     pub site: String,
     pub proxy: Arc<Proxy>,
     pub interception: Arc<Interception>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Admin {
@@ -70,68 +72,6 @@ impl Admin {
             peers: self.proxy.peers.status(),
             workloads: self.proxy.workload_scopes.roots().to_vec(),
         }
-    }
-
-    fn metrics(&self) -> String {
-        let status = self.status();
-        let site = &status.site;
-        let mut text = String::new();
-        let mut counter = |name: &str, help: &str, value: u64| {
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{site=\"{site}\"}} {value}\n"
-            ));
-        };
-        counter(
-            "cheops_kernel_redirected_total",
-            "Connections to meshed services redirected to the proxy by the kernel programs.",
-            status.kernel.redirected,
-        );
-        counter(
-            "cheops_kernel_passed_through_total",
-            "Connections from workloads to other addresses, left untouched.",
-            status.kernel.passed_through,
-        );
-        counter(
-            "cheops_kernel_failed_open_total",
-            "Connections to meshed services left untouched because no proxy listened.",
-            status.kernel.failed_open,
-        );
-        counter(
-            "cheops_proxy_connections_total",
-            "Connections accepted by the proxy.",
-            status.proxy.connections,
-        );
-        counter(
-            "cheops_proxy_http_requests_total",
-            "HTTP requests forwarded by the proxy.",
-            status.proxy.http_requests,
-        );
-        counter(
-            "cheops_proxy_upstream_errors_total",
-            "Requests whose destination failed or timed out.",
-            status.proxy.upstream_errors,
-        );
-        counter(
-            "cheops_proxy_tcp_relays_total",
-            "Non-HTTP connections relayed as plain TCP.",
-            status.proxy.tcp_relays,
-        );
-        counter(
-            "cheops_peer_forwarded_total",
-            "Requests forwarded to peer sites.",
-            status.proxy.forwarded_to_peers,
-        );
-        counter(
-            "cheops_peer_served_total",
-            "Requests executed here for peer sites.",
-            status.proxy.served_for_peers,
-        );
-        counter(
-            "cheops_peer_refused_connections_total",
-            "Peer API connections refused (certificate of no configured site, failed handshake).",
-            status.proxy.refused_peer_connections,
-        );
-        text
     }
 
     /// Registers (or removes) a cgroup's default scope, checked like any request's scope.
@@ -184,7 +124,11 @@ impl Admin {
                 "application/json",
                 serde_json::to_string_pretty(&self.status()).expect("status serialises"),
             ),
-            "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
+            "/metrics" => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.metrics.render(),
+            ),
             "/ready" => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
             other => (
                 StatusCode::NOT_FOUND,

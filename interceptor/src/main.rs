@@ -9,6 +9,7 @@ mod collaborate;
 mod config;
 mod exec;
 mod loader;
+mod metrics;
 mod peer;
 mod proxy;
 mod scope_command;
@@ -198,6 +199,11 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             loader::Interception::start(config.services.iter().map(|s| s.address), &cgroups, port)
                 .context("setting up kernel interception")?,
         );
+        let proxy_counters = Arc::new(proxy::ProxyCounters::default());
+        let metrics = Arc::new(metrics::Metrics::new(
+            Some(interception.clone()),
+            proxy_counters.clone(),
+        ));
         let proxy = Arc::new(proxy::Proxy::new(proxy::ProxyParts {
             site: config.site.clone(),
             services: config.services.clone(),
@@ -206,6 +212,8 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             destinations: interception.clone(),
             peers: peers.clone(),
             workload_scopes,
+            counters: proxy_counters,
+            metrics: metrics.clone(),
         }));
         if let Some((listener, acceptor)) = peer_api {
             tokio::spawn(peer::serve_peer_api(listener, acceptor, proxy.clone()));
@@ -216,6 +224,7 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             site: config.site.clone(),
             proxy: proxy.clone(),
             interception: interception.clone(),
+            metrics,
         }
         .spawn(admin_address)
         .with_context(|| format!("binding the admin endpoint {admin_address}"))?;

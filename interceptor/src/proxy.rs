@@ -33,6 +33,7 @@ use crate::{
     carriers,
     collaborate::{self, Next, Outcome, Route},
     config::{CarrierSettings, ProxySettings, Service},
+    metrics::{Collaboration, Metrics, RequestLabels},
     peer::{self, Peers, FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED},
     token_scopes::TokenScopes,
     workload_scopes::WorkloadScopes,
@@ -79,7 +80,8 @@ pub struct Proxy {
     pub workload_scopes: Arc<WorkloadScopes>,
     token_scopes: TokenScopes,
     upstream: Client<HttpConnector, ProxyBody>,
-    pub counters: ProxyCounters,
+    pub counters: Arc<ProxyCounters>,
+    metrics: Arc<Metrics>,
 }
 
 /// What a proxy serves with, besides its own settings.
@@ -91,6 +93,8 @@ pub struct ProxyParts {
     pub destinations: Arc<dyn OriginalDestinations>,
     pub peers: Arc<Peers>,
     pub workload_scopes: Arc<WorkloadScopes>,
+    pub counters: Arc<ProxyCounters>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// One attempt at one site: how it went, and the answer to give if it is the one given.
@@ -138,6 +142,8 @@ impl Proxy {
             destinations,
             peers,
             workload_scopes,
+            counters,
+            metrics,
         } = parts;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -156,7 +162,8 @@ impl Proxy {
             workload_scopes,
             token_scopes: TokenScopes::default(),
             upstream,
-            counters: ProxyCounters::default(),
+            counters,
+            metrics,
         }
     }
 
@@ -236,23 +243,49 @@ impl Proxy {
         for marker in [FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED] {
             parts.headers.remove(marker);
         }
-        let response = match self.decide(&mut parts.headers, service, cgroup_id) {
-            Err(refusal) => error_response(StatusCode::BAD_REQUEST, refusal),
-            Ok(Route::NotYet(what)) => error_response(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "the scope asks {what} for service '{}', which is not available yet",
-                    service.name
+        let (collaboration, response) = match self.decide(&mut parts.headers, service, cgroup_id) {
+            Err(refusal) => (
+                Collaboration::Refused,
+                error_response(StatusCode::BAD_REQUEST, refusal),
+            ),
+            Ok(Route::NotYet(what)) => (
+                Collaboration::Refused,
+                error_response(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!(
+                        "the scope asks {what} for service '{}', which is not available yet",
+                        service.name
+                    ),
                 ),
             ),
-            Ok(Route::Try(sites)) => self.run_chain(&parts, body, service, &sites).await,
+            Ok(Route::Try(sites)) => {
+                let collaboration = match sites.as_slice() {
+                    [only] if *only == self.site => Collaboration::Local,
+                    [_] => Collaboration::Sharing,
+                    _ => Collaboration::Otherwise,
+                };
+                let response = self.run_chain(&parts, body, service, &sites).await;
+                (collaboration, response)
+            }
         };
+        let served_by = response
+            .headers()
+            .get(SERVED_BY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        let labels = RequestLabels::new(
+            &service.name,
+            collaboration,
+            served_by,
+            response.status().as_u16(),
+        );
+        self.metrics.record_request(&labels, started.elapsed());
         info!(
             service = %service.name,
             method = %parts.method,
             path = %parts.uri.path(),
             status = response.status().as_u16(),
-            served_by = response.headers().get(SERVED_BY).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            served_by,
             elapsed_us = started.elapsed().as_micros() as u64,
             "request"
         );
@@ -644,6 +677,108 @@ pub fn error_response(status: StatusCode, message: String) -> Response<ProxyBody
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Every connection "dialled" `service`: the kernel's part, replaced.
+    struct Dialled(SocketAddr);
+
+    impl OriginalDestinations for Dialled {
+        fn take(&self, _connection: &TcpStream, _client: SocketAddr) -> Option<Intercepted> {
+            Some(Intercepted {
+                service: self.0,
+                cgroup_id: 1,
+            })
+        }
+    }
+
+    /// A proxy on an ephemeral loopback port for one service whose instance is at `local`.
+    async fn proxy_for(local: SocketAddr) -> SocketAddr {
+        let service = Service {
+            name: "catalog".into(),
+            address: "198.18.0.10:80".parse().unwrap(),
+            local,
+        };
+        let settings = ProxySettings {
+            response_timeout: Duration::from_secs(2),
+            ..ProxySettings::default()
+        };
+        let counters = Arc::new(ProxyCounters::default());
+        let metrics = Arc::new(Metrics::new(None, counters.clone()));
+        let peers = Peers::new("Paris".into(), &[], None, Default::default()).unwrap();
+        let proxy = Arc::new(Proxy::new(ProxyParts {
+            site: "Paris".into(),
+            services: vec![service.clone()],
+            settings,
+            carriers: CarrierSettings::default(),
+            destinations: Arc::new(Dialled(service.address)),
+            peers: Arc::new(peers),
+            workload_scopes: Arc::new(WorkloadScopes::new(Vec::new()).unwrap()),
+            counters,
+            metrics,
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(proxy.serve(listener));
+        address
+    }
+
+    async fn exchange(proxy: SocketAddr, request: &str) -> String {
+        let mut client = TcpStream::connect(proxy).await.unwrap();
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn forwards_to_the_local_instance_and_names_the_site() {
+        let instance = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = instance.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = instance.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let len = stream.read(&mut request).await.unwrap();
+            let request = String::from_utf8_lossy(&request[..len]).to_string();
+            let body = if request.starts_with("GET /items?x=1 HTTP/1.1")
+                && request.contains("x-scope: {a: Paris}")
+            {
+                "seen"
+            } else {
+                "wrong request"
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let proxy = proxy_for(local).await;
+        let answer = exchange(proxy, "GET /items?x=1 HTTP/1.1\r\nhost: catalog\r\nx-scope: {a: Paris}\r\nconnection: close\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.contains("x-cheops-site: Paris"), "{answer}");
+        assert!(answer.ends_with("seen"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_instance_gets_a_502_naming_the_service_and_site() {
+        // Bind then drop: nothing listens on this port any more.
+        let local = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let proxy = proxy_for(local).await;
+        let answer = exchange(
+            proxy,
+            "GET / HTTP/1.1\r\nhost: catalog\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(
+            answer.contains("service 'catalog': site Paris:"),
+            "{answer}"
+        );
+    }
 
     #[test]
     fn http_is_recognised_by_its_method_and_anything_else_is_relayed() {

@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
+    cgroup::Cgroup,
     cheops_bin,
     netns::{command_in, Netns},
     process::Process,
@@ -21,6 +22,15 @@ impl Agent {
     /// Starts the agent in `netns` with the configuration `config` (TOML) and waits until its
     /// admin endpoint answers; fails the test with the agent's log if it does not start.
     pub fn start(netns: &Netns, config: &str) -> Agent {
+        Agent::launch(netns, config, None)
+    }
+
+    /// Like `start`, with the agent itself inside `cgroup` (to check it never intercepts itself).
+    pub fn start_in_cgroup(netns: &Netns, config: &str, cgroup: &Cgroup) -> Agent {
+        Agent::launch(netns, config, Some(cgroup))
+    }
+
+    fn launch(netns: &Netns, config: &str, cgroup: Option<&Cgroup>) -> Agent {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config_path = dir.path().join("cheops.toml");
         std::fs::write(&config_path, config).expect("writing the agent configuration");
@@ -31,6 +41,9 @@ impl Agent {
             .arg("--config")
             .arg(&config_path)
             .env("NO_COLOR", "1");
+        if let Some(cgroup) = cgroup {
+            cgroup.enter(&mut command);
+        }
         let mut agent = Agent {
             process: Process::spawn("cheops agent", command, Some(&log)),
             netns: netns.name().to_owned(),

@@ -41,6 +41,15 @@ fn service(n: u8) -> (String, SocketAddr, SocketAddr) {
 }
 
 fn start_node(services: &[(String, SocketAddr, SocketAddr)], extra_config: &str) -> Node {
+    start_node_with(services, extra_config, false)
+}
+
+/// `agent_in_workload`: run cheops inside the workload cgroup it meshes.
+fn start_node_with(
+    services: &[(String, SocketAddr, SocketAddr)],
+    extra_config: &str,
+    agent_in_workload: bool,
+) -> Node {
     require_root();
     let netns = Netns::create(&unique_name("ic"));
     let workload = Cgroup::create(&unique_name("chw"));
@@ -64,7 +73,11 @@ fn start_node(services: &[(String, SocketAddr, SocketAddr)], extra_config: &str)
         "[[workload]]\ncgroup = \"{}\"\n",
         workload.relative_path().display()
     );
-    let agent = Agent::start(&netns, &config);
+    let agent = if agent_in_workload {
+        Agent::start_in_cgroup(&netns, &config, &workload)
+    } else {
+        Agent::start(&netns, &config)
+    };
     Node {
         agent,
         workload,
@@ -220,6 +233,7 @@ fn after_kill_9_the_workload_reaches_its_destination_directly_within_a_second() 
         body(&node.curl(true, "http://198.18.0.10/whoami").0) == "direct-svc0"
     });
     let elapsed = killed.elapsed();
+    println!("after kill -9, the workload reached its destination directly in {elapsed:?}");
     assert!(
         direct,
         "the workload did not reach its destination directly within 1 s of kill -9"
@@ -387,4 +401,64 @@ fn a_connection_that_is_not_http_is_relayed_as_plain_tcp() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(agent.status()["proxy"]["tcp_relays"], 1);
+}
+
+#[test]
+fn cheops_never_intercepts_its_own_connections() {
+    // svc0's instance is at svc1's service address, where svc1's direct server answers
+    // (`direct-svc1`), and cheops runs inside the meshed cgroup: its own connection to
+    // 198.18.0.11:80 must reach that server, not loop back into cheops (which would answer
+    // with svc1's instance, `svc1`).
+    let (name, address, _) = service(0);
+    let svc0 = (name, address, service(1).1);
+    let (name1, address1, _) = service(1);
+    let svc1 = (name1, address1, "127.0.0.1:8001".parse().unwrap());
+    let node = start_node_with(&[svc1, svc0], "", true);
+    let agent_cgroup =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", node.agent.process.pid())).unwrap();
+    assert!(
+        agent_cgroup.contains(&node.workload.relative_path().display().to_string()),
+        "{agent_cgroup}"
+    );
+    let (answer, ok) = node.curl(true, "http://198.18.0.10/whoami");
+    assert!(ok, "{answer}");
+    assert_eq!(
+        body(&answer),
+        "direct-svc1",
+        "cheops's own connection was intercepted: {answer}"
+    );
+    assert_eq!(node.agent.status()["kernel"]["redirected"], 1);
+}
+
+#[test]
+fn check_names_what_is_missing() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cheops.toml");
+    std::fs::write(
+        &config,
+        "site = \"A\"\n[[service]]\nname = \"catalog\"\naddress = \"198.18.0.10:80\"\nlocal = \"127.0.0.1:9\"\n[[workload]]\ncgroup = \"cheops-no-such-cgroup\"\n",
+    )
+    .unwrap();
+    let output = Command::new(cheops_tests::cheops_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "check should fail:\n{text}");
+    assert!(
+        text.contains("ok    the kernel accepts cheops's eBPF programs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAIL  workload cgroup")
+            && text.contains("cheops-no-such-cgroup does not exist"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warn  service 'catalog': local instance 127.0.0.1:9 does not answer"),
+        "{text}"
+    );
 }

@@ -1,0 +1,183 @@
+//! Metrics in the Prometheus text format: every request by service, collaboration, serving site
+//! and outcome, with a latency histogram; the kernel programs' and the proxy's counters are read
+//! at scrape time. Recording is one lock-free-ish family lookup on the data path.
+use std::{sync::atomic::Ordering, sync::Arc, time::Duration};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::ConstCounter,
+        family::{Family, MetricConstructor},
+        histogram::{exponential_buckets, Histogram},
+        MetricType,
+    },
+    registry::Registry,
+};
+
+use crate::{loader::Interception, proxy::ProxyCounters};
+
+/// How a request was served; the label `collaboration`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Collaboration {
+    /// At this site, by its own instance.
+    Local,
+    /// At the one other site the scope names.
+    Sharing,
+    /// Along an otherwise chain (`;`, `around`).
+    Otherwise,
+    /// Not served: the scope could not be used, or asks what is not available yet.
+    Refused,
+}
+
+impl Collaboration {
+    fn as_str(self) -> &'static str {
+        match self {
+            Collaboration::Local => "local",
+            Collaboration::Sharing => "sharing",
+            Collaboration::Otherwise => "otherwise",
+            Collaboration::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub service: String,
+    pub collaboration: &'static str,
+    pub site: String,
+    /// `2xx` .. `5xx` for an answer, as given to the client.
+    pub outcome: &'static str,
+}
+
+impl RequestLabels {
+    pub fn new(service: &str, collaboration: Collaboration, site: &str, status: u16) -> Self {
+        let outcome = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        RequestLabels {
+            service: service.to_owned(),
+            collaboration: collaboration.as_str(),
+            site: site.to_owned(),
+            outcome,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct LatencyBuckets;
+
+impl MetricConstructor<Histogram> for LatencyBuckets {
+    fn new_metric(&self) -> Histogram {
+        // 50 µs to about 26 s: a local hop to a slow cross-site fan-out.
+        Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Histogram, LatencyBuckets>,
+}
+
+impl Metrics {
+    /// `interception` is `None` where no kernel programs run (the proxy's own tests).
+    pub fn new(
+        interception: Option<Arc<Interception>>,
+        proxy_counters: Arc<ProxyCounters>,
+    ) -> Metrics {
+        let mut registry = Registry::with_prefix("cheops");
+        let requests = Family::new_with_constructor(LatencyBuckets);
+        registry.register(
+            "request_duration_seconds",
+            "Requests handled by the proxy, by service, collaboration, serving site and outcome, with their latency",
+            requests.clone(),
+        );
+        registry.register_collector(Box::new(Counters {
+            interception,
+            proxy_counters,
+        }));
+        Metrics { registry, requests }
+    }
+
+    pub fn record_request(&self, labels: &RequestLabels, elapsed: Duration) {
+        self.requests
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// The kernel's and the proxy's counters, read when scraped.
+struct Counters {
+    interception: Option<Arc<Interception>>,
+    proxy_counters: Arc<ProxyCounters>,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("kernel and proxy counters")
+    }
+}
+
+impl Collector for Counters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let kernel = self
+            .interception
+            .as_ref()
+            .map(|interception| interception.counters())
+            .unwrap_or_default();
+        let proxy = &self.proxy_counters;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "kernel_redirected",
+                "Connections to meshed services redirected to the proxy by the kernel programs",
+                kernel.redirected,
+            ),
+            (
+                "kernel_passed_through",
+                "Connections from workloads to other addresses, left untouched",
+                kernel.passed_through,
+            ),
+            (
+                "kernel_failed_open",
+                "Connections to meshed services left untouched because no proxy listened",
+                kernel.failed_open,
+            ),
+            (
+                "proxy_connections",
+                "Connections accepted by the proxy",
+                load(&proxy.connections),
+            ),
+            (
+                "proxy_not_redirected",
+                "Connections to the proxy that the kernel programs did not redirect, closed",
+                load(&proxy.not_redirected),
+            ),
+            (
+                "proxy_upstream_errors",
+                "Requests whose destination failed or timed out",
+                load(&proxy.upstream_errors),
+            ),
+            (
+                "proxy_tcp_relays",
+                "Non-HTTP connections relayed as plain TCP",
+                load(&proxy.tcp_relays),
+            ),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
+}
