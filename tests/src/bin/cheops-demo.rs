@@ -1,5 +1,224 @@
-//! The Cheops demo (grown issue by issue): for now, one site intercepting an unmodified client.
+//! The Cheops demo: three sites on this machine (Paris, Nantes, Rennes), each a network
+//! namespace running the same unmodified applications (json-server as `catalog`, nginx as
+//! `front`, which calls the catalog) and cheops. It walks through what sites can do together,
+//! showing each request, its scope and the site that served it, then removes everything it
+//! made, also when interrupted with Ctrl-C.
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use cheops_tests::{
+    mesh::{Answer, Mesh, CATALOG, FRONT},
+    sites::Topology,
+};
+
+const SITES: [&str; 3] = ["Paris", "Nantes", "Rennes"];
+
+/// One step of the walk-through.
+struct Step {
+    title: &'static str,
+    why: &'static str,
+    run: fn(&Mesh),
+}
+
+const STEPS: &[Step] = &[
+    Step {
+        title: "No scope: every call stays at the site where it arrived",
+        why: "A client at Paris asks nginx (front) for products; nginx calls the catalog.",
+        run: |mesh| show(mesh, "Paris", FRONT, "/products", &[]),
+    },
+    Step {
+        title: "Sharing: {catalog: Nantes}",
+        why: "The same unmodified nginx at Paris; cheops sends its catalog call to Nantes.",
+        run: |mesh| {
+            show(
+                mesh,
+                "Paris",
+                FRONT,
+                "/products",
+                &["X-Scope: {catalog: Nantes}"],
+            )
+        },
+    },
+    Step {
+        title: "The scope in W3C baggage, as OpenTelemetry services forward it",
+        why: "baggage: scope={catalog: Rennes}, percent-encoded.",
+        run: |mesh| {
+            show(
+                mesh,
+                "Paris",
+                FRONT,
+                "/products",
+                &["baggage: scope=%7Bcatalog%3A%20Rennes%7D"],
+            )
+        },
+    },
+    Step {
+        title: "The scope on an auth token (OpenStack-style), stripped before nginx sees it",
+        why: "X-Auth-Token: s3cret!SCOPE!{catalog: Nantes}",
+        run: |mesh| {
+            show(
+                mesh,
+                "Paris",
+                FRONT,
+                "/products",
+                &["X-Auth-Token: s3cret!SCOPE!{catalog: Nantes}"],
+            )
+        },
+    },
+    Step {
+        title: "Otherwise: {catalog: Rennes ; Nantes}, with Rennes cut off",
+        why: "Rennes is partitioned (its link is down): the call falls back to Nantes.",
+        run: |mesh| {
+            mesh.topology.cut("Rennes");
+            show(
+                mesh,
+                "Paris",
+                FRONT,
+                "/products",
+                &["X-Scope: {catalog: Rennes ; Nantes}"],
+            );
+            mesh.topology.heal("Rennes");
+            println!("   (Rennes's link is healed)");
+        },
+    },
+    Step {
+        title: "A partition: Paris cut from every other site",
+        why: "Requests with no scope need nothing remote: Paris keeps serving them.",
+        run: |mesh| {
+            mesh.topology.cut("Paris");
+            show(mesh, "Paris", FRONT, "/products", &[]);
+            show(
+                mesh,
+                "Paris",
+                CATALOG,
+                "/products/1",
+                &["X-Scope: {catalog: Nantes}"],
+            );
+            mesh.topology.heal("Paris");
+            mesh.wait_for_peers("Paris", SITES.len() - 1);
+            println!("   (Paris's links are healed; it sees its peers again)");
+            show(
+                mesh,
+                "Paris",
+                CATALOG,
+                "/products/1",
+                &["X-Scope: {catalog: Nantes}"],
+            );
+        },
+    },
+    Step {
+        title: "A bad scope is refused with a message that points at the culprit",
+        why: "X-Scope: {catalog: (Nantes & Rennes}",
+        run: |mesh| {
+            show(
+                mesh,
+                "Paris",
+                CATALOG,
+                "/products",
+                &["X-Scope: {catalog: (Nantes & Rennes}"],
+            )
+        },
+    },
+];
+
 fn main() {
-    eprintln!("the multi-site demo is being written; run `cargo xtask test` meanwhile");
-    std::process::exit(1);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .expect("installing the Ctrl-C handler");
+
+    println!(
+        "Cheops demo: three sites on this machine ({})\n",
+        SITES.join(", ")
+    );
+    let started = Instant::now();
+    println!("[1/3] creating the sites: network namespaces joined by a bridge, 198.18.0.0/24");
+    let topology = Topology::create(&SITES);
+    println!("[2/3] starting json-server (catalog), nginx (front) and cheops at each site");
+    let mesh = Mesh::start(topology, &HashMap::new());
+    println!("[3/3] the sites see each other over mutual TLS (round trips from Paris):");
+    for (peer, round_trip_us) in mesh.peers_up("Paris") {
+        println!("      {peer}: {:.2} ms", round_trip_us as f64 / 1000.0);
+    }
+    let agents: Vec<String> = mesh
+        .sites
+        .iter()
+        .map(|site| format!("{} (pid {})", site.name, site.agent.process.pid()))
+        .collect();
+    println!("      cheops agents: {}", agents.join(", "));
+    println!("      ready in {:.1} s\n", started.elapsed().as_secs_f64());
+
+    for (number, step) in STEPS.iter().enumerate() {
+        if interrupted.load(Ordering::SeqCst) {
+            println!("\ninterrupted: cleaning up");
+            break;
+        }
+        println!("── {}. {}", number + 1, step.title);
+        println!("   {}", step.why);
+        (step.run)(&mesh);
+        println!();
+    }
+
+    if !interrupted.load(Ordering::SeqCst) {
+        println!(
+            "── What Paris's cheops counted (Prometheus, http://127.0.0.1:15000/metrics at Paris)"
+        );
+        let metrics = mesh
+            .site("Paris")
+            .agent
+            .admin("/metrics")
+            .unwrap_or_default();
+        for line in metrics.lines().filter(|l| {
+            l.starts_with("cheops_request_duration_seconds_count")
+                || l.starts_with("cheops_kernel_redirected_total")
+        }) {
+            println!("   {line}");
+        }
+    }
+    drop(mesh);
+    println!("\nremoved every namespace, cgroup and process the demo made");
+}
+
+/// Sends one request from `site`'s workload (an unmodified curl) and prints what happened.
+fn show(mesh: &Mesh, site: &str, service: &str, path: &str, headers: &[&str]) {
+    let mut command = String::from("curl");
+    for header in headers {
+        command += &format!(" -H '{header}'");
+    }
+    println!("   $ {command} http://{service}{path}      (at {site})");
+    let answer = mesh.curl(site, &format!("http://{service}{path}"), headers);
+    println!("   → {}", outcome(&answer));
+}
+
+fn outcome(answer: &Answer) -> String {
+    if answer.status >= 400 {
+        // Errors are shown whole: their caret lines point at the culprit.
+        return format!(
+            "{}:\n     {}",
+            answer.status,
+            answer.body.trim_end().replace('\n', "\n     ")
+        );
+    }
+    let body: String = answer.body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let body = if body.len() > 110 {
+        format!("{}…", &body[..110])
+    } else {
+        body
+    };
+    let served_by = answer
+        .header("x-catalog-site")
+        .map(|site| format!(", catalog served by {site}"))
+        .or_else(|| {
+            answer
+                .header("x-cheops-site")
+                .map(|site| format!(", served by {site}"))
+        })
+        .unwrap_or_default();
+    format!("{}{served_by}: {body}", answer.status)
 }

@@ -1,0 +1,96 @@
+//! The demo, end to end, as root: it runs, shows sites collaborating and its requests counted in
+//! the metrics, and removes every namespace, cgroup and process it made.
+use std::process::Command;
+
+#[test]
+fn the_demo_walks_through_the_collaborations_and_cleans_up_after_itself() {
+    cheops_tests::require_root();
+    let child = Command::new(env!("CARGO_BIN_EXE_cheops-demo"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the demo");
+    // Names the demo gives its namespaces and cgroups carry its process id (see unique_name).
+    let marker = format!("{:x}x", child.id() % 0x10_0000);
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the demo failed:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    for expected in [
+        "→ 200, catalog served by Paris",
+        "→ 200, catalog served by Nantes",
+        "→ 200, catalog served by Rennes",
+        "removed every namespace, cgroup and process the demo made",
+    ] {
+        assert!(
+            text.contains(expected),
+            "the demo's output lacks `{expected}`:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("→ 400:"),
+        "a bad scope should be refused:\n{text}"
+    );
+    // The metrics scraped at the end count the demo's requests.
+    let count = |labels: &str| -> u64 {
+        text.lines()
+            .find_map(|l| {
+                l.trim().strip_prefix(&format!(
+                    "cheops_request_duration_seconds_count{{{labels}}} "
+                ))
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("service=\"catalog\",collaboration=\"sharing\",site=\"Nantes\",outcome=\"2xx\"") >= 2,
+        "{text}"
+    );
+    assert!(
+        count("service=\"front\",collaboration=\"local\",site=\"Paris\",outcome=\"2xx\"") >= 5,
+        "{text}"
+    );
+
+    let namespaces = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !namespaces.contains(&marker),
+        "the demo left namespaces behind:\n{namespaces}"
+    );
+    let cgroups: Vec<String> = std::fs::read_dir(cheops_tests::cgroup::cgroup2_mount())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.contains(&marker))
+        .collect();
+    assert!(
+        cgroups.is_empty(),
+        "the demo left cgroups behind: {cgroups:?}"
+    );
+    let agents = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cheops agents: "))
+        .expect("the demo names its agents");
+    let pids: Vec<&str> = agents
+        .split("(pid ")
+        .skip(1)
+        .filter_map(|s| s.split(')').next())
+        .collect();
+    assert_eq!(pids.len(), 3, "{agents}");
+    for pid in pids {
+        let command = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !command.contains("agent"),
+            "the demo left cheops agent {pid} running"
+        );
+    }
+}
