@@ -1,5 +1,6 @@
 //! A child process that is killed (SIGKILL) and reaped when dropped.
 use std::{
+    os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -22,7 +23,10 @@ impl Process {
             ),
             None => Stdio::null(),
         };
+        // A process group of its own: a Ctrl-C at the terminal reaches only the test or demo,
+        // which then stops its children in order, instead of them dying mid-start.
         let child = command
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(output())
             .stderr(output())
