@@ -4,9 +4,13 @@ mod admin;
 mod cgroup;
 mod check;
 mod config;
+mod exchange;
+mod identity;
 mod loader;
 mod proxy;
+mod resources;
 mod scope_command;
+mod store;
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
