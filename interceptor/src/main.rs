@@ -8,6 +8,8 @@ mod exchange;
 mod identity;
 mod loader;
 mod proxy;
+mod replicate;
+mod replicator;
 mod resources;
 mod scope_command;
 mod store;
