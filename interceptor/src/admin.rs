@@ -1,23 +1,34 @@
-//! The admin endpoint on 127.0.0.1: `/status` (JSON) and `/metrics` (Prometheus text). It runs
-//! on its own thread and runtime, off the data plane, so a slow scrape never delays a request.
+//! The admin endpoint on 127.0.0.1: `/status` (JSON), `/metrics` (Prometheus text), and
+//! `/workload-scope` where `cheops exec` registers a cgroup's default scope. It runs on its own
+//! thread and runtime, off the data plane, so a slow scrape never delays a request. Also the
+//! small client that the CLI uses to talk to it.
 use std::{convert::Infallible, net::SocketAddr, sync::atomic::Ordering, sync::Arc};
 
+use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
 use crate::{
     loader::{Interception, KernelCounters},
+    peer::PeerStatus,
     proxy::Proxy,
+    workload_scopes::Registration,
 };
+
+/// The page where default scopes of workload cgroups are registered (PUT, JSON `Registration`).
+pub const WORKLOAD_SCOPE_PAGE: &str = "/workload-scope";
 
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub site: String,
     pub kernel: KernelCounters,
     pub proxy: ProxySnapshot,
+    pub peers: Vec<PeerStatus>,
+    /// The workload cgroups' directories.
+    pub workloads: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -27,6 +38,9 @@ pub struct ProxySnapshot {
     pub http_requests: u64,
     pub upstream_errors: u64,
     pub tcp_relays: u64,
+    pub forwarded_to_peers: u64,
+    pub served_for_peers: u64,
+    pub refused_peer_connections: u64,
 }
 
 #[derive(Clone)]
@@ -39,6 +53,7 @@ pub struct Admin {
 impl Admin {
     fn status(&self) -> Status {
         let c = &self.proxy.counters;
+        let p = &self.proxy.peers.counters;
         Status {
             site: self.site.clone(),
             kernel: self.interception.counters(),
@@ -48,7 +63,12 @@ impl Admin {
                 http_requests: c.http_requests.load(Ordering::Relaxed),
                 upstream_errors: c.upstream_errors.load(Ordering::Relaxed),
                 tcp_relays: c.tcp_relays.load(Ordering::Relaxed),
+                forwarded_to_peers: p.forwarded.load(Ordering::Relaxed),
+                served_for_peers: p.served_for_peers.load(Ordering::Relaxed),
+                refused_peer_connections: p.refused_connections.load(Ordering::Relaxed),
             },
+            peers: self.proxy.peers.status(),
+            workloads: self.proxy.workload_scopes.roots().to_vec(),
         }
     }
 
@@ -96,11 +116,69 @@ impl Admin {
             "Non-HTTP connections relayed as plain TCP.",
             status.proxy.tcp_relays,
         );
+        counter(
+            "cheops_peer_forwarded_total",
+            "Requests forwarded to peer sites.",
+            status.proxy.forwarded_to_peers,
+        );
+        counter(
+            "cheops_peer_served_total",
+            "Requests executed here for peer sites.",
+            status.proxy.served_for_peers,
+        );
+        counter(
+            "cheops_peer_refused_connections_total",
+            "Peer API connections refused (certificate of no configured site, failed handshake).",
+            status.proxy.refused_peer_connections,
+        );
         text
+    }
+
+    /// Registers (or removes) a cgroup's default scope, checked like any request's scope.
+    async fn register(&self, request: Request<hyper::body::Incoming>) -> (StatusCode, String) {
+        let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(err) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body: {err}\n"),
+                )
+            }
+        };
+        let registration: Registration = match serde_json::from_slice(&body) {
+            Ok(registration) => registration,
+            Err(err) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("not a registration: {err}\n"),
+                )
+            }
+        };
+        let scope = match registration
+            .scope
+            .as_deref()
+            .map(|text| crate::carriers::parse_known(text, |site| self.proxy.knows_site(site)))
+        {
+            Some(Err(err)) => return (StatusCode::BAD_REQUEST, format!("{err}\n")),
+            Some(Ok(scope)) => Some(scope),
+            None => None,
+        };
+        match self
+            .proxy
+            .workload_scopes
+            .register(&registration.cgroup, scope)
+        {
+            Ok(()) => (StatusCode::OK, "registered\n".to_owned()),
+            Err(err) => (StatusCode::BAD_REQUEST, format!("{err}\n")),
+        }
     }
 
     async fn answer(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         let (status, content_type, body) = match request.uri().path() {
+            WORKLOAD_SCOPE_PAGE if request.method() == hyper::Method::PUT => {
+                let (status, text) = self.register(request).await;
+                (status, "text/plain", text)
+            }
             "/status" => (
                 StatusCode::OK,
                 "application/json",
@@ -154,4 +232,33 @@ impl Admin {
             })?;
         Ok(())
     }
+}
+
+/// One request to an agent's admin endpoint: its status code and body.
+pub fn request(
+    admin: SocketAddr,
+    method: &str,
+    page: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).with_context(|| {
+        format!("no cheops agent answers at {admin} (is it running? see `admin.port`)")
+    })?;
+    write!(
+        stream,
+        "{method} {page} HTTP/1.0\r\nHost: {admin}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("the agent at {admin} gave no HTTP answer"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("the agent at {admin} gave no status code"))?;
+    Ok((status, body.to_owned()))
 }

@@ -1,5 +1,6 @@
-//! The node's configuration (TOML): this site, the meshed services (the address applications
-//! dial and where the local instance listens), the workload cgroups, and the proxy's limits.
+//! The node's configuration (TOML): this site and its peers, the meshed services (the address
+//! applications dial and where the local instance listens), the workload cgroups, which scope
+//! carriers are read, and the proxy's limits.
 //! Loading checks everything it can up front, so that a bad file fails with one clear sentence.
 use std::{
     collections::HashSet,
@@ -38,6 +39,100 @@ pub struct Config {
     pub services: Vec<Service>,
     #[serde(rename = "workload", default)]
     pub workloads: Vec<Workload>,
+    /// The other sites this one may forward to, and accepts forwarded requests from.
+    #[serde(rename = "peer", default)]
+    pub peers: Vec<Peer>,
+    /// This site's credentials for talking to its peers (required when peers are configured).
+    pub tls: Option<TlsFiles>,
+    #[serde(default)]
+    pub peer_api: PeerApiSettings,
+    #[serde(default)]
+    pub carriers: CarrierSettings,
+}
+
+/// Another site: its name (as scopes and its certificate say it) and its peer API address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+/// PEM files: the CA that signs every site's certificate, and this site's certificate and key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerApiSettings {
+    /// Where this site's peer API listens (required when peers are configured).
+    pub listen: Option<SocketAddr>,
+    /// How often each peer's round trip is measured.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A heartbeat unanswered for this long marks its peer down.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// How long connecting (TCP and TLS) to a peer may take.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a peer may take to start answering a forwarded request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for PeerApiSettings {
+    fn default() -> Self {
+        PeerApiSettings {
+            listen: None,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where a request's scope may come from; read in the configured order, the first found wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Carrier {
+    /// The `X-Scope` header.
+    Header,
+    /// The `scope` member of the W3C `baggage` header.
+    Baggage,
+    /// A `!SCOPE!<scope>` suffix on the auth token header.
+    Token,
+    /// The default scope of the caller's workload cgroup.
+    Workload,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CarrierSettings {
+    /// The carriers read, in order.
+    pub read: Vec<Carrier>,
+    /// The header holding the auth token that may end in `!SCOPE!<scope>`.
+    pub token_header: String,
+}
+
+impl Default for CarrierSettings {
+    fn default() -> Self {
+        CarrierSettings {
+            read: vec![
+                Carrier::Header,
+                Carrier::Baggage,
+                Carrier::Token,
+                Carrier::Workload,
+            ],
+            token_header: "X-Auth-Token".into(),
+        }
+    }
 }
 
 /// A meshed service: applications dial `address`; the local instance listens at `local`.
@@ -58,6 +153,8 @@ pub struct Service {
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     pub cgroup: PathBuf,
+    /// The scope of this workload's requests that carry none of their own.
+    pub default_scope: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +173,8 @@ pub struct ProxySettings {
     /// How long the local instance may take to start answering.
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// The largest request body kept for a retry at the next site of an otherwise chain.
+    pub retry_body_limit: usize,
 }
 
 impl Default for ProxySettings {
@@ -86,6 +185,7 @@ impl Default for ProxySettings {
             max_header_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
+            retry_body_limit: 1024 * 1024,
         }
     }
 }
@@ -180,7 +280,50 @@ impl Config {
             resources::check(&service.resources)
                 .map_err(|why| format!("service '{}': {why}", service.name))?;
         }
+        self.validate_peers()?;
+        for workload in &self.workloads {
+            if let Some(scope) = &workload.default_scope {
+                self.check_scope(scope).map_err(|err| {
+                    format!(
+                        "the default scope of workload {}: {err}",
+                        workload.cgroup.display()
+                    )
+                })?;
+            }
+        }
         Ok(())
+    }
+
+    fn validate_peers(&self) -> Result<(), String> {
+        let mut names = HashSet::from([&self.site]);
+        for peer in &self.peers {
+            if !names.insert(&peer.name) {
+                return Err(format!(
+                    "peer '{}' is configured twice, or is this site",
+                    peer.name
+                ));
+            }
+            crate::tls::site_dns_name(&peer.name).map_err(|err| err.to_string())?;
+        }
+        if !self.peers.is_empty() {
+            if self.tls.is_none() {
+                return Err("peers are configured, so `[tls]` (ca, cert, key) is required".into());
+            }
+            if self.peer_api.listen.is_none() {
+                return Err("peers are configured, so `peer_api.listen` is required".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `name` is this site or a configured peer: the sites a scope may name.
+    pub fn knows_site(&self, name: &str) -> bool {
+        self.site == name || self.peers.iter().any(|peer| peer.name == name)
+    }
+
+    /// Parses `text` as a scope naming only known sites.
+    pub fn check_scope(&self, text: &str) -> Result<dsl::Scope, dsl::ScopeError> {
+        crate::carriers::parse_known(text, |name| self.knows_site(name))
     }
 }
 
@@ -249,5 +392,30 @@ mod tests {
     fn names_an_unknown_key() {
         let err = Config::parse("site = \"A\"\n[proxy]\nprot = 1\n").unwrap_err();
         assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn peers_need_credentials_and_a_listener() {
+        let text =
+            format!("{EXAMPLE}\n[[peer]]\nname = \"Nantes\"\naddress = \"198.18.0.2:15443\"\n");
+        assert!(Config::parse(&text).unwrap_err().contains("[tls]"));
+        let text = format!(
+            "{text}[tls]\nca = \"ca.pem\"\ncert = \"p.pem\"\nkey = \"p.key\"\n[peer_api]\nlisten = \"198.18.0.1:15443\"\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        assert!(config.knows_site("Nantes") && config.knows_site("Paris"));
+        assert!(!config.knows_site("Lyon"));
+        assert_eq!(config.carriers.token_header, "X-Auth-Token");
+        assert_eq!(config.carriers.read.len(), 4);
+    }
+
+    #[test]
+    fn a_default_scope_naming_an_unknown_site_is_refused_with_the_workload() {
+        let text = format!("{EXAMPLE}default_scope = \"{{catalog: Lyon}}\"\n");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(
+            err.contains("cheops/paris") && err.contains("Lyon"),
+            "{err}"
+        );
     }
 }

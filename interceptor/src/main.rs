@@ -1,20 +1,29 @@
 //! `cheops`: the Cheops node daemon and its command line.
-//! Read top to bottom, the request path is: loader (kernel programs) -> proxy -> local instance.
+//! Read top to bottom, the request path is: loader (kernel programs) -> proxy -> carriers
+//! (the scope) -> collaborate (the sites to try) -> local instance or peer.
 mod admin;
+mod carriers;
 mod cgroup;
 mod check;
+mod collaborate;
 mod config;
 mod exchange;
+mod exec;
 mod identity;
 mod loader;
+mod peer;
 mod proxy;
 mod replicate;
 mod replicator;
 mod resources;
 mod scope_command;
 mod store;
+mod tls;
+mod token_scopes;
+mod workload_scopes;
 
 use std::{
+    ffi::OsString,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
@@ -58,6 +67,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate a test CA and a certificate and key for each site (for demos and tests).
+    Certs {
+        /// The directory to write `ca.pem`, `<site>.pem` and `<site>.key` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// The sites, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        sites: Vec<String>,
+    },
+    /// Run an unmodified command whose requests all carry a scope (through a transient
+    /// workload cgroup registered with the local agent).
+    Exec {
+        /// The scope of every request the command makes.
+        #[arg(long)]
+        scope: String,
+        /// The agent's admin address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// The workload cgroup to run under (default: the agent's first).
+        #[arg(long)]
+        workload: Option<PathBuf>,
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
     /// Work with scope-lang expressions (no privileges needed).
     #[command(subcommand)]
     Scope(scope_command::ScopeCommand),
@@ -76,6 +109,27 @@ fn main() -> ExitCode {
         }
         Command::Agent { config } => report_error(agent(config)),
         Command::Status { admin, json } => report_error(status(admin, json)),
+        Command::Certs { out, sites } => report_error(
+            tls::generate(&out, &sites)
+                .map(|written| {
+                    for path in written {
+                        println!("{}", path.display());
+                    }
+                })
+                .map_err(Into::into),
+        ),
+        Command::Exec {
+            scope,
+            admin,
+            workload,
+            command,
+        } => match exec::run(admin, &scope, workload.as_deref(), &command) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("cheops exec: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -107,20 +161,62 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
         .iter()
         .map(|w| cgroup::workload_dir(&mount, &w.cgroup))
         .collect::<Result<Vec<_>, _>>()?;
+    let workload_scopes = Arc::new(workload_scopes::WorkloadScopes::new(
+        cgroups
+            .iter()
+            .zip(&config.workloads)
+            .map(|(dir, workload)| {
+                let scope = workload
+                    .default_scope
+                    .as_deref()
+                    .map(|text| config.check_scope(text))
+                    .transpose()?;
+                Ok((dir.clone(), scope))
+            })
+            .collect::<Result<Vec<_>, dsl::ScopeError>>()?,
+    )?);
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::load)
+        .transpose()
+        .context("loading this site's TLS credentials")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let port = config.proxy.port;
         let listeners = bind_proxy(port).await?;
+        let peers = Arc::new(peer::Peers::new(
+            config.site.clone(),
+            &config.peers,
+            tls.as_ref(),
+            config.peer_api.clone(),
+        )?);
+        let peer_api = match (config.peer_api.listen, &tls) {
+            (Some(address), Some(tls)) => Some((
+                TcpListener::bind(address).await.with_context(|| {
+                    format!("binding the peer API to {address} (see `peer_api.listen`)")
+                })?,
+                tokio_rustls::TlsAcceptor::from(tls.server.clone()),
+            )),
+            _ => None,
+        };
         let interception = Arc::new(
             loader::Interception::start(config.services.iter().map(|s| s.address), &cgroups, port)
                 .context("setting up kernel interception")?,
         );
-        let proxy = Arc::new(proxy::Proxy::new(
-            config.site.clone(),
-            config.services.clone(),
-            config.proxy.clone(),
-            interception.clone(),
-        ));
+        let proxy = Arc::new(proxy::Proxy::new(proxy::ProxyParts {
+            site: config.site.clone(),
+            services: config.services.clone(),
+            settings: config.proxy.clone(),
+            carriers: config.carriers.clone(),
+            destinations: interception.clone(),
+            peers: peers.clone(),
+            workload_scopes,
+        }));
+        if let Some((listener, acceptor)) = peer_api {
+            tokio::spawn(peer::serve_peer_api(listener, acceptor, proxy.clone()));
+        }
+        peers.spawn_heartbeats();
         let admin_address = SocketAddr::from((Ipv4Addr::LOCALHOST, config.admin.port));
         admin::Admin {
             site: config.site.clone(),
@@ -135,6 +231,7 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
         info!(
             site = %config.site,
             services = config.services.len(),
+            peers = config.peers.len(),
             workloads = cgroups.len(),
             proxy_port = port,
             admin = %admin_address,
@@ -171,16 +268,9 @@ async fn shutdown_signal() {
 }
 
 fn status(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(admin).with_context(|| {
-        format!("no cheops agent answers at {admin} (is it running? see `admin.port`)")
-    })?;
-    write!(stream, "GET /status HTTP/1.0\r\nHost: {admin}\r\n\r\n")?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let (_, body) = admin::request(admin, "GET", "/status", "")?;
     let status: serde_json::Value =
-        serde_json::from_str(body).context("the agent's status is not JSON")?;
+        serde_json::from_str(&body).context("the agent's status is not JSON")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
@@ -199,5 +289,16 @@ fn status(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
         status["proxy"]["upstream_errors"],
         status["proxy"]["tcp_relays"]
     );
+    for peer in status["peers"].as_array().into_iter().flatten() {
+        let state = match (peer["up"].as_bool(), peer["round_trip_us"].as_u64()) {
+            (Some(true), Some(us)) => format!("up, round trip {us} us"),
+            _ => format!("down: {}", peer["last_error"].as_str().unwrap_or("?")),
+        };
+        println!(
+            "peer         {} ({}) {state}",
+            peer["name"].as_str().unwrap_or("?"),
+            peer["address"].as_str().unwrap_or("?")
+        );
+    }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The transparent proxy. Each accepted connection was redirected by the kernel programs; the
 //! proxy asks which service the client meant (`OriginalDestinations`), then serves HTTP/1.1
-//! through hyper, forwarding each request to the service's local instance with streamed bodies
-//! and a pooled upstream, or, for anything that is not HTTP, relays the bytes untouched.
+//! through hyper: it reads the request's scope (`carriers`), turns its plan into the sites to
+//! try (`collaborate`), and sends the request to the local instance (pooled upstream, streamed
+//! bodies) or to a peer (`peer`). Anything that is not HTTP is relayed untouched, locally.
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -13,11 +14,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, LengthLimitError, Limited};
 use hyper::{
     body::Incoming,
     header::{self, HeaderName, HeaderValue},
-    Request, Response, StatusCode, Uri,
+    http::request::Parts,
+    HeaderMap, Request, Response, StatusCode, Uri, Version,
 };
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
@@ -27,7 +29,14 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use crate::config::{ProxySettings, Service};
+use crate::{
+    carriers,
+    collaborate::{self, Next, Outcome, Route},
+    config::{CarrierSettings, ProxySettings, Service},
+    peer::{self, Peers, FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED},
+    token_scopes::TokenScopes,
+    workload_scopes::WorkloadScopes,
+};
 
 /// Which service a redirected client dialled, and from which workload cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,18 +73,72 @@ pub struct Proxy {
     site: String,
     services: Vec<Arc<Service>>,
     settings: ProxySettings,
+    carriers: CarrierSettings,
     destinations: Arc<dyn OriginalDestinations>,
-    upstream: Client<HttpConnector, Incoming>,
+    pub peers: Arc<Peers>,
+    pub workload_scopes: Arc<WorkloadScopes>,
+    token_scopes: TokenScopes,
+    upstream: Client<HttpConnector, ProxyBody>,
     pub counters: ProxyCounters,
 }
 
+/// What a proxy serves with, besides its own settings.
+pub struct ProxyParts {
+    pub site: String,
+    pub services: Vec<Service>,
+    pub settings: ProxySettings,
+    pub carriers: CarrierSettings,
+    pub destinations: Arc<dyn OriginalDestinations>,
+    pub peers: Arc<Peers>,
+    pub workload_scopes: Arc<WorkloadScopes>,
+}
+
+/// One attempt at one site: how it went, and the answer to give if it is the one given.
+struct Attempt {
+    outcome: Outcome,
+    response: Option<Response<ProxyBody>>,
+}
+
+impl Attempt {
+    fn failed(outcome: Outcome) -> Attempt {
+        Attempt {
+            outcome,
+            response: None,
+        }
+    }
+}
+
+/// A request body that is sent once (streamed), or kept to be sent again at the next site.
+enum RequestBody {
+    Streamed(Option<Incoming>),
+    Kept(Bytes),
+}
+
+impl RequestBody {
+    fn next(&mut self) -> ProxyBody {
+        match self {
+            RequestBody::Streamed(body) => body.take().map_or_else(
+                || Empty::new().map_err(|never| match never {}).boxed(),
+                BodyExt::boxed,
+            ),
+            RequestBody::Kept(bytes) => Full::new(bytes.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+        }
+    }
+}
+
 impl Proxy {
-    pub fn new(
-        site: String,
-        services: Vec<Service>,
-        settings: ProxySettings,
-        destinations: Arc<dyn OriginalDestinations>,
-    ) -> Proxy {
+    pub fn new(parts: ProxyParts) -> Proxy {
+        let ProxyParts {
+            site,
+            services,
+            settings,
+            carriers,
+            destinations,
+            peers,
+            workload_scopes,
+        } = parts;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(settings.connect_timeout));
@@ -87,7 +150,11 @@ impl Proxy {
             site,
             services: services.into_iter().map(Arc::new).collect(),
             settings,
+            carriers,
             destinations,
+            peers,
+            workload_scopes,
+            token_scopes: TokenScopes::default(),
             upstream,
             counters: ProxyCounters::default(),
         }
@@ -128,17 +195,20 @@ impl Proxy {
         let service = service.clone();
         let _ = stream.set_nodelay(true);
         match sniff(&stream).await {
-            Protocol::Http1 => self.serve_http(stream, service).await,
+            Protocol::Http1 => {
+                self.serve_http(stream, service, intercepted.cgroup_id)
+                    .await
+            }
             Protocol::Opaque => self.relay_tcp(stream, &service).await,
         }
     }
 
-    async fn serve_http(self: Arc<Self>, stream: TcpStream, service: Arc<Service>) {
+    async fn serve_http(self: Arc<Self>, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
         let proxy = self.clone();
         let handler = hyper::service::service_fn(move |request| {
             let proxy = proxy.clone();
             let service = service.clone();
-            async move { Ok::<_, Infallible>(proxy.forward(request, &service).await) }
+            async move { Ok::<_, Infallible>(proxy.handle(request, &service, cgroup_id).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -151,15 +221,152 @@ impl Proxy {
         }
     }
 
-    async fn forward(
+    /// One request from a workload: its scope decides where it runs.
+    async fn handle(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         service: &Service,
+        cgroup_id: u64,
     ) -> Response<ProxyBody> {
         self.counters.http_requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        let (mut parts, body) = request.into_parts();
+        remove_hop_by_hop_headers(&mut parts.headers);
+        // Only the peer API takes forwarded requests: a workload cannot pose as a site.
+        for marker in [FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED] {
+            parts.headers.remove(marker);
+        }
+        let response = match self.decide(&mut parts.headers, service, cgroup_id) {
+            Err(refusal) => error_response(StatusCode::BAD_REQUEST, refusal),
+            Ok(Route::NotYet(what)) => error_response(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "the scope asks {what} for service '{}', which is not available yet",
+                    service.name
+                ),
+            ),
+            Ok(Route::Try(sites)) => self.run_chain(&parts, body, service, &sites).await,
+        };
+        info!(
+            service = %service.name,
+            method = %parts.method,
+            path = %parts.uri.path(),
+            status = response.status().as_u16(),
+            served_by = response.headers().get(SERVED_BY).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        response
+    }
+
+    /// The sites to try for this request, with its scope rewritten for the next hop; why the
+    /// scope cannot be used, if it cannot (answered 400).
+    fn decide(
+        &self,
+        headers: &mut HeaderMap,
+        service: &Service,
+        cgroup_id: u64,
+    ) -> Result<Route, String> {
+        let workload_default = self.workload_scopes.for_cgroup(cgroup_id);
+        let known = carriers::Known {
+            workload_default: workload_default.as_ref(),
+            token_scope: &|token| self.token_scopes.scope_of(token),
+        };
+        let found =
+            carriers::extract(headers, &known, &self.carriers).map_err(|err| err.to_string())?;
+        let Some(found) = found else {
+            return Ok(Route::Try(vec![self.site.clone()]));
+        };
+        found
+            .scope
+            .check_sites(|name| self.knows_site(name))
+            .map_err(|err| format!("the scope of this request cannot be used: {err}"))?;
+        let plan = dsl::resolve(
+            &found.scope,
+            &service.name,
+            &self.site,
+            &self.peers.round_trips(),
+        );
+        carriers::pass_on(headers, &found, &service.name, &self.carriers);
+        Ok(collaborate::route(&plan))
+    }
+
+    /// Whether a scope may name `site`: this site or a configured peer.
+    pub fn knows_site(&self, site: &str) -> bool {
+        site == self.site || self.peers.names().any(|peer| peer == site)
+    }
+
+    /// Tries `sites` in order until one serves, as `collaborate` decides.
+    async fn run_chain(
+        &self,
+        parts: &Parts,
+        body: Incoming,
+        service: &Service,
+        sites: &[String],
+    ) -> Response<ProxyBody> {
+        let mut body = if sites.len() > 1 {
+            // The next site needs the body again: keep it, up to a limit.
+            match Limited::new(body, self.settings.retry_body_limit)
+                .collect()
+                .await
+            {
+                Ok(collected) => RequestBody::Kept(collected.to_bytes()),
+                Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+                    return error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "the request body is over {} bytes (`proxy.retry_body_limit`), too \
+                             large to keep for a fallback to another site",
+                            self.settings.retry_body_limit
+                        ),
+                    )
+                }
+                Err(err) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("reading the request body failed: {err}"),
+                    )
+                }
+            }
+        } else {
+            RequestBody::Streamed(Some(body))
+        };
+        let mut tried = Vec::new();
+        for (at, site) in sites.iter().enumerate() {
+            let request = copy_request(parts, body.next());
+            let attempt = if *site == self.site {
+                self.attempt_local(request, service).await
+            } else {
+                self.attempt_peer(site, request, service).await
+            };
+            match (
+                collaborate::after(&attempt.outcome, &parts.method, at + 1 < sites.len()),
+                attempt.response,
+            ) {
+                (Next::Answer, Some(response)) => return response,
+                (Next::FallBack, _) => tried.push((site.clone(), attempt.outcome)),
+                (Next::Answer | Next::GiveUp, _) => {
+                    tried.push((site.clone(), attempt.outcome));
+                    break;
+                }
+            }
+        }
+        error_response(
+            StatusCode::BAD_GATEWAY,
+            collaborate::none_served(&service.name, &tried),
+        )
+    }
+
+    /// Sends `request` to this site's instance of `service`.
+    async fn attempt_local(&self, mut request: Request<ProxyBody>, service: &Service) -> Attempt {
+        if let Some((token, scope)) =
+            carriers::strip_token_suffix(request.headers_mut(), &self.carriers)
+        {
+            // The service will pass the bare token on: its next calls get the scope from here.
+            if let Ok(scope) = dsl::parse(&scope) {
+                self.token_scopes.remember(&token, scope);
+            }
+        }
         let path_and_query = request
             .uri()
             .path_and_query()
@@ -169,70 +376,139 @@ impl Proxy {
             match format!("http://{}{}", service.local, path_and_query).parse::<Uri>() {
                 Ok(uri) => uri,
                 Err(err) => {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        format!("bad request target: {err}"),
-                    )
+                    return Attempt::failed(Outcome::Failed(format!("bad request target: {err}")))
                 }
             };
-        remove_hop_by_hop_headers(request.headers_mut());
-
+        *request.version_mut() = Version::HTTP_11;
+        let instance = format!("its instance of '{}' ({})", service.name, service.local);
         let answer = tokio::time::timeout(
             self.settings.response_timeout,
             self.upstream.request(request),
         )
         .await;
-        let response = match answer {
+        let outcome = match answer {
             Ok(Ok(response)) => {
-                let mut response = response.map(|body| body.boxed());
+                let mut response = response.map(BodyExt::boxed);
                 remove_hop_by_hop_headers(response.headers_mut());
-                if let Ok(site) = HeaderValue::from_str(&self.site) {
-                    response.headers_mut().insert(SERVED_BY, site);
-                }
                 response
-            }
-            Ok(Err(err)) => {
-                self.counters
-                    .upstream_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                let why = if err.is_connect() {
-                    "could not be reached"
-                } else {
-                    "failed"
+                    .headers_mut()
+                    .insert(SERVED_BY, peer::header_value(&self.site));
+                return Attempt {
+                    outcome: Outcome::Answered(response.status()),
+                    response: Some(response),
                 };
-                error_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "the instance of service '{}' at site {} ({}) {why}: {:#}",
-                        service.name,
-                        self.site,
-                        service.local,
-                        anyhow::Error::from(err)
-                    ),
-                )
             }
-            Err(_) => {
-                self.counters
-                    .upstream_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "the instance of service '{}' at site {} ({}) did not answer within {:?}",
-                        service.name, self.site, service.local, self.settings.response_timeout
-                    ),
-                )
+            Ok(Err(err)) if err.is_connect() => Outcome::NotDelivered(format!(
+                "{instance} could not be reached: {:#}",
+                anyhow::Error::from(err)
+            )),
+            Ok(Err(err)) => {
+                Outcome::Failed(format!("{instance} failed: {:#}", anyhow::Error::from(err)))
             }
+            Err(_) => Outcome::Failed(format!(
+                "{instance} did not answer within {:?}",
+                self.settings.response_timeout
+            )),
         };
-        info!(
-            service = %service.name,
-            %method,
-            path = %path,
-            status = response.status().as_u16(),
-            site = %self.site,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "request"
+        self.counters
+            .upstream_errors
+            .fetch_add(1, Ordering::Relaxed);
+        Attempt::failed(outcome)
+    }
+
+    /// Sends `request` to `site`, whose cheops executes it against its own instance.
+    async fn attempt_peer(
+        &self,
+        site: &str,
+        mut request: Request<ProxyBody>,
+        service: &Service,
+    ) -> Attempt {
+        *request.version_mut() = Version::HTTP_2;
+        match self.peers.forward(site, &service.name, request).await {
+            Ok(response) => {
+                let status = response.status();
+                let outcome = if response.headers().contains_key(NOT_DELIVERED) {
+                    Outcome::NotDelivered(format!(
+                        "its instance of '{}' could not be reached",
+                        service.name
+                    ))
+                } else {
+                    Outcome::Answered(status)
+                };
+                Attempt {
+                    outcome,
+                    response: Some(response.map(BodyExt::boxed)),
+                }
+            }
+            Err(failure) if failure.reached => Attempt::failed(Outcome::Failed(failure.why)),
+            Err(failure) => Attempt::failed(Outcome::NotDelivered(failure.why)),
+        }
+    }
+
+    /// A request that `peer` forwarded (or its heartbeat): executed against the local
+    /// instance, its scope never read again.
+    pub async fn serve_peer(&self, peer: &str, request: Request<Incoming>) -> Response<ProxyBody> {
+        if request.uri().path() == peer::HEARTBEAT_PATH {
+            let answer = serde_json::to_vec(&self.peers.heartbeat_answer()).unwrap_or_default();
+            return Response::new(
+                Full::new(Bytes::from(answer))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+        }
+        let claimed = request
+            .headers()
+            .get(FORWARDED_BY)
+            .and_then(|v| v.to_str().ok());
+        if claimed != Some(peer::header_value(peer).to_str().unwrap_or_default()) {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "a request on site {peer}'s connection claims to be forwarded by {claimed:?}"
+                ),
+            );
+        }
+        let wanted = request
+            .headers()
+            .get(FORWARDED_SERVICE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let Some(service) = self.services.iter().find(|s| s.name == wanted).cloned() else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "site {} has no service '{wanted}' (asked by site {peer})",
+                    self.site
+                ),
+            );
+        };
+        self.peers
+            .counters
+            .served_for_peers
+            .fetch_add(1, Ordering::Relaxed);
+        let (mut parts, body) = request.into_parts();
+        parts.headers.remove(FORWARDED_BY);
+        parts.headers.remove(FORWARDED_SERVICE);
+        let attempt = self
+            .attempt_local(Request::from_parts(parts, body.boxed()), &service)
+            .await;
+        if let Some(response) = attempt.response {
+            return response;
+        }
+        let (why, delivered) = match attempt.outcome {
+            Outcome::NotDelivered(why) => (why, false),
+            Outcome::Failed(why) => (why, true),
+            Outcome::Answered(status) => (format!("answered {status}"), true),
+        };
+        let mut response = error_response(
+            StatusCode::BAD_GATEWAY,
+            format!("site {}: {why}", self.site),
         );
+        if !delivered {
+            response
+                .headers_mut()
+                .insert(NOT_DELIVERED, HeaderValue::from_static("1"));
+        }
         response
     }
 
@@ -339,6 +615,16 @@ fn remove_hop_by_hop_headers(headers: &mut hyper::HeaderMap) {
     ] {
         headers.remove(name);
     }
+}
+
+/// A copy of the request described by `parts`, with `body`, for one attempt.
+fn copy_request(parts: &Parts, body: ProxyBody) -> Request<ProxyBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
 }
 
 pub fn error_response(status: StatusCode, message: String) -> Response<ProxyBody> {

@@ -71,3 +71,81 @@ pub fn wait_for_listener(netns: &Netns, address: SocketAddr) {
         netns.name()
     );
 }
+
+/// json-server (npm), the REST service of the tests: serves `db.json` made from `data`.
+pub struct JsonServer {
+    process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl JsonServer {
+    pub fn start(netns: &Netns, address: SocketAddr, data: &serde_json::Value) -> JsonServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = dir.path().join("db.json");
+        std::fs::write(&db, data.to_string()).expect("writing db.json");
+        let mut command = netns.command("json-server");
+        command
+            .args(["--quiet", "--host", &address.ip().to_string()])
+            .args(["--port", &address.port().to_string()])
+            .arg(&db)
+            .current_dir(dir.path());
+        let process = Process::spawn("json-server", command, Some(&dir.path().join("log")));
+        wait_for_listener(netns, address);
+        JsonServer { process, _dir: dir }
+    }
+
+    /// Stops it, as a crashed instance would be.
+    pub fn stop(&mut self) {
+        self.process.kill_9();
+    }
+}
+
+/// nginx (Debian) as a front service: listens at `listen` and sends every request to
+/// `upstream` through its ordinary `proxy_pass`, in `cgroup` so that its calls are meshed.
+/// Its own configuration, pid and temporary files live in a temporary directory.
+pub struct Nginx {
+    _process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(
+        netns: &Netns,
+        cgroup: &crate::cgroup::Cgroup,
+        listen: SocketAddr,
+        upstream: SocketAddr,
+    ) -> Nginx {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().display().to_string();
+        // The catalog's answer says who served it; nginx shows it, and the token it saw, to
+        // the client (the headers an unmodified front would not show, for the tests to read).
+        let config = format!(
+            "daemon off;\nmaster_process off;\nuser root;\npid {path}/nginx.pid;\n\
+             error_log {path}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {path}/body;\n\
+             proxy_temp_path {path}/proxy;\n  fastcgi_temp_path {path}/fastcgi;\n\
+             uwsgi_temp_path {path}/uwsgi;\n  scgi_temp_path {path}/scgi;\n\
+             server {{\n    listen {listen};\n    location / {{\n\
+             proxy_pass http://{upstream};\n\
+             add_header X-Catalog-Site $upstream_http_x_cheops_site always;\n\
+             add_header X-Front-Saw-Token $http_x_auth_token always;\n    }}\n  }}\n}}\n"
+        );
+        let config_path = dir.path().join("nginx.conf");
+        std::fs::write(&config_path, config).expect("writing nginx.conf");
+        let mut command = netns.command("nginx");
+        command
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&config_path);
+        cgroup.enter(&mut command);
+        let process = Process::spawn("nginx", command, Some(&dir.path().join("out.log")));
+        wait_for_listener(netns, listen);
+        Nginx {
+            _process: process,
+            _dir: dir,
+        }
+    }
+}

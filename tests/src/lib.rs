@@ -4,8 +4,10 @@
 pub mod agent;
 pub mod apps;
 pub mod cgroup;
+pub mod mesh;
 pub mod netns;
 pub mod process;
+pub mod sites;
 
 use std::{
     path::PathBuf,

@@ -1,0 +1,393 @@
+//! Where a request's scope comes from and how it travels on: the `X-Scope` header, the `scope`
+//! member of W3C `baggage`, a `!SCOPE!<scope>` suffix on the auth token, or the caller's
+//! workload default. Pure functions over headers, so that they are tested without a network.
+use hyper::{
+    header::{HeaderName, HeaderValue},
+    HeaderMap,
+};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::config::{Carrier, CarrierSettings};
+
+pub const SCOPE_HEADER: HeaderName = HeaderName::from_static("x-scope");
+const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+const BAGGAGE_KEY: &str = "scope";
+const TOKEN_SUFFIX: &str = "!SCOPE!";
+
+/// What W3C baggage values may not hold unencoded (anything outside `baggage-octet`).
+const BAGGAGE_ESCAPED: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b',')
+    .add(b';')
+    .add(b'\\')
+    .add(b'%');
+
+/// A request's scope and the carrier it came in.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub scope: dsl::Scope,
+    pub carrier: Carrier,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CarrierError {
+    #[error("the scope in {carrier} is not valid: {error}")]
+    Malformed {
+        carrier: String,
+        error: Box<dsl::ScopeError>,
+    },
+    #[error("the {carrier} is not text")]
+    NotText { carrier: String },
+}
+
+impl Carrier {
+    fn describe(self, settings: &CarrierSettings) -> String {
+        match self {
+            Carrier::Header => "header X-Scope".into(),
+            Carrier::Baggage => "the `scope` member of header baggage".into(),
+            Carrier::Token => format!("the token suffix of header {}", settings.token_header),
+            Carrier::Workload => "the workload's default scope".into(),
+        }
+    }
+}
+
+/// What the proxy knows besides the headers: the default scope of the caller's cgroup, and
+/// the scopes of tokens seen before with a suffix.
+pub struct Known<'a> {
+    pub workload_default: Option<&'a dsl::Scope>,
+    pub token_scope: &'a dyn Fn(&str) -> Option<dsl::Scope>,
+}
+
+/// The scope of a request: from the first of the configured carriers that holds one.
+pub fn extract(
+    headers: &HeaderMap,
+    known: &Known<'_>,
+    settings: &CarrierSettings,
+) -> Result<Option<Found>, CarrierError> {
+    let workload_default = known.workload_default;
+    for &carrier in &settings.read {
+        let text = match carrier {
+            Carrier::Header => header_text(headers, &SCOPE_HEADER, carrier, settings)?,
+            Carrier::Baggage => baggage_scope(headers, carrier, settings)?,
+            Carrier::Token => {
+                let token = header_text(headers, &token_header(settings), carrier, settings)?;
+                match token.as_deref().map(|t| t.split_once(TOKEN_SUFFIX)) {
+                    Some(Some((_, scope))) => Some(scope.to_owned()),
+                    Some(None) => {
+                        let remembered = token.as_deref().and_then(known.token_scope);
+                        if let Some(scope) = remembered {
+                            return Ok(Some(Found { scope, carrier }));
+                        }
+                        None
+                    }
+                    None => None,
+                }
+            }
+            Carrier::Workload => {
+                if let Some(scope) = workload_default {
+                    return Ok(Some(Found {
+                        scope: scope.clone(),
+                        carrier,
+                    }));
+                }
+                None
+            }
+        };
+        if let Some(text) = text {
+            let scope = dsl::parse(&text).map_err(|error| CarrierError::Malformed {
+                carrier: carrier.describe(settings),
+                error: Box::new(error),
+            })?;
+            return Ok(Some(Found { scope, carrier }));
+        }
+    }
+    Ok(None)
+}
+
+/// Parses `text` as a scope that names only sites for which `is_known` holds.
+pub fn parse_known(
+    text: &str,
+    is_known: impl Fn(&str) -> bool,
+) -> Result<dsl::Scope, dsl::ScopeError> {
+    let scope = dsl::parse(text)?;
+    scope.check_sites(is_known)?;
+    Ok(scope)
+}
+
+/// Rewrites the carrier so that the scope travels on without the entry `service` used (the
+/// site that executes `service` consumes it). A workload's default scope, which no header
+/// carries, is put in `X-Scope` so that the services called downstream still see it.
+pub fn pass_on(headers: &mut HeaderMap, found: &Found, service: &str, settings: &CarrierSettings) {
+    let rest = found.scope.consume(service);
+    let text = (!rest.is_empty()).then(|| rest.to_string());
+    match found.carrier {
+        Carrier::Header | Carrier::Workload => match text.and_then(|t| value(&t)) {
+            Some(value) => {
+                headers.insert(SCOPE_HEADER, value);
+            }
+            None => {
+                headers.remove(SCOPE_HEADER);
+            }
+        },
+        Carrier::Baggage => {
+            let members = text.map(|t| utf8_percent_encode(&t, BAGGAGE_ESCAPED).to_string());
+            rewrite_baggage(headers, members.as_deref());
+        }
+        Carrier::Token => {
+            let name = token_header(settings);
+            let Some(token) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
+                return;
+            };
+            let token = token.split_once(TOKEN_SUFFIX).map_or(token, |(t, _)| t);
+            let token = match text {
+                Some(text) => format!("{token}{TOKEN_SUFFIX}{text}"),
+                None => token.to_owned(),
+            };
+            if let Some(value) = value(&token) {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
+
+/// Removes the scope suffix from the auth token, since the service must see its own token;
+/// gives back the bare token and the suffix.
+pub fn strip_token_suffix(
+    headers: &mut HeaderMap,
+    settings: &CarrierSettings,
+) -> Option<(String, String)> {
+    let name = token_header(settings);
+    let token = headers.get(&name)?.to_str().ok()?;
+    let (bare, scope) = token.split_once(TOKEN_SUFFIX)?;
+    let (bare, scope) = (bare.to_owned(), scope.to_owned());
+    headers.insert(name, value(&bare)?);
+    Some((bare, scope))
+}
+
+fn token_header(settings: &CarrierSettings) -> HeaderName {
+    HeaderName::from_bytes(settings.token_header.as_bytes())
+        .unwrap_or(HeaderName::from_static("x-auth-token"))
+}
+
+fn value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
+}
+
+fn header_text(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    carrier: Carrier,
+    settings: &CarrierSettings,
+) -> Result<Option<String>, CarrierError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| CarrierError::NotText {
+                    carrier: carrier.describe(settings),
+                })
+        })
+        .transpose()
+}
+
+/// The `key=value;properties` members of every baggage header.
+fn baggage_members(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(BAGGAGE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+}
+
+fn baggage_scope(
+    headers: &HeaderMap,
+    carrier: Carrier,
+    settings: &CarrierSettings,
+) -> Result<Option<String>, CarrierError> {
+    let Some(encoded) = baggage_members(headers).find_map(|member| {
+        let (key, rest) = member.split_once('=')?;
+        let value = rest.split(';').next().unwrap_or("");
+        (key.trim() == BAGGAGE_KEY).then(|| value.trim())
+    }) else {
+        return Ok(None);
+    };
+    percent_decode_str(encoded)
+        .decode_utf8()
+        .map(|text| Some(text.into_owned()))
+        .map_err(|_| CarrierError::NotText {
+            carrier: carrier.describe(settings),
+        })
+}
+
+/// Replaces the value of the `scope` member (keeping its properties), or drops the member.
+fn rewrite_baggage(headers: &mut HeaderMap, encoded: Option<&str>) {
+    let members: Vec<String> = baggage_members(headers)
+        .filter_map(|member| {
+            let Some((key, rest)) = member.split_once('=') else {
+                return Some(member.to_owned());
+            };
+            if key.trim() != BAGGAGE_KEY {
+                return Some(member.to_owned());
+            }
+            let properties = rest.split_once(';').map(|(_, p)| p);
+            encoded.map(|encoded| match properties {
+                Some(properties) => format!("{BAGGAGE_KEY}={encoded};{properties}"),
+                None => format!("{BAGGAGE_KEY}={encoded}"),
+            })
+        })
+        .map(|member| member.trim().to_owned())
+        .collect();
+    headers.remove(BAGGAGE);
+    if let Some(joined) = (!members.is_empty())
+        .then(|| members.join(","))
+        .and_then(|j| value(&j))
+    {
+        headers.insert(BAGGAGE, joined);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn none(_: &str) -> Option<dsl::Scope> {
+        None
+    }
+
+    fn found(pairs: &[(&str, &str)], default: Option<&str>) -> Option<(String, Carrier)> {
+        let default = default.map(|d| dsl::parse(d).unwrap());
+        let known = Known {
+            workload_default: default.as_ref(),
+            token_scope: &none,
+        };
+        extract(&headers(pairs), &known, &CarrierSettings::default())
+            .unwrap()
+            .map(|f| (f.scope.to_string(), f.carrier))
+    }
+
+    #[test]
+    fn carriers_are_read_in_order_and_the_first_found_wins() {
+        let all = [
+            ("x-scope", "{catalog: B}"),
+            ("baggage", "user=1,scope=%7Bcatalog%3A%20C%7D"),
+            ("x-auth-token", "t0k!SCOPE!{catalog: A}"),
+        ];
+        assert_eq!(
+            found(&all, Some("{catalog: A}")),
+            Some(("{catalog: B}".into(), Carrier::Header))
+        );
+        assert_eq!(
+            found(&all[1..], None),
+            Some(("{catalog: C}".into(), Carrier::Baggage))
+        );
+        assert_eq!(
+            found(&all[2..], None),
+            Some(("{catalog: A}".into(), Carrier::Token))
+        );
+        assert_eq!(
+            found(&[("x-auth-token", "plain")], Some("{front: B}")),
+            Some(("{front: B}".into(), Carrier::Workload))
+        );
+        assert_eq!(found(&[], None), None);
+    }
+
+    #[test]
+    fn only_the_configured_carriers_are_read() {
+        let settings = CarrierSettings {
+            read: vec![Carrier::Baggage],
+            token_header: "X-Subject-Token".into(),
+        };
+        let h = headers(&[("x-scope", "{catalog: B}")]);
+        let known = Known {
+            workload_default: None,
+            token_scope: &none,
+        };
+        assert!(extract(&h, &known, &settings).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_malformed_scope_names_its_carrier_and_column() {
+        let h = headers(&[("x-scope", "{catalog: B &}")]);
+        let known = Known {
+            workload_default: None,
+            token_scope: &none,
+        };
+        let err = extract(&h, &known, &CarrierSettings::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("header X-Scope"), "{text}");
+        assert!(text.contains("column"), "{text}");
+    }
+
+    #[test]
+    fn the_scope_travels_on_without_the_executed_entry() {
+        let settings = CarrierSettings::default();
+        let mut h = headers(&[
+            (
+                "baggage",
+                "a=1, scope=%7Bcatalog%3A%20B%2C%20front%3A%20C%7D;p=1",
+            ),
+            ("x-auth-token", "t0k!SCOPE!{catalog: B}"),
+        ]);
+        let scope = dsl::parse("{catalog: B, front: C}").unwrap();
+        let baggage = Found {
+            scope,
+            carrier: Carrier::Baggage,
+        };
+        pass_on(&mut h, &baggage, "catalog", &settings);
+        assert_eq!(h["baggage"], "a=1,scope={front:%20C};p=1");
+
+        let token = Found {
+            scope: dsl::parse("{catalog: B}").unwrap(),
+            carrier: Carrier::Token,
+        };
+        pass_on(&mut h, &token, "front", &settings);
+        assert_eq!(h["x-auth-token"], "t0k!SCOPE!{catalog: B}");
+        pass_on(&mut h, &token, "catalog", &settings);
+        assert_eq!(h["x-auth-token"], "t0k");
+
+        let workload = Found {
+            scope: dsl::parse("{catalog: B}").unwrap(),
+            carrier: Carrier::Workload,
+        };
+        pass_on(&mut h, &workload, "front", &settings);
+        assert_eq!(h["x-scope"], "{catalog: B}");
+    }
+
+    #[test]
+    fn the_service_sees_its_token_without_the_suffix() {
+        let mut h = headers(&[("x-auth-token", "t0k!SCOPE!{catalog: B}")]);
+        let stripped = strip_token_suffix(&mut h, &CarrierSettings::default());
+        assert_eq!(h["x-auth-token"], "t0k");
+        assert_eq!(stripped, Some(("t0k".into(), "{catalog: B}".into())));
+    }
+
+    #[test]
+    fn a_bare_token_seen_before_with_a_scope_brings_it_back() {
+        let remembered =
+            |token: &str| (token == "t0k").then(|| dsl::parse("{catalog: C}").unwrap());
+        let known = Known {
+            workload_default: None,
+            token_scope: &remembered,
+        };
+        let h = headers(&[("x-auth-token", "t0k")]);
+        let found = extract(&h, &known, &CarrierSettings::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.scope.to_string(), "{catalog: C}");
+        assert_eq!(found.carrier, Carrier::Token);
+    }
+}

@@ -1,0 +1,138 @@
+//! `cheops exec --scope EXPR -- COMMAND...`: runs an unmodified command in a transient child
+//! cgroup of a workload, registered with the local agent so that every request of the command
+//! carries the scope; the registration and the cgroup are removed when the command ends.
+use std::{
+    ffi::{CString, OsString},
+    net::SocketAddr,
+    os::unix::{ffi::OsStrExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context};
+
+use crate::{
+    admin::{self, WORKLOAD_SCOPE_PAGE},
+    workload_scopes::Registration,
+};
+
+pub fn run(
+    admin: SocketAddr,
+    scope: &str,
+    workload: Option<&Path>,
+    command: &[OsString],
+) -> anyhow::Result<ExitCode> {
+    let (program, args) = command
+        .split_first()
+        .context("no command given after `--`")?;
+    let parent = workload_of_agent(admin, workload)?;
+    let cgroup =
+        TransientCgroup::create(parent.join(format!("cheops-exec-{}", std::process::id())))?;
+    register(admin, &cgroup.path, Some(scope))?;
+    let mut child = Command::new(program);
+    child.args(args);
+    let procs = CString::new(cgroup.path.join("cgroup.procs").as_os_str().as_bytes())
+        .context("the cgroup path holds a NUL byte")?;
+    // SAFETY: between fork and exec, only async-signal-safe calls (open, write, close) on a
+    // path prepared before the fork; nothing is allocated.
+    unsafe {
+        child.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = child
+        .status()
+        .with_context(|| format!("running {}", program.to_string_lossy()));
+    if let Err(err) = register(admin, &cgroup.path, None) {
+        eprintln!("cheops exec: removing the scope registration: {err:#}");
+    }
+    let status = status?;
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(1);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// The workload cgroup to run in: the one asked for, else the agent's first.
+fn workload_of_agent(admin: SocketAddr, wanted: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let (code, body) = admin::request(admin, "GET", "/status", "")?;
+    if code != 200 {
+        bail!("the agent at {admin} answered /status with {code}: {body}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&body).context("the agent's status is not JSON")?;
+    let workloads: Vec<PathBuf> = status["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str().map(PathBuf::from))
+        .collect();
+    match wanted {
+        Some(wanted) => workloads
+            .into_iter()
+            .find(|w| w == wanted || w.ends_with(wanted))
+            .with_context(|| {
+                format!(
+                    "the agent at {admin} has no workload cgroup {}",
+                    wanted.display()
+                )
+            }),
+        None => workloads
+            .into_iter()
+            .next()
+            .with_context(|| format!("the agent at {admin} has no workload cgroup")),
+    }
+}
+
+fn register(admin: SocketAddr, cgroup: &Path, scope: Option<&str>) -> anyhow::Result<()> {
+    let registration = serde_json::to_string(&Registration {
+        cgroup: cgroup.to_owned(),
+        scope: scope.map(str::to_owned),
+    })?;
+    let (code, body) = admin::request(admin, "PUT", WORKLOAD_SCOPE_PAGE, &registration)?;
+    if code != 200 {
+        bail!("the agent refused the scope: {}", body.trim_end());
+    }
+    Ok(())
+}
+
+/// A cgroup made for one command; whatever is left in it is killed and it is removed on drop.
+struct TransientCgroup {
+    path: PathBuf,
+}
+
+impl TransientCgroup {
+    fn create(path: PathBuf) -> anyhow::Result<TransientCgroup> {
+        std::fs::create_dir(&path)
+            .with_context(|| format!("creating the cgroup {}", path.display()))?;
+        Ok(TransientCgroup { path })
+    }
+}
+
+impl Drop for TransientCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), b"1");
+        // The kernel removes killed processes asynchronously: the directory empties shortly.
+        for _ in 0..200 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        eprintln!(
+            "cheops exec: could not remove the cgroup {}",
+            self.path.display()
+        );
+    }
+}

@@ -1,0 +1,496 @@
+//! The other sites: one multiplexed HTTP/2 connection over mutual TLS per peer, re-established
+//! when it breaks; heartbeats that measure each round trip and mark peers up or down; and this
+//! site's peer API, which accepts only certificates of configured sites.
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::{
+    body::Incoming,
+    client::conn::http2::SendRequest,
+    header::{HeaderName, HeaderValue},
+    Request, Response, Uri,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::{Peer, PeerApiSettings},
+    proxy::{Proxy, ProxyBody},
+    tls::{self, SiteTls},
+};
+
+/// Marks a request forwarded by a site (named in the value): the receiver executes it against
+/// its local instance and never interprets its scope again.
+pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-cheops-forwarded-by");
+/// The service a forwarded request is for.
+pub const FORWARDED_SERVICE: HeaderName = HeaderName::from_static("x-cheops-service");
+/// Set by a site on its answer when its instance could not be reached: the request never got
+/// to the service, so a fallback is safe even for a request that is not idempotent.
+pub const NOT_DELIVERED: HeaderName = HeaderName::from_static("x-cheops-not-delivered");
+pub const HEARTBEAT_PATH: &str = "/cheops/heartbeat";
+
+/// Why a forwarded request got no answer from a peer.
+#[derive(Debug)]
+pub struct PeerFailure {
+    /// Whether the peer may have received it.
+    pub reached: bool,
+    pub why: String,
+}
+
+impl PeerFailure {
+    fn not_reached(why: String) -> PeerFailure {
+        PeerFailure {
+            reached: false,
+            why,
+        }
+    }
+}
+
+/// What a heartbeat answer holds: the answering site's own measurements.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub site: String,
+    /// Round trips from the answering site to the peers it sees up, in microseconds.
+    pub round_trips_us: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub address: SocketAddr,
+    pub up: bool,
+    pub round_trip_us: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    up: bool,
+    round_trip: Option<Duration>,
+    /// The peer's own measurements, from its last heartbeat answer.
+    reported: BTreeMap<String, Duration>,
+    last_error: Option<String>,
+}
+
+struct PeerLink {
+    name: String,
+    address: SocketAddr,
+    server_name: ServerName<'static>,
+    /// The one connection to this peer, shared by every request; `None` until (re)connected.
+    connection: tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
+    health: Mutex<Health>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PeerCounters {
+    pub forwarded: AtomicU64,
+    pub served_for_peers: AtomicU64,
+    pub refused_connections: AtomicU64,
+}
+
+pub struct Peers {
+    site: String,
+    links: Vec<Arc<PeerLink>>,
+    connector: TlsConnector,
+    settings: PeerApiSettings,
+    pub counters: PeerCounters,
+}
+
+impl Peers {
+    pub fn new(
+        site: String,
+        peers: &[Peer],
+        tls: Option<&SiteTls>,
+        settings: PeerApiSettings,
+    ) -> Result<Peers, tls::TlsError> {
+        let links = peers
+            .iter()
+            .map(|peer| {
+                Ok(Arc::new(PeerLink {
+                    name: peer.name.clone(),
+                    address: peer.address,
+                    server_name: tls::server_name(&peer.name)?,
+                    connection: tokio::sync::Mutex::new(None),
+                    health: Mutex::new(Health::default()),
+                }))
+            })
+            .collect::<Result<_, tls::TlsError>>()?;
+        let client = match tls {
+            Some(tls) => tls.client.clone(),
+            // No peer is configured, so no client is ever used; an empty one keeps types simple.
+            None => Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            ),
+        };
+        Ok(Peers {
+            site,
+            links,
+            connector: TlsConnector::from(client),
+            settings,
+            counters: PeerCounters::default(),
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.links.iter().map(|link| link.name.as_str())
+    }
+
+    /// Starts one heartbeat task per peer.
+    pub fn spawn_heartbeats(self: &Arc<Self>) {
+        for link in &self.links {
+            tokio::spawn(self.clone().heartbeat(link.clone()));
+        }
+    }
+
+    async fn heartbeat(self: Arc<Self>, link: Arc<PeerLink>) {
+        let mut ticker = tokio::time::interval(self.settings.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let beat = tokio::time::timeout(self.settings.heartbeat_timeout, self.beat(&link));
+            let error = match beat.await {
+                Ok(Ok((round_trip, reported))) => {
+                    let mut health = link.health.lock().unwrap();
+                    if !health.up {
+                        info!(peer = %link.name, round_trip_us = round_trip.as_micros() as u64, "peer is up");
+                    }
+                    *health = Health {
+                        up: true,
+                        round_trip: Some(round_trip),
+                        reported,
+                        last_error: None,
+                    };
+                    continue;
+                }
+                Ok(Err(failure)) => failure.why,
+                Err(_) => format!(
+                    "no heartbeat answer within {:?}",
+                    self.settings.heartbeat_timeout
+                ),
+            };
+            // The connection may be stuck on a cut link: the next beat starts a fresh one.
+            *link.connection.lock().await = None;
+            let mut health = link.health.lock().unwrap();
+            if health.up {
+                warn!(peer = %link.name, "peer is down: {error}");
+            }
+            health.up = false;
+            health.round_trip = None;
+            health.last_error = Some(error);
+        }
+    }
+
+    /// One heartbeat exchange: the round trip of the request alone (connecting is not part of
+    /// it) and the peer's own measurements.
+    async fn beat(
+        &self,
+        link: &PeerLink,
+    ) -> Result<(Duration, BTreeMap<String, Duration>), PeerFailure> {
+        let mut sender = self.connection(link).await?;
+        let request = Request::get(peer_uri(link, HEARTBEAT_PATH)?)
+            .header(FORWARDED_BY, header_value(&self.site))
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .map_err(|err| PeerFailure::not_reached(err.to_string()))?;
+        let started = Instant::now();
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| PeerFailure {
+                reached: true,
+                why: format!("heartbeat failed: {err}"),
+            })?;
+        let round_trip = started.elapsed();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| PeerFailure {
+                reached: true,
+                why: format!("heartbeat answer broken: {err}"),
+            })?
+            .to_bytes();
+        let heartbeat: Heartbeat = serde_json::from_slice(&body).map_err(|err| PeerFailure {
+            reached: true,
+            why: format!("heartbeat answer is not understood: {err}"),
+        })?;
+        let reported = heartbeat
+            .round_trips_us
+            .into_iter()
+            .map(|(site, us)| (site, Duration::from_micros(us)))
+            .collect();
+        Ok((round_trip, reported))
+    }
+
+    /// The connection to `link`, made now if there is none or it broke.
+    async fn connection(&self, link: &PeerLink) -> Result<SendRequest<ProxyBody>, PeerFailure> {
+        let mut connection = link.connection.lock().await;
+        if let Some(sender) = connection.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(sender.clone());
+        }
+        let sender = tokio::time::timeout(self.settings.connect_timeout, self.connect(link))
+            .await
+            .map_err(|_| {
+                PeerFailure::not_reached(format!(
+                    "could not connect to {} within {:?}",
+                    link.address, self.settings.connect_timeout
+                ))
+            })??;
+        *connection = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn connect(&self, link: &PeerLink) -> Result<SendRequest<ProxyBody>, PeerFailure> {
+        let failure = |what: &str, err: &dyn std::fmt::Display| {
+            PeerFailure::not_reached(format!("{what} {} failed: {err}", link.address))
+        };
+        let tcp = TcpStream::connect(link.address)
+            .await
+            .map_err(|err| failure("connecting to", &err))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .connector
+            .connect(link.server_name.clone(), tcp)
+            .await
+            .map_err(|err| failure("the TLS handshake with", &err))?;
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.settings.heartbeat_interval)
+            .keep_alive_timeout(self.settings.heartbeat_timeout)
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|err| failure("the HTTP/2 handshake with", &err))?;
+        let peer = link.name.clone();
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(%peer, "peer connection ended: {err}");
+            }
+        });
+        info!(peer = %link.name, address = %link.address, "connected to peer");
+        Ok(sender)
+    }
+
+    /// Sends `request` (for `service`) to `site`'s instance through its cheops.
+    pub async fn forward(
+        &self,
+        site: &str,
+        service: &str,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, PeerFailure> {
+        let link = self
+            .links
+            .iter()
+            .find(|link| link.name == site)
+            .ok_or_else(|| PeerFailure::not_reached(format!("{site} is not a configured peer")))?;
+        if let Some(error) = link.down_because() {
+            return Err(PeerFailure::not_reached(format!("down ({error})")));
+        }
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        *request.uri_mut() = peer_uri(link, &path)?;
+        let headers = request.headers_mut();
+        headers.insert(FORWARDED_BY, header_value(&self.site));
+        headers.insert(FORWARDED_SERVICE, header_value(service));
+        let mut sender = self.connection(link).await?;
+        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(self.settings.request_timeout, sender.send_request(request))
+            .await
+        {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(PeerFailure {
+                reached: true,
+                why: format!("the request to {} failed: {err}", link.address),
+            }),
+            Err(_) => Err(PeerFailure {
+                reached: true,
+                why: format!("no answer within {:?}", self.settings.request_timeout),
+            }),
+        }
+    }
+
+    /// Measured round trips: this site's to each peer that is up, and what those peers
+    /// measured themselves (ours win where both measured the same pair).
+    pub fn round_trips(&self) -> dsl::RoundTripTable {
+        let mut table = dsl::RoundTripTable::default();
+        let healths: Vec<(String, Option<Duration>, BTreeMap<String, Duration>)> = self
+            .links
+            .iter()
+            .filter_map(|link| {
+                let health = link.health.lock().unwrap();
+                health.up.then(|| {
+                    (
+                        link.name.clone(),
+                        health.round_trip,
+                        health.reported.clone(),
+                    )
+                })
+            })
+            .collect();
+        for (peer, _, reported) in &healths {
+            for (other, round_trip) in reported {
+                table.insert(peer, other, *round_trip);
+            }
+        }
+        for (peer, round_trip, _) in &healths {
+            if let Some(round_trip) = round_trip {
+                table.insert(&self.site, peer, *round_trip);
+            }
+        }
+        table
+    }
+
+    /// This site's heartbeat answer.
+    pub fn heartbeat_answer(&self) -> Heartbeat {
+        Heartbeat {
+            site: self.site.clone(),
+            round_trips_us: self
+                .links
+                .iter()
+                .filter_map(|link| {
+                    let health = link.health.lock().unwrap();
+                    let round_trip = health.round_trip.filter(|_| health.up)?;
+                    Some((link.name.clone(), round_trip.as_micros() as u64))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn status(&self) -> Vec<PeerStatus> {
+        self.links
+            .iter()
+            .map(|link| {
+                let health = link.health.lock().unwrap();
+                PeerStatus {
+                    name: link.name.clone(),
+                    address: link.address,
+                    up: health.up,
+                    round_trip_us: health.round_trip.map(|r| r.as_micros() as u64),
+                    last_error: health.last_error.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl PeerLink {
+    /// `Some(why)` when the last heartbeat failed, or none was answered yet.
+    fn down_because(&self) -> Option<String> {
+        let health = self.health.lock().unwrap();
+        (!health.up).then(|| {
+            health
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "no heartbeat answered yet".into())
+        })
+    }
+}
+
+fn peer_uri(link: &PeerLink, path_and_query: &str) -> Result<Uri, PeerFailure> {
+    let host = match &link.server_name {
+        ServerName::DnsName(name) => name.as_ref().to_owned(),
+        other => format!("{other:?}"),
+    };
+    format!("https://{host}{path_and_query}")
+        .parse()
+        .map_err(|err| PeerFailure::not_reached(format!("bad request target: {err}")))
+}
+
+/// Site and service names are checked at start-up; a name that is no header value (non-ASCII)
+/// travels percent-encoded rather than not at all.
+pub fn header_value(text: &str) -> HeaderValue {
+    match HeaderValue::from_str(text) {
+        Ok(value) if text.is_ascii() => value,
+        _ => {
+            let encoded =
+                percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC);
+            HeaderValue::from_str(&encoded.to_string()).unwrap_or(HeaderValue::from_static("?"))
+        }
+    }
+}
+
+/// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
+/// then a check that the certificate names a configured peer, then HTTP/2.
+pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy: Arc<Proxy>) {
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                warn!("accepting a peer connection failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let refused = |why: String| {
+                proxy
+                    .peers
+                    .counters
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(%client, "refused a peer connection: {why}");
+            };
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => return refused(format!("TLS handshake failed: {err}")),
+                Err(_) => return refused("TLS handshake took over 10s".into()),
+            };
+            let site = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|certificate| tls::certificate_site(certificate, proxy.peers.names()))
+                .map(str::to_owned);
+            let Some(site) = site else {
+                return refused("its certificate names no configured peer".into());
+            };
+            debug!(%client, peer = %site, "peer connected");
+            let handler = hyper::service::service_fn(move |request| {
+                let proxy = proxy.clone();
+                let site = site.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.serve_peer(&site, request).await) }
+            });
+            if let Err(err) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(tls), handler)
+                .await
+            {
+                debug!(%client, "peer connection ended: {err}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_are_no_header_value_are_percent_encoded() {
+        assert_eq!(header_value("Paris"), "Paris");
+        assert_eq!(header_value("Zürich"), "Z%C3%BCrich");
+    }
+}

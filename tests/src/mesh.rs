@@ -1,0 +1,237 @@
+//! A mesh of sites that each run cheops and the same unmodified applications: json-server as
+//! the `catalog` service (its data names its site) and nginx as the `front` service, which
+//! calls the catalog through `proxy_pass`. Clients run inside a site's workload cgroup.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Output,
+    time::Duration,
+};
+
+use crate::{
+    agent::Agent,
+    apps::{JsonServer, Nginx},
+    cgroup::Cgroup,
+    cheops_bin,
+    netns::run,
+    process::wait_until,
+    sites::Topology,
+    unique_name,
+};
+
+pub const CATALOG: &str = "198.18.1.10:80";
+pub const CATALOG_LOCAL: &str = "127.0.0.1:3000";
+pub const FRONT: &str = "198.18.1.20:80";
+pub const FRONT_LOCAL: &str = "127.0.0.1:8080";
+pub const PEER_PORT: u16 = 15443;
+
+pub struct MeshSite {
+    pub name: String,
+    pub agent: Agent,
+    pub catalog: JsonServer,
+    _front: Nginx,
+    // Dropped after the processes in it.
+    pub workload: Cgroup,
+}
+
+pub struct Mesh {
+    pub sites: Vec<MeshSite>,
+    pub certs: tempfile::TempDir,
+    pub topology: Topology,
+}
+
+/// Writes a CA and certificates for `sites` into `dir` with `cheops certs`.
+pub fn generate_certs(dir: &Path, sites: &[&str]) {
+    run(std::process::Command::new(cheops_bin())
+        .arg("certs")
+        .arg("--out")
+        .arg(dir)
+        .arg("--sites")
+        .arg(sites.join(",")));
+}
+
+/// A site's certificate and key files in a `cheops certs` directory.
+pub fn cert_files(dir: &Path, site: &str) -> (PathBuf, PathBuf) {
+    let label = site.to_lowercase();
+    (
+        dir.join(format!("{label}.pem")),
+        dir.join(format!("{label}.key")),
+    )
+}
+
+impl Mesh {
+    /// Starts cheops, json-server and nginx at every site of `topology`. A site reaches a peer
+    /// at `peer_addresses[(site, peer)]` when given (a relay), else at the peer's own address.
+    pub fn start(topology: Topology, peer_addresses: &HashMap<(&str, &str), SocketAddr>) -> Mesh {
+        let certs = tempfile::tempdir().expect("temporary directory");
+        let names: Vec<&str> = topology.sites.iter().map(|s| s.name.as_str()).collect();
+        generate_certs(certs.path(), &names);
+        let mut sites = Vec::new();
+        for site in &topology.sites {
+            let netns = &site.netns;
+            netns.add_loopback_address("198.18.1.10/32");
+            netns.add_loopback_address("198.18.1.20/32");
+            let workload = Cgroup::create(&unique_name("chs"));
+            let data = serde_json::json!({
+                "products": [{"id": 1, "name": format!("widget of {}", site.name), "site": site.name}]
+            });
+            let catalog = JsonServer::start(netns, CATALOG_LOCAL.parse().unwrap(), &data);
+            let front = Nginx::start(
+                netns,
+                &workload,
+                FRONT_LOCAL.parse().unwrap(),
+                CATALOG.parse().unwrap(),
+            );
+            let (cert, key) = cert_files(certs.path(), &site.name);
+            let mut config = format!(
+                "site = \"{name}\"\n[proxy]\nresponse_timeout = \"5s\"\n\
+                 [peer_api]\nlisten = \"{address}:{PEER_PORT}\"\nheartbeat_interval = \"200ms\"\n\
+                 heartbeat_timeout = \"1s\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"3s\"\n\
+                 [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+                 [[service]]\nname = \"catalog\"\naddress = \"{CATALOG}\"\nlocal = \"{CATALOG_LOCAL}\"\n\
+                 [[service]]\nname = \"front\"\naddress = \"{FRONT}\"\nlocal = \"{FRONT_LOCAL}\"\n\
+                 [[workload]]\ncgroup = \"{workload}\"\n",
+                name = site.name,
+                address = site.address,
+                ca = certs.path().join("ca.pem").display(),
+                cert = cert.display(),
+                key = key.display(),
+                workload = workload.relative_path().display(),
+            );
+            for peer in topology.sites.iter().filter(|p| p.name != site.name) {
+                let address = peer_addresses
+                    .get(&(site.name.as_str(), peer.name.as_str()))
+                    .copied()
+                    .unwrap_or(SocketAddr::from((peer.address, PEER_PORT)));
+                config += &format!(
+                    "[[peer]]\nname = \"{}\"\naddress = \"{address}\"\n",
+                    peer.name
+                );
+            }
+            let agent = Agent::start(netns, &config);
+            sites.push(MeshSite {
+                name: site.name.clone(),
+                agent,
+                catalog,
+                _front: front,
+                workload,
+            });
+        }
+        let mesh = Mesh {
+            sites,
+            certs,
+            topology,
+        };
+        for site in &mesh.sites {
+            let peers = mesh.sites.len() - 1;
+            mesh.wait_for_peers(&site.name, peers);
+        }
+        mesh
+    }
+
+    pub fn site(&self, name: &str) -> &MeshSite {
+        self.sites
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no site {name} in this mesh"))
+    }
+
+    pub fn site_mut(&mut self, name: &str) -> &mut MeshSite {
+        self.sites
+            .iter_mut()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no site {name} in this mesh"))
+    }
+
+    /// The peers that `site` sees up, with their round trips in microseconds.
+    pub fn peers_up(&self, site: &str) -> HashMap<String, u64> {
+        let status = self.site(site).agent.status();
+        status["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["up"] == true)
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_owned(),
+                    p["round_trip_us"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until `site` sees exactly `count` peers up; fails the test with its log if not.
+    pub fn wait_for_peers(&self, site: &str, count: usize) {
+        let seen = wait_until(Duration::from_secs(15), || {
+            self.peers_up(site).len() == count
+        });
+        assert!(
+            seen,
+            "site {site} does not see {count} peers up: {:?}\n{}",
+            self.peers_up(site),
+            self.site(site).agent.log_text()
+        );
+    }
+
+    /// Runs `program ARGS` at `site`, inside its workload cgroup when `meshed`.
+    pub fn run_at(&self, site: &str, meshed: bool, program: &str, args: &[&str]) -> Output {
+        let at = self.topology.site(site);
+        let mut command = at.netns.command(program);
+        command.args(args);
+        if meshed {
+            self.site(site).workload.enter(&mut command);
+        }
+        command
+            .output()
+            .unwrap_or_else(|e| panic!("running {program} at {site}: {e}"))
+    }
+
+    /// `curl -i` from `site`'s workload with extra `headers`: the whole answer as text.
+    pub fn curl(&self, site: &str, url: &str, headers: &[&str]) -> Answer {
+        let mut args = vec!["-sS", "-i", "-m", "10"];
+        for header in headers {
+            args.extend(["-H", header]);
+        }
+        args.push(url);
+        Answer::from(self.run_at(site, true, "curl", &args))
+    }
+}
+
+/// A client's view of one HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+    pub raw: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_lowercase()).map(String::as_str)
+    }
+}
+
+impl From<Output> for Answer {
+    fn from(output: Output) -> Answer {
+        let raw = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+            .collect();
+        Answer {
+            status,
+            headers,
+            body: body.to_owned(),
+            raw: format!("{raw}{}", String::from_utf8_lossy(&output.stderr)),
+        }
+    }
+}
