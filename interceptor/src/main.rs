@@ -12,6 +12,7 @@ mod exec;
 mod identity;
 mod loader;
 mod peer;
+mod peer_sites;
 mod proxy;
 mod replicate;
 mod replicator;
@@ -204,6 +205,7 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             loader::Interception::start(config.services.iter().map(|s| s.address), &cgroups, port)
                 .context("setting up kernel interception")?,
         );
+        let replicator = replicator(&config, &peers)?;
         let proxy = Arc::new(proxy::Proxy::new(proxy::ProxyParts {
             site: config.site.clone(),
             services: config.services.clone(),
@@ -212,6 +214,7 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             destinations: interception.clone(),
             peers: peers.clone(),
             workload_scopes,
+            replicator,
         }));
         if let Some((listener, acceptor)) = peer_api {
             tokio::spawn(peer::serve_peer_api(listener, acceptor, proxy.clone()));
@@ -242,6 +245,41 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
         interception.stop_redirecting();
         Ok(())
     })
+}
+
+/// Replication and cross, with their durable store, when some service has resource rules;
+/// operations that replicas missed (before a restart too) are offered to them again.
+fn replicator(
+    config: &config::Config,
+    peers: &Arc<peer::Peers>,
+) -> anyhow::Result<Option<Arc<replicator::Replicator<peer_sites::PeerSites>>>> {
+    if config.services.iter().all(|s| s.resources.is_empty()) {
+        return Ok(None);
+    }
+    let settings = &config.replication;
+    let store = store::Store::open(&settings.store)
+        .with_context(|| format!("opening the store {}", settings.store.display()))?;
+    let sites = peer_sites::PeerSites::new(
+        config.site.clone(),
+        config.services.clone(),
+        peers.clone(),
+        config.proxy.connect_timeout,
+        config.proxy.response_timeout,
+    );
+    let rules = config
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.resources.clone()))
+        .collect();
+    let replicator = Arc::new(replicator::Replicator::new(
+        config.site.clone(),
+        rules,
+        store,
+        sites,
+        settings.replica_timeout,
+    ));
+    replicator.spawn_replay(settings.replay_every);
+    Ok(Some(replicator))
 }
 
 /// The proxy listens on loopback only: on 127.0.0.1 always, on ::1 when IPv6 is up.
