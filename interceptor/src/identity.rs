@@ -142,7 +142,7 @@ mod tests {
         let body = format!(r#"{{"name":"x","image":"{a}","tags":["{b}","{unknown}"],"n":3}}"#);
         let rewritten = metas_to_locals(&body, |m| {
             (m == &a)
-                .then(|| LocalId::Number(7))
+                .then_some(LocalId::Number(7))
                 .or_else(|| (m == &b).then(|| LocalId::Text("k2".into())))
         })
         .unwrap();

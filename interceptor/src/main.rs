@@ -68,6 +68,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List this site's replicants and cross resources, and each replica's state.
+    Replicas {
+        /// The agent's admin address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Print the JSON the agent gives.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate a test CA and a certificate and key for each site (for demos and tests).
     Certs {
         /// The directory to write `ca.pem`, `<site>.pem` and `<site>.key` into.
@@ -110,6 +119,7 @@ fn main() -> ExitCode {
         }
         Command::Agent { config } => report_error(agent(config)),
         Command::Status { admin, json } => report_error(status(admin, json)),
+        Command::Replicas { admin, json } => report_error(replicas(admin, json)),
         Command::Certs { out, sites } => report_error(
             tls::generate(&out, &sites)
                 .map(|written| {
@@ -303,6 +313,62 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+}
+
+fn replicas(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
+    let (_, body) = admin::request(admin, "GET", "/replicas", "")?;
+    let view: serde_json::Value =
+        serde_json::from_str(&body).map_err(|_| anyhow::anyhow!("{}", body.trim()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    println!("site {}", text(&view["site"]));
+    for replicant in view["replicants"].as_array().into_iter().flatten() {
+        let replicas: Vec<String> = replicant["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{}={} ({})",
+                    text(&r["site"]),
+                    text(&r["local_id"]),
+                    text(&r["state"])
+                )
+            })
+            .collect();
+        let deleted = if replicant["deleted"] == true {
+            "  deleted"
+        } else {
+            ""
+        };
+        println!(
+            "{}  {}  leader {}  {}{deleted}",
+            text(&replicant["meta_id"]),
+            text(&replicant["service"]),
+            text(&replicant["leader"]),
+            replicas.join(", ")
+        );
+    }
+    for cross in view["cross"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {}  cross, at {} as {}",
+            text(&cross["meta_id"]),
+            text(&cross["service"]),
+            text(&cross["site"]),
+            text(&cross["local_id"])
+        );
+    }
+    for (site, count) in view["pending"].as_object().into_iter().flatten() {
+        println!("site {site} has {count} operation(s) of this site's log to apply");
+    }
+    Ok(())
 }
 
 fn status(admin: SocketAddr, json: bool) -> anyhow::Result<()> {

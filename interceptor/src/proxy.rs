@@ -260,7 +260,7 @@ impl Proxy {
             };
             let call = match call_of(&parts, &service.name, &kept) {
                 Ok(call) => call,
-                Err(response) => return response,
+                Err(response) => return *response,
             };
             if let Some(answer) = replicator.serve(&plan, call).await {
                 return response_of(answer);
@@ -547,7 +547,7 @@ impl Proxy {
                     Ok(reply) => response_of(reply.answer),
                     Err(refusal) => error_response(StatusCode::BAD_GATEWAY, refusal.to_string()),
                 },
-                Err(response) => response,
+                Err(response) => *response,
             };
         }
         let attempt = self
@@ -728,12 +728,12 @@ fn copy_request(parts: &Parts, body: ProxyBody) -> Request<ProxyBody> {
 
 /// The request as a replication call: its body must be text (JSON, in practice), since it is
 /// kept in the log and rewritten.
-fn call_of(parts: &Parts, service: &str, body: &Bytes) -> Result<Call, Response<ProxyBody>> {
+fn call_of(parts: &Parts, service: &str, body: &Bytes) -> Result<Call, Box<Response<ProxyBody>>> {
     let body = String::from_utf8(body.to_vec()).map_err(|_| {
-        error_response(
+        Box::new(error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("a request to service '{service}' that replication or cross handles must have a UTF-8 (JSON) body"),
-        )
+        ))
     })?;
     Ok(Call {
         service: service.to_owned(),

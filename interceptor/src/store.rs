@@ -223,15 +223,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records `replicant` as this site now knows it, keeping the local IDs already known
-    /// (a site's own local ID is learnt once, from its instance, and never forgotten).
-    pub fn put_replicant(&self, replicant: &Replicant) -> Result<(), StoreError> {
-        self.write(|txn| {
-            let merged = self.merged(txn, replicant)?;
-            self.put_replicant_in(txn, &merged)
-        })
-    }
-
     fn merged(
         &self,
         txn: &redb::WriteTransaction,
@@ -419,18 +410,6 @@ impl Store {
         })
     }
 
-    /// The operations of the log, in order (for the admin view and for tests).
-    pub fn log(&self) -> Result<Vec<Operation>, StoreError> {
-        let txn = self.read_txn()?;
-        let log = txn.open_table(LOG)?;
-        let mut operations = Vec::new();
-        for entry in log.iter()? {
-            let (seq, bytes) = entry?;
-            operations.push(self.decode(seq.value(), bytes.value())?);
-        }
-        Ok(operations)
-    }
-
     /// What this site recorded when it applied `op_id`, if it did.
     pub fn applied(&self, op_id: &str) -> Result<Option<Applied>, StoreError> {
         let txn = self.read_txn()?;
@@ -550,7 +529,6 @@ mod tests {
                 .unwrap(),
             None
         );
-        assert_eq!(store.log().unwrap()[0].applied["Site2"], Some(201));
         assert_eq!(store.pending_by_site().unwrap()["Site1"], 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -572,7 +550,10 @@ mod tests {
         assert_eq!(store.applied("Site1#1").unwrap(), Some(applied));
         assert_eq!(store.applied("Site1#2").unwrap(), None);
         // The leader's later view, which does not know the local ID yet, does not erase it.
-        store.put_replicant(&replicant(&meta)).unwrap();
+        let write = Change::Write(call("PATCH", &format!("/pods/{meta}")));
+        store
+            .append(Some(&replicant(&meta)), &meta, write, &[])
+            .unwrap();
         let known = store.replicant(&meta).unwrap().unwrap();
         assert_eq!(
             known.replica("Site2").unwrap().local_id,
