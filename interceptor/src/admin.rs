@@ -129,6 +129,26 @@ impl Admin {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics.render(),
             ),
+            "/replicas" => match self.proxy.replicator.as_ref().map(|r| r.view()) {
+                None => (
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    format!(
+                        "site {} has no resource rules, hence no replicas\n",
+                        self.site
+                    ),
+                ),
+                Some(Ok(view)) => (
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_string_pretty(&view).unwrap_or_default(),
+                ),
+                Some(Err(cause)) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("{cause}\n"),
+                ),
+            },
             "/ready" => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
             other => (
                 StatusCode::NOT_FOUND,

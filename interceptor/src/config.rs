@@ -11,6 +11,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::resources::{self, ResourceRule};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration {path}: {cause}")]
@@ -31,6 +33,8 @@ pub struct Config {
     pub proxy: ProxySettings,
     #[serde(default)]
     pub admin: AdminSettings,
+    #[serde(default)]
+    pub replication: ReplicationSettings,
     #[serde(rename = "service", default)]
     pub services: Vec<Service>,
     #[serde(rename = "workload", default)]
@@ -138,6 +142,9 @@ pub struct Service {
     pub name: String,
     pub address: SocketAddr,
     pub local: SocketAddr,
+    /// The resources that replication and cross know how to name (`[[service.resource]]`).
+    #[serde(rename = "resource", default)]
+    pub resources: Vec<ResourceRule>,
 }
 
 /// A cgroup whose processes are meshed. `cgroup` is a path relative to the cgroup v2 mount,
@@ -196,6 +203,30 @@ impl Default for AdminSettings {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationSettings {
+    /// The durable store of replicants, the operation log and cross registrations.
+    pub store: PathBuf,
+    /// How long a replicated request waits for each replica before answering without it (the
+    /// replica still gets the operation later).
+    #[serde(with = "humantime_serde")]
+    pub replica_timeout: Duration,
+    /// How often operations that replicas missed are offered to them again.
+    #[serde(with = "humantime_serde")]
+    pub replay_every: Duration,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        ReplicationSettings {
+            store: PathBuf::from("/var/lib/cheops/store.redb"),
+            replica_timeout: Duration::from_secs(3),
+            replay_every: Duration::from_secs(1),
+        }
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
@@ -246,6 +277,8 @@ impl Config {
                     service.name, service.address
                 ));
             }
+            resources::check(&service.resources)
+                .map_err(|why| format!("service '{}': {why}", service.name))?;
         }
         self.validate_peers()?;
         for workload in &self.workloads {
@@ -338,6 +371,21 @@ mod tests {
     fn refuses_a_service_that_would_loop_back_to_cheops() {
         let text = "site = \"A\"\n[[service]]\nname = \"s\"\naddress = \"127.0.0.1:80\"\nlocal = \"127.0.0.1:80\"\n";
         assert!(Config::parse(text).unwrap_err().contains("service 's'"));
+    }
+
+    #[test]
+    fn reads_resource_rules_and_names_the_service_of_a_bad_one() {
+        let text = format!(
+            "{EXAMPLE}\n[[service.resource]]\ncollection = \"/pods\"\nitem = \"/pods/{{id}}\"\nid = \"json:id\"\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.services[0].resources[0].collection, "/pods");
+        let bad = text.replace("json:id", "header");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.contains("json:FIELD"), "{err}");
+        let bad = text.replace("collection = \"/pods\"", "collection = \"pods\"");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.starts_with("service 'catalog': resource"), "{err}");
     }
 
     #[test]

@@ -7,12 +7,19 @@ mod cgroup;
 mod check;
 mod collaborate;
 mod config;
+mod exchange;
 mod exec;
+mod identity;
 mod loader;
 mod metrics;
 mod peer;
+mod peer_sites;
 mod proxy;
+mod replicate;
+mod replicator;
+mod resources;
 mod scope_command;
+mod store;
 mod tls;
 mod token_scopes;
 mod workload_scopes;
@@ -62,6 +69,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List this site's replicants and cross resources, and each replica's state.
+    Replicas {
+        /// The agent's admin address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Print the JSON the agent gives.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate a test CA and a certificate and key for each site (for demos and tests).
     Certs {
         /// The directory to write `ca.pem`, `<site>.pem` and `<site>.key` into.
@@ -104,6 +120,7 @@ fn main() -> ExitCode {
         }
         Command::Agent { config } => report_error(agent(config)),
         Command::Status { admin, json } => report_error(status(admin, json)),
+        Command::Replicas { admin, json } => report_error(replicas(admin, json)),
         Command::Certs { out, sites } => report_error(
             tls::generate(&out, &sites)
                 .map(|written| {
@@ -204,6 +221,7 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             Some(interception.clone()),
             proxy_counters.clone(),
         ));
+        let replicator = replicator(&config, &peers)?;
         let proxy = Arc::new(proxy::Proxy::new(proxy::ProxyParts {
             site: config.site.clone(),
             services: config.services.clone(),
@@ -214,6 +232,7 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             workload_scopes,
             counters: proxy_counters,
             metrics: metrics.clone(),
+            replicator,
         }));
         if let Some((listener, acceptor)) = peer_api {
             tokio::spawn(peer::serve_peer_api(listener, acceptor, proxy.clone()));
@@ -247,6 +266,41 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
     })
 }
 
+/// Replication and cross, with their durable store, when some service has resource rules;
+/// operations that replicas missed (before a restart too) are offered to them again.
+fn replicator(
+    config: &config::Config,
+    peers: &Arc<peer::Peers>,
+) -> anyhow::Result<Option<Arc<replicator::Replicator<peer_sites::PeerSites>>>> {
+    if config.services.iter().all(|s| s.resources.is_empty()) {
+        return Ok(None);
+    }
+    let settings = &config.replication;
+    let store = store::Store::open(&settings.store)
+        .with_context(|| format!("opening the store {}", settings.store.display()))?;
+    let sites = peer_sites::PeerSites::new(
+        config.site.clone(),
+        config.services.clone(),
+        peers.clone(),
+        config.proxy.connect_timeout,
+        config.proxy.response_timeout,
+    );
+    let rules = config
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.resources.clone()))
+        .collect();
+    let replicator = Arc::new(replicator::Replicator::new(
+        config.site.clone(),
+        rules,
+        store,
+        sites,
+        settings.replica_timeout,
+    ));
+    replicator.spawn_replay(settings.replay_every);
+    Ok(Some(replicator))
+}
+
 /// The proxy listens on loopback only: on 127.0.0.1 always, on ::1 when IPv6 is up.
 async fn bind_proxy(port: u16) -> anyhow::Result<Vec<TcpListener>> {
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -268,6 +322,62 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+}
+
+fn replicas(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
+    let (_, body) = admin::request(admin, "GET", "/replicas", "")?;
+    let view: serde_json::Value =
+        serde_json::from_str(&body).map_err(|_| anyhow::anyhow!("{}", body.trim()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    println!("site {}", text(&view["site"]));
+    for replicant in view["replicants"].as_array().into_iter().flatten() {
+        let replicas: Vec<String> = replicant["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{}={} ({})",
+                    text(&r["site"]),
+                    text(&r["local_id"]),
+                    text(&r["state"])
+                )
+            })
+            .collect();
+        let deleted = if replicant["deleted"] == true {
+            "  deleted"
+        } else {
+            ""
+        };
+        println!(
+            "{}  {}  leader {}  {}{deleted}",
+            text(&replicant["meta_id"]),
+            text(&replicant["service"]),
+            text(&replicant["leader"]),
+            replicas.join(", ")
+        );
+    }
+    for cross in view["cross"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {}  cross, at {} as {}",
+            text(&cross["meta_id"]),
+            text(&cross["service"]),
+            text(&cross["site"]),
+            text(&cross["local_id"])
+        );
+    }
+    for (site, count) in view["pending"].as_object().into_iter().flatten() {
+        println!("site {site} has {count} operation(s) of this site's log to apply");
+    }
+    Ok(())
 }
 
 fn status(admin: SocketAddr, json: bool) -> anyhow::Result<()> {

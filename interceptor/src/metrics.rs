@@ -26,6 +26,10 @@ pub enum Collaboration {
     Sharing,
     /// Along an otherwise chain (`;`, `around`).
     Otherwise,
+    /// At every site of an `&` expression, or through a replicated resource's leader.
+    Replication,
+    /// Over the sites of a `%` expression.
+    Cross,
     /// Not served: the scope could not be used, or asks what is not available yet.
     Refused,
 }
@@ -36,6 +40,8 @@ impl Collaboration {
             Collaboration::Local => "local",
             Collaboration::Sharing => "sharing",
             Collaboration::Otherwise => "otherwise",
+            Collaboration::Replication => "replication",
+            Collaboration::Cross => "cross",
             Collaboration::Refused => "refused",
         }
     }

@@ -33,8 +33,11 @@ use crate::{
     carriers,
     collaborate::{self, Next, Outcome, Route},
     config::{CarrierSettings, ProxySettings, Service},
+    exchange::{Answer, Call, Message},
     metrics::{Collaboration, Metrics, RequestLabels},
     peer::{self, Peers, FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED},
+    peer_sites::{PeerSites, REPLICATION_PATH},
+    replicator::Replicator,
     token_scopes::TokenScopes,
     workload_scopes::WorkloadScopes,
 };
@@ -80,6 +83,8 @@ pub struct Proxy {
     pub workload_scopes: Arc<WorkloadScopes>,
     token_scopes: TokenScopes,
     upstream: Client<HttpConnector, ProxyBody>,
+    /// Replication and cross, when a service has resource rules.
+    pub replicator: Option<Arc<Replicator<PeerSites>>>,
     pub counters: Arc<ProxyCounters>,
     metrics: Arc<Metrics>,
 }
@@ -95,6 +100,7 @@ pub struct ProxyParts {
     pub workload_scopes: Arc<WorkloadScopes>,
     pub counters: Arc<ProxyCounters>,
     pub metrics: Arc<Metrics>,
+    pub replicator: Option<Arc<Replicator<PeerSites>>>,
 }
 
 /// One attempt at one site: how it went, and the answer to give if it is the one given.
@@ -144,6 +150,7 @@ impl Proxy {
             workload_scopes,
             counters,
             metrics,
+            replicator,
         } = parts;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -164,6 +171,7 @@ impl Proxy {
             upstream,
             counters,
             metrics,
+            replicator,
         }
     }
 
@@ -243,12 +251,53 @@ impl Proxy {
         for marker in [FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED] {
             parts.headers.remove(marker);
         }
-        let (collaboration, response) = match self.decide(&mut parts.headers, service, cgroup_id) {
-            Err(refusal) => (
-                Collaboration::Refused,
-                error_response(StatusCode::BAD_REQUEST, refusal),
-            ),
-            Ok(Route::NotYet(what)) => (
+        let plan = match self.decide(&mut parts.headers, service, cgroup_id) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                let response = error_response(StatusCode::BAD_REQUEST, refusal);
+                return self.log_request(
+                    &parts,
+                    service,
+                    Collaboration::Refused,
+                    started,
+                    response,
+                );
+            }
+        };
+        let mut body = RequestBody::Streamed(Some(body));
+        if let Some(replicator) = self
+            .replicator
+            .as_ref()
+            .filter(|_| !service.resources.is_empty())
+        {
+            let refused = |response| {
+                self.log_request(&parts, service, Collaboration::Refused, started, response)
+            };
+            let kept = match self.keep(body).await {
+                Ok(kept) => kept,
+                Err(response) => return refused(response),
+            };
+            let call = match call_of(&parts, &service.name, &kept) {
+                Ok(call) => call,
+                Err(response) => return refused(*response),
+            };
+            if let Some(answer) = replicator.serve(&plan, call).await {
+                let collaboration = match plan {
+                    dsl::Plan::SpreadOver { .. } => Collaboration::Cross,
+                    _ => Collaboration::Replication,
+                };
+                return self.log_request(
+                    &parts,
+                    service,
+                    collaboration,
+                    started,
+                    response_of(answer),
+                );
+            }
+            body = RequestBody::Kept(kept);
+        }
+        let (collaboration, response) = match collaborate::route(&plan) {
+            Route::NotYet(what) => (
                 Collaboration::Refused,
                 error_response(
                     StatusCode::NOT_IMPLEMENTED,
@@ -258,16 +307,30 @@ impl Proxy {
                     ),
                 ),
             ),
-            Ok(Route::Try(sites)) => {
+            Route::Try(sites) => {
                 let collaboration = match sites.as_slice() {
                     [only] if *only == self.site => Collaboration::Local,
                     [_] => Collaboration::Sharing,
                     _ => Collaboration::Otherwise,
                 };
-                let response = self.run_chain(&parts, body, service, &sites).await;
-                (collaboration, response)
+                (
+                    collaboration,
+                    self.run_chain(&parts, body, service, &sites).await,
+                )
             }
         };
+        self.log_request(&parts, service, collaboration, started, response)
+    }
+
+    /// Counts the request in the metrics and logs its one line.
+    fn log_request(
+        &self,
+        parts: &Parts,
+        service: &Service,
+        collaboration: Collaboration,
+        started: Instant,
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
         let served_by = response
             .headers()
             .get(SERVED_BY)
@@ -299,7 +362,7 @@ impl Proxy {
         headers: &mut HeaderMap,
         service: &Service,
         cgroup_id: u64,
-    ) -> Result<Route, String> {
+    ) -> Result<dsl::Plan, String> {
         let workload_default = self.workload_scopes.for_cgroup(cgroup_id);
         let known = carriers::Known {
             workload_default: workload_default.as_ref(),
@@ -308,7 +371,7 @@ impl Proxy {
         let found =
             carriers::extract(headers, &known, &self.carriers).map_err(|err| err.to_string())?;
         let Some(found) = found else {
-            return Ok(Route::Try(vec![self.site.clone()]));
+            return Ok(dsl::Plan::Site(self.site.clone()));
         };
         found
             .scope
@@ -321,7 +384,7 @@ impl Proxy {
             &self.peers.round_trips(),
         );
         carriers::pass_on(headers, &found, &service.name, &self.carriers);
-        Ok(collaborate::route(&plan))
+        Ok(plan)
     }
 
     /// Whether a scope may name `site`: this site or a configured peer.
@@ -329,40 +392,50 @@ impl Proxy {
         site == self.site || self.peers.names().any(|peer| peer == site)
     }
 
+    /// The whole body, up to `proxy.retry_body_limit`: to send it to several sites, or to
+    /// read and rewrite it.
+    async fn keep(&self, body: RequestBody) -> Result<Bytes, Response<ProxyBody>> {
+        let body = match body {
+            RequestBody::Kept(bytes) => return Ok(bytes),
+            RequestBody::Streamed(None) => return Ok(Bytes::new()),
+            RequestBody::Streamed(Some(body)) => body,
+        };
+        match Limited::new(body, self.settings.retry_body_limit)
+            .collect()
+            .await
+        {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is over {} bytes (`proxy.retry_body_limit`), too large to \
+                     keep for another site or for rewriting",
+                    self.settings.retry_body_limit
+                ),
+            )),
+            Err(err) => Err(error_response(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request body failed: {err}"),
+            )),
+        }
+    }
+
     /// Tries `sites` in order until one serves, as `collaborate` decides.
     async fn run_chain(
         &self,
         parts: &Parts,
-        body: Incoming,
+        body: RequestBody,
         service: &Service,
         sites: &[String],
     ) -> Response<ProxyBody> {
         let mut body = if sites.len() > 1 {
-            // The next site needs the body again: keep it, up to a limit.
-            match Limited::new(body, self.settings.retry_body_limit)
-                .collect()
-                .await
-            {
-                Ok(collected) => RequestBody::Kept(collected.to_bytes()),
-                Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                    return error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!(
-                            "the request body is over {} bytes (`proxy.retry_body_limit`), too \
-                             large to keep for a fallback to another site",
-                            self.settings.retry_body_limit
-                        ),
-                    )
-                }
-                Err(err) => {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        format!("reading the request body failed: {err}"),
-                    )
-                }
+            // The next site needs the body again: keep it.
+            match self.keep(body).await {
+                Ok(kept) => RequestBody::Kept(kept),
+                Err(response) => return response,
             }
         } else {
-            RequestBody::Streamed(Some(body))
+            body
         };
         let mut tried = Vec::new();
         for (at, site) in sites.iter().enumerate() {
@@ -501,6 +574,9 @@ impl Proxy {
                 ),
             );
         }
+        if request.uri().path() == REPLICATION_PATH {
+            return self.serve_replication(peer, request).await;
+        }
         let wanted = request
             .headers()
             .get(FORWARDED_SERVICE)
@@ -522,6 +598,24 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         parts.headers.remove(FORWARDED_BY);
         parts.headers.remove(FORWARDED_SERVICE);
+        if let Some(replicator) = self
+            .replicator
+            .as_ref()
+            .filter(|_| !service.resources.is_empty())
+        {
+            // Executed here, with this site's IDs rewritten, and never sent on.
+            let kept = match self.keep(RequestBody::Streamed(Some(body))).await {
+                Ok(kept) => kept,
+                Err(response) => return response,
+            };
+            return match call_of(&parts, &service.name, &kept) {
+                Ok(call) => match replicator.handle(Message::Execute(call)).await {
+                    Ok(reply) => response_of(reply.answer),
+                    Err(refusal) => error_response(StatusCode::BAD_GATEWAY, refusal.to_string()),
+                },
+                Err(response) => *response,
+            };
+        }
         let attempt = self
             .attempt_local(Request::from_parts(parts, body.boxed()), &service)
             .await;
@@ -543,6 +637,44 @@ impl Proxy {
                 .insert(NOT_DELIVERED, HeaderValue::from_static("1"));
         }
         response
+    }
+
+    /// A replication message from `peer`.
+    async fn serve_replication(
+        &self,
+        peer: &str,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let Some(replicator) = &self.replicator else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                format!("site {} has no resource rules: it takes no replication message (from site {peer})", self.site),
+            );
+        };
+        let body = match self
+            .keep(RequestBody::Streamed(Some(request.into_body())))
+            .await
+        {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let message: Message = match serde_json::from_slice(&body) {
+            Ok(message) => message,
+            Err(err) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("an unreadable replication message from site {peer}: {err}"),
+                )
+            }
+        };
+        match replicator.handle(message).await {
+            Ok(reply) => Response::new(
+                Full::new(Bytes::from(serde_json::to_vec(&reply).unwrap_or_default()))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            ),
+            Err(refusal) => error_response(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
+        }
     }
 
     async fn relay_tcp(&self, mut stream: TcpStream, service: &Service) {
@@ -660,6 +792,58 @@ fn copy_request(parts: &Parts, body: ProxyBody) -> Request<ProxyBody> {
     request
 }
 
+/// The request as a replication call: its body must be text (JSON, in practice), since it is
+/// kept in the log and rewritten.
+fn call_of(parts: &Parts, service: &str, body: &Bytes) -> Result<Call, Box<Response<ProxyBody>>> {
+    let body = String::from_utf8(body.to_vec()).map_err(|_| {
+        Box::new(error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a request to service '{service}' that replication or cross handles must have a UTF-8 (JSON) body"),
+        ))
+    })?;
+    Ok(Call {
+        service: service.to_owned(),
+        method: parts.method.as_str().to_owned(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect(),
+        body,
+    })
+}
+
+/// An answer of the replicator as an HTTP response (its length set anew: bodies are rewritten).
+fn response_of(answer: Answer) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(answer.body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in answer.headers {
+        if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
 pub fn error_response(status: StatusCode, message: String) -> Response<ProxyBody> {
     warn!("{message}");
     let body = Full::new(Bytes::from(format!("cheops: {message}\n")))
@@ -697,6 +881,7 @@ mod tests {
             name: "catalog".into(),
             address: "198.18.0.10:80".parse().unwrap(),
             local,
+            resources: Vec::new(),
         };
         let settings = ProxySettings {
             response_timeout: Duration::from_secs(2),
@@ -715,6 +900,7 @@ mod tests {
             workload_scopes: Arc::new(WorkloadScopes::new(Vec::new()).unwrap()),
             counters,
             metrics,
+            replicator: None,
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

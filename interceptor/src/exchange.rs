@@ -1,0 +1,118 @@
+//! What collaborating sites exchange: calls to a service and their answers, the messages between
+//! cheops daemons, and `Sites`, the seam through which they travel. The peer layer implements
+//! `Sites` over the network; tests implement it in-process.
+use std::{future::Future, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    identity::{LocalId, MetaId},
+    store::{Change, Replicant},
+};
+
+/// One HTTP request to a service. Bodies of collaborations are text (JSON, in practice): they
+/// are kept in the operation log and rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    pub service: String,
+    pub method: String,
+    /// The path and query.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn new(status: u16, content_type: &str, body: String) -> Answer {
+        Answer {
+            status,
+            headers: vec![("content-type".into(), content_type.into())],
+            body,
+        }
+    }
+
+    /// An answer made by cheops itself, one sentence of plain text.
+    pub fn from_cheops(status: u16, message: String) -> Answer {
+        Answer::new(
+            status,
+            "text/plain; charset=utf-8",
+            format!("cheops: {message}\n"),
+        )
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    /// Sets `name` to `value`, replacing any earlier value.
+    pub fn set_header(&mut self, name: &str, value: String) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_owned(), value));
+    }
+}
+
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// What one cheops asks another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Message {
+    /// Serve this call as if it had arrived here without a scope, without asking any other
+    /// site for the resource (the sender already chose this site).
+    Execute(Call),
+    /// To a leader: order this write of one of your replicants in your log.
+    Write { meta_id: MetaId, call: Call },
+    /// To a prime site: create this cross resource here, under this meta-ID.
+    CreateCross { meta_id: MetaId, call: Call },
+    /// From a leader: apply operation `op_id` of its log, exactly once.
+    Apply {
+        op_id: String,
+        replicant: Option<Replicant>,
+        change: Change,
+    },
+}
+
+/// A site's answer to a message; `local_id` is the ID its instance gave a created resource.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub answer: Answer,
+    pub local_id: Option<LocalId>,
+}
+
+/// Why a site gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreached {
+    #[error("site {site} did not answer within {after:?}")]
+    Timeout { site: String, after: Duration },
+    #[error("site {site} cannot be reached: {why}")]
+    Unreachable { site: String, why: String },
+}
+
+/// The seam between collaborations and the network.
+pub trait Sites: Send + Sync + 'static {
+    /// Sends `call` to this site's own instance of `call.service`, as it is.
+    fn instance(&self, call: Call) -> impl Future<Output = Result<Answer, Unreached>> + Send;
+
+    /// Delivers `message` to the cheops of `site` (another site), which hands it to its
+    /// collaboration layer, and brings back the reply.
+    fn deliver(
+        &self,
+        site: &str,
+        message: Message,
+    ) -> impl Future<Output = Result<Reply, Unreached>> + Send;
+}

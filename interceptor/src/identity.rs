@@ -1,0 +1,172 @@
+//! The two names of a replicated or cross resource: its meta-ID, the same at every site, and
+//! the local ID that each site's instance gave it. Rewriting between them in request paths,
+//! request bodies (meta-IDs become local IDs) and answers (the ID field becomes the meta-ID).
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `CHEOPS_` and a ULID: unique without coordination, and sorted by creation time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MetaId(String);
+
+const META_PREFIX: &str = "CHEOPS_";
+
+impl MetaId {
+    pub fn generate() -> MetaId {
+        MetaId(format!("{META_PREFIX}{}", ulid::Ulid::generate()))
+    }
+
+    /// `text` as a meta-ID, if it is one.
+    pub fn parse(text: &str) -> Option<MetaId> {
+        let ulid = text.strip_prefix(META_PREFIX)?;
+        ulid::Ulid::from_string(ulid).ok()?;
+        Some(MetaId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MetaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The ID a site's instance gave a resource: JSON numbers stay numbers when written back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LocalId {
+    Number(i64),
+    Text(String),
+}
+
+impl LocalId {
+    pub fn from_json(value: &Value) -> Option<LocalId> {
+        match value {
+            Value::Number(n) => n.as_i64().map(LocalId::Number),
+            Value::String(s) if !s.is_empty() => Some(LocalId::Text(s.clone())),
+            _ => None,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            LocalId::Number(n) => Value::from(*n),
+            LocalId::Text(s) => Value::from(s.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for LocalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LocalId::Number(n) => write!(f, "{n}"),
+            LocalId::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Replaces every string of a JSON body that is a meta-ID known here by this site's local ID;
+/// meta-IDs cannot be mistaken for anything else, so they are replaced wherever they appear.
+/// `None` when the body is not JSON or holds no known meta-ID (then it is sent as it came).
+pub fn metas_to_locals(body: &str, local: impl Fn(&MetaId) -> Option<LocalId>) -> Option<String> {
+    fn walk(value: &mut Value, local: &dyn Fn(&MetaId) -> Option<LocalId>) -> bool {
+        match value {
+            Value::String(s) => match MetaId::parse(s).and_then(|meta| local(&meta)) {
+                Some(id) => {
+                    *value = id.to_json();
+                    true
+                }
+                None => false,
+            },
+            Value::Array(items) => items.iter_mut().fold(false, |c, v| walk(v, local) | c),
+            Value::Object(fields) => fields.values_mut().fold(false, |c, v| walk(v, local) | c),
+            _ => false,
+        }
+    }
+    let mut value: Value = serde_json::from_str(body).ok()?;
+    walk(&mut value, &local).then(|| value.to_string())
+}
+
+/// Replaces, in an answer that is one resource or an array of them, the ID field of each
+/// resource that has a meta-ID by that meta-ID. Only the ID field: a local ID such as `3` is
+/// no name anywhere else. `None` when nothing was replaced.
+pub fn locals_to_metas(
+    body: &str,
+    pointer: &str,
+    meta: impl Fn(&LocalId) -> Option<MetaId>,
+) -> Option<String> {
+    let mut value: Value = serde_json::from_str(body).ok()?;
+    let replace = |resource: &mut Value| {
+        let Some(field) = resource.pointer_mut(pointer) else {
+            return false;
+        };
+        match LocalId::from_json(field).and_then(|id| meta(&id)) {
+            Some(meta) => {
+                *field = Value::from(meta.as_str());
+                true
+            }
+            None => false,
+        }
+    };
+    let replaced = match &mut value {
+        Value::Array(items) => items.iter_mut().fold(false, |c, v| replace(v) | c),
+        resource => replace(resource),
+    };
+    replaced.then(|| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_ids_are_recognised_and_nothing_else_is() {
+        let meta = MetaId::generate();
+        assert_eq!(MetaId::parse(meta.as_str()), Some(meta.clone()));
+        assert!(meta.as_str().starts_with("CHEOPS_"));
+        assert_eq!(MetaId::parse("CHEOPS_nope"), None);
+        assert_eq!(MetaId::parse("42"), None);
+        assert!(MetaId::generate() != meta);
+    }
+
+    #[test]
+    fn meta_ids_in_bodies_become_this_sites_local_ids_with_their_json_type() {
+        let a = MetaId::generate();
+        let b = MetaId::generate();
+        let unknown = MetaId::generate();
+        let body = format!(r#"{{"name":"x","image":"{a}","tags":["{b}","{unknown}"],"n":3}}"#);
+        let rewritten = metas_to_locals(&body, |m| {
+            (m == &a)
+                .then_some(LocalId::Number(7))
+                .or_else(|| (m == &b).then(|| LocalId::Text("k2".into())))
+        })
+        .unwrap();
+        let value: Value = serde_json::from_str(&rewritten).unwrap();
+        assert_eq!(value["image"], 7);
+        assert_eq!(value["tags"][0], "k2");
+        assert_eq!(value["tags"][1], unknown.as_str());
+        assert_eq!(value["n"], 3);
+        assert_eq!(metas_to_locals(r#"{"n":3}"#, |_| None), None);
+        assert_eq!(metas_to_locals("plain text", |_| None), None);
+    }
+
+    #[test]
+    fn only_the_id_field_of_answers_becomes_a_meta_id() {
+        let meta = MetaId::generate();
+        let known = |id: &LocalId| (id == &LocalId::Number(3)).then(|| meta.clone());
+        let one = locals_to_metas(r#"{"id":3,"size":3}"#, "/id", known).unwrap();
+        let one: Value = serde_json::from_str(&one).unwrap();
+        assert_eq!(one["id"], meta.as_str());
+        assert_eq!(one["size"], 3);
+        let list = locals_to_metas(r#"[{"id":3},{"id":4}]"#, "/id", known).unwrap();
+        let list: Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(list[0]["id"], meta.as_str());
+        assert_eq!(list[1]["id"], 4);
+        assert_eq!(locals_to_metas(r#"[{"id":4}]"#, "/id", known), None);
+    }
+}

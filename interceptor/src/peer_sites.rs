@@ -1,0 +1,178 @@
+//! The `Sites` seam over the network: calls to this site's instances through a plain HTTP
+//! client, and replication messages to other sites' cheops through the peer connections
+//! (mutual TLS), on the peer API's `/cheops/replication` path.
+use std::{future::Future, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{header, Method, Request, Uri};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioTimer},
+};
+
+use crate::{
+    config::Service,
+    exchange::{Answer, Call, Message, Reply, Sites, Unreached},
+    peer::Peers,
+    proxy::ProxyBody,
+};
+
+/// The peer API path that takes replication messages.
+pub const REPLICATION_PATH: &str = "/cheops/replication";
+
+/// The service name that replication messages travel under on peer connections.
+pub const REPLICATION_SERVICE: &str = "cheops-replication";
+
+pub struct PeerSites {
+    site: String,
+    services: Vec<Service>,
+    peers: Arc<Peers>,
+    upstream: Client<HttpConnector, ProxyBody>,
+    response_timeout: Duration,
+}
+
+impl PeerSites {
+    pub fn new(
+        site: String,
+        services: Vec<Service>,
+        peers: Arc<Peers>,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> PeerSites {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let upstream = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        PeerSites {
+            site,
+            services,
+            peers,
+            upstream,
+            response_timeout,
+        }
+    }
+
+    async fn call_instance(&self, call: Call) -> Result<Answer, Unreached> {
+        let unreachable = |why: String| Unreached::Unreachable {
+            site: self.site.clone(),
+            why,
+        };
+        let service = self
+            .services
+            .iter()
+            .find(|s| s.name == call.service)
+            .ok_or_else(|| {
+                unreachable(format!("no service '{}' is configured here", call.service))
+            })?;
+        let uri: Uri = format!("http://{}{}", service.local, call.target)
+            .parse()
+            .map_err(|err| unreachable(format!("bad request target {}: {err}", call.target)))?;
+        let method = Method::from_bytes(call.method.as_bytes())
+            .map_err(|err| unreachable(format!("bad method {}: {err}", call.method)))?;
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in &call.headers {
+            // The body may have been rewritten: hyper sets its length again.
+            if !name.eq_ignore_ascii_case("content-length") && !name.eq_ignore_ascii_case("host") {
+                request = request.header(name, value);
+            }
+        }
+        let body = Full::new(Bytes::from(call.body))
+            .map_err(|never| match never {})
+            .boxed();
+        let request = request
+            .body(body)
+            .map_err(|err| unreachable(format!("the request cannot be built: {err}")))?;
+        let response = tokio::time::timeout(self.response_timeout, self.upstream.request(request))
+            .await
+            .map_err(|_| Unreached::Timeout {
+                site: self.site.clone(),
+                after: self.response_timeout,
+            })?
+            .map_err(|err| {
+                unreachable(format!(
+                    "its instance of '{}' ({}): {err}",
+                    service.name, service.local
+                ))
+            })?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|err| {
+                unreachable(format!(
+                    "reading the answer of '{}' failed: {err}",
+                    service.name
+                ))
+            })?
+            .to_bytes();
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                **name != header::CONTENT_LENGTH && **name != header::TRANSFER_ENCODING
+            })
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect();
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    async fn send(&self, site: &str, message: Message) -> Result<Reply, Unreached> {
+        let unreachable = |why: String| Unreached::Unreachable {
+            site: site.to_owned(),
+            why,
+        };
+        let body = serde_json::to_vec(&message).map_err(|err| unreachable(err.to_string()))?;
+        let request = Request::post(REPLICATION_PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(
+                Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .map_err(|err| unreachable(err.to_string()))?;
+        let response = self
+            .peers
+            .forward(site, REPLICATION_SERVICE, request)
+            .await
+            .map_err(|failure| unreachable(failure.why))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| unreachable(format!("reading its reply failed: {err}")))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(unreachable(format!(
+                "it refused ({status}): {}",
+                String::from_utf8_lossy(&body).trim()
+            )));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|err| unreachable(format!("its reply is unreadable: {err}")))
+    }
+}
+
+impl Sites for PeerSites {
+    fn instance(&self, call: Call) -> impl Future<Output = Result<Answer, Unreached>> + Send {
+        self.call_instance(call)
+    }
+
+    fn deliver(
+        &self,
+        site: &str,
+        message: Message,
+    ) -> impl Future<Output = Result<Reply, Unreached>> + Send {
+        self.send(site, message)
+    }
+}

@@ -1,0 +1,944 @@
+//! Carries out replication and cross over the `Sites` seam: creates under a meta-ID, the
+//! leader's log (append durably, then apply at every replica in log order, exactly once),
+//! replay of what a replica missed, ID rewriting around this site's instance, and the
+//! messages other sites send.
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use dsl::Plan;
+use serde::Serialize;
+use tokio::{sync::oneshot, task::JoinSet};
+use tracing::{debug, warn};
+
+use crate::{
+    exchange::{Answer, Call, Message, Reply, Sites, Unreached},
+    identity::{locals_to_metas, metas_to_locals, LocalId, MetaId},
+    replicate::{self, chosen, merged_lists, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
+    resources::{classify, Addressed, IdSource, ResourceRule},
+    store::{
+        Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant, Store,
+        StoreError,
+    },
+};
+
+/// Why a site could not take its part of a collaboration; the sender keeps the operation and
+/// offers it again later.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("site {site}: {cause}")]
+    Store { site: String, cause: StoreError },
+    #[error("site {site}'s instance of service '{service}' gave no answer: {cause}")]
+    Instance {
+        site: String,
+        service: String,
+        cause: Unreached,
+    },
+    #[error("site {site} got operation {op_id} without the replicant it changes")]
+    NoReplicant { site: String, op_id: String },
+    #[error("site {site} has no resource rule for a create of service '{service}' at {target}")]
+    NoRule {
+        site: String,
+        service: String,
+        target: String,
+    },
+}
+
+/// Operations a drain takes from the log at once.
+const DRAIN_BATCH: usize = 32;
+
+type Waiter = oneshot::Sender<Result<Reply, Unreached>>;
+
+pub struct Replicator<S: Sites> {
+    site: String,
+    rules: HashMap<String, Vec<ResourceRule>>,
+    store: Store,
+    sites: S,
+    replica_timeout: Duration,
+    /// One drain at a time per site, so that a site gets the log in order.
+    drains: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Requests waiting for their operation to be applied at a site.
+    waiting: Mutex<HashMap<(u64, String), Waiter>>,
+}
+
+/// What `cheops replicas` shows.
+#[derive(Debug, Serialize)]
+pub struct ReplicasView {
+    pub site: String,
+    pub replicants: Vec<Replicant>,
+    pub cross: Vec<CrossRecord>,
+    /// Per site, the operations of this site's log it has yet to apply.
+    pub pending: std::collections::BTreeMap<String, usize>,
+}
+
+impl<S: Sites> Replicator<S> {
+    pub fn new(
+        site: String,
+        rules: HashMap<String, Vec<ResourceRule>>,
+        store: Store,
+        sites: S,
+        replica_timeout: Duration,
+    ) -> Replicator<S> {
+        Replicator {
+            site,
+            rules,
+            store,
+            sites,
+            replica_timeout,
+            drains: Mutex::default(),
+            waiting: Mutex::default(),
+        }
+    }
+
+    fn rules(&self, service: &str) -> &[ResourceRule] {
+        self.rules.get(service).map_or(&[], Vec::as_slice)
+    }
+
+    fn store_failed(&self, cause: StoreError) -> Answer {
+        warn!(site = %self.site, "{cause}");
+        Answer::from_cheops(500, format!("site {}: {cause}", self.site))
+    }
+
+    pub fn view(&self) -> Result<ReplicasView, StoreError> {
+        Ok(ReplicasView {
+            site: self.site.clone(),
+            replicants: self.store.replicants()?,
+            cross: self.store.crosses()?,
+            pending: self.store.pending_by_site()?,
+        })
+    }
+
+    /// A request that arrived with `plan`. `None`: not ours, the proxy routes it as usual.
+    pub async fn serve(self: &Arc<Self>, plan: &Plan, call: Call) -> Option<Answer> {
+        let rules = self.rules(&call.service);
+        let addressed = classify(rules, &call.method, &call.target);
+        // A resource this site already knows is handled as its records say, whatever the scope.
+        if let Addressed::Read(_, id) | Addressed::Write(_, id) = addressed {
+            match self.known(&call.service, id) {
+                Ok(Known::Unknown) => {}
+                Ok(_) => return Some(self.serve_here(call, false).await),
+                Err(cause) => return Some(self.store_failed(cause)),
+            }
+        }
+        let pointer = match addressed {
+            Addressed::List(ResourceRule {
+                id: IdSource::Json(pointer),
+                ..
+            }) => Some(pointer.clone()),
+            _ => None,
+        };
+        match replicate::decide(addressed, plan) {
+            Action::Route if *plan == Plan::Site(self.site.clone()) => {
+                Some(self.serve_here(call, false).await)
+            }
+            Action::Route => None,
+            Action::Create { sites } => Some(self.create(sites, call).await),
+            Action::CreateCross { prime, sites } => {
+                Some(self.create_cross(prime, sites, call).await)
+            }
+            Action::List { sites } => Some(self.list(sites, call, pointer.as_deref()).await),
+            Action::FanOut { sites } => Some(self.fan_out(sites, call).await),
+            Action::FirstFound { sites } => Some(self.first_found(sites, call).await),
+            Action::NotSupported(why) => Some(Answer::from_cheops(501, why)),
+        }
+    }
+
+    /// A message from another site.
+    pub async fn handle(self: &Arc<Self>, message: Message) -> Result<Reply, Refusal> {
+        match message {
+            Message::Execute(call) => Ok(answered(self.serve_here(call, true).await)),
+            Message::Write { meta_id, call } => Ok(answered(self.order(&meta_id, call).await)),
+            Message::CreateCross { meta_id, call } => self.create_cross_here(&meta_id, call).await,
+            Message::Apply {
+                op_id,
+                replicant,
+                change,
+            } => self.apply(&op_id, replicant, change).await,
+        }
+    }
+
+    /// Serves `call` at this site: a known resource by its records, anything else at this
+    /// site's instance with IDs rewritten. `forwarded`: another site chose this one, so the
+    /// resource is not looked for elsewhere.
+    async fn serve_here(self: &Arc<Self>, mut call: Call, forwarded: bool) -> Answer {
+        let rules = self.rules(&call.service);
+        let addressed = classify(rules, &call.method, &call.target);
+        let (rule, id, writes) = match addressed {
+            Addressed::Read(rule, id) => (rule, id, false),
+            Addressed::Write(rule, id) => (rule, id, true),
+            Addressed::Create(rule) | Addressed::List(rule) => {
+                let rule = rule.clone();
+                return self.at_instance(Some(&rule), call).await;
+            }
+            Addressed::Other => return self.at_instance(None, call).await,
+        };
+        let rule = rule.clone();
+        let known = match self.known(&call.service, id) {
+            Ok(known) => known,
+            Err(cause) => return self.store_failed(cause),
+        };
+        match known {
+            Known::Unknown => self.at_instance(Some(&rule), call).await,
+            Known::Replicated(replicant) => {
+                call.target = rule.item.with_id(&call.target, replicant.meta_id.as_str());
+                if writes {
+                    return self.write_through_leader(&replicant, call).await;
+                }
+                let here = replicant
+                    .replica(&self.site)
+                    .and_then(|r| r.local_id.clone());
+                match here {
+                    Some(local_id) => {
+                        call.target = rule.item.with_id(&call.target, &local_id.to_string());
+                        self.at_instance(Some(&rule), call).await
+                    }
+                    None if forwarded => Answer::from_cheops(
+                        404,
+                        format!(
+                            "site {} holds no replica of {} yet",
+                            self.site, replicant.meta_id
+                        ),
+                    ),
+                    None => {
+                        let elsewhere = replicant
+                            .replicas
+                            .iter()
+                            .map(|r| r.site.clone())
+                            .filter(|site| *site != self.site)
+                            .collect();
+                        self.first_found(elsewhere, call).await
+                    }
+                }
+            }
+            Known::Cross(record) => {
+                if record.site == self.site {
+                    call.target = rule
+                        .item
+                        .with_id(&call.target, &record.local_id.to_string());
+                    self.at_instance(Some(&rule), call).await
+                } else if forwarded {
+                    Answer::from_cheops(
+                        404,
+                        format!("{} lives at site {}, not here", record.meta_id, record.site),
+                    )
+                } else {
+                    call.target = rule.item.with_id(&call.target, record.meta_id.as_str());
+                    self.first_found(vec![record.site.clone()], call).await
+                }
+            }
+        }
+    }
+
+    /// What this site knows of the resource a path names by `id` (a meta-ID or its local ID).
+    fn known(&self, service: &str, id: &str) -> Result<Known, StoreError> {
+        let meta_id = match MetaId::parse(id) {
+            Some(meta_id) => Some(meta_id),
+            None => {
+                let mut found =
+                    self.store
+                        .meta_of(service, &self.site, &LocalId::Text(id.to_owned()))?;
+                if let (None, Ok(number)) = (&found, id.parse::<i64>()) {
+                    found = self
+                        .store
+                        .meta_of(service, &self.site, &LocalId::Number(number))?;
+                }
+                found
+            }
+        };
+        let Some(meta_id) = meta_id else {
+            return Ok(Known::Unknown);
+        };
+        if let Some(replicant) = self.store.replicant(&meta_id)? {
+            if replicant.service == service {
+                return Ok(Known::Replicated(replicant));
+            }
+        }
+        Ok(match self.store.cross(&meta_id)? {
+            Some(record) if record.service == service => Known::Cross(record),
+            _ => Known::Unknown,
+        })
+    }
+
+    /// `call` at this site's instance: meta-IDs in its body become local IDs, and the IDs of
+    /// known resources in the answer become meta-IDs.
+    async fn at_instance(&self, rule: Option<&ResourceRule>, mut call: Call) -> Answer {
+        let service = call.service.clone();
+        if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
+            call.body = body;
+        }
+        let mut answer = match self.sites.instance(call).await {
+            Ok(answer) => answer,
+            Err(cause) => return Answer::from_cheops(502, cause.to_string()),
+        };
+        if let Some(IdSource::Json(pointer)) = rule.map(|r| &r.id) {
+            let meta = |id: &LocalId| self.store.meta_of(&service, &self.site, id).ok().flatten();
+            if let Some(body) = locals_to_metas(&answer.body, pointer, meta) {
+                answer.body = body;
+                answer
+                    .headers
+                    .retain(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
+            }
+        }
+        answer.set_header("x-cheops-site", self.site.clone());
+        answer
+    }
+
+    /// This site's local ID for `meta`, replica or cross.
+    fn local_id_here(&self, meta: &MetaId) -> Option<LocalId> {
+        if let Ok(Some(replicant)) = self.store.replicant(meta) {
+            return replicant.replica(&self.site)?.local_id.clone();
+        }
+        match self.store.cross(meta) {
+            Ok(Some(record)) if record.site == self.site => Some(record.local_id),
+            _ => None,
+        }
+    }
+
+    async fn write_through_leader(self: &Arc<Self>, replicant: &Replicant, call: Call) -> Answer {
+        if replicant.leader == self.site {
+            return self.order(&replicant.meta_id, call).await;
+        }
+        let message = Message::Write {
+            meta_id: replicant.meta_id.clone(),
+            call: call.clone(),
+        };
+        match self.deliver(&replicant.leader, message).await {
+            Ok(reply) => reply.answer,
+            Err(cause) => Answer::from_cheops(
+                503,
+                format!(
+                    "the {} of {} was not made: its leader, site {}, orders every write, and {cause}; retry when it is back",
+                    call.method, replicant.meta_id, replicant.leader
+                ),
+            ),
+        }
+    }
+
+    /// At the leader: appends the write to the log, then applies it at every replica.
+    async fn order(self: &Arc<Self>, meta_id: &MetaId, call: Call) -> Answer {
+        let replicant = match self.store.replicant(meta_id) {
+            Ok(Some(replicant)) => replicant,
+            Ok(None) => {
+                return Answer::from_cheops(404, format!("site {} knows no {meta_id}", self.site))
+            }
+            Err(cause) => return self.store_failed(cause),
+        };
+        if replicant.leader != self.site {
+            return Answer::from_cheops(
+                409,
+                format!(
+                    "site {} is not the leader of {meta_id}; site {} is",
+                    self.site, replicant.leader
+                ),
+            );
+        }
+        if replicant.deleted {
+            return Answer::from_cheops(404, format!("{meta_id} was deleted"));
+        }
+        let deleting = call.method == "DELETE";
+        let marked = deleting.then(|| Replicant {
+            deleted: true,
+            ..replicant.clone()
+        });
+        let sites: Vec<String> = replicant.replicas.iter().map(|r| r.site.clone()).collect();
+        let operation =
+            match self
+                .store
+                .append(marked.as_ref(), meta_id, Change::Write(call), &sites)
+            {
+                Ok(operation) => operation,
+                Err(cause) => return self.store_failed(cause),
+            };
+        let results = self.apply_everywhere(&operation, &sites).await;
+        self.composed(meta_id, &results)
+    }
+
+    /// A replicated create, led by this site.
+    async fn create(self: &Arc<Self>, sites: Vec<String>, call: Call) -> Answer {
+        let meta_id = MetaId::generate();
+        let replicant = Replicant {
+            meta_id: meta_id.clone(),
+            service: call.service.clone(),
+            leader: self.site.clone(),
+            replicas: sites
+                .iter()
+                .map(|site| Replica {
+                    site: site.clone(),
+                    local_id: None,
+                    state: ReplicaState::Pending,
+                })
+                .collect(),
+            deleted: false,
+        };
+        let operation =
+            match self
+                .store
+                .append(Some(&replicant), &meta_id, Change::Create(call), &sites)
+            {
+                Ok(operation) => operation,
+                Err(cause) => return self.store_failed(cause),
+            };
+        let results = self.apply_everywhere(&operation, &sites).await;
+        self.composed(&meta_id, &results)
+    }
+
+    /// The answer to a replicated request: the chosen site's, with every site's status. When
+    /// no replica answered yet, the operation is in the log all the same: accepted.
+    fn composed(&self, meta_id: &MetaId, results: &[(String, Result<Reply, Unreached>)]) -> Answer {
+        let mut answer = match chosen(&self.site, results) {
+            Some(answer) => answer.clone(),
+            None => Answer::new(
+                202,
+                "application/json",
+                serde_json::json!({ "meta_id": meta_id, "accepted": "no replica answered yet; each gets the operation when it is back" })
+                    .to_string(),
+            ),
+        };
+        answer.set_header(REPLICAS_HEADER, statuses(results));
+        answer.set_header(META_ID_HEADER, meta_id.to_string());
+        answer
+    }
+
+    /// Offers `operation` to each of `sites` (after what they missed before it) and waits, at
+    /// most the replica timeout, for each to apply it.
+    async fn apply_everywhere(
+        self: &Arc<Self>,
+        operation: &Operation,
+        sites: &[String],
+    ) -> Vec<(String, Result<Reply, Unreached>)> {
+        let mut receivers = Vec::with_capacity(sites.len());
+        for site in sites {
+            let (sender, receiver) = oneshot::channel();
+            lock(&self.waiting).insert((operation.seq, site.clone()), sender);
+            receivers.push((site.clone(), receiver));
+            tokio::spawn(self.clone().drain(site.clone()));
+        }
+        let mut results = Vec::with_capacity(sites.len());
+        let deadline = tokio::time::Instant::now() + self.replica_timeout;
+        for (site, receiver) in receivers {
+            let result = match tokio::time::timeout_at(deadline, receiver).await {
+                Ok(Ok(result)) => result,
+                // The drain ended without reaching this operation: a later one will.
+                Ok(Err(_)) | Err(_) => Err(Unreached::Timeout {
+                    site: site.clone(),
+                    after: self.replica_timeout,
+                }),
+            };
+            lock(&self.waiting).remove(&(operation.seq, site.clone()));
+            results.push((site, result));
+        }
+        results
+    }
+
+    /// Applies at `site`, in log order, every operation it has yet to apply; stops at the first
+    /// that does not reach it (the rest wait for the next drain).
+    async fn drain(self: Arc<Self>, site: String) {
+        let gate = lock(&self.drains).entry(site.clone()).or_default().clone();
+        let _one_at_a_time = gate.lock().await;
+        loop {
+            let operations = match self.store.pending(&site, DRAIN_BATCH) {
+                Ok(operations) if operations.is_empty() => return,
+                Ok(operations) => operations,
+                Err(cause) => return warn!(%site, "replay stopped: {cause}"),
+            };
+            for operation in operations {
+                let replicant = match &operation.change {
+                    Change::Register(_) => None,
+                    _ => match self.store.replicant(&operation.meta_id) {
+                        Ok(replicant) => replicant,
+                        Err(cause) => return warn!(%site, "replay stopped: {cause}"),
+                    },
+                };
+                let message = Message::Apply {
+                    op_id: operation.op_id(&self.site),
+                    replicant,
+                    change: operation.change.clone(),
+                };
+                match self.deliver(&site, message).await {
+                    Ok(reply) => {
+                        let applied = Applied {
+                            status: reply.answer.status,
+                            local_id: reply.local_id.clone(),
+                        };
+                        if let Err(cause) = self.store.settle(operation.seq, &site, &applied) {
+                            return warn!(%site, "replay stopped: {cause}");
+                        }
+                        if let Some(waiter) =
+                            lock(&self.waiting).remove(&(operation.seq, site.clone()))
+                        {
+                            let _ = waiter.send(Ok(reply));
+                        }
+                    }
+                    Err(cause) => {
+                        debug!(%site, seq = operation.seq, "operation left for later: {cause}");
+                        let mut waiting = lock(&self.waiting);
+                        let theirs: Vec<_> = waiting
+                            .keys()
+                            .filter(|(_, s)| *s == site)
+                            .cloned()
+                            .collect();
+                        for key in theirs {
+                            if let Some(waiter) = waiting.remove(&key) {
+                                let _ = waiter.send(Err(cause.clone()));
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Offers every site the operations it missed, now and then every `every`.
+    pub fn spawn_replay(self: &Arc<Self>, every: Duration) {
+        let replicator = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                replicator.replay_now();
+            }
+        });
+    }
+
+    /// Starts a drain for every site that has operations to apply (one that is draining
+    /// already just goes on).
+    pub fn replay_now(self: &Arc<Self>) {
+        match self.store.pending_by_site() {
+            Ok(pending) => {
+                for site in pending.into_keys() {
+                    tokio::spawn(self.clone().drain(site));
+                }
+            }
+            Err(cause) => warn!("replay: {cause}"),
+        }
+    }
+
+    /// At a replica: applies one operation of a leader's log, unless it was applied already.
+    async fn apply(
+        &self,
+        op_id: &str,
+        replicant: Option<Replicant>,
+        change: Change,
+    ) -> Result<Reply, Refusal> {
+        let refused = |cause| Refusal::Store {
+            site: self.site.clone(),
+            cause,
+        };
+        if let Some(applied) = self.store.applied(op_id).map_err(refused)? {
+            return Ok(Reply {
+                answer: Answer::from_cheops(
+                    applied.status,
+                    format!("operation {op_id} was applied already"),
+                ),
+                local_id: applied.local_id,
+            });
+        }
+        match change {
+            Change::Register(record) => {
+                let applied = Applied {
+                    status: 204,
+                    local_id: None,
+                };
+                self.store
+                    .record_applied(op_id, &applied, None, Some(&record))
+                    .map_err(refused)?;
+                Ok(Reply {
+                    answer: Answer::from_cheops(204, format!("{} registered", record.meta_id)),
+                    local_id: None,
+                })
+            }
+            Change::Create(call) => {
+                let mut replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
+                let (answer, local_id, rule) = self.create_at_instance(call).await?;
+                match replicant.replicas.iter_mut().find(|r| r.site == self.site) {
+                    Some(replica) => {
+                        replica.local_id = local_id.clone();
+                        replica.state = match local_id {
+                            Some(_) => ReplicaState::Ok,
+                            None => ReplicaState::Failed(answer.status),
+                        };
+                    }
+                    None => replicant.replicas.push(Replica {
+                        site: self.site.clone(),
+                        local_id: local_id.clone(),
+                        state: ReplicaState::Ok,
+                    }),
+                }
+                let applied = Applied {
+                    status: answer.status,
+                    local_id: local_id.clone(),
+                };
+                self.store
+                    .record_applied(op_id, &applied, Some(&replicant), None)
+                    .map_err(refused)?;
+                Ok(Reply {
+                    answer: self.named(&rule, answer, &replicant.meta_id, local_id.as_ref()),
+                    local_id,
+                })
+            }
+            Change::Write(mut call) => {
+                let replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
+                let local_id = self.local_id_here(&replicant.meta_id);
+                let rule = match classify(self.rules(&call.service), &call.method, &call.target) {
+                    Addressed::Write(rule, _) => Some(rule.clone()),
+                    _ => None,
+                };
+                let (Some(local_id), Some(rule)) = (local_id, rule) else {
+                    let applied = Applied {
+                        status: 404,
+                        local_id: None,
+                    };
+                    self.store
+                        .record_applied(op_id, &applied, Some(&replicant), None)
+                        .map_err(refused)?;
+                    return Ok(Reply {
+                        answer: Answer::from_cheops(
+                            404,
+                            format!("site {} holds no replica for operation {op_id}", self.site),
+                        ),
+                        local_id: None,
+                    });
+                };
+                call.target = rule.item.with_id(&call.target, &local_id.to_string());
+                let service = call.service.clone();
+                if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
+                    call.body = body;
+                }
+                let answer =
+                    self.sites
+                        .instance(call)
+                        .await
+                        .map_err(|cause| Refusal::Instance {
+                            site: self.site.clone(),
+                            service,
+                            cause,
+                        })?;
+                let applied = Applied {
+                    status: answer.status,
+                    local_id: None,
+                };
+                self.store
+                    .record_applied(op_id, &applied, Some(&replicant), None)
+                    .map_err(refused)?;
+                Ok(Reply {
+                    answer: self.named(&rule, answer, &replicant.meta_id, Some(&local_id)),
+                    local_id: None,
+                })
+            }
+        }
+    }
+
+    fn no_replicant(&self, op_id: &str) -> Refusal {
+        Refusal::NoReplicant {
+            site: self.site.clone(),
+            op_id: op_id.to_owned(),
+        }
+    }
+
+    /// Runs a create at this site's instance, and finds the ID it gave.
+    async fn create_at_instance(
+        &self,
+        mut call: Call,
+    ) -> Result<(Answer, Option<LocalId>, ResourceRule), Refusal> {
+        let rule = match classify(self.rules(&call.service), &call.method, &call.target) {
+            Addressed::Create(rule) => rule.clone(),
+            _ => {
+                return Err(Refusal::NoRule {
+                    site: self.site.clone(),
+                    service: call.service,
+                    target: call.target,
+                })
+            }
+        };
+        if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
+            call.body = body;
+        }
+        let service = call.service.clone();
+        let answer = self
+            .sites
+            .instance(call)
+            .await
+            .map_err(|cause| Refusal::Instance {
+                site: self.site.clone(),
+                service,
+                cause,
+            })?;
+        let local_id = answer
+            .is_success()
+            .then(|| rule.id.created_id(answer.header("location"), &answer.body))
+            .flatten();
+        if answer.is_success() && local_id.is_none() {
+            warn!(site = %self.site, service = %rule.collection, "a create answered without the ID its rule names");
+        }
+        Ok((answer, local_id, rule))
+    }
+
+    /// `answer` about `local_id`, with its ID field (or `Location`) naming `meta_id` instead.
+    fn named(
+        &self,
+        rule: &ResourceRule,
+        mut answer: Answer,
+        meta_id: &MetaId,
+        local_id: Option<&LocalId>,
+    ) -> Answer {
+        let Some(local_id) = local_id else {
+            return answer;
+        };
+        match &rule.id {
+            IdSource::Json(pointer) => {
+                if let Some(body) = locals_to_metas(&answer.body, pointer, |id| {
+                    (id == local_id).then(|| meta_id.clone())
+                }) {
+                    answer.body = body;
+                    answer
+                        .headers
+                        .retain(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
+                }
+            }
+            IdSource::Location => {
+                if let Some(location) = answer.header("location") {
+                    let renamed = location.replace(&local_id.to_string(), meta_id.as_str());
+                    answer.set_header("location", renamed);
+                }
+            }
+        }
+        answer.set_header("x-cheops-site", self.site.clone());
+        answer
+    }
+
+    /// A cross create: at the prime site, then registered at every site of the expression.
+    async fn create_cross(
+        self: &Arc<Self>,
+        prime: String,
+        sites: Vec<String>,
+        call: Call,
+    ) -> Answer {
+        let meta_id = MetaId::generate();
+        let service = call.service.clone();
+        let message = Message::CreateCross {
+            meta_id: meta_id.clone(),
+            call,
+        };
+        let created = self.deliver(&prime, message).await;
+        let Ok(Reply {
+            answer,
+            local_id: Some(local_id),
+        }) = &created
+        else {
+            let mut answer = match created {
+                Ok(reply) => reply.answer,
+                Err(cause) => {
+                    Answer::from_cheops(502, format!("the cross create was not made: {cause}"))
+                }
+            };
+            answer.set_header(REPLICAS_HEADER, format!("{prime}=failed"));
+            return answer;
+        };
+        let record = CrossRecord {
+            meta_id: meta_id.clone(),
+            service,
+            site: prime.clone(),
+            local_id: local_id.clone(),
+        };
+        let others: Vec<String> = sites.iter().filter(|s| **s != prime).cloned().collect();
+        let registered = self.store.put_cross(&record).and_then(|()| {
+            self.store
+                .append(None, &meta_id, Change::Register(record), &others)
+        });
+        let operation = match registered {
+            Ok(operation) => operation,
+            Err(cause) => return self.store_failed(cause),
+        };
+        let mut results = vec![(prime, created.clone())];
+        results.extend(self.apply_everywhere(&operation, &others).await);
+        let mut answer = answer.clone();
+        answer.set_header(REPLICAS_HEADER, statuses(&results));
+        answer.set_header(META_ID_HEADER, meta_id.to_string());
+        answer
+    }
+
+    /// At the prime site of a cross create.
+    async fn create_cross_here(&self, meta_id: &MetaId, call: Call) -> Result<Reply, Refusal> {
+        let service = call.service.clone();
+        let (answer, local_id, rule) = self.create_at_instance(call).await?;
+        if let Some(local_id) = &local_id {
+            let record = CrossRecord {
+                meta_id: meta_id.clone(),
+                service,
+                site: self.site.clone(),
+                local_id: local_id.clone(),
+            };
+            self.store
+                .put_cross(&record)
+                .map_err(|cause| Refusal::Store {
+                    site: self.site.clone(),
+                    cause,
+                })?;
+        }
+        Ok(Reply {
+            answer: self.named(&rule, answer, meta_id, local_id.as_ref()),
+            local_id,
+        })
+    }
+
+    /// The collection from every site, as one list.
+    async fn list(
+        self: &Arc<Self>,
+        sites: Vec<String>,
+        call: Call,
+        pointer: Option<&str>,
+    ) -> Answer {
+        let results = self.everywhere(&sites, call).await;
+        let lists: Vec<(String, &Answer)> = results
+            .iter()
+            .filter_map(|(site, r)| {
+                Some((
+                    site.clone(),
+                    &r.as_ref().ok().filter(|r| r.answer.is_success())?.answer,
+                ))
+            })
+            .collect();
+        if lists.is_empty() {
+            let mut answer = Answer::from_cheops(
+                502,
+                "no site of the expression could list the collection".into(),
+            );
+            answer.set_header(REPLICAS_HEADER, statuses(&results));
+            return answer;
+        }
+        let mut answer = match merged_lists(pointer, &lists) {
+            Ok(body) => Answer::new(200, "application/json", body),
+            Err(why) => Answer::from_cheops(502, why),
+        };
+        answer.set_header(REPLICAS_HEADER, statuses(&results));
+        answer
+    }
+
+    async fn fan_out(self: &Arc<Self>, sites: Vec<String>, call: Call) -> Answer {
+        let results = self.everywhere(&sites, call).await;
+        let mut answer = chosen(&self.site, &results)
+            .cloned()
+            .unwrap_or_else(|| Answer::from_cheops(502, "no site answered".into()));
+        answer.set_header(REPLICAS_HEADER, statuses(&results));
+        answer
+    }
+
+    /// `call` at each site in order until one has the resource.
+    async fn first_found(self: &Arc<Self>, sites: Vec<String>, call: Call) -> Answer {
+        let mut last = None;
+        for site in &sites {
+            match self.deliver(site, Message::Execute(call.clone())).await {
+                Ok(reply) if reply.answer.status != 404 && reply.answer.status < 500 => {
+                    return reply.answer
+                }
+                Ok(reply) => last = Some(reply.answer),
+                Err(cause) => debug!("{cause}"),
+            }
+        }
+        last.unwrap_or_else(|| {
+            Answer::from_cheops(
+                502,
+                format!("none of the sites {} could be reached", sites.join(", ")),
+            )
+        })
+    }
+
+    /// `call` at every site at once, answers in the order of `sites`.
+    async fn everywhere(
+        self: &Arc<Self>,
+        sites: &[String],
+        call: Call,
+    ) -> Vec<(String, Result<Reply, Unreached>)> {
+        let mut tasks = JoinSet::new();
+        for (index, site) in sites.iter().enumerate() {
+            let replicator = self.clone();
+            let (site, call) = (site.clone(), call.clone());
+            tasks.spawn(async move {
+                (
+                    index,
+                    replicator.deliver(&site, Message::Execute(call)).await,
+                )
+            });
+        }
+        let mut results: Vec<Option<Result<Reply, Unreached>>> = vec![None; sites.len()];
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((index, result)) = joined {
+                results[index] = Some(result);
+            }
+        }
+        sites
+            .iter()
+            .zip(results)
+            .map(|(site, result)| {
+                let result = result.unwrap_or_else(|| {
+                    Err(Unreached::Unreachable {
+                        site: site.clone(),
+                        why: "the request to it was lost".into(),
+                    })
+                });
+                (site.clone(), result)
+            })
+            .collect()
+    }
+
+    /// `message` to `site`: handled here when it is this site, else sent, within the replica
+    /// timeout.
+    async fn deliver(self: &Arc<Self>, site: &str, message: Message) -> Result<Reply, Unreached> {
+        if site == self.site {
+            return self
+                .handle_here(message)
+                .await
+                .map_err(|refusal| Unreached::Unreachable {
+                    site: site.to_owned(),
+                    why: refusal.to_string(),
+                });
+        }
+        match tokio::time::timeout(self.replica_timeout, self.sites.deliver(site, message)).await {
+            Ok(result) => result,
+            Err(_) => Err(Unreached::Timeout {
+                site: site.to_owned(),
+                after: self.replica_timeout,
+            }),
+        }
+    }
+}
+
+impl<S: Sites> Replicator<S> {
+    /// `handle`, type-erased: handling a message may deliver another to this same site, and
+    /// a future cannot contain itself.
+    fn handle_here(
+        self: &Arc<Self>,
+        message: Message,
+    ) -> Pin<Box<dyn Future<Output = Result<Reply, Refusal>> + Send>> {
+        let replicator = self.clone();
+        Box::pin(async move { replicator.handle(message).await })
+    }
+}
+
+enum Known {
+    Unknown,
+    Replicated(Replicant),
+    Cross(CrossRecord),
+}
+
+fn answered(answer: Answer) -> Reply {
+    Reply {
+        answer,
+        local_id: None,
+    }
+}
+
+/// A poisoned lock only means another request panicked; the map itself is still whole.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

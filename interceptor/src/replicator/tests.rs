@@ -1,0 +1,597 @@
+//! The replicator across three in-process sites, each with a small json-server-like instance
+//! that gives its own IDs, and links that can be cut: replication, replay after a partition and
+//! a restart, exactly once, and cross.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::PathBuf,
+};
+
+use serde_json::{json, Value};
+
+use super::*;
+
+/// A REST collection `/pods` as json-server keeps it; IDs are numbers from `first_id` unless the
+/// client gives one.
+struct App {
+    items: BTreeMap<String, Value>,
+    next_id: i64,
+    /// Requests received, by method: to tell that nothing was applied twice.
+    received: HashMap<String, usize>,
+}
+
+impl App {
+    fn new(first_id: i64) -> App {
+        App {
+            items: BTreeMap::new(),
+            next_id: first_id,
+            received: HashMap::new(),
+        }
+    }
+
+    fn serve(&mut self, call: &Call) -> Answer {
+        *self.received.entry(call.method.clone()).or_default() += 1;
+        let json =
+            |status, value: Value| Answer::new(status, "application/json", value.to_string());
+        let body: Value = serde_json::from_str(&call.body).unwrap_or(Value::Null);
+        let path: Vec<&str> = call.target.trim_matches('/').split('/').collect();
+        match (call.method.as_str(), path.as_slice()) {
+            ("GET", ["pods"]) => json(200, Value::Array(self.items.values().cloned().collect())),
+            ("POST", ["pods"]) => {
+                let mut item = body;
+                let id = match item.get("id") {
+                    Some(id) => id.clone(),
+                    None => {
+                        self.next_id += 1;
+                        json!(self.next_id)
+                    }
+                };
+                item["id"] = id.clone();
+                self.items.insert(key(&id), item.clone());
+                json(201, item)
+            }
+            (method, ["pods", id]) => {
+                let Some(item) = self.items.get_mut(*id) else {
+                    return json(404, json!({}));
+                };
+                match method {
+                    "GET" => json(200, item.clone()),
+                    "PATCH" => {
+                        for (field, value) in body.as_object().into_iter().flatten() {
+                            item[field] = value.clone();
+                        }
+                        json(200, item.clone())
+                    }
+                    "DELETE" => {
+                        self.items.remove(*id);
+                        json(200, json!({}))
+                    }
+                    _ => json(405, json!({})),
+                }
+            }
+            _ => json(404, json!({})),
+        }
+    }
+}
+
+fn key(id: &Value) -> String {
+    id.as_str().map_or_else(|| id.to_string(), str::to_owned)
+}
+
+#[derive(Default)]
+struct Mesh {
+    apps: Mutex<HashMap<String, App>>,
+    cut: Mutex<HashSet<String>>,
+    replicators: Mutex<HashMap<String, Arc<Replicator<Link>>>>,
+}
+
+struct Link {
+    me: String,
+    mesh: Arc<Mesh>,
+}
+
+impl Sites for Link {
+    fn instance(&self, call: Call) -> impl Future<Output = Result<Answer, Unreached>> + Send {
+        let answer = lock(&self.mesh.apps)
+            .get_mut(&self.me)
+            .unwrap()
+            .serve(&call);
+        async move { Ok(answer) }
+    }
+
+    fn deliver(
+        &self,
+        site: &str,
+        message: Message,
+    ) -> impl Future<Output = Result<Reply, Unreached>> + Send {
+        let cut = lock(&self.mesh.cut);
+        let unreachable = |why: &str| Unreached::Unreachable {
+            site: site.to_owned(),
+            why: why.to_owned(),
+        };
+        let target = if cut.contains(site) || cut.contains(&self.me) {
+            Err(unreachable("the link is cut"))
+        } else {
+            Ok(lock(&self.mesh.replicators)[site].clone())
+        };
+        let site = site.to_owned();
+        async move {
+            let replicator = target?;
+            replicator
+                .handle_here(message)
+                .await
+                .map_err(|refusal| Unreached::Unreachable {
+                    site,
+                    why: refusal.to_string(),
+                })
+        }
+    }
+}
+
+const SITES: [&str; 3] = ["Site1", "Site2", "Site3"];
+
+struct Test {
+    mesh: Arc<Mesh>,
+    dir: PathBuf,
+}
+
+impl Test {
+    fn new() -> Test {
+        let dir =
+            std::env::temp_dir().join(format!("cheops-replicator-{}", ulid::Ulid::generate()));
+        let test = Test {
+            mesh: Arc::new(Mesh::default()),
+            dir,
+        };
+        for (n, site) in SITES.iter().enumerate() {
+            lock(&test.mesh.apps).insert(site.to_string(), App::new(100 * (n as i64 + 1)));
+            test.start(site);
+        }
+        test
+    }
+
+    /// Starts `site`'s replicator on its store (again, after a restart).
+    fn start(&self, site: &str) {
+        let rule = "collection = \"/pods\"\nitem = \"/pods/{id}\"\nid = \"json:id\"\n";
+        let rules = HashMap::from([("pods".to_owned(), vec![toml::from_str(rule).unwrap()])]);
+        let store = Store::open(&self.dir.join(format!("{site}.redb"))).unwrap();
+        let link = Link {
+            me: site.to_owned(),
+            mesh: self.mesh.clone(),
+        };
+        let replicator = Replicator::new(
+            site.to_owned(),
+            rules,
+            store,
+            link,
+            Duration::from_millis(500),
+        );
+        lock(&self.mesh.replicators).insert(site.to_owned(), Arc::new(replicator));
+    }
+
+    /// Stops `site`'s replicator as a crash would, once no task of it runs any more.
+    async fn stop(&self, site: &str) {
+        let mut replicator = lock(&self.mesh.replicators).remove(site).unwrap();
+        for _ in 0..200 {
+            match Arc::try_unwrap(replicator) {
+                Ok(stopped) => return drop(stopped),
+                Err(still_used) => replicator = still_used,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("site {site}'s replicator is still in use");
+    }
+
+    fn at(&self, site: &str) -> Arc<Replicator<Link>> {
+        lock(&self.mesh.replicators)[site].clone()
+    }
+
+    async fn request(
+        &self,
+        site: &str,
+        plan: Plan,
+        method: &str,
+        target: &str,
+        body: Value,
+    ) -> Answer {
+        let call = Call {
+            service: "pods".into(),
+            method: method.into(),
+            target: target.into(),
+            headers: vec![],
+            body: body.to_string(),
+        };
+        self.at(site)
+            .serve(&plan, call)
+            .await
+            .expect("the replicator serves this request")
+    }
+
+    async fn unscoped(&self, site: &str, method: &str, target: &str, body: Value) -> Answer {
+        self.request(site, Plan::Site(site.into()), method, target, body)
+            .await
+    }
+
+    fn cut(&self, site: &str) {
+        lock(&self.mesh.cut).insert(site.to_owned());
+    }
+
+    fn heal(&self, site: &str) {
+        lock(&self.mesh.cut).remove(site);
+    }
+
+    /// The items of `site`'s instance, by meta-ID, without their local IDs.
+    fn state(&self, site: &str) -> BTreeMap<String, Value> {
+        let replicator = self.at(site);
+        let apps = lock(&self.mesh.apps);
+        apps[site]
+            .items
+            .values()
+            .map(|item| {
+                let local = LocalId::from_json(&item["id"]).unwrap();
+                let meta = replicator
+                    .store
+                    .meta_of("pods", site, &local)
+                    .unwrap()
+                    .unwrap();
+                let mut item = item.clone();
+                item.as_object_mut().unwrap().remove("id");
+                (meta.to_string(), item)
+            })
+            .collect()
+    }
+
+    fn received(&self, site: &str, method: &str) -> usize {
+        lock(&self.mesh.apps)[site]
+            .received
+            .get(method)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Replays until no site misses anything, or fails after a while.
+    async fn converge(&self) {
+        for _ in 0..100 {
+            let pending: usize = SITES
+                .iter()
+                .map(|site| {
+                    self.at(site)
+                        .store
+                        .pending_by_site()
+                        .unwrap()
+                        .values()
+                        .sum::<usize>()
+                })
+                .sum();
+            if pending == 0 {
+                return;
+            }
+            for site in SITES {
+                self.at(site).replay_now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the sites did not converge");
+    }
+}
+
+impl Drop for Test {
+    fn drop(&mut self) {
+        lock(&self.mesh.replicators).clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn all_of(sites: &[&str]) -> Plan {
+    Plan::AllOf(sites.iter().map(|s| Plan::Site(s.to_string())).collect())
+}
+
+fn body(answer: &Answer) -> Value {
+    serde_json::from_str(&answer.body).unwrap_or_else(|_| panic!("not JSON: {answer:?}"))
+}
+
+fn meta_of(answer: &Answer) -> String {
+    assert!(answer.is_success(), "{answer:?}");
+    let meta = body(answer)["id"].as_str().unwrap().to_owned();
+    assert_eq!(answer.header(META_ID_HEADER), Some(meta.as_str()));
+    meta
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_thesis_check_purple_and_violet_are_read_at_both_sites_under_one_meta_id() {
+    let test = Test::new();
+    let both = all_of(&["Site1", "Site2"]);
+    let purple = test
+        .request(
+            "Site1",
+            both.clone(),
+            "POST",
+            "/pods",
+            json!({"id": "purple"}),
+        )
+        .await;
+    assert_eq!(purple.header(REPLICAS_HEADER), Some("Site1=ok, Site2=ok"));
+    let violet = test
+        .request("Site2", both, "POST", "/pods", json!({"id": "violet"}))
+        .await;
+    for meta in [meta_of(&purple), meta_of(&violet)] {
+        for site in ["Site1", "Site2"] {
+            let read = test
+                .unscoped(site, "GET", &format!("/pods/{meta}"), Value::Null)
+                .await;
+            assert_eq!(body(&read)["id"], meta, "{site}: {read:?}");
+        }
+    }
+    // By the local ID too, and the answer names the meta-ID.
+    let read = test
+        .unscoped("Site2", "GET", "/pods/purple", Value::Null)
+        .await;
+    assert_eq!(body(&read)["id"], meta_of(&purple));
+    // Site3 was not involved: it holds nothing and knows nothing.
+    assert!(test.state("Site3").is_empty());
+    assert!(test.at("Site3").store.replicants().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_and_deletes_by_meta_id_reach_each_sites_own_local_id() {
+    let test = Test::new();
+    let created = test
+        .request(
+            "Site1",
+            all_of(&SITES),
+            "POST",
+            "/pods",
+            json!({"name": "a"}),
+        )
+        .await;
+    let meta = meta_of(&created);
+    let locals: Vec<Option<LocalId>> = test
+        .at("Site1")
+        .store
+        .replicant(&MetaId::parse(&meta).unwrap())
+        .unwrap()
+        .unwrap()
+        .replicas
+        .into_iter()
+        .map(|r| r.local_id)
+        .collect();
+    assert_eq!(
+        locals,
+        [
+            Some(LocalId::Number(101)),
+            Some(LocalId::Number(201)),
+            Some(LocalId::Number(301))
+        ]
+    );
+
+    // An unscoped update at a replica that is not the leader goes through the leader.
+    let updated = test
+        .unscoped(
+            "Site2",
+            "PATCH",
+            &format!("/pods/{meta}"),
+            json!({"name": "b"}),
+        )
+        .await;
+    assert_eq!(
+        updated.header(REPLICAS_HEADER),
+        Some("Site1=ok, Site2=ok, Site3=ok")
+    );
+    for site in SITES {
+        assert_eq!(test.state(site)[&meta]["name"], "b", "{site}");
+    }
+    // A list gathered from every site holds the resource once, under its meta-ID.
+    let list = test
+        .request("Site3", all_of(&SITES), "GET", "/pods", Value::Null)
+        .await;
+    assert_eq!(body(&list), json!([{"id": meta, "name": "b"}]));
+    // A delete by a site's own local ID.
+    let deleted = test
+        .unscoped("Site3", "DELETE", "/pods/301", Value::Null)
+        .await;
+    assert!(deleted.is_success(), "{deleted:?}");
+    for site in SITES {
+        assert!(test.state(site).is_empty(), "{site}");
+    }
+    let again = test
+        .unscoped("Site1", "DELETE", &format!("/pods/{meta}"), Value::Null)
+        .await;
+    assert_eq!(again.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_replica_gets_every_missed_operation_once_even_across_a_leader_restart() {
+    let test = Test::new();
+    let mut metas = Vec::new();
+    for n in 0..10 {
+        let leader = SITES[n % 2];
+        let created = test
+            .request(leader, all_of(&SITES), "POST", "/pods", json!({"n": n}))
+            .await;
+        metas.push(meta_of(&created));
+    }
+    test.cut("Site3");
+    for update in 0..50 {
+        let meta = &metas[update % 10];
+        let site = ["Site1", "Site2"][update % 2];
+        let answer = test
+            .unscoped(
+                site,
+                "PATCH",
+                &format!("/pods/{meta}"),
+                json!({"v": update}),
+            )
+            .await;
+        assert!(answer.is_success(), "{answer:?}");
+        assert!(
+            answer
+                .header(REPLICAS_HEADER)
+                .unwrap()
+                .contains("Site3=unreachable"),
+            "{answer:?}"
+        );
+    }
+    for meta in &metas[..10] {
+        let answer = test
+            .unscoped("Site2", "DELETE", &format!("/pods/{meta}"), json!(null))
+            .await;
+        assert!(answer.is_success(), "{answer:?}");
+    }
+    // Site3 still serves its own (stale) copies while cut off.
+    assert_eq!(test.state("Site3").len(), 10);
+    // The leader of half of them crashes and comes back: its log is still there.
+    test.stop("Site1").await;
+    test.start("Site1");
+    test.heal("Site3");
+    test.converge().await;
+    for site in SITES {
+        assert!(
+            test.state(site).is_empty(),
+            "{site}: {:?}",
+            test.state(site)
+        );
+    }
+    assert_eq!(test.received("Site3", "PATCH"), 50);
+    assert_eq!(test.received("Site3", "DELETE"), 10);
+    assert_eq!(test.received("Site1", "PATCH"), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_heals_into_the_same_state_everywhere() {
+    let test = Test::new();
+    let mut metas = Vec::new();
+    for n in 0..5 {
+        let created = test
+            .request("Site1", all_of(&SITES), "POST", "/pods", json!({"n": n}))
+            .await;
+        metas.push(meta_of(&created));
+    }
+    test.cut("Site3");
+    // Created while Site3 is away: it gets the create first, then the updates.
+    let late = test
+        .request("Site1", all_of(&SITES), "POST", "/pods", json!({"n": 5}))
+        .await;
+    assert_eq!(
+        late.header(REPLICAS_HEADER),
+        Some("Site1=ok, Site2=ok, Site3=unreachable")
+    );
+    metas.push(meta_of(&late));
+    for (update, meta) in metas.iter().enumerate() {
+        test.unscoped(
+            "Site2",
+            "PATCH",
+            &format!("/pods/{meta}"),
+            json!({"v": update}),
+        )
+        .await;
+    }
+    test.unscoped(
+        "Site1",
+        "DELETE",
+        &format!("/pods/{}", metas[0]),
+        json!(null),
+    )
+    .await;
+    test.heal("Site3");
+    test.converge().await;
+    let expected = test.state("Site1");
+    assert_eq!(expected.len(), 5);
+    assert_eq!(test.state("Site2"), expected);
+    assert_eq!(test.state("Site3"), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_delivered_twice_is_applied_once() {
+    let test = Test::new();
+    let created = test
+        .request(
+            "Site1",
+            all_of(&["Site1", "Site2"]),
+            "POST",
+            "/pods",
+            json!({}),
+        )
+        .await;
+    let meta = MetaId::parse(&meta_of(&created)).unwrap();
+    let replicant = test.at("Site1").store.replicant(&meta).unwrap();
+    let call = Call {
+        service: "pods".into(),
+        method: "PATCH".into(),
+        target: format!("/pods/{meta}"),
+        headers: vec![],
+        body: json!({"v": 1}).to_string(),
+    };
+    for _ in 0..2 {
+        let message = Message::Apply {
+            op_id: "Site1#99".into(),
+            replicant: replicant.clone(),
+            change: Change::Write(call.clone()),
+        };
+        test.at("Site2").handle(message).await.unwrap();
+    }
+    assert_eq!(test.received("Site2", "PATCH"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_resources_are_listed_once_from_any_site_and_served_where_they_live() {
+    let test = Test::new();
+    let cross = |prime: &str| Plan::SpreadOver {
+        parts: vec![Plan::Site("Site1".into()), Plan::Site("Site2".into())],
+        prime: prime.into(),
+    };
+    let one = test
+        .request(
+            "Site2",
+            cross("Site1"),
+            "POST",
+            "/pods",
+            json!({"name": "one"}),
+        )
+        .await;
+    let two = test
+        .request(
+            "Site1",
+            cross("Site2"),
+            "POST",
+            "/pods",
+            json!({"name": "two"}),
+        )
+        .await;
+    let (one, two) = (meta_of(&one), meta_of(&two));
+    assert_eq!(test.state("Site1").len(), 1);
+    assert_eq!(test.state("Site2").len(), 1);
+    for site in ["Site1", "Site2"] {
+        let list = test
+            .request(site, cross("Site1"), "GET", "/pods", Value::Null)
+            .await;
+        let mut ids: Vec<String> = body(&list)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        let mut expected = vec![one.clone(), two.clone()];
+        expected.sort();
+        assert_eq!(ids, expected, "{site}");
+    }
+    // Read and update at the site where it does not live: routed to where it does.
+    let read = test
+        .unscoped("Site2", "GET", &format!("/pods/{one}"), Value::Null)
+        .await;
+    assert_eq!(body(&read)["name"], "one");
+    let updated = test
+        .unscoped(
+            "Site2",
+            "PATCH",
+            &format!("/pods/{one}"),
+            json!({"name": "uno"}),
+        )
+        .await;
+    assert_eq!(body(&updated)["id"], one);
+    assert_eq!(test.state("Site1")[&one]["name"], "uno");
+    let deleted = test
+        .unscoped("Site1", "DELETE", &format!("/pods/{two}"), Value::Null)
+        .await;
+    assert!(deleted.is_success(), "{deleted:?}");
+    assert!(test.state("Site2").is_empty());
+}

@@ -1,0 +1,570 @@
+//! The site's durable store (redb, crash-safe: a committed transaction survives `kill -9`):
+//! replicants and the local IDs that name them, cross registrations, the leader's operation
+//! log with what each replica still has to apply, and the operations this site applied.
+use std::{collections::BTreeMap, path::Path};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::{
+    exchange::Call,
+    identity::{LocalId, MetaId},
+};
+
+/// A replicated resource: who orders its writes, and its replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicant {
+    pub meta_id: MetaId,
+    pub service: String,
+    /// The site that received the create, and orders every write in its log.
+    pub leader: String,
+    pub replicas: Vec<Replica>,
+    /// A delete was ordered: the resource is gone, or going, everywhere.
+    pub deleted: bool,
+}
+
+impl Replicant {
+    pub fn replica(&self, site: &str) -> Option<&Replica> {
+        self.replicas.iter().find(|r| r.site == site)
+    }
+
+    fn replica_mut(&mut self, site: &str) -> Option<&mut Replica> {
+        self.replicas.iter_mut().find(|r| r.site == site)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    pub site: String,
+    pub local_id: Option<LocalId>,
+    pub state: ReplicaState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    /// The create has not reached this replica yet.
+    Pending,
+    Ok,
+    /// The site's instance refused the create, with this status.
+    Failed(u16),
+}
+
+/// A cross resource: it lives at one site, and every site of the expression knows where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrossRecord {
+    pub meta_id: MetaId,
+    pub service: String,
+    pub site: String,
+    pub local_id: LocalId,
+}
+
+/// What one entry of a leader's log changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Create the replica (the call is the POST on the collection).
+    Create(Call),
+    /// Update or delete the replica (the call's path names it by its meta-ID).
+    Write(Call),
+    /// Record where a cross resource lives.
+    Register(CrossRecord),
+}
+
+/// One entry of the leader's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    pub seq: u64,
+    pub meta_id: MetaId,
+    pub change: Change,
+    /// Per site: `None` until applied there, then the status its instance answered.
+    pub applied: BTreeMap<String, Option<u16>>,
+}
+
+impl Operation {
+    /// The name by which replicas recognise an operation they already applied.
+    pub fn op_id(&self, leader: &str) -> String {
+        format!("{leader}#{}", self.seq)
+    }
+}
+
+/// What a site recorded when it applied an operation, to give the same reply again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub status: u16,
+    pub local_id: Option<LocalId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store failed: {0}")]
+    Database(#[from] redb::Error),
+    #[error("the store holds an unreadable record {key}: {cause}")]
+    Record {
+        key: String,
+        cause: serde_json::Error,
+    },
+    #[error("the store's log has no operation {seq}, yet a site is said to miss it")]
+    NoOperation { seq: u64 },
+}
+
+macro_rules! from_redb {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StoreError {
+            fn from(error: $error) -> StoreError {
+                StoreError::Database(error.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+const REPLICANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("replicants");
+const CROSS: TableDefinition<&str, &[u8]> = TableDefinition::new("cross");
+/// `service / site / local ID (as JSON)` -> meta-ID, for replicas and cross resources.
+const LOCAL_IDS: TableDefinition<&str, &str> = TableDefinition::new("local_ids");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// `(site, seq)`: operations of the log that `site` has not applied yet.
+const PENDING: TableDefinition<(&str, u64), ()> = TableDefinition::new("pending");
+/// Operations this site applied, by op id.
+const APPLIED: TableDefinition<&str, &[u8]> = TableDefinition::new("applied");
+
+pub struct Store {
+    db: Database,
+}
+
+fn local_key(service: &str, site: &str, local_id: &LocalId) -> String {
+    let id = serde_json::to_string(local_id).unwrap_or_default();
+    format!("{service}\u{1f}{site}\u{1f}{id}")
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it (and its folder) if needed.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder).map_err(redb::Error::Io)?;
+        }
+        let store = Store {
+            db: Database::create(path)?,
+        };
+        // Every table exists from the start, so that readers never meet a missing one.
+        store.write(|txn| {
+            txn.open_table(REPLICANTS)?;
+            txn.open_table(CROSS)?;
+            txn.open_table(LOCAL_IDS)?;
+            txn.open_table(LOG)?;
+            txn.open_table(PENDING)?;
+            txn.open_table(APPLIED)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        key: impl ToString,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|cause| StoreError::Record {
+            key: key.to_string(),
+            cause,
+        })
+    }
+
+    /// Runs `work` in one write transaction, committed (durably) only if it succeeds.
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_write()?;
+        let value = work(&txn)?;
+        txn.commit()?;
+        Ok(value)
+    }
+
+    fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    fn put_replicant_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        replicant: &Replicant,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(replicant).unwrap_or_default();
+        let mut replicants = txn.open_table(REPLICANTS)?;
+        replicants.insert(replicant.meta_id.as_str(), bytes.as_slice())?;
+        let mut local_ids = txn.open_table(LOCAL_IDS)?;
+        for replica in &replicant.replicas {
+            if let Some(local_id) = &replica.local_id {
+                let key = local_key(&replicant.service, &replica.site, local_id);
+                local_ids.insert(key.as_str(), replicant.meta_id.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn put_cross_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        record: &CrossRecord,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).unwrap_or_default();
+        let mut cross = txn.open_table(CROSS)?;
+        cross.insert(record.meta_id.as_str(), bytes.as_slice())?;
+        let mut local_ids = txn.open_table(LOCAL_IDS)?;
+        let key = local_key(&record.service, &record.site, &record.local_id);
+        local_ids.insert(key.as_str(), record.meta_id.as_str())?;
+        Ok(())
+    }
+
+    fn merged(
+        &self,
+        txn: &redb::WriteTransaction,
+        replicant: &Replicant,
+    ) -> Result<Replicant, StoreError> {
+        let table = txn.open_table(REPLICANTS)?;
+        let known = table
+            .get(replicant.meta_id.as_str())?
+            .map(|bytes| self.decode::<Replicant>(&replicant.meta_id, bytes.value()))
+            .transpose()?;
+        let mut merged = replicant.clone();
+        if let Some(known) = known {
+            merged.deleted |= known.deleted;
+            for replica in &mut merged.replicas {
+                if let Some(old) = known.replica(&replica.site) {
+                    if replica.local_id.is_none() && old.local_id.is_some() {
+                        replica.local_id = old.local_id.clone();
+                        replica.state = old.state.clone();
+                    }
+                }
+            }
+        }
+        Ok(merged)
+    }
+
+    pub fn replicant(&self, meta_id: &MetaId) -> Result<Option<Replicant>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(REPLICANTS)?;
+        let found = table.get(meta_id.as_str())?;
+        found
+            .map(|bytes| self.decode(meta_id, bytes.value()))
+            .transpose()
+    }
+
+    pub fn replicants(&self) -> Result<Vec<Replicant>, StoreError> {
+        self.all(REPLICANTS)
+    }
+
+    pub fn cross(&self, meta_id: &MetaId) -> Result<Option<CrossRecord>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(CROSS)?;
+        let found = table.get(meta_id.as_str())?;
+        found
+            .map(|bytes| self.decode(meta_id, bytes.value()))
+            .transpose()
+    }
+
+    pub fn crosses(&self) -> Result<Vec<CrossRecord>, StoreError> {
+        self.all(CROSS)
+    }
+
+    pub fn put_cross(&self, record: &CrossRecord) -> Result<(), StoreError> {
+        self.write(|txn| self.put_cross_in(txn, record))
+    }
+
+    fn all<T: DeserializeOwned>(
+        &self,
+        definition: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(definition)?;
+        let mut all = Vec::new();
+        for entry in table.iter()? {
+            let (key, bytes) = entry?;
+            all.push(self.decode(key.value(), bytes.value())?);
+        }
+        Ok(all)
+    }
+
+    /// The meta-ID of the resource that `site`'s instance of `service` calls `local_id`.
+    pub fn meta_of(
+        &self,
+        service: &str,
+        site: &str,
+        local_id: &LocalId,
+    ) -> Result<Option<MetaId>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(LOCAL_IDS)?;
+        let found = table.get(local_key(service, site, local_id).as_str())?;
+        Ok(found.and_then(|meta| MetaId::parse(meta.value())))
+    }
+
+    /// Appends `change` to the log, to be applied at each of `sites`, in one durable step with
+    /// `replicant` (the record a create makes, or a delete marks).
+    pub fn append(
+        &self,
+        replicant: Option<&Replicant>,
+        meta_id: &MetaId,
+        change: Change,
+        sites: &[String],
+    ) -> Result<Operation, StoreError> {
+        self.write(|txn| {
+            if let Some(replicant) = replicant {
+                let merged = self.merged(txn, replicant)?;
+                self.put_replicant_in(txn, &merged)?;
+            }
+            let mut log = txn.open_table(LOG)?;
+            let seq = log.last()?.map_or(1, |(seq, _)| seq.value() + 1);
+            let operation = Operation {
+                seq,
+                meta_id: meta_id.clone(),
+                change,
+                applied: sites.iter().map(|site| (site.clone(), None)).collect(),
+            };
+            let bytes = serde_json::to_vec(&operation).unwrap_or_default();
+            log.insert(seq, bytes.as_slice())?;
+            let mut pending = txn.open_table(PENDING)?;
+            for site in sites {
+                pending.insert((site.as_str(), seq), ())?;
+            }
+            Ok(operation)
+        })
+    }
+
+    /// Up to `limit` operations that `site` has yet to apply, in log order.
+    pub fn pending(&self, site: &str, limit: usize) -> Result<Vec<Operation>, StoreError> {
+        let txn = self.read_txn()?;
+        let pending = txn.open_table(PENDING)?;
+        let log = txn.open_table(LOG)?;
+        let mut operations = Vec::new();
+        for entry in pending.range((site, 0)..=(site, u64::MAX))?.take(limit) {
+            let (key, _) = entry?;
+            let seq = key.value().1;
+            let bytes = log
+                .get(seq)?
+                .ok_or_else(|| StoreError::NoOperation { seq })?;
+            operations.push(self.decode(seq, bytes.value())?);
+        }
+        Ok(operations)
+    }
+
+    /// Every site that has operations to apply, with how many.
+    pub fn pending_by_site(&self) -> Result<BTreeMap<String, usize>, StoreError> {
+        let txn = self.read_txn()?;
+        let pending = txn.open_table(PENDING)?;
+        let mut counts = BTreeMap::new();
+        for entry in pending.iter()? {
+            let (key, _) = entry?;
+            *counts.entry(key.value().0.to_owned()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Records that `site` applied operation `seq` with `applied`, and what that teaches about
+    /// the replicant (the replica's local ID after a create), in one durable step.
+    pub fn settle(&self, seq: u64, site: &str, applied: &Applied) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut log = txn.open_table(LOG)?;
+            let mut operation: Operation = {
+                let bytes = log
+                    .get(seq)?
+                    .ok_or_else(|| StoreError::NoOperation { seq })?;
+                self.decode(seq, bytes.value())?
+            };
+            operation
+                .applied
+                .insert(site.to_owned(), Some(applied.status));
+            let bytes = serde_json::to_vec(&operation).unwrap_or_default();
+            log.insert(seq, bytes.as_slice())?;
+            let mut pending = txn.open_table(PENDING)?;
+            pending.remove((site, seq))?;
+            drop(log);
+            drop(pending);
+            if let Change::Create(_) = operation.change {
+                let table = txn.open_table(REPLICANTS)?;
+                let found = table
+                    .get(operation.meta_id.as_str())?
+                    .map(|bytes| self.decode::<Replicant>(&operation.meta_id, bytes.value()))
+                    .transpose()?;
+                drop(table);
+                if let Some(mut replicant) = found {
+                    if let Some(replica) = replicant.replica_mut(site) {
+                        match &applied.local_id {
+                            Some(local_id) => {
+                                replica.local_id = Some(local_id.clone());
+                                replica.state = ReplicaState::Ok;
+                            }
+                            None => replica.state = ReplicaState::Failed(applied.status),
+                        }
+                    }
+                    self.put_replicant_in(txn, &replicant)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// What this site recorded when it applied `op_id`, if it did.
+    pub fn applied(&self, op_id: &str) -> Result<Option<Applied>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(APPLIED)?;
+        let found = table.get(op_id)?;
+        found
+            .map(|bytes| self.decode(op_id, bytes.value()))
+            .transpose()
+    }
+
+    /// Records that this site applied `op_id`, with the replicant or cross registration it
+    /// changed, in one durable step: a later copy of the same operation is then not applied.
+    pub fn record_applied(
+        &self,
+        op_id: &str,
+        applied: &Applied,
+        replicant: Option<&Replicant>,
+        cross: Option<&CrossRecord>,
+    ) -> Result<(), StoreError> {
+        self.write(|txn| {
+            if let Some(replicant) = replicant {
+                let merged = self.merged(txn, replicant)?;
+                self.put_replicant_in(txn, &merged)?;
+            }
+            if let Some(record) = cross {
+                self.put_cross_in(txn, record)?;
+            }
+            let bytes = serde_json::to_vec(applied).unwrap_or_default();
+            let mut table = txn.open_table(APPLIED)?;
+            table.insert(op_id, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn replicant(meta_id: &MetaId) -> Replicant {
+        Replicant {
+            meta_id: meta_id.clone(),
+            service: "pods".into(),
+            leader: "Site1".into(),
+            replicas: ["Site1", "Site2"]
+                .map(|site| Replica {
+                    site: site.into(),
+                    local_id: None,
+                    state: ReplicaState::Pending,
+                })
+                .into(),
+            deleted: false,
+        }
+    }
+
+    fn call(method: &str, target: &str) -> Call {
+        Call {
+            service: "pods".into(),
+            method: method.into(),
+            target: target.into(),
+            headers: vec![],
+            body: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn the_log_survives_reopening_and_keeps_what_each_site_has_to_apply() {
+        let dir = tempdir();
+        let path = dir.join("store.redb");
+        let meta = MetaId::generate();
+        let sites = ["Site1".to_owned(), "Site2".to_owned()];
+        {
+            let store = Store::open(&path).unwrap();
+            let create = store
+                .append(
+                    Some(&replicant(&meta)),
+                    &meta,
+                    Change::Create(call("POST", "/pods")),
+                    &sites,
+                )
+                .unwrap();
+            assert_eq!(create.seq, 1);
+            let write = Change::Write(call("PATCH", &format!("/pods/{meta}")));
+            assert_eq!(store.append(None, &meta, write, &sites).unwrap().seq, 2);
+            let applied = Applied {
+                status: 201,
+                local_id: Some(LocalId::Number(4)),
+            };
+            store.settle(1, "Site2", &applied).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let seqs = |site| -> Vec<u64> {
+            store
+                .pending(site, 10)
+                .unwrap()
+                .iter()
+                .map(|o| o.seq)
+                .collect()
+        };
+        assert_eq!(seqs("Site1"), [1, 2]);
+        assert_eq!(seqs("Site2"), [2]);
+        let replicant = store.replicant(&meta).unwrap().unwrap();
+        assert_eq!(
+            replicant.replica("Site2").unwrap().local_id,
+            Some(LocalId::Number(4))
+        );
+        assert_eq!(replicant.replica("Site2").unwrap().state, ReplicaState::Ok);
+        assert_eq!(
+            store.meta_of("pods", "Site2", &LocalId::Number(4)).unwrap(),
+            Some(meta.clone())
+        );
+        assert_eq!(
+            store
+                .meta_of("pods", "Site2", &LocalId::Text("4".into()))
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.pending_by_site().unwrap()["Site1"], 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_applied_operation_is_remembered_with_the_local_id_it_gave() {
+        let dir = tempdir();
+        let store = Store::open(&dir.join("s.redb")).unwrap();
+        let meta = MetaId::generate();
+        let mut mine = replicant(&meta);
+        mine.replicas[1].local_id = Some(LocalId::Text("k".into()));
+        let applied = Applied {
+            status: 201,
+            local_id: Some(LocalId::Text("k".into())),
+        };
+        store
+            .record_applied("Site1#1", &applied, Some(&mine), None)
+            .unwrap();
+        assert_eq!(store.applied("Site1#1").unwrap(), Some(applied));
+        assert_eq!(store.applied("Site1#2").unwrap(), None);
+        // The leader's later view, which does not know the local ID yet, does not erase it.
+        let write = Change::Write(call("PATCH", &format!("/pods/{meta}")));
+        store
+            .append(Some(&replicant(&meta)), &meta, write, &[])
+            .unwrap();
+        let known = store.replicant(&meta).unwrap().unwrap();
+        assert_eq!(
+            known.replica("Site2").unwrap().local_id,
+            Some(LocalId::Text("k".into()))
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cheops-store-{}", ulid::Ulid::generate()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
