@@ -30,6 +30,18 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// The workload cgroups' directories.
     pub workloads: Vec<std::path::PathBuf>,
+    /// Absent when no service has resource rules.
+    pub replication: Option<ReplicationSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReplicationSummary {
+    pub replicants: usize,
+    pub cross_resources: usize,
+    /// Per site, the operations of this site's log it has yet to apply (replays pending).
+    pub pending: std::collections::BTreeMap<String, usize>,
+    /// Why the store could not be read, if it could not.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +83,24 @@ impl Admin {
             },
             peers: self.proxy.peers.status(),
             workloads: self.proxy.workload_scopes.roots().to_vec(),
+            replication: self
+                .proxy
+                .replicator
+                .as_ref()
+                .map(|replicator| match replicator.view() {
+                    Ok(view) => ReplicationSummary {
+                        replicants: view.replicants.len(),
+                        cross_resources: view.cross.len(),
+                        pending: view.pending,
+                        error: None,
+                    },
+                    Err(cause) => ReplicationSummary {
+                        replicants: 0,
+                        cross_resources: 0,
+                        pending: Default::default(),
+                        error: Some(cause.to_string()),
+                    },
+                }),
         }
     }
 

@@ -220,6 +220,7 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
         let metrics = Arc::new(metrics::Metrics::new(
             Some(interception.clone()),
             proxy_counters.clone(),
+            Some(peers.clone()),
         ));
         let replicator = replicator(&config, &peers)?;
         let proxy = Arc::new(proxy::Proxy::new(proxy::ProxyParts {
@@ -411,6 +412,27 @@ fn status(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
             "peer         {} ({}) {state}",
             peer["name"].as_str().unwrap_or("?"),
             peer["address"].as_str().unwrap_or("?")
+        );
+    }
+    let replication = &status["replication"];
+    if let Some(error) = replication["error"].as_str() {
+        println!("replication  the store cannot be read: {error}");
+    } else if replication.is_object() {
+        let pending: Vec<String> = replication["pending"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(site, count)| format!("{site} {count}"))
+            .collect();
+        println!(
+            "replication  {} replicants, {} cross resources, replays pending: {}",
+            replication["replicants"],
+            replication["cross_resources"],
+            if pending.is_empty() {
+                "none".to_owned()
+            } else {
+                pending.join(", ")
+            }
         );
     }
     Ok(())

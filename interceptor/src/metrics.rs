@@ -9,13 +9,14 @@ use prometheus_client::{
     metrics::{
         counter::ConstCounter,
         family::{Family, MetricConstructor},
+        gauge::ConstGauge,
         histogram::{exponential_buckets, Histogram},
         MetricType,
     },
     registry::Registry,
 };
 
-use crate::{loader::Interception, proxy::ProxyCounters};
+use crate::{loader::Interception, peer::Peers, proxy::ProxyCounters};
 
 /// How a request was served; the label `collaboration`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -94,6 +95,7 @@ impl Metrics {
     pub fn new(
         interception: Option<Arc<Interception>>,
         proxy_counters: Arc<ProxyCounters>,
+        peers: Option<Arc<Peers>>,
     ) -> Metrics {
         let mut registry = Registry::with_prefix("cheops");
         let requests = Family::new_with_constructor(LatencyBuckets);
@@ -105,6 +107,7 @@ impl Metrics {
         registry.register_collector(Box::new(Counters {
             interception,
             proxy_counters,
+            peers,
         }));
         Metrics { registry, requests }
     }
@@ -127,6 +130,7 @@ impl Metrics {
 struct Counters {
     interception: Option<Arc<Interception>>,
     proxy_counters: Arc<ProxyCounters>,
+    peers: Option<Arc<Peers>>,
 }
 
 impl std::fmt::Debug for Counters {
@@ -184,6 +188,57 @@ impl Collector for Counters {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(value).encode(metric)?;
         }
+        if let Some(peers) = &self.peers {
+            encode_peers(peers, &mut encoder)?;
+        }
         Ok(())
     }
+}
+
+/// Peer traffic counters, and each peer's state and measured round trip.
+fn encode_peers(peers: &Peers, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let counters = &peers.counters;
+    for (name, help, counter) in [
+        (
+            "peer_forwarded",
+            "Requests forwarded to another site",
+            &counters.forwarded,
+        ),
+        (
+            "peer_served_for_peers",
+            "Requests executed here for another site",
+            &counters.served_for_peers,
+        ),
+        (
+            "peer_refused_connections",
+            "Peer connections refused (no certificate of a configured site)",
+            &counters.refused_connections,
+        ),
+    ] {
+        let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(counter.load(Ordering::Relaxed)).encode(metric)?;
+    }
+    let status = peers.status();
+    let mut up = encoder.encode_descriptor(
+        "peer_up",
+        "Whether the last heartbeat to the peer was answered",
+        None,
+        MetricType::Gauge,
+    )?;
+    for peer in &status {
+        ConstGauge::new(i64::from(peer.up))
+            .encode(up.encode_family(&[("peer", peer.name.as_str())])?)?;
+    }
+    let mut round_trip = encoder.encode_descriptor(
+        "peer_round_trip_seconds",
+        "The last round trip measured to the peer by heartbeats",
+        None,
+        MetricType::Gauge,
+    )?;
+    for peer in status.iter().filter(|p| p.up) {
+        let seconds = peer.round_trip_us.unwrap_or_default() as f64 / 1e6;
+        ConstGauge::new(seconds)
+            .encode(round_trip.encode_family(&[("peer", peer.name.as_str())])?)?;
+    }
+    Ok(())
 }

@@ -888,7 +888,7 @@ mod tests {
             ..ProxySettings::default()
         };
         let counters = Arc::new(ProxyCounters::default());
-        let metrics = Arc::new(Metrics::new(None, counters.clone()));
+        let metrics = Arc::new(Metrics::new(None, counters.clone(), None));
         let peers = Peers::new("Paris".into(), &[], None, Default::default()).unwrap();
         let proxy = Arc::new(Proxy::new(ProxyParts {
             site: "Paris".into(),

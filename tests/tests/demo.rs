@@ -35,6 +35,11 @@ fn the_demo_walks_through_the_collaborations_and_cleans_up_after_itself() {
         text.contains("→ 400:"),
         "a bad scope should be refused:\n{text}"
     );
+    assert!(text.contains("cheops_peer_up{peer=\"Nantes\"} 1"), "{text}");
+    assert!(
+        text.contains("peer         Rennes (198.18.0.3:15443) up, round trip"),
+        "`cheops status` should show the peers:\n{text}"
+    );
     // The metrics scraped at the end count the demo's requests.
     let count = |labels: &str| -> u64 {
         text.lines()

@@ -13,6 +13,7 @@ use std::{
 };
 
 use cheops_tests::{
+    cheops_bin,
     mesh::{Answer, Mesh, CATALOG, FRONT},
     sites::Topology,
 };
@@ -177,7 +178,19 @@ fn main() {
         for line in metrics.lines().filter(|l| {
             l.starts_with("cheops_request_duration_seconds_count")
                 || l.starts_with("cheops_kernel_redirected_total")
+                || l.starts_with("cheops_peer_up")
+                || l.starts_with("cheops_peer_round_trip_seconds")
         }) {
+            println!("   {line}");
+        }
+        println!("\n── `cheops status` at Paris");
+        let status = mesh.run_at(
+            "Paris",
+            false,
+            &cheops_bin().display().to_string(),
+            &["status"],
+        );
+        for line in String::from_utf8_lossy(&status.stdout).lines() {
             println!("   {line}");
         }
     }
