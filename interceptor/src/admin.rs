@@ -16,7 +16,8 @@ use crate::{
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub site: String,
-    pub kernel: KernelCounters,
+    /// `None` with NAT interception: no kernel programs to count anything.
+    pub kernel: Option<KernelCounters>,
     pub proxy: ProxySnapshot,
 }
 
@@ -33,7 +34,7 @@ pub struct ProxySnapshot {
 pub struct Admin {
     pub site: String,
     pub proxy: Arc<Proxy>,
-    pub interception: Arc<Interception>,
+    pub interception: Option<Arc<Interception>>,
 }
 
 impl Admin {
@@ -41,7 +42,7 @@ impl Admin {
         let c = &self.proxy.counters;
         Status {
             site: self.site.clone(),
-            kernel: self.interception.counters(),
+            kernel: self.interception.as_ref().map(|i| i.counters()),
             proxy: ProxySnapshot {
                 connections: c.connections.load(Ordering::Relaxed),
                 not_redirected: c.not_redirected.load(Ordering::Relaxed),
@@ -61,21 +62,23 @@ impl Admin {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{site=\"{site}\"}} {value}\n"
             ));
         };
-        counter(
-            "cheops_kernel_redirected_total",
-            "Connections to meshed services redirected to the proxy by the kernel programs.",
-            status.kernel.redirected,
-        );
-        counter(
-            "cheops_kernel_passed_through_total",
-            "Connections from workloads to other addresses, left untouched.",
-            status.kernel.passed_through,
-        );
-        counter(
-            "cheops_kernel_failed_open_total",
-            "Connections to meshed services left untouched because no proxy listened.",
-            status.kernel.failed_open,
-        );
+        if let Some(kernel) = status.kernel {
+            counter(
+                "cheops_kernel_redirected_total",
+                "Connections to meshed services redirected to the proxy by the kernel programs.",
+                kernel.redirected,
+            );
+            counter(
+                "cheops_kernel_passed_through_total",
+                "Connections from workloads to other addresses, left untouched.",
+                kernel.passed_through,
+            );
+            counter(
+                "cheops_kernel_failed_open_total",
+                "Connections to meshed services left untouched because no proxy listened.",
+                kernel.failed_open,
+            );
+        }
         counter(
             "cheops_proxy_connections_total",
             "Connections accepted by the proxy.",

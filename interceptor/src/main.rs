@@ -5,6 +5,7 @@ mod cgroup;
 mod check;
 mod config;
 mod loader;
+mod nat_redirect;
 mod proxy;
 mod scope_command;
 
@@ -19,6 +20,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
+
+use crate::config::InterceptionMode;
 
 #[derive(Parser)]
 #[command(
@@ -105,15 +108,26 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let port = config.proxy.port;
         let listeners = bind_proxy(port).await?;
-        let interception = Arc::new(
-            loader::Interception::start(config.services.iter().map(|s| s.address), &cgroups, port)
-                .context("setting up kernel interception")?,
-        );
+        let (destinations, interception): (Arc<dyn proxy::OriginalDestinations>, _) =
+            match config.proxy.interception {
+                InterceptionMode::Ebpf => {
+                    let interception = Arc::new(
+                        loader::Interception::start(
+                            config.services.iter().map(|s| s.address),
+                            &cgroups,
+                            port,
+                        )
+                        .context("setting up kernel interception")?,
+                    );
+                    (interception.clone(), Some(interception))
+                }
+                InterceptionMode::Nat => (Arc::new(nat_redirect::NatRedirect), None),
+            };
         let proxy = Arc::new(proxy::Proxy::new(
             config.site.clone(),
             config.services.clone(),
             config.proxy.clone(),
-            interception.clone(),
+            destinations,
         ));
         let admin_address = SocketAddr::from((Ipv4Addr::LOCALHOST, config.admin.port));
         admin::Admin {
@@ -130,13 +144,16 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             site = %config.site,
             services = config.services.len(),
             workloads = cgroups.len(),
+            interception = ?config.proxy.interception,
             proxy_port = port,
             admin = %admin_address,
             "cheops agent ready"
         );
         shutdown_signal().await;
         info!("shutting down: connections to services pass untouched from now on");
-        interception.stop_redirecting();
+        if let Some(interception) = interception {
+            interception.stop_redirecting();
+        }
         Ok(())
     })
 }
@@ -180,12 +197,16 @@ fn status(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("site         {}", status["site"].as_str().unwrap_or("?"));
-    println!(
-        "kernel       redirected {}  passed through {}  failed open {}",
-        status["kernel"]["redirected"],
-        status["kernel"]["passed_through"],
-        status["kernel"]["failed_open"]
-    );
+    if status["kernel"].is_null() {
+        println!("kernel       no eBPF programs (NAT interception)");
+    } else {
+        println!(
+            "kernel       redirected {}  passed through {}  failed open {}",
+            status["kernel"]["redirected"],
+            status["kernel"]["passed_through"],
+            status["kernel"]["failed_open"]
+        );
+    }
     println!(
         "proxy        connections {}  HTTP requests {}  upstream errors {}  TCP relays {}",
         status["proxy"]["connections"],
