@@ -136,9 +136,11 @@ impl Config {
             return Err("`proxy.max_header_bytes` must be at least 8192".into());
         }
         if self.proxy.interception == InterceptionMode::Nat && !self.workloads.is_empty() {
-            return Err("`[[workload]]` cgroups select what the eBPF programs intercept; with \
+            return Err(
+                "`[[workload]]` cgroups select what the eBPF programs intercept; with \
                         `proxy.interception = \"nat\"` the REDIRECT rule selects it: remove them"
-                .into());
+                    .into(),
+            );
         }
         let mut names = HashSet::new();
         let mut addresses = HashSet::new();
@@ -226,7 +228,8 @@ mod tests {
         );
         let err = Config::parse(&format!("{nat}[[workload]]\ncgroup = \"w\"\n")).unwrap_err();
         assert!(err.contains("[[workload]]"), "{err}");
-        let err = Config::parse("site = \"A\"\n[proxy]\ninterception = \"iptables\"\n").unwrap_err();
+        let err =
+            Config::parse("site = \"A\"\n[proxy]\ninterception = \"iptables\"\n").unwrap_err();
         assert!(err.contains("iptables"), "{err}");
     }
 

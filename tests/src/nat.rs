@@ -20,7 +20,7 @@ impl NatRedirect {
         };
         let table = format!("{family} cheops_redirect");
         let rules = format!(
-            "table {table} {{\n  chain output {{\n    type nat hook output priority dstnat;\n    \
+            "table {table} {{\n  chain output {{\n    type nat hook output priority -100;\n    \
              {address} {} tcp dport {} redirect to :{proxy_port}\n  }}\n}}\n",
             service.ip(),
             service.port()

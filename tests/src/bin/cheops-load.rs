@@ -166,7 +166,9 @@ fn saturate(target: &Target, connections: usize) -> anyhow::Result<serde_json::V
         let mut errors = 0;
         while let Some(done) = tasks.join_next().await {
             let (connection, connection_errors) = done??;
-            latencies.add(connection).expect("histograms of the same bounds");
+            latencies
+                .add(connection)
+                .expect("histograms of the same bounds");
             errors += connection_errors;
         }
         Ok(report(&latencies, errors, target.seconds))
