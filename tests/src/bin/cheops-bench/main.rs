@@ -138,6 +138,8 @@ fn main() -> anyhow::Result<()> {
             "connects": plan.connects,
             "warmup_seconds": plan.warmup_seconds,
             "body_bytes": BODY_BYTES,
+            "origin": ORIGIN,
+            "service": SERVICE,
             "shared_cpu": stage.cores.shared,
             "proxy_cpu": stage.cores.own,
         },
