@@ -34,7 +34,9 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     if quick {
         measure.arg("--quick");
     }
+    let started = std::time::Instant::now();
     run(&mut measure)?;
+    let measured_in = started.elapsed();
 
     let raw: serde_json::Value = serde_json::from_str(&read(&raw_path)?)
         .with_context(|| format!("{} is not JSON", raw_path.display()))?;
@@ -56,10 +58,9 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         &summary.markdown(&raw, command, "benchmarks-latency.svg"),
     )?;
     println!(
-        "results: {}, {}, {}; report: docs/benchmarks.md",
-        raw_path.display(),
-        out.join("summary.json").display(),
-        out.join("latency.svg").display()
+        "measured in {:.0} s; wrote target/bench/results.json (raw), target/bench/summary.json, \
+         target/bench/latency.svg, docs/benchmarks.md and docs/benchmarks-latency.svg",
+        measured_in.as_secs_f64()
     );
     Ok(())
 }

@@ -236,42 +236,39 @@ impl Stage {
                 plan.warmup_seconds.to_string(),
             ]
         };
-        let usage = || server.as_ref().map(|s| procfs::usage(s.pid)).transpose();
-        let before = usage()?;
+        let server = server.as_ref();
         let rate = plan.rate.to_string();
-        let latency = self.load(
+        let (latency, at_rate) = self.load_measuring(
+            server,
             meshed,
             &["rate", "--rate", &rate],
             &target(plan.latency_seconds),
         )?;
-        let after = usage()?;
-
-        if let Some(server) = &server {
+        if let Some(server) = server {
             procfs::move_to_cpu(server.pid, own)?;
         }
-        let saturation_before = usage()?;
         let connections = plan.saturation_connections.to_string();
-        let saturation = self.load(
+        let (saturation, saturated) = self.load_measuring(
+            server,
             meshed,
             &["saturate", "--connections", &connections],
             &target(plan.saturation_seconds),
         )?;
-        let saturation_after = usage()?;
 
-        let proxy = match (before, after, saturation_before, saturation_after) {
-            (Some(before), Some(after), Some(sat_before), Some(sat_after)) => {
+        let proxy = match (at_rate, saturated) {
+            (Some(at_rate), Some(saturated)) => {
                 // Warm-up requests count in the CPU time as well: divide by all requests sent.
                 let latency_requests =
                     f64::from(plan.rate) * (plan.latency_seconds + plan.warmup_seconds);
-                let saturation_cpu = sat_after.cpu_seconds - sat_before.cpu_seconds;
                 let saturation_wall = plan.saturation_seconds + plan.warmup_seconds;
                 let saturation_requests =
                     saturation["per_second"].as_f64().unwrap_or(0.0) * saturation_wall;
                 json!({
-                    "cpu_us_per_request": (after.cpu_seconds - before.cpu_seconds) * 1e6 / latency_requests,
-                    "rss_kib": after.rss_kib,
-                    "saturation_cpu_share": saturation_cpu / saturation_wall,
-                    "requests_per_cpu_second": (saturation_cpu > 0.0).then(|| saturation_requests / saturation_cpu),
+                    "cpu_us_per_request": at_rate.cpu_seconds * 1e6 / latency_requests,
+                    "rss_kib": at_rate.rss_kib,
+                    "saturation_cpu_share": saturated.cpu_seconds / saturation_wall,
+                    "requests_per_cpu_second": (saturated.cpu_seconds > 0.0)
+                        .then(|| saturation_requests / saturated.cpu_seconds),
                 })
             }
             _ => Value::Null,
@@ -311,6 +308,25 @@ impl Stage {
             "a request to {SERVICE} did not take the path measured ({proxy:?}): {answer}"
         );
         Ok(())
+    }
+
+    /// `load`, also giving what `server` used meanwhile: its CPU time during the run, and its
+    /// resident memory at the end.
+    fn load_measuring(
+        &self,
+        server: Option<&Server>,
+        meshed: bool,
+        mode: &[&str],
+        target: &[String],
+    ) -> anyhow::Result<(Value, Option<procfs::Usage>)> {
+        let usage = || server.map(|s| procfs::usage(s.pid)).transpose();
+        let before = usage()?;
+        let report = self.load(meshed, mode, target)?;
+        let during = usage()?.zip(before).map(|(after, before)| procfs::Usage {
+            cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+            rss_kib: after.rss_kib,
+        });
+        Ok((report, during))
     }
 
     /// Runs `cheops-load MODE TARGET` on the shared core (in the workload cgroup when
