@@ -208,7 +208,9 @@ impl Stage {
             })?),
             None => None,
         };
-        let meshed = scenario.proxy == Some(Proxy::CheopsEbpf);
+        // The client runs in the workload cgroup in every scenario, so that all are scheduled
+        // alike; the eBPF programs are attached to it only while cheops with eBPF runs.
+        let meshed = true;
         let _rule = matches!(
             scenario.proxy,
             Some(Proxy::CheopsNat | Proxy::Haproxy | Proxy::Nginx)
@@ -220,7 +222,7 @@ impl Stage {
                 PROXY_PORT,
             )
         });
-        self.check_path(meshed, scenario.proxy)?;
+        self.check_path(scenario.proxy)?;
 
         let target = |seconds: f64| {
             [
@@ -282,16 +284,15 @@ impl Stage {
         }))
     }
 
-    /// One request by curl, from where the load generator runs, must go through `proxy`
-    /// (its response header shows it), or through no proxy at all for the direct path:
-    /// otherwise the numbers would be of some other path.
-    fn check_path(&self, meshed: bool, proxy: Option<Proxy>) -> anyhow::Result<()> {
+    /// One request by curl, from where the load generator runs (the workload cgroup), must go
+    /// through `proxy` (its response header shows it), or through no proxy at all for the
+    /// direct path; and the eBPF programs must be attached only for cheops with eBPF (both
+    /// cheops paths show the same header). Otherwise the numbers would be of another path.
+    fn check_path(&self, proxy: Option<Proxy>) -> anyhow::Result<()> {
         let mut curl = self.netns.command("curl");
         curl.args(["-sS", "-i", "-m", "5"])
             .arg(format!("http://{SERVICE}{BODY_PATH}"));
-        if meshed {
-            self.workload.enter(&mut curl);
-        }
+        self.workload.enter(&mut curl);
         let output = curl.output().context("running curl")?;
         let answer = String::from_utf8_lossy(&output.stdout).to_lowercase();
         ensure!(
@@ -306,6 +307,17 @@ impl Stage {
         ensure!(
             through,
             "a request to {SERVICE} did not take the path measured ({proxy:?}): {answer}"
+        );
+        let attached = Command::new("bpftool")
+            .args(["cgroup", "show"])
+            .arg(self.workload.path())
+            .output()
+            .context("running bpftool (Debian package bpftool)")?;
+        let attached = String::from_utf8_lossy(&attached.stdout);
+        ensure!(
+            attached.contains("inet4_connect") == (proxy == Some(Proxy::CheopsEbpf)),
+            "eBPF programs attached to the workload cgroup do not match the path measured \
+             ({proxy:?}): {attached}"
         );
         Ok(())
     }
