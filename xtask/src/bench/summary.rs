@@ -101,8 +101,8 @@ impl Summary {
         let (a, b) = (self.added(cheops), self.added(other));
         let (cp, op) = (cheops.proxy.as_ref(), other.proxy.as_ref());
         Some([
-            ratio(a[0], b[0]),
-            ratio(a[2], b[2]),
+            added_ratio(a[0], b[0]),
+            added_ratio(a[2], b[2]),
             ratio(
                 cp.and_then(|c| c.requests_per_cpu_second)?,
                 op.and_then(|o| o.requests_per_cpu_second)?,
@@ -126,7 +126,7 @@ impl Summary {
         let verdict = |met: Option<bool>| match met {
             Some(true) => "met",
             Some(false) => "not met",
-            None => "n/a (noise: a peer added nothing measurable)",
+            None => "n/a (noise: some path added nothing measurable)",
         };
         let mut targets = Vec::new();
         for (index, percentile) in [(0, "p50"), (1, "p99")] {
@@ -158,6 +158,18 @@ impl Summary {
             "not measured: needs replication (issue 5)",
         ));
         targets
+    }
+
+    /// The connect hook's cost at p50: inside minus outside the workload, for a connection it
+    /// lets pass and for one it redirects (against dialling cheops's port directly).
+    fn hook_cost(&self) -> String {
+        let p50 = |index: usize| self.connect[index].1;
+        format!(
+            "connect hook at p50: {:+.1} µs on a connection it lets pass, {:+.1} µs on one it \
+             redirects",
+            p50(1) - p50(0),
+            p50(3) - p50(2)
+        )
     }
 
     pub fn terminal_table(&self) -> String {
@@ -196,6 +208,7 @@ impl Summary {
         for (what, p50, p99) in &self.connect {
             text += &format!("{what:<62} {p50:>8.1} {p99:>8.1}\n");
         }
+        text += &format!("{}\n", self.hook_cost());
         text += "\ntargets (cheops eBPF against nginx and HAProxy, same run)\n";
         for (target, measured, status) in self.targets() {
             text += &format!("  {target:<72} {measured:>10}  {status}\n");
@@ -340,7 +353,10 @@ impl Summary {
                 "| {} | {:.0} | {} | {} | {} | {} |\n",
                 row.title,
                 row.throughput,
-                optional(proxy.map(|p| p.saturation_cpu_share * 100.0), 0) + "%",
+                proxy.map_or("-".to_owned(), |p| format!(
+                    "{:.0}%",
+                    p.saturation_cpu_share * 100.0
+                )),
                 optional(proxy.and_then(|p| p.requests_per_cpu_second), 0),
                 optional(proxy.map(|p| p.cpu_us_per_request), 1),
                 optional(proxy.map(|p| p.rss_mib), 1),
@@ -375,6 +391,7 @@ impl Summary {
         for (what, p50, p99) in &self.connect {
             md += &format!("| {what} | {p50:.1} | {p99:.1} |\n");
         }
+        md += &format!("\n{}\n", self.hook_cost());
         md += "\n## Not measured\n\n";
         for gap in raw["not_measured"].as_array().into_iter().flatten() {
             md += &format!("- {}: {}.\n", text(&gap["name"]), text(&gap["why"]));
@@ -427,10 +444,84 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| a / b)
 }
 
+/// A ratio of two added latencies; noise can make one zero or negative (faster than direct),
+/// and then no ratio means anything.
+fn added_ratio(a: f64, b: f64) -> Option<f64> {
+    (a > 0.0).then(|| ratio(a, b)).flatten()
+}
+
 fn times(value: Option<f64>) -> String {
     value.map_or("n/a".to_owned(), |v| format!("{v:.2}x"))
 }
 
 fn optional(value: Option<f64>, decimals: usize) -> String {
     value.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Raw results as cheops-bench writes them, with p50 = p90 = p99 = max = `micros`.
+    fn results(scenarios: &[(&str, f64, Option<f64>)]) -> Value {
+        let report = |micros: f64| {
+            json!({"latency_us": {"p50": micros, "p90": micros, "p99": micros, "max": micros},
+                   "distribution": [[50.0, micros]], "per_second": 1000.0})
+        };
+        let connect: serde_json::Map<String, Value> = [
+            "passed_outside",
+            "passed_inside",
+            "proxy_outside",
+            "redirected_inside",
+        ]
+        .iter()
+        .map(|key| (key.to_string(), report(10.0)))
+        .collect();
+        json!({
+            "quick": true,
+            "scenarios": scenarios.iter().map(|(name, micros, per_cpu_second)| json!({
+                "name": name,
+                "latency": report(*micros),
+                "saturation": report(*micros),
+                "proxy": per_cpu_second.map(|r| json!({"cpu_us_per_request": 50.0,
+                    "rss_kib": 8192, "saturation_cpu_share": 0.5, "requests_per_cpu_second": r})),
+            })).collect::<Vec<_>>(),
+            "connect": connect,
+        })
+    }
+
+    fn status(summary: &Summary, target: &str) -> &'static str {
+        let targets = summary.targets();
+        targets.iter().find(|t| t.0.contains(target)).unwrap().2
+    }
+
+    #[test]
+    fn targets_compare_what_each_path_adds_over_direct() {
+        let raw = results(&[
+            ("direct", 100.0, None),
+            (CHEOPS, 130.0, Some(60_000.0)),
+            ("nginx-nat", 150.0, Some(50_000.0)),
+            ("haproxy-nat", 140.0, Some(54_000.0)),
+        ]);
+        let summary = Summary::from_results(&raw).unwrap();
+        // cheops adds 30 µs, HAProxy 40: 0.75x of the worse peer ratio, so met.
+        assert_eq!(status(&summary, "at p50"), "met");
+        // 60,000 against HAProxy's 54,000 is 1.11x.
+        assert_eq!(status(&summary, "CPU-second"), "met");
+        assert_eq!(status(&summary, "memory"), "met");
+        assert!(status(&summary, "16 sites").starts_with("not measured"));
+    }
+
+    #[test]
+    fn no_ratio_is_claimed_when_noise_makes_an_added_latency_negative() {
+        let raw = results(&[
+            ("direct", 100.0, None),
+            (CHEOPS, 90.0, Some(1.0)),
+            ("nginx-nat", 150.0, Some(1.0)),
+            ("haproxy-nat", 140.0, Some(1.0)),
+        ]);
+        let summary = Summary::from_results(&raw).unwrap();
+        assert!(status(&summary, "at p50").starts_with("n/a"));
+        assert_eq!(status(&summary, "CPU-second"), "not met");
+    }
 }
