@@ -63,6 +63,11 @@ fn a_redirected_connection_reaches_the_service_it_dialled_through_cheops() {
     assert!(status["kernel"].is_null(), "{status}");
     assert_eq!(status["proxy"]["http_requests"], 2, "{status}");
     assert_eq!(status["proxy"]["not_redirected"], 1, "{status}");
+    assert!(
+        agent.log_text().contains("was not redirected"),
+        "{}",
+        agent.log_text()
+    );
 
     drop(rules);
     assert_eq!(body(&curl(&netns, "http://198.18.0.20/whoami")), "direct0");
