@@ -11,6 +11,7 @@ mod servers;
 use std::{
     path::PathBuf,
     process::Command,
+    sync::atomic::{AtomicBool, Ordering},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -111,11 +112,13 @@ fn main() -> anyhow::Result<()> {
     require_root();
     // Proxies log no request in this benchmark; the cheops agents inherit this.
     std::env::set_var("RUST_LOG", "warn");
+    survive_ctrl_c();
     let plan = Plan::new(cli.quick);
     let machine_before = machine()?;
     let stage = Stage::new()?;
     let mut scenarios = Vec::new();
     for scenario in &SCENARIOS {
+        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
         eprintln!("bench: {}", scenario.title);
         scenarios.push(
             stage
@@ -353,10 +356,12 @@ impl Stage {
         }
         let output = procfs::on_cpu(self.cores.shared, || command.output())?
             .with_context(|| format!("running {}", self.load_bin.display()))?;
+        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
         ensure!(
             output.status.success(),
-            "cheops-load {} failed: {}",
+            "cheops-load {} failed ({}): {}",
             mode.join(" "),
+            output.status,
             String::from_utf8_lossy(&output.stderr)
         );
         let report: Value =
@@ -395,6 +400,20 @@ impl Stage {
         }
         Ok(Value::Object(results))
     }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C reaches the whole foreground process group: the servers and the load generator stop
+/// by themselves, and this process must live on to remove the namespace, cgroup and rules
+/// (the guards' Drop), so it only notes the interruption. A handler, not SIG_IGN, because the
+/// children would inherit an ignored signal and could not be stopped.
+fn survive_ctrl_c() {
+    extern "C" fn note(_signal: libc::c_int) {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, note as *const () as libc::sighandler_t) };
 }
 
 /// The machine, for the report: noise on a shared machine shows in its load average.
