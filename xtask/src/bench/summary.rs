@@ -31,6 +31,8 @@ pub struct ProxyCost {
 
 pub struct Summary {
     pub quick: bool,
+    /// Why the numbers are noisy, when the machine was busy before the run.
+    pub busy: Option<String>,
     pub rows: Vec<Row>,
     /// (what, p50 µs, p99 µs) of connect().
     pub connect: Vec<(&'static str, f64, f64)>,
@@ -79,6 +81,7 @@ impl Summary {
         }
         Ok(Summary {
             quick: raw["quick"].as_bool().unwrap_or(false),
+            busy: busy(&raw["machine"]),
             rows,
             connect,
         })
@@ -213,6 +216,9 @@ impl Summary {
         for (target, measured, status) in self.targets() {
             text += &format!("  {target:<72} {measured:>10}  {status}\n");
         }
+        if let Some(busy) = &self.busy {
+            text += &format!("\n{busy}\n");
+        }
         if self.quick {
             text += "\nquick run: short durations, for checking the harness, not for comparing\n";
         }
@@ -282,6 +288,9 @@ impl Summary {
         if self.quick {
             md += "> **Quick run**: short durations, to check the harness. Not for comparing: run \
                    `cargo xtask bench` on a quiet machine for the reference numbers.\n\n";
+        }
+        if let Some(busy) = &self.busy {
+            md += &format!("> **Busy machine**: {busy}\n\n");
         }
         md += &format!(
             "## How\n\n\
@@ -398,6 +407,19 @@ impl Summary {
         }
         md
     }
+}
+
+/// Other work before the run (a 1-minute load average of half the CPUs or more) competes with
+/// the benchmark for the cores it pins; say so wherever the numbers are shown.
+fn busy(machine: &Value) -> Option<String> {
+    let load = machine["load_average_before"].as_f64()?;
+    let cpus = machine["cpus"].as_f64()?;
+    (load >= cpus / 2.0).then(|| {
+        format!(
+            "the load average was {load:.2} on {cpus} CPUs before the run: other work competed \
+             for the cores, so these numbers are noisy, the tails (p99, max) most of all"
+        )
+    })
 }
 
 fn row(scenario: &Value) -> anyhow::Result<Row> {
