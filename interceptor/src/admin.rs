@@ -25,7 +25,8 @@ pub const WORKLOAD_SCOPE_PAGE: &str = "/workload-scope";
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub site: String,
-    pub kernel: KernelCounters,
+    /// `None` with NAT interception: no kernel programs to count anything.
+    pub kernel: Option<KernelCounters>,
     pub proxy: ProxySnapshot,
     pub peers: Vec<PeerStatus>,
     /// The workload cgroups' directories.
@@ -60,7 +61,7 @@ pub struct ProxySnapshot {
 pub struct Admin {
     pub site: String,
     pub proxy: Arc<Proxy>,
-    pub interception: Arc<Interception>,
+    pub interception: Option<Arc<Interception>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -70,7 +71,7 @@ impl Admin {
         let p = &self.proxy.peers.counters;
         Status {
             site: self.site.clone(),
-            kernel: self.interception.counters(),
+            kernel: self.interception.as_ref().map(|i| i.counters()),
             proxy: ProxySnapshot {
                 connections: c.connections.load(Ordering::Relaxed),
                 not_redirected: c.not_redirected.load(Ordering::Relaxed),

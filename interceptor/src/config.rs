@@ -162,6 +162,9 @@ pub struct Workload {
 pub struct ProxySettings {
     /// The port the proxy listens on, on 127.0.0.1 and ::1 only.
     pub port: u16,
+    /// How connections reach the proxy: the eBPF programs, or a NAT redirect rule set up by
+    /// someone else (sidecar-style, kept as a baseline to measure eBPF against).
+    pub interception: InterceptionMode,
     /// How long a client may take to send a request's headers.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -181,6 +184,7 @@ impl Default for ProxySettings {
     fn default() -> Self {
         ProxySettings {
             port: 15001,
+            interception: InterceptionMode::Ebpf,
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(5),
@@ -188,6 +192,16 @@ impl Default for ProxySettings {
             retry_body_limit: 1024 * 1024,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterceptionMode {
+    /// cgroup/connect programs redirect the workloads' connections (the product path).
+    Ebpf,
+    /// An nftables or iptables REDIRECT rule sends connections here; no eBPF is loaded and
+    /// the original destination comes from the kernel's connection tracking.
+    Nat,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +265,13 @@ impl Config {
         }
         if self.proxy.max_header_bytes < 8192 {
             return Err("`proxy.max_header_bytes` must be at least 8192".into());
+        }
+        if self.proxy.interception == InterceptionMode::Nat && !self.workloads.is_empty() {
+            return Err(
+                "`[[workload]]` cgroups select what the eBPF programs intercept; with \
+                        `proxy.interception = \"nat\"` the REDIRECT rule selects it: remove them"
+                    .into(),
+            );
         }
         let mut names = HashSet::new();
         let mut addresses = HashSet::new();
@@ -352,6 +373,7 @@ mod tests {
         assert_eq!(config.proxy.header_read_timeout, Duration::from_secs(3));
         assert_eq!(config.proxy.max_header_bytes, 64 * 1024);
         assert_eq!(config.admin.port, 15000);
+        assert_eq!(config.proxy.interception, InterceptionMode::Ebpf);
         let catalog = &config.services[0];
         assert_eq!(catalog.address, "198.18.0.10:80".parse().unwrap());
         assert_eq!(catalog.local, "127.0.0.1:3000".parse().unwrap());
@@ -386,6 +408,20 @@ mod tests {
         let bad = text.replace("collection = \"/pods\"", "collection = \"pods\"");
         let err = Config::parse(&bad).unwrap_err();
         assert!(err.starts_with("service 'catalog': resource"), "{err}");
+    }
+
+    #[test]
+    fn nat_interception_needs_no_workload_cgroups_and_refuses_them() {
+        let nat = "site = \"A\"\n[proxy]\ninterception = \"nat\"\n";
+        assert_eq!(
+            Config::parse(nat).unwrap().proxy.interception,
+            InterceptionMode::Nat
+        );
+        let err = Config::parse(&format!("{nat}[[workload]]\ncgroup = \"w\"\n")).unwrap_err();
+        assert!(err.contains("[[workload]]"), "{err}");
+        let err =
+            Config::parse("site = \"A\"\n[proxy]\ninterception = \"iptables\"\n").unwrap_err();
+        assert!(err.contains("iptables"), "{err}");
     }
 
     #[test]

@@ -133,6 +133,7 @@ impl Interception {
                 .map_err(attach_error(SOCK_OPS_PROGRAM, path))?;
         }
 
+        release_loading_memory();
         Ok(Interception {
             _ebpf: ebpf,
             listener: Mutex::new(listener),
@@ -176,6 +177,17 @@ impl OriginalDestinations for Interception {
             service: socket_address(&original.service),
             cgroup_id: original.cgroup_id,
         })
+    }
+}
+
+/// Loading parses the kernel's BTF: about 20 MiB of heap, all freed once the programs are in.
+/// glibc keeps freed heap for reuse rather than returning it, so the agent would carry it as
+/// resident memory for its whole life; hand it back now.
+fn release_loading_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

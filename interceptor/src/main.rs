@@ -12,6 +12,7 @@ mod exec;
 mod identity;
 mod loader;
 mod metrics;
+mod nat_redirect;
 mod peer;
 mod peer_sites;
 mod proxy;
@@ -36,6 +37,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
+
+use crate::config::InterceptionMode;
 
 #[derive(Parser)]
 #[command(
@@ -212,13 +215,24 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             )),
             _ => None,
         };
-        let interception = Arc::new(
-            loader::Interception::start(config.services.iter().map(|s| s.address), &cgroups, port)
-                .context("setting up kernel interception")?,
-        );
+        let (destinations, interception): (Arc<dyn proxy::OriginalDestinations>, _) =
+            match config.proxy.interception {
+                InterceptionMode::Ebpf => {
+                    let interception = Arc::new(
+                        loader::Interception::start(
+                            config.services.iter().map(|s| s.address),
+                            &cgroups,
+                            port,
+                        )
+                        .context("setting up kernel interception")?,
+                    );
+                    (interception.clone(), Some(interception))
+                }
+                InterceptionMode::Nat => (Arc::new(nat_redirect::NatRedirect), None),
+            };
         let proxy_counters = Arc::new(proxy::ProxyCounters::default());
         let metrics = Arc::new(metrics::Metrics::new(
-            Some(interception.clone()),
+            interception.clone(),
             proxy_counters.clone(),
             Some(peers.clone()),
         ));
@@ -228,7 +242,7 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             services: config.services.clone(),
             settings: config.proxy.clone(),
             carriers: config.carriers.clone(),
-            destinations: interception.clone(),
+            destinations,
             peers: peers.clone(),
             workload_scopes,
             counters: proxy_counters,
@@ -256,13 +270,16 @@ fn agent(config_path: PathBuf) -> anyhow::Result<()> {
             services = config.services.len(),
             peers = config.peers.len(),
             workloads = cgroups.len(),
+            interception = ?config.proxy.interception,
             proxy_port = port,
             admin = %admin_address,
             "cheops agent ready"
         );
         shutdown_signal().await;
         info!("shutting down: connections to services pass untouched from now on");
-        interception.stop_redirecting();
+        if let Some(interception) = interception {
+            interception.stop_redirecting();
+        }
         Ok(())
     })
 }
@@ -390,12 +407,16 @@ fn status(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("site         {}", status["site"].as_str().unwrap_or("?"));
-    println!(
-        "kernel       redirected {}  passed through {}  failed open {}",
-        status["kernel"]["redirected"],
-        status["kernel"]["passed_through"],
-        status["kernel"]["failed_open"]
-    );
+    if status["kernel"].is_null() {
+        println!("kernel       no eBPF programs (NAT interception)");
+    } else {
+        println!(
+            "kernel       redirected {}  passed through {}  failed open {}",
+            status["kernel"]["redirected"],
+            status["kernel"]["passed_through"],
+            status["kernel"]["failed_open"]
+        );
+    }
     println!(
         "proxy        connections {}  HTTP requests {}  upstream errors {}  TCP relays {}",
         status["proxy"]["connections"],

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod apps;
 pub mod cgroup;
 pub mod mesh;
+pub mod nat;
 pub mod netns;
 pub mod process;
 pub mod sites;

@@ -6,6 +6,8 @@ use std::{
     process::Command,
 };
 
+mod bench;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
@@ -33,6 +35,13 @@ enum Task {
     },
     /// Run the multi-site demo on this machine (root).
     Demo,
+    /// Measure what interception costs against the direct path, HAProxy and nginx (root), and
+    /// write docs/benchmarks.md.
+    Bench {
+        /// A reduced run (under 90 s once built), to check the harness.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +54,10 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => {
             setup()?;
             test(&args)
+        }
+        Task::Bench { quick } => {
+            setup()?;
+            bench::bench(quick)
         }
         Task::Demo => {
             setup()?;

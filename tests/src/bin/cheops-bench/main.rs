@@ -1,0 +1,457 @@
+//! The node-level benchmark's measurements (run by `cargo xtask bench`, which reports them).
+//! One network namespace holds an origin (nginx, 1 KiB answers) and, one at a time, each
+//! forwarding path compared: none (direct), cheops behind eBPF, and cheops, HAProxy and nginx
+//! behind an nftables REDIRECT rule. For each, `cheops-load` measures latency at a fixed rate
+//! with every process on one core, then throughput at saturation with the proxy moved to a
+//! core of its own; /proc gives the proxy's CPU time and memory. Last, a connect() loop in and
+//! out of the workload cgroup prices the connect hook. Writes raw results as one JSON file.
+mod procfs;
+mod servers;
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, ensure, Context};
+use cheops_tests::{cgroup::Cgroup, nat::NatRedirect, netns::Netns, require_root, unique_name};
+use clap::Parser;
+use serde_json::{json, Value};
+use servers::{Proxy, Server, BODY_BYTES, BODY_PATH, ORIGIN, PROXY_PORT, SERVICE};
+
+#[derive(Parser)]
+#[command(name = "cheops-bench")]
+struct Cli {
+    /// A reduced run (short durations) to check the harness: well under 90 seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the results (JSON).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// How long and how hard each measurement runs.
+struct Plan {
+    rate: u32,
+    latency_seconds: f64,
+    saturation_seconds: f64,
+    saturation_connections: usize,
+    connects: u32,
+    warmup_seconds: f64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        Plan {
+            rate: 1000,
+            latency_seconds: if quick { 3.0 } else { 20.0 },
+            saturation_seconds: if quick { 2.0 } else { 10.0 },
+            saturation_connections: 16,
+            // Four cases, and cheops's relays for the redirected one, all within TIME_WAIT's
+            // 60 s: 10,000 each stays under the namespace's 55,000 ephemeral ports.
+            connects: if quick { 2000 } else { 10000 },
+            warmup_seconds: 0.5,
+        }
+    }
+}
+
+/// One forwarding path: the proxy in it (none for direct) and how connections reach it.
+struct Scenario {
+    name: &'static str,
+    title: &'static str,
+    proxy: Option<Proxy>,
+}
+
+const SCENARIOS: [Scenario; 5] = [
+    Scenario {
+        name: "direct",
+        title: "direct (no proxy)",
+        proxy: None,
+    },
+    Scenario {
+        name: "cheops-ebpf",
+        title: "cheops, eBPF redirect",
+        proxy: Some(Proxy::CheopsEbpf),
+    },
+    Scenario {
+        name: "cheops-nat",
+        title: "cheops, nftables REDIRECT",
+        proxy: Some(Proxy::CheopsNat),
+    },
+    Scenario {
+        name: "haproxy-nat",
+        title: "HAProxy, nftables REDIRECT",
+        proxy: Some(Proxy::Haproxy),
+    },
+    Scenario {
+        name: "nginx-nat",
+        title: "nginx, nftables REDIRECT",
+        proxy: Some(Proxy::Nginx),
+    },
+];
+
+/// The cores used: `shared` runs the client and the origin (and the proxy, for latency);
+/// `own` is the proxy's own core for throughput.
+#[derive(Clone, Copy)]
+struct Cores {
+    shared: usize,
+    own: usize,
+}
+
+/// What every scenario shares; fields drop in order, the namespace last.
+struct Stage {
+    _origin: Server,
+    workload: Cgroup,
+    netns: Netns,
+    load_bin: PathBuf,
+    cores: Cores,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    require_root();
+    // Proxies log no request in this benchmark; the cheops agents inherit this.
+    std::env::set_var("RUST_LOG", "warn");
+    survive_ctrl_c();
+    let plan = Plan::new(cli.quick);
+    let machine_before = machine()?;
+    let stage = Stage::new()?;
+    let mut scenarios = Vec::new();
+    for scenario in &SCENARIOS {
+        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
+        eprintln!("bench: {}", scenario.title);
+        scenarios.push(
+            stage
+                .run(scenario, &plan)
+                .with_context(|| format!("scenario {}", scenario.name))?,
+        );
+    }
+    eprintln!("bench: connect() with and without the connect hook");
+    let connect = stage.connect_cost(&plan).context("measuring connect()")?;
+    let results = json!({
+        "quick": cli.quick,
+        "finished_unix": SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
+        "machine": machine_before,
+        "load_average_after": load_average()?,
+        "plan": {
+            "rate": plan.rate,
+            "latency_seconds": plan.latency_seconds,
+            "saturation_seconds": plan.saturation_seconds,
+            "saturation_connections": plan.saturation_connections,
+            "connects": plan.connects,
+            "warmup_seconds": plan.warmup_seconds,
+            "body_bytes": BODY_BYTES,
+            "origin": ORIGIN,
+            "service": SERVICE,
+            "shared_cpu": stage.cores.shared,
+            "proxy_cpu": stage.cores.own,
+        },
+        "scenarios": scenarios,
+        "connect": connect,
+        "not_measured": [
+            {
+                "name": "sockmap acceleration",
+                "why": "not built yet: no sk_msg program between the application and cheops",
+            },
+            {
+                "name": "cross-site replicated create and list over 2, 4, 8, 16 sites (20 ms RTT)",
+                "why": "needs replication (issue 5), not there yet",
+            },
+        ],
+    });
+    std::fs::write(&cli.out, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", cli.out.display()))?;
+    Ok(())
+}
+
+impl Stage {
+    fn new() -> anyhow::Result<Stage> {
+        let cpus = procfs::allowed_cpus()?;
+        let [shared, own, ..] = cpus[..] else {
+            bail!("the benchmark needs two CPUs (a shared one and one for the proxy); this process may use {cpus:?}");
+        };
+        let netns = Netns::create(&unique_name("bench"));
+        let service: std::net::SocketAddr = SERVICE.parse()?;
+        netns.add_loopback_address(&format!("{}/32", service.ip()));
+        // The connect() loops open tens of thousands of connections: let TIME_WAIT ports be
+        // reused rather than run out.
+        let sysctl = netns
+            .command("sysctl")
+            .args(["-q", "-w", "net.ipv4.ip_local_port_range=10000 65000"])
+            .args(["-w", "net.ipv4.tcp_tw_reuse=1"])
+            .status()?;
+        ensure!(
+            sysctl.success(),
+            "setting the namespace's port range failed"
+        );
+        let workload = Cgroup::create(&unique_name("bench"));
+        let origin = procfs::on_cpu(shared, || servers::origin(&netns))?;
+        let load_bin = std::env::current_exe()?
+            .parent()
+            .context("the benchmark binary's directory")?
+            .join("cheops-load");
+        ensure!(
+            load_bin.exists(),
+            "{} is missing: build the tests crate's binaries",
+            load_bin.display()
+        );
+        Ok(Stage {
+            _origin: origin,
+            workload,
+            netns,
+            load_bin,
+            cores: Cores { shared, own },
+        })
+    }
+
+    fn run(&self, scenario: &Scenario, plan: &Plan) -> anyhow::Result<Value> {
+        let Cores { shared, own } = self.cores;
+        let server = match scenario.proxy {
+            Some(proxy) => Some(procfs::on_cpu(shared, || {
+                servers::proxy(&self.netns, proxy, &self.workload)
+            })?),
+            None => None,
+        };
+        // The client runs in the workload cgroup in every scenario, so that all are scheduled
+        // alike; the eBPF programs are attached to it only while cheops with eBPF runs.
+        let meshed = true;
+        let _rule = matches!(
+            scenario.proxy,
+            Some(Proxy::CheopsNat | Proxy::Haproxy | Proxy::Nginx)
+        )
+        .then(|| {
+            NatRedirect::add(
+                &self.netns,
+                SERVICE.parse().expect("an address"),
+                PROXY_PORT,
+            )
+        });
+        self.check_path(scenario.proxy)?;
+
+        let target = |seconds: f64| {
+            [
+                "--address".to_owned(),
+                SERVICE.to_owned(),
+                "--path".to_owned(),
+                BODY_PATH.to_owned(),
+                "--body-bytes".to_owned(),
+                BODY_BYTES.to_string(),
+                "--seconds".to_owned(),
+                seconds.to_string(),
+                "--warmup".to_owned(),
+                plan.warmup_seconds.to_string(),
+            ]
+        };
+        let server = server.as_ref();
+        let rate = plan.rate.to_string();
+        let (latency, at_rate) = self.load_measuring(
+            server,
+            meshed,
+            &["rate", "--rate", &rate],
+            &target(plan.latency_seconds),
+        )?;
+        if let Some(server) = server {
+            procfs::move_to_cpu(server.pid, own)?;
+        }
+        let connections = plan.saturation_connections.to_string();
+        let (saturation, saturated) = self.load_measuring(
+            server,
+            meshed,
+            &["saturate", "--connections", &connections],
+            &target(plan.saturation_seconds),
+        )?;
+
+        let proxy = match (at_rate, saturated) {
+            (Some(at_rate), Some(saturated)) => {
+                // Warm-up requests count in the CPU time as well: divide by all requests sent.
+                let latency_requests =
+                    f64::from(plan.rate) * (plan.latency_seconds + plan.warmup_seconds);
+                let saturation_wall = plan.saturation_seconds + plan.warmup_seconds;
+                let saturation_requests =
+                    saturation["per_second"].as_f64().unwrap_or(0.0) * saturation_wall;
+                json!({
+                    "cpu_us_per_request": at_rate.cpu_seconds * 1e6 / latency_requests,
+                    "rss_kib": at_rate.rss_kib,
+                    "saturation_cpu_share": saturated.cpu_seconds / saturation_wall,
+                    "requests_per_cpu_second": (saturated.cpu_seconds > 0.0)
+                        .then(|| saturation_requests / saturated.cpu_seconds),
+                })
+            }
+            _ => Value::Null,
+        };
+        Ok(json!({
+            "name": scenario.name,
+            "title": scenario.title,
+            "latency": latency,
+            "saturation": saturation,
+            "proxy": proxy,
+        }))
+    }
+
+    /// One request by curl, from where the load generator runs (the workload cgroup), must go
+    /// through `proxy` (its response header shows it), or through no proxy at all for the
+    /// direct path; and the eBPF programs must be attached only for cheops with eBPF (both
+    /// cheops paths show the same header). Otherwise the numbers would be of another path.
+    fn check_path(&self, proxy: Option<Proxy>) -> anyhow::Result<()> {
+        let mut curl = self.netns.command("curl");
+        curl.args(["-sS", "-i", "-m", "5"])
+            .arg(format!("http://{SERVICE}{BODY_PATH}"));
+        self.workload.enter(&mut curl);
+        let output = curl.output().context("running curl")?;
+        let answer = String::from_utf8_lossy(&output.stdout).to_lowercase();
+        ensure!(
+            answer.starts_with("http/1.1 200"),
+            "a request to {SERVICE} failed: {answer}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let through = match proxy {
+            Some(proxy) => answer.contains(proxy.marker()),
+            None => !answer.contains("x-cheops-site") && !answer.contains("x-forwarded-by"),
+        };
+        ensure!(
+            through,
+            "a request to {SERVICE} did not take the path measured ({proxy:?}): {answer}"
+        );
+        let attached = Command::new("bpftool")
+            .args(["cgroup", "show"])
+            .arg(self.workload.path())
+            .output()
+            .context("running bpftool (Debian package bpftool)")?;
+        let attached = String::from_utf8_lossy(&attached.stdout);
+        ensure!(
+            attached.contains("inet4_connect") == (proxy == Some(Proxy::CheopsEbpf)),
+            "eBPF programs attached to the workload cgroup do not match the path measured \
+             ({proxy:?}): {attached}"
+        );
+        Ok(())
+    }
+
+    /// `load`, also giving what `server` used meanwhile: its CPU time during the run, and its
+    /// resident memory at the end.
+    fn load_measuring(
+        &self,
+        server: Option<&Server>,
+        meshed: bool,
+        mode: &[&str],
+        target: &[String],
+    ) -> anyhow::Result<(Value, Option<procfs::Usage>)> {
+        let usage = || server.map(|s| procfs::usage(s.pid)).transpose();
+        let before = usage()?;
+        let report = self.load(meshed, mode, target)?;
+        let during = usage()?.zip(before).map(|(after, before)| procfs::Usage {
+            cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+            rss_kib: after.rss_kib,
+        });
+        Ok((report, during))
+    }
+
+    /// Runs `cheops-load MODE TARGET` on the shared core (in the workload cgroup when
+    /// `meshed`), and returns its report, which must count no error.
+    fn load(&self, meshed: bool, mode: &[&str], target: &[String]) -> anyhow::Result<Value> {
+        let mut command = self
+            .netns
+            .command(self.load_bin.to_str().context("UTF-8 path")?);
+        command.args(mode).args(target);
+        if meshed {
+            self.workload.enter(&mut command);
+        }
+        let output = procfs::on_cpu(self.cores.shared, || command.output())?
+            .with_context(|| format!("running {}", self.load_bin.display()))?;
+        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
+        ensure!(
+            output.status.success(),
+            "cheops-load {} failed ({}): {}",
+            mode.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value =
+            serde_json::from_slice(&output.stdout).context("cheops-load's report is not JSON")?;
+        let errors = report["errors"].as_u64().unwrap_or(0);
+        ensure!(
+            errors == 0,
+            "cheops-load {}: {errors} requests failed",
+            mode.join(" ")
+        );
+        Ok(report)
+    }
+
+    /// connect()+close() from inside the workload cgroup (where the hook runs) and from
+    /// outside, to an address the hook lets pass and to one it redirects to cheops.
+    fn connect_cost(&self, plan: &Plan) -> anyhow::Result<Value> {
+        // cheops on its own core, so that serving the connections does not slow the loop.
+        let _cheops = procfs::on_cpu(self.cores.own, || {
+            servers::proxy(&self.netns, Proxy::CheopsEbpf, &self.workload)
+        })?;
+        let count = plan.connects.to_string();
+        let proxy = format!("127.0.0.1:{PROXY_PORT}");
+        let mut results = serde_json::Map::new();
+        for (name, meshed, address) in [
+            ("passed_outside", false, ORIGIN),
+            ("passed_inside", true, ORIGIN),
+            ("proxy_outside", false, proxy.as_str()),
+            ("redirected_inside", true, SERVICE),
+        ] {
+            let report = self.load(
+                meshed,
+                &["connect", "--address", address, "--count", &count],
+                &[],
+            )?;
+            results.insert(name.to_owned(), report);
+        }
+        Ok(Value::Object(results))
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C reaches the whole foreground process group: the servers and the load generator stop
+/// by themselves, and this process must live on to remove the namespace, cgroup and rules
+/// (the guards' Drop), so it only notes the interruption. A handler, not SIG_IGN, because the
+/// children would inherit an ignored signal and could not be stopped.
+fn survive_ctrl_c() {
+    extern "C" fn note(_signal: libc::c_int) {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, note as *const () as libc::sighandler_t) };
+}
+
+/// The machine, for the report: noise on a shared machine shows in its load average.
+fn machine() -> anyhow::Result<Value> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned());
+    let version = |program: &str, arg: &str| {
+        Command::new(program).arg(arg).output().ok().map(|o| {
+            let text = [o.stdout, o.stderr].concat();
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+    };
+    Ok(json!({
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
+        "cpu_model": model,
+        "cpus": std::thread::available_parallelism()?.get(),
+        "load_average_before": load_average()?,
+        "nginx": version("nginx", "-v"),
+        "haproxy": version("haproxy", "-v"),
+    }))
+}
+
+/// The 1-minute load average.
+fn load_average() -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg")?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0.0))
+}

@@ -1,0 +1,181 @@
+//! The servers of the benchmark, each with its own configuration in a temporary directory
+//! (never the system's services): the origin (nginx serving a 1 KiB file), and the forwarding
+//! proxies compared: cheops (eBPF or NAT interception), HAProxy and nginx. Every proxy listens
+//! on the same port and forwards to the same origin over kept-alive connections, logs no
+//! request (cheops runs with RUST_LOG=warn), and uses one worker thread.
+use std::{net::SocketAddr, process::Command};
+
+use cheops_tests::{
+    agent::Agent, apps::wait_for_listener, cgroup::Cgroup, netns::Netns, process::Process,
+};
+
+/// What applications dial: the service address, which the origin also serves directly.
+pub const SERVICE: &str = "198.18.0.10:80";
+/// The service's local instance, where every proxy forwards.
+pub const ORIGIN: &str = "127.0.0.1:8080";
+/// Where every proxy listens, and where interception sends the application's connections.
+pub const PROXY_PORT: u16 = 15001;
+pub const BODY_PATH: &str = "/1k";
+pub const BODY_BYTES: usize = 1024;
+
+/// The proxies compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxy {
+    CheopsEbpf,
+    CheopsNat,
+    Haproxy,
+    Nginx,
+}
+
+impl Proxy {
+    /// The response header by which a request shows it went through this proxy.
+    pub fn marker(self) -> &'static str {
+        match self {
+            Proxy::CheopsEbpf | Proxy::CheopsNat => "x-cheops-site: bench",
+            Proxy::Haproxy => "x-forwarded-by: haproxy",
+            Proxy::Nginx => "x-forwarded-by: nginx",
+        }
+    }
+}
+
+/// A running server and what it needs to keep running (its directory, its agent).
+pub struct Server {
+    pub pid: u32,
+    _running: Running,
+}
+
+enum Running {
+    Cheops {
+        _agent: Agent,
+    },
+    Process {
+        _process: Process,
+        _dir: tempfile::TempDir,
+    },
+}
+
+/// nginx serving `BODY_PATH` (1 KiB) at `ORIGIN` and at `SERVICE` (for the direct path).
+pub fn origin(netns: &Netns) -> Server {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::create_dir(dir.path().join("www")).expect("creating the web root");
+    std::fs::write(
+        dir.path().join("www").join(&BODY_PATH[1..]),
+        vec![b'x'; BODY_BYTES],
+    )
+    .expect("writing the 1 KiB answer");
+    let http = format!(
+        "server {{ listen {ORIGIN}; listen {SERVICE}; root {}/www; location / {{ }} }}",
+        dir.path().display()
+    );
+    nginx(netns, "nginx origin", dir, &http, ORIGIN)
+}
+
+/// Starts `proxy`; cheops with eBPF intercepts the processes of `workload`.
+pub fn proxy(netns: &Netns, proxy: Proxy, workload: &Cgroup) -> Server {
+    match proxy {
+        Proxy::CheopsEbpf => cheops(
+            netns,
+            &format!(
+                "[[workload]]\ncgroup = \"{}\"\n",
+                workload.relative_path().display()
+            ),
+            "",
+        ),
+        Proxy::CheopsNat => cheops(netns, "", "interception = \"nat\"\n"),
+        Proxy::Haproxy => haproxy(netns),
+        Proxy::Nginx => {
+            let http = format!(
+                "upstream origin {{ server {ORIGIN}; keepalive 32; keepalive_requests 1000000; }}\n\
+                 server {{ listen 127.0.0.1:{PROXY_PORT}; location / {{\n\
+                   proxy_pass http://origin; proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\"; add_header X-Forwarded-By nginx;\n\
+                 }} }}"
+            );
+            let dir = tempfile::tempdir().expect("temporary directory");
+            nginx(netns, "nginx proxy", dir, &http, &proxy_address())
+        }
+    }
+}
+
+fn proxy_address() -> String {
+    format!("127.0.0.1:{PROXY_PORT}")
+}
+
+fn cheops(netns: &Netns, workloads: &str, proxy_settings: &str) -> Server {
+    let config = format!(
+        "site = \"bench\"\n[proxy]\nport = {PROXY_PORT}\n{proxy_settings}\n\
+         [[service]]\nname = \"origin\"\naddress = \"{SERVICE}\"\nlocal = \"{ORIGIN}\"\n{workloads}"
+    );
+    let agent = Agent::start(netns, &config);
+    Server {
+        pid: agent.process.pid(),
+        _running: Running::Cheops { _agent: agent },
+    }
+}
+
+/// nginx as one process (no master: the process started is the one serving, and killing it
+/// leaves no orphaned worker), no access log, and `http` as its http block's content.
+fn nginx(netns: &Netns, name: &str, dir: tempfile::TempDir, http: &str, listen: &str) -> Server {
+    let conf = format!(
+        "daemon off; master_process off; user root;\n\
+         pid {dir}/nginx.pid; error_log {dir}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; keepalive_timeout 300s; keepalive_requests 1000000;\n\
+         client_body_temp_path {dir}; proxy_temp_path {dir};\n{http}\n}}\n",
+        dir = dir.path().display()
+    );
+    let mut command = netns.command("nginx");
+    command.arg("-p").arg(dir.path()).arg("-c");
+    start(netns, name, command, dir, "nginx.conf", &conf, listen)
+}
+
+fn haproxy(netns: &Netns) -> Server {
+    let conf = format!(
+        "global\n  nbthread 1\n  maxconn 8192\n\
+         defaults\n  mode http\n  option http-keep-alive\n  http-reuse always\n\
+         \x20 timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n\
+         frontend mesh\n  bind {}\n  default_backend origin\n\
+         \x20 http-response set-header X-Forwarded-By haproxy\n\
+         backend origin\n  server local {ORIGIN}\n",
+        proxy_address()
+    );
+    let mut command = netns.command("haproxy");
+    command.arg("-db").arg("-f");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    start(
+        netns,
+        "haproxy",
+        command,
+        dir,
+        "haproxy.cfg",
+        &conf,
+        &proxy_address(),
+    )
+}
+
+/// Writes `conf` as `file` in `dir`, starts `command` with that file as its last argument,
+/// and waits until it accepts connections at `listen`.
+fn start(
+    netns: &Netns,
+    name: &str,
+    mut command: Command,
+    dir: tempfile::TempDir,
+    file: &str,
+    conf: &str,
+    listen: &str,
+) -> Server {
+    let path = dir.path().join(file);
+    std::fs::write(&path, conf).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    command.arg(&path);
+    let log = dir.path().join("output.log");
+    let process = Process::spawn(name, command, Some(&log));
+    let address: SocketAddr = listen.parse().expect("a socket address");
+    wait_for_listener(netns, address);
+    Server {
+        pid: process.pid(),
+        _running: Running::Process {
+            _process: process,
+            _dir: dir,
+        },
+    }
+}

@@ -1,0 +1,245 @@
+//! The benchmark's load generator, one JSON report on stdout per run:
+//! - `rate`: one keep-alive HTTP/1.1 connection, requests on an open-loop schedule at a fixed
+//!   rate; each latency counts from when the request was due, so a slow answer also delays the
+//!   ones behind it, as real clients would see (no coordinated omission);
+//! - `saturate`: closed-loop connections sending as fast as answers come;
+//! - `connect`: a connect()+close() loop timing connect() alone.
+//!
+//! Every answer must be a 200 with the expected body size, or it counts as an error.
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper::{client::conn::http1::SendRequest, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "cheops-load", about = "Cheops's benchmark load generator")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Fixed request rate on one connection (latency).
+    Rate {
+        #[command(flatten)]
+        target: Target,
+        /// Requests per second.
+        #[arg(long)]
+        rate: u32,
+    },
+    /// As many requests as the server answers (throughput).
+    Saturate {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+    },
+    /// connect()+close() in a loop (the cost of the connect hook).
+    Connect {
+        #[arg(long)]
+        address: SocketAddr,
+        #[arg(long)]
+        count: u32,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Where to connect (what the application dials: interception may send it elsewhere).
+    #[arg(long)]
+    address: SocketAddr,
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// The size every answer's body must have.
+    #[arg(long)]
+    body_bytes: usize,
+    /// Seconds measured, after the warm-up.
+    #[arg(long)]
+    seconds: f64,
+    /// Seconds of load before measuring (connections, caches, pools warm up).
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+}
+
+/// Latencies in nanoseconds, up to a minute, to 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn main() -> anyhow::Result<()> {
+    let report = match Cli::parse().mode {
+        Mode::Rate { target, rate } => fixed_rate(&target, rate)?,
+        Mode::Saturate {
+            target,
+            connections,
+        } => saturate(&target, connections)?,
+        Mode::Connect { address, count } => connect_loop(address, count)?,
+    };
+    println!("{report}");
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+fn fixed_rate(target: &Target, rate: u32) -> anyhow::Result<serde_json::Value> {
+    if rate == 0 {
+        bail!("--rate must be at least 1 request per second");
+    }
+    // tokio's timer ticks in milliseconds, too coarse for a schedule in microseconds: this
+    // thread sleeps itself, with the kernel's default 50 µs timer slack removed. Blocking the
+    // runtime between requests is harmless: the one connection is idle then.
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and only affects this thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    runtime()?.block_on(async {
+        let mut sender = open(target).await?;
+        let mut latencies = histogram();
+        let mut errors = 0u64;
+        let start = Instant::now() + interval;
+        let measure_from = start + Duration::from_secs_f64(target.warmup);
+        let end = measure_from + Duration::from_secs_f64(target.seconds);
+        for n in 0u32.. {
+            let due = start + interval * n;
+            if due >= end {
+                break;
+            }
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let ok = request(&mut sender, target).await;
+            if due >= measure_from {
+                latencies.saturating_record(due.elapsed().as_nanos() as u64);
+                errors += u64::from(!ok);
+            }
+            if !ok {
+                sender = open(target).await?;
+            }
+        }
+        Ok(report(&latencies, errors, target.seconds))
+    })
+}
+
+fn saturate(target: &Target, connections: usize) -> anyhow::Result<serde_json::Value> {
+    runtime()?.block_on(async {
+        let measure_from = Instant::now() + Duration::from_secs_f64(target.warmup);
+        let end = measure_from + Duration::from_secs_f64(target.seconds);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..connections.max(1) {
+            let target = target.clone();
+            tasks.spawn(async move {
+                let mut sender = open(&target).await?;
+                let mut latencies = histogram();
+                let mut errors = 0u64;
+                loop {
+                    let sent = Instant::now();
+                    if sent >= end {
+                        break;
+                    }
+                    let ok = request(&mut sender, &target).await;
+                    if sent >= measure_from {
+                        latencies.saturating_record(sent.elapsed().as_nanos() as u64);
+                        errors += u64::from(!ok);
+                    }
+                    if !ok {
+                        sender = open(&target).await?;
+                    }
+                }
+                anyhow::Ok((latencies, errors))
+            });
+        }
+        let mut latencies = histogram();
+        let mut errors = 0;
+        while let Some(done) = tasks.join_next().await {
+            let (connection, connection_errors) = done??;
+            latencies
+                .add(connection)
+                .expect("histograms of the same bounds");
+            errors += connection_errors;
+        }
+        Ok(report(&latencies, errors, target.seconds))
+    })
+}
+
+fn connect_loop(address: SocketAddr, count: u32) -> anyhow::Result<serde_json::Value> {
+    let mut latencies = histogram();
+    let started = Instant::now();
+    for _ in 0..count {
+        let before = Instant::now();
+        let stream = std::net::TcpStream::connect(address)
+            .with_context(|| format!("connecting to {address}"))?;
+        latencies.saturating_record(before.elapsed().as_nanos() as u64);
+        drop(stream);
+    }
+    Ok(report(&latencies, 0, started.elapsed().as_secs_f64()))
+}
+
+/// One keep-alive HTTP/1.1 connection to the target.
+async fn open(target: &Target) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(target.address)
+        .await
+        .with_context(|| format!("connecting to {}", target.address))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP/1.1 handshake")?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// Sends one GET and reads the whole answer: whether it was the expected one.
+async fn request(sender: &mut SendRequest<Empty<Bytes>>, target: &Target) -> bool {
+    let request = Request::get(&target.path)
+        .header(hyper::header::HOST, target.address.ip().to_string())
+        .body(Empty::new())
+        .expect("a valid request");
+    let Ok(response) = sender.send_request(request).await else {
+        return false;
+    };
+    let status = response.status();
+    match response.into_body().collect().await {
+        Ok(body) => status == StatusCode::OK && body.to_bytes().len() == target.body_bytes,
+        Err(_) => false,
+    }
+}
+
+/// Percentiles in microseconds, and the distribution for plots: (percentile, µs) points
+/// spaced evenly on the "nines" scale, as HdrHistogram plots are.
+fn report(latencies: &Histogram<u64>, errors: u64, seconds: f64) -> serde_json::Value {
+    let micros = |quantile: f64| latencies.value_at_quantile(quantile) as f64 / 1000.0;
+    let distribution: Vec<[f64; 2]> = (0..=40)
+        .map(|step| {
+            let quantile = 1.0 - 10f64.powf(-f64::from(step) / 10.0);
+            [quantile * 100.0, micros(quantile)]
+        })
+        .collect();
+    json!({
+        "requests": latencies.len(),
+        "errors": errors,
+        "seconds": seconds,
+        "per_second": latencies.len() as f64 / seconds,
+        "latency_us": {
+            "p50": micros(0.50),
+            "p90": micros(0.90),
+            "p99": micros(0.99),
+            "p999": micros(0.999),
+            "max": latencies.max() as f64 / 1000.0,
+            "mean": latencies.mean() / 1000.0,
+        },
+        "distribution": distribution,
+    })
+}

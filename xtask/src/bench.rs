@@ -1,0 +1,74 @@
+//! `cargo xtask bench [--quick]`: builds cheops and the benchmark's binaries (release), runs
+//! the measurements (`cheops-bench`, in the tests crate, which starts and removes its own
+//! namespace, cgroup, servers and rules), then reports them: a table on the terminal, the raw
+//! results and a summary as JSON under target/bench/, an SVG plot of the latency distributions,
+//! and docs/benchmarks.md.
+mod plot;
+mod summary;
+
+use std::{path::Path, process::Command};
+
+use anyhow::Context;
+
+use crate::{cargo, run, workspace};
+
+pub fn bench(quick: bool) -> anyhow::Result<()> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "interceptor",
+        "-p",
+        "cheops-tests",
+        "--bins",
+    ])?;
+    let root = workspace();
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let raw_path = out.join("results.json");
+    let mut measure = Command::new(root.join("target/release/cheops-bench"));
+    measure
+        .env("CHEOPS_BIN", root.join("target/release/cheops"))
+        .arg("--out")
+        .arg(&raw_path);
+    if quick {
+        measure.arg("--quick");
+    }
+    let started = std::time::Instant::now();
+    run(&mut measure)?;
+    let measured_in = started.elapsed();
+
+    let raw: serde_json::Value = serde_json::from_str(&read(&raw_path)?)
+        .with_context(|| format!("{} is not JSON", raw_path.display()))?;
+    let command = if quick {
+        "cargo xtask bench --quick"
+    } else {
+        "cargo xtask bench"
+    };
+    let summary = summary::Summary::from_results(&raw)?;
+    println!("\n{}", summary.terminal_table());
+    write(&out.join("summary.json"), &summary.json()?)?;
+    let svg = plot::latency_distributions(&summary);
+    write(&out.join("latency.svg"), &svg)?;
+    let docs = root.join("docs");
+    std::fs::create_dir_all(&docs)?;
+    write(&docs.join("benchmarks-latency.svg"), &svg)?;
+    write(
+        &docs.join("benchmarks.md"),
+        &summary.markdown(&raw, command, "benchmarks-latency.svg"),
+    )?;
+    println!(
+        "measured in {:.0} s; wrote target/bench/results.json (raw), target/bench/summary.json, \
+         target/bench/latency.svg, docs/benchmarks.md and docs/benchmarks-latency.svg",
+        measured_in.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
