@@ -432,6 +432,7 @@ fn the_leader_killed_in_a_burst_of_updates_loses_no_acknowledged_update() {
         answered()
     );
     let answered = answered();
+    eprintln!("killed after {killed_after} answers; answers: {answered:?}");
     assert_eq!(answered.len(), UPDATES, "{answered:?}");
     let acknowledged: Vec<usize> = answered
         .iter()
