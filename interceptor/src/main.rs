@@ -296,8 +296,11 @@ fn replicator(
         store,
         sites,
         settings.replica_timeout,
-    ));
+    )
+    .waiting_for_leaders(settings.leader_wait));
     replicator.spawn_replay(settings.replay_every);
+    // A site that comes back gets what it missed at once, not at the next round.
+    replicator.spawn_replay_on(peers.ups());
     Ok(Some(replicator))
 }
 

@@ -54,6 +54,8 @@ pub struct MeshOptions {
     /// json-server's data at each site, by site name; a site not named here gets one product
     /// that names its site.
     pub catalog_data: HashMap<String, serde_json::Value>,
+    /// `[peer_api] request_timeout`, "3s" when not given.
+    pub request_timeout: Option<String>,
 }
 
 /// Writes a CA and certificates for `sites` into `dir` with `cheops certs`.
@@ -114,7 +116,7 @@ impl Mesh {
             let mut config = format!(
                 "site = \"{name}\"\n[proxy]\nresponse_timeout = \"5s\"\n\
                  [peer_api]\nlisten = \"{address}:{PEER_PORT}\"\nheartbeat_interval = \"200ms\"\n\
-                 heartbeat_timeout = \"1s\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"3s\"\n\
+                 heartbeat_timeout = \"1s\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"{request_timeout}\"\n\
                  [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
                  [[service]]\nname = \"catalog\"\naddress = \"{CATALOG}\"\nlocal = \"{CATALOG_LOCAL}\"\n\
                  {resources}\n\
@@ -130,6 +132,7 @@ impl Mesh {
                 resources = options.catalog_resources,
                 store = state.path().join(format!("{}.redb", site.name)).display(),
                 replication = options.replication,
+                request_timeout = options.request_timeout.as_deref().unwrap_or("3s"),
             );
             for peer in topology.sites.iter().filter(|p| p.name != site.name) {
                 let address = peer_addresses
