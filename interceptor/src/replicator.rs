@@ -332,9 +332,9 @@ impl<S: Sites> Replicator<S> {
                 Ok(reply) => return reply.answer,
                 Err(cause) if cause.not_delivered() && tokio::time::Instant::now() < deadline => {
                     debug!(leader = %replicant.leader, meta_id = %replicant.meta_id, "a write waits for its leader: {cause}");
-                    tokio::time::sleep_until(deadline.min(
-                        tokio::time::Instant::now() + LEADER_POLL,
-                    ))
+                    tokio::time::sleep_until(
+                        deadline.min(tokio::time::Instant::now() + LEADER_POLL),
+                    )
                     .await;
                 }
                 Err(cause) => break cause,

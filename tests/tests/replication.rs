@@ -27,7 +27,10 @@ fn seeds() -> HashMap<String, Value> {
     let pod = |id: u32, name: &str| json!({"id": id, "name": name});
     [
         ("Site1", vec![pod(100, "seed of Site1")]),
-        ("Site2", vec![pod(101, "bystander"), pod(200, "seed of Site2")]),
+        (
+            "Site2",
+            vec![pod(101, "bystander"), pod(200, "seed of Site2")],
+        ),
         (
             "Site3",
             vec![
@@ -103,8 +106,7 @@ fn request(
 }
 
 fn json_of(answer: &Answer) -> Value {
-    serde_json::from_str(&answer.body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", answer.raw))
+    serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", answer.raw))
 }
 
 fn created_meta(answer: &Answer) -> String {
@@ -309,7 +311,14 @@ fn updates_and_deletes_by_meta_id_reach_each_sites_own_local_id() {
         assert_eq!((status, &pod["name"]), (200, &json!("bystander")), "{site}");
     }
 
-    let deleted = request(&mesh, "Site2", "DELETE", &format!("/pods/{meta}"), None, None);
+    let deleted = request(
+        &mesh,
+        "Site2",
+        "DELETE",
+        &format!("/pods/{meta}"),
+        None,
+        None,
+    );
     assert_ok(&deleted);
     for (site, local) in locals {
         let (status, _) = direct(&mesh, site, &format!("/pods/{local}"));
@@ -319,7 +328,14 @@ fn updates_and_deletes_by_meta_id_reach_each_sites_own_local_id() {
         let (status, pod) = direct(&mesh, site, &format!("/pods/{local}"));
         assert_eq!((status, &pod["name"]), (200, &json!("bystander")), "{site}");
     }
-    let again = request(&mesh, "Site1", "DELETE", &format!("/pods/{meta}"), None, None);
+    let again = request(
+        &mesh,
+        "Site1",
+        "DELETE",
+        &format!("/pods/{meta}"),
+        None,
+        None,
+    );
     assert_eq!(again.status, 404, "{}", again.raw);
 }
 
@@ -338,7 +354,14 @@ fn create_everywhere(mesh: &Mesh, count: usize, leaders: &[&str]) -> Vec<String>
     (0..count)
         .map(|n| {
             let site = leaders[n % leaders.len()];
-            let created = request(mesh, site, "POST", "/pods", Some(ALL), Some(json!({"n": n})));
+            let created = request(
+                mesh,
+                site,
+                "POST",
+                "/pods",
+                Some(ALL),
+                Some(json!({"n": n})),
+            );
             assert_eq!(
                 created.header("x-cheops-replicas"),
                 Some("Site1=ok, Site2=ok, Site3=ok"),
@@ -378,7 +401,10 @@ fn a_partitioned_site_gets_every_missed_update_and_delete_once_when_healed() {
         assert_ok(&answer);
     }
     // Cut off, Site3 still serves its own, stale, copies.
-    assert_eq!(direct_pods(&mesh, "Site3").len(), seed_count("Site3") + PODS);
+    assert_eq!(
+        direct_pods(&mesh, "Site3").len(),
+        seed_count("Site3") + PODS
+    );
     assert_eq!(mesh.site("Site3").catalog.requests("PATCH", "/pods/"), 0);
     let started = Instant::now();
     mesh.topology.heal("Site3");
@@ -456,7 +482,10 @@ fn the_leader_killed_in_a_burst_of_updates_loses_no_acknowledged_update() {
         .collect();
     // Updates were acknowledged on both sides of the crash; the others waited for the leader
     // to be back, all but the one it may have been ordering when it died.
-    assert!(acknowledged.iter().any(|u| *u < killed_after), "{answered:?}");
+    assert!(
+        acknowledged.iter().any(|u| *u < killed_after),
+        "{answered:?}"
+    );
     assert!(acknowledged.contains(&(UPDATES - 1)), "{answered:?}");
     assert!(acknowledged.len() >= UPDATES - 1, "{answered:?}");
 
