@@ -232,7 +232,14 @@ impl<S: Sites> Replicator<S> {
                     call.target = rule
                         .item
                         .with_id(&call.target, &record.local_id.to_string());
-                    self.at_instance(Some(&rule), call).await
+                    let deleting = call.method == "DELETE";
+                    let answer = self.at_instance(Some(&rule), call).await;
+                    if deleting && answer.is_success() {
+                        if let Err(cause) = self.store.forget_cross(&record) {
+                            warn!(site = %self.site, "{cause}");
+                        }
+                    }
+                    answer
                 } else if forwarded {
                     Answer::from_cheops(
                         404,
@@ -600,7 +607,7 @@ impl<S: Sites> Replicator<S> {
                     local_id: None,
                 };
                 self.store
-                    .record_applied(op_id, &applied, None, Some(&record))
+                    .record_applied(op_id, &applied, None, Some(&record), None)
                     .map_err(refused)?;
                 Ok(Reply {
                     answer: Answer::from_cheops(204, format!("{} registered", record.meta_id)),
@@ -629,7 +636,7 @@ impl<S: Sites> Replicator<S> {
                     local_id: local_id.clone(),
                 };
                 self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None)
+                    .record_applied(op_id, &applied, Some(&replicant), None, None)
                     .map_err(refused)?;
                 Ok(Reply {
                     answer: self.named(&rule, answer, &replicant.meta_id, local_id.as_ref()),
@@ -649,7 +656,7 @@ impl<S: Sites> Replicator<S> {
                         local_id: None,
                     };
                     self.store
-                        .record_applied(op_id, &applied, Some(&replicant), None)
+                        .record_applied(op_id, &applied, Some(&replicant), None, None)
                         .map_err(refused)?;
                     return Ok(Reply {
                         answer: Answer::from_cheops(
@@ -661,6 +668,7 @@ impl<S: Sites> Replicator<S> {
                 };
                 call.target = rule.item.with_id(&call.target, &local_id.to_string());
                 let service = call.service.clone();
+                let deleting = call.method == "DELETE";
                 if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
                     call.body = body;
                 }
@@ -677,8 +685,11 @@ impl<S: Sites> Replicator<S> {
                     status: answer.status,
                     local_id: None,
                 };
+                // Gone from the instance: its local ID may name a new resource from now on.
+                let gone = deleting && (answer.is_success() || answer.status == 404);
+                let forget = gone.then_some((self.site.as_str(), &local_id));
                 self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None)
+                    .record_applied(op_id, &applied, Some(&replicant), None, forget)
                     .map_err(refused)?;
                 Ok(Reply {
                     answer: self.named(&rule, answer, &replicant.meta_id, Some(&local_id)),

@@ -337,6 +337,35 @@ fn updates_and_deletes_by_meta_id_reach_each_sites_own_local_id() {
         None,
     );
     assert_eq!(again.status, 404, "{}", again.raw);
+    assert_local_ids_are_free_again(&mesh, &locals);
+}
+
+/// Each site's json-server gives the ID of the deleted pod (its highest) to its next pod: a pod
+/// of that site alone, which cheops must show and update under that ID, not as the deleted one.
+fn assert_local_ids_are_free_again(mesh: &Mesh, locals: &[(&str, u32)]) {
+    for (site, local) in locals {
+        let created = request(
+            mesh,
+            site,
+            "POST",
+            "/pods",
+            None,
+            Some(json!({"name": "mine"})),
+        );
+        assert_eq!(created.status, 201, "{}", created.raw);
+        assert_eq!(json_of(&created)["id"], *local, "{site}: {}", created.raw);
+        let path = format!("/pods/{local}");
+        let renamed = json!({"name": "mine, renamed"});
+        let updated = request(mesh, site, "PATCH", &path, None, Some(renamed));
+        assert_eq!(updated.status, 200, "{site}: {}", updated.raw);
+        assert_eq!(json_of(&updated)["id"], *local, "{site}: {}", updated.raw);
+        let (status, pod) = direct(mesh, site, &path);
+        assert_eq!(
+            (status, &pod["name"]),
+            (200, &json!("mine, renamed")),
+            "{site}"
+        );
+    }
 }
 
 /// The pod that updates `updates` made, after it was created with `n`.
@@ -408,7 +437,13 @@ fn a_partitioned_site_gets_every_missed_update_and_delete_once_when_healed() {
     assert_eq!(mesh.site("Site3").catalog.requests("PATCH", "/pods/"), 0);
     let started = Instant::now();
     mesh.topology.heal("Site3");
-    let state = converged(&mesh, Duration::from_secs(120), |state| state.len() == 2);
+    // The deletes too: each instance holds its seeds and the two pods left, no more.
+    let state = converged(&mesh, Duration::from_secs(120), |state| {
+        state.len() == 2
+            && SITES
+                .iter()
+                .all(|site| direct_pods(&mesh, site).len() == seed_count(site) + 2)
+    });
     eprintln!("converged {:?} after the heal", started.elapsed());
     for n in [10, 11] {
         let updates = (0..50).filter(|u| u % PODS == n);
@@ -613,4 +648,6 @@ fn cross_pods_are_listed_once_from_either_site_and_served_where_they_live() {
             "{list:#?}"
         );
     }
+    // Both sites gave a cross pod their next ID, 101 and 201, and deleted it.
+    assert_local_ids_are_free_again(&mesh, &[("Site1", 101), ("Site2", 201)]);
 }
