@@ -229,6 +229,10 @@ pub struct ReplicationSettings {
     /// How often operations that replicas missed are offered to them again.
     #[serde(with = "humantime_serde")]
     pub replay_every: Duration,
+    /// How long a write to a replicated resource waits for its leader when the leader cannot
+    /// be reached, before it is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub leader_wait: Duration,
 }
 
 impl Default for ReplicationSettings {
@@ -237,6 +241,7 @@ impl Default for ReplicationSettings {
             store: PathBuf::from("/var/lib/cheops/store.redb"),
             replica_timeout: Duration::from_secs(3),
             replay_every: Duration::from_secs(1),
+            leader_wait: Duration::from_secs(10),
         }
     }
 }

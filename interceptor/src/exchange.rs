@@ -101,6 +101,17 @@ pub enum Unreached {
     Timeout { site: String, after: Duration },
     #[error("site {site} cannot be reached: {why}")]
     Unreachable { site: String, why: String },
+    /// The message surely never reached the site (it is known to be down, or no connection
+    /// to it could be made): sending it again cannot make it count twice.
+    #[error("site {site} cannot be reached: {why}")]
+    NotDelivered { site: String, why: String },
+}
+
+impl Unreached {
+    /// The site surely never got the message.
+    pub fn not_delivered(&self) -> bool {
+        matches!(self, Unreached::NotDelivered { .. })
+    }
 }
 
 /// The seam between collaborations and the network.

@@ -106,6 +106,8 @@ pub struct Peers {
     connector: TlsConnector,
     settings: PeerApiSettings,
     pub counters: PeerCounters,
+    /// The name of each peer that comes up (again).
+    ups: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Peers {
@@ -145,11 +147,18 @@ impl Peers {
             connector: TlsConnector::from(client),
             settings,
             counters: PeerCounters::default(),
+            ups: tokio::sync::broadcast::channel(64).0,
         })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.links.iter().map(|link| link.name.as_str())
+    }
+
+    /// The names of the peers that come up from now on, as their heartbeats are answered
+    /// again (or for the first time).
+    pub fn ups(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.ups.subscribe()
     }
 
     /// Starts one heartbeat task per peer.
@@ -168,7 +177,8 @@ impl Peers {
             let error = match beat.await {
                 Ok(Ok((round_trip, reported))) => {
                     let mut health = link.health.lock().unwrap();
-                    if !health.up {
+                    let came_up = !health.up;
+                    if came_up {
                         info!(peer = %link.name, round_trip_us = round_trip.as_micros() as u64, "peer is up");
                     }
                     *health = Health {
@@ -177,6 +187,11 @@ impl Peers {
                         reported,
                         last_error: None,
                     };
+                    drop(health);
+                    if came_up {
+                        // Nobody listening (no replication here) is fine.
+                        let _ = self.ups.send(link.name.clone());
+                    }
                     continue;
                 }
                 Ok(Err(failure)) => failure.why,

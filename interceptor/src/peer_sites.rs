@@ -144,7 +144,13 @@ impl PeerSites {
             .peers
             .forward(site, REPLICATION_SERVICE, request)
             .await
-            .map_err(|failure| unreachable(failure.why))?;
+            .map_err(|failure| match failure.reached {
+                true => unreachable(failure.why),
+                false => Unreached::NotDelivered {
+                    site: site.to_owned(),
+                    why: failure.why,
+                },
+            })?;
         let status = response.status();
         let body = response
             .into_body()

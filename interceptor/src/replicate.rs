@@ -93,7 +93,9 @@ impl SiteStatus {
             Ok(reply) if reply.answer.is_success() => SiteStatus::Ok,
             Ok(reply) => SiteStatus::Failed(reply.answer.status),
             Err(Unreached::Timeout { .. }) => SiteStatus::Timeout,
-            Err(Unreached::Unreachable { .. }) => SiteStatus::Unreachable,
+            Err(Unreached::Unreachable { .. } | Unreached::NotDelivered { .. }) => {
+                SiteStatus::Unreachable
+            }
         }
     }
 }

@@ -51,6 +51,9 @@ pub enum Refusal {
 /// Operations a drain takes from the log at once.
 const DRAIN_BATCH: usize = 32;
 
+/// How often a write waiting for its leader tries again.
+const LEADER_POLL: Duration = Duration::from_millis(200);
+
 type Waiter = oneshot::Sender<Result<Reply, Unreached>>;
 
 pub struct Replicator<S: Sites> {
@@ -59,6 +62,8 @@ pub struct Replicator<S: Sites> {
     store: Store,
     sites: S,
     replica_timeout: Duration,
+    /// How long a write waits for its leader to be reachable.
+    leader_wait: Duration,
     /// One drain at a time per site, so that a site gets the log in order.
     drains: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Requests waiting for their operation to be applied at a site.
@@ -89,9 +94,17 @@ impl<S: Sites> Replicator<S> {
             store,
             sites,
             replica_timeout,
+            leader_wait: Duration::ZERO,
             drains: Mutex::default(),
             waiting: Mutex::default(),
         }
+    }
+
+    /// A write whose leader cannot be reached waits for it, at most `wait`, instead of being
+    /// refused at once (the default).
+    pub fn waiting_for_leaders(mut self, wait: Duration) -> Replicator<S> {
+        self.leader_wait = wait;
+        self
     }
 
     fn rules(&self, service: &str) -> &[ResourceRule] {
@@ -219,7 +232,14 @@ impl<S: Sites> Replicator<S> {
                     call.target = rule
                         .item
                         .with_id(&call.target, &record.local_id.to_string());
-                    self.at_instance(Some(&rule), call).await
+                    let deleting = call.method == "DELETE";
+                    let answer = self.at_instance(Some(&rule), call).await;
+                    if deleting && answer.is_success() {
+                        if let Err(cause) = self.store.forget_cross(&record) {
+                            warn!(site = %self.site, "{cause}");
+                        }
+                    }
+                    answer
                 } else if forwarded {
                     Answer::from_cheops(
                         404,
@@ -306,16 +326,38 @@ impl<S: Sites> Replicator<S> {
             meta_id: replicant.meta_id.clone(),
             call: call.clone(),
         };
-        match self.deliver(&replicant.leader, message).await {
-            Ok(reply) => reply.answer,
-            Err(cause) => Answer::from_cheops(
-                503,
-                format!(
-                    "the {} of {} was not made: its leader, site {}, orders every write, and {cause}; retry when it is back",
-                    call.method, replicant.meta_id, replicant.leader
-                ),
+        // Only a message that surely never reached the leader is sent again: one that may have
+        // reached it may be in its log already.
+        let deadline = tokio::time::Instant::now() + self.leader_wait;
+        let cause = loop {
+            // The leader answers once its replicas did, or their timeout passed.
+            let within = self.replica_timeout * 2;
+            match self
+                .deliver_within(&replicant.leader, message.clone(), within)
+                .await
+            {
+                Ok(reply) => return reply.answer,
+                Err(cause) if cause.not_delivered() && tokio::time::Instant::now() < deadline => {
+                    debug!(leader = %replicant.leader, meta_id = %replicant.meta_id, "a write waits for its leader: {cause}");
+                    tokio::time::sleep_until(
+                        deadline.min(tokio::time::Instant::now() + LEADER_POLL),
+                    )
+                    .await;
+                }
+                Err(cause) => break cause,
+            }
+        };
+        let waited = match cause.not_delivered() {
+            true if !self.leader_wait.is_zero() => format!(" (waited {:?})", self.leader_wait),
+            _ => String::new(),
+        };
+        Answer::from_cheops(
+            503,
+            format!(
+                "the {} of {} may not be made: its leader, site {}, orders every write, and {cause}{waited}; retry when it is back",
+                call.method, replicant.meta_id, replicant.leader
             ),
-        }
+        )
     }
 
     /// At the leader: appends the write to the log, then applies it at every replica.
@@ -505,6 +547,26 @@ impl<S: Sites> Replicator<S> {
         });
     }
 
+    /// Offers a site the operations it missed as soon as it comes back: `ups` names each site
+    /// whose heartbeat is answered again.
+    pub fn spawn_replay_on(self: &Arc<Self>, mut ups: tokio::sync::broadcast::Receiver<String>) {
+        let replicator = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match ups.recv().await {
+                    Ok(site) => {
+                        debug!(%site, "site is back: replaying what it missed");
+                        tokio::spawn(replicator.clone().drain(site));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        replicator.replay_now()
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// Starts a drain for every site that has operations to apply (one that is draining
     /// already just goes on).
     pub fn replay_now(self: &Arc<Self>) {
@@ -545,7 +607,7 @@ impl<S: Sites> Replicator<S> {
                     local_id: None,
                 };
                 self.store
-                    .record_applied(op_id, &applied, None, Some(&record))
+                    .record_applied(op_id, &applied, None, Some(&record), None)
                     .map_err(refused)?;
                 Ok(Reply {
                     answer: Answer::from_cheops(204, format!("{} registered", record.meta_id)),
@@ -574,7 +636,7 @@ impl<S: Sites> Replicator<S> {
                     local_id: local_id.clone(),
                 };
                 self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None)
+                    .record_applied(op_id, &applied, Some(&replicant), None, None)
                     .map_err(refused)?;
                 Ok(Reply {
                     answer: self.named(&rule, answer, &replicant.meta_id, local_id.as_ref()),
@@ -594,7 +656,7 @@ impl<S: Sites> Replicator<S> {
                         local_id: None,
                     };
                     self.store
-                        .record_applied(op_id, &applied, Some(&replicant), None)
+                        .record_applied(op_id, &applied, Some(&replicant), None, None)
                         .map_err(refused)?;
                     return Ok(Reply {
                         answer: Answer::from_cheops(
@@ -606,6 +668,7 @@ impl<S: Sites> Replicator<S> {
                 };
                 call.target = rule.item.with_id(&call.target, &local_id.to_string());
                 let service = call.service.clone();
+                let deleting = call.method == "DELETE";
                 if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
                     call.body = body;
                 }
@@ -622,8 +685,11 @@ impl<S: Sites> Replicator<S> {
                     status: answer.status,
                     local_id: None,
                 };
+                // Gone from the instance: its local ID may name a new resource from now on.
+                let gone = deleting && (answer.is_success() || answer.status == 404);
+                let forget = gone.then_some((self.site.as_str(), &local_id));
                 self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None)
+                    .record_applied(op_id, &applied, Some(&replicant), None, forget)
                     .map_err(refused)?;
                 Ok(Reply {
                     answer: self.named(&rule, answer, &replicant.meta_id, Some(&local_id)),
@@ -889,6 +955,17 @@ impl<S: Sites> Replicator<S> {
     /// `message` to `site`: handled here when it is this site, else sent, within the replica
     /// timeout.
     async fn deliver(self: &Arc<Self>, site: &str, message: Message) -> Result<Reply, Unreached> {
+        self.deliver_within(site, message, self.replica_timeout)
+            .await
+    }
+
+    /// `message` to `site`, handled here when it is this site, else sent, within `limit`.
+    async fn deliver_within(
+        self: &Arc<Self>,
+        site: &str,
+        message: Message,
+        limit: Duration,
+    ) -> Result<Reply, Unreached> {
         if site == self.site {
             return self
                 .handle_here(message)
@@ -898,11 +975,11 @@ impl<S: Sites> Replicator<S> {
                     why: refusal.to_string(),
                 });
         }
-        match tokio::time::timeout(self.replica_timeout, self.sites.deliver(site, message)).await {
+        match tokio::time::timeout(limit, self.sites.deliver(site, message)).await {
             Ok(result) => result,
             Err(_) => Err(Unreached::Timeout {
                 site: site.to_owned(),
-                after: self.replica_timeout,
+                after: limit,
             }),
         }
     }

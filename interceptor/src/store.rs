@@ -202,11 +202,51 @@ impl Store {
         let mut local_ids = txn.open_table(LOCAL_IDS)?;
         for replica in &replicant.replicas {
             if let Some(local_id) = &replica.local_id {
-                let key = local_key(&replicant.service, &replica.site, local_id);
-                local_ids.insert(key.as_str(), replicant.meta_id.as_str())?;
+                // A deleted resource's local IDs are forgotten, site by site, as each
+                // applies the delete (`record_applied`): never named again.
+                if !replicant.deleted {
+                    let key = local_key(&replicant.service, &replica.site, local_id);
+                    local_ids.insert(key.as_str(), replicant.meta_id.as_str())?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Forgets that `site`'s `local_id` names `meta_id` (unless it names another resource
+    /// already): the instance deleted it, and may give its ID to a new resource.
+    fn forget_local_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        service: &str,
+        site: &str,
+        local_id: &LocalId,
+        meta_id: &MetaId,
+    ) -> Result<(), StoreError> {
+        let mut local_ids = txn.open_table(LOCAL_IDS)?;
+        let key = local_key(service, site, local_id);
+        let ours = local_ids
+            .get(key.as_str())?
+            .is_some_and(|meta| meta.value() == meta_id.as_str());
+        if ours {
+            local_ids.remove(key.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a cross resource that was deleted where it lives: its local ID may name a new
+    /// resource from now on.
+    pub fn forget_cross(&self, record: &CrossRecord) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(CROSS)?.remove(record.meta_id.as_str())?;
+            self.forget_local_in(
+                txn,
+                &record.service,
+                &record.site,
+                &record.local_id,
+                &record.meta_id,
+            )
+        })
     }
 
     fn put_cross_in(
@@ -422,17 +462,23 @@ impl Store {
 
     /// Records that this site applied `op_id`, with the replicant or cross registration it
     /// changed, in one durable step: a later copy of the same operation is then not applied.
+    /// `forget`: the (site, local ID) of `replicant` that the operation deleted.
     pub fn record_applied(
         &self,
         op_id: &str,
         applied: &Applied,
         replicant: Option<&Replicant>,
         cross: Option<&CrossRecord>,
+        forget: Option<(&str, &LocalId)>,
     ) -> Result<(), StoreError> {
         self.write(|txn| {
             if let Some(replicant) = replicant {
                 let merged = self.merged(txn, replicant)?;
                 self.put_replicant_in(txn, &merged)?;
+                if let Some((site, local_id)) = forget {
+                    let meta_id = &replicant.meta_id;
+                    self.forget_local_in(txn, &replicant.service, site, local_id, meta_id)?;
+                }
             }
             if let Some(record) = cross {
                 self.put_cross_in(txn, record)?;
@@ -545,7 +591,7 @@ mod tests {
             local_id: Some(LocalId::Text("k".into())),
         };
         store
-            .record_applied("Site1#1", &applied, Some(&mine), None)
+            .record_applied("Site1#1", &applied, Some(&mine), None, None)
             .unwrap();
         assert_eq!(store.applied("Site1#1").unwrap(), Some(applied));
         assert_eq!(store.applied("Site1#2").unwrap(), None);

@@ -15,6 +15,9 @@ pub struct Agent {
     pub process: Process,
     netns: String,
     pub log: PathBuf,
+    config: PathBuf,
+    /// Started inside a cgroup of its own: `restart` does not know how to do that again.
+    in_cgroup: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -35,12 +38,7 @@ impl Agent {
         let config_path = dir.path().join("cheops.toml");
         std::fs::write(&config_path, config).expect("writing the agent configuration");
         let log = dir.path().join("agent.log");
-        let mut command = netns.command(cheops_bin().to_str().expect("UTF-8 path"));
-        command
-            .arg("agent")
-            .arg("--config")
-            .arg(&config_path)
-            .env("NO_COLOR", "1");
+        let mut command = agent_command(netns.name(), &config_path);
         if let Some(cgroup) = cgroup {
             cgroup.enter(&mut command);
         }
@@ -48,17 +46,33 @@ impl Agent {
             process: Process::spawn("cheops agent", command, Some(&log)),
             netns: netns.name().to_owned(),
             log,
+            config: config_path,
+            in_cgroup: cgroup.is_some(),
             _dir: dir,
         };
+        agent.wait_until_ready();
+        agent
+    }
+
+    fn wait_until_ready(&mut self) {
         let ready = crate::process::wait_until(Duration::from_secs(15), || {
-            agent.process.exited().is_none() && agent.admin("/ready").is_some()
+            self.process.exited().is_none() && self.admin("/ready").is_some()
         });
         assert!(
             ready,
             "cheops agent did not become ready; its log:\n{}",
-            agent.log_text()
+            self.log_text()
         );
-        agent
+    }
+
+    /// Starts the agent again on the same configuration (and so the same store), its output
+    /// appended to the same log, after it was stopped (`process.kill_9()`) or to crash it now.
+    pub fn restart(&mut self) {
+        assert!(!self.in_cgroup, "restart of an agent started in a cgroup");
+        self.process.kill_9();
+        let command = agent_command(&self.netns, &self.config);
+        self.process = Process::spawn("cheops agent", command, Some(&self.log));
+        self.wait_until_ready();
     }
 
     /// GETs an admin page from inside the namespace; `None` if the agent does not answer.
@@ -82,4 +96,14 @@ impl Agent {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+fn agent_command(netns: &str, config: &std::path::Path) -> std::process::Command {
+    let mut command = command_in(netns, cheops_bin().to_str().expect("UTF-8 path"));
+    command
+        .arg("agent")
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1");
+    command
 }

@@ -72,10 +72,11 @@ pub fn wait_for_listener(netns: &Netns, address: SocketAddr) {
     );
 }
 
-/// json-server (npm), the REST service of the tests: serves `db.json` made from `data`.
+/// json-server (npm), the REST service of the tests: serves `db.json` made from `data`, and
+/// logs each request it serves (`requests` counts them).
 pub struct JsonServer {
     process: Process,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl JsonServer {
@@ -85,13 +86,21 @@ impl JsonServer {
         std::fs::write(&db, data.to_string()).expect("writing db.json");
         let mut command = netns.command("json-server");
         command
-            .args(["--quiet", "--host", &address.ip().to_string()])
+            .args(["--host", &address.ip().to_string()])
             .args(["--port", &address.port().to_string()])
             .arg(&db)
             .current_dir(dir.path());
         let process = Process::spawn("json-server", command, Some(&dir.path().join("log")));
         wait_for_listener(netns, address);
-        JsonServer { process, _dir: dir }
+        JsonServer { process, dir }
+    }
+
+    /// How many `method` requests whose path starts with `path_prefix` it has served, as its
+    /// request log says (`PATCH /pods/3 200 4.1 ms - 52`).
+    pub fn requests(&self, method: &str, path_prefix: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+        let wanted = format!("{method} {path_prefix}");
+        log.lines().filter(|line| line.contains(&wanted)).count()
     }
 
     /// Stops it, as a crashed instance would be.

@@ -37,8 +37,25 @@ pub struct MeshSite {
 
 pub struct Mesh {
     pub sites: Vec<MeshSite>,
+    /// Each site's durable store (`<site>.redb`), kept across restarts of its agent.
+    pub state: tempfile::TempDir,
     pub certs: tempfile::TempDir,
     pub topology: Topology,
+}
+
+/// What a mesh's sites run besides the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct MeshOptions {
+    /// TOML added to the catalog service's entry: its `[[service.resource]]` rules.
+    pub catalog_resources: String,
+    /// Lines added to each site's `[replication]` table (`replica_timeout = "2s"`); its store
+    /// is always `<site>.redb` in the mesh's state directory.
+    pub replication: String,
+    /// json-server's data at each site, by site name; a site not named here gets one product
+    /// that names its site.
+    pub catalog_data: HashMap<String, serde_json::Value>,
+    /// `[peer_api] request_timeout`, "3s" when not given.
+    pub request_timeout: Option<String>,
 }
 
 /// Writes a CA and certificates for `sites` into `dir` with `cheops certs`.
@@ -64,7 +81,17 @@ impl Mesh {
     /// Starts cheops, json-server and nginx at every site of `topology`. A site reaches a peer
     /// at `peer_addresses[(site, peer)]` when given (a relay), else at the peer's own address.
     pub fn start(topology: Topology, peer_addresses: &HashMap<(&str, &str), SocketAddr>) -> Mesh {
+        Mesh::start_with(topology, peer_addresses, &MeshOptions::default())
+    }
+
+    /// `start`, with `options`.
+    pub fn start_with(
+        topology: Topology,
+        peer_addresses: &HashMap<(&str, &str), SocketAddr>,
+        options: &MeshOptions,
+    ) -> Mesh {
         let certs = tempfile::tempdir().expect("temporary directory");
+        let state = tempfile::tempdir().expect("temporary directory");
         let names: Vec<&str> = topology.sites.iter().map(|s| s.name.as_str()).collect();
         generate_certs(certs.path(), &names);
         let mut sites = Vec::new();
@@ -73,8 +100,10 @@ impl Mesh {
             netns.add_loopback_address("198.18.1.10/32");
             netns.add_loopback_address("198.18.1.20/32");
             let workload = Cgroup::create(&unique_name("chs"));
-            let data = serde_json::json!({
-                "products": [{"id": 1, "name": format!("widget of {}", site.name), "site": site.name}]
+            let data = options.catalog_data.get(&site.name).cloned().unwrap_or_else(|| {
+                serde_json::json!({
+                    "products": [{"id": 1, "name": format!("widget of {}", site.name), "site": site.name}]
+                })
             });
             let catalog = JsonServer::start(netns, CATALOG_LOCAL.parse().unwrap(), &data);
             let front = Nginx::start(
@@ -87,10 +116,12 @@ impl Mesh {
             let mut config = format!(
                 "site = \"{name}\"\n[proxy]\nresponse_timeout = \"5s\"\n\
                  [peer_api]\nlisten = \"{address}:{PEER_PORT}\"\nheartbeat_interval = \"200ms\"\n\
-                 heartbeat_timeout = \"1s\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"3s\"\n\
+                 heartbeat_timeout = \"1s\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"{request_timeout}\"\n\
                  [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
                  [[service]]\nname = \"catalog\"\naddress = \"{CATALOG}\"\nlocal = \"{CATALOG_LOCAL}\"\n\
+                 {resources}\n\
                  [[service]]\nname = \"front\"\naddress = \"{FRONT}\"\nlocal = \"{FRONT_LOCAL}\"\n\
+                 [replication]\nstore = \"{store}\"\n{replication}\n\
                  [[workload]]\ncgroup = \"{workload}\"\n",
                 name = site.name,
                 address = site.address,
@@ -98,6 +129,10 @@ impl Mesh {
                 cert = cert.display(),
                 key = key.display(),
                 workload = workload.relative_path().display(),
+                resources = options.catalog_resources,
+                store = state.path().join(format!("{}.redb", site.name)).display(),
+                replication = options.replication,
+                request_timeout = options.request_timeout.as_deref().unwrap_or("3s"),
             );
             for peer in topology.sites.iter().filter(|p| p.name != site.name) {
                 let address = peer_addresses
@@ -120,6 +155,7 @@ impl Mesh {
         }
         let mesh = Mesh {
             sites,
+            state,
             certs,
             topology,
         };
@@ -142,6 +178,13 @@ impl Mesh {
             .iter_mut()
             .find(|s| s.name == name)
             .unwrap_or_else(|| panic!("no site {name} in this mesh"))
+    }
+
+    /// Crashes `site`'s agent (`kill -9`) if it runs, starts it again on the same configuration
+    /// and store, and waits until it sees every other site up.
+    pub fn restart_agent(&mut self, site: &str) {
+        self.site_mut(site).agent.restart();
+        self.wait_for_peers(site, self.sites.len() - 1);
     }
 
     /// The peers that `site` sees up, with their round trips in microseconds.

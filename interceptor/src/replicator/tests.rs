@@ -104,7 +104,8 @@ impl Sites for Link {
         message: Message,
     ) -> impl Future<Output = Result<Reply, Unreached>> + Send {
         let cut = lock(&self.mesh.cut);
-        let unreachable = |why: &str| Unreached::Unreachable {
+        // A cut link refuses before anything is sent.
+        let unreachable = |why: &str| Unreached::NotDelivered {
             site: site.to_owned(),
             why: why.to_owned(),
         };
@@ -128,6 +129,7 @@ impl Sites for Link {
 }
 
 const SITES: [&str; 3] = ["Site1", "Site2", "Site3"];
+const LEADER_WAIT: Duration = Duration::from_secs(2);
 
 struct Test {
     mesh: Arc<Mesh>,
@@ -164,7 +166,8 @@ impl Test {
             store,
             link,
             Duration::from_millis(500),
-        );
+        )
+        .waiting_for_leaders(LEADER_WAIT);
         lock(&self.mesh.replicators).insert(site.to_owned(), Arc::new(replicator));
     }
 
@@ -594,4 +597,40 @@ async fn cross_resources_are_listed_once_from_any_site_and_served_where_they_liv
         .await;
     assert!(deleted.is_success(), "{deleted:?}");
     assert!(test.state("Site2").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_for_its_unreachable_leader_and_is_refused_only_after_the_wait() {
+    let test = Test::new();
+    let created = test
+        .request("Site1", all_of(&SITES), "POST", "/pods", json!({"v": 0}))
+        .await;
+    let meta = meta_of(&created);
+    let path = format!("/pods/{meta}");
+    test.cut("Site1");
+    // The leader is back while the write waits: it is made, once, everywhere.
+    let write = test.unscoped("Site2", "PATCH", &path, json!({"v": 1}));
+    let heal = async {
+        tokio::time::sleep(LEADER_WAIT / 4).await;
+        test.heal("Site1");
+    };
+    let (answer, ()) = tokio::join!(write, heal);
+    assert!(answer.is_success(), "{answer:?}");
+    for site in SITES {
+        assert_eq!(test.state(site)[&meta]["v"], 1, "{site}");
+        assert_eq!(test.received(site, "PATCH"), 1, "{site}");
+    }
+    // Not back in time: refused, after the wait, and nothing is made.
+    test.cut("Site1");
+    let started = std::time::Instant::now();
+    let answer = test
+        .unscoped("Site2", "PATCH", &path, json!({"v": 2}))
+        .await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(started.elapsed() >= LEADER_WAIT, "{:?}", started.elapsed());
+    test.heal("Site1");
+    test.converge().await;
+    for site in SITES {
+        assert_eq!(test.state(site)[&meta]["v"], 1, "{site}");
+    }
 }
