@@ -21,6 +21,10 @@ fn the_demo_walks_through_the_collaborations_and_cleans_up_after_itself() {
     );
 
     for expected in [
+        "→ 201, served by Paris [Paris=ok, Nantes=ok]",
+        "Rennes=unreachable]",
+        "leader Paris  Paris=101 (ok), Nantes=201 (ok)",
+        "replication  2 replicants, 1 cross resources, replays pending: none",
         "→ 200, catalog served by Paris",
         "→ 200, catalog served by Nantes",
         "→ 200, catalog served by Rennes",
@@ -36,6 +40,15 @@ fn the_demo_walks_through_the_collaborations_and_cleans_up_after_itself() {
         "a bad scope should be refused:\n{text}"
     );
     assert!(text.contains("cheops_peer_up{peer=\"Nantes\"} 1"), "{text}");
+    let caught_up = text
+        .lines()
+        .skip_while(|l| !l.contains("Rennes's link is healed: Paris, the leader"))
+        .nth(2)
+        .unwrap_or_default();
+    assert!(
+        caught_up.contains("served by Rennes") && caught_up.contains("\"size\":2"),
+        "Rennes should have caught up with the update it missed:\n{text}"
+    );
     assert!(
         text.contains("peer         Rennes (198.18.0.3:15443) up, round trip"),
         "`cheops status` should show the peers:\n{text}"

@@ -9,12 +9,15 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
+
+use serde_json::json;
 
 use cheops_tests::{
     cheops_bin,
-    mesh::{Answer, Mesh, CATALOG, FRONT},
+    mesh::{Answer, Mesh, MeshOptions, CATALOG, FRONT},
+    process::wait_until,
     sites::Topology,
 };
 
@@ -114,6 +117,52 @@ const STEPS: &[Step] = &[
         },
     },
     Step {
+        title: "Replication: {catalog: Paris & Nantes}",
+        why: "A pod created at Paris is created at both sites under one meta-ID; each json-server gives it its own local ID.",
+        run: |mesh| {
+            let created = send(mesh, "Paris", "POST", CATALOG, "/pods", &["X-Scope: {catalog: Paris & Nantes}"], Some(r#"{"name": "purple"}"#));
+            let Some(meta_id) = created.header("x-cheops-meta-id") else {
+                return;
+            };
+            println!("   Nantes reads its own replica, by the meta-ID, with no scope:");
+            show(mesh, "Nantes", CATALOG, &format!("/pods/{meta_id}"), &[]);
+            println!("   $ cheops replicas      (at Paris)");
+            let replicas = mesh.run_at("Paris", false, &cheops_bin().display().to_string(), &["replicas"]);
+            for line in String::from_utf8_lossy(&replicas.stdout).lines() {
+                println!("     {line}");
+            }
+        },
+    },
+    Step {
+        title: "Updates go through the leader's log; a partitioned replica catches up",
+        why: "A pod replicated at all three sites; Rennes is cut off while Nantes updates it (no scope needed).",
+        run: |mesh| {
+            let created = send(mesh, "Paris", "POST", CATALOG, "/pods", &["X-Scope: {catalog: Paris & Nantes & Rennes}"], Some(r#"{"name": "violet", "size": 1}"#));
+            let Some(meta_id) = created.header("x-cheops-meta-id").map(str::to_owned) else {
+                return;
+            };
+            let pod = format!("/pods/{meta_id}");
+            mesh.topology.cut("Rennes");
+            println!("   (Rennes is cut off)");
+            send(mesh, "Nantes", "PATCH", CATALOG, &pod, &[], Some(r#"{"size": 2}"#));
+            mesh.topology.heal("Rennes");
+            println!("   (Rennes's link is healed: Paris, the leader, replays what Rennes missed)");
+            wait_until(Duration::from_secs(15), || {
+                let args = ["-s", "-m", "5", &format!("http://{CATALOG}{pod}")];
+                String::from_utf8_lossy(&mesh.run_at("Rennes", true, "curl", &args).stdout).contains("\"size\": 2")
+            });
+            show(mesh, "Rennes", CATALOG, &pod, &[]);
+        },
+    },
+    Step {
+        title: "Cross: {catalog: Paris % Rennes}",
+        why: "One collection spread over two sites: a pod lives at the prime site (the first, Paris); lists at either site show every pod once.",
+        run: |mesh| {
+            send(mesh, "Rennes", "POST", CATALOG, "/pods", &["X-Scope: {catalog: Paris % Rennes}"], Some(r#"{"name": "teal"}"#));
+            show(mesh, "Rennes", CATALOG, "/pods", &["X-Scope: {catalog: Paris % Rennes}"]);
+        },
+    },
+    Step {
         title: "A bad scope is refused with a message that points at the culprit",
         why: "X-Scope: {catalog: (Nantes & Rennes}",
         run: |mesh| {
@@ -142,7 +191,7 @@ fn main() {
     println!("[1/3] creating the sites: network namespaces joined by a bridge, 198.18.0.0/24");
     let topology = Topology::create(&SITES);
     println!("[2/3] starting json-server (catalog), nginx (front) and cheops at each site");
-    let mesh = Mesh::start(topology, &HashMap::new());
+    let mesh = Mesh::start_with(topology, &HashMap::new(), &demo_options());
     println!("[3/3] the sites see each other over mutual TLS (round trips from Paris):");
     for (peer, round_trip_us) in mesh.peers_up("Paris") {
         println!("      {peer}: {:.2} ms", round_trip_us as f64 / 1000.0);
@@ -198,15 +247,63 @@ fn main() {
     println!("\nremoved every namespace, cgroup and process the demo made");
 }
 
+/// Each site's catalog holds one product naming the site, and pods, a replicated resource whose
+/// local IDs differ per site (json-server gives the next pod the highest ID plus one).
+fn demo_options() -> MeshOptions {
+    let catalog_data = SITES
+        .iter()
+        .zip([100, 200, 300])
+        .map(|(site, seed)| {
+            let data = json!({
+                "products": [{"id": 1, "name": format!("widget of {site}"), "site": site}],
+                "pods": [{"id": seed, "name": format!("seed of {site}")}],
+            });
+            (site.to_string(), data)
+        })
+        .collect();
+    MeshOptions {
+        catalog_resources: "[[service.resource]]\ncollection = \"/pods\"\nitem = \"/pods/{id}\"\nid = \"json:id\"\n".into(),
+        replication: "replica_timeout = \"2s\"".into(),
+        catalog_data,
+        request_timeout: Some("10s".into()),
+    }
+}
+
 /// Sends one request from `site`'s workload (an unmodified curl) and prints what happened.
 fn show(mesh: &Mesh, site: &str, service: &str, path: &str, headers: &[&str]) {
-    let mut command = String::from("curl");
-    for header in headers {
-        command += &format!(" -H '{header}'");
+    send(mesh, site, "GET", service, path, headers, None);
+}
+
+/// Sends `method` with an optional JSON `body` from `site`'s workload and prints what happened.
+fn send(
+    mesh: &Mesh,
+    site: &str,
+    method: &str,
+    service: &str,
+    path: &str,
+    headers: &[&str],
+    body: Option<&str>,
+) -> Answer {
+    let mut args = vec!["-sS", "-i", "-m", "30"];
+    let mut shown = String::from("curl");
+    if method != "GET" {
+        args.extend(["-X", method]);
+        shown += &format!(" -X {method}");
     }
-    println!("   $ {command} http://{service}{path}      (at {site})");
-    let answer = mesh.curl(site, &format!("http://{service}{path}"), headers);
+    for header in headers {
+        args.extend(["-H", header]);
+        shown += &format!(" -H '{header}'");
+    }
+    if let Some(body) = body {
+        args.extend(["-H", "Content-Type: application/json", "--data", body]);
+        shown += &format!(" -d '{body}'");
+    }
+    let url = format!("http://{service}{path}");
+    args.push(&url);
+    println!("   $ {shown} {url}      (at {site})");
+    let answer = Answer::from(mesh.run_at(site, true, "curl", &args));
     println!("   → {}", outcome(&answer));
+    answer
 }
 
 fn outcome(answer: &Answer) -> String {
@@ -219,8 +316,8 @@ fn outcome(answer: &Answer) -> String {
         );
     }
     let body: String = answer.body.split_whitespace().collect::<Vec<_>>().join(" ");
-    let body = if body.len() > 110 {
-        format!("{}…", &body[..110])
+    let body = if body.chars().count() > 110 {
+        format!("{}…", body.chars().take(110).collect::<String>())
     } else {
         body
     };
@@ -233,5 +330,9 @@ fn outcome(answer: &Answer) -> String {
                 .map(|site| format!(", served by {site}"))
         })
         .unwrap_or_default();
-    format!("{}{served_by}: {body}", answer.status)
+    let replicas = answer
+        .header("x-cheops-replicas")
+        .map(|replicas| format!(" [{replicas}]"))
+        .unwrap_or_default();
+    format!("{}{served_by}{replicas}: {body}", answer.status)
 }
