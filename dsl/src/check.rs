@@ -4,21 +4,18 @@
 use crate::error::{ErrorKind, ScopeError};
 use crate::hints;
 use crate::parser::Written;
-use crate::tree::{Entry, LocExpr, Op, Scope, Span};
+use crate::tree::{Entry, LocExpr, Op, Scope};
 
 /// Services named once; one bare entry and one prime at most; the prime a site of every cross.
 pub(crate) fn entries(written: &[Written]) -> Result<(), ScopeError> {
     // Keys that cannot collide: a service is never named "" nor "prime".
-    let keys: Vec<(&str, Span)> = written
-        .iter()
-        .map(|(entry, span)| match entry {
-            Entry::Service { service, .. } => (service.as_str(), *span),
-            Entry::Bare(_) => ("", *span),
-            Entry::Prime(_) => ("prime", *span),
-        })
-        .collect();
-    if let Some((first, second)) = first_repeat(&keys) {
-        let first_at = keys[first].1.start + 1;
+    let repeat = first_repeat(written, |(entry, _)| match entry {
+        Entry::Service { service, .. } => Some(service.as_str()),
+        Entry::Bare(_) => Some(""),
+        Entry::Prime(_) => Some("prime"),
+    });
+    if let Some((first, second)) = repeat {
+        let first_at = written[first].1.start + 1;
         let (entry, span) = &written[second];
         let error = match entry {
             Entry::Service { service, .. } => ScopeError::new(
@@ -76,24 +73,23 @@ pub(crate) fn chain_sites(chain: &LocExpr) -> Result<(), ScopeError> {
     let LocExpr::Chain(op @ (Op::Replicate | Op::Cross), parts) = chain else {
         return Ok(());
     };
-    let sites: Vec<(&str, Span)> = parts
-        .iter()
-        .filter_map(|part| match part {
-            LocExpr::Site(site) => Some((site.name.as_str(), site.span)),
-            _ => None,
-        })
-        .collect();
-    match first_repeat(&sites) {
-        Some((first, second)) => Err(ScopeError::new(
-            ErrorKind::SiteTwice {
-                site: sites[second].0.to_owned(),
-                op: op.symbol(),
-                first_at: sites[first].1.start + 1,
-            },
-            sites[second].1,
-        )),
-        None => Ok(()),
-    }
+    let repeat = first_repeat(parts, |part| match part {
+        LocExpr::Site(site) => Some(site.name.as_str()),
+        _ => None,
+    });
+    let Some((LocExpr::Site(first), LocExpr::Site(second))) =
+        repeat.map(|(first, second)| (&parts[first], &parts[second]))
+    else {
+        return Ok(());
+    };
+    Err(ScopeError::new(
+        ErrorKind::SiteTwice {
+            site: second.name.as_str().to_owned(),
+            op: op.symbol(),
+            first_at: first.span.start + 1,
+        },
+        second.span,
+    ))
 }
 
 /// The first site written that `is_known` does not know.
@@ -119,16 +115,31 @@ pub(crate) fn known_sites(
     }
 }
 
-/// Among keys written in order, the pair (first, second) of equal keys whose second comes
-/// earliest: that second is where the input went wrong. Sorting keeps this linearithmic on
-/// inputs with thousands of entries.
-fn first_repeat(keys: &[(&str, Span)]) -> Option<(usize, usize)> {
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    // Stable, so equal keys stay in written order.
-    order.sort_by_key(|&at| keys[at].0);
+/// Among `items` in written order, the pair (first, second) with equal keys whose second
+/// comes earliest: that second is where the input went wrong. Items without a key are never
+/// a repeat.
+fn first_repeat<'a, T>(
+    items: &'a [T],
+    key: impl Fn(&'a T) -> Option<&'a str>,
+) -> Option<(usize, usize)> {
+    // Real scopes have a handful of entries and parts: comparing pairs allocates nothing.
+    if items.len() <= 16 {
+        return (1..items.len()).find_map(|second| {
+            let repeated = key(&items[second])?;
+            let first = (0..second).find(|&first| key(&items[first]) == Some(repeated))?;
+            Some((first, second))
+        });
+    }
+    // Sorting keeps a header of thousands of entries linearithmic.
+    let mut order: Vec<(&str, usize)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(at, item)| Some((key(item)?, at)))
+        .collect();
+    order.sort_unstable();
     order
         .windows(2)
-        .filter(|pair| keys[pair[0]].0 == keys[pair[1]].0)
-        .map(|pair| (pair[0], pair[1]))
+        .filter(|pair| pair[0].0 == pair[1].0)
+        .map(|pair| (pair[0].1, pair[1].1))
         .min_by_key(|&(_, second)| second)
 }

@@ -48,9 +48,9 @@ pub(crate) fn unexpected_token(found: &Kind) -> Option<String> {
 }
 
 /// For an operator written twice, as in `Paris && Nantes`.
-pub(crate) fn doubled_operator(previous: &Kind, found: &Kind) -> Option<String> {
+pub(crate) fn doubled_operator(previous: Option<Op>, found: &Kind) -> Option<String> {
     match (previous, found) {
-        (Kind::Op(first), Kind::Op(second)) if first == second && *first != Op::Otherwise => {
+        (Some(first), Kind::Op(second)) if first == *second && first != Op::Otherwise => {
             let op = first.symbol();
             Some(format!("'{op}{op}' is written '{op}'"))
         }

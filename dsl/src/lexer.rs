@@ -1,12 +1,14 @@
 //! Cuts a scope's text into tokens: punctuation, operators and names. White space inside a
 //! bare name folds to one space; a quoted name is kept as written.
 
+use std::borrow::Cow;
+
 use crate::error::{ErrorKind, ScopeError};
 use crate::hints;
 use crate::tree::{Op, Span};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Kind<'a> {
     LBrace,
     RBrace,
     LParen,
@@ -15,13 +17,17 @@ pub(crate) enum Kind {
     Comma,
     Slash,
     Op(Op),
-    Name { text: String, quoted: bool },
+    /// Borrowed from the text unless white space had to be folded.
+    Name {
+        text: Cow<'a, str>,
+        quoted: bool,
+    },
     End,
 }
 
-#[derive(Clone, Debug)]
-pub(crate) struct Token {
-    pub kind: Kind,
+#[derive(Debug)]
+pub(crate) struct Token<'a> {
+    pub kind: Kind<'a>,
     pub span: Span,
 }
 
@@ -30,16 +36,35 @@ pub(crate) fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '_' | '-' | '.')
 }
 
-/// The tokens of `text`, ending with [`Kind::End`]. `at` turns an offset in `text` into one
-/// in the input the user wrote (they differ for a value inside a JSON string).
-pub(crate) fn tokens(text: &str, at: &impl Fn(usize) -> usize) -> Result<Vec<Token>, ScopeError> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Some(c) = text[pos..].chars().next() {
-        let start = pos;
-        pos += c.len_utf8();
+/// Hands out the tokens of a text one at a time, so that no list of them is ever built.
+pub(crate) struct Lexer<'a, F> {
+    text: &'a str,
+    pos: usize,
+    /// Turns an offset in `text` into one in the input the user wrote (they differ for a
+    /// value inside a JSON string).
+    at: F,
+}
+
+impl<'a, F: Fn(usize) -> usize> Lexer<'a, F> {
+    pub(crate) fn new(text: &'a str, at: F) -> Lexer<'a, F> {
+        Lexer { text, pos: 0, at }
+    }
+
+    /// The next token; at the end of the text, [`Kind::End`] again and again.
+    pub(crate) fn next_token(&mut self) -> Result<Token<'a>, ScopeError> {
+        let text = self.text;
+        let at = &self.at;
+        let start = end_of(text, self.pos, char::is_whitespace);
+        let Some(c) = char_at(text, start) else {
+            self.pos = start;
+            let end = at(text.len());
+            return Ok(Token {
+                kind: Kind::End,
+                span: Span::new(end, end),
+            });
+        };
+        let mut pos = start + c.len_utf8();
         let kind = match c {
-            _ if c.is_whitespace() => continue,
             '{' => Kind::LBrace,
             '}' => Kind::RBrace,
             '(' => Kind::LParen,
@@ -62,10 +87,10 @@ pub(crate) fn tokens(text: &str, at: &impl Fn(usize) -> usize) -> Result<Vec<Tok
                     let span = Span::new(at(start), at(pos));
                     return Err(ScopeError::new(ErrorKind::UnclosedQuote, span));
                 };
-                let name = text[pos..pos + len].to_owned();
+                let name = &text[pos..pos + len];
                 pos += len + 1;
                 Kind::Name {
-                    text: name,
+                    text: Cow::Borrowed(name),
                     quoted: true,
                 }
             }
@@ -83,38 +108,55 @@ pub(crate) fn tokens(text: &str, at: &impl Fn(usize) -> usize) -> Result<Vec<Tok
                     .with_hint(hints::unexpected_char(text, start, c)));
             }
         };
-        out.push(Token {
+        self.pos = pos;
+        Ok(Token {
             kind,
             span: Span::new(at(start), at(pos)),
-        });
+        })
     }
-    let end = at(text.len());
-    out.push(Token {
-        kind: Kind::End,
-        span: Span::new(end, end),
-    });
-    Ok(out)
 }
 
 /// The words starting at `start`, joined by single spaces, and the offset after the last word.
-fn bare_name(text: &str, start: usize) -> (String, usize) {
-    let mut name = String::new();
-    let mut word = start;
+fn bare_name(text: &str, start: usize) -> (Cow<'_, str>, usize) {
+    let mut end = end_of(text, start, is_word_char);
+    let mut single_spaced = true;
     loop {
-        let word_end = end_of(text, word, is_word_char);
-        name.push_str(&text[word..word_end]);
-        let next = end_of(text, word_end, char::is_whitespace);
-        if next == word_end || !text[next..].starts_with(is_word_char) {
-            return (name, word_end);
+        let next_word = end_of(text, end, char::is_whitespace);
+        if next_word == end || !text[next_word..].starts_with(is_word_char) {
+            break;
         }
-        name.push(' ');
-        word = next;
+        single_spaced &= &text[end..next_word] == " ";
+        end = end_of(text, next_word, is_word_char);
     }
+    let written = &text[start..end];
+    if single_spaced {
+        return (Cow::Borrowed(written), end);
+    }
+    let mut name = String::with_capacity(written.len());
+    for word in written.split_whitespace() {
+        if !name.is_empty() {
+            name.push(' ');
+        }
+        name.push_str(word);
+    }
+    (Cow::Owned(name), end)
 }
 
 /// The offset of the first character from `from` on that is not `inside`.
 fn end_of(text: &str, from: usize, inside: impl Fn(char) -> bool) -> usize {
-    text[from..]
-        .find(|c| !inside(c))
-        .map_or(text.len(), |len| from + len)
+    let mut at = from;
+    while let Some(c) = char_at(text, at).filter(|&c| inside(c)) {
+        at += c.len_utf8();
+    }
+    at
+}
+
+/// The character at byte `at`, decoded only when it is not ASCII: scopes are mostly ASCII,
+/// and decoding every character stood out in profiles of the parser.
+fn char_at(text: &str, at: usize) -> Option<char> {
+    match text.as_bytes().get(at) {
+        Some(&byte) if byte.is_ascii() => Some(char::from(byte)),
+        Some(_) => text[at..].chars().next(),
+        None => None,
+    }
 }

@@ -20,6 +20,5 @@ mod tree;
 pub use error::{ErrorKind, ScopeError};
 pub use explain::{explain, words, Explanation, ServicePlan};
 pub use parser::{parse, MAX_NESTING};
-pub use print::DurationText;
 pub use resolve::{resolve, Plan, RoundTripTable, RoundTrips};
 pub use tree::{Entry, LocExpr, Name, Op, Scope, Site, Span};

@@ -7,7 +7,7 @@ use crate::check;
 use crate::error::{ErrorKind, ScopeError};
 use crate::hints;
 use crate::json;
-use crate::lexer::{self, Kind, Token};
+use crate::lexer::{Kind, Lexer, Token};
 use crate::tree::{Entry, LocExpr, Name, Op, Scope, Site, Span};
 
 /// Deepest nesting of parentheses accepted: far more than any real scope needs, and few
@@ -36,7 +36,7 @@ pub fn parse(input: &str) -> Result<Scope, ScopeError> {
 pub(crate) type Written = (Entry, Span);
 
 fn scope_lang(input: &str) -> Result<Vec<Written>, ScopeError> {
-    let mut parser = Parser::new(lexer::tokens(input, &|at| at)?);
+    let mut parser = Parser::new(input, |at| at)?;
     let written = match (parser.peek(), parser.peek_second()) {
         (Kind::LBrace, _) => parser.braced()?,
         (Kind::Name { .. }, Kind::Slash) => parser.service_slash_site()?,
@@ -57,8 +57,7 @@ fn from_json(members: Vec<json::Member>) -> Result<Vec<Written>, ScopeError> {
                 }
                 None => return Err(ScopeError::new(ErrorKind::QuoteInName, member.key_span)),
             };
-            let at = |i: usize| member.value_at[i];
-            let mut value = Parser::new(lexer::tokens(&member.value, &at)?);
+            let mut value = Parser::new(&member.value, |i: usize| member.value_at[i])?;
             let entry = value.keyed(service)?;
             value.end("the end of the value")?;
             Ok((entry, member.key_span))
@@ -66,65 +65,75 @@ fn from_json(members: Vec<json::Member>) -> Result<Vec<Written>, ScopeError> {
         .collect()
 }
 
-struct Parser {
-    tokens: Vec<Token>,
-    next: usize,
+struct Parser<'a, F> {
+    lexer: Lexer<'a, F>,
+    /// The next token, and the one after it: enough to tell `name:` from a bare name.
+    current: Token<'a>,
+    following: Token<'a>,
+    /// The operator just taken, for the hint on one written twice.
+    previous_op: Option<Op>,
+    /// Where the last token taken ended.
+    last_end: usize,
     /// The brackets open around the next token, innermost last, for "not closed" errors.
     open: Vec<(char, Span)>,
 }
 
-impl Parser {
-    fn new(tokens: Vec<Token>) -> Parser {
-        Parser {
-            tokens,
-            next: 0,
+impl<'a, F: Fn(usize) -> usize> Parser<'a, F> {
+    fn new(text: &'a str, at: F) -> Result<Parser<'a, F>, ScopeError> {
+        let mut lexer = Lexer::new(text, at);
+        let current = lexer.next_token()?;
+        let following = lexer.next_token()?;
+        Ok(Parser {
+            lexer,
+            current,
+            following,
+            previous_op: None,
+            last_end: 0,
             open: Vec::new(),
-        }
+        })
     }
 
-    fn peek(&self) -> &Kind {
-        &self.tokens[self.next].kind
+    fn peek(&self) -> &Kind<'a> {
+        &self.current.kind
     }
 
-    fn peek_second(&self) -> &Kind {
-        let at = (self.next + 1).min(self.tokens.len() - 1);
-        &self.tokens[at].kind
+    fn peek_second(&self) -> &Kind<'a> {
+        &self.following.kind
     }
 
     fn span(&self) -> Span {
-        self.tokens[self.next].span
+        self.current.span
     }
 
-    /// Where the last token taken ended.
-    fn last_end(&self) -> usize {
-        self.tokens[self.next.saturating_sub(1)].span.end
-    }
-
-    /// Steps over the next token and gives its span; the end of the input always stays next.
-    fn bump(&mut self) -> Span {
-        let span = self.span();
-        if *self.peek() != Kind::End {
-            self.next += 1;
-        }
-        span
+    /// Takes the next token; at the end of the input that is the end again.
+    fn bump(&mut self) -> Result<Token<'a>, ScopeError> {
+        let after = self.lexer.next_token()?;
+        let following = std::mem::replace(&mut self.following, after);
+        let taken = std::mem::replace(&mut self.current, following);
+        self.last_end = taken.span.end;
+        self.previous_op = match taken.kind {
+            Kind::Op(op) => Some(op),
+            _ => None,
+        };
+        Ok(taken)
     }
 
     /// `{` [entry (`,` entry)* [`,`]] `}`
     fn braced(&mut self) -> Result<Vec<Written>, ScopeError> {
-        self.open_bracket('{');
+        self.open_bracket('{')?;
         let mut written = Vec::new();
         while *self.peek() != Kind::RBrace {
             let entry = self.entry()?;
             match self.peek() {
                 Kind::Comma => {
-                    self.bump();
+                    self.bump()?;
                 }
                 Kind::RBrace => {}
                 _ => return Err(self.after_entry(&entry.0, "',' or '}'")),
             }
             written.push(entry);
         }
-        self.close_bracket();
+        self.close_bracket()?;
         Ok(written)
     }
 
@@ -134,7 +143,7 @@ impl Parser {
         loop {
             match self.peek() {
                 Kind::Comma => {
-                    self.bump();
+                    self.bump()?;
                 }
                 Kind::End => return Ok(written),
                 _ => return Err(self.after_entry(&written[written.len() - 1].0, "',' or the end")),
@@ -151,7 +160,7 @@ impl Parser {
     /// The earlier `service/site` form, which stands alone.
     fn service_slash_site(&mut self) -> Result<Vec<Written>, ScopeError> {
         let (service, span) = self.name()?;
-        self.bump();
+        self.bump()?;
         let site = self.site()?;
         if *self.peek() != Kind::End {
             return Err(self
@@ -166,13 +175,13 @@ impl Parser {
         match (self.peek(), self.peek_second()) {
             (Kind::Name { .. }, Kind::Colon) => {
                 let (service, span) = self.name()?;
-                self.bump();
+                self.bump()?;
                 Ok((self.keyed(service)?, span))
             }
             (Kind::Name { .. } | Kind::LParen, _) => {
                 let start = self.span().start;
                 let location = self.location()?;
-                Ok((Entry::Bare(location), Span::new(start, self.last_end())))
+                Ok((Entry::Bare(location), Span::new(start, self.last_end)))
             }
             _ => Err(self.unexpected("an entry").with_hint(match self.peek() {
                 Kind::End => Some("an empty scope is written '{}'".to_owned()),
@@ -197,7 +206,7 @@ impl Parser {
                     expected: "one site after 'prime:'",
                     found: format!("'{other}'"),
                 },
-                Span::new(start, self.last_end()),
+                Span::new(start, self.last_end),
             )),
         }
     }
@@ -212,9 +221,11 @@ impl Parser {
         if *self.peek() != Kind::Op(op) {
             return Ok(first);
         }
-        let mut parts = vec![first];
+        // Room for the usual chain, so that it is allocated once.
+        let mut parts = Vec::with_capacity(4);
+        parts.push(first);
         while *self.peek() == Kind::Op(op) {
-            self.bump();
+            self.bump()?;
             parts.push(self.operand(op)?);
         }
         let chain = LocExpr::chain(op, parts);
@@ -234,7 +245,7 @@ impl Parser {
     fn atom(&mut self) -> Result<LocExpr, ScopeError> {
         match (self.peek(), self.peek_second()) {
             (Kind::LParen, _) => {
-                self.open_bracket('(');
+                self.open_bracket('(')?;
                 if self.open.len() > MAX_NESTING {
                     let (_, span) = self.open[self.open.len() - 1];
                     return Err(ScopeError::new(ErrorKind::TooDeep(MAX_NESTING), span));
@@ -243,7 +254,7 @@ impl Parser {
                 if *self.peek() != Kind::RParen {
                     return Err(self.unexpected("an operator or ')'"));
                 }
-                self.close_bracket();
+                self.close_bracket()?;
                 Ok(inner)
             }
             (
@@ -253,27 +264,26 @@ impl Parser {
                 },
                 Kind::LParen,
             ) if text == "around" => {
-                self.bump();
+                self.bump()?;
                 self.around()
             }
             (Kind::Name { .. }, _) => Ok(LocExpr::Site(self.site()?)),
-            _ => Err(self.unexpected("a site").with_hint(hints::doubled_operator(
-                &self.tokens[self.next.saturating_sub(1)].kind,
-                self.peek(),
-            ))),
+            _ => Err(self
+                .unexpected("a site")
+                .with_hint(hints::doubled_operator(self.previous_op, self.peek()))),
         }
     }
 
     /// `(site, duration)`, after the word `around`.
     fn around(&mut self) -> Result<LocExpr, ScopeError> {
-        self.open_bracket('(');
+        self.open_bracket('(')?;
         let site = self.site()?;
         if *self.peek() != Kind::Comma {
             return Err(self
                 .unexpected("',' then a duration")
                 .with_hint(hints::missing_comma_in_around(site.name.as_str())));
         }
-        self.bump();
+        self.bump()?;
         let span = self.span();
         let within = match self.peek() {
             Kind::Name {
@@ -285,16 +295,19 @@ impl Parser {
                 ScopeError::new(kind, span).with_hint(hint)
             })?,
             Kind::Name { text, quoted: true } => {
-                return Err(ScopeError::new(ErrorKind::BadDuration(text.clone()), span)
-                    .with_hint(Some("write a duration without quotes".to_owned())))
+                return Err(ScopeError::new(
+                    ErrorKind::BadDuration(String::from(text.as_ref())),
+                    span,
+                )
+                .with_hint(Some("write a duration without quotes".to_owned())))
             }
             _ => return Err(self.unexpected("a duration")),
         };
-        self.bump();
+        self.bump()?;
         if *self.peek() != Kind::RParen {
             return Err(self.unexpected("')'"));
         }
-        self.close_bracket();
+        self.close_bracket()?;
         Ok(LocExpr::Around { site, within })
     }
 
@@ -303,30 +316,32 @@ impl Parser {
         Ok(Site { name, span })
     }
 
-    /// Takes the next token's name: the tree owns it from now on.
     fn name(&mut self) -> Result<(Name, Span), ScopeError> {
         let span = self.span();
-        let text = match &mut self.tokens[self.next].kind {
-            Kind::Name { text, .. } => std::mem::take(text),
+        let text = match &mut self.current.kind {
+            // The tree owns the name from now on.
+            Kind::Name { text, .. } => std::mem::take(text).into_owned(),
             _ => return Err(self.unexpected("a name")),
         };
-        self.next += 1;
+        self.bump()?;
         let name = Name::new(text).ok_or_else(|| ScopeError::new(ErrorKind::EmptyName, span))?;
         Ok((name, span))
     }
 
-    fn open_bracket(&mut self, open: char) {
-        let span = self.bump();
+    fn open_bracket(&mut self, open: char) -> Result<(), ScopeError> {
+        let span = self.bump()?.span;
         self.open.push((open, span));
+        Ok(())
     }
 
     /// Takes the closing bracket that the caller has checked is next.
-    fn close_bracket(&mut self) {
-        self.bump();
+    fn close_bracket(&mut self) -> Result<(), ScopeError> {
+        self.bump()?;
         self.open.pop();
+        Ok(())
     }
 
-    fn end(&mut self, expected: &'static str) -> Result<(), ScopeError> {
+    fn end(&self, expected: &'static str) -> Result<(), ScopeError> {
         match self.peek() {
             Kind::End => Ok(()),
             _ => Err(self.unexpected(expected)),

@@ -115,7 +115,7 @@ impl Display for Name {
 }
 
 /// A duration in the largest unit that keeps it whole (`1500us`, `2s`).
-pub struct DurationText(pub Duration);
+pub(crate) struct DurationText(pub Duration);
 
 impl Display for DurationText {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {

@@ -23,13 +23,24 @@ pub enum Plan {
     FirstOf(Vec<Plan>),
 }
 
+impl Plan {
+    /// How many parts this plan gives a flattened chain of its own kind (an upper bound for
+    /// the others), so that flattening allocates once.
+    fn width(&self) -> usize {
+        match self {
+            Plan::AllOf(parts) | Plan::FirstOf(parts) => parts.len(),
+            _ => 1,
+        }
+    }
+}
+
 /// Measured round trips between sites.
 pub trait RoundTrips {
     /// The round trip from `from` to `to`, if it was measured.
     fn between(&self, from: &str, to: &str) -> Option<Duration>;
 
-    /// Every site that may have a measurement: the candidates of `around`.
-    fn sites(&self) -> impl Iterator<Item = &str>;
+    /// Every site measured from `from`, with its round trip: the candidates of `around`.
+    fn measured_from(&self, from: &str) -> impl Iterator<Item = (&str, Duration)>;
 }
 
 /// Round trips in a map; a round trip is the same both ways, so one `insert` serves both.
@@ -54,8 +65,9 @@ impl RoundTrips for RoundTripTable {
         self.from.get(from)?.get(to).copied()
     }
 
-    fn sites(&self) -> impl Iterator<Item = &str> {
-        self.from.keys().map(String::as_str)
+    fn measured_from(&self, from: &str) -> impl Iterator<Item = (&str, Duration)> {
+        let measured = self.from.get(from).into_iter().flatten();
+        measured.map(|(to, round_trip)| (to.as_str(), *round_trip))
     }
 }
 
@@ -109,10 +121,9 @@ pub(crate) fn plan(
 /// that the plan does not depend on the order of measurement).
 fn around(center: &str, within: Duration, round_trips: &impl RoundTrips) -> Vec<Plan> {
     let mut near: Vec<(Duration, &str)> = round_trips
-        .sites()
-        .filter(|&site| site != center)
-        .filter_map(|site| Some((round_trips.between(center, site)?, site)))
-        .filter(|&(round_trip, _)| round_trip <= within)
+        .measured_from(center)
+        .filter(|&(site, round_trip)| site != center && round_trip <= within)
+        .map(|(site, round_trip)| (round_trip, site))
         .collect();
     near.sort_unstable();
     std::iter::once(center)
@@ -124,13 +135,16 @@ fn around(center: &str, within: Duration, round_trips: &impl RoundTrips) -> Vec<
 /// Otherwise over `parts`, simplified: nested alternatives flattened, a part already tried
 /// dropped, a single part standing for itself.
 fn first_of(parts: Vec<Plan>) -> Plan {
-    let mut flat: Vec<Plan> = Vec::with_capacity(parts.len());
-    for part in flatten(parts, |plan| match plan {
-        Plan::FirstOf(inner) => Ok(inner),
-        other => Err(other),
-    }) {
+    let mut flat: Vec<Plan> = Vec::with_capacity(parts.iter().map(Plan::width).sum());
+    let mut try_once = |part: Plan| {
         if !flat.contains(&part) {
             flat.push(part);
+        }
+    };
+    for part in parts {
+        match part {
+            Plan::FirstOf(inner) => inner.into_iter().for_each(&mut try_once),
+            other => try_once(other),
         }
     }
     single_or(flat, Plan::FirstOf)
@@ -138,23 +152,14 @@ fn first_of(parts: Vec<Plan>) -> Plan {
 
 /// Replication over `parts`, nested replications flattened.
 fn all_of(parts: Vec<Plan>) -> Plan {
-    let flat = flatten(parts, |plan| match plan {
-        Plan::AllOf(inner) => Ok(inner),
-        other => Err(other),
-    });
-    single_or(flat, Plan::AllOf)
-}
-
-/// `parts` with those that `inner` opens (`Ok`) replaced by their own parts.
-fn flatten(parts: Vec<Plan>, inner: impl Fn(Plan) -> Result<Vec<Plan>, Plan>) -> Vec<Plan> {
-    let mut flat = Vec::with_capacity(parts.len());
+    let mut flat = Vec::with_capacity(parts.iter().map(Plan::width).sum());
     for part in parts {
-        match inner(part) {
-            Ok(inner_parts) => flat.extend(inner_parts),
-            Err(part) => flat.push(part),
+        match part {
+            Plan::AllOf(inner) => flat.extend(inner),
+            other => flat.push(other),
         }
     }
-    flat
+    single_or(flat, Plan::AllOf)
 }
 
 fn single_or(mut parts: Vec<Plan>, many: fn(Vec<Plan>) -> Plan) -> Plan {

@@ -99,6 +99,10 @@ impl LocExpr {
     /// `parts` joined by `op`, with chains of the same operator flattened into this one:
     /// the operators are associative, and the canonical form writes such chains flat.
     pub fn chain(op: Op, parts: Vec<LocExpr>) -> LocExpr {
+        let nested = |part: &LocExpr| matches!(part, LocExpr::Chain(inner, _) if *inner == op);
+        if parts.len() > 1 && !parts.iter().any(nested) {
+            return LocExpr::Chain(op, parts);
+        }
         let mut flat = Vec::with_capacity(parts.len());
         for part in parts {
             match part {

@@ -100,6 +100,23 @@ fn names_twice() {
 }
 
 #[test]
+fn repeats_are_found_in_long_scopes_too() {
+    let services: Vec<String> = (0..40).map(|i| format!("s{i}: a")).collect();
+    let input = format!("{{{}, s7: b, s3: c}}", services.join(", "));
+    let error = error(&input);
+    let first_at = input.find("s7: a").unwrap() + 1;
+    assert_eq!(
+        error.kind,
+        ErrorKind::ServiceTwice {
+            service: "s7".into(),
+            first_at
+        }
+    );
+    assert_eq!(&input[error.span.start..error.span.end], "s7");
+    assert_eq!(error.span.start, input.find("s7: b").unwrap());
+}
+
+#[test]
 fn one_bare_entry_at_most() {
     assert_eq!(
         at(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dsl::{explain, parse, resolve, Plan, RoundTripTable};
+use dsl::{explain, parse, resolve, Plan, RoundTripTable, RoundTrips};
 
 fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
@@ -89,6 +89,18 @@ fn around_is_the_nearest_first_chain_within_the_round_trip() {
         plan("{image: around(Nowhere, 1s)}", "image"),
         site("Nowhere")
     );
+}
+
+#[test]
+fn a_round_trip_table_holds_each_round_trip_both_ways() {
+    let table = round_trips();
+    assert_eq!(table.between("Paris", "Nantes"), Some(ms(2)));
+    assert_eq!(table.between("Nantes", "Paris"), Some(ms(2)));
+    assert_eq!(table.between("Nantes", "Lyon"), None);
+    let mut from_lyon: Vec<_> = table.measured_from("Lyon").collect();
+    from_lyon.sort();
+    assert_eq!(from_lyon, [("Marseille", ms(3)), ("Paris", ms(5))]);
+    assert_eq!(table.measured_from("Nowhere").count(), 0);
 }
 
 #[test]

@@ -135,7 +135,9 @@ proptest! {
                 prop_assert_eq!(again.to_string(), printed);
             }
             Err(error) => {
-                prop_assert!(error.span.start <= text.len());
+                let (start, end) = (error.span.start, error.span.end);
+                prop_assert!(start <= end && end <= text.len());
+                prop_assert!(text.is_char_boundary(start) && text.is_char_boundary(end));
                 let heading = format!("column {}: ", error.column());
                 prop_assert!(error.to_string().starts_with(&heading));
             }
