@@ -36,7 +36,7 @@ pub enum Collaboration {
 }
 
 impl Collaboration {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Collaboration::Local => "local",
             Collaboration::Sharing => "sharing",

@@ -251,13 +251,14 @@ impl Proxy {
         for marker in [FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED] {
             parts.headers.remove(marker);
         }
-        let plan = match self.decide(&mut parts.headers, service, cgroup_id) {
-            Ok(plan) => plan,
+        let (plan, scope) = match self.decide(&mut parts.headers, service, cgroup_id) {
+            Ok(decision) => decision,
             Err(refusal) => {
                 let response = error_response(StatusCode::BAD_REQUEST, refusal);
                 return self.log_request(
                     &parts,
                     service,
+                    None,
                     Collaboration::Refused,
                     started,
                     response,
@@ -271,7 +272,14 @@ impl Proxy {
             .filter(|_| !service.resources.is_empty())
         {
             let refused = |response| {
-                self.log_request(&parts, service, Collaboration::Refused, started, response)
+                self.log_request(
+                    &parts,
+                    service,
+                    scope.as_ref(),
+                    Collaboration::Refused,
+                    started,
+                    response,
+                )
             };
             let kept = match self.keep(body).await {
                 Ok(kept) => kept,
@@ -289,6 +297,7 @@ impl Proxy {
                 return self.log_request(
                     &parts,
                     service,
+                    scope.as_ref(),
                     collaboration,
                     started,
                     response_of(answer),
@@ -319,7 +328,14 @@ impl Proxy {
                 )
             }
         };
-        self.log_request(&parts, service, collaboration, started, response)
+        self.log_request(
+            &parts,
+            service,
+            scope.as_ref(),
+            collaboration,
+            started,
+            response,
+        )
     }
 
     /// Counts the request in the metrics and logs its one line.
@@ -327,6 +343,7 @@ impl Proxy {
         &self,
         parts: &Parts,
         service: &Service,
+        scope: Option<&dsl::Scope>,
         collaboration: Collaboration,
         started: Instant,
         response: Response<ProxyBody>,
@@ -347,22 +364,24 @@ impl Proxy {
             service = %service.name,
             method = %parts.method,
             path = %parts.uri.path(),
+            scope = scope.map(tracing::field::display),
+            collaboration = %collaboration.as_str(),
             status = response.status().as_u16(),
-            served_by,
+            served_by = %served_by,
             elapsed_us = started.elapsed().as_micros() as u64,
             "request"
         );
         response
     }
 
-    /// The sites to try for this request, with its scope rewritten for the next hop; why the
-    /// scope cannot be used, if it cannot (answered 400).
+    /// The plan for this request and the scope it came with (none: local), with its scope
+    /// rewritten for the next hop; why the scope cannot be used, if it cannot (answered 400).
     fn decide(
         &self,
         headers: &mut HeaderMap,
         service: &Service,
         cgroup_id: u64,
-    ) -> Result<dsl::Plan, String> {
+    ) -> Result<(dsl::Plan, Option<dsl::Scope>), String> {
         let workload_default = self.workload_scopes.for_cgroup(cgroup_id);
         let known = carriers::Known {
             workload_default: workload_default.as_ref(),
@@ -371,7 +390,7 @@ impl Proxy {
         let found =
             carriers::extract(headers, &known, &self.carriers).map_err(|err| err.to_string())?;
         let Some(found) = found else {
-            return Ok(dsl::Plan::Site(self.site.clone()));
+            return Ok((dsl::Plan::Site(self.site.clone()), None));
         };
         found
             .scope
@@ -384,7 +403,7 @@ impl Proxy {
             &self.peers.round_trips(),
         );
         carriers::pass_on(headers, &found, &service.name, &self.carriers);
-        Ok(plan)
+        Ok((plan, Some(found.scope)))
     }
 
     /// Whether a scope may name `site`: this site or a configured peer.

@@ -153,10 +153,9 @@ fn a_workload_request_is_answered_through_cheops_and_other_clients_are_untouched
     assert_eq!(status["kernel"]["redirected"], 1, "{status}");
     assert_eq!(status["proxy"]["http_requests"], 1, "{status}");
     assert!(
-        wait_until(Duration::from_secs(2), || node
-            .agent
-            .log_text()
-            .contains("service=svc0 method=GET path=/whoami status=200")),
+        wait_until(Duration::from_secs(2), || node.agent.log_text().contains(
+            "service=svc0 method=GET path=/whoami collaboration=local status=200"
+        )),
         "the agent's log should show the request:\n{}",
         node.agent.log_text()
     );

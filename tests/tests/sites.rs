@@ -49,6 +49,15 @@ fn a_scope_in_x_scope_sends_the_catalog_call_to_the_named_site() {
     assert_eq!(direct.header("x-cheops-site"), Some("B"), "{}", direct.raw);
     let b = mesh.site("B").agent.status();
     assert!(b["proxy"]["served_for_peers"].as_u64() >= Some(2), "{b}");
+    // One log line per request, with its scope, collaboration and serving site.
+    let log = mesh.site("A").agent.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("service=catalog")
+            && l.contains("scope={catalog: B}")
+            && l.contains("collaboration=sharing")
+            && l.contains("served_by=B")),
+        "{log}"
+    );
 }
 
 #[test]
