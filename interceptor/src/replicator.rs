@@ -285,14 +285,11 @@ impl<S: Sites> Replicator<S> {
 
     /// `call` at this site's instance: meta-IDs in its body become local IDs, and the IDs of
     /// known resources in the answer become meta-IDs.
-    async fn at_instance(&self, rule: Option<&ResourceRule>, mut call: Call) -> Answer {
+    async fn at_instance(&self, rule: Option<&ResourceRule>, call: Call) -> Answer {
         let service = call.service.clone();
-        if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
-            call.body = body;
-        }
-        let mut answer = match self.sites.instance(call).await {
+        let mut answer = match self.send_to_instance(call).await {
             Ok(answer) => answer,
-            Err(cause) => return Answer::from_cheops(502, cause.to_string()),
+            Err(refusal) => return Answer::from_cheops(502, refusal.to_string()),
         };
         if let Some(IdSource::Json(pointer)) = rule.map(|r| &r.id) {
             let meta = |id: &LocalId| self.store.meta_of(&service, &self.site, id).ok().flatten();
@@ -667,20 +664,8 @@ impl<S: Sites> Replicator<S> {
                     });
                 };
                 call.target = rule.item.with_id(&call.target, &local_id.to_string());
-                let service = call.service.clone();
                 let deleting = call.method == "DELETE";
-                if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
-                    call.body = body;
-                }
-                let answer =
-                    self.sites
-                        .instance(call)
-                        .await
-                        .map_err(|cause| Refusal::Instance {
-                            site: self.site.clone(),
-                            service,
-                            cause,
-                        })?;
+                let answer = self.send_to_instance(call).await?;
                 let applied = Applied {
                     status: answer.status,
                     local_id: None,
@@ -706,10 +691,27 @@ impl<S: Sites> Replicator<S> {
         }
     }
 
+    /// Sends `call` to this site's instance, with the meta-IDs in its body turned into the
+    /// local IDs they have here.
+    async fn send_to_instance(&self, mut call: Call) -> Result<Answer, Refusal> {
+        if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
+            call.body = body;
+        }
+        let service = call.service.clone();
+        self.sites
+            .instance(call)
+            .await
+            .map_err(|cause| Refusal::Instance {
+                site: self.site.clone(),
+                service,
+                cause,
+            })
+    }
+
     /// Runs a create at this site's instance, and finds the ID it gave.
     async fn create_at_instance(
         &self,
-        mut call: Call,
+        call: Call,
     ) -> Result<(Answer, Option<LocalId>, ResourceRule), Refusal> {
         let rule = match classify(self.rules(&call.service), &call.method, &call.target) {
             Addressed::Create(rule) => rule.clone(),
@@ -721,19 +723,7 @@ impl<S: Sites> Replicator<S> {
                 })
             }
         };
-        if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
-            call.body = body;
-        }
-        let service = call.service.clone();
-        let answer = self
-            .sites
-            .instance(call)
-            .await
-            .map_err(|cause| Refusal::Instance {
-                site: self.site.clone(),
-                service,
-                cause,
-            })?;
+        let answer = self.send_to_instance(call).await?;
         let local_id = answer
             .is_success()
             .then(|| rule.id.created_id(answer.header("location"), &answer.body))
