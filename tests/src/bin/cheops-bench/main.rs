@@ -4,7 +4,10 @@
 //! behind an nftables REDIRECT rule. For each, `cheops-load` measures latency at a fixed rate
 //! with every process on one core, then throughput at saturation with the proxy moved to a
 //! core of its own; /proc gives the proxy's CPU time and memory. Last, a connect() loop in and
-//! out of the workload cgroup prices the connect hook. Writes raw results as one JSON file.
+//! out of the workload cgroup prices the connect hook. Then, across sites (`across`): replicated
+//! creates and gathered lists over meshes of 2 to 16 sites with an emulated WAN round trip.
+//! Writes raw results as one JSON file.
+mod across;
 mod procfs;
 mod servers;
 
@@ -118,6 +121,7 @@ fn main() -> anyhow::Result<()> {
     let plan = Plan::new(cli.quick);
     let machine_before = machine()?;
     let stage = Stage::new()?;
+    let cores = stage.cores;
     let mut scenarios = Vec::new();
     for scenario in &SCENARIOS {
         ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
@@ -130,6 +134,17 @@ fn main() -> anyhow::Result<()> {
     }
     eprintln!("bench: connect() with and without the connect hook");
     let connect = stage.connect_cost(&plan).context("measuring connect()")?;
+    drop(stage);
+    let across_plan = across::Plan::new(cli.quick);
+    let mut meshes = Vec::new();
+    for &sites in across_plan.site_counts {
+        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
+        eprintln!("bench: replicated creates and lists over {sites} sites");
+        meshes.push(
+            across::measure(sites, &across_plan)
+                .with_context(|| format!("across {sites} sites"))?,
+        );
+    }
     let results = json!({
         "quick": cli.quick,
         "finished_unix": SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
@@ -145,19 +160,22 @@ fn main() -> anyhow::Result<()> {
             "body_bytes": BODY_BYTES,
             "origin": ORIGIN,
             "service": SERVICE,
-            "shared_cpu": stage.cores.shared,
-            "proxy_cpu": stage.cores.own,
+            "shared_cpu": cores.shared,
+            "proxy_cpu": cores.own,
         },
         "scenarios": scenarios,
         "connect": connect,
+        "across_sites": {
+            "emulated_round_trip_ms": across::ROUND_TRIP.as_millis(),
+            "warmup_creates": across::WARMUP,
+            "creates": across_plan.creates,
+            "lists": across_plan.lists,
+            "meshes": meshes,
+        },
         "not_measured": [
             {
                 "name": "sockmap acceleration",
                 "why": "not built yet: no sk_msg program between the application and cheops",
-            },
-            {
-                "name": "cross-site replicated create and list over 2, 4, 8, 16 sites (20 ms RTT)",
-                "why": "needs replication (issue 5), not there yet",
             },
         ],
     });
