@@ -38,6 +38,8 @@ pub enum Refusal {
         service: String,
         cause: Unreached,
     },
+    #[error("site {site} could not finish applying an operation: {cause}")]
+    Interrupted { site: String, cause: String },
     #[error("site {site} got operation {op_id} without the replicant it changes")]
     NoReplicant { site: String, op_id: String },
     #[error("site {site} has no resource rule for a create of service '{service}' at {target}")]
@@ -68,6 +70,10 @@ pub struct Replicator<S: Sites> {
     drains: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Requests waiting for their operation to be applied at a site.
     waiting: Mutex<HashMap<(u64, String), Waiter>>,
+    /// Held while this site applies a leader's operation: a leader that sends an operation
+    /// again (its replay after a crash) waits for a first delivery still under way, and then
+    /// finds it applied, instead of applying it beside it.
+    applying: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What `cheops replicas` shows.
@@ -97,6 +103,7 @@ impl<S: Sites> Replicator<S> {
             leader_wait: Duration::ZERO,
             drains: Mutex::default(),
             waiting: Mutex::default(),
+            applying: Arc::default(),
         }
     }
 
@@ -170,7 +177,21 @@ impl<S: Sites> Replicator<S> {
                 op_id,
                 replicant,
                 change,
-            } => self.apply(&op_id, replicant, change).await,
+            } => {
+                // Run to completion in a task of its own: if the leader's connection drops
+                // (it crashed), the operation is still recorded as applied once it was.
+                let replicator = self.clone();
+                let applying = tokio::spawn(async move {
+                    let _one_at_a_time = replicator.applying.lock().await;
+                    replicator.apply(&op_id, replicant, change).await
+                });
+                applying.await.unwrap_or_else(|failed| {
+                    Err(Refusal::Interrupted {
+                        site: self.site.clone(),
+                        cause: failed.to_string(),
+                    })
+                })
+            }
         }
     }
 
