@@ -185,14 +185,24 @@ impl Collector for Counters {
                 load(&proxy.tcp_relays),
             ),
         ] {
-            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            ConstCounter::new(value).encode(metric)?;
+            encode_counter(&mut encoder, name, help, value)?;
         }
         if let Some(peers) = &self.peers {
             encode_peers(peers, &mut encoder)?;
         }
         Ok(())
     }
+}
+
+/// One counter with no labels, read at scrape time.
+fn encode_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
 }
 
 /// Peer traffic counters, and each peer's state and measured round trip.
@@ -215,8 +225,7 @@ fn encode_peers(peers: &Peers, encoder: &mut DescriptorEncoder) -> Result<(), st
             &counters.refused_connections,
         ),
     ] {
-        let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-        ConstCounter::new(counter.load(Ordering::Relaxed)).encode(metric)?;
+        encode_counter(encoder, name, help, counter.load(Ordering::Relaxed))?;
     }
     let status = peers.status();
     let mut up = encoder.encode_descriptor(
