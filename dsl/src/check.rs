@@ -3,8 +3,7 @@
 
 use crate::error::{ErrorKind, ScopeError};
 use crate::hints;
-use crate::parser::Written;
-use crate::tree::{Entry, LocExpr, Op, Scope};
+use crate::tree::{Entry, LocExpr, Op, Scope, Written};
 
 /// Services named once; one bare entry and one prime at most; the prime a site of every cross.
 pub(crate) fn entries(written: &[Written]) -> Result<(), ScopeError> {
@@ -90,6 +89,13 @@ pub(crate) fn chain_sites(chain: &LocExpr) -> Result<(), ScopeError> {
         },
         second.span,
     ))
+}
+
+impl Scope {
+    /// Fails on the first site that `is_known` does not know, naming it and its column.
+    pub fn check_sites(&self, is_known: impl Fn(&str) -> bool) -> Result<(), ScopeError> {
+        known_sites(self, is_known).map_err(|error| error.in_input(&self.source))
+    }
 }
 
 /// The first site written that `is_known` does not know.

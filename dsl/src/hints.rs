@@ -1,8 +1,8 @@
 //! The usual mistakes in a scope and what to suggest for each. Kept together so that a new
 //! hint is added in one place, and the error sites stay about what went wrong.
 
-use crate::lexer::Kind;
-use crate::parser::duration;
+use crate::duration;
+use crate::token::Kind;
 use crate::tree::{LocExpr, Op};
 
 pub(crate) const SLASH_FORM: &str =
@@ -68,7 +68,7 @@ pub(crate) fn missing_comma(last_name: &str) -> Option<String> {
 /// For `around(Paris 10ms)`, read as a site named "Paris 10ms".
 pub(crate) fn missing_comma_in_around(site: &str) -> Option<String> {
     let (_, last_word) = site.rsplit_once(' ')?;
-    duration(last_word).ok()?;
+    duration::read(last_word).ok()?;
     Some(format!("missing ',' before '{last_word}'?"))
 }
 

@@ -5,31 +5,8 @@ use std::borrow::Cow;
 
 use crate::error::{ErrorKind, ScopeError};
 use crate::hints;
+use crate::token::{Kind, Token};
 use crate::tree::{Op, Span};
-
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Kind<'a> {
-    LBrace,
-    RBrace,
-    LParen,
-    RParen,
-    Colon,
-    Comma,
-    Slash,
-    Op(Op),
-    /// Borrowed from the text unless white space had to be folded.
-    Name {
-        text: Cow<'a, str>,
-        quoted: bool,
-    },
-    End,
-}
-
-#[derive(Debug)]
-pub(crate) struct Token<'a> {
-    pub kind: Kind<'a>,
-    pub span: Span,
-}
 
 /// The characters of a bare word.
 pub(crate) fn is_word_char(c: char) -> bool {

@@ -2,11 +2,12 @@
 //! (`{compute: Nantes, image: Paris & Nantes}`). Parse, check, print in canonical form,
 //! explain, and resolve into a plan for one call. No I/O.
 //!
-//! Read in this order: `tree` (what a scope is), `lexer` and `parser` (reading one),
-//! `check` and `hints` (refusing bad ones), `print`, `resolve`, `explain`.
+//! Read in this order: `tree` (what a scope is), `token`, `lexer`, `duration` and `parser`
+//! (reading one), `check` and `hints` (refusing bad ones), `print`, `resolve`, `explain`.
 #![forbid(unsafe_code)]
 
 mod check;
+mod duration;
 mod error;
 mod explain;
 mod hints;
@@ -15,6 +16,7 @@ mod lexer;
 mod parser;
 mod print;
 mod resolve;
+mod token;
 mod tree;
 
 pub use error::{ErrorKind, ScopeError};

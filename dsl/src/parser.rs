@@ -1,14 +1,15 @@
 //! Builds the tree of a scope from its text, in any of the three formats (scope-lang, the
 //! JSON object of strings, `service/site`), and refuses what the grammar does not allow.
-
-use std::time::Duration;
+//! A scope built in code (`Scope::new`) is read here too, from its canonical form.
 
 use crate::check;
+use crate::duration;
 use crate::error::{ErrorKind, ScopeError};
 use crate::hints;
 use crate::json;
-use crate::lexer::{Kind, Lexer, Token};
-use crate::tree::{Entry, LocExpr, Name, Op, Scope, Site, Span};
+use crate::lexer::Lexer;
+use crate::token::{Kind, Token};
+use crate::tree::{Entry, LocExpr, Name, Op, Scope, Site, Span, Written};
 
 /// Deepest nesting of parentheses accepted: far more than any real scope needs, and few
 /// enough that recursion never threatens the stack.
@@ -32,8 +33,17 @@ pub fn parse(input: &str) -> Result<Scope, ScopeError> {
     })
 }
 
-/// An entry and where it was written (its key, or the whole bare location).
-pub(crate) type Written = (Entry, Span);
+impl Scope {
+    /// A scope built in code, checked as if it had been written in canonical form (its errors
+    /// point into that form).
+    pub fn new(entries: Vec<Entry>) -> Result<Scope, ScopeError> {
+        let unchecked = Scope {
+            entries,
+            source: String::new(),
+        };
+        parse(&unchecked.to_string())
+    }
+}
 
 fn scope_lang(input: &str) -> Result<Vec<Written>, ScopeError> {
     let mut parser = Parser::new(input, |at| at)?;
@@ -289,7 +299,7 @@ impl<'a, F: Fn(usize) -> usize> Parser<'a, F> {
             Kind::Name {
                 text,
                 quoted: false,
-            } => duration(text).map_err(|kind| {
+            } => duration::read(text).map_err(|kind| {
                 let hint =
                     matches!(kind, ErrorKind::BadDuration(_)).then(|| hints::bad_duration(text));
                 ScopeError::new(kind, span).with_hint(hint)
@@ -432,26 +442,4 @@ fn describe(kind: &Kind) -> String {
         Kind::Name { text, .. } => format!("the name '{text}'"),
         Kind::End => "the end of the input".to_owned(),
     }
-}
-
-/// `text` as a duration: a whole number then `us`, `ms` or `s`, in whole microseconds.
-pub(crate) fn duration(text: &str) -> Result<Duration, ErrorKind> {
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let micros_per_unit: u64 = match &text[digits..] {
-        "us" => 1,
-        "ms" => 1_000,
-        "s" => 1_000_000,
-        _ => return Err(ErrorKind::BadDuration(text.to_owned())),
-    };
-    if digits == 0 {
-        return Err(ErrorKind::BadDuration(text.to_owned()));
-    }
-    text[..digits]
-        .parse::<u64>()
-        .ok()
-        .and_then(|count| count.checked_mul(micros_per_unit))
-        .map(Duration::from_micros)
-        .ok_or_else(|| ErrorKind::DurationTooLong(text.to_owned()))
 }

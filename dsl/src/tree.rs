@@ -1,9 +1,8 @@
 //! The meaning of a scope as a tree: entries mapping services to location expressions, and
 //! the questions the proxy asks of it (where does this service go, what is left downstream).
+//! Building a scope (`Scope::new`) and checking its sites stand above, in `parser` and `check`.
 
 use std::time::Duration;
-
-use crate::error::ScopeError;
 
 /// Bytes `start..end` of the input where something was written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -171,6 +170,9 @@ impl Entry {
     }
 }
 
+/// An entry and where it was written (its key, or the whole bare location).
+pub(crate) type Written = (Entry, Span);
+
 /// A checked scope: what it says, and the text it was read from (for errors about it).
 #[derive(Clone, Debug)]
 pub struct Scope {
@@ -188,16 +190,6 @@ impl PartialEq for Scope {
 impl Eq for Scope {}
 
 impl Scope {
-    /// A scope built in code, checked as if it had been written in canonical form (its errors
-    /// point into that form).
-    pub fn new(entries: Vec<Entry>) -> Result<Scope, ScopeError> {
-        let unchecked = Scope {
-            entries,
-            source: String::new(),
-        };
-        crate::parse(&unchecked.to_string())
-    }
-
     /// The entries, in written order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
@@ -246,11 +238,6 @@ impl Scope {
             }
         });
         names
-    }
-
-    /// Fails on the first site that `is_known` does not know, naming it and its column.
-    pub fn check_sites(&self, is_known: impl Fn(&str) -> bool) -> Result<(), ScopeError> {
-        crate::check::known_sites(self, is_known).map_err(|error| error.in_input(&self.source))
     }
 
     pub(crate) fn each_site<'a>(&'a self, visit: &mut impl FnMut(&'a Site)) {
