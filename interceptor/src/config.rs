@@ -11,7 +11,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::resources::{self, ResourceRule};
+use crate::replication::rules::{self as resources, ResourceRule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -349,7 +349,7 @@ impl Config {
 
     /// Parses `text` as a scope naming only known sites.
     pub fn check_scope(&self, text: &str) -> Result<dsl::Scope, dsl::ScopeError> {
-        crate::carriers::parse_known(text, |name| self.knows_site(name))
+        crate::scope::carriers::parse_known(text, |name| self.knows_site(name))
     }
 }
 

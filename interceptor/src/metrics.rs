@@ -16,7 +16,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{loader::Interception, peer::Peers, proxy::ProxyCounters};
+use crate::{intercept::ebpf::Interception, peer::Peers, proxy::ProxyCounters};
 
 /// How a request was served; the label `collaboration`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use interceptor_ebpf::{
 use serde::Serialize;
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::proxy::{Intercepted, OriginalDestinations};
+use super::{Intercepted, OriginalDestinations};
 
 /// The kernel programs, built by build.rs from `interceptor-ebpf`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(env!("CHEOPS_EBPF_OBJECT"));

@@ -5,8 +5,8 @@ use std::{future::Future, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    identity::{LocalId, MetaId},
+use super::{
+    ids::{LocalId, MetaId},
     store::{Change, Replicant},
 };
 

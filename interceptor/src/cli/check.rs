@@ -6,7 +6,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{cgroup, config::Config, loader};
+use crate::{
+    config::Config,
+    intercept::{cgroup, ebpf as loader},
+};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {

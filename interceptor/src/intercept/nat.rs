@@ -8,7 +8,7 @@ use socket2::SockRef;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::proxy::{Intercepted, OriginalDestinations};
+use super::{Intercepted, OriginalDestinations};
 
 pub struct NatRedirect;
 

@@ -15,11 +15,11 @@ use serde::Serialize;
 use tokio::{sync::oneshot, task::JoinSet};
 use tracing::{debug, warn};
 
-use crate::{
+use super::{
+    decide::{self, chosen, merged_lists, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
     exchange::{Answer, Call, Message, Reply, Sites, Unreached},
-    identity::{locals_to_metas, metas_to_locals, LocalId, MetaId},
-    replicate::{self, chosen, merged_lists, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
-    resources::{classify, Addressed, IdSource, ResourceRule},
+    ids::{locals_to_metas, metas_to_locals, LocalId, MetaId},
+    rules::{classify, Addressed, IdSource, ResourceRule},
     store::{
         Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant, Store,
         StoreError,
@@ -151,7 +151,7 @@ impl<S: Sites> Replicator<S> {
             }) => Some(pointer.clone()),
             _ => None,
         };
-        match replicate::decide(addressed, plan) {
+        match decide::decide(addressed, plan) {
             Action::Route if *plan == Plan::Site(self.site.clone()) => {
                 Some(self.serve_here(call, false).await)
             }

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 
 use crate::{
     admin::{self, WORKLOAD_SCOPE_PAGE},
-    workload_scopes::Registration,
+    scope::workloads::Registration,
 };
 
 pub fn run(

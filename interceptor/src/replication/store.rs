@@ -6,9 +6,9 @@ use std::{collections::BTreeMap, path::Path};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::{
+use super::{
     exchange::Call,
-    identity::{LocalId, MetaId},
+    ids::{LocalId, MetaId},
 };
 
 /// A replicated resource: who orders its writes, and its replicas.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::identity::LocalId;
+use super::ids::LocalId;
 
 /// One kind of resource of a service, as written in the configuration (`[[service.resource]]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -6,10 +6,10 @@ use std::fmt;
 use dsl::Plan;
 use serde_json::Value;
 
-use crate::{
+use super::{
     exchange::{Answer, Reply, Unreached},
-    identity::MetaId,
-    resources::Addressed,
+    ids::MetaId,
+    rules::Addressed,
 };
 
 /// The header giving each involved site's status: `Site1=ok, Site3=timeout`.
@@ -164,7 +164,7 @@ pub fn merged_lists(pointer: Option<&str>, lists: &[(String, &Answer)]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{classify, ResourceRule};
+    use crate::replication::rules::{classify, ResourceRule};
 
     fn rules() -> Vec<ResourceRule> {
         let text = "collection = \"/pods\"\nitem = \"/pods/{id}\"\nid = \"json:id\"\n";

@@ -3,8 +3,7 @@
 //! (mutual TLS), on the peer API's `/cheops/replication` path.
 use std::{future::Future, sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::{header, Method, Request, Uri};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
@@ -13,16 +12,13 @@ use hyper_util::{
 
 use crate::{
     config::Service,
-    exchange::{Answer, Call, Message, Reply, Sites, Unreached},
-    peer::Peers,
-    proxy::ProxyBody,
+    http::{full_body, ProxyBody},
+    peer::{
+        wire::{REPLICATION_PATH, REPLICATION_SERVICE},
+        Peers,
+    },
+    replication::exchange::{Answer, Call, Message, Reply, Sites, Unreached},
 };
-
-/// The peer API path that takes replication messages.
-pub const REPLICATION_PATH: &str = "/cheops/replication";
-
-/// The service name that replication messages travel under on peer connections.
-pub const REPLICATION_SERVICE: &str = "cheops-replication";
 
 pub struct PeerSites {
     site: String,
@@ -80,9 +76,7 @@ impl PeerSites {
                 request = request.header(name, value);
             }
         }
-        let body = Full::new(Bytes::from(call.body))
-            .map_err(|never| match never {})
-            .boxed();
+        let body = full_body(call.body);
         let request = request
             .body(body)
             .map_err(|err| unreachable(format!("the request cannot be built: {err}")))?;
@@ -134,11 +128,7 @@ impl PeerSites {
         let body = serde_json::to_vec(&message).map_err(|err| unreachable(err.to_string()))?;
         let request = Request::post(REPLICATION_PATH)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(
-                Full::new(Bytes::from(body))
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
+            .body(full_body(body))
             .map_err(|err| unreachable(err.to_string()))?;
         let response = self
             .peers

@@ -1,6 +1,8 @@
 //! The other sites: one multiplexed HTTP/2 connection over mutual TLS per peer, re-established
 //! when it breaks; heartbeats that measure each round trip and mark peers up or down; and this
 //! site's peer API, which accepts only certificates of configured sites.
+pub mod wire;
+
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -10,36 +12,22 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use wire::{header_value, Heartbeat, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::{
-    body::Incoming,
-    client::conn::http2::SendRequest,
-    header::{HeaderName, HeaderValue},
-    Request, Response, Uri,
-};
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, client::conn::http2::SendRequest, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
-use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
 use crate::{
     config::{Peer, PeerApiSettings},
-    proxy::{Proxy, ProxyBody},
+    http::{empty_body, ProxyBody},
     tls::{self, SiteTls},
 };
-
-/// Marks a request forwarded by a site (named in the value): the receiver executes it against
-/// its local instance and never interprets its scope again.
-pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-cheops-forwarded-by");
-/// The service a forwarded request is for.
-pub const FORWARDED_SERVICE: HeaderName = HeaderName::from_static("x-cheops-service");
-/// Set by a site on its answer when its instance could not be reached: the request never got
-/// to the service, so a fallback is safe even for a request that is not idempotent.
-pub const NOT_DELIVERED: HeaderName = HeaderName::from_static("x-cheops-not-delivered");
-pub const HEARTBEAT_PATH: &str = "/cheops/heartbeat";
 
 /// Why a forwarded request got no answer from a peer.
 #[derive(Debug)]
@@ -56,14 +44,6 @@ impl PeerFailure {
             why,
         }
     }
-}
-
-/// What a heartbeat answer holds: the answering site's own measurements.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Heartbeat {
-    pub site: String,
-    /// Round trips from the answering site to the peers it sees up, in microseconds.
-    pub round_trips_us: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -221,7 +201,7 @@ impl Peers {
         let mut sender = self.connection(link).await?;
         let request = Request::get(peer_uri(link, HEARTBEAT_PATH)?)
             .header(FORWARDED_BY, header_value(&self.site))
-            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .body(empty_body())
             .map_err(|err| PeerFailure::not_reached(err.to_string()))?;
         let started = Instant::now();
         let response = sender
@@ -427,85 +407,4 @@ fn peer_uri(link: &PeerLink, path_and_query: &str) -> Result<Uri, PeerFailure> {
     format!("https://{host}{path_and_query}")
         .parse()
         .map_err(|err| PeerFailure::not_reached(format!("bad request target: {err}")))
-}
-
-/// Site and service names are checked at start-up; a name that is no header value (non-ASCII)
-/// travels percent-encoded rather than not at all.
-pub fn header_value(text: &str) -> HeaderValue {
-    match HeaderValue::from_str(text) {
-        Ok(value) if text.is_ascii() => value,
-        _ => {
-            let encoded =
-                percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC);
-            HeaderValue::from_str(&encoded.to_string()).unwrap_or(HeaderValue::from_static("?"))
-        }
-    }
-}
-
-/// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
-/// then a check that the certificate names a configured peer, then HTTP/2.
-pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy: Arc<Proxy>) {
-    loop {
-        let (stream, client) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                warn!("accepting a peer connection failed: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            let refused = |why: String| {
-                proxy
-                    .peers
-                    .counters
-                    .refused_connections
-                    .fetch_add(1, Ordering::Relaxed);
-                warn!(%client, "refused a peer connection: {why}");
-            };
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => return refused(format!("TLS handshake failed: {err}")),
-                Err(_) => return refused("TLS handshake took over 10s".into()),
-            };
-            let site = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|certificate| tls::certificate_site(certificate, proxy.peers.names()))
-                .map(str::to_owned);
-            let Some(site) = site else {
-                return refused("its certificate names no configured peer".into());
-            };
-            debug!(%client, peer = %site, "peer connected");
-            let handler = hyper::service::service_fn(move |request| {
-                let proxy = proxy.clone();
-                let site = site.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.serve_peer(&site, request).await) }
-            });
-            if let Err(err) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(tls), handler)
-                .await
-            {
-                debug!(%client, "peer connection ended: {err}");
-            }
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_that_are_no_header_value_are_percent_encoded() {
-        assert_eq!(header_value("Paris"), "Paris");
-        assert_eq!(header_value("Zürich"), "Z%C3%BCrich");
-    }
 }

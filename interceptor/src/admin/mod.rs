@@ -12,11 +12,11 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
 use crate::{
-    loader::{Interception, KernelCounters},
+    intercept::ebpf::{Interception, KernelCounters},
     metrics::Metrics,
     peer::PeerStatus,
     proxy::Proxy,
-    workload_scopes::Registration,
+    scope::workloads::Registration,
 };
 
 /// The page where default scopes of workload cgroups are registered (PUT, JSON `Registration`).
@@ -125,11 +125,9 @@ impl Admin {
                 )
             }
         };
-        let scope = match registration
-            .scope
-            .as_deref()
-            .map(|text| crate::carriers::parse_known(text, |site| self.proxy.knows_site(site)))
-        {
+        let scope = match registration.scope.as_deref().map(|text| {
+            crate::scope::carriers::parse_known(text, |site| self.proxy.knows_site(site))
+        }) {
             Some(Err(err)) => return (StatusCode::BAD_REQUEST, format!("{err}\n")),
             Some(Ok(scope)) => Some(scope),
             None => None,

@@ -1,0 +1,211 @@
+//! The agent's wiring: logs, the data-plane runtime, the kernel programs, the proxy and peer
+//! listeners, replication, the admin endpoint on its own thread, and a shutdown that first
+//! stops the kernel from redirecting.
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
+    sync::Arc,
+};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::{
+    admin::Admin,
+    config::{Config, InterceptionMode},
+    intercept::{self, ebpf::Interception, nat::NatRedirect, OriginalDestinations},
+    metrics::Metrics,
+    peer::Peers,
+    proxy::{serve_peer_api, Proxy, ProxyCounters, ProxyParts},
+    replication::{sites::PeerSites, store::Store, Replicator},
+    scope::workloads::WorkloadScopes,
+    tls,
+};
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
+    init_logs();
+    let config = Config::load(config_path)?;
+    let mount = intercept::cgroup::cgroup2_mount()?;
+    let cgroups = config
+        .workloads
+        .iter()
+        .map(|w| intercept::cgroup::workload_dir(&mount, &w.cgroup))
+        .collect::<Result<Vec<_>, _>>()?;
+    let workload_scopes = Arc::new(WorkloadScopes::new(
+        cgroups
+            .iter()
+            .zip(&config.workloads)
+            .map(|(dir, workload)| {
+                let scope = workload
+                    .default_scope
+                    .as_deref()
+                    .map(|text| config.check_scope(text))
+                    .transpose()?;
+                Ok((dir.clone(), scope))
+            })
+            .collect::<Result<Vec<_>, dsl::ScopeError>>()?,
+    )?);
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::load)
+        .transpose()
+        .context("loading this site's TLS credentials")?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let port = config.proxy.port;
+        let listeners = bind_proxy(port).await?;
+        let peers = Arc::new(Peers::new(
+            config.site.clone(),
+            &config.peers,
+            tls.as_ref(),
+            config.peer_api.clone(),
+        )?);
+        let peer_api = match (config.peer_api.listen, &tls) {
+            (Some(address), Some(tls)) => Some((
+                TcpListener::bind(address).await.with_context(|| {
+                    format!("binding the peer API to {address} (see `peer_api.listen`)")
+                })?,
+                tokio_rustls::TlsAcceptor::from(tls.server.clone()),
+            )),
+            _ => None,
+        };
+        let (destinations, interception): (Arc<dyn OriginalDestinations>, _) = match config
+            .proxy
+            .interception
+        {
+            InterceptionMode::Ebpf => {
+                let interception = Arc::new(
+                    Interception::start(config.services.iter().map(|s| s.address), &cgroups, port)
+                        .context("setting up kernel interception")?,
+                );
+                (interception.clone(), Some(interception))
+            }
+            InterceptionMode::Nat => (Arc::new(NatRedirect), None),
+        };
+        let proxy_counters = Arc::new(ProxyCounters::default());
+        let metrics = Arc::new(Metrics::new(
+            interception.clone(),
+            proxy_counters.clone(),
+            Some(peers.clone()),
+        ));
+        let replicator = replicator(&config, &peers)?;
+        let proxy = Arc::new(Proxy::new(ProxyParts {
+            site: config.site.clone(),
+            services: config.services.clone(),
+            settings: config.proxy.clone(),
+            carriers: config.carriers.clone(),
+            destinations,
+            peers: peers.clone(),
+            workload_scopes,
+            counters: proxy_counters,
+            metrics: metrics.clone(),
+            replicator,
+        }));
+        if let Some((listener, acceptor)) = peer_api {
+            tokio::spawn(serve_peer_api(listener, acceptor, proxy.clone()));
+        }
+        peers.spawn_heartbeats();
+        let admin_address = SocketAddr::from((Ipv4Addr::LOCALHOST, config.admin.port));
+        Admin {
+            site: config.site.clone(),
+            proxy: proxy.clone(),
+            interception: interception.clone(),
+            metrics,
+        }
+        .spawn(admin_address)
+        .with_context(|| format!("binding the admin endpoint {admin_address}"))?;
+        for listener in listeners {
+            tokio::spawn(proxy.clone().serve(listener));
+        }
+        info!(
+            site = %config.site,
+            services = config.services.len(),
+            peers = config.peers.len(),
+            workloads = cgroups.len(),
+            interception = ?config.proxy.interception,
+            proxy_port = port,
+            admin = %admin_address,
+            "cheops agent ready"
+        );
+        shutdown_signal().await;
+        info!("shutting down: connections to services pass untouched from now on");
+        if let Some(interception) = interception {
+            interception.stop_redirecting();
+        }
+        Ok(())
+    })
+}
+
+/// Replication and cross, with their durable store, when some service has resource rules;
+/// operations that replicas missed (before a restart too) are offered to them again.
+fn replicator(
+    config: &Config,
+    peers: &Arc<Peers>,
+) -> anyhow::Result<Option<Arc<Replicator<PeerSites>>>> {
+    if config.services.iter().all(|s| s.resources.is_empty()) {
+        return Ok(None);
+    }
+    let settings = &config.replication;
+    let store = Store::open(&settings.store)
+        .with_context(|| format!("opening the store {}", settings.store.display()))?;
+    let sites = PeerSites::new(
+        config.site.clone(),
+        config.services.clone(),
+        peers.clone(),
+        config.proxy.connect_timeout,
+        config.proxy.response_timeout,
+    );
+    let rules = config
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.resources.clone()))
+        .collect();
+    let replicator = Arc::new(
+        Replicator::new(
+            config.site.clone(),
+            rules,
+            store,
+            sites,
+            settings.replica_timeout,
+        )
+        .waiting_for_leaders(settings.leader_wait),
+    );
+    replicator.spawn_replay(settings.replay_every);
+    // A site that comes back gets what it missed at once, not at the next round.
+    replicator.spawn_replay_on(peers.ups());
+    Ok(Some(replicator))
+}
+
+/// The proxy listens on loopback only: on 127.0.0.1 always, on ::1 when IPv6 is up.
+async fn bind_proxy(port: u16) -> anyhow::Result<Vec<TcpListener>> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut listeners = vec![TcpListener::bind(v4).await.with_context(|| {
+        format!("binding the proxy to {v4} (is another cheops running? see `proxy.port`)")
+    })?];
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    match TcpListener::bind(v6).await {
+        Ok(listener) => listeners.push(listener),
+        Err(err) => warn!("IPv6 connections will not be intercepted: binding {v6} failed: {err}"),
+    }
+    Ok(listeners)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

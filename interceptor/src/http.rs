@@ -1,0 +1,114 @@
+//! HTTP plumbing that every part shares: the body type the proxy sends, its constructors, the
+//! answers cheops gives itself, the headers that belong to one hop only, and the pooled client
+//! to this site's instances.
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::{
+    header::{self, HeaderName, HeaderValue},
+    HeaderMap, Response, StatusCode,
+};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioTimer},
+};
+use tracing::warn;
+
+/// The response header naming the site whose instance answered.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-cheops-site");
+
+/// Every body the proxy sends: streamed from a client or an instance, or made here.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// The pooled client to this site's instances.
+pub type InstanceClient = Client<HttpConnector, ProxyBody>;
+
+pub fn empty_body() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+pub fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A client that keeps connections to this site's instances open between requests.
+pub fn instance_client(connect_timeout: Duration) -> InstanceClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// An answer made by cheops itself: `status` and one sentence of plain text, logged too.
+pub fn error_response(status: StatusCode, message: String) -> Response<ProxyBody> {
+    warn!("{message}");
+    let mut response = Response::new(full_body(format!("cheops: {message}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Headers that describe how a body is framed on the wire: a body that is rewritten or sent
+/// again gets them anew from hyper.
+pub fn is_framing_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str())
+        || name.eq_ignore_ascii_case(header::TRANSFER_ENCODING.as_str())
+}
+
+/// Connection-level headers belong to one hop; the proxy's connections have their own.
+pub fn remove_hop_by_hop_headers(headers: &mut HeaderMap) {
+    let named_in_connection: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named_in_connection {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert("x-scope", HeaderValue::from_static("{a: B}"));
+        remove_hop_by_hop_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-scope"));
+    }
+}

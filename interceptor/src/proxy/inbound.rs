@@ -1,0 +1,202 @@
+//! The inbound peer API: what other sites ask of this one. A request forwarded by a peer is
+//! executed against this site's instance, its scope never read again; a replication message
+//! goes to the replicator; a heartbeat gets this site's own measurements.
+use std::{sync::atomic::Ordering, sync::Arc, time::Duration};
+
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, header::HeaderValue, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+use super::{plan::Outcome, Proxy, RequestBody};
+use crate::{
+    http::{error_response, full_body, ProxyBody},
+    peer::wire::{
+        header_value, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH, NOT_DELIVERED,
+        REPLICATION_PATH,
+    },
+    replication::{
+        codec::{call_of, response_of},
+        exchange::Message,
+    },
+    tls,
+};
+
+/// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
+/// then a check that the certificate names a configured peer, then HTTP/2.
+pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy: Arc<Proxy>) {
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                warn!("accepting a peer connection failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let refused = |why: String| {
+                proxy
+                    .peers
+                    .counters
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(%client, "refused a peer connection: {why}");
+            };
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => return refused(format!("TLS handshake failed: {err}")),
+                Err(_) => return refused("TLS handshake took over 10s".into()),
+            };
+            let site = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|certificate| tls::certificate_site(certificate, proxy.peers.names()))
+                .map(str::to_owned);
+            let Some(site) = site else {
+                return refused("its certificate names no configured peer".into());
+            };
+            debug!(%client, peer = %site, "peer connected");
+            let handler = hyper::service::service_fn(move |request| {
+                let proxy = proxy.clone();
+                let site = site.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.serve_peer(&site, request).await) }
+            });
+            if let Err(err) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(tls), handler)
+                .await
+            {
+                debug!(%client, "peer connection ended: {err}");
+            }
+        });
+    }
+}
+
+impl Proxy {
+    /// A request that `peer` forwarded (or its heartbeat): executed against the local
+    /// instance, its scope never read again.
+    pub async fn serve_peer(&self, peer: &str, request: Request<Incoming>) -> Response<ProxyBody> {
+        if request.uri().path() == HEARTBEAT_PATH {
+            let answer = serde_json::to_vec(&self.peers.heartbeat_answer()).unwrap_or_default();
+            return Response::new(full_body(answer));
+        }
+        let claimed = request
+            .headers()
+            .get(FORWARDED_BY)
+            .and_then(|v| v.to_str().ok());
+        if claimed != Some(header_value(peer).to_str().unwrap_or_default()) {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "a request on site {peer}'s connection claims to be forwarded by {claimed:?}"
+                ),
+            );
+        }
+        if request.uri().path() == REPLICATION_PATH {
+            return self.serve_replication(peer, request).await;
+        }
+        let wanted = request
+            .headers()
+            .get(FORWARDED_SERVICE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let Some(service) = self.services.iter().find(|s| s.name == wanted).cloned() else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "site {} has no service '{wanted}' (asked by site {peer})",
+                    self.site
+                ),
+            );
+        };
+        self.peers
+            .counters
+            .served_for_peers
+            .fetch_add(1, Ordering::Relaxed);
+        let (mut parts, body) = request.into_parts();
+        parts.headers.remove(FORWARDED_BY);
+        parts.headers.remove(FORWARDED_SERVICE);
+        if let Some(replicator) = self
+            .replicator
+            .as_ref()
+            .filter(|_| !service.resources.is_empty())
+        {
+            // Executed here, with this site's IDs rewritten, and never sent on.
+            let kept = match self.keep(RequestBody::Streamed(Some(body))).await {
+                Ok(kept) => kept,
+                Err(response) => return response,
+            };
+            return match call_of(&parts, &service.name, &kept) {
+                Ok(call) => match replicator.handle(Message::Execute(call)).await {
+                    Ok(reply) => response_of(reply.answer),
+                    Err(refusal) => error_response(StatusCode::BAD_GATEWAY, refusal.to_string()),
+                },
+                Err(response) => *response,
+            };
+        }
+        let attempt = self
+            .attempt_local(Request::from_parts(parts, body.boxed()), &service)
+            .await;
+        if let Some(response) = attempt.response {
+            return response;
+        }
+        let (why, delivered) = match attempt.outcome {
+            Outcome::NotDelivered(why) => (why, false),
+            Outcome::Failed(why) => (why, true),
+            Outcome::Answered(status) => (format!("answered {status}"), true),
+        };
+        let mut response = error_response(
+            StatusCode::BAD_GATEWAY,
+            format!("site {}: {why}", self.site),
+        );
+        if !delivered {
+            response
+                .headers_mut()
+                .insert(NOT_DELIVERED, HeaderValue::from_static("1"));
+        }
+        response
+    }
+
+    /// A replication message from `peer`.
+    async fn serve_replication(
+        &self,
+        peer: &str,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let Some(replicator) = &self.replicator else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                format!("site {} has no resource rules: it takes no replication message (from site {peer})", self.site),
+            );
+        };
+        let body = match self
+            .keep(RequestBody::Streamed(Some(request.into_body())))
+            .await
+        {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let message: Message = match serde_json::from_slice(&body) {
+            Ok(message) => message,
+            Err(err) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("an unreadable replication message from site {peer}: {err}"),
+                )
+            }
+        };
+        match replicator.handle(message).await {
+            Ok(reply) => Response::new(full_body(serde_json::to_vec(&reply).unwrap_or_default())),
+            Err(refusal) => error_response(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Where a request's scope comes from: its carriers (the `x-scope` header, `baggage`, a suffix
+//! on the token), the scopes remembered for tokens, and the default scopes of workload cgroups.
+pub mod carriers;
+pub mod tokens;
+pub mod workloads;
