@@ -15,9 +15,9 @@ use crate::{
     admin::Admin,
     config::{Config, InterceptionMode},
     intercept::{self, ebpf::Interception, nat::NatRedirect, OriginalDestinations},
-    metrics::Metrics,
+    metrics::{Metrics, ProxyCounters},
     peer::Peers,
-    proxy::{serve_peer_api, Proxy, ProxyCounters, ProxyParts},
+    proxy::{serve_peer_api, Proxy, ProxyParts},
     replication::{sites::PeerSites, store::Store, Replicator},
     scope::workloads::WorkloadScopes,
     tls,
@@ -107,10 +107,10 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             carriers: config.carriers.clone(),
             destinations,
             peers: peers.clone(),
-            workload_scopes,
-            counters: proxy_counters,
+            workload_scopes: workload_scopes.clone(),
+            counters: proxy_counters.clone(),
             metrics: metrics.clone(),
-            replicator,
+            replicator: replicator.clone(),
         }));
         if let Some((listener, acceptor)) = peer_api {
             tokio::spawn(serve_peer_api(listener, acceptor, proxy.clone()));
@@ -119,7 +119,10 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
         let admin_address = SocketAddr::from((Ipv4Addr::LOCALHOST, config.admin.port));
         Admin {
             site: config.site.clone(),
-            proxy: proxy.clone(),
+            counters: proxy_counters,
+            peers: peers.clone(),
+            workload_scopes,
+            replicator,
             interception: interception.clone(),
             metrics,
         }

@@ -1,7 +1,11 @@
 //! Metrics in the Prometheus text format: every request by service, collaboration, serving site
 //! and outcome, with a latency histogram; the kernel programs' and the proxy's counters are read
 //! at scrape time. Recording is one lock-free-ish family lookup on the data path.
-use std::{sync::atomic::Ordering, sync::Arc, time::Duration};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    sync::Arc,
+    time::Duration,
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -16,7 +20,19 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{intercept::ebpf::Interception, peer::Peers, proxy::ProxyCounters};
+use serde::{Deserialize, Serialize};
+
+use crate::{intercept::ebpf::Interception, peer::Peers};
+
+/// The proxy's own counters, read at scrape time and by `/status`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ProxyCounters {
+    pub connections: AtomicU64,
+    pub not_redirected: AtomicU64,
+    pub http_requests: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub tcp_relays: AtomicU64,
+}
 
 /// How a request was served; the label `collaboration`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]

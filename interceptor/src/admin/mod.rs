@@ -13,10 +13,10 @@ use serde::Serialize;
 
 use crate::{
     intercept::ebpf::{Interception, KernelCounters},
-    metrics::Metrics,
-    peer::PeerStatus,
-    proxy::Proxy,
-    scope::workloads::Registration,
+    metrics::{Metrics, ProxyCounters},
+    peer::{PeerStatus, Peers},
+    replication::{sites::PeerSites, Replicator},
+    scope::workloads::{Registration, WorkloadScopes},
 };
 
 /// The page where default scopes of workload cgroups are registered (PUT, JSON `Registration`).
@@ -57,18 +57,22 @@ pub struct ProxySnapshot {
     pub refused_peer_connections: u64,
 }
 
+/// The parts of the agent that admin shows or changes; never the proxy itself.
 #[derive(Clone)]
 pub struct Admin {
     pub site: String,
-    pub proxy: Arc<Proxy>,
+    pub counters: Arc<ProxyCounters>,
+    pub peers: Arc<Peers>,
+    pub workload_scopes: Arc<WorkloadScopes>,
+    pub replicator: Option<Arc<Replicator<PeerSites>>>,
     pub interception: Option<Arc<Interception>>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Admin {
     fn status(&self) -> Status {
-        let c = &self.proxy.counters;
-        let p = &self.proxy.peers.counters;
+        let c = &self.counters;
+        let p = &self.peers.counters;
         Status {
             site: self.site.clone(),
             kernel: self.interception.as_ref().map(|i| i.counters()),
@@ -82,10 +86,9 @@ impl Admin {
                 served_for_peers: p.served_for_peers.load(Ordering::Relaxed),
                 refused_peer_connections: p.refused_connections.load(Ordering::Relaxed),
             },
-            peers: self.proxy.peers.status(),
-            workloads: self.proxy.workload_scopes.roots().to_vec(),
+            peers: self.peers.status(),
+            workloads: self.workload_scopes.roots().to_vec(),
             replication: self
-                .proxy
                 .replicator
                 .as_ref()
                 .map(|replicator| match replicator.view() {
@@ -126,17 +129,13 @@ impl Admin {
             }
         };
         let scope = match registration.scope.as_deref().map(|text| {
-            crate::scope::carriers::parse_known(text, |site| self.proxy.knows_site(site))
+            crate::scope::carriers::parse_known(text, |site| self.peers.knows_site(site))
         }) {
             Some(Err(err)) => return (StatusCode::BAD_REQUEST, format!("{err}\n")),
             Some(Ok(scope)) => Some(scope),
             None => None,
         };
-        match self
-            .proxy
-            .workload_scopes
-            .register(&registration.cgroup, scope)
-        {
+        match self.workload_scopes.register(&registration.cgroup, scope) {
             Ok(()) => (StatusCode::OK, "registered\n".to_owned()),
             Err(err) => (StatusCode::BAD_REQUEST, format!("{err}\n")),
         }
@@ -158,7 +157,7 @@ impl Admin {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics.render(),
             ),
-            "/replicas" => match self.proxy.replicator.as_ref().map(|r| r.view()) {
+            "/replicas" => match self.replicator.as_ref().map(|r| r.view()) {
                 None => (
                     StatusCode::NOT_FOUND,
                     "text/plain",

@@ -135,6 +135,11 @@ impl Peers {
         self.links.iter().map(|link| link.name.as_str())
     }
 
+    /// Whether a scope may name `site`: this site or a configured peer.
+    pub fn knows_site(&self, site: &str) -> bool {
+        site == self.site || self.names().any(|peer| peer == site)
+    }
+
     /// The names of the peers that come up from now on, as their heartbeats are answered
     /// again (or for the first time).
     pub fn ups(&self) -> tokio::sync::broadcast::Receiver<String> {

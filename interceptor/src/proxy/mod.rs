@@ -12,10 +12,7 @@ mod sniff;
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Instant,
 };
 
@@ -25,7 +22,6 @@ use hyper::{
     body::Incoming, http::request::Parts, HeaderMap, Request, Response, StatusCode, Uri, Version,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
@@ -39,7 +35,7 @@ use crate::{
         InstanceClient, ProxyBody, SERVED_BY,
     },
     intercept::OriginalDestinations,
-    metrics::{Collaboration, Metrics, RequestLabels},
+    metrics::{Collaboration, Metrics, ProxyCounters, RequestLabels},
     peer::{
         wire::{header_value, FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED},
         Peers,
@@ -54,28 +50,19 @@ use crate::{
 use plan::{Next, Outcome, Route};
 use sniff::{sniff, Protocol};
 
-#[derive(Debug, Default, Serialize)]
-pub struct ProxyCounters {
-    pub connections: AtomicU64,
-    pub not_redirected: AtomicU64,
-    pub http_requests: AtomicU64,
-    pub upstream_errors: AtomicU64,
-    pub tcp_relays: AtomicU64,
-}
-
 pub struct Proxy {
     site: String,
     services: Vec<Arc<Service>>,
     settings: ProxySettings,
     carriers: CarrierSettings,
     destinations: Arc<dyn OriginalDestinations>,
-    pub peers: Arc<Peers>,
-    pub workload_scopes: Arc<WorkloadScopes>,
+    peers: Arc<Peers>,
+    workload_scopes: Arc<WorkloadScopes>,
     token_scopes: TokenScopes,
     upstream: InstanceClient,
     /// Replication and cross, when a service has resource rules.
-    pub replicator: Option<Arc<Replicator<PeerSites>>>,
-    pub counters: Arc<ProxyCounters>,
+    replicator: Option<Arc<Replicator<PeerSites>>>,
+    counters: Arc<ProxyCounters>,
     metrics: Arc<Metrics>,
 }
 
@@ -373,7 +360,7 @@ impl Proxy {
         };
         found
             .scope
-            .check_sites(|name| self.knows_site(name))
+            .check_sites(|name| self.peers.knows_site(name))
             .map_err(|err| format!("the scope of this request cannot be used: {err}"))?;
         let plan = dsl::resolve(
             &found.scope,
@@ -383,11 +370,6 @@ impl Proxy {
         );
         carriers::pass_on(headers, &found, &service.name, &self.carriers);
         Ok((plan, Some(found.scope)))
-    }
-
-    /// Whether a scope may name `site`: this site or a configured peer.
-    pub fn knows_site(&self, site: &str) -> bool {
-        site == self.site || self.peers.names().any(|peer| peer == site)
     }
 
     /// The whole body, up to `proxy.retry_body_limit`: to send it to several sites, or to
