@@ -1,6 +1,6 @@
 //! Builds the kernel programs (`interceptor-ebpf`) for `bpfel-unknown-none` and hands the object
 //! to the daemon, which embeds it. eBPF needs `-Z build-std=core`, which the stable toolchain
-//! cannot do, so this uses Debian's rustc-web (see docs/ebpf-toolchain in shared/ and
+//! cannot do, so this uses Debian's rustc-web (see ../shared/docs/ebpf-toolchain.md and
 //! scripts/setup-toolchain.sh, which installs it and bpf-linker).
 use std::{env, path::PathBuf, process::Command};
 

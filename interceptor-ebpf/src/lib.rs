@@ -3,7 +3,7 @@
 //! `connect4`, `connect6` and `sock_ops`, whatever the socket family.
 #![no_std]
 
-/// Name of the map of meshed service addresses: `ServiceAddress -> u32` (unused value, 1).
+/// Name of the map of meshed service addresses: `SocketAddress -> u32` (unused value, 1).
 pub const SERVICES_MAP: &str = "SERVICES";
 /// Name of the one-entry array holding the `ProxyListener`.
 pub const LISTENER_MAP: &str = "LISTENER";

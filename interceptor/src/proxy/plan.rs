@@ -4,7 +4,7 @@
 use dsl::Plan;
 use hyper::{Method, StatusCode};
 
-/// The sites to try, in order, or the collaboration that is not available yet.
+/// The sites to try, in order, or the collaboration that routing cannot carry out.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     Try(Vec<String>),
@@ -26,8 +26,8 @@ pub fn route(plan: &Plan) -> Route {
     }
 }
 
-/// The one place that names what is not built yet: replication and cross, with their
-/// meta-IDs and logs, come with the replication work.
+/// What routing alone cannot carry out: replication and cross, which the replicator
+/// (`replication/`) serves for services with resource rules, and collaborations nested in a chain.
 fn not_yet(plan: &Plan) -> &'static str {
     match plan {
         Plan::AllOf(_) => "replication ('&')",
