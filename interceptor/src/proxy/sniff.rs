@@ -1,7 +1,11 @@
 //! What protocol a new connection speaks, told from its first bytes without consuming them.
-use std::time::Duration;
+use std::{
+    io::{self, ErrorKind},
+    os::fd::AsRawFd,
+    time::Duration,
+};
 
-use tokio::net::TcpStream;
+use tokio::{io::Interest, net::TcpStream};
 
 /// How long a new connection may stay silent before it is taken for a protocol where the
 /// server speaks first, and relayed as plain TCP.
@@ -29,24 +33,45 @@ const HTTP_METHODS: [&[u8]; 9] = [
 /// Looks at the first bytes without consuming them: an HTTP/1 request line starts with a method.
 pub async fn sniff(stream: &TcpStream) -> Protocol {
     let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
-    let mut first = [0u8; 8];
+    let mut closed = false;
     loop {
-        let read = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
-        let Ok(Ok(len)) = read else {
-            return Protocol::Opaque;
-        };
-        if len == 0 {
-            return Protocol::Opaque;
+        // Peeking inside `try_io`: when only part of a method arrived, "would block" clears the
+        // readiness this peek saw, so the wait below lasts until more bytes come (readiness that
+        // came since is kept). A plain peek would leave it set, and the wait would spin.
+        match stream.try_io(Interest::READABLE, || peek_protocol(stream)) {
+            Ok(protocol) => return protocol,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => return Protocol::Opaque,
         }
-        if let Some(protocol) = classify(&first[..len]) {
-            return protocol;
-        }
-        // Only part of a method arrived: wait for the rest, briefly.
-        if tokio::time::Instant::now() >= deadline {
+        if closed {
+            // The client stopped sending with only part of a method sent.
             return Protocol::Opaque;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        match tokio::time::timeout_at(deadline, stream.ready(Interest::READABLE)).await {
+            Ok(Ok(ready)) => closed = ready.is_read_closed(),
+            _ => return Protocol::Opaque,
+        }
     }
+}
+
+/// The protocol told by the bytes received so far; "would block" while they are too few.
+fn peek_protocol(stream: &TcpStream) -> io::Result<Protocol> {
+    let mut first = [0u8; 8];
+    // SAFETY: `first` is valid for writes of its length, and the descriptor stays open while
+    // `stream` is borrowed. MSG_DONTWAIT: never block a worker thread.
+    let len = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            first.as_mut_ptr().cast(),
+            first.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let len = usize::try_from(len).map_err(|_| io::Error::last_os_error())?;
+    if len == 0 {
+        return Ok(Protocol::Opaque);
+    }
+    classify(&first[..len]).ok_or_else(|| ErrorKind::WouldBlock.into())
 }
 
 /// `None` while the bytes are still a prefix of some method.
@@ -64,6 +89,36 @@ fn classify(first: &[u8]) -> Option<Protocol> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::{io::AsyncWriteExt, net::TcpListener};
+
+    /// A connected pair on loopback: what the client writes, the server's end sniffs.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (client, listener.accept().await.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_method_split_over_two_writes_is_waited_for() {
+        let (mut client, server) = pair().await;
+        client.write_all(b"GE").await.unwrap();
+        let sniffing = tokio::spawn(async move { sniff(&server).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(b"T / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(sniffing.await.unwrap(), Protocol::Http1);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_mid_method_is_relayed_without_waiting_out_the_deadline() {
+        let (mut client, server) = pair().await;
+        client.write_all(b"PO").await.unwrap();
+        client.shutdown().await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(sniff(&server).await, Protocol::Opaque);
+        assert!(started.elapsed() < SNIFF_TIMEOUT, "{:?}", started.elapsed());
+    }
 
     #[test]
     fn http_is_recognised_by_its_method_and_anything_else_is_relayed() {
