@@ -217,7 +217,7 @@ impl Proxy {
         for marker in [FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED] {
             parts.headers.remove(marker);
         }
-        let (plan, scope) = match self.decide(&mut parts.headers, service, cgroup_id) {
+        let (plan, scope) = match self.decide(&mut parts.headers, service, cgroup_id).await {
             Ok(decision) => decision,
             Err(refusal) => {
                 let response = error_response(StatusCode::BAD_REQUEST, refusal);
@@ -276,10 +276,7 @@ impl Proxy {
                 Collaboration::Refused,
                 error_response(
                     StatusCode::NOT_IMPLEMENTED,
-                    format!(
-                        "the scope asks {what} for service '{}', which is not available yet",
-                        service.name
-                    ),
+                    Unavailable::of(&plan, what, &service.name).to_string(),
                 ),
             ),
             Route::Try(sites) => {
@@ -342,13 +339,13 @@ impl Proxy {
 
     /// The plan for this request and the scope it came with (none: local), with its scope
     /// rewritten for the next hop; why the scope cannot be used, if it cannot (answered 400).
-    fn decide(
+    async fn decide(
         &self,
         headers: &mut HeaderMap,
         service: &Service,
         cgroup_id: u64,
     ) -> Result<(dsl::Plan, Option<dsl::Scope>), String> {
-        let workload_default = self.workload_scopes.for_cgroup(cgroup_id);
+        let workload_default = self.workload_scopes.for_cgroup(cgroup_id).await;
         let known = carriers::Known {
             workload_default: workload_default.as_ref(),
             token_scope: &|token| self.token_scopes.scope_of(token),
@@ -528,6 +525,31 @@ impl Proxy {
             }
             Err(failure) if failure.reached => Attempt::failed(Outcome::Failed(failure.why)),
             Err(failure) => Attempt::failed(Outcome::NotDelivered(failure.why)),
+        }
+    }
+}
+
+/// Why a plan cannot be carried out (answered 501).
+#[derive(Debug, thiserror::Error)]
+enum Unavailable {
+    #[error(
+        "the scope asks {what} for service '{service}', which has no resource rules: configure \
+         `[[service.resource]]` rules for service '{service}' (see docs/configuration.md)"
+    )]
+    NeedsResourceRules { what: &'static str, service: String },
+    #[error("the scope asks {what} for service '{service}', which is not available yet")]
+    NotYet { what: &'static str, service: String },
+}
+
+impl Unavailable {
+    fn of(plan: &dsl::Plan, what: &'static str, service: &str) -> Unavailable {
+        let service = service.to_owned();
+        match plan {
+            // With resource rules, the replicator serves `&` and `%` at the top of a plan.
+            dsl::Plan::AllOf(_) | dsl::Plan::SpreadOver { .. } => {
+                Unavailable::NeedsResourceRules { what, service }
+            }
+            dsl::Plan::Site(_) | dsl::Plan::FirstOf(_) => Unavailable::NotYet { what, service },
         }
     }
 }

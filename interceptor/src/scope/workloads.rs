@@ -1,17 +1,21 @@
 //! Default scopes of workload cgroups: configured per workload, or registered for a transient
 //! child cgroup by `cheops exec`. A connection gets the scope of its own cgroup or else of its
 //! nearest ancestor that has one (the kernel programs apply to a cgroup's descendants too).
+//! Where a cgroup stands is found once, off the data path, and kept in a bounded table.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::{Mutex, RwLock},
+    sync::{Arc, RwLock},
 };
 
 use serde::Deserialize;
 
 /// How deep under a workload cgroup connections' cgroups are looked for.
 const MAX_DEPTH: usize = 8;
+/// The most cgroups whose place is kept: past it, the longest kept is forgotten (and found
+/// again if it connects again).
+const MAX_LOCATED: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadScopeError {
@@ -37,8 +41,32 @@ pub struct WorkloadScopes {
     roots: Vec<PathBuf>,
     /// Scopes by cgroup id (the cgroup directory's inode number, as the kernel reports it).
     scopes: RwLock<HashMap<u64, dsl::Scope>>,
-    /// Where each cgroup id seen was found (`None`: outside every workload).
-    located: Mutex<HashMap<u64, Option<PathBuf>>>,
+    /// The lineage of each cgroup id seen, itself first then its ancestors inside a workload
+    /// (`None`: outside every workload).
+    located: RwLock<Located>,
+}
+
+type Lineage = Option<Arc<[u64]>>;
+
+/// Lineages of the cgroups seen, the oldest forgotten first past `MAX_LOCATED`.
+#[derive(Default)]
+struct Located {
+    lineages: HashMap<u64, Lineage>,
+    order: VecDeque<u64>,
+}
+
+impl Located {
+    fn insert(&mut self, id: u64, lineage: Lineage) {
+        if self.lineages.insert(id, lineage).is_some() {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > MAX_LOCATED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.lineages.remove(&oldest);
+            }
+        }
+    }
 }
 
 fn cgroup_id(path: &Path) -> Result<u64, WorkloadScopeError> {
@@ -64,7 +92,7 @@ impl WorkloadScopes {
         Ok(WorkloadScopes {
             roots: workloads.into_iter().map(|(dir, _)| dir).collect(),
             scopes: RwLock::new(scopes),
-            located: Mutex::new(HashMap::new()),
+            located: RwLock::new(Located::default()),
         })
     }
 
@@ -90,30 +118,46 @@ impl WorkloadScopes {
         Ok(())
     }
 
-    /// The default scope for a connection from cgroup `id`.
-    pub fn for_cgroup(&self, id: u64) -> Option<dsl::Scope> {
+    /// The default scope for a connection from cgroup `id`. The first connection from a cgroup
+    /// looks for it in the filesystem on the blocking pool; later ones only read tables.
+    pub async fn for_cgroup(&self, id: u64) -> Option<dsl::Scope> {
+        {
+            let scopes = self.scopes.read().unwrap();
+            if let Some(scope) = scopes.get(&id) {
+                return Some(scope.clone());
+            }
+            if scopes.is_empty() {
+                return None;
+            }
+        }
+        let known = self.located.read().unwrap().lineages.get(&id).cloned();
+        let lineage = match known {
+            Some(lineage) => lineage,
+            None => {
+                let roots = self.roots.clone();
+                // A failed lookup (the runtime shutting down) is not kept.
+                let lineage = tokio::task::spawn_blocking(move || lineage_of(&roots, id))
+                    .await
+                    .ok()?;
+                self.located.write().unwrap().insert(id, lineage.clone());
+                lineage
+            }
+        }?;
         let scopes = self.scopes.read().unwrap();
-        if let Some(scope) = scopes.get(&id) {
-            return Some(scope.clone());
-        }
-        if scopes.is_empty() {
-            return None;
-        }
-        let path = self.locate(id)?;
-        // Only directories inside a workload: inode numbers elsewhere are not cgroup ids.
-        path.ancestors()
-            .take_while(|dir| self.roots.iter().any(|root| dir.starts_with(root)))
-            .find_map(|dir| scopes.get(&cgroup_id(dir).ok()?))
-            .cloned()
+        lineage.iter().find_map(|dir| scopes.get(dir)).cloned()
     }
+}
 
-    fn locate(&self, id: u64) -> Option<PathBuf> {
-        let mut located = self.located.lock().unwrap();
-        located
-            .entry(id)
-            .or_insert_with(|| self.roots.iter().find_map(|root| find(root, id, MAX_DEPTH)))
-            .clone()
-    }
+/// The cgroup ids of the directory whose id is `id` and of its ancestors inside a workload,
+/// nearest first (inode numbers elsewhere are not cgroup ids); `None` outside every workload.
+fn lineage_of(roots: &[PathBuf], id: u64) -> Lineage {
+    let path = roots.iter().find_map(|root| find(root, id, MAX_DEPTH))?;
+    let lineage: Vec<u64> = path
+        .ancestors()
+        .take_while(|dir| roots.iter().any(|root| dir.starts_with(root)))
+        .filter_map(|dir| cgroup_id(dir).ok())
+        .collect();
+    Some(lineage.into())
 }
 
 /// The directory under `dir` (or `dir` itself) whose cgroup id is `id`.
@@ -135,8 +179,8 @@ fn find(dir: &Path, id: u64, depth: usize) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_directory_gets_the_scope_of_its_nearest_registered_ancestor() {
+    #[tokio::test]
+    async fn a_directory_gets_the_scope_of_its_nearest_registered_ancestor() {
         let root = std::env::temp_dir().join(format!("cheops-ws-test-{}", std::process::id()));
         let child = root.join("exec-1");
         let grandchild = child.join("inner");
@@ -150,11 +194,15 @@ mod tests {
             .register(&child, Some(dsl::parse("{catalog: B}").unwrap()))
             .unwrap();
         let id = |p: &Path| cgroup_id(p).unwrap();
-        let found = |p: &Path| scopes.for_cgroup(id(p)).map(|s| s.to_string());
-        assert_eq!(found(&grandchild).as_deref(), Some("{catalog: B}"));
-        assert_eq!(found(&root).as_deref(), Some("{catalog: A}"));
+        let found = |p: &Path| {
+            let id = id(p);
+            let scopes = &scopes;
+            async move { scopes.for_cgroup(id).await.map(|s| s.to_string()) }
+        };
+        assert_eq!(found(&grandchild).await.as_deref(), Some("{catalog: B}"));
+        assert_eq!(found(&root).await.as_deref(), Some("{catalog: A}"));
         scopes.register(&child, None).unwrap();
-        assert_eq!(found(&child).as_deref(), Some("{catalog: A}"));
+        assert_eq!(found(&child).await.as_deref(), Some("{catalog: A}"));
         assert!(matches!(
             scopes.register(Path::new("/tmp"), None),
             Err(WorkloadScopeError::NotInWorkload(_))
