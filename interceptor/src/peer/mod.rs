@@ -29,21 +29,74 @@ use crate::{
     tls::{self, SiteTls},
 };
 
-/// Why a forwarded request got no answer from a peer.
-#[derive(Debug)]
-pub struct PeerFailure {
-    /// Whether the peer may have received it.
-    pub reached: bool,
-    pub why: String,
+/// Why a forwarded request got no answer from a peer, by whether it may have reached it.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    NotDelivered(#[from] NotDelivered),
+    #[error(transparent)]
+    MaybeDelivered(#[from] MaybeDelivered),
 }
 
-impl PeerFailure {
-    fn not_reached(why: String) -> PeerFailure {
-        PeerFailure {
-            reached: false,
-            why,
-        }
-    }
+/// The request surely never reached the peer: sending it again cannot make it run twice.
+#[derive(Debug, thiserror::Error)]
+pub enum NotDelivered {
+    #[error("{site} is not a configured peer")]
+    NotAPeer { site: String },
+    /// Its last heartbeat failed, or none was answered yet.
+    #[error("down ({why})")]
+    Down { why: String },
+    #[error("could not connect to {address} within {after:?}")]
+    ConnectTimeout {
+        address: SocketAddr,
+        after: Duration,
+    },
+    #[error("connecting to {address} failed: {cause}")]
+    Connect {
+        address: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error("the TLS handshake with {address} failed: {cause}")]
+    Tls {
+        address: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error("the HTTP/2 handshake with {address} failed: {cause}")]
+    Http2Handshake {
+        address: SocketAddr,
+        cause: hyper::Error,
+    },
+    #[error("bad request target: {0}")]
+    BadTarget(hyper::http::uri::InvalidUri),
+}
+
+/// The peer may have received the request, then it went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum MaybeDelivered {
+    #[error("the request to {address} failed: {cause}")]
+    Request {
+        address: SocketAddr,
+        cause: hyper::Error,
+    },
+    #[error("no answer within {after:?}")]
+    Timeout { after: Duration },
+}
+
+/// Why a heartbeat got no answer: the peer is then marked down with this as its last error.
+#[derive(Debug, thiserror::Error)]
+enum HeartbeatError {
+    #[error(transparent)]
+    NotDelivered(#[from] NotDelivered),
+    #[error("{0}")]
+    Request(hyper::http::Error),
+    #[error("heartbeat failed: {0}")]
+    Failed(hyper::Error),
+    #[error("heartbeat answer broken: {0}")]
+    Broken(hyper::Error),
+    #[error("heartbeat answer is not understood: {0}")]
+    NotUnderstood(serde_json::Error),
+    #[error("no heartbeat answer within {0:?}")]
+    NoAnswer(Duration),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,11 +232,8 @@ impl Peers {
                     }
                     continue;
                 }
-                Ok(Err(failure)) => failure.why,
-                Err(_) => format!(
-                    "no heartbeat answer within {:?}",
-                    self.settings.heartbeat_timeout
-                ),
+                Ok(Err(failure)) => failure,
+                Err(_) => HeartbeatError::NoAnswer(self.settings.heartbeat_timeout),
             };
             // The connection may be stuck on a cut link: the next beat starts a fresh one.
             *link.connection.lock().await = None;
@@ -193,7 +243,7 @@ impl Peers {
             }
             health.up = false;
             health.round_trip = None;
-            health.last_error = Some(error);
+            health.last_error = Some(error.to_string());
         }
     }
 
@@ -202,34 +252,26 @@ impl Peers {
     async fn beat(
         &self,
         link: &PeerLink,
-    ) -> Result<(Duration, BTreeMap<String, Duration>), PeerFailure> {
+    ) -> Result<(Duration, BTreeMap<String, Duration>), HeartbeatError> {
         let mut sender = self.connection(link).await?;
         let request = Request::get(peer_uri(link, HEARTBEAT_PATH)?)
             .header(FORWARDED_BY, header_value(&self.site))
             .body(empty_body())
-            .map_err(|err| PeerFailure::not_reached(err.to_string()))?;
+            .map_err(HeartbeatError::Request)?;
         let started = Instant::now();
         let response = sender
             .send_request(request)
             .await
-            .map_err(|err| PeerFailure {
-                reached: true,
-                why: format!("heartbeat failed: {err}"),
-            })?;
+            .map_err(HeartbeatError::Failed)?;
         let round_trip = started.elapsed();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|err| PeerFailure {
-                reached: true,
-                why: format!("heartbeat answer broken: {err}"),
-            })?
+            .map_err(HeartbeatError::Broken)?
             .to_bytes();
-        let heartbeat: Heartbeat = serde_json::from_slice(&body).map_err(|err| PeerFailure {
-            reached: true,
-            why: format!("heartbeat answer is not understood: {err}"),
-        })?;
+        let heartbeat: Heartbeat =
+            serde_json::from_slice(&body).map_err(HeartbeatError::NotUnderstood)?;
         let reported = heartbeat
             .round_trips_us
             .into_iter()
@@ -239,43 +281,39 @@ impl Peers {
     }
 
     /// The connection to `link`, made now if there is none or it broke.
-    async fn connection(&self, link: &PeerLink) -> Result<SendRequest<ProxyBody>, PeerFailure> {
+    async fn connection(&self, link: &PeerLink) -> Result<SendRequest<ProxyBody>, NotDelivered> {
         let mut connection = link.connection.lock().await;
         if let Some(sender) = connection.as_ref().filter(|s| !s.is_closed()) {
             return Ok(sender.clone());
         }
         let sender = tokio::time::timeout(self.settings.connect_timeout, self.connect(link))
             .await
-            .map_err(|_| {
-                PeerFailure::not_reached(format!(
-                    "could not connect to {} within {:?}",
-                    link.address, self.settings.connect_timeout
-                ))
+            .map_err(|_| NotDelivered::ConnectTimeout {
+                address: link.address,
+                after: self.settings.connect_timeout,
             })??;
         *connection = Some(sender.clone());
         Ok(sender)
     }
 
-    async fn connect(&self, link: &PeerLink) -> Result<SendRequest<ProxyBody>, PeerFailure> {
-        let failure = |what: &str, err: &dyn std::fmt::Display| {
-            PeerFailure::not_reached(format!("{what} {} failed: {err}", link.address))
-        };
-        let tcp = TcpStream::connect(link.address)
+    async fn connect(&self, link: &PeerLink) -> Result<SendRequest<ProxyBody>, NotDelivered> {
+        let address = link.address;
+        let tcp = TcpStream::connect(address)
             .await
-            .map_err(|err| failure("connecting to", &err))?;
+            .map_err(|cause| NotDelivered::Connect { address, cause })?;
         let _ = tcp.set_nodelay(true);
         let tls = self
             .connector
             .connect(link.server_name.clone(), tcp)
             .await
-            .map_err(|err| failure("the TLS handshake with", &err))?;
+            .map_err(|cause| NotDelivered::Tls { address, cause })?;
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(self.settings.heartbeat_interval)
             .keep_alive_timeout(self.settings.heartbeat_timeout)
             .handshake(TokioIo::new(tls))
             .await
-            .map_err(|err| failure("the HTTP/2 handshake with", &err))?;
+            .map_err(|cause| NotDelivered::Http2Handshake { address, cause })?;
         let peer = link.name.clone();
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -292,14 +330,16 @@ impl Peers {
         site: &str,
         service: &str,
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, PeerFailure> {
+    ) -> Result<Response<Incoming>, PeerError> {
         let link = self
             .links
             .iter()
             .find(|link| link.name == site)
-            .ok_or_else(|| PeerFailure::not_reached(format!("{site} is not a configured peer")))?;
-        if let Some(error) = link.down_because() {
-            return Err(PeerFailure::not_reached(format!("down ({error})")));
+            .ok_or_else(|| NotDelivered::NotAPeer {
+                site: site.to_owned(),
+            })?;
+        if let Some(why) = link.down_because() {
+            return Err(NotDelivered::Down { why }.into());
         }
         let path = request
             .uri()
@@ -316,14 +356,15 @@ impl Peers {
             .await
         {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(PeerFailure {
-                reached: true,
-                why: format!("the request to {} failed: {err}", link.address),
-            }),
-            Err(_) => Err(PeerFailure {
-                reached: true,
-                why: format!("no answer within {:?}", self.settings.request_timeout),
-            }),
+            Ok(Err(cause)) => Err(MaybeDelivered::Request {
+                address: link.address,
+                cause,
+            }
+            .into()),
+            Err(_) => Err(MaybeDelivered::Timeout {
+                after: self.settings.request_timeout,
+            }
+            .into()),
         }
     }
 
@@ -404,12 +445,12 @@ impl PeerLink {
     }
 }
 
-fn peer_uri(link: &PeerLink, path_and_query: &str) -> Result<Uri, PeerFailure> {
+fn peer_uri(link: &PeerLink, path_and_query: &str) -> Result<Uri, NotDelivered> {
     let host = match &link.server_name {
         ServerName::DnsName(name) => name.as_ref().to_owned(),
         other => format!("{other:?}"),
     };
     format!("https://{host}{path_and_query}")
         .parse()
-        .map_err(|err| PeerFailure::not_reached(format!("bad request target: {err}")))
+        .map_err(NotDelivered::BadTarget)
 }

@@ -10,23 +10,40 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-use super::{plan::Outcome, Proxy, RequestBody};
+use super::{
+    chain::{Chain, RequestBody},
+    outcome::Outcome,
+};
 use crate::{
+    config::Service,
     http::{error_response, full_body, ProxyBody},
     peer::wire::{
         header_value, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH, NOT_DELIVERED,
         REPLICATION_PATH,
     },
+    peer::Peers,
     replication::{
         codec::{call_of, response_of},
         exchange::Message,
+        sites::PeerSites,
+        Replicator,
     },
     tls,
 };
 
-/// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
-/// then a check that the certificate names a configured peer, then HTTP/2.
-pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy: Arc<Proxy>) {
+/// What serving other sites takes: this site's services, run through the chain's local
+/// attempt (never sent on), or through the replicator for services with resource rules.
+pub struct PeerApi {
+    pub site: String,
+    pub services: Vec<Arc<Service>>,
+    pub peers: Arc<Peers>,
+    pub chain: Arc<Chain>,
+    pub replicator: Option<Arc<Replicator<PeerSites>>>,
+}
+
+/// Serves `api` on `listener`: TLS with a certificate of the mesh's CA required, then a check
+/// that the certificate names a configured peer, then HTTP/2.
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<PeerApi>) {
     loop {
         let (stream, client) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -37,11 +54,10 @@ pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy:
             }
         };
         let acceptor = acceptor.clone();
-        let proxy = proxy.clone();
+        let api = api.clone();
         tokio::spawn(async move {
             let refused = |why: String| {
-                proxy
-                    .peers
+                api.peers
                     .counters
                     .refused_connections
                     .fetch_add(1, Ordering::Relaxed);
@@ -59,16 +75,16 @@ pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy:
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(|certificate| tls::certificate_site(certificate, proxy.peers.names()))
+                .and_then(|certificate| tls::certificate_site(certificate, api.peers.names()))
                 .map(str::to_owned);
             let Some(site) = site else {
                 return refused("its certificate names no configured peer".into());
             };
             debug!(%client, peer = %site, "peer connected");
             let handler = hyper::service::service_fn(move |request| {
-                let proxy = proxy.clone();
+                let api = api.clone();
                 let site = site.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.serve_peer(&site, request).await) }
+                async move { Ok::<_, std::convert::Infallible>(api.serve_peer(&site, request).await) }
             });
             if let Err(err) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -81,10 +97,10 @@ pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy:
     }
 }
 
-impl Proxy {
+impl PeerApi {
     /// A request that `peer` forwarded (or its heartbeat): executed against the local
     /// instance, its scope never read again.
-    pub async fn serve_peer(&self, peer: &str, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn serve_peer(&self, peer: &str, request: Request<Incoming>) -> Response<ProxyBody> {
         if request.uri().path() == HEARTBEAT_PATH {
             let answer = serde_json::to_vec(&self.peers.heartbeat_answer()).unwrap_or_default();
             return Response::new(full_body(answer));
@@ -131,7 +147,7 @@ impl Proxy {
             .filter(|_| !service.resources.is_empty())
         {
             // Executed here, with this site's IDs rewritten, and never sent on.
-            let kept = match self.keep(RequestBody::Streamed(Some(body))).await {
+            let kept = match self.chain.keep(RequestBody::Streamed(Some(body))).await {
                 Ok(kept) => kept,
                 Err(response) => return response,
             };
@@ -144,14 +160,15 @@ impl Proxy {
             };
         }
         let attempt = self
+            .chain
             .attempt_local(Request::from_parts(parts, body.boxed()), &service)
             .await;
         if let Some(response) = attempt.response {
             return response;
         }
         let (why, delivered) = match attempt.outcome {
-            Outcome::NotDelivered(why) => (why, false),
-            Outcome::Failed(why) => (why, true),
+            Outcome::NotDelivered(why) => (why.to_string(), false),
+            Outcome::Failed(why) => (why.to_string(), true),
             Outcome::Answered(status) => (format!("answered {status}"), true),
         };
         let mut response = error_response(
@@ -179,6 +196,7 @@ impl Proxy {
             );
         };
         let body = match self
+            .chain
             .keep(RequestBody::Streamed(Some(request.into_body())))
             .await
         {

@@ -1,69 +1,49 @@
 //! The transparent proxy. Each accepted connection was redirected by the kernel programs; the
 //! proxy asks which service the client meant (`OriginalDestinations`), tells its protocol
-//! (`sniff`), serves HTTP/1.1 through hyper: it reads the request's scope (`scope`), turns its
-//! plan into the sites to try (`plan`), and sends the request to the local instance (pooled
-//! upstream, streamed bodies) or to a peer (`peer`). Anything that is not HTTP is relayed
-//! untouched (`relay`). What other sites ask of this one arrives through `inbound`.
+//! (`sniff`) and serves HTTP/1.1 through hyper, each request in turn (`request`: its scope, its
+//! plan, the chain of attempts in `chain`). Anything that is not HTTP is relayed untouched
+//! (`relay`). What other sites ask of this one arrives through the peer API (`inbound`).
+mod chain;
 mod inbound;
+mod outcome;
 pub mod plan;
 mod relay;
+mod request;
 mod sniff;
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
-    time::Instant,
+    time::Duration,
 };
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::{
-    body::Incoming, http::request::Parts, HeaderMap, Request, Response, StatusCode, Uri, Version,
-};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
-
-pub use inbound::serve_peer_api;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
 
 use crate::{
     config::{CarrierSettings, ProxySettings, Service},
-    http::{
-        empty_body, error_response, full_body, instance_client, remove_hop_by_hop_headers,
-        InstanceClient, ProxyBody, SERVED_BY,
-    },
+    http::instance_client,
     intercept::OriginalDestinations,
-    metrics::{Collaboration, Metrics, ProxyCounters, RequestLabels},
-    peer::{
-        wire::{header_value, FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED},
-        Peers,
-    },
-    replication::{
-        codec::{call_of, response_of},
-        sites::PeerSites,
-        Replicator,
-    },
-    scope::{carriers, tokens::TokenScopes, workloads::WorkloadScopes},
+    metrics::{Metrics, ProxyCounters},
+    peer::Peers,
+    replication::{sites::PeerSites, Replicator},
+    scope::{tokens::TokenScopes, workloads::WorkloadScopes},
 };
-use plan::{Next, Outcome, Route};
+use chain::Chain;
+use inbound::PeerApi;
+use request::WorkloadRequests;
 use sniff::{sniff, Protocol};
 
 pub struct Proxy {
-    site: String,
     services: Vec<Arc<Service>>,
     settings: ProxySettings,
-    carriers: CarrierSettings,
     destinations: Arc<dyn OriginalDestinations>,
-    peers: Arc<Peers>,
-    workload_scopes: Arc<WorkloadScopes>,
-    token_scopes: TokenScopes,
-    upstream: InstanceClient,
-    /// Replication and cross, when a service has resource rules.
-    replicator: Option<Arc<Replicator<PeerSites>>>,
     counters: Arc<ProxyCounters>,
-    metrics: Arc<Metrics>,
+    requests: Arc<WorkloadRequests>,
+    peer_api: Arc<PeerApi>,
 }
 
 /// What a proxy serves with, besides its own settings.
@@ -80,34 +60,10 @@ pub struct ProxyParts {
     pub replicator: Option<Arc<Replicator<PeerSites>>>,
 }
 
-/// One attempt at one site: how it went, and the answer to give if it is the one given.
-struct Attempt {
-    outcome: Outcome,
-    response: Option<Response<ProxyBody>>,
-}
-
-impl Attempt {
-    fn failed(outcome: Outcome) -> Attempt {
-        Attempt {
-            outcome,
-            response: None,
-        }
-    }
-}
-
-/// A request body that is sent once (streamed), or kept to be sent again at the next site.
-enum RequestBody {
-    Streamed(Option<Incoming>),
-    Kept(Bytes),
-}
-
-impl RequestBody {
-    fn next(&mut self) -> ProxyBody {
-        match self {
-            RequestBody::Streamed(body) => body.take().map_or_else(empty_body, BodyExt::boxed),
-            RequestBody::Kept(bytes) => full_body(bytes.clone()),
-        }
-    }
+/// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
+/// then a check that the certificate names a configured peer, then HTTP/2.
+pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy: Arc<Proxy>) {
+    inbound::serve(listener, acceptor, proxy.peer_api.clone()).await
 }
 
 impl Proxy {
@@ -124,20 +80,42 @@ impl Proxy {
             metrics,
             replicator,
         } = parts;
-        let upstream = instance_client(settings.connect_timeout);
-        Proxy {
+        let services: Vec<Arc<Service>> = services.into_iter().map(Arc::new).collect();
+        let token_scopes = Arc::new(TokenScopes::default());
+        let chain = Arc::new(Chain {
+            site: site.clone(),
+            upstream: instance_client(settings.connect_timeout),
+            peers: peers.clone(),
+            settings: settings.clone(),
+            carriers: carriers.clone(),
+            token_scopes: token_scopes.clone(),
+            counters: counters.clone(),
+        });
+        let peer_api = Arc::new(PeerApi {
+            site: site.clone(),
+            services: services.clone(),
+            peers: peers.clone(),
+            chain: chain.clone(),
+            replicator: replicator.clone(),
+        });
+        let requests = Arc::new(WorkloadRequests {
             site,
-            services: services.into_iter().map(Arc::new).collect(),
-            settings,
             carriers,
-            destinations,
             peers,
             workload_scopes,
-            token_scopes: TokenScopes::default(),
-            upstream,
-            counters,
-            metrics,
+            token_scopes,
             replicator,
+            chain,
+            counters: counters.clone(),
+            metrics,
+        });
+        Proxy {
+            services,
+            settings,
+            destinations,
+            counters,
+            requests,
+            peer_api,
         }
     }
 
@@ -180,16 +158,19 @@ impl Proxy {
                 self.serve_http(stream, service, intercepted.cgroup_id)
                     .await
             }
-            Protocol::Opaque => self.relay_tcp(stream, &service).await,
+            Protocol::Opaque => {
+                self.counters.tcp_relays.fetch_add(1, Ordering::Relaxed);
+                relay::relay_tcp(stream, &service, self.settings.connect_timeout).await
+            }
         }
     }
 
-    async fn serve_http(self: Arc<Self>, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
-        let proxy = self.clone();
+    async fn serve_http(&self, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
+        let requests = self.requests.clone();
         let handler = hyper::service::service_fn(move |request| {
-            let proxy = proxy.clone();
+            let requests = requests.clone();
             let service = service.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, &service, cgroup_id).await) }
+            async move { Ok::<_, Infallible>(requests.handle(request, &service, cgroup_id).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -201,367 +182,6 @@ impl Proxy {
             debug!("client connection ended: {err}");
         }
     }
-
-    /// One request from a workload: its scope decides where it runs.
-    async fn handle(
-        &self,
-        request: Request<Incoming>,
-        service: &Service,
-        cgroup_id: u64,
-    ) -> Response<ProxyBody> {
-        self.counters.http_requests.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let (mut parts, body) = request.into_parts();
-        remove_hop_by_hop_headers(&mut parts.headers);
-        // Only the peer API takes forwarded requests: a workload cannot pose as a site.
-        for marker in [FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED] {
-            parts.headers.remove(marker);
-        }
-        let (plan, scope) = match self.decide(&mut parts.headers, service, cgroup_id).await {
-            Ok(decision) => decision,
-            Err(refusal) => {
-                let response = error_response(StatusCode::BAD_REQUEST, refusal);
-                return self.log_request(
-                    &parts,
-                    service,
-                    None,
-                    Collaboration::Refused,
-                    started,
-                    response,
-                );
-            }
-        };
-        let mut body = RequestBody::Streamed(Some(body));
-        if let Some(replicator) = self
-            .replicator
-            .as_ref()
-            .filter(|_| !service.resources.is_empty())
-        {
-            let refused = |response| {
-                self.log_request(
-                    &parts,
-                    service,
-                    scope.as_ref(),
-                    Collaboration::Refused,
-                    started,
-                    response,
-                )
-            };
-            let kept = match self.keep(body).await {
-                Ok(kept) => kept,
-                Err(response) => return refused(response),
-            };
-            let call = match call_of(&parts, &service.name, &kept) {
-                Ok(call) => call,
-                Err(response) => return refused(*response),
-            };
-            if let Some(answer) = replicator.serve(&plan, call).await {
-                let collaboration = match plan {
-                    dsl::Plan::SpreadOver { .. } => Collaboration::Cross,
-                    _ => Collaboration::Replication,
-                };
-                return self.log_request(
-                    &parts,
-                    service,
-                    scope.as_ref(),
-                    collaboration,
-                    started,
-                    response_of(answer),
-                );
-            }
-            body = RequestBody::Kept(kept);
-        }
-        let (collaboration, response) = match plan::route(&plan) {
-            Route::NotYet(what) => (
-                Collaboration::Refused,
-                error_response(
-                    StatusCode::NOT_IMPLEMENTED,
-                    Unavailable::of(&plan, what, &service.name).to_string(),
-                ),
-            ),
-            Route::Try(sites) => {
-                let collaboration = match sites.as_slice() {
-                    [only] if *only == self.site => Collaboration::Local,
-                    [_] => Collaboration::Sharing,
-                    _ => Collaboration::Otherwise,
-                };
-                (
-                    collaboration,
-                    self.run_chain(&parts, body, service, &sites).await,
-                )
-            }
-        };
-        self.log_request(
-            &parts,
-            service,
-            scope.as_ref(),
-            collaboration,
-            started,
-            response,
-        )
-    }
-
-    /// Counts the request in the metrics and logs its one line.
-    fn log_request(
-        &self,
-        parts: &Parts,
-        service: &Service,
-        scope: Option<&dsl::Scope>,
-        collaboration: Collaboration,
-        started: Instant,
-        response: Response<ProxyBody>,
-    ) -> Response<ProxyBody> {
-        let served_by = response
-            .headers()
-            .get(SERVED_BY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none");
-        let labels = RequestLabels::new(
-            &service.name,
-            collaboration,
-            served_by,
-            response.status().as_u16(),
-        );
-        self.metrics.record_request(&labels, started.elapsed());
-        info!(
-            service = %service.name,
-            method = %parts.method,
-            path = %parts.uri.path(),
-            scope = scope.map(tracing::field::display),
-            collaboration = %collaboration.as_str(),
-            status = response.status().as_u16(),
-            served_by = %served_by,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "request"
-        );
-        response
-    }
-
-    /// The plan for this request and the scope it came with (none: local), with its scope
-    /// rewritten for the next hop; why the scope cannot be used, if it cannot (answered 400).
-    async fn decide(
-        &self,
-        headers: &mut HeaderMap,
-        service: &Service,
-        cgroup_id: u64,
-    ) -> Result<(dsl::Plan, Option<dsl::Scope>), String> {
-        let workload_default = self.workload_scopes.for_cgroup(cgroup_id).await;
-        let known = carriers::Known {
-            workload_default: workload_default.as_ref(),
-            token_scope: &|token| self.token_scopes.scope_of(token),
-        };
-        let found =
-            carriers::extract(headers, &known, &self.carriers).map_err(|err| err.to_string())?;
-        let Some(found) = found else {
-            return Ok((dsl::Plan::Site(self.site.clone()), None));
-        };
-        found
-            .scope
-            .check_sites(|name| self.peers.knows_site(name))
-            .map_err(|err| format!("the scope of this request cannot be used: {err}"))?;
-        let plan = dsl::resolve(
-            &found.scope,
-            &service.name,
-            &self.site,
-            &self.peers.round_trips(),
-        );
-        carriers::pass_on(headers, &found, &service.name, &self.carriers);
-        Ok((plan, Some(found.scope)))
-    }
-
-    /// The whole body, up to `proxy.retry_body_limit`: to send it to several sites, or to
-    /// read and rewrite it.
-    async fn keep(&self, body: RequestBody) -> Result<Bytes, Response<ProxyBody>> {
-        let body = match body {
-            RequestBody::Kept(bytes) => return Ok(bytes),
-            RequestBody::Streamed(None) => return Ok(Bytes::new()),
-            RequestBody::Streamed(Some(body)) => body,
-        };
-        match Limited::new(body, self.settings.retry_body_limit)
-            .collect()
-            .await
-        {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is over {} bytes (`proxy.retry_body_limit`), too large to \
-                     keep for another site or for rewriting",
-                    self.settings.retry_body_limit
-                ),
-            )),
-            Err(err) => Err(error_response(
-                StatusCode::BAD_REQUEST,
-                format!("reading the request body failed: {err}"),
-            )),
-        }
-    }
-
-    /// Tries `sites` in order until one serves, as `collaborate` decides.
-    async fn run_chain(
-        &self,
-        parts: &Parts,
-        body: RequestBody,
-        service: &Service,
-        sites: &[String],
-    ) -> Response<ProxyBody> {
-        let mut body = if sites.len() > 1 {
-            // The next site needs the body again: keep it.
-            match self.keep(body).await {
-                Ok(kept) => RequestBody::Kept(kept),
-                Err(response) => return response,
-            }
-        } else {
-            body
-        };
-        let mut tried = Vec::new();
-        for (at, site) in sites.iter().enumerate() {
-            let request = copy_request(parts, body.next());
-            let attempt = if *site == self.site {
-                self.attempt_local(request, service).await
-            } else {
-                self.attempt_peer(site, request, service).await
-            };
-            match (
-                plan::after(&attempt.outcome, &parts.method, at + 1 < sites.len()),
-                attempt.response,
-            ) {
-                (Next::Answer, Some(response)) => return response,
-                (Next::FallBack, _) => tried.push((site.clone(), attempt.outcome)),
-                (Next::Answer | Next::GiveUp, _) => {
-                    tried.push((site.clone(), attempt.outcome));
-                    break;
-                }
-            }
-        }
-        error_response(
-            StatusCode::BAD_GATEWAY,
-            plan::none_served(&service.name, &tried),
-        )
-    }
-
-    /// Sends `request` to this site's instance of `service`.
-    async fn attempt_local(&self, mut request: Request<ProxyBody>, service: &Service) -> Attempt {
-        if let Some((token, scope)) =
-            carriers::strip_token_suffix(request.headers_mut(), &self.carriers)
-        {
-            // The service will pass the bare token on: its next calls get the scope from here.
-            if let Ok(scope) = dsl::parse(&scope) {
-                self.token_scopes.remember(&token, scope);
-            }
-        }
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        *request.uri_mut() =
-            match format!("http://{}{}", service.local, path_and_query).parse::<Uri>() {
-                Ok(uri) => uri,
-                Err(err) => {
-                    return Attempt::failed(Outcome::Failed(format!("bad request target: {err}")))
-                }
-            };
-        *request.version_mut() = Version::HTTP_11;
-        let instance = format!("its instance of '{}' ({})", service.name, service.local);
-        let answer = tokio::time::timeout(
-            self.settings.response_timeout,
-            self.upstream.request(request),
-        )
-        .await;
-        let outcome = match answer {
-            Ok(Ok(response)) => {
-                let mut response = response.map(BodyExt::boxed);
-                remove_hop_by_hop_headers(response.headers_mut());
-                response
-                    .headers_mut()
-                    .insert(SERVED_BY, header_value(&self.site));
-                return Attempt {
-                    outcome: Outcome::Answered(response.status()),
-                    response: Some(response),
-                };
-            }
-            Ok(Err(err)) if err.is_connect() => Outcome::NotDelivered(format!(
-                "{instance} could not be reached: {:#}",
-                anyhow::Error::from(err)
-            )),
-            Ok(Err(err)) => {
-                Outcome::Failed(format!("{instance} failed: {:#}", anyhow::Error::from(err)))
-            }
-            Err(_) => Outcome::Failed(format!(
-                "{instance} did not answer within {:?}",
-                self.settings.response_timeout
-            )),
-        };
-        self.counters
-            .upstream_errors
-            .fetch_add(1, Ordering::Relaxed);
-        Attempt::failed(outcome)
-    }
-
-    /// Sends `request` to `site`, whose cheops executes it against its own instance.
-    async fn attempt_peer(
-        &self,
-        site: &str,
-        mut request: Request<ProxyBody>,
-        service: &Service,
-    ) -> Attempt {
-        *request.version_mut() = Version::HTTP_2;
-        match self.peers.forward(site, &service.name, request).await {
-            Ok(response) => {
-                let status = response.status();
-                let outcome = if response.headers().contains_key(NOT_DELIVERED) {
-                    Outcome::NotDelivered(format!(
-                        "its instance of '{}' could not be reached",
-                        service.name
-                    ))
-                } else {
-                    Outcome::Answered(status)
-                };
-                Attempt {
-                    outcome,
-                    response: Some(response.map(BodyExt::boxed)),
-                }
-            }
-            Err(failure) if failure.reached => Attempt::failed(Outcome::Failed(failure.why)),
-            Err(failure) => Attempt::failed(Outcome::NotDelivered(failure.why)),
-        }
-    }
-}
-
-/// Why a plan cannot be carried out (answered 501).
-#[derive(Debug, thiserror::Error)]
-enum Unavailable {
-    #[error(
-        "the scope asks {what} for service '{service}', which has no resource rules: configure \
-         `[[service.resource]]` rules for service '{service}' (see docs/configuration.md)"
-    )]
-    NeedsResourceRules { what: &'static str, service: String },
-    #[error("the scope asks {what} for service '{service}', which is not available yet")]
-    NotYet { what: &'static str, service: String },
-}
-
-impl Unavailable {
-    fn of(plan: &dsl::Plan, what: &'static str, service: &str) -> Unavailable {
-        let service = service.to_owned();
-        match plan {
-            // With resource rules, the replicator serves `&` and `%` at the top of a plan.
-            dsl::Plan::AllOf(_) | dsl::Plan::SpreadOver { .. } => {
-                Unavailable::NeedsResourceRules { what, service }
-            }
-            dsl::Plan::Site(_) | dsl::Plan::FirstOf(_) => Unavailable::NotYet { what, service },
-        }
-    }
-}
-
-/// A copy of the request described by `parts`, with `body`, for one attempt.
-fn copy_request(parts: &Parts, body: ProxyBody) -> Request<ProxyBody> {
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = parts.uri.clone();
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
-    request
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! What the proxy does with a call, given its plan: the sites to try in order (sharing is a
 //! chain of one site, otherwise a longer one), when to go on to the next site, and what to
-//! answer when none served. Pure decisions; `proxy` does the I/O.
+//! answer when none served. Pure decisions; `chain` does the I/O.
 use dsl::Plan;
-use hyper::{Method, StatusCode};
+use hyper::Method;
+
+use super::outcome::Outcome;
 
 /// The sites to try, in order, or the collaboration that routing cannot carry out.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,17 +36,6 @@ fn not_yet(plan: &Plan) -> &'static str {
         Plan::SpreadOver { .. } => "cross ('%')",
         Plan::Site(_) | Plan::FirstOf(_) => "this combination of collaborations",
     }
-}
-
-/// How one attempt at one site went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The site's instance answered with this status.
-    Answered(StatusCode),
-    /// The request never reached the service there (site down, connection refused).
-    NotDelivered(String),
-    /// The request may have reached the service, then went wrong (timeout, broken connection).
-    Failed(String),
 }
 
 /// What to do after an attempt.
@@ -94,7 +85,8 @@ pub fn none_served(service: &str, tried: &[(String, Outcome)]) -> String {
         .map(|(site, outcome)| {
             let why = match outcome {
                 Outcome::Answered(status) => format!("answered {status}"),
-                Outcome::NotDelivered(why) | Outcome::Failed(why) => why.clone(),
+                Outcome::NotDelivered(why) => why.to_string(),
+                Outcome::Failed(why) => why.to_string(),
             };
             format!("site {site}: {why}")
         })
@@ -105,6 +97,22 @@ pub fn none_served(service: &str, tried: &[(String, Outcome)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        peer,
+        proxy::outcome::{Failed, NotDelivered},
+    };
+    use hyper::StatusCode;
+    use std::time::Duration;
+
+    fn down() -> Outcome {
+        Outcome::NotDelivered(NotDelivered::Peer(peer::NotDelivered::Down {
+            why: "no heartbeat answered yet".into(),
+        }))
+    }
+
+    fn no_answer_within(after: Duration) -> Outcome {
+        Outcome::Failed(Failed::Peer(peer::MaybeDelivered::Timeout { after }))
+    }
 
     fn sites(names: &[&str]) -> Route {
         Route::Try(names.iter().map(|s| s.to_string()).collect())
@@ -136,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_site_that_never_got_the_request_is_passed_over_whatever_the_method() {
-        let down = Outcome::NotDelivered("down".into());
+        let down = down();
         assert_eq!(after(&down, &Method::POST, true), Next::FallBack);
         assert_eq!(after(&down, &Method::GET, true), Next::FallBack);
         assert_eq!(after(&down, &Method::GET, false), Next::GiveUp);
@@ -144,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_request_that_may_have_run_is_retried_only_if_idempotent() {
-        let timeout = Outcome::Failed("timeout".into());
+        let timeout = no_answer_within(Duration::from_secs(2));
         assert_eq!(after(&timeout, &Method::GET, true), Next::FallBack);
         assert_eq!(after(&timeout, &Method::POST, true), Next::GiveUp);
         let failed = Outcome::Answered(StatusCode::SERVICE_UNAVAILABLE);
@@ -160,13 +168,14 @@ mod tests {
         let text = none_served(
             "catalog",
             &[
-                ("B".into(), Outcome::NotDelivered("down".into())),
-                ("C".into(), Outcome::Failed("no answer within 2s".into())),
+                ("B".into(), down()),
+                ("C".into(), no_answer_within(Duration::from_secs(2))),
             ],
         );
         assert_eq!(
             text,
-            "no site served service 'catalog': site B: down; site C: no answer within 2s"
+            "no site served service 'catalog': site B: down (no heartbeat answered yet); site C: \
+             no answer within 2s"
         );
     }
 }

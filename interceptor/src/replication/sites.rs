@@ -134,11 +134,11 @@ impl PeerSites {
             .peers
             .forward(site, REPLICATION_SERVICE, request)
             .await
-            .map_err(|failure| match failure.reached {
-                true => unreachable(failure.why),
-                false => Unreached::NotDelivered {
+            .map_err(|failure| match failure {
+                crate::peer::PeerError::MaybeDelivered(cause) => unreachable(cause.to_string()),
+                crate::peer::PeerError::NotDelivered(cause) => Unreached::NotDelivered {
                     site: site.to_owned(),
-                    why: failure.why,
+                    why: cause.to_string(),
                 },
             })?;
         let status = response.status();

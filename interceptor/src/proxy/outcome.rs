@@ -1,0 +1,72 @@
+//! How one attempt at one site went, and why it did not serve: typed causes that the chain's
+//! decisions (`plan`) read by kind and the client's answer names in one sentence.
+use std::{error::Error, fmt, net::SocketAddr, time::Duration};
+
+use hyper::{http::uri::InvalidUri, StatusCode};
+use hyper_util::client::legacy;
+
+use crate::peer;
+
+/// How one attempt at one site went.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The site's instance answered with this status.
+    Answered(StatusCode),
+    /// The request never reached the service there (site down, connection refused).
+    NotDelivered(NotDelivered),
+    /// The request may have reached the service, then went wrong (timeout, broken connection).
+    Failed(Failed),
+}
+
+/// This site's instance of a service, as an answer names it.
+#[derive(Debug)]
+pub struct InstanceOf {
+    pub service: String,
+    pub address: SocketAddr,
+}
+
+impl fmt::Display for InstanceOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "its instance of '{}' ({})", self.service, self.address)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotDelivered {
+    #[error("{instance} could not be reached: {}", with_causes(.cause))]
+    Instance {
+        instance: InstanceOf,
+        cause: legacy::Error,
+    },
+    /// The peer's cheops could not reach its own instance.
+    #[error("its instance of '{service}' could not be reached")]
+    PeerInstance { service: String },
+    #[error(transparent)]
+    Peer(#[from] peer::NotDelivered),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Failed {
+    #[error("bad request target: {0}")]
+    BadTarget(InvalidUri),
+    #[error("{instance} failed: {}", with_causes(.cause))]
+    Instance {
+        instance: InstanceOf,
+        cause: legacy::Error,
+    },
+    #[error("{instance} did not answer within {after:?}")]
+    Timeout {
+        instance: InstanceOf,
+        after: Duration,
+    },
+    #[error(transparent)]
+    Peer(#[from] peer::MaybeDelivered),
+}
+
+/// An error and its causes, `a: b: c`: the pooled client's own message says little.
+fn with_causes(error: &(dyn Error + 'static)) -> String {
+    std::iter::successors(Some(error), |error| (*error).source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}

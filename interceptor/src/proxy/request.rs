@@ -1,0 +1,242 @@
+//! One request from a workload: its scope decides the plan (`decide`), a service with resource
+//! rules goes to the replicator, any other plan becomes a chain of attempts; each request is
+//! counted and logged in one line.
+use std::{sync::atomic::Ordering, sync::Arc, time::Instant};
+
+use hyper::{body::Incoming, http::request::Parts, HeaderMap, Request, Response, StatusCode};
+use tracing::info;
+
+use super::{
+    chain::{Chain, RequestBody},
+    plan::{self, Route},
+};
+use crate::{
+    config::{CarrierSettings, Service},
+    http::{error_response, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
+    metrics::{Collaboration, Metrics, ProxyCounters, RequestLabels},
+    peer::{
+        wire::{FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED},
+        Peers,
+    },
+    replication::{
+        codec::{call_of, response_of},
+        sites::PeerSites,
+        Replicator,
+    },
+    scope::{carriers, tokens::TokenScopes, workloads::WorkloadScopes},
+};
+
+/// What serving a workload's requests takes.
+pub struct WorkloadRequests {
+    pub site: String,
+    pub carriers: CarrierSettings,
+    pub peers: Arc<Peers>,
+    pub workload_scopes: Arc<WorkloadScopes>,
+    pub token_scopes: Arc<TokenScopes>,
+    /// Replication and cross, when a service has resource rules.
+    pub replicator: Option<Arc<Replicator<PeerSites>>>,
+    pub chain: Arc<Chain>,
+    pub counters: Arc<ProxyCounters>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why a request's scope cannot be used (answered 400).
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Carrier(#[from] carriers::CarrierError),
+    #[error("the scope of this request cannot be used: {0}")]
+    UnknownSite(dsl::ScopeError),
+}
+
+/// Why a plan cannot be carried out (answered 501).
+#[derive(Debug, thiserror::Error)]
+enum Unavailable {
+    #[error(
+        "the scope asks {what} for service '{service}', which has no resource rules: configure \
+         `[[service.resource]]` rules for service '{service}' (see docs/configuration.md)"
+    )]
+    NeedsResourceRules { what: &'static str, service: String },
+    #[error("the scope asks {what} for service '{service}', which is not available yet")]
+    NotYet { what: &'static str, service: String },
+}
+
+impl Unavailable {
+    fn of(plan: &dsl::Plan, what: &'static str, service: &str) -> Unavailable {
+        let service = service.to_owned();
+        match plan {
+            // With resource rules, the replicator serves `&` and `%` at the top of a plan.
+            dsl::Plan::AllOf(_) | dsl::Plan::SpreadOver { .. } => {
+                Unavailable::NeedsResourceRules { what, service }
+            }
+            dsl::Plan::Site(_) | dsl::Plan::FirstOf(_) => Unavailable::NotYet { what, service },
+        }
+    }
+}
+
+impl WorkloadRequests {
+    /// One request from a workload: its scope decides where it runs.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        service: &Service,
+        cgroup_id: u64,
+    ) -> Response<ProxyBody> {
+        self.counters.http_requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        remove_hop_by_hop_headers(&mut parts.headers);
+        // Only the peer API takes forwarded requests: a workload cannot pose as a site.
+        for marker in [FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED] {
+            parts.headers.remove(marker);
+        }
+        let (plan, scope) = match self.decide(&mut parts.headers, service, cgroup_id).await {
+            Ok(decision) => decision,
+            Err(refusal) => {
+                let response = error_response(StatusCode::BAD_REQUEST, refusal.to_string());
+                return self.log_request(
+                    &parts,
+                    service,
+                    None,
+                    Collaboration::Refused,
+                    started,
+                    response,
+                );
+            }
+        };
+        let mut body = RequestBody::Streamed(Some(body));
+        if let Some(replicator) = self
+            .replicator
+            .as_ref()
+            .filter(|_| !service.resources.is_empty())
+        {
+            let refused = |response| {
+                self.log_request(
+                    &parts,
+                    service,
+                    scope.as_ref(),
+                    Collaboration::Refused,
+                    started,
+                    response,
+                )
+            };
+            let kept = match self.chain.keep(body).await {
+                Ok(kept) => kept,
+                Err(response) => return refused(response),
+            };
+            let call = match call_of(&parts, &service.name, &kept) {
+                Ok(call) => call,
+                Err(response) => return refused(*response),
+            };
+            if let Some(answer) = replicator.serve(&plan, call).await {
+                let collaboration = match plan {
+                    dsl::Plan::SpreadOver { .. } => Collaboration::Cross,
+                    _ => Collaboration::Replication,
+                };
+                return self.log_request(
+                    &parts,
+                    service,
+                    scope.as_ref(),
+                    collaboration,
+                    started,
+                    response_of(answer),
+                );
+            }
+            body = RequestBody::Kept(kept);
+        }
+        let (collaboration, response) = match plan::route(&plan) {
+            Route::NotYet(what) => (
+                Collaboration::Refused,
+                error_response(
+                    StatusCode::NOT_IMPLEMENTED,
+                    Unavailable::of(&plan, what, &service.name).to_string(),
+                ),
+            ),
+            Route::Try(sites) => {
+                let collaboration = match sites.as_slice() {
+                    [only] if *only == self.site => Collaboration::Local,
+                    [_] => Collaboration::Sharing,
+                    _ => Collaboration::Otherwise,
+                };
+                (
+                    collaboration,
+                    self.chain.run(&parts, body, service, &sites).await,
+                )
+            }
+        };
+        self.log_request(
+            &parts,
+            service,
+            scope.as_ref(),
+            collaboration,
+            started,
+            response,
+        )
+    }
+
+    /// Counts the request in the metrics and logs its one line.
+    fn log_request(
+        &self,
+        parts: &Parts,
+        service: &Service,
+        scope: Option<&dsl::Scope>,
+        collaboration: Collaboration,
+        started: Instant,
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let served_by = response
+            .headers()
+            .get(SERVED_BY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        let labels = RequestLabels::new(
+            &service.name,
+            collaboration,
+            served_by,
+            response.status().as_u16(),
+        );
+        self.metrics.record_request(&labels, started.elapsed());
+        info!(
+            service = %service.name,
+            method = %parts.method,
+            path = %parts.uri.path(),
+            scope = scope.map(tracing::field::display),
+            collaboration = %collaboration.as_str(),
+            status = response.status().as_u16(),
+            served_by = %served_by,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        response
+    }
+
+    /// The plan for this request and the scope it came with (none: local), with its scope
+    /// rewritten for the next hop; why the scope cannot be used, if it cannot (answered 400).
+    async fn decide(
+        &self,
+        headers: &mut HeaderMap,
+        service: &Service,
+        cgroup_id: u64,
+    ) -> Result<(dsl::Plan, Option<dsl::Scope>), Refusal> {
+        let workload_default = self.workload_scopes.for_cgroup(cgroup_id).await;
+        let known = carriers::Known {
+            workload_default: workload_default.as_ref(),
+            token_scope: &|token| self.token_scopes.scope_of(token),
+        };
+        let Some(found) = carriers::extract(headers, &known, &self.carriers)? else {
+            return Ok((dsl::Plan::Site(self.site.clone()), None));
+        };
+        found
+            .scope
+            .check_sites(|name| self.peers.knows_site(name))
+            .map_err(Refusal::UnknownSite)?;
+        let plan = dsl::resolve(
+            &found.scope,
+            &service.name,
+            &self.site,
+            &self.peers.round_trips(),
+        );
+        carriers::pass_on(headers, &found, &service.name, &self.carriers);
+        Ok((plan, Some(found.scope)))
+    }
+}
