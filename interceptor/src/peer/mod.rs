@@ -1,6 +1,7 @@
-//! The other sites: one multiplexed HTTP/2 connection over mutual TLS per peer, re-established
-//! when it breaks; heartbeats that measure each round trip and mark peers up or down; and this
-//! site's peer API, which accepts only certificates of configured sites.
+//! The other sites, outbound: one multiplexed HTTP/2 connection over mutual TLS per peer,
+//! re-established when it breaks; heartbeats that measure each round trip and mark peers up or
+//! down; forwarding, whose errors say whether the peer may have got the request. (What other
+//! sites ask of this one is `proxy::inbound`.)
 pub mod wire;
 
 use std::{
