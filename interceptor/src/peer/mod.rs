@@ -46,7 +46,7 @@ impl PeerFailure {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PeerStatus {
     pub name: String,
     pub address: SocketAddr,
