@@ -13,8 +13,6 @@ use rcgen::{
 use rustls::{server::WebPkiClientVerifier, ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::config::TlsFiles;
-
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read the {what} {path}: {cause}")]
@@ -38,6 +36,15 @@ pub enum TlsError {
         path: PathBuf,
         cause: std::io::Error,
     },
+}
+
+/// PEM files: the CA that signs every site's certificate, and this site's certificate and key.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The TLS settings of this site's peer API (server) and of its connections to peers (client).

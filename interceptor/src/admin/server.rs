@@ -97,7 +97,7 @@ impl Admin {
             }
         };
         let scope = match registration.scope.as_deref().map(|text| {
-            crate::scope::carriers::parse_known(text, |site| self.peers.knows_site(site))
+            crate::config::parse_scope_of_known_sites(text, |site| self.peers.knows_site(site))
         }) {
             Some(Err(err)) => return (StatusCode::BAD_REQUEST, format!("{err}\n")),
             Some(Ok(scope)) => Some(scope),
