@@ -2,6 +2,8 @@
 //! temporary directory; stopped (SIGKILL) when dropped.
 use std::{path::PathBuf, time::Duration};
 
+use interceptor::admin::api::{ReplicasView, Status, REPLICAS_PAGE, STATUS_PAGE};
+
 use crate::{
     cgroup::Cgroup,
     cheops_bin,
@@ -88,9 +90,18 @@ impl Agent {
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    pub fn status(&self) -> serde_json::Value {
-        let text = self.admin("/status").expect("the agent's /status answers");
-        serde_json::from_str(&text).expect("/status is JSON")
+    pub fn status(&self) -> Status {
+        let text = self
+            .admin(STATUS_PAGE)
+            .expect("the agent's /status answers");
+        serde_json::from_str(&text).expect("/status is the admin API's Status")
+    }
+
+    pub fn replicas(&self) -> ReplicasView {
+        let text = self
+            .admin(REPLICAS_PAGE)
+            .expect("the agent's /replicas answers");
+        serde_json::from_str(&text).expect("/replicas is the admin API's ReplicasView")
     }
 
     pub fn log_text(&self) -> String {

@@ -60,9 +60,9 @@ fn a_redirected_connection_reaches_the_service_it_dialled_through_cheops() {
     let answer = curl(&netns, &format!("http://127.0.0.1:{PROXY_PORT}/whoami"));
     assert!(body(&answer).is_empty(), "{answer}");
     let status = agent.status();
-    assert!(status["kernel"].is_null(), "{status}");
-    assert_eq!(status["proxy"]["http_requests"], 2, "{status}");
-    assert_eq!(status["proxy"]["not_redirected"], 1, "{status}");
+    assert!(status.kernel.is_none(), "{status:?}");
+    assert_eq!(status.proxy.http_requests, 2, "{status:?}");
+    assert_eq!(status.proxy.not_redirected, 1, "{status:?}");
     assert!(
         agent.log_text().contains("was not redirected"),
         "{}",
