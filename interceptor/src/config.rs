@@ -10,7 +10,7 @@ use std::{
 };
 
 use hyper::header::HeaderName;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     replication::rules::{self as resources, ResourceRule},
@@ -76,7 +76,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The name of this site, as other sites and scopes call it.
@@ -103,14 +103,14 @@ pub struct Config {
 }
 
 /// Another site: its name (as scopes and its certificate say it) and its peer API address.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     pub name: String,
     pub address: SocketAddr,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PeerApiSettings {
     /// Where this site's peer API listens (required when peers are configured).
@@ -142,7 +142,7 @@ impl Default for PeerApiSettings {
 }
 
 /// Where a request's scope may come from; read in the configured order, the first found wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Carrier {
     /// The `X-Scope` header.
@@ -155,7 +155,7 @@ pub enum Carrier {
     Workload,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CarrierSettings {
     /// The carriers read, in order.
@@ -187,7 +187,7 @@ impl CarrierSettings {
 }
 
 /// A meshed service: applications dial `address`; the local instance listens at `local`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
@@ -200,7 +200,7 @@ pub struct Service {
 
 /// A cgroup whose processes are meshed. `cgroup` is a path relative to the cgroup v2 mount,
 /// or an absolute path under it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     pub cgroup: PathBuf,
@@ -208,7 +208,7 @@ pub struct Workload {
     pub default_scope: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySettings {
     /// The port the proxy listens on, on 127.0.0.1 and ::1 only.
@@ -245,7 +245,7 @@ impl Default for ProxySettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InterceptionMode {
     /// cgroup/connect programs redirect the workloads' connections (the product path).
@@ -255,7 +255,7 @@ pub enum InterceptionMode {
     Nat,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// The port of the admin endpoint (status, metrics), on 127.0.0.1 only.
@@ -268,7 +268,7 @@ impl Default for AdminSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationSettings {
     /// The durable store of replicants, the operation log and cross registrations.
@@ -440,6 +440,22 @@ mod tests {
         assert_eq!(catalog.address, "198.18.0.10:80".parse().unwrap());
         assert_eq!(catalog.local, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(config.workloads[0].cgroup, Path::new("cheops/paris"));
+    }
+
+    #[test]
+    fn a_configuration_written_out_reads_back_the_same() {
+        let text = format!(
+            "{EXAMPLE}default_scope = \"{{catalog: Paris}}\"\n\
+             [[service.resource]]\ncollection = \"/pods\"\nitem = \"/pods/{{id}}\"\nid = \"json:id\"\n\
+             [[peer]]\nname = \"Nantes\"\naddress = \"198.18.0.2:15443\"\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"p.pem\"\nkey = \"p.key\"\n\
+             [peer_api]\nlisten = \"198.18.0.1:15443\"\nheartbeat_interval = \"200ms\"\n\
+             [carriers]\nread = [\"token\", \"header\"]\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        let written = toml::to_string(&config).unwrap();
+        let again = Config::parse(&written).unwrap_or_else(|err| panic!("{err}:\n{written}"));
+        assert_eq!(format!("{again:?}"), format!("{config:?}"), "{written}");
     }
 
     #[test]

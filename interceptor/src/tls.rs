@@ -39,7 +39,7 @@ pub enum TlsError {
 }
 
 /// PEM files: the CA that signs every site's certificate, and this site's certificate and key.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub ca: PathBuf,
