@@ -9,22 +9,74 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
+use hyper::header::HeaderName;
+use serde::{Deserialize, Serialize};
 
-use crate::replication::rules::{self as resources, ResourceRule};
+use crate::{
+    replication::rules::{self as resources, ResourceRule},
+    tls::{self, TlsError, TlsFiles},
+};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum LoadError {
     #[error("cannot read the configuration {path}: {cause}")]
     Read {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("the configuration {path} is not valid: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("the configuration {path} is not valid: {cause}")]
+    Invalid { path: PathBuf, cause: ConfigError },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// What is wrong with a configuration, naming the key and the culprit.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("`site` must name this site")]
+    NoSite,
+    #[error("`proxy.max_header_bytes` must be at least 8192")]
+    HeaderLimitTooSmall,
+    #[error(
+        "`[[workload]]` cgroups select what the eBPF programs intercept; with \
+         `proxy.interception = \"nat\"` the REDIRECT rule selects it: remove them"
+    )]
+    WorkloadsWithNat,
+    #[error("the service at {address} has an empty name")]
+    UnnamedService { address: SocketAddr },
+    #[error("service '{service}' is configured twice")]
+    ServiceTwice { service: String },
+    #[error("service '{service}': address {address} is already taken by another service")]
+    AddressTaken {
+        service: String,
+        address: SocketAddr,
+    },
+    #[error(
+        "service '{service}': `local` must differ from `address` ({address}), or every call \
+         would be sent back to cheops"
+    )]
+    LoopsBack {
+        service: String,
+        address: SocketAddr,
+    },
+    #[error("service '{service}': {why}")]
+    Resource { service: String, why: String },
+    #[error("peer '{peer}' is configured twice, or is this site")]
+    PeerTwice { peer: String },
+    #[error(transparent)]
+    UnnameablePeer(TlsError),
+    #[error("peers are configured, so `[tls]` (ca, cert, key) is required")]
+    NoTls,
+    #[error("peers are configured, so `peer_api.listen` is required")]
+    NoPeerApiListen,
+    #[error("the default scope of workload {}: {cause}", cgroup.display())]
+    DefaultScope {
+        cgroup: PathBuf,
+        cause: Box<dsl::ScopeError>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The name of this site, as other sites and scopes call it.
@@ -51,23 +103,14 @@ pub struct Config {
 }
 
 /// Another site: its name (as scopes and its certificate say it) and its peer API address.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     pub name: String,
     pub address: SocketAddr,
 }
 
-/// PEM files: the CA that signs every site's certificate, and this site's certificate and key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PeerApiSettings {
     /// Where this site's peer API listens (required when peers are configured).
@@ -99,7 +142,7 @@ impl Default for PeerApiSettings {
 }
 
 /// Where a request's scope may come from; read in the configured order, the first found wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Carrier {
     /// The `X-Scope` header.
@@ -112,7 +155,7 @@ pub enum Carrier {
     Workload,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CarrierSettings {
     /// The carriers read, in order.
@@ -135,8 +178,16 @@ impl Default for CarrierSettings {
     }
 }
 
+impl CarrierSettings {
+    /// The token header's name; the default one when the configured name is not a header name.
+    pub fn token_header_name(&self) -> HeaderName {
+        HeaderName::from_bytes(self.token_header.as_bytes())
+            .unwrap_or(HeaderName::from_static("x-auth-token"))
+    }
+}
+
 /// A meshed service: applications dial `address`; the local instance listens at `local`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
@@ -149,7 +200,7 @@ pub struct Service {
 
 /// A cgroup whose processes are meshed. `cgroup` is a path relative to the cgroup v2 mount,
 /// or an absolute path under it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     pub cgroup: PathBuf,
@@ -157,7 +208,7 @@ pub struct Workload {
     pub default_scope: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySettings {
     /// The port the proxy listens on, on 127.0.0.1 and ::1 only.
@@ -194,7 +245,7 @@ impl Default for ProxySettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InterceptionMode {
     /// cgroup/connect programs redirect the workloads' connections (the product path).
@@ -204,7 +255,7 @@ pub enum InterceptionMode {
     Nat,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// The port of the admin endpoint (status, metrics), on 127.0.0.1 only.
@@ -217,7 +268,7 @@ impl Default for AdminSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationSettings {
     /// The durable store of replicants, the operation log and cross registrations.
@@ -247,96 +298,91 @@ impl Default for ReplicationSettings {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| LoadError::Read {
             path: path.to_owned(),
             cause,
         })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+        Config::parse(&text).map_err(|cause| LoadError::Invalid {
             path: path.to_owned(),
-            message,
+            cause,
         })
     }
 
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)?;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.site.trim().is_empty() {
-            return Err("`site` must name this site".into());
+            return Err(ConfigError::NoSite);
         }
         if self.proxy.max_header_bytes < 8192 {
-            return Err("`proxy.max_header_bytes` must be at least 8192".into());
+            return Err(ConfigError::HeaderLimitTooSmall);
         }
         if self.proxy.interception == InterceptionMode::Nat && !self.workloads.is_empty() {
-            return Err(
-                "`[[workload]]` cgroups select what the eBPF programs intercept; with \
-                        `proxy.interception = \"nat\"` the REDIRECT rule selects it: remove them"
-                    .into(),
-            );
+            return Err(ConfigError::WorkloadsWithNat);
         }
         let mut names = HashSet::new();
         let mut addresses = HashSet::new();
         for service in &self.services {
+            let culprit = || service.name.clone();
             if service.name.trim().is_empty() {
-                return Err(format!(
-                    "the service at {} has an empty name",
-                    service.address
-                ));
+                return Err(ConfigError::UnnamedService {
+                    address: service.address,
+                });
             }
             if !names.insert(&service.name) {
-                return Err(format!("service '{}' is configured twice", service.name));
+                return Err(ConfigError::ServiceTwice { service: culprit() });
             }
             if !addresses.insert(service.address) {
-                return Err(format!(
-                    "service '{}': address {} is already taken by another service",
-                    service.name, service.address
-                ));
+                return Err(ConfigError::AddressTaken {
+                    service: culprit(),
+                    address: service.address,
+                });
             }
             if service.address == service.local {
-                return Err(format!(
-                    "service '{}': `local` must differ from `address` ({}), or every call would be \
-                     sent back to cheops",
-                    service.name, service.address
-                ));
+                return Err(ConfigError::LoopsBack {
+                    service: culprit(),
+                    address: service.address,
+                });
             }
-            resources::check(&service.resources)
-                .map_err(|why| format!("service '{}': {why}", service.name))?;
+            resources::check(&service.resources).map_err(|why| ConfigError::Resource {
+                service: culprit(),
+                why,
+            })?;
         }
         self.validate_peers()?;
         for workload in &self.workloads {
             if let Some(scope) = &workload.default_scope {
-                self.check_scope(scope).map_err(|err| {
-                    format!(
-                        "the default scope of workload {}: {err}",
-                        workload.cgroup.display()
-                    )
-                })?;
+                self.check_scope(scope)
+                    .map_err(|cause| ConfigError::DefaultScope {
+                        cgroup: workload.cgroup.clone(),
+                        cause: Box::new(cause),
+                    })?;
             }
         }
         Ok(())
     }
 
-    fn validate_peers(&self) -> Result<(), String> {
+    fn validate_peers(&self) -> Result<(), ConfigError> {
         let mut names = HashSet::from([&self.site]);
         for peer in &self.peers {
             if !names.insert(&peer.name) {
-                return Err(format!(
-                    "peer '{}' is configured twice, or is this site",
-                    peer.name
-                ));
+                return Err(ConfigError::PeerTwice {
+                    peer: peer.name.clone(),
+                });
             }
-            crate::tls::site_dns_name(&peer.name).map_err(|err| err.to_string())?;
+            tls::site_dns_name(&peer.name).map_err(ConfigError::UnnameablePeer)?;
         }
         if !self.peers.is_empty() {
             if self.tls.is_none() {
-                return Err("peers are configured, so `[tls]` (ca, cert, key) is required".into());
+                return Err(ConfigError::NoTls);
             }
             if self.peer_api.listen.is_none() {
-                return Err("peers are configured, so `peer_api.listen` is required".into());
+                return Err(ConfigError::NoPeerApiListen);
             }
         }
         Ok(())
@@ -349,8 +395,19 @@ impl Config {
 
     /// Parses `text` as a scope naming only known sites.
     pub fn check_scope(&self, text: &str) -> Result<dsl::Scope, dsl::ScopeError> {
-        crate::scope::carriers::parse_known(text, |name| self.knows_site(name))
+        parse_scope_of_known_sites(text, |name| self.knows_site(name))
     }
+}
+
+/// Parses `text` as a scope that names only the sites `is_known` accepts: how configured and
+/// registered default scopes are checked.
+pub fn parse_scope_of_known_sites(
+    text: &str,
+    is_known: impl Fn(&str) -> bool,
+) -> Result<dsl::Scope, dsl::ScopeError> {
+    let scope = dsl::parse(text)?;
+    scope.check_sites(is_known)?;
+    Ok(scope)
 }
 
 #[cfg(test)]
@@ -386,18 +443,37 @@ mod tests {
     }
 
     #[test]
+    fn a_configuration_written_out_reads_back_the_same() {
+        let text = format!(
+            "{EXAMPLE}default_scope = \"{{catalog: Paris}}\"\n\
+             [[service.resource]]\ncollection = \"/pods\"\nitem = \"/pods/{{id}}\"\nid = \"json:id\"\n\
+             [[peer]]\nname = \"Nantes\"\naddress = \"198.18.0.2:15443\"\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"p.pem\"\nkey = \"p.key\"\n\
+             [peer_api]\nlisten = \"198.18.0.1:15443\"\nheartbeat_interval = \"200ms\"\n\
+             [carriers]\nread = [\"token\", \"header\"]\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        let written = toml::to_string(&config).unwrap();
+        let again = Config::parse(&written).unwrap_or_else(|err| panic!("{err}:\n{written}"));
+        assert_eq!(format!("{again:?}"), format!("{config:?}"), "{written}");
+    }
+
+    #[test]
     fn names_the_service_configured_twice() {
         let text = format!(
             "{EXAMPLE}\n[[service]]\nname = \"catalog\"\naddress = \"198.18.0.11:80\"\nlocal = \"127.0.0.1:3001\"\n"
         );
-        let err = Config::parse(&text).unwrap_err();
+        let err = Config::parse(&text).unwrap_err().to_string();
         assert_eq!(err, "service 'catalog' is configured twice");
     }
 
     #[test]
     fn refuses_a_service_that_would_loop_back_to_cheops() {
         let text = "site = \"A\"\n[[service]]\nname = \"s\"\naddress = \"127.0.0.1:80\"\nlocal = \"127.0.0.1:80\"\n";
-        assert!(Config::parse(text).unwrap_err().contains("service 's'"));
+        assert!(Config::parse(text)
+            .unwrap_err()
+            .to_string()
+            .contains("service 's'"));
     }
 
     #[test]
@@ -408,10 +484,10 @@ mod tests {
         let config = Config::parse(&text).unwrap();
         assert_eq!(config.services[0].resources[0].collection, "/pods");
         let bad = text.replace("json:id", "header");
-        let err = Config::parse(&bad).unwrap_err();
+        let err = Config::parse(&bad).unwrap_err().to_string();
         assert!(err.contains("json:FIELD"), "{err}");
         let bad = text.replace("collection = \"/pods\"", "collection = \"pods\"");
-        let err = Config::parse(&bad).unwrap_err();
+        let err = Config::parse(&bad).unwrap_err().to_string();
         assert!(err.starts_with("service 'catalog': resource"), "{err}");
     }
 
@@ -422,16 +498,21 @@ mod tests {
             Config::parse(nat).unwrap().proxy.interception,
             InterceptionMode::Nat
         );
-        let err = Config::parse(&format!("{nat}[[workload]]\ncgroup = \"w\"\n")).unwrap_err();
+        let err = Config::parse(&format!("{nat}[[workload]]\ncgroup = \"w\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("[[workload]]"), "{err}");
-        let err =
-            Config::parse("site = \"A\"\n[proxy]\ninterception = \"iptables\"\n").unwrap_err();
+        let err = Config::parse("site = \"A\"\n[proxy]\ninterception = \"iptables\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("iptables"), "{err}");
     }
 
     #[test]
     fn names_an_unknown_key() {
-        let err = Config::parse("site = \"A\"\n[proxy]\nprot = 1\n").unwrap_err();
+        let err = Config::parse("site = \"A\"\n[proxy]\nprot = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("prot"), "{err}");
     }
 
@@ -439,7 +520,10 @@ mod tests {
     fn peers_need_credentials_and_a_listener() {
         let text =
             format!("{EXAMPLE}\n[[peer]]\nname = \"Nantes\"\naddress = \"198.18.0.2:15443\"\n");
-        assert!(Config::parse(&text).unwrap_err().contains("[tls]"));
+        assert!(Config::parse(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("[tls]"));
         let text = format!(
             "{text}[tls]\nca = \"ca.pem\"\ncert = \"p.pem\"\nkey = \"p.key\"\n[peer_api]\nlisten = \"198.18.0.1:15443\"\n"
         );
@@ -453,7 +537,7 @@ mod tests {
     #[test]
     fn a_default_scope_naming_an_unknown_site_is_refused_with_the_workload() {
         let text = format!("{EXAMPLE}default_scope = \"{{catalog: Lyon}}\"\n");
-        let err = Config::parse(&text).unwrap_err();
+        let err = Config::parse(&text).unwrap_err().to_string();
         assert!(
             err.contains("cheops/paris") && err.contains("Lyon"),
             "{err}"

@@ -13,8 +13,6 @@ use rcgen::{
 use rustls::{server::WebPkiClientVerifier, ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::config::TlsFiles;
-
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read the {what} {path}: {cause}")]
@@ -38,6 +36,15 @@ pub enum TlsError {
         path: PathBuf,
         cause: std::io::Error,
     },
+}
+
+/// PEM files: the CA that signs every site's certificate, and this site's certificate and key.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The TLS settings of this site's peer API (server) and of its connections to peers (client).
@@ -138,8 +145,19 @@ fn read_certificates(
     Ok(certificates)
 }
 
-/// Writes into `out` a new CA (`ca.pem`) and, per site, `<name>.pem` and `<name>.key`, where
-/// `<name>` is the site's certificate label (`site_dns_name` without `.cheops`).
+/// The CA's certificate in a directory that `generate` wrote.
+pub const CA_FILE: &str = "ca.pem";
+
+/// The names of `site`'s certificate and key files in a directory that `generate` wrote:
+/// `<name>.pem` and `<name>.key`, where `<name>` is the site's certificate label
+/// (`site_dns_name` without `.cheops`).
+pub fn site_files(site: &str) -> Result<(String, String), TlsError> {
+    let dns_name = site_dns_name(site)?;
+    let label = dns_name.trim_end_matches(".cheops");
+    Ok((format!("{label}.pem"), format!("{label}.key")))
+}
+
+/// Writes into `out` a new CA (`CA_FILE`) and, per site, its `site_files`.
 pub fn generate(out: &Path, sites: &[String]) -> Result<Vec<PathBuf>, TlsError> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name
@@ -147,7 +165,7 @@ pub fn generate(out: &Path, sites: &[String]) -> Result<Vec<PathBuf>, TlsError> 
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
-    let mut written = vec![write(out, "ca.pem", &ca.pem())?];
+    let mut written = vec![write(out, CA_FILE, &ca.pem())?];
     for site in sites {
         let dns_name = site_dns_name(site)?;
         let mut params = CertificateParams::new(vec![dns_name.clone()])?;
@@ -158,9 +176,9 @@ pub fn generate(out: &Path, sites: &[String]) -> Result<Vec<PathBuf>, TlsError> 
         ];
         let key = KeyPair::generate()?;
         let certificate = params.signed_by(&key, &ca)?;
-        let label = dns_name.trim_end_matches(".cheops");
-        written.push(write(out, &format!("{label}.pem"), &certificate.pem())?);
-        written.push(write(out, &format!("{label}.key"), &key.serialize_pem())?);
+        let (cert_file, key_file) = site_files(site)?;
+        written.push(write(out, &cert_file, &certificate.pem())?);
+        written.push(write(out, &key_file, &key.serialize_pem())?);
     }
     Ok(written)
 }

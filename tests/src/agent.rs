@@ -2,6 +2,11 @@
 //! temporary directory; stopped (SIGKILL) when dropped.
 use std::{path::PathBuf, time::Duration};
 
+use interceptor::{
+    admin::api::{ReplicasView, Status, REPLICAS_PAGE, STATUS_PAGE},
+    config::Config,
+};
+
 use crate::{
     cgroup::Cgroup,
     cheops_bin,
@@ -21,7 +26,29 @@ pub struct Agent {
     _dir: tempfile::TempDir,
 }
 
+/// A configuration of `site` with every default: a test sets the fields it needs.
+pub fn site_config(site: &str) -> Config {
+    Config {
+        site: site.to_owned(),
+        proxy: Default::default(),
+        admin: Default::default(),
+        replication: Default::default(),
+        services: Vec::new(),
+        workloads: Vec::new(),
+        peers: Vec::new(),
+        tls: None,
+        peer_api: Default::default(),
+        carriers: Default::default(),
+    }
+}
+
 impl Agent {
+    /// `start` with a configuration value, written as the TOML file the agent reads.
+    pub fn start_configured(netns: &Netns, config: &Config) -> Agent {
+        let text = toml::to_string(config).expect("a configuration writes as TOML");
+        Agent::start(netns, &text)
+    }
+
     /// Starts the agent in `netns` with the configuration `config` (TOML) and waits until its
     /// admin endpoint answers; fails the test with the agent's log if it does not start.
     pub fn start(netns: &Netns, config: &str) -> Agent {
@@ -88,9 +115,18 @@ impl Agent {
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    pub fn status(&self) -> serde_json::Value {
-        let text = self.admin("/status").expect("the agent's /status answers");
-        serde_json::from_str(&text).expect("/status is JSON")
+    pub fn status(&self) -> Status {
+        let text = self
+            .admin(STATUS_PAGE)
+            .expect("the agent's /status answers");
+        serde_json::from_str(&text).expect("/status is the admin API's Status")
+    }
+
+    pub fn replicas(&self) -> ReplicasView {
+        let text = self
+            .admin(REPLICAS_PAGE)
+            .expect("the agent's /replicas answers");
+        serde_json::from_str(&text).expect("/replicas is the admin API's ReplicasView")
     }
 
     pub fn log_text(&self) -> String {

@@ -70,11 +70,9 @@ pub fn generate_certs(dir: &Path, sites: &[&str]) {
 
 /// A site's certificate and key files in a `cheops certs` directory.
 pub fn cert_files(dir: &Path, site: &str) -> (PathBuf, PathBuf) {
-    let label = site.to_lowercase();
-    (
-        dir.join(format!("{label}.pem")),
-        dir.join(format!("{label}.key")),
-    )
+    let (cert, key) =
+        interceptor::tls::site_files(site).expect("a site name fit for a certificate");
+    (dir.join(cert), dir.join(key))
 }
 
 impl Mesh {
@@ -125,7 +123,7 @@ impl Mesh {
                  [[workload]]\ncgroup = \"{workload}\"\n",
                 name = site.name,
                 address = site.address,
-                ca = certs.path().join("ca.pem").display(),
+                ca = certs.path().join(interceptor::tls::CA_FILE).display(),
                 cert = cert.display(),
                 key = key.display(),
                 workload = workload.relative_path().display(),
@@ -190,17 +188,11 @@ impl Mesh {
     /// The peers that `site` sees up, with their round trips in microseconds.
     pub fn peers_up(&self, site: &str) -> HashMap<String, u64> {
         let status = self.site(site).agent.status();
-        status["peers"]
-            .as_array()
+        status
+            .peers
             .into_iter()
-            .flatten()
-            .filter(|p| p["up"] == true)
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap_or_default().to_owned(),
-                    p["round_trip_us"].as_u64().unwrap_or_default(),
-                )
-            })
+            .filter(|p| p.up)
+            .map(|p| (p.name, p.round_trip_us.unwrap_or_default()))
             .collect()
     }
 

@@ -3,8 +3,13 @@
 //! through `SO_ORIGINAL_DST`. This is the baseline the benchmarks compare eBPF against, so it
 //! must really forward to the right service, and refuse what no rule redirected.
 use cheops_tests::{
-    agent::Agent, apps::HttpServer, nat::NatRedirect, netns::Netns, require_root, unique_name,
+    agent::{site_config, Agent},
+    apps::HttpServer,
+    nat::NatRedirect,
+    netns::Netns,
+    require_root, unique_name,
 };
+use interceptor::config::{InterceptionMode, Service};
 
 const PROXY_PORT: u16 = 15001;
 
@@ -26,7 +31,8 @@ fn a_redirected_connection_reaches_the_service_it_dialled_through_cheops() {
     require_root();
     let netns = Netns::create(&unique_name("nat"));
     // Two services, so that forwarding to the wrong one (or the first one) shows.
-    let mut config = String::from("site = \"Natsite\"\n[proxy]\ninterception = \"nat\"\n");
+    let mut config = site_config("Natsite");
+    config.proxy.interception = InterceptionMode::Nat;
     let mut servers = Vec::new();
     for n in 0..2u16 {
         let address = format!("198.18.0.{}:80", 20 + n).parse().unwrap();
@@ -34,11 +40,14 @@ fn a_redirected_connection_reaches_the_service_it_dialled_through_cheops() {
         netns.add_loopback_address(&format!("198.18.0.{}/32", 20 + n));
         servers.push(HttpServer::start(&netns, local, &format!("svc{n}")));
         servers.push(HttpServer::start(&netns, address, &format!("direct{n}")));
-        config += &format!(
-            "[[service]]\nname = \"svc{n}\"\naddress = \"{address}\"\nlocal = \"{local}\"\n"
-        );
+        config.services.push(Service {
+            name: format!("svc{n}"),
+            address,
+            local,
+            resources: Vec::new(),
+        });
     }
-    let agent = Agent::start(&netns, &config);
+    let agent = Agent::start_configured(&netns, &config);
 
     assert_eq!(body(&curl(&netns, "http://198.18.0.21/whoami")), "direct1");
     let rules: Vec<_> = (0..2)
@@ -60,9 +69,9 @@ fn a_redirected_connection_reaches_the_service_it_dialled_through_cheops() {
     let answer = curl(&netns, &format!("http://127.0.0.1:{PROXY_PORT}/whoami"));
     assert!(body(&answer).is_empty(), "{answer}");
     let status = agent.status();
-    assert!(status["kernel"].is_null(), "{status}");
-    assert_eq!(status["proxy"]["http_requests"], 2, "{status}");
-    assert_eq!(status["proxy"]["not_redirected"], 1, "{status}");
+    assert!(status.kernel.is_none(), "{status:?}");
+    assert_eq!(status.proxy.http_requests, 2, "{status:?}");
+    assert_eq!(status.proxy.not_redirected, 1, "{status:?}");
     assert!(
         agent.log_text().contains("was not redirected"),
         "{}",

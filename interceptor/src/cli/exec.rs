@@ -9,12 +9,9 @@ use std::{
     process::{Command, ExitCode},
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
-use crate::{
-    admin::{self, WORKLOAD_SCOPE_PAGE},
-    scope::workloads::Registration,
-};
+use crate::admin::{api::Registration, client};
 
 pub fn run(
     admin: SocketAddr,
@@ -66,18 +63,7 @@ pub fn run(
 
 /// The workload cgroup to run in: the one asked for, else the agent's first.
 fn workload_of_agent(admin: SocketAddr, wanted: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let (code, body) = admin::request(admin, "GET", "/status", "")?;
-    if code != 200 {
-        bail!("the agent at {admin} answered /status with {code}: {body}");
-    }
-    let status: serde_json::Value =
-        serde_json::from_str(&body).context("the agent's status is not JSON")?;
-    let workloads: Vec<PathBuf> = status["workloads"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|w| w.as_str().map(PathBuf::from))
-        .collect();
+    let workloads = client::status(admin)?.workloads;
     match wanted {
         Some(wanted) => workloads
             .into_iter()
@@ -96,15 +82,13 @@ fn workload_of_agent(admin: SocketAddr, wanted: Option<&Path>) -> anyhow::Result
 }
 
 fn register(admin: SocketAddr, cgroup: &Path, scope: Option<&str>) -> anyhow::Result<()> {
-    let registration = serde_json::to_string(&Registration {
-        cgroup: cgroup.to_owned(),
-        scope: scope.map(str::to_owned),
-    })?;
-    let (code, body) = admin::request(admin, "PUT", WORKLOAD_SCOPE_PAGE, &registration)?;
-    if code != 200 {
-        bail!("the agent refused the scope: {}", body.trim_end());
-    }
-    Ok(())
+    client::register(
+        admin,
+        &Registration {
+            cgroup: cgroup.to_owned(),
+            scope: scope.map(str::to_owned),
+        },
+    )
 }
 
 /// A cgroup made for one command; whatever is left in it is killed and it is removed on drop.

@@ -1,60 +1,53 @@
 //! `cheops replicas`: this site's replicants and cross resources, and each replica's state.
 use std::net::SocketAddr;
 
-use crate::admin;
+use crate::{admin::client, replication::store::ReplicaState};
 
 pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
-    let (_, body) = admin::request(admin, "GET", "/replicas", "")?;
-    let view: serde_json::Value =
-        serde_json::from_str(&body).map_err(|_| anyhow::anyhow!("{}", body.trim()))?;
+    let view = client::replicas(admin)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(());
     }
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    println!("site {}", text(&view["site"]));
-    for replicant in view["replicants"].as_array().into_iter().flatten() {
-        let replicas: Vec<String> = replicant["replicas"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    println!("site {}", view.site);
+    for replicant in &view.replicants {
+        let replicas: Vec<String> = replicant
+            .replicas
+            .iter()
             .map(|r| {
-                format!(
-                    "{}={} ({})",
-                    text(&r["site"]),
-                    text(&r["local_id"]),
-                    text(&r["state"])
-                )
+                let local_id = r
+                    .local_id
+                    .as_ref()
+                    .map_or("-".to_owned(), |id| id.to_string());
+                format!("{}={local_id} ({})", r.site, state_text(&r.state))
             })
             .collect();
-        let deleted = if replicant["deleted"] == true {
-            "  deleted"
-        } else {
-            ""
-        };
+        let deleted = if replicant.deleted { "  deleted" } else { "" };
         println!(
             "{}  {}  leader {}  {}{deleted}",
-            text(&replicant["meta_id"]),
-            text(&replicant["service"]),
-            text(&replicant["leader"]),
+            replicant.meta_id,
+            replicant.service,
+            replicant.leader,
             replicas.join(", ")
         );
     }
-    for cross in view["cross"].as_array().into_iter().flatten() {
+    for cross in &view.cross {
         println!(
             "{}  {}  cross, at {} as {}",
-            text(&cross["meta_id"]),
-            text(&cross["service"]),
-            text(&cross["site"]),
-            text(&cross["local_id"])
+            cross.meta_id, cross.service, cross.site, cross.local_id
         );
     }
-    for (site, count) in view["pending"].as_object().into_iter().flatten() {
+    for (site, count) in &view.pending {
         println!("site {site} has {count} operation(s) of this site's log to apply");
     }
     Ok(())
+}
+
+/// A replica's state as `cheops replicas` has always shown it: its JSON form, unquoted.
+fn state_text(state: &ReplicaState) -> String {
+    match state {
+        ReplicaState::Pending => "pending".to_owned(),
+        ReplicaState::Ok => "ok".to_owned(),
+        ReplicaState::Failed(status) => format!("{{\"failed\":{status}}}"),
+    }
 }

@@ -59,7 +59,7 @@ pub enum LoadError {
 }
 
 /// Kernel-side counters, summed over CPUs.
-#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct KernelCounters {
     pub redirected: u64,
     pub passed_through: u64,

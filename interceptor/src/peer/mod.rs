@@ -100,7 +100,7 @@ enum HeartbeatError {
     NoAnswer(Duration),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PeerStatus {
     pub name: String,
     pub address: SocketAddr,

@@ -77,7 +77,7 @@ pub struct Replicator<S: Sites> {
 }
 
 /// What `cheops replicas` shows.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct ReplicasView {
     pub site: String,
     pub replicants: Vec<Replicant>,

@@ -1,13 +1,13 @@
 //! Resource rules: per service, which paths are a collection of resources and which address
 //! one, and where a created resource's ID is found. From these, a request is classified as a
 //! create, a list, a read or a write of one resource; the rest of the service is opaque to us.
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::ids::LocalId;
 
 /// One kind of resource of a service, as written in the configuration (`[[service.resource]]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceRule {
     /// The collection: a POST here creates a resource, a GET lists them (`/pods`).
@@ -32,6 +32,16 @@ impl<'de> Deserialize<'de> for IdSource {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         IdSource::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Written as it is configured, so that a configuration written out reads back the same.
+impl Serialize for IdSource {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            IdSource::Json(pointer) => serializer.serialize_str(&format!("json:{pointer}")),
+            IdSource::Location => serializer.serialize_str("location"),
+        }
     }
 }
 
@@ -76,6 +86,13 @@ impl<'de> Deserialize<'de> for ItemPattern {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         ItemPattern::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Written as it is configured, so that a configuration written out reads back the same.
+impl Serialize for ItemPattern {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("/{}", self.segments.join("/")))
     }
 }
 

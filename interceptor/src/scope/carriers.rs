@@ -71,7 +71,7 @@ pub fn extract(
             Carrier::Header => header_text(headers, &SCOPE_HEADER, carrier, settings)?,
             Carrier::Baggage => baggage_scope(headers, carrier, settings)?,
             Carrier::Token => {
-                let token = header_text(headers, &token_header(settings), carrier, settings)?;
+                let token = header_text(headers, &settings.token_header_name(), carrier, settings)?;
                 match token.as_deref().map(|t| t.split_once(TOKEN_SUFFIX)) {
                     Some(Some((_, scope))) => Some(scope.to_owned()),
                     Some(None) => {
@@ -105,16 +105,6 @@ pub fn extract(
     Ok(None)
 }
 
-/// Parses `text` as a scope that names only sites for which `is_known` holds.
-pub fn parse_known(
-    text: &str,
-    is_known: impl Fn(&str) -> bool,
-) -> Result<dsl::Scope, dsl::ScopeError> {
-    let scope = dsl::parse(text)?;
-    scope.check_sites(is_known)?;
-    Ok(scope)
-}
-
 /// Rewrites the carrier so that the scope travels on without the entry `service` used (the
 /// site that executes `service` consumes it). A workload's default scope, which no header
 /// carries, is put in `X-Scope` so that the services called downstream still see it.
@@ -135,7 +125,7 @@ pub fn pass_on(headers: &mut HeaderMap, found: &Found, service: &str, settings: 
             rewrite_baggage(headers, members.as_deref());
         }
         Carrier::Token => {
-            let name = token_header(settings);
+            let name = settings.token_header_name();
             let Some(token) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
                 return;
             };
@@ -157,17 +147,12 @@ pub fn strip_token_suffix(
     headers: &mut HeaderMap,
     settings: &CarrierSettings,
 ) -> Option<(String, String)> {
-    let name = token_header(settings);
+    let name = settings.token_header_name();
     let token = headers.get(&name)?.to_str().ok()?;
     let (bare, scope) = token.split_once(TOKEN_SUFFIX)?;
     let (bare, scope) = (bare.to_owned(), scope.to_owned());
     headers.insert(name, value(&bare)?);
     Some((bare, scope))
-}
-
-fn token_header(settings: &CarrierSettings) -> HeaderName {
-    HeaderName::from_bytes(settings.token_header.as_bytes())
-        .unwrap_or(HeaderName::from_static("x-auth-token"))
 }
 
 fn value(text: &str) -> Option<HeaderValue> {

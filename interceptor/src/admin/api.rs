@@ -1,0 +1,54 @@
+//! The admin API's types, one definition for both sides: the server writes them as JSON and
+//! the CLI and the tests read them back typed, so a renamed field is a compile error. Types
+//! that lower layers own are re-exported here (those layers never import admin).
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::{
+    intercept::ebpf::KernelCounters, peer::PeerStatus, replication::replicator::ReplicasView,
+    scope::workloads::Registration,
+};
+
+/// The page where default scopes of workload cgroups are registered (PUT, JSON `Registration`).
+pub const WORKLOAD_SCOPE_PAGE: &str = "/workload-scope";
+/// The page that answers a `Status`.
+pub const STATUS_PAGE: &str = "/status";
+/// The page that answers a `ReplicasView`, or 404 when the site has no resource rules.
+pub const REPLICAS_PAGE: &str = "/replicas";
+
+/// What `/status` answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub site: String,
+    /// `None` with NAT interception: no kernel programs to count anything.
+    pub kernel: Option<KernelCounters>,
+    pub proxy: ProxySnapshot,
+    pub peers: Vec<PeerStatus>,
+    /// The workload cgroups' directories.
+    pub workloads: Vec<PathBuf>,
+    /// Absent when no service has resource rules.
+    pub replication: Option<ReplicationSummary>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReplicationSummary {
+    pub replicants: usize,
+    pub cross_resources: usize,
+    /// Per site, the operations of this site's log it has yet to apply (replays pending).
+    pub pending: BTreeMap<String, usize>,
+    /// Why the store could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProxySnapshot {
+    pub connections: u64,
+    pub not_redirected: u64,
+    pub http_requests: u64,
+    pub upstream_errors: u64,
+    pub tcp_relays: u64,
+    pub forwarded_to_peers: u64,
+    pub served_for_peers: u64,
+    pub refused_peer_connections: u64,
+}

@@ -1,0 +1,210 @@
+//! The admin endpoint on 127.0.0.1: `/status` (JSON), `/replicas` (JSON), `/metrics`
+//! (Prometheus text), `/ready`, and `/workload-scope` where `cheops exec` registers a cgroup's
+//! default scope. It runs on its own thread and runtime, off the data plane, so a slow scrape
+//! never delays a request.
+use std::{
+    convert::Infallible, net::SocketAddr, sync::atomic::Ordering, sync::Arc, time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{header, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::warn;
+
+use super::api::{
+    ProxySnapshot, Registration, ReplicationSummary, Status, REPLICAS_PAGE, STATUS_PAGE,
+    WORKLOAD_SCOPE_PAGE,
+};
+use crate::{
+    intercept::ebpf::Interception,
+    metrics::{Metrics, ProxyCounters},
+    peer::Peers,
+    replication::{sites::PeerSites, Replicator},
+    scope::workloads::WorkloadScopes,
+};
+
+/// The parts of the agent that admin shows or changes; never the proxy itself.
+#[derive(Clone)]
+pub struct Admin {
+    pub site: String,
+    pub counters: Arc<ProxyCounters>,
+    pub peers: Arc<Peers>,
+    pub workload_scopes: Arc<WorkloadScopes>,
+    pub replicator: Option<Arc<Replicator<PeerSites>>>,
+    pub interception: Option<Arc<Interception>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    fn status(&self) -> Status {
+        let c = &self.counters;
+        let p = &self.peers.counters;
+        Status {
+            site: self.site.clone(),
+            kernel: self.interception.as_ref().map(|i| i.counters()),
+            proxy: ProxySnapshot {
+                connections: c.connections.load(Ordering::Relaxed),
+                not_redirected: c.not_redirected.load(Ordering::Relaxed),
+                http_requests: c.http_requests.load(Ordering::Relaxed),
+                upstream_errors: c.upstream_errors.load(Ordering::Relaxed),
+                tcp_relays: c.tcp_relays.load(Ordering::Relaxed),
+                forwarded_to_peers: p.forwarded.load(Ordering::Relaxed),
+                served_for_peers: p.served_for_peers.load(Ordering::Relaxed),
+                refused_peer_connections: p.refused_connections.load(Ordering::Relaxed),
+            },
+            peers: self.peers.status(),
+            workloads: self.workload_scopes.roots().to_vec(),
+            replication: self
+                .replicator
+                .as_ref()
+                .map(|replicator| match replicator.view() {
+                    Ok(view) => ReplicationSummary {
+                        replicants: view.replicants.len(),
+                        cross_resources: view.cross.len(),
+                        pending: view.pending,
+                        error: None,
+                    },
+                    Err(cause) => ReplicationSummary {
+                        replicants: 0,
+                        cross_resources: 0,
+                        pending: Default::default(),
+                        error: Some(cause.to_string()),
+                    },
+                }),
+        }
+    }
+
+    /// Registers (or removes) a cgroup's default scope, checked like any request's scope.
+    async fn register(&self, request: Request<hyper::body::Incoming>) -> (StatusCode, String) {
+        let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(err) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body: {err}\n"),
+                )
+            }
+        };
+        let registration: Registration = match serde_json::from_slice(&body) {
+            Ok(registration) => registration,
+            Err(err) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("not a registration: {err}\n"),
+                )
+            }
+        };
+        let scope = match registration.scope.as_deref().map(|text| {
+            crate::config::parse_scope_of_known_sites(text, |site| self.peers.knows_site(site))
+        }) {
+            Some(Err(err)) => return (StatusCode::BAD_REQUEST, format!("{err}\n")),
+            Some(Ok(scope)) => Some(scope),
+            None => None,
+        };
+        match self.workload_scopes.register(&registration.cgroup, scope) {
+            Ok(()) => (StatusCode::OK, "registered\n".to_owned()),
+            Err(err) => (StatusCode::BAD_REQUEST, format!("{err}\n")),
+        }
+    }
+
+    async fn answer(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let (status, content_type, body) = match request.uri().path() {
+            WORKLOAD_SCOPE_PAGE if request.method() == hyper::Method::PUT => {
+                let (status, text) = self.register(request).await;
+                (status, "text/plain", text)
+            }
+            STATUS_PAGE => (
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&self.status()).expect("status serialises"),
+            ),
+            "/metrics" => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.metrics.render(),
+            ),
+            REPLICAS_PAGE => match self.replicator.as_ref().map(|r| r.view()) {
+                None => (
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    format!(
+                        "site {} has no resource rules, hence no replicas\n",
+                        self.site
+                    ),
+                ),
+                Some(Ok(view)) => (
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_string_pretty(&view).unwrap_or_default(),
+                ),
+                Some(Err(cause)) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("{cause}\n"),
+                ),
+            },
+            "/ready" => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+            other => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                format!("no admin page {other}; try /status, /metrics or /ready\n"),
+            ),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        response
+    }
+
+    /// Binds `address` now (so a taken port is reported at start-up) and serves it on a
+    /// thread of its own.
+    pub fn spawn(self, address: SocketAddr) -> std::io::Result<()> {
+        let listener = std::net::TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("cheops-admin".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener).expect("tokio listener");
+                    let admin = Arc::new(self);
+                    loop {
+                        let stream = accept_with_backoff(&listener).await;
+                        let admin = admin.clone();
+                        tokio::spawn(async move {
+                            let handler = hyper::service::service_fn(move |request| {
+                                let admin = admin.clone();
+                                async move { Ok::<_, Infallible>(admin.answer(request).await) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), handler)
+                                .await;
+                        });
+                    }
+                })
+            })?;
+        Ok(())
+    }
+}
+
+/// The next accepted connection. A failed accept (out of file descriptors and the like) is
+/// logged and retried after a pause, rather than spinning or ending the endpoint for good.
+// The proxy's accept loop (proxy/mod.rs `serve`) does the same: one helper could serve both.
+async fn accept_with_backoff(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return stream,
+            Err(err) => {
+                warn!("accepting an admin connection failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
