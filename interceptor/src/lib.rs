@@ -3,6 +3,7 @@
 //! programs and the seam) -> `proxy` (accept, sniff, the request) -> `scope` (the request's
 //! scope) -> `proxy::plan` (the sites to try) -> this site's instance, or `peer` (another site),
 //! whose `proxy::inbound` executes it; `replication` handles services with resource rules.
+pub mod accept;
 pub mod admin;
 pub mod app;
 pub mod cli;

@@ -2,22 +2,20 @@
 //! (Prometheus text), `/ready`, and `/workload-scope` where `cheops exec` registers a cgroup's
 //! default scope. It runs on its own thread and runtime, off the data plane, so a slow scrape
 //! never delays a request.
-use std::{
-    convert::Infallible, net::SocketAddr, sync::atomic::Ordering, sync::Arc, time::Duration,
-};
+use std::{convert::Infallible, net::SocketAddr, sync::atomic::Ordering, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
-use tracing::warn;
+use tokio::net::TcpListener;
 
 use super::api::{
     ProxySnapshot, Registration, ReplicationSummary, Status, REPLICAS_PAGE, STATUS_PAGE,
     WORKLOAD_SCOPE_PAGE,
 };
 use crate::{
+    accept::next_connection,
     intercept::ebpf::Interception,
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
@@ -176,7 +174,7 @@ impl Admin {
                     let listener = TcpListener::from_std(listener).expect("tokio listener");
                     let admin = Arc::new(self);
                     loop {
-                        let stream = accept_with_backoff(&listener).await;
+                        let (stream, _) = next_connection(&listener, "an admin connection").await;
                         let admin = admin.clone();
                         tokio::spawn(async move {
                             let handler = hyper::service::service_fn(move |request| {
@@ -191,20 +189,5 @@ impl Admin {
                 })
             })?;
         Ok(())
-    }
-}
-
-/// The next accepted connection. A failed accept (out of file descriptors and the like) is
-/// logged and retried after a pause, rather than spinning or ending the endpoint for good.
-// The proxy's accept loop (proxy/mod.rs `serve`) does the same: one helper could serve both.
-async fn accept_with_backoff(listener: &TcpListener) -> TcpStream {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => return stream,
-            Err(err) => {
-                warn!("accepting an admin connection failed: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
     }
 }

@@ -15,6 +15,7 @@ use super::{
     outcome::Outcome,
 };
 use crate::{
+    accept::next_connection,
     config::Service,
     http::{error_response, full_body, ProxyBody},
     peer::wire::{
@@ -45,14 +46,7 @@ pub struct PeerApi {
 /// that the certificate names a configured peer, then HTTP/2.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<PeerApi>) {
     loop {
-        let (stream, client) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                warn!("accepting a peer connection failed: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, client) = next_connection(&listener, "a peer connection").await;
         let acceptor = acceptor.clone();
         let api = api.clone();
         tokio::spawn(async move {

@@ -15,7 +15,6 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
-    time::Duration,
 };
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::{
+    accept::next_connection,
     config::{CarrierSettings, ProxySettings, Service},
     http::instance_client,
     intercept::OriginalDestinations,
@@ -122,16 +122,8 @@ impl Proxy {
     /// Accepts connections on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            match listener.accept().await {
-                Ok((stream, client)) => {
-                    tokio::spawn(self.clone().handle_connection(stream, client));
-                }
-                Err(err) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    warn!("accepting a connection failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+            let (stream, client) = next_connection(&listener, "a connection").await;
+            tokio::spawn(self.clone().handle_connection(stream, client));
         }
     }
 
@@ -186,6 +178,8 @@ impl Proxy {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::intercept::Intercepted;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
