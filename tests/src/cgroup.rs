@@ -1,10 +1,11 @@
 //! A cgroup v2 directory made for one test or site, removed when dropped (its processes are
 //! killed first, through `cgroup.kill`).
 use std::{
-    os::unix::{ffi::OsStringExt, process::CommandExt},
     path::{Path, PathBuf},
     process::Command,
 };
+
+use interceptor::intercept::cgroup::enter_on_exec;
 
 pub struct Cgroup {
     path: PathBuf,
@@ -12,13 +13,7 @@ pub struct Cgroup {
 
 /// Where cgroup v2 is mounted (read from /proc/self/mounts, never assumed).
 pub fn cgroup2_mount() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("reading /proc/self/mounts");
-    mounts
-        .lines()
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
-        })
+    interceptor::intercept::cgroup::cgroup2_mount()
         .expect("no cgroup v2 mount on this machine: these tests need one")
 }
 
@@ -44,25 +39,7 @@ impl Cgroup {
 
     /// Makes `command` start inside this cgroup (the child moves itself in before exec).
     pub fn enter(&self, command: &mut Command) {
-        let procs =
-            std::ffi::CString::new(self.path.join("cgroup.procs").into_os_string().into_vec())
-                .expect("cgroup path without NUL");
-        // SAFETY: between fork and exec only async-signal-safe calls (open, write, close), and
-        // no allocation: the path was made before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if written != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        enter_on_exec(command, &self.path).expect("entering the test cgroup");
     }
 }
 

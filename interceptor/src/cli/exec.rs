@@ -2,16 +2,18 @@
 //! cgroup of a workload, registered with the local agent so that every request of the command
 //! carries the scope; the registration and the cgroup are removed when the command ends.
 use std::{
-    ffi::{CString, OsString},
+    ffi::OsString,
     net::SocketAddr,
-    os::unix::{ffi::OsStrExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, ExitCode},
 };
 
 use anyhow::Context;
 
-use crate::admin::{api::Registration, client};
+use crate::{
+    admin::{api::Registration, client},
+    intercept::cgroup::enter_on_exec,
+};
 
 pub fn run(
     admin: SocketAddr,
@@ -28,24 +30,7 @@ pub fn run(
     register(admin, &cgroup.path, Some(scope))?;
     let mut child = Command::new(program);
     child.args(args);
-    let procs = CString::new(cgroup.path.join("cgroup.procs").as_os_str().as_bytes())
-        .context("the cgroup path holds a NUL byte")?;
-    // SAFETY: between fork and exec, only async-signal-safe calls (open, write, close) on a
-    // path prepared before the fork; nothing is allocated.
-    unsafe {
-        child.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            if written != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    enter_on_exec(&mut child, &cgroup.path)?;
     let status = child
         .status()
         .with_context(|| format!("running {}", program.to_string_lossy()));

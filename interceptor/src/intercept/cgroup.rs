@@ -1,6 +1,12 @@
 //! Finding cgroup v2 directories: the mount point is read from /proc/self/mounts (it is
-//! /sys/fs/cgroup on most hosts, /sys/fs/cgroup/unified on hybrid ones), never assumed.
-use std::path::{Path, PathBuf};
+//! /sys/fs/cgroup on most hosts, /sys/fs/cgroup/unified on hybrid ones), never assumed; and
+//! starting a command inside a cgroup.
+use std::{
+    ffi::CString,
+    os::unix::{ffi::OsStrExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -12,6 +18,8 @@ pub enum CgroupError {
     Missing(PathBuf),
     #[error("workload cgroup {path} is outside the cgroup v2 mount {mount}")]
     Outside { path: PathBuf, mount: PathBuf },
+    #[error("the cgroup path {0} holds a NUL byte")]
+    NulInPath(PathBuf),
 }
 
 /// Where cgroup v2 is mounted on this host.
@@ -45,6 +53,31 @@ pub fn workload_dir(mount: &Path, cgroup: &Path) -> Result<PathBuf, CgroupError>
         return Err(CgroupError::Missing(dir));
     }
     Ok(dir)
+}
+
+/// Makes `command` start inside the cgroup `dir`: the child moves itself in before exec, so
+/// that none of its work happens outside.
+pub fn enter_on_exec(command: &mut Command, dir: &Path) -> Result<(), CgroupError> {
+    let procs = dir.join("cgroup.procs");
+    let procs = CString::new(procs.as_os_str().as_bytes())
+        .map_err(|_| CgroupError::NulInPath(dir.to_owned()))?;
+    // SAFETY: between fork and exec, only async-signal-safe calls (open, write, close) on a
+    // path prepared before the fork; nothing is allocated.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
