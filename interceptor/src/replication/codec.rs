@@ -6,7 +6,7 @@ use hyper::{
     Response, StatusCode,
 };
 
-use super::exchange::{Answer, Call};
+use super::call::{Answer, Call};
 use crate::http::{error_response, full_body, ProxyBody};
 /// The request as a replication call: its body must be text (JSON, in practice), since it is
 /// kept in the log and rewritten.

@@ -16,14 +16,13 @@ use tokio::{sync::oneshot, task::JoinSet};
 use tracing::{debug, warn};
 
 use super::{
+    call::{Answer, Call},
     decide::{self, chosen, merged_lists, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
-    exchange::{Answer, Call, Message, Reply, Sites, Unreached},
+    exchange::{Message, Reply, Sites, Unreached},
     ids::{locals_to_metas, metas_to_locals, LocalId, MetaId},
+    records::{Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant},
     rules::{classify, Addressed, IdSource, ResourceRule},
-    store::{
-        Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant, Store,
-        StoreError,
-    },
+    store::{Store, StoreError},
 };
 
 /// Why a site could not take its part of a collaboration; the sender keeps the operation and

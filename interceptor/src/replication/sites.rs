@@ -17,7 +17,10 @@ use crate::{
         wire::{REPLICATION_PATH, REPLICATION_SERVICE},
         Peers,
     },
-    replication::exchange::{Answer, Call, Message, Reply, Sites, Unreached},
+    replication::{
+        call::{Answer, Call},
+        exchange::{Message, Reply, Sites, Unreached},
+    },
 };
 
 pub struct PeerSites {
