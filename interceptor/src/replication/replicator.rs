@@ -24,6 +24,7 @@ use super::{
     rules::{classify, Addressed, IdSource, ResourceRule},
     store::{Store, StoreError},
 };
+use crate::http::SERVED_BY;
 
 /// Why a site could not take its part of a collaboration; the sender keeps the operation and
 /// offers it again later.
@@ -38,7 +39,10 @@ pub enum Refusal {
         cause: Unreached,
     },
     #[error("site {site} could not finish applying an operation: {cause}")]
-    Interrupted { site: String, cause: String },
+    Interrupted {
+        site: String,
+        cause: tokio::task::JoinError,
+    },
     #[error("site {site} got operation {op_id} without the replicant it changes")]
     NoReplicant { site: String, op_id: String },
     #[error("site {site} has no resource rule for a create of service '{service}' at {target}")]
@@ -187,7 +191,7 @@ impl<S: Sites> Replicator<S> {
                 applying.await.unwrap_or_else(|failed| {
                     Err(Refusal::Interrupted {
                         site: self.site.clone(),
-                        cause: failed.to_string(),
+                        cause: failed,
                     })
                 })
             }
@@ -315,12 +319,9 @@ impl<S: Sites> Replicator<S> {
             let meta = |id: &LocalId| self.store.meta_of(&service, &self.site, id).ok().flatten();
             if let Some(body) = locals_to_metas(&answer.body, pointer, meta) {
                 answer.body = body;
-                answer
-                    .headers
-                    .retain(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
             }
         }
-        answer.set_header("x-cheops-site", self.site.clone());
+        answer.set_header(SERVED_BY.as_str(), self.site.clone());
         answer
     }
 
@@ -771,9 +772,6 @@ impl<S: Sites> Replicator<S> {
                     (id == local_id).then(|| meta_id.clone())
                 }) {
                     answer.body = body;
-                    answer
-                        .headers
-                        .retain(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
                 }
             }
             IdSource::Location => {
@@ -783,7 +781,7 @@ impl<S: Sites> Replicator<S> {
                 }
             }
         }
-        answer.set_header("x-cheops-site", self.site.clone());
+        answer.set_header(SERVED_BY.as_str(), self.site.clone());
         answer
     }
 
