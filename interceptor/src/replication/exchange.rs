@@ -1,6 +1,6 @@
 //! What collaborating sites exchange: the messages between cheops daemons, their replies, and `Sites`, the seam through which they travel. The peer layer implements
 //! `Sites` over the network; tests implement it in-process.
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -66,5 +66,17 @@ pub trait Sites: Send + Sync + 'static {
         &self,
         site: &str,
         message: Message,
+    ) -> impl Future<Output = Result<Reply, Unreached>> + Send;
+}
+
+/// Delivering a message to a site, this one included: the one call that goes back up, from
+/// the parts of replication to the replicator that handles messages, passed down to them.
+pub trait Deliver: Send + Sync + 'static {
+    /// `message` to `site` (handled here when it is this site), answered within `limit`.
+    fn deliver(
+        self: &Arc<Self>,
+        site: &str,
+        message: Message,
+        limit: Duration,
     ) -> impl Future<Output = Result<Reply, Unreached>> + Send;
 }

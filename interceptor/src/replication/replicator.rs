@@ -12,13 +12,14 @@ use std::{
 
 use dsl::Plan;
 use serde::Serialize;
-use tokio::{sync::oneshot, task::JoinSet};
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::{
     call::{Answer, Call},
-    decide::{self, chosen, merged_lists, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
-    exchange::{Message, Reply, Sites, Unreached},
+    decide::{self, chosen, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
+    exchange::{Deliver, Message, Reply, Sites, Unreached},
+    gather::Gather,
     ids::{locals_to_metas, metas_to_locals, LocalId, MetaId},
     records::{Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant},
     rules::{classify, Addressed, IdSource, ResourceRule},
@@ -163,9 +164,11 @@ impl<S: Sites> Replicator<S> {
             Action::CreateCross { prime, sites } => {
                 Some(self.create_cross(prime, sites, call).await)
             }
-            Action::List { sites } => Some(self.list(sites, call, pointer.as_deref()).await),
-            Action::FanOut { sites } => Some(self.fan_out(sites, call).await),
-            Action::FirstFound { sites } => Some(self.first_found(sites, call).await),
+            Action::List { sites } => {
+                Some(self.gather().list(sites, call, pointer.as_deref()).await)
+            }
+            Action::FanOut { sites } => Some(self.gather().fan_out(sites, call).await),
+            Action::FirstFound { sites } => Some(self.gather().first_found(sites, call).await),
             Action::NotSupported(why) => Some(Answer::from_cheops(501, why)),
         }
     }
@@ -247,7 +250,7 @@ impl<S: Sites> Replicator<S> {
                             .map(|r| r.site.clone())
                             .filter(|site| *site != self.site)
                             .collect();
-                        self.first_found(elsewhere, call).await
+                        self.gather().first_found(elsewhere, call).await
                     }
                 }
             }
@@ -271,7 +274,9 @@ impl<S: Sites> Replicator<S> {
                     )
                 } else {
                     call.target = rule.item.with_id(&call.target, record.meta_id.as_str());
-                    self.first_found(vec![record.site.clone()], call).await
+                    self.gather()
+                        .first_found(vec![record.site.clone()], call)
+                        .await
                 }
             }
         }
@@ -860,111 +865,20 @@ impl<S: Sites> Replicator<S> {
         })
     }
 
-    /// The collection from every site, as one list.
-    async fn list(
-        self: &Arc<Self>,
-        sites: Vec<String>,
-        call: Call,
-        pointer: Option<&str>,
-    ) -> Answer {
-        let results = self.everywhere(&sites, call).await;
-        let lists: Vec<(String, &Answer)> = results
-            .iter()
-            .filter_map(|(site, r)| {
-                Some((
-                    site.clone(),
-                    &r.as_ref().ok().filter(|r| r.answer.is_success())?.answer,
-                ))
-            })
-            .collect();
-        if lists.is_empty() {
-            let mut answer = Answer::from_cheops(
-                502,
-                "no site of the expression could list the collection".into(),
-            );
-            answer.set_header(REPLICAS_HEADER, statuses(&results));
-            return answer;
-        }
-        let mut answer = match merged_lists(pointer, &lists) {
-            Ok(body) => Answer::new(200, "application/json", body),
-            Err(why) => Answer::from_cheops(502, why),
-        };
-        answer.set_header(REPLICAS_HEADER, statuses(&results));
-        answer
-    }
-
-    async fn fan_out(self: &Arc<Self>, sites: Vec<String>, call: Call) -> Answer {
-        let results = self.everywhere(&sites, call).await;
-        let mut answer = chosen(&self.site, &results)
-            .cloned()
-            .unwrap_or_else(|| Answer::from_cheops(502, "no site answered".into()));
-        answer.set_header(REPLICAS_HEADER, statuses(&results));
-        answer
-    }
-
-    /// `call` at each site in order until one has the resource.
-    async fn first_found(self: &Arc<Self>, sites: Vec<String>, call: Call) -> Answer {
-        let mut last = None;
-        for site in &sites {
-            match self.deliver(site, Message::Execute(call.clone())).await {
-                Ok(reply) if reply.answer.status != 404 && reply.answer.status < 500 => {
-                    return reply.answer
-                }
-                Ok(reply) => last = Some(reply.answer),
-                Err(cause) => debug!("{cause}"),
-            }
-        }
-        last.unwrap_or_else(|| {
-            Answer::from_cheops(
-                502,
-                format!("none of the sites {} could be reached", sites.join(", ")),
-            )
-        })
-    }
-
-    /// `call` at every site at once, answers in the order of `sites`.
-    async fn everywhere(
-        self: &Arc<Self>,
-        sites: &[String],
-        call: Call,
-    ) -> Vec<(String, Result<Reply, Unreached>)> {
-        let mut tasks = JoinSet::new();
-        for (index, site) in sites.iter().enumerate() {
-            let replicator = self.clone();
-            let (site, call) = (site.clone(), call.clone());
-            tasks.spawn(async move {
-                (
-                    index,
-                    replicator.deliver(&site, Message::Execute(call)).await,
-                )
-            });
-        }
-        let mut results: Vec<Option<Result<Reply, Unreached>>> = vec![None; sites.len()];
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok((index, result)) = joined {
-                results[index] = Some(result);
-            }
-        }
-        sites
-            .iter()
-            .zip(results)
-            .map(|(site, result)| {
-                let result = result.unwrap_or_else(|| {
-                    Err(Unreached::Unreachable {
-                        site: site.clone(),
-                        why: "the request to it was lost".into(),
-                    })
-                });
-                (site.clone(), result)
-            })
-            .collect()
-    }
-
     /// `message` to `site`: handled here when it is this site, else sent, within the replica
     /// timeout.
     async fn deliver(self: &Arc<Self>, site: &str, message: Message) -> Result<Reply, Unreached> {
         self.deliver_within(site, message, self.replica_timeout)
             .await
+    }
+
+    /// Gathering answers from several sites, through this replicator.
+    fn gather(self: &Arc<Self>) -> Gather<'_, Self> {
+        Gather {
+            here: &self.site,
+            to: self,
+            limit: self.replica_timeout,
+        }
     }
 
     /// `message` to `site`, handled here when it is this site, else sent, within `limit`.
@@ -990,6 +904,17 @@ impl<S: Sites> Replicator<S> {
                 after: limit,
             }),
         }
+    }
+}
+
+impl<S: Sites> Deliver for Replicator<S> {
+    fn deliver(
+        self: &Arc<Self>,
+        site: &str,
+        message: Message,
+        limit: Duration,
+    ) -> impl Future<Output = Result<Reply, Unreached>> + Send {
+        self.deliver_within(site, message, limit)
     }
 }
 
