@@ -20,39 +20,12 @@ use super::{
     decide::{self, chosen, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
     exchange::{Deliver, Message, Reply, Sites, Unreached},
     gather::Gather,
-    ids::{locals_to_metas, metas_to_locals, LocalId, MetaId},
+    ids::{LocalId, MetaId},
+    instance::{Instance, Refusal},
     records::{Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant},
     rules::{classify, Addressed, IdSource, ResourceRule},
     store::{Store, StoreError},
 };
-use crate::http::SERVED_BY;
-
-/// Why a site could not take its part of a collaboration; the sender keeps the operation and
-/// offers it again later.
-#[derive(Debug, thiserror::Error)]
-pub enum Refusal {
-    #[error("site {site}: {cause}")]
-    Store { site: String, cause: StoreError },
-    #[error("site {site}'s instance of service '{service}' gave no answer: {cause}")]
-    Instance {
-        site: String,
-        service: String,
-        cause: Unreached,
-    },
-    #[error("site {site} could not finish applying an operation: {cause}")]
-    Interrupted {
-        site: String,
-        cause: tokio::task::JoinError,
-    },
-    #[error("site {site} got operation {op_id} without the replicant it changes")]
-    NoReplicant { site: String, op_id: String },
-    #[error("site {site} has no resource rule for a create of service '{service}' at {target}")]
-    NoRule {
-        site: String,
-        service: String,
-        target: String,
-    },
-}
 
 /// Operations a drain takes from the log at once.
 const DRAIN_BATCH: usize = 32;
@@ -212,9 +185,9 @@ impl<S: Sites> Replicator<S> {
             Addressed::Write(rule, id) => (rule, id, true),
             Addressed::Create(rule) | Addressed::List(rule) => {
                 let rule = rule.clone();
-                return self.at_instance(Some(&rule), call).await;
+                return self.instance().at_instance(Some(&rule), call).await;
             }
-            Addressed::Other => return self.at_instance(None, call).await,
+            Addressed::Other => return self.instance().at_instance(None, call).await,
         };
         let rule = rule.clone();
         let known = match self.known(&call.service, id) {
@@ -222,7 +195,7 @@ impl<S: Sites> Replicator<S> {
             Err(cause) => return self.store_failed(cause),
         };
         match known {
-            Known::Unknown => self.at_instance(Some(&rule), call).await,
+            Known::Unknown => self.instance().at_instance(Some(&rule), call).await,
             Known::Replicated(replicant) => {
                 call.target = rule.item.with_id(&call.target, replicant.meta_id.as_str());
                 if writes {
@@ -234,7 +207,7 @@ impl<S: Sites> Replicator<S> {
                 match here {
                     Some(local_id) => {
                         call.target = rule.item.with_id(&call.target, &local_id.to_string());
-                        self.at_instance(Some(&rule), call).await
+                        self.instance().at_instance(Some(&rule), call).await
                     }
                     None if forwarded => Answer::from_cheops(
                         404,
@@ -260,7 +233,7 @@ impl<S: Sites> Replicator<S> {
                         .item
                         .with_id(&call.target, &record.local_id.to_string());
                     let deleting = call.method == "DELETE";
-                    let answer = self.at_instance(Some(&rule), call).await;
+                    let answer = self.instance().at_instance(Some(&rule), call).await;
                     if deleting && answer.is_success() {
                         if let Err(cause) = self.store.forget_cross(&record) {
                             warn!(site = %self.site, "{cause}");
@@ -310,35 +283,6 @@ impl<S: Sites> Replicator<S> {
             Some(record) if record.service == service => Known::Cross(record),
             _ => Known::Unknown,
         })
-    }
-
-    /// `call` at this site's instance: meta-IDs in its body become local IDs, and the IDs of
-    /// known resources in the answer become meta-IDs.
-    async fn at_instance(&self, rule: Option<&ResourceRule>, call: Call) -> Answer {
-        let service = call.service.clone();
-        let mut answer = match self.send_to_instance(call).await {
-            Ok(answer) => answer,
-            Err(refusal) => return Answer::from_cheops(502, refusal.to_string()),
-        };
-        if let Some(IdSource::Json(pointer)) = rule.map(|r| &r.id) {
-            let meta = |id: &LocalId| self.store.meta_of(&service, &self.site, id).ok().flatten();
-            if let Some(body) = locals_to_metas(&answer.body, pointer, meta) {
-                answer.body = body;
-            }
-        }
-        answer.set_header(SERVED_BY.as_str(), self.site.clone());
-        answer
-    }
-
-    /// This site's local ID for `meta`, replica or cross.
-    fn local_id_here(&self, meta: &MetaId) -> Option<LocalId> {
-        if let Ok(Some(replicant)) = self.store.replicant(meta) {
-            return replicant.replica(&self.site)?.local_id.clone();
-        }
-        match self.store.cross(meta) {
-            Ok(Some(record)) if record.site == self.site => Some(record.local_id),
-            _ => None,
-        }
     }
 
     async fn write_through_leader(self: &Arc<Self>, replicant: &Replicant, call: Call) -> Answer {
@@ -639,7 +583,7 @@ impl<S: Sites> Replicator<S> {
             }
             Change::Create(call) => {
                 let mut replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
-                let (answer, local_id, rule) = self.create_at_instance(call).await?;
+                let (answer, local_id, rule) = self.instance().create_at_instance(call).await?;
                 match replicant.replicas.iter_mut().find(|r| r.site == self.site) {
                     Some(replica) => {
                         replica.local_id = local_id.clone();
@@ -662,13 +606,18 @@ impl<S: Sites> Replicator<S> {
                     .record_applied(op_id, &applied, Some(&replicant), None, None)
                     .map_err(refused)?;
                 Ok(Reply {
-                    answer: self.named(&rule, answer, &replicant.meta_id, local_id.as_ref()),
+                    answer: self.instance().named(
+                        &rule,
+                        answer,
+                        &replicant.meta_id,
+                        local_id.as_ref(),
+                    ),
                     local_id,
                 })
             }
             Change::Write(mut call) => {
                 let replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
-                let local_id = self.local_id_here(&replicant.meta_id);
+                let local_id = self.instance().local_id_here(&replicant.meta_id);
                 let rule = match classify(self.rules(&call.service), &call.method, &call.target) {
                     Addressed::Write(rule, _) => Some(rule.clone()),
                     _ => None,
@@ -691,7 +640,7 @@ impl<S: Sites> Replicator<S> {
                 };
                 call.target = rule.item.with_id(&call.target, &local_id.to_string());
                 let deleting = call.method == "DELETE";
-                let answer = self.send_to_instance(call).await?;
+                let answer = self.instance().send_to_instance(call).await?;
                 let applied = Applied {
                     status: answer.status,
                     local_id: None,
@@ -703,7 +652,12 @@ impl<S: Sites> Replicator<S> {
                     .record_applied(op_id, &applied, Some(&replicant), None, forget)
                     .map_err(refused)?;
                 Ok(Reply {
-                    answer: self.named(&rule, answer, &replicant.meta_id, Some(&local_id)),
+                    answer: self.instance().named(
+                        &rule,
+                        answer,
+                        &replicant.meta_id,
+                        Some(&local_id),
+                    ),
                     local_id: None,
                 })
             }
@@ -717,77 +671,14 @@ impl<S: Sites> Replicator<S> {
         }
     }
 
-    /// Sends `call` to this site's instance, with the meta-IDs in its body turned into the
-    /// local IDs they have here.
-    async fn send_to_instance(&self, mut call: Call) -> Result<Answer, Refusal> {
-        if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
-            call.body = body;
+    /// This site's instance of the services.
+    fn instance(&self) -> Instance<'_, S> {
+        Instance {
+            site: &self.site,
+            rules: &self.rules,
+            store: &self.store,
+            sites: &self.sites,
         }
-        let service = call.service.clone();
-        self.sites
-            .instance(call)
-            .await
-            .map_err(|cause| Refusal::Instance {
-                site: self.site.clone(),
-                service,
-                cause,
-            })
-    }
-
-    /// Runs a create at this site's instance, and finds the ID it gave.
-    async fn create_at_instance(
-        &self,
-        call: Call,
-    ) -> Result<(Answer, Option<LocalId>, ResourceRule), Refusal> {
-        let rule = match classify(self.rules(&call.service), &call.method, &call.target) {
-            Addressed::Create(rule) => rule.clone(),
-            _ => {
-                return Err(Refusal::NoRule {
-                    site: self.site.clone(),
-                    service: call.service,
-                    target: call.target,
-                })
-            }
-        };
-        let answer = self.send_to_instance(call).await?;
-        let local_id = answer
-            .is_success()
-            .then(|| rule.id.created_id(answer.header("location"), &answer.body))
-            .flatten();
-        if answer.is_success() && local_id.is_none() {
-            warn!(site = %self.site, service = %rule.collection, "a create answered without the ID its rule names");
-        }
-        Ok((answer, local_id, rule))
-    }
-
-    /// `answer` about `local_id`, with its ID field (or `Location`) naming `meta_id` instead.
-    fn named(
-        &self,
-        rule: &ResourceRule,
-        mut answer: Answer,
-        meta_id: &MetaId,
-        local_id: Option<&LocalId>,
-    ) -> Answer {
-        let Some(local_id) = local_id else {
-            return answer;
-        };
-        match &rule.id {
-            IdSource::Json(pointer) => {
-                if let Some(body) = locals_to_metas(&answer.body, pointer, |id| {
-                    (id == local_id).then(|| meta_id.clone())
-                }) {
-                    answer.body = body;
-                }
-            }
-            IdSource::Location => {
-                if let Some(location) = answer.header("location") {
-                    let renamed = location.replace(&local_id.to_string(), meta_id.as_str());
-                    answer.set_header("location", renamed);
-                }
-            }
-        }
-        answer.set_header(SERVED_BY.as_str(), self.site.clone());
-        answer
     }
 
     /// A cross create: at the prime site, then registered at every site of the expression.
@@ -844,7 +735,7 @@ impl<S: Sites> Replicator<S> {
     /// At the prime site of a cross create.
     async fn create_cross_here(&self, meta_id: &MetaId, call: Call) -> Result<Reply, Refusal> {
         let service = call.service.clone();
-        let (answer, local_id, rule) = self.create_at_instance(call).await?;
+        let (answer, local_id, rule) = self.instance().create_at_instance(call).await?;
         if let Some(local_id) = &local_id {
             let record = CrossRecord {
                 meta_id: meta_id.clone(),
@@ -860,7 +751,9 @@ impl<S: Sites> Replicator<S> {
                 })?;
         }
         Ok(Reply {
-            answer: self.named(&rule, answer, meta_id, local_id.as_ref()),
+            answer: self
+                .instance()
+                .named(&rule, answer, meta_id, local_id.as_ref()),
             local_id,
         })
     }
