@@ -49,7 +49,7 @@ pub struct Instance<'a, S: Sites> {
 }
 
 impl<S: Sites> Instance<'_, S> {
-    fn rules_of(&self, service: &str) -> &[ResourceRule] {
+    pub fn rules_of(&self, service: &str) -> &[ResourceRule] {
         self.rules.get(service).map_or(&[], Vec::as_slice)
     }
 

@@ -2,7 +2,7 @@
 //! rules (`rules`: which requests address which resources), IDs (`ids`), calls to a service
 //! (`call`) and their HTTP form (`codec`), the records (`records`), what sites exchange
 //! (`exchange`), the decisions (`decide`), the durable store (`store`), the network seam
-//! (`sites`), this site's instance (`instance`), gathering from several sites (`gather`) and
+//! (`sites`), this site's instance (`instance`), the leader's log (`log`), gathering from several sites (`gather`) and
 //! the replicator that carries it all out.
 pub mod call;
 pub mod codec;
@@ -11,6 +11,7 @@ pub mod exchange;
 pub mod gather;
 pub mod ids;
 pub mod instance;
+pub mod log;
 pub mod records;
 pub mod replicator;
 pub mod rules;

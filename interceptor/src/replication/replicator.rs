@@ -2,17 +2,10 @@
 //! leader's log (append durably, then apply at every replica in log order, exactly once),
 //! replay of what a replica missed, ID rewriting around this site's instance, and the
 //! messages other sites send.
-use std::{
-    collections::HashMap,
-    future::Future,
-    pin::Pin,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use dsl::Plan;
 use serde::Serialize;
-use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::{
@@ -22,31 +15,24 @@ use super::{
     gather::Gather,
     ids::{LocalId, MetaId},
     instance::{Instance, Refusal},
-    records::{Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant},
+    log::Log,
+    records::{Change, CrossRecord, Replica, ReplicaState, Replicant},
     rules::{classify, Addressed, IdSource, ResourceRule},
     store::{Store, StoreError},
 };
 
-/// Operations a drain takes from the log at once.
-const DRAIN_BATCH: usize = 32;
-
 /// How often a write waiting for its leader tries again.
 const LEADER_POLL: Duration = Duration::from_millis(200);
-
-type Waiter = oneshot::Sender<Result<Reply, Unreached>>;
 
 pub struct Replicator<S: Sites> {
     site: String,
     rules: HashMap<String, Vec<ResourceRule>>,
-    store: Store,
+    store: Arc<Store>,
+    log: Arc<Log>,
     sites: S,
     replica_timeout: Duration,
     /// How long a write waits for its leader to be reachable.
     leader_wait: Duration,
-    /// One drain at a time per site, so that a site gets the log in order.
-    drains: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Requests waiting for their operation to be applied at a site.
-    waiting: Mutex<HashMap<(u64, String), Waiter>>,
     /// Held while this site applies a leader's operation: a leader that sends an operation
     /// again (its replay after a crash) waits for a first delivery still under way, and then
     /// finds it applied, instead of applying it beside it.
@@ -71,15 +57,15 @@ impl<S: Sites> Replicator<S> {
         sites: S,
         replica_timeout: Duration,
     ) -> Replicator<S> {
+        let store = Arc::new(store);
         Replicator {
+            log: Arc::new(Log::new(site.clone(), store.clone(), replica_timeout)),
             site,
             rules,
             store,
             sites,
             replica_timeout,
             leader_wait: Duration::ZERO,
-            drains: Mutex::default(),
-            waiting: Mutex::default(),
             applying: Arc::default(),
         }
     }
@@ -162,7 +148,10 @@ impl<S: Sites> Replicator<S> {
                 let replicator = self.clone();
                 let applying = tokio::spawn(async move {
                     let _one_at_a_time = replicator.applying.lock().await;
-                    replicator.apply(&op_id, replicant, change).await
+                    replicator
+                        .log
+                        .apply_once(&replicator.instance(), &op_id, replicant, change)
+                        .await
                 });
                 applying.await.unwrap_or_else(|failed| {
                     Err(Refusal::Interrupted {
@@ -362,7 +351,7 @@ impl<S: Sites> Replicator<S> {
                 Ok(operation) => operation,
                 Err(cause) => return self.store_failed(cause),
             };
-        let results = self.apply_everywhere(&operation, &sites).await;
+        let results = self.log.apply_everywhere(self, &operation, &sites).await;
         self.composed(meta_id, &results)
     }
 
@@ -391,7 +380,7 @@ impl<S: Sites> Replicator<S> {
                 Ok(operation) => operation,
                 Err(cause) => return self.store_failed(cause),
             };
-        let results = self.apply_everywhere(&operation, &sites).await;
+        let results = self.log.apply_everywhere(self, &operation, &sites).await;
         self.composed(&meta_id, &results)
     }
 
@@ -410,96 +399,6 @@ impl<S: Sites> Replicator<S> {
         answer.set_header(REPLICAS_HEADER, statuses(results));
         answer.set_header(META_ID_HEADER, meta_id.to_string());
         answer
-    }
-
-    /// Offers `operation` to each of `sites` (after what they missed before it) and waits, at
-    /// most the replica timeout, for each to apply it.
-    async fn apply_everywhere(
-        self: &Arc<Self>,
-        operation: &Operation,
-        sites: &[String],
-    ) -> Vec<(String, Result<Reply, Unreached>)> {
-        let mut receivers = Vec::with_capacity(sites.len());
-        for site in sites {
-            let (sender, receiver) = oneshot::channel();
-            lock(&self.waiting).insert((operation.seq, site.clone()), sender);
-            receivers.push((site.clone(), receiver));
-            tokio::spawn(self.clone().drain(site.clone()));
-        }
-        let mut results = Vec::with_capacity(sites.len());
-        let deadline = tokio::time::Instant::now() + self.replica_timeout;
-        for (site, receiver) in receivers {
-            let result = match tokio::time::timeout_at(deadline, receiver).await {
-                Ok(Ok(result)) => result,
-                // The drain ended without reaching this operation: a later one will.
-                Ok(Err(_)) | Err(_) => Err(Unreached::Timeout {
-                    site: site.clone(),
-                    after: self.replica_timeout,
-                }),
-            };
-            lock(&self.waiting).remove(&(operation.seq, site.clone()));
-            results.push((site, result));
-        }
-        results
-    }
-
-    /// Applies at `site`, in log order, every operation it has yet to apply; stops at the first
-    /// that does not reach it (the rest wait for the next drain).
-    async fn drain(self: Arc<Self>, site: String) {
-        let gate = lock(&self.drains).entry(site.clone()).or_default().clone();
-        let _one_at_a_time = gate.lock().await;
-        loop {
-            let operations = match self.store.pending(&site, DRAIN_BATCH) {
-                Ok(operations) if operations.is_empty() => return,
-                Ok(operations) => operations,
-                Err(cause) => return warn!(%site, "replay stopped: {cause}"),
-            };
-            for operation in operations {
-                let replicant = match &operation.change {
-                    Change::Register(_) => None,
-                    _ => match self.store.replicant(&operation.meta_id) {
-                        Ok(replicant) => replicant,
-                        Err(cause) => return warn!(%site, "replay stopped: {cause}"),
-                    },
-                };
-                let message = Message::Apply {
-                    op_id: operation.op_id(&self.site),
-                    replicant,
-                    change: operation.change.clone(),
-                };
-                match self.deliver(&site, message).await {
-                    Ok(reply) => {
-                        let applied = Applied {
-                            status: reply.answer.status,
-                            local_id: reply.local_id.clone(),
-                        };
-                        if let Err(cause) = self.store.settle(operation.seq, &site, &applied) {
-                            return warn!(%site, "replay stopped: {cause}");
-                        }
-                        if let Some(waiter) =
-                            lock(&self.waiting).remove(&(operation.seq, site.clone()))
-                        {
-                            let _ = waiter.send(Ok(reply));
-                        }
-                    }
-                    Err(cause) => {
-                        debug!(%site, seq = operation.seq, "operation left for later: {cause}");
-                        let mut waiting = lock(&self.waiting);
-                        let theirs: Vec<_> = waiting
-                            .keys()
-                            .filter(|(_, s)| *s == site)
-                            .cloned()
-                            .collect();
-                        for key in theirs {
-                            if let Some(waiter) = waiting.remove(&key) {
-                                let _ = waiter.send(Err(cause.clone()));
-                            }
-                        }
-                        return;
-                    }
-                }
-            }
-        }
     }
 
     /// Offers every site the operations it missed, now and then every `every`.
@@ -523,7 +422,7 @@ impl<S: Sites> Replicator<S> {
                 match ups.recv().await {
                     Ok(site) => {
                         debug!(%site, "site is back: replaying what it missed");
-                        tokio::spawn(replicator.clone().drain(site));
+                        tokio::spawn(replicator.log.clone().drain(replicator.clone(), site));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         replicator.replay_now()
@@ -537,138 +436,7 @@ impl<S: Sites> Replicator<S> {
     /// Starts a drain for every site that has operations to apply (one that is draining
     /// already just goes on).
     pub fn replay_now(self: &Arc<Self>) {
-        match self.store.pending_by_site() {
-            Ok(pending) => {
-                for site in pending.into_keys() {
-                    tokio::spawn(self.clone().drain(site));
-                }
-            }
-            Err(cause) => warn!("replay: {cause}"),
-        }
-    }
-
-    /// At a replica: applies one operation of a leader's log, unless it was applied already.
-    async fn apply(
-        &self,
-        op_id: &str,
-        replicant: Option<Replicant>,
-        change: Change,
-    ) -> Result<Reply, Refusal> {
-        let refused = |cause| Refusal::Store {
-            site: self.site.clone(),
-            cause,
-        };
-        if let Some(applied) = self.store.applied(op_id).map_err(refused)? {
-            return Ok(Reply {
-                answer: Answer::from_cheops(
-                    applied.status,
-                    format!("operation {op_id} was applied already"),
-                ),
-                local_id: applied.local_id,
-            });
-        }
-        match change {
-            Change::Register(record) => {
-                let applied = Applied {
-                    status: 204,
-                    local_id: None,
-                };
-                self.store
-                    .record_applied(op_id, &applied, None, Some(&record), None)
-                    .map_err(refused)?;
-                Ok(Reply {
-                    answer: Answer::from_cheops(204, format!("{} registered", record.meta_id)),
-                    local_id: None,
-                })
-            }
-            Change::Create(call) => {
-                let mut replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
-                let (answer, local_id, rule) = self.instance().create_at_instance(call).await?;
-                match replicant.replicas.iter_mut().find(|r| r.site == self.site) {
-                    Some(replica) => {
-                        replica.local_id = local_id.clone();
-                        replica.state = match local_id {
-                            Some(_) => ReplicaState::Ok,
-                            None => ReplicaState::Failed(answer.status),
-                        };
-                    }
-                    None => replicant.replicas.push(Replica {
-                        site: self.site.clone(),
-                        local_id: local_id.clone(),
-                        state: ReplicaState::Ok,
-                    }),
-                }
-                let applied = Applied {
-                    status: answer.status,
-                    local_id: local_id.clone(),
-                };
-                self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None, None)
-                    .map_err(refused)?;
-                Ok(Reply {
-                    answer: self.instance().named(
-                        &rule,
-                        answer,
-                        &replicant.meta_id,
-                        local_id.as_ref(),
-                    ),
-                    local_id,
-                })
-            }
-            Change::Write(mut call) => {
-                let replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
-                let local_id = self.instance().local_id_here(&replicant.meta_id);
-                let rule = match classify(self.rules(&call.service), &call.method, &call.target) {
-                    Addressed::Write(rule, _) => Some(rule.clone()),
-                    _ => None,
-                };
-                let (Some(local_id), Some(rule)) = (local_id, rule) else {
-                    let applied = Applied {
-                        status: 404,
-                        local_id: None,
-                    };
-                    self.store
-                        .record_applied(op_id, &applied, Some(&replicant), None, None)
-                        .map_err(refused)?;
-                    return Ok(Reply {
-                        answer: Answer::from_cheops(
-                            404,
-                            format!("site {} holds no replica for operation {op_id}", self.site),
-                        ),
-                        local_id: None,
-                    });
-                };
-                call.target = rule.item.with_id(&call.target, &local_id.to_string());
-                let deleting = call.method == "DELETE";
-                let answer = self.instance().send_to_instance(call).await?;
-                let applied = Applied {
-                    status: answer.status,
-                    local_id: None,
-                };
-                // Gone from the instance: its local ID may name a new resource from now on.
-                let gone = deleting && (answer.is_success() || answer.status == 404);
-                let forget = gone.then_some((self.site.as_str(), &local_id));
-                self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None, forget)
-                    .map_err(refused)?;
-                Ok(Reply {
-                    answer: self.instance().named(
-                        &rule,
-                        answer,
-                        &replicant.meta_id,
-                        Some(&local_id),
-                    ),
-                    local_id: None,
-                })
-            }
-        }
-    }
-
-    fn no_replicant(&self, op_id: &str) -> Refusal {
-        Refusal::NoReplicant {
-            site: self.site.clone(),
-            op_id: op_id.to_owned(),
-        }
+        self.log.replay_now(self);
     }
 
     /// This site's instance of the services.
@@ -725,7 +493,7 @@ impl<S: Sites> Replicator<S> {
             Err(cause) => return self.store_failed(cause),
         };
         let mut results = vec![(prime, created.clone())];
-        results.extend(self.apply_everywhere(&operation, &others).await);
+        results.extend(self.log.apply_everywhere(self, &operation, &others).await);
         let mut answer = answer.clone();
         answer.set_header(REPLICAS_HEADER, statuses(&results));
         answer.set_header(META_ID_HEADER, meta_id.to_string());
@@ -834,13 +602,6 @@ fn answered(answer: Answer) -> Reply {
         answer,
         local_id: None,
     }
-}
-
-/// A poisoned lock only means another request panicked; the map itself is still whole.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
