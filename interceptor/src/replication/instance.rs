@@ -1,5 +1,6 @@
 //! This site's instance of a service with resource rules: calls to it with meta-IDs turned
-//! into its local IDs, and its answers with local IDs turned back into meta-IDs.
+//! into its local IDs, its answers with local IDs turned back into meta-IDs, and what this site
+//! knows of the resource a path names.
 use std::collections::HashMap;
 
 use tracing::warn;
@@ -8,6 +9,7 @@ use super::{
     call::{Answer, Call},
     exchange::{Sites, Unreached},
     ids::{locals_to_metas, metas_to_locals, LocalId, MetaId},
+    records::{CrossRecord, Replicant},
     rules::{classify, Addressed, IdSource, ResourceRule},
     store::{Store, StoreError},
 };
@@ -40,7 +42,14 @@ pub enum Refusal {
     },
 }
 
-/// This site's instance of one service, as the replicator reaches it.
+/// What this site knows of a resource that a path names.
+pub enum Known {
+    Unknown,
+    Replicated(Replicant),
+    Cross(CrossRecord),
+}
+
+/// This site's instances of the services with resource rules, and what its store knows of them.
 pub struct Instance<'a, S: Sites> {
     pub site: &'a str,
     pub rules: &'a HashMap<String, Vec<ResourceRule>>,
@@ -153,5 +162,35 @@ impl<S: Sites> Instance<'_, S> {
         }
         answer.set_header(SERVED_BY.as_str(), self.site.to_owned());
         answer
+    }
+
+    /// What this site knows of the resource a path names by `id` (a meta-ID or its local ID).
+    pub fn known(&self, service: &str, id: &str) -> Result<Known, StoreError> {
+        let meta_id = match MetaId::parse(id) {
+            Some(meta_id) => Some(meta_id),
+            None => {
+                let mut found =
+                    self.store
+                        .meta_of(service, self.site, &LocalId::Text(id.to_owned()))?;
+                if let (None, Ok(number)) = (&found, id.parse::<i64>()) {
+                    found = self
+                        .store
+                        .meta_of(service, self.site, &LocalId::Number(number))?;
+                }
+                found
+            }
+        };
+        let Some(meta_id) = meta_id else {
+            return Ok(Known::Unknown);
+        };
+        if let Some(replicant) = self.store.replicant(&meta_id)? {
+            if replicant.service == service {
+                return Ok(Known::Replicated(replicant));
+            }
+        }
+        Ok(match self.store.cross(&meta_id)? {
+            Some(record) if record.service == service => Known::Cross(record),
+            _ => Known::Unknown,
+        })
     }
 }

@@ -13,8 +13,8 @@ use super::{
     decide::{self, chosen, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
     exchange::{Deliver, Message, Reply, Sites, Unreached},
     gather::Gather,
-    ids::{LocalId, MetaId},
-    instance::{Instance, Refusal},
+    ids::MetaId,
+    instance::{Instance, Known, Refusal},
     log::Log,
     records::{Change, CrossRecord, Replica, ReplicaState, Replicant},
     rules::{classify, Addressed, IdSource, ResourceRule},
@@ -101,7 +101,7 @@ impl<S: Sites> Replicator<S> {
         let addressed = classify(rules, &call.method, &call.target);
         // A resource this site already knows is handled as its records say, whatever the scope.
         if let Addressed::Read(_, id) | Addressed::Write(_, id) = addressed {
-            match self.known(&call.service, id) {
+            match self.instance().known(&call.service, id) {
                 Ok(Known::Unknown) => {}
                 Ok(_) => return Some(self.serve_here(call, false).await),
                 Err(cause) => return Some(self.store_failed(cause)),
@@ -179,7 +179,7 @@ impl<S: Sites> Replicator<S> {
             Addressed::Other => return self.instance().at_instance(None, call).await,
         };
         let rule = rule.clone();
-        let known = match self.known(&call.service, id) {
+        let known = match self.instance().known(&call.service, id) {
             Ok(known) => known,
             Err(cause) => return self.store_failed(cause),
         };
@@ -242,36 +242,6 @@ impl<S: Sites> Replicator<S> {
                 }
             }
         }
-    }
-
-    /// What this site knows of the resource a path names by `id` (a meta-ID or its local ID).
-    fn known(&self, service: &str, id: &str) -> Result<Known, StoreError> {
-        let meta_id = match MetaId::parse(id) {
-            Some(meta_id) => Some(meta_id),
-            None => {
-                let mut found =
-                    self.store
-                        .meta_of(service, &self.site, &LocalId::Text(id.to_owned()))?;
-                if let (None, Ok(number)) = (&found, id.parse::<i64>()) {
-                    found = self
-                        .store
-                        .meta_of(service, &self.site, &LocalId::Number(number))?;
-                }
-                found
-            }
-        };
-        let Some(meta_id) = meta_id else {
-            return Ok(Known::Unknown);
-        };
-        if let Some(replicant) = self.store.replicant(&meta_id)? {
-            if replicant.service == service {
-                return Ok(Known::Replicated(replicant));
-            }
-        }
-        Ok(match self.store.cross(&meta_id)? {
-            Some(record) if record.service == service => Known::Cross(record),
-            _ => Known::Unknown,
-        })
     }
 
     async fn write_through_leader(self: &Arc<Self>, replicant: &Replicant, call: Call) -> Answer {
@@ -589,12 +559,6 @@ impl<S: Sites> Replicator<S> {
         let replicator = self.clone();
         Box::pin(async move { replicator.handle(message).await })
     }
-}
-
-enum Known {
-    Unknown,
-    Replicated(Replicant),
-    Cross(CrossRecord),
 }
 
 fn answered(answer: Answer) -> Reply {

@@ -10,7 +10,7 @@ use std::{
 use serde_json::{json, Value};
 
 use super::*;
-use crate::replication::log::lock;
+use crate::replication::{ids::LocalId, log::lock};
 
 /// A REST collection `/pods` as json-server keeps it; IDs are numbers from `first_id` unless the
 /// client gives one.
