@@ -7,7 +7,8 @@ use dsl::Plan;
 use serde_json::Value;
 
 use super::{
-    exchange::{Answer, Reply, Unreached},
+    call::Answer,
+    exchange::{Reply, Unreached},
     ids::MetaId,
     rules::Addressed,
 };

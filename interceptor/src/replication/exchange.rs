@@ -1,73 +1,14 @@
-//! What collaborating sites exchange: calls to a service and their answers, the messages between
-//! cheops daemons, and `Sites`, the seam through which they travel. The peer layer implements
+//! What collaborating sites exchange: the messages between cheops daemons, their replies, and `Sites`, the seam through which they travel. The peer layer implements
 //! `Sites` over the network; tests implement it in-process.
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
+    call::{Answer, Call},
     ids::{LocalId, MetaId},
-    store::{Change, Replicant},
+    records::{Change, Replicant},
 };
-
-/// One HTTP request to a service. Bodies of collaborations are text (JSON, in practice): they
-/// are kept in the operation log and rewritten.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Call {
-    pub service: String,
-    pub method: String,
-    /// The path and query.
-    pub target: String,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn new(status: u16, content_type: &str, body: String) -> Answer {
-        Answer {
-            status,
-            headers: vec![("content-type".into(), content_type.into())],
-            body,
-        }
-    }
-
-    /// An answer made by cheops itself, one sentence of plain text.
-    pub fn from_cheops(status: u16, message: String) -> Answer {
-        Answer::new(
-            status,
-            "text/plain; charset=utf-8",
-            format!("cheops: {message}\n"),
-        )
-    }
-
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        header(&self.headers, name)
-    }
-
-    /// Sets `name` to `value`, replacing any earlier value.
-    pub fn set_header(&mut self, name: &str, value: String) {
-        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-        self.headers.push((name.to_owned(), value));
-    }
-}
-
-fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
 
 /// What one cheops asks another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,5 +66,17 @@ pub trait Sites: Send + Sync + 'static {
         &self,
         site: &str,
         message: Message,
+    ) -> impl Future<Output = Result<Reply, Unreached>> + Send;
+}
+
+/// Delivering a message to a site, this one included: the one call that goes back up, from
+/// the parts of replication to the replicator that handles messages, passed down to them.
+pub trait Deliver: Send + Sync + 'static {
+    /// `message` to `site` (handled here when it is this site), answered within `limit`.
+    fn deliver(
+        self: &Arc<Self>,
+        site: &str,
+        message: Message,
+        limit: Duration,
     ) -> impl Future<Output = Result<Reply, Unreached>> + Send;
 }

@@ -1,11 +1,18 @@
 //! Replication (`&`) and cross (`%`) for services with resource rules. Read in this order: the
-//! rules (`rules`: which requests address which resources), IDs (`ids`), what sites exchange
-//! (`exchange`) and its HTTP form (`codec`), the decisions (`decide`), the durable records
-//! (`store`), the network seam (`sites`) and the replicator that carries it all out.
+//! rules (`rules`: which requests address which resources), IDs (`ids`), calls to a service
+//! (`call`) and their HTTP form (`codec`), the records (`records`), what sites exchange
+//! (`exchange`), the decisions (`decide`), the durable store (`store`), the network seam
+//! (`sites`), this site's instance (`instance`), the leader's log (`log`), gathering from several sites (`gather`) and
+//! the replicator that carries it all out.
+pub mod call;
 pub mod codec;
 pub mod decide;
 pub mod exchange;
+pub mod gather;
 pub mod ids;
+pub mod instance;
+pub mod log;
+pub mod records;
 pub mod replicator;
 pub mod rules;
 pub mod sites;

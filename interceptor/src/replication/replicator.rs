@@ -2,74 +2,37 @@
 //! leader's log (append durably, then apply at every replica in log order, exactly once),
 //! replay of what a replica missed, ID rewriting around this site's instance, and the
 //! messages other sites send.
-use std::{
-    collections::HashMap,
-    future::Future,
-    pin::Pin,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use dsl::Plan;
 use serde::Serialize;
-use tokio::{sync::oneshot, task::JoinSet};
 use tracing::{debug, warn};
 
 use super::{
-    decide::{self, chosen, merged_lists, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
-    exchange::{Answer, Call, Message, Reply, Sites, Unreached},
-    ids::{locals_to_metas, metas_to_locals, LocalId, MetaId},
+    call::{Answer, Call},
+    decide::{self, chosen, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
+    exchange::{Deliver, Message, Reply, Sites, Unreached},
+    gather::Gather,
+    ids::MetaId,
+    instance::{Instance, Known, Refusal},
+    log::Log,
+    records::{Change, CrossRecord, Replica, ReplicaState, Replicant},
     rules::{classify, Addressed, IdSource, ResourceRule},
-    store::{
-        Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant, Store,
-        StoreError,
-    },
+    store::{Store, StoreError},
 };
-
-/// Why a site could not take its part of a collaboration; the sender keeps the operation and
-/// offers it again later.
-#[derive(Debug, thiserror::Error)]
-pub enum Refusal {
-    #[error("site {site}: {cause}")]
-    Store { site: String, cause: StoreError },
-    #[error("site {site}'s instance of service '{service}' gave no answer: {cause}")]
-    Instance {
-        site: String,
-        service: String,
-        cause: Unreached,
-    },
-    #[error("site {site} could not finish applying an operation: {cause}")]
-    Interrupted { site: String, cause: String },
-    #[error("site {site} got operation {op_id} without the replicant it changes")]
-    NoReplicant { site: String, op_id: String },
-    #[error("site {site} has no resource rule for a create of service '{service}' at {target}")]
-    NoRule {
-        site: String,
-        service: String,
-        target: String,
-    },
-}
-
-/// Operations a drain takes from the log at once.
-const DRAIN_BATCH: usize = 32;
 
 /// How often a write waiting for its leader tries again.
 const LEADER_POLL: Duration = Duration::from_millis(200);
 
-type Waiter = oneshot::Sender<Result<Reply, Unreached>>;
-
 pub struct Replicator<S: Sites> {
     site: String,
     rules: HashMap<String, Vec<ResourceRule>>,
-    store: Store,
+    store: Arc<Store>,
+    log: Arc<Log>,
     sites: S,
     replica_timeout: Duration,
     /// How long a write waits for its leader to be reachable.
     leader_wait: Duration,
-    /// One drain at a time per site, so that a site gets the log in order.
-    drains: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Requests waiting for their operation to be applied at a site.
-    waiting: Mutex<HashMap<(u64, String), Waiter>>,
     /// Held while this site applies a leader's operation: a leader that sends an operation
     /// again (its replay after a crash) waits for a first delivery still under way, and then
     /// finds it applied, instead of applying it beside it.
@@ -94,15 +57,15 @@ impl<S: Sites> Replicator<S> {
         sites: S,
         replica_timeout: Duration,
     ) -> Replicator<S> {
+        let store = Arc::new(store);
         Replicator {
+            log: Arc::new(Log::new(site.clone(), store.clone(), replica_timeout)),
             site,
             rules,
             store,
             sites,
             replica_timeout,
             leader_wait: Duration::ZERO,
-            drains: Mutex::default(),
-            waiting: Mutex::default(),
             applying: Arc::default(),
         }
     }
@@ -138,7 +101,7 @@ impl<S: Sites> Replicator<S> {
         let addressed = classify(rules, &call.method, &call.target);
         // A resource this site already knows is handled as its records say, whatever the scope.
         if let Addressed::Read(_, id) | Addressed::Write(_, id) = addressed {
-            match self.known(&call.service, id) {
+            match self.instance().known(&call.service, id) {
                 Ok(Known::Unknown) => {}
                 Ok(_) => return Some(self.serve_here(call, false).await),
                 Err(cause) => return Some(self.store_failed(cause)),
@@ -160,9 +123,11 @@ impl<S: Sites> Replicator<S> {
             Action::CreateCross { prime, sites } => {
                 Some(self.create_cross(prime, sites, call).await)
             }
-            Action::List { sites } => Some(self.list(sites, call, pointer.as_deref()).await),
-            Action::FanOut { sites } => Some(self.fan_out(sites, call).await),
-            Action::FirstFound { sites } => Some(self.first_found(sites, call).await),
+            Action::List { sites } => {
+                Some(self.gather().list(sites, call, pointer.as_deref()).await)
+            }
+            Action::FanOut { sites } => Some(self.gather().fan_out(sites, call).await),
+            Action::FirstFound { sites } => Some(self.gather().first_found(sites, call).await),
             Action::NotSupported(why) => Some(Answer::from_cheops(501, why)),
         }
     }
@@ -183,12 +148,15 @@ impl<S: Sites> Replicator<S> {
                 let replicator = self.clone();
                 let applying = tokio::spawn(async move {
                     let _one_at_a_time = replicator.applying.lock().await;
-                    replicator.apply(&op_id, replicant, change).await
+                    replicator
+                        .log
+                        .apply_once(&replicator.instance(), &op_id, replicant, change)
+                        .await
                 });
                 applying.await.unwrap_or_else(|failed| {
                     Err(Refusal::Interrupted {
                         site: self.site.clone(),
-                        cause: failed.to_string(),
+                        cause: failed,
                     })
                 })
             }
@@ -206,17 +174,17 @@ impl<S: Sites> Replicator<S> {
             Addressed::Write(rule, id) => (rule, id, true),
             Addressed::Create(rule) | Addressed::List(rule) => {
                 let rule = rule.clone();
-                return self.at_instance(Some(&rule), call).await;
+                return self.instance().at_instance(Some(&rule), call).await;
             }
-            Addressed::Other => return self.at_instance(None, call).await,
+            Addressed::Other => return self.instance().at_instance(None, call).await,
         };
         let rule = rule.clone();
-        let known = match self.known(&call.service, id) {
+        let known = match self.instance().known(&call.service, id) {
             Ok(known) => known,
             Err(cause) => return self.store_failed(cause),
         };
         match known {
-            Known::Unknown => self.at_instance(Some(&rule), call).await,
+            Known::Unknown => self.instance().at_instance(Some(&rule), call).await,
             Known::Replicated(replicant) => {
                 call.target = rule.item.with_id(&call.target, replicant.meta_id.as_str());
                 if writes {
@@ -228,7 +196,7 @@ impl<S: Sites> Replicator<S> {
                 match here {
                     Some(local_id) => {
                         call.target = rule.item.with_id(&call.target, &local_id.to_string());
-                        self.at_instance(Some(&rule), call).await
+                        self.instance().at_instance(Some(&rule), call).await
                     }
                     None if forwarded => Answer::from_cheops(
                         404,
@@ -244,7 +212,7 @@ impl<S: Sites> Replicator<S> {
                             .map(|r| r.site.clone())
                             .filter(|site| *site != self.site)
                             .collect();
-                        self.first_found(elsewhere, call).await
+                        self.gather().first_found(elsewhere, call).await
                     }
                 }
             }
@@ -254,7 +222,7 @@ impl<S: Sites> Replicator<S> {
                         .item
                         .with_id(&call.target, &record.local_id.to_string());
                     let deleting = call.method == "DELETE";
-                    let answer = self.at_instance(Some(&rule), call).await;
+                    let answer = self.instance().at_instance(Some(&rule), call).await;
                     if deleting && answer.is_success() {
                         if let Err(cause) = self.store.forget_cross(&record) {
                             warn!(site = %self.site, "{cause}");
@@ -268,71 +236,11 @@ impl<S: Sites> Replicator<S> {
                     )
                 } else {
                     call.target = rule.item.with_id(&call.target, record.meta_id.as_str());
-                    self.first_found(vec![record.site.clone()], call).await
+                    self.gather()
+                        .first_found(vec![record.site.clone()], call)
+                        .await
                 }
             }
-        }
-    }
-
-    /// What this site knows of the resource a path names by `id` (a meta-ID or its local ID).
-    fn known(&self, service: &str, id: &str) -> Result<Known, StoreError> {
-        let meta_id = match MetaId::parse(id) {
-            Some(meta_id) => Some(meta_id),
-            None => {
-                let mut found =
-                    self.store
-                        .meta_of(service, &self.site, &LocalId::Text(id.to_owned()))?;
-                if let (None, Ok(number)) = (&found, id.parse::<i64>()) {
-                    found = self
-                        .store
-                        .meta_of(service, &self.site, &LocalId::Number(number))?;
-                }
-                found
-            }
-        };
-        let Some(meta_id) = meta_id else {
-            return Ok(Known::Unknown);
-        };
-        if let Some(replicant) = self.store.replicant(&meta_id)? {
-            if replicant.service == service {
-                return Ok(Known::Replicated(replicant));
-            }
-        }
-        Ok(match self.store.cross(&meta_id)? {
-            Some(record) if record.service == service => Known::Cross(record),
-            _ => Known::Unknown,
-        })
-    }
-
-    /// `call` at this site's instance: meta-IDs in its body become local IDs, and the IDs of
-    /// known resources in the answer become meta-IDs.
-    async fn at_instance(&self, rule: Option<&ResourceRule>, call: Call) -> Answer {
-        let service = call.service.clone();
-        let mut answer = match self.send_to_instance(call).await {
-            Ok(answer) => answer,
-            Err(refusal) => return Answer::from_cheops(502, refusal.to_string()),
-        };
-        if let Some(IdSource::Json(pointer)) = rule.map(|r| &r.id) {
-            let meta = |id: &LocalId| self.store.meta_of(&service, &self.site, id).ok().flatten();
-            if let Some(body) = locals_to_metas(&answer.body, pointer, meta) {
-                answer.body = body;
-                answer
-                    .headers
-                    .retain(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
-            }
-        }
-        answer.set_header("x-cheops-site", self.site.clone());
-        answer
-    }
-
-    /// This site's local ID for `meta`, replica or cross.
-    fn local_id_here(&self, meta: &MetaId) -> Option<LocalId> {
-        if let Ok(Some(replicant)) = self.store.replicant(meta) {
-            return replicant.replica(&self.site)?.local_id.clone();
-        }
-        match self.store.cross(meta) {
-            Ok(Some(record)) if record.site == self.site => Some(record.local_id),
-            _ => None,
         }
     }
 
@@ -413,7 +321,7 @@ impl<S: Sites> Replicator<S> {
                 Ok(operation) => operation,
                 Err(cause) => return self.store_failed(cause),
             };
-        let results = self.apply_everywhere(&operation, &sites).await;
+        let results = self.log.apply_everywhere(self, &operation, &sites).await;
         self.composed(meta_id, &results)
     }
 
@@ -442,7 +350,7 @@ impl<S: Sites> Replicator<S> {
                 Ok(operation) => operation,
                 Err(cause) => return self.store_failed(cause),
             };
-        let results = self.apply_everywhere(&operation, &sites).await;
+        let results = self.log.apply_everywhere(self, &operation, &sites).await;
         self.composed(&meta_id, &results)
     }
 
@@ -461,96 +369,6 @@ impl<S: Sites> Replicator<S> {
         answer.set_header(REPLICAS_HEADER, statuses(results));
         answer.set_header(META_ID_HEADER, meta_id.to_string());
         answer
-    }
-
-    /// Offers `operation` to each of `sites` (after what they missed before it) and waits, at
-    /// most the replica timeout, for each to apply it.
-    async fn apply_everywhere(
-        self: &Arc<Self>,
-        operation: &Operation,
-        sites: &[String],
-    ) -> Vec<(String, Result<Reply, Unreached>)> {
-        let mut receivers = Vec::with_capacity(sites.len());
-        for site in sites {
-            let (sender, receiver) = oneshot::channel();
-            lock(&self.waiting).insert((operation.seq, site.clone()), sender);
-            receivers.push((site.clone(), receiver));
-            tokio::spawn(self.clone().drain(site.clone()));
-        }
-        let mut results = Vec::with_capacity(sites.len());
-        let deadline = tokio::time::Instant::now() + self.replica_timeout;
-        for (site, receiver) in receivers {
-            let result = match tokio::time::timeout_at(deadline, receiver).await {
-                Ok(Ok(result)) => result,
-                // The drain ended without reaching this operation: a later one will.
-                Ok(Err(_)) | Err(_) => Err(Unreached::Timeout {
-                    site: site.clone(),
-                    after: self.replica_timeout,
-                }),
-            };
-            lock(&self.waiting).remove(&(operation.seq, site.clone()));
-            results.push((site, result));
-        }
-        results
-    }
-
-    /// Applies at `site`, in log order, every operation it has yet to apply; stops at the first
-    /// that does not reach it (the rest wait for the next drain).
-    async fn drain(self: Arc<Self>, site: String) {
-        let gate = lock(&self.drains).entry(site.clone()).or_default().clone();
-        let _one_at_a_time = gate.lock().await;
-        loop {
-            let operations = match self.store.pending(&site, DRAIN_BATCH) {
-                Ok(operations) if operations.is_empty() => return,
-                Ok(operations) => operations,
-                Err(cause) => return warn!(%site, "replay stopped: {cause}"),
-            };
-            for operation in operations {
-                let replicant = match &operation.change {
-                    Change::Register(_) => None,
-                    _ => match self.store.replicant(&operation.meta_id) {
-                        Ok(replicant) => replicant,
-                        Err(cause) => return warn!(%site, "replay stopped: {cause}"),
-                    },
-                };
-                let message = Message::Apply {
-                    op_id: operation.op_id(&self.site),
-                    replicant,
-                    change: operation.change.clone(),
-                };
-                match self.deliver(&site, message).await {
-                    Ok(reply) => {
-                        let applied = Applied {
-                            status: reply.answer.status,
-                            local_id: reply.local_id.clone(),
-                        };
-                        if let Err(cause) = self.store.settle(operation.seq, &site, &applied) {
-                            return warn!(%site, "replay stopped: {cause}");
-                        }
-                        if let Some(waiter) =
-                            lock(&self.waiting).remove(&(operation.seq, site.clone()))
-                        {
-                            let _ = waiter.send(Ok(reply));
-                        }
-                    }
-                    Err(cause) => {
-                        debug!(%site, seq = operation.seq, "operation left for later: {cause}");
-                        let mut waiting = lock(&self.waiting);
-                        let theirs: Vec<_> = waiting
-                            .keys()
-                            .filter(|(_, s)| *s == site)
-                            .cloned()
-                            .collect();
-                        for key in theirs {
-                            if let Some(waiter) = waiting.remove(&key) {
-                                let _ = waiter.send(Err(cause.clone()));
-                            }
-                        }
-                        return;
-                    }
-                }
-            }
-        }
     }
 
     /// Offers every site the operations it missed, now and then every `every`.
@@ -574,7 +392,7 @@ impl<S: Sites> Replicator<S> {
                 match ups.recv().await {
                     Ok(site) => {
                         debug!(%site, "site is back: replaying what it missed");
-                        tokio::spawn(replicator.clone().drain(site));
+                        tokio::spawn(replicator.log.clone().drain(replicator.clone(), site));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         replicator.replay_now()
@@ -588,204 +406,17 @@ impl<S: Sites> Replicator<S> {
     /// Starts a drain for every site that has operations to apply (one that is draining
     /// already just goes on).
     pub fn replay_now(self: &Arc<Self>) {
-        match self.store.pending_by_site() {
-            Ok(pending) => {
-                for site in pending.into_keys() {
-                    tokio::spawn(self.clone().drain(site));
-                }
-            }
-            Err(cause) => warn!("replay: {cause}"),
-        }
+        self.log.replay_now(self);
     }
 
-    /// At a replica: applies one operation of a leader's log, unless it was applied already.
-    async fn apply(
-        &self,
-        op_id: &str,
-        replicant: Option<Replicant>,
-        change: Change,
-    ) -> Result<Reply, Refusal> {
-        let refused = |cause| Refusal::Store {
-            site: self.site.clone(),
-            cause,
-        };
-        if let Some(applied) = self.store.applied(op_id).map_err(refused)? {
-            return Ok(Reply {
-                answer: Answer::from_cheops(
-                    applied.status,
-                    format!("operation {op_id} was applied already"),
-                ),
-                local_id: applied.local_id,
-            });
+    /// This site's instance of the services.
+    fn instance(&self) -> Instance<'_, S> {
+        Instance {
+            site: &self.site,
+            rules: &self.rules,
+            store: &self.store,
+            sites: &self.sites,
         }
-        match change {
-            Change::Register(record) => {
-                let applied = Applied {
-                    status: 204,
-                    local_id: None,
-                };
-                self.store
-                    .record_applied(op_id, &applied, None, Some(&record), None)
-                    .map_err(refused)?;
-                Ok(Reply {
-                    answer: Answer::from_cheops(204, format!("{} registered", record.meta_id)),
-                    local_id: None,
-                })
-            }
-            Change::Create(call) => {
-                let mut replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
-                let (answer, local_id, rule) = self.create_at_instance(call).await?;
-                match replicant.replicas.iter_mut().find(|r| r.site == self.site) {
-                    Some(replica) => {
-                        replica.local_id = local_id.clone();
-                        replica.state = match local_id {
-                            Some(_) => ReplicaState::Ok,
-                            None => ReplicaState::Failed(answer.status),
-                        };
-                    }
-                    None => replicant.replicas.push(Replica {
-                        site: self.site.clone(),
-                        local_id: local_id.clone(),
-                        state: ReplicaState::Ok,
-                    }),
-                }
-                let applied = Applied {
-                    status: answer.status,
-                    local_id: local_id.clone(),
-                };
-                self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None, None)
-                    .map_err(refused)?;
-                Ok(Reply {
-                    answer: self.named(&rule, answer, &replicant.meta_id, local_id.as_ref()),
-                    local_id,
-                })
-            }
-            Change::Write(mut call) => {
-                let replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
-                let local_id = self.local_id_here(&replicant.meta_id);
-                let rule = match classify(self.rules(&call.service), &call.method, &call.target) {
-                    Addressed::Write(rule, _) => Some(rule.clone()),
-                    _ => None,
-                };
-                let (Some(local_id), Some(rule)) = (local_id, rule) else {
-                    let applied = Applied {
-                        status: 404,
-                        local_id: None,
-                    };
-                    self.store
-                        .record_applied(op_id, &applied, Some(&replicant), None, None)
-                        .map_err(refused)?;
-                    return Ok(Reply {
-                        answer: Answer::from_cheops(
-                            404,
-                            format!("site {} holds no replica for operation {op_id}", self.site),
-                        ),
-                        local_id: None,
-                    });
-                };
-                call.target = rule.item.with_id(&call.target, &local_id.to_string());
-                let deleting = call.method == "DELETE";
-                let answer = self.send_to_instance(call).await?;
-                let applied = Applied {
-                    status: answer.status,
-                    local_id: None,
-                };
-                // Gone from the instance: its local ID may name a new resource from now on.
-                let gone = deleting && (answer.is_success() || answer.status == 404);
-                let forget = gone.then_some((self.site.as_str(), &local_id));
-                self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None, forget)
-                    .map_err(refused)?;
-                Ok(Reply {
-                    answer: self.named(&rule, answer, &replicant.meta_id, Some(&local_id)),
-                    local_id: None,
-                })
-            }
-        }
-    }
-
-    fn no_replicant(&self, op_id: &str) -> Refusal {
-        Refusal::NoReplicant {
-            site: self.site.clone(),
-            op_id: op_id.to_owned(),
-        }
-    }
-
-    /// Sends `call` to this site's instance, with the meta-IDs in its body turned into the
-    /// local IDs they have here.
-    async fn send_to_instance(&self, mut call: Call) -> Result<Answer, Refusal> {
-        if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
-            call.body = body;
-        }
-        let service = call.service.clone();
-        self.sites
-            .instance(call)
-            .await
-            .map_err(|cause| Refusal::Instance {
-                site: self.site.clone(),
-                service,
-                cause,
-            })
-    }
-
-    /// Runs a create at this site's instance, and finds the ID it gave.
-    async fn create_at_instance(
-        &self,
-        call: Call,
-    ) -> Result<(Answer, Option<LocalId>, ResourceRule), Refusal> {
-        let rule = match classify(self.rules(&call.service), &call.method, &call.target) {
-            Addressed::Create(rule) => rule.clone(),
-            _ => {
-                return Err(Refusal::NoRule {
-                    site: self.site.clone(),
-                    service: call.service,
-                    target: call.target,
-                })
-            }
-        };
-        let answer = self.send_to_instance(call).await?;
-        let local_id = answer
-            .is_success()
-            .then(|| rule.id.created_id(answer.header("location"), &answer.body))
-            .flatten();
-        if answer.is_success() && local_id.is_none() {
-            warn!(site = %self.site, service = %rule.collection, "a create answered without the ID its rule names");
-        }
-        Ok((answer, local_id, rule))
-    }
-
-    /// `answer` about `local_id`, with its ID field (or `Location`) naming `meta_id` instead.
-    fn named(
-        &self,
-        rule: &ResourceRule,
-        mut answer: Answer,
-        meta_id: &MetaId,
-        local_id: Option<&LocalId>,
-    ) -> Answer {
-        let Some(local_id) = local_id else {
-            return answer;
-        };
-        match &rule.id {
-            IdSource::Json(pointer) => {
-                if let Some(body) = locals_to_metas(&answer.body, pointer, |id| {
-                    (id == local_id).then(|| meta_id.clone())
-                }) {
-                    answer.body = body;
-                    answer
-                        .headers
-                        .retain(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
-                }
-            }
-            IdSource::Location => {
-                if let Some(location) = answer.header("location") {
-                    let renamed = location.replace(&local_id.to_string(), meta_id.as_str());
-                    answer.set_header("location", renamed);
-                }
-            }
-        }
-        answer.set_header("x-cheops-site", self.site.clone());
-        answer
     }
 
     /// A cross create: at the prime site, then registered at every site of the expression.
@@ -832,7 +463,7 @@ impl<S: Sites> Replicator<S> {
             Err(cause) => return self.store_failed(cause),
         };
         let mut results = vec![(prime, created.clone())];
-        results.extend(self.apply_everywhere(&operation, &others).await);
+        results.extend(self.log.apply_everywhere(self, &operation, &others).await);
         let mut answer = answer.clone();
         answer.set_header(REPLICAS_HEADER, statuses(&results));
         answer.set_header(META_ID_HEADER, meta_id.to_string());
@@ -842,7 +473,7 @@ impl<S: Sites> Replicator<S> {
     /// At the prime site of a cross create.
     async fn create_cross_here(&self, meta_id: &MetaId, call: Call) -> Result<Reply, Refusal> {
         let service = call.service.clone();
-        let (answer, local_id, rule) = self.create_at_instance(call).await?;
+        let (answer, local_id, rule) = self.instance().create_at_instance(call).await?;
         if let Some(local_id) = &local_id {
             let record = CrossRecord {
                 meta_id: meta_id.clone(),
@@ -858,109 +489,11 @@ impl<S: Sites> Replicator<S> {
                 })?;
         }
         Ok(Reply {
-            answer: self.named(&rule, answer, meta_id, local_id.as_ref()),
+            answer: self
+                .instance()
+                .named(&rule, answer, meta_id, local_id.as_ref()),
             local_id,
         })
-    }
-
-    /// The collection from every site, as one list.
-    async fn list(
-        self: &Arc<Self>,
-        sites: Vec<String>,
-        call: Call,
-        pointer: Option<&str>,
-    ) -> Answer {
-        let results = self.everywhere(&sites, call).await;
-        let lists: Vec<(String, &Answer)> = results
-            .iter()
-            .filter_map(|(site, r)| {
-                Some((
-                    site.clone(),
-                    &r.as_ref().ok().filter(|r| r.answer.is_success())?.answer,
-                ))
-            })
-            .collect();
-        if lists.is_empty() {
-            let mut answer = Answer::from_cheops(
-                502,
-                "no site of the expression could list the collection".into(),
-            );
-            answer.set_header(REPLICAS_HEADER, statuses(&results));
-            return answer;
-        }
-        let mut answer = match merged_lists(pointer, &lists) {
-            Ok(body) => Answer::new(200, "application/json", body),
-            Err(why) => Answer::from_cheops(502, why),
-        };
-        answer.set_header(REPLICAS_HEADER, statuses(&results));
-        answer
-    }
-
-    async fn fan_out(self: &Arc<Self>, sites: Vec<String>, call: Call) -> Answer {
-        let results = self.everywhere(&sites, call).await;
-        let mut answer = chosen(&self.site, &results)
-            .cloned()
-            .unwrap_or_else(|| Answer::from_cheops(502, "no site answered".into()));
-        answer.set_header(REPLICAS_HEADER, statuses(&results));
-        answer
-    }
-
-    /// `call` at each site in order until one has the resource.
-    async fn first_found(self: &Arc<Self>, sites: Vec<String>, call: Call) -> Answer {
-        let mut last = None;
-        for site in &sites {
-            match self.deliver(site, Message::Execute(call.clone())).await {
-                Ok(reply) if reply.answer.status != 404 && reply.answer.status < 500 => {
-                    return reply.answer
-                }
-                Ok(reply) => last = Some(reply.answer),
-                Err(cause) => debug!("{cause}"),
-            }
-        }
-        last.unwrap_or_else(|| {
-            Answer::from_cheops(
-                502,
-                format!("none of the sites {} could be reached", sites.join(", ")),
-            )
-        })
-    }
-
-    /// `call` at every site at once, answers in the order of `sites`.
-    async fn everywhere(
-        self: &Arc<Self>,
-        sites: &[String],
-        call: Call,
-    ) -> Vec<(String, Result<Reply, Unreached>)> {
-        let mut tasks = JoinSet::new();
-        for (index, site) in sites.iter().enumerate() {
-            let replicator = self.clone();
-            let (site, call) = (site.clone(), call.clone());
-            tasks.spawn(async move {
-                (
-                    index,
-                    replicator.deliver(&site, Message::Execute(call)).await,
-                )
-            });
-        }
-        let mut results: Vec<Option<Result<Reply, Unreached>>> = vec![None; sites.len()];
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok((index, result)) = joined {
-                results[index] = Some(result);
-            }
-        }
-        sites
-            .iter()
-            .zip(results)
-            .map(|(site, result)| {
-                let result = result.unwrap_or_else(|| {
-                    Err(Unreached::Unreachable {
-                        site: site.clone(),
-                        why: "the request to it was lost".into(),
-                    })
-                });
-                (site.clone(), result)
-            })
-            .collect()
     }
 
     /// `message` to `site`: handled here when it is this site, else sent, within the replica
@@ -968,6 +501,15 @@ impl<S: Sites> Replicator<S> {
     async fn deliver(self: &Arc<Self>, site: &str, message: Message) -> Result<Reply, Unreached> {
         self.deliver_within(site, message, self.replica_timeout)
             .await
+    }
+
+    /// Gathering answers from several sites, through this replicator.
+    fn gather(self: &Arc<Self>) -> Gather<'_, Self> {
+        Gather {
+            here: &self.site,
+            to: self,
+            limit: self.replica_timeout,
+        }
     }
 
     /// `message` to `site`, handled here when it is this site, else sent, within `limit`.
@@ -996,6 +538,17 @@ impl<S: Sites> Replicator<S> {
     }
 }
 
+impl<S: Sites> Deliver for Replicator<S> {
+    fn deliver(
+        self: &Arc<Self>,
+        site: &str,
+        message: Message,
+        limit: Duration,
+    ) -> impl Future<Output = Result<Reply, Unreached>> + Send {
+        self.deliver_within(site, message, limit)
+    }
+}
+
 impl<S: Sites> Replicator<S> {
     /// `handle`, type-erased: handling a message may deliver another to this same site, and
     /// a future cannot contain itself.
@@ -1008,24 +561,11 @@ impl<S: Sites> Replicator<S> {
     }
 }
 
-enum Known {
-    Unknown,
-    Replicated(Replicant),
-    Cross(CrossRecord),
-}
-
 fn answered(answer: Answer) -> Reply {
     Reply {
         answer,
         local_id: None,
     }
-}
-
-/// A poisoned lock only means another request panicked; the map itself is still whole.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

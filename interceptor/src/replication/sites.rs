@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use http_body_util::BodyExt;
-use hyper::{header, Method, Request, Uri};
+use hyper::{header, Request};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
@@ -17,7 +17,11 @@ use crate::{
         wire::{REPLICATION_PATH, REPLICATION_SERVICE},
         Peers,
     },
-    replication::exchange::{Answer, Call, Message, Reply, Sites, Unreached},
+    replication::{
+        call::{Answer, Call},
+        codec::{answer_of, request_of},
+        exchange::{Message, Reply, Sites, Unreached},
+    },
 };
 
 pub struct PeerSites {
@@ -64,22 +68,8 @@ impl PeerSites {
             .ok_or_else(|| {
                 unreachable(format!("no service '{}' is configured here", call.service))
             })?;
-        let uri: Uri = format!("http://{}{}", service.local, call.target)
-            .parse()
-            .map_err(|err| unreachable(format!("bad request target {}: {err}", call.target)))?;
-        let method = Method::from_bytes(call.method.as_bytes())
-            .map_err(|err| unreachable(format!("bad method {}: {err}", call.method)))?;
-        let mut request = Request::builder().method(method).uri(uri);
-        for (name, value) in &call.headers {
-            // The body may have been rewritten: hyper sets its length again.
-            if !name.eq_ignore_ascii_case("content-length") && !name.eq_ignore_ascii_case("host") {
-                request = request.header(name, value);
-            }
-        }
-        let body = full_body(call.body);
-        let request = request
-            .body(body)
-            .map_err(|err| unreachable(format!("the request cannot be built: {err}")))?;
+        let request = request_of(call, &service.local.to_string())
+            .map_err(|err| unreachable(err.to_string()))?;
         let response = tokio::time::timeout(self.response_timeout, self.upstream.request(request))
             .await
             .map_err(|_| Unreached::Timeout {
@@ -92,31 +82,11 @@ impl PeerSites {
                     service.name, service.local
                 ))
             })?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|err| {
-                unreachable(format!(
-                    "reading the answer of '{}' failed: {err}",
-                    service.name
-                ))
-            })?
-            .to_bytes();
-        let headers = parts
-            .headers
-            .iter()
-            .filter(|(name, _)| {
-                **name != header::CONTENT_LENGTH && **name != header::TRANSFER_ENCODING
-            })
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-            })
-            .collect();
-        Ok(Answer {
-            status: parts.status.as_u16(),
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
+        answer_of(response).await.map_err(|err| {
+            unreachable(format!(
+                "reading the answer of '{}' failed: {err}",
+                service.name
+            ))
         })
     }
 

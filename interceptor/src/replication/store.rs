@@ -4,95 +4,12 @@
 use std::{collections::BTreeMap, path::Path};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
-    exchange::Call,
     ids::{LocalId, MetaId},
+    records::{Applied, Change, CrossRecord, Operation, ReplicaState, Replicant},
 };
-
-/// A replicated resource: who orders its writes, and its replicas.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Replicant {
-    pub meta_id: MetaId,
-    pub service: String,
-    /// The site that received the create, and orders every write in its log.
-    pub leader: String,
-    pub replicas: Vec<Replica>,
-    /// A delete was ordered: the resource is gone, or going, everywhere.
-    pub deleted: bool,
-}
-
-impl Replicant {
-    pub fn replica(&self, site: &str) -> Option<&Replica> {
-        self.replicas.iter().find(|r| r.site == site)
-    }
-
-    fn replica_mut(&mut self, site: &str) -> Option<&mut Replica> {
-        self.replicas.iter_mut().find(|r| r.site == site)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Replica {
-    pub site: String,
-    pub local_id: Option<LocalId>,
-    pub state: ReplicaState,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplicaState {
-    /// The create has not reached this replica yet.
-    Pending,
-    Ok,
-    /// The site's instance refused the create, with this status.
-    Failed(u16),
-}
-
-/// A cross resource: it lives at one site, and every site of the expression knows where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CrossRecord {
-    pub meta_id: MetaId,
-    pub service: String,
-    pub site: String,
-    pub local_id: LocalId,
-}
-
-/// What one entry of a leader's log changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Change {
-    /// Create the replica (the call is the POST on the collection).
-    Create(Call),
-    /// Update or delete the replica (the call's path names it by its meta-ID).
-    Write(Call),
-    /// Record where a cross resource lives.
-    Register(CrossRecord),
-}
-
-/// One entry of the leader's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Operation {
-    pub seq: u64,
-    pub meta_id: MetaId,
-    pub change: Change,
-    /// Per site: `None` until applied there, then the status its instance answered.
-    pub applied: BTreeMap<String, Option<u16>>,
-}
-
-impl Operation {
-    /// The name by which replicas recognise an operation they already applied.
-    pub fn op_id(&self, leader: &str) -> String {
-        format!("{leader}#{}", self.seq)
-    }
-}
-
-/// What a site recorded when it applied an operation, to give the same reply again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Applied {
-    pub status: u16,
-    pub local_id: Option<LocalId>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,6 +17,13 @@ pub enum StoreError {
     Database(#[from] redb::Error),
     #[error("the store holds an unreadable record {key}: {cause}")]
     Record {
+        key: String,
+        cause: serde_json::Error,
+    },
+    /// Nothing is committed: a record that cannot be encoded fails its write, rather than
+    /// leaving an empty record behind.
+    #[error("the store cannot encode record {key}: {cause}")]
+    Encoding {
         key: String,
         cause: serde_json::Error,
     },
@@ -138,9 +62,20 @@ pub struct Store {
     db: Database,
 }
 
-fn local_key(service: &str, site: &str, local_id: &LocalId) -> String {
-    let id = serde_json::to_string(local_id).unwrap_or_default();
-    format!("{service}\u{1f}{site}\u{1f}{id}")
+fn local_key(service: &str, site: &str, local_id: &LocalId) -> Result<String, StoreError> {
+    let id = serde_json::to_string(local_id).map_err(|cause| StoreError::Encoding {
+        key: format!("{service}/{site}/{local_id}"),
+        cause,
+    })?;
+    Ok(format!("{service}\u{1f}{site}\u{1f}{id}"))
+}
+
+/// A record as the store keeps it (JSON).
+fn encode<T: Serialize>(key: impl ToString, record: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|cause| StoreError::Encoding {
+        key: key.to_string(),
+        cause,
+    })
 }
 
 impl Store {
@@ -196,7 +131,7 @@ impl Store {
         txn: &redb::WriteTransaction,
         replicant: &Replicant,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(replicant).unwrap_or_default();
+        let bytes = encode(&replicant.meta_id, replicant)?;
         let mut replicants = txn.open_table(REPLICANTS)?;
         replicants.insert(replicant.meta_id.as_str(), bytes.as_slice())?;
         let mut local_ids = txn.open_table(LOCAL_IDS)?;
@@ -205,7 +140,7 @@ impl Store {
                 // A deleted resource's local IDs are forgotten, site by site, as each
                 // applies the delete (`record_applied`): never named again.
                 if !replicant.deleted {
-                    let key = local_key(&replicant.service, &replica.site, local_id);
+                    let key = local_key(&replicant.service, &replica.site, local_id)?;
                     local_ids.insert(key.as_str(), replicant.meta_id.as_str())?;
                 }
             }
@@ -224,7 +159,7 @@ impl Store {
         meta_id: &MetaId,
     ) -> Result<(), StoreError> {
         let mut local_ids = txn.open_table(LOCAL_IDS)?;
-        let key = local_key(service, site, local_id);
+        let key = local_key(service, site, local_id)?;
         let ours = local_ids
             .get(key.as_str())?
             .is_some_and(|meta| meta.value() == meta_id.as_str());
@@ -254,11 +189,11 @@ impl Store {
         txn: &redb::WriteTransaction,
         record: &CrossRecord,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(record).unwrap_or_default();
+        let bytes = encode(&record.meta_id, record)?;
         let mut cross = txn.open_table(CROSS)?;
         cross.insert(record.meta_id.as_str(), bytes.as_slice())?;
         let mut local_ids = txn.open_table(LOCAL_IDS)?;
-        let key = local_key(&record.service, &record.site, &record.local_id);
+        let key = local_key(&record.service, &record.site, &record.local_id)?;
         local_ids.insert(key.as_str(), record.meta_id.as_str())?;
         Ok(())
     }
@@ -341,7 +276,7 @@ impl Store {
     ) -> Result<Option<MetaId>, StoreError> {
         let txn = self.read_txn()?;
         let table = txn.open_table(LOCAL_IDS)?;
-        let found = table.get(local_key(service, site, local_id).as_str())?;
+        let found = table.get(local_key(service, site, local_id)?.as_str())?;
         Ok(found.and_then(|meta| MetaId::parse(meta.value())))
     }
 
@@ -367,7 +302,7 @@ impl Store {
                 change,
                 applied: sites.iter().map(|site| (site.clone(), None)).collect(),
             };
-            let bytes = serde_json::to_vec(&operation).unwrap_or_default();
+            let bytes = encode(seq, &operation)?;
             log.insert(seq, bytes.as_slice())?;
             let mut pending = txn.open_table(PENDING)?;
             for site in sites {
@@ -420,7 +355,7 @@ impl Store {
             operation
                 .applied
                 .insert(site.to_owned(), Some(applied.status));
-            let bytes = serde_json::to_vec(&operation).unwrap_or_default();
+            let bytes = encode(seq, &operation)?;
             log.insert(seq, bytes.as_slice())?;
             let mut pending = txn.open_table(PENDING)?;
             pending.remove((site, seq))?;
@@ -483,7 +418,7 @@ impl Store {
             if let Some(record) = cross {
                 self.put_cross_in(txn, record)?;
             }
-            let bytes = serde_json::to_vec(applied).unwrap_or_default();
+            let bytes = encode(op_id, applied)?;
             let mut table = txn.open_table(APPLIED)?;
             table.insert(op_id, bytes.as_slice())?;
             Ok(())
@@ -496,6 +431,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::replication::{call::Call, records::Replica};
 
     fn replicant(meta_id: &MetaId) -> Replicant {
         Replicant {

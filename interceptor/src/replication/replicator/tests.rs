@@ -4,11 +4,13 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::PathBuf,
+    sync::Mutex,
 };
 
 use serde_json::{json, Value};
 
 use super::*;
+use crate::replication::{ids::LocalId, log::lock};
 
 /// A REST collection `/pods` as json-server keeps it; IDs are numbers from `first_id` unless the
 /// client gives one.

@@ -1,0 +1,196 @@
+//! This site's instance of a service with resource rules: calls to it with meta-IDs turned
+//! into its local IDs, its answers with local IDs turned back into meta-IDs, and what this site
+//! knows of the resource a path names.
+use std::collections::HashMap;
+
+use tracing::warn;
+
+use super::{
+    call::{Answer, Call},
+    exchange::{Sites, Unreached},
+    ids::{locals_to_metas, metas_to_locals, LocalId, MetaId},
+    records::{CrossRecord, Replicant},
+    rules::{classify, Addressed, IdSource, ResourceRule},
+    store::{Store, StoreError},
+};
+use crate::http::SERVED_BY;
+
+/// Why a site could not take its part of a collaboration; the sender keeps the operation and
+/// offers it again later.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("site {site}: {cause}")]
+    Store { site: String, cause: StoreError },
+    #[error("site {site}'s instance of service '{service}' gave no answer: {cause}")]
+    Instance {
+        site: String,
+        service: String,
+        cause: Unreached,
+    },
+    #[error("site {site} could not finish applying an operation: {cause}")]
+    Interrupted {
+        site: String,
+        cause: tokio::task::JoinError,
+    },
+    #[error("site {site} got operation {op_id} without the replicant it changes")]
+    NoReplicant { site: String, op_id: String },
+    #[error("site {site} has no resource rule for a create of service '{service}' at {target}")]
+    NoRule {
+        site: String,
+        service: String,
+        target: String,
+    },
+}
+
+/// What this site knows of a resource that a path names.
+pub enum Known {
+    Unknown,
+    Replicated(Replicant),
+    Cross(CrossRecord),
+}
+
+/// This site's instances of the services with resource rules, and what its store knows of them.
+pub struct Instance<'a, S: Sites> {
+    pub site: &'a str,
+    pub rules: &'a HashMap<String, Vec<ResourceRule>>,
+    pub store: &'a Store,
+    pub sites: &'a S,
+}
+
+impl<S: Sites> Instance<'_, S> {
+    pub fn rules_of(&self, service: &str) -> &[ResourceRule] {
+        self.rules.get(service).map_or(&[], Vec::as_slice)
+    }
+
+    /// `call` at this site's instance: meta-IDs in its body become local IDs, and the IDs of
+    /// known resources in the answer become meta-IDs.
+    pub async fn at_instance(&self, rule: Option<&ResourceRule>, call: Call) -> Answer {
+        let service = call.service.clone();
+        let mut answer = match self.send_to_instance(call).await {
+            Ok(answer) => answer,
+            Err(refusal) => return Answer::from_cheops(502, refusal.to_string()),
+        };
+        if let Some(IdSource::Json(pointer)) = rule.map(|r| &r.id) {
+            let meta = |id: &LocalId| self.store.meta_of(&service, self.site, id).ok().flatten();
+            if let Some(body) = locals_to_metas(&answer.body, pointer, meta) {
+                answer.body = body;
+            }
+        }
+        answer.set_header(SERVED_BY.as_str(), self.site.to_owned());
+        answer
+    }
+
+    /// This site's local ID for `meta`, replica or cross.
+    pub fn local_id_here(&self, meta: &MetaId) -> Option<LocalId> {
+        if let Ok(Some(replicant)) = self.store.replicant(meta) {
+            return replicant.replica(self.site)?.local_id.clone();
+        }
+        match self.store.cross(meta) {
+            Ok(Some(record)) if record.site == self.site => Some(record.local_id),
+            _ => None,
+        }
+    }
+
+    /// Sends `call` to this site's instance, with the meta-IDs in its body turned into the
+    /// local IDs they have here.
+    pub async fn send_to_instance(&self, mut call: Call) -> Result<Answer, Refusal> {
+        if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
+            call.body = body;
+        }
+        let service = call.service.clone();
+        self.sites
+            .instance(call)
+            .await
+            .map_err(|cause| Refusal::Instance {
+                site: self.site.to_owned(),
+                service,
+                cause,
+            })
+    }
+
+    /// Runs a create at this site's instance, and finds the ID it gave.
+    pub async fn create_at_instance(
+        &self,
+        call: Call,
+    ) -> Result<(Answer, Option<LocalId>, ResourceRule), Refusal> {
+        let rule = match classify(self.rules_of(&call.service), &call.method, &call.target) {
+            Addressed::Create(rule) => rule.clone(),
+            _ => {
+                return Err(Refusal::NoRule {
+                    site: self.site.to_owned(),
+                    service: call.service,
+                    target: call.target,
+                })
+            }
+        };
+        let answer = self.send_to_instance(call).await?;
+        let local_id = answer
+            .is_success()
+            .then(|| rule.id.created_id(answer.header("location"), &answer.body))
+            .flatten();
+        if answer.is_success() && local_id.is_none() {
+            warn!(site = %self.site, service = %rule.collection, "a create answered without the ID its rule names");
+        }
+        Ok((answer, local_id, rule))
+    }
+
+    /// `answer` about `local_id`, with its ID field (or `Location`) naming `meta_id` instead.
+    pub fn named(
+        &self,
+        rule: &ResourceRule,
+        mut answer: Answer,
+        meta_id: &MetaId,
+        local_id: Option<&LocalId>,
+    ) -> Answer {
+        let Some(local_id) = local_id else {
+            return answer;
+        };
+        match &rule.id {
+            IdSource::Json(pointer) => {
+                if let Some(body) = locals_to_metas(&answer.body, pointer, |id| {
+                    (id == local_id).then(|| meta_id.clone())
+                }) {
+                    answer.body = body;
+                }
+            }
+            IdSource::Location => {
+                if let Some(location) = answer.header("location") {
+                    let renamed = location.replace(&local_id.to_string(), meta_id.as_str());
+                    answer.set_header("location", renamed);
+                }
+            }
+        }
+        answer.set_header(SERVED_BY.as_str(), self.site.to_owned());
+        answer
+    }
+
+    /// What this site knows of the resource a path names by `id` (a meta-ID or its local ID).
+    pub fn known(&self, service: &str, id: &str) -> Result<Known, StoreError> {
+        let meta_id = match MetaId::parse(id) {
+            Some(meta_id) => Some(meta_id),
+            None => {
+                let mut found =
+                    self.store
+                        .meta_of(service, self.site, &LocalId::Text(id.to_owned()))?;
+                if let (None, Ok(number)) = (&found, id.parse::<i64>()) {
+                    found = self
+                        .store
+                        .meta_of(service, self.site, &LocalId::Number(number))?;
+                }
+                found
+            }
+        };
+        let Some(meta_id) = meta_id else {
+            return Ok(Known::Unknown);
+        };
+        if let Some(replicant) = self.store.replicant(&meta_id)? {
+            if replicant.service == service {
+                return Ok(Known::Replicated(replicant));
+            }
+        }
+        Ok(match self.store.cross(&meta_id)? {
+            Some(record) if record.service == service => Known::Cross(record),
+            _ => Known::Unknown,
+        })
+    }
+}

@@ -1,0 +1,275 @@
+//! The leader's log at work: each operation, once appended, is applied at every replica in log
+//! order (a drain per site, one at a time), replayed to a site that missed it, and applied at a
+//! replica exactly once. Messages go through `Deliver`, so the log never imports the replicator.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::{
+    call::Answer,
+    exchange::{Deliver, Message, Reply, Sites, Unreached},
+    instance::{Instance, Refusal},
+    records::{Applied, Change, Operation, Replica, ReplicaState, Replicant},
+    rules::{classify, Addressed},
+    store::Store,
+};
+
+/// Operations a drain takes from the log at once.
+const DRAIN_BATCH: usize = 32;
+
+type Waiter = oneshot::Sender<Result<Reply, Unreached>>;
+
+/// The log of the site `site`, kept in `store`.
+pub struct Log {
+    site: String,
+    store: Arc<Store>,
+    replica_timeout: Duration,
+    /// One drain at a time per site, so that a site gets the log in order.
+    drains: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Requests waiting for their operation to be applied at a site.
+    waiting: Mutex<HashMap<(u64, String), Waiter>>,
+}
+
+impl Log {
+    pub fn new(site: String, store: Arc<Store>, replica_timeout: Duration) -> Log {
+        Log {
+            site,
+            store,
+            replica_timeout,
+            drains: Mutex::default(),
+            waiting: Mutex::default(),
+        }
+    }
+
+    /// Offers `operation` to each of `sites` (after what they missed before it) and waits, at
+    /// most the replica timeout, for each to apply it.
+    pub async fn apply_everywhere<D: Deliver>(
+        self: &Arc<Self>,
+        to: &Arc<D>,
+        operation: &Operation,
+        sites: &[String],
+    ) -> Vec<(String, Result<Reply, Unreached>)> {
+        let mut receivers = Vec::with_capacity(sites.len());
+        for site in sites {
+            let (sender, receiver) = oneshot::channel();
+            lock(&self.waiting).insert((operation.seq, site.clone()), sender);
+            receivers.push((site.clone(), receiver));
+            tokio::spawn(self.clone().drain(to.clone(), site.clone()));
+        }
+        let mut results = Vec::with_capacity(sites.len());
+        let deadline = tokio::time::Instant::now() + self.replica_timeout;
+        for (site, receiver) in receivers {
+            let result = match tokio::time::timeout_at(deadline, receiver).await {
+                Ok(Ok(result)) => result,
+                // The drain ended without reaching this operation: a later one will.
+                Ok(Err(_)) | Err(_) => Err(Unreached::Timeout {
+                    site: site.clone(),
+                    after: self.replica_timeout,
+                }),
+            };
+            lock(&self.waiting).remove(&(operation.seq, site.clone()));
+            results.push((site, result));
+        }
+        results
+    }
+
+    /// Applies at `site`, in log order, every operation it has yet to apply; stops at the first
+    /// that does not reach it (the rest wait for the next drain).
+    pub async fn drain<D: Deliver>(self: Arc<Self>, to: Arc<D>, site: String) {
+        let gate = lock(&self.drains).entry(site.clone()).or_default().clone();
+        let _one_at_a_time = gate.lock().await;
+        loop {
+            let operations = match self.store.pending(&site, DRAIN_BATCH) {
+                Ok(operations) if operations.is_empty() => return,
+                Ok(operations) => operations,
+                Err(cause) => return warn!(%site, "replay stopped: {cause}"),
+            };
+            for operation in operations {
+                let replicant = match &operation.change {
+                    Change::Register(_) => None,
+                    _ => match self.store.replicant(&operation.meta_id) {
+                        Ok(replicant) => replicant,
+                        Err(cause) => return warn!(%site, "replay stopped: {cause}"),
+                    },
+                };
+                let message = Message::Apply {
+                    op_id: operation.op_id(&self.site),
+                    replicant,
+                    change: operation.change.clone(),
+                };
+                match to.deliver(&site, message, self.replica_timeout).await {
+                    Ok(reply) => {
+                        let applied = Applied {
+                            status: reply.answer.status,
+                            local_id: reply.local_id.clone(),
+                        };
+                        if let Err(cause) = self.store.settle(operation.seq, &site, &applied) {
+                            return warn!(%site, "replay stopped: {cause}");
+                        }
+                        if let Some(waiter) =
+                            lock(&self.waiting).remove(&(operation.seq, site.clone()))
+                        {
+                            let _ = waiter.send(Ok(reply));
+                        }
+                    }
+                    Err(cause) => {
+                        debug!(%site, seq = operation.seq, "operation left for later: {cause}");
+                        let mut waiting = lock(&self.waiting);
+                        let theirs: Vec<_> = waiting
+                            .keys()
+                            .filter(|(_, s)| *s == site)
+                            .cloned()
+                            .collect();
+                        for key in theirs {
+                            if let Some(waiter) = waiting.remove(&key) {
+                                let _ = waiter.send(Err(cause.clone()));
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a drain for every site that has operations to apply (one that is draining
+    /// already just goes on).
+    pub fn replay_now<D: Deliver>(self: &Arc<Self>, to: &Arc<D>) {
+        match self.store.pending_by_site() {
+            Ok(pending) => {
+                for site in pending.into_keys() {
+                    tokio::spawn(self.clone().drain(to.clone(), site));
+                }
+            }
+            Err(cause) => warn!("replay: {cause}"),
+        }
+    }
+
+    /// At a replica: applies one operation of a leader's log, unless it was applied already.
+    pub async fn apply_once<S: Sites>(
+        &self,
+        here: &Instance<'_, S>,
+        op_id: &str,
+        replicant: Option<Replicant>,
+        change: Change,
+    ) -> Result<Reply, Refusal> {
+        let refused = |cause| Refusal::Store {
+            site: self.site.clone(),
+            cause,
+        };
+        if let Some(applied) = self.store.applied(op_id).map_err(refused)? {
+            return Ok(Reply {
+                answer: Answer::from_cheops(
+                    applied.status,
+                    format!("operation {op_id} was applied already"),
+                ),
+                local_id: applied.local_id,
+            });
+        }
+        match change {
+            Change::Register(record) => {
+                let applied = Applied {
+                    status: 204,
+                    local_id: None,
+                };
+                self.store
+                    .record_applied(op_id, &applied, None, Some(&record), None)
+                    .map_err(refused)?;
+                Ok(Reply {
+                    answer: Answer::from_cheops(204, format!("{} registered", record.meta_id)),
+                    local_id: None,
+                })
+            }
+            Change::Create(call) => {
+                let mut replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
+                let (answer, local_id, rule) = here.create_at_instance(call).await?;
+                match replicant.replicas.iter_mut().find(|r| r.site == self.site) {
+                    Some(replica) => {
+                        replica.local_id = local_id.clone();
+                        replica.state = match local_id {
+                            Some(_) => ReplicaState::Ok,
+                            None => ReplicaState::Failed(answer.status),
+                        };
+                    }
+                    None => replicant.replicas.push(Replica {
+                        site: self.site.clone(),
+                        local_id: local_id.clone(),
+                        state: ReplicaState::Ok,
+                    }),
+                }
+                let applied = Applied {
+                    status: answer.status,
+                    local_id: local_id.clone(),
+                };
+                self.store
+                    .record_applied(op_id, &applied, Some(&replicant), None, None)
+                    .map_err(refused)?;
+                Ok(Reply {
+                    answer: here.named(&rule, answer, &replicant.meta_id, local_id.as_ref()),
+                    local_id,
+                })
+            }
+            Change::Write(mut call) => {
+                let replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
+                let local_id = here.local_id_here(&replicant.meta_id);
+                let rule = match classify(here.rules_of(&call.service), &call.method, &call.target)
+                {
+                    Addressed::Write(rule, _) => Some(rule.clone()),
+                    _ => None,
+                };
+                let (Some(local_id), Some(rule)) = (local_id, rule) else {
+                    let applied = Applied {
+                        status: 404,
+                        local_id: None,
+                    };
+                    self.store
+                        .record_applied(op_id, &applied, Some(&replicant), None, None)
+                        .map_err(refused)?;
+                    return Ok(Reply {
+                        answer: Answer::from_cheops(
+                            404,
+                            format!("site {} holds no replica for operation {op_id}", self.site),
+                        ),
+                        local_id: None,
+                    });
+                };
+                call.target = rule.item.with_id(&call.target, &local_id.to_string());
+                let deleting = call.method == "DELETE";
+                let answer = here.send_to_instance(call).await?;
+                let applied = Applied {
+                    status: answer.status,
+                    local_id: None,
+                };
+                // Gone from the instance: its local ID may name a new resource from now on.
+                let gone = deleting && (answer.is_success() || answer.status == 404);
+                let forget = gone.then_some((self.site.as_str(), &local_id));
+                self.store
+                    .record_applied(op_id, &applied, Some(&replicant), None, forget)
+                    .map_err(refused)?;
+                Ok(Reply {
+                    answer: here.named(&rule, answer, &replicant.meta_id, Some(&local_id)),
+                    local_id: None,
+                })
+            }
+        }
+    }
+
+    fn no_replicant(&self, op_id: &str) -> Refusal {
+        Refusal::NoReplicant {
+            site: self.site.clone(),
+            op_id: op_id.to_owned(),
+        }
+    }
+}
+
+/// A poisoned lock only means another request panicked; the map itself is still whole.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
