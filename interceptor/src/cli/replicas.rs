@@ -1,7 +1,7 @@
 //! `cheops replicas`: this site's replicants and cross resources, and each replica's state.
 use std::net::SocketAddr;
 
-use crate::{admin::client, replication::store::ReplicaState};
+use crate::{admin::client, replication::records::ReplicaState};
 
 pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
     let view = client::replicas(admin)?;
