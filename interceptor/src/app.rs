@@ -164,7 +164,11 @@ fn replicator(
         .with_context(|| format!("opening the store {}", settings.store.display()))?;
     let sites = PeerSites::new(
         config.site.clone(),
-        config.services.clone(),
+        config
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.local))
+            .collect(),
         peers.clone(),
         config.proxy.connect_timeout,
         config.proxy.response_timeout,

@@ -1,18 +1,13 @@
 //! The `Sites` seam over the network: calls to this site's instances through a plain HTTP
 //! client, and replication messages to other sites' cheops through the peer connections
 //! (mutual TLS), on the peer API's `/cheops/replication` path.
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use http_body_util::BodyExt;
 use hyper::{header, Request};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioTimer},
-};
 
 use crate::{
-    config::Service,
-    http::{full_body, ProxyBody},
+    http::{full_body, instance_client, InstanceClient},
     peer::{
         wire::{REPLICATION_PATH, REPLICATION_SERVICE},
         Peers,
@@ -26,32 +21,26 @@ use crate::{
 
 pub struct PeerSites {
     site: String,
-    services: Vec<Service>,
+    /// Where this site's instance of each service listens, by service name.
+    instances: HashMap<String, SocketAddr>,
     peers: Arc<Peers>,
-    upstream: Client<HttpConnector, ProxyBody>,
+    upstream: InstanceClient,
     response_timeout: Duration,
 }
 
 impl PeerSites {
     pub fn new(
         site: String,
-        services: Vec<Service>,
+        instances: HashMap<String, SocketAddr>,
         peers: Arc<Peers>,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> PeerSites {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let upstream = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         PeerSites {
             site,
-            services,
+            instances,
             peers,
-            upstream,
+            upstream: instance_client(connect_timeout),
             response_timeout,
         }
     }
@@ -61,33 +50,23 @@ impl PeerSites {
             site: self.site.clone(),
             why,
         };
-        let service = self
-            .services
-            .iter()
-            .find(|s| s.name == call.service)
-            .ok_or_else(|| {
-                unreachable(format!("no service '{}' is configured here", call.service))
-            })?;
-        let request = request_of(call, &service.local.to_string())
-            .map_err(|err| unreachable(err.to_string()))?;
+        let service = call.service.clone();
+        let local = *self
+            .instances
+            .get(&service)
+            .ok_or_else(|| unreachable(format!("no service '{service}' is configured here")))?;
+        let request =
+            request_of(call, &local.to_string()).map_err(|err| unreachable(err.to_string()))?;
         let response = tokio::time::timeout(self.response_timeout, self.upstream.request(request))
             .await
             .map_err(|_| Unreached::Timeout {
                 site: self.site.clone(),
                 after: self.response_timeout,
             })?
-            .map_err(|err| {
-                unreachable(format!(
-                    "its instance of '{}' ({}): {err}",
-                    service.name, service.local
-                ))
-            })?;
-        answer_of(response).await.map_err(|err| {
-            unreachable(format!(
-                "reading the answer of '{}' failed: {err}",
-                service.name
-            ))
-        })
+            .map_err(|err| unreachable(format!("its instance of '{service}' ({local}): {err}")))?;
+        answer_of(response)
+            .await
+            .map_err(|err| unreachable(format!("reading the answer of '{service}' failed: {err}")))
     }
 
     async fn send(&self, site: &str, message: Message) -> Result<Reply, Unreached> {
