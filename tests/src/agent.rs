@@ -1,10 +1,10 @@
 //! A `cheops agent` running inside a network namespace, with its configuration and log in a
 //! temporary directory; stopped (SIGKILL) when dropped.
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use interceptor::{
     admin::api::{ReplicasView, Status, REPLICAS_PAGE, STATUS_PAGE},
-    config::Config,
+    config::{Config, Service, Workload},
 };
 
 use crate::{
@@ -42,28 +42,45 @@ pub fn site_config(site: &str) -> Config {
     }
 }
 
-impl Agent {
-    /// `start` with a configuration value, written as the TOML file the agent reads.
-    pub fn start_configured(netns: &Netns, config: &Config) -> Agent {
-        let text = toml::to_string(config).expect("a configuration writes as TOML");
-        Agent::start(netns, &text)
+/// A meshed service with no resource rules.
+pub fn meshed_service(name: &str, address: SocketAddr, local: SocketAddr) -> Service {
+    Service {
+        name: name.to_owned(),
+        address,
+        local,
+        resources: Vec::new(),
     }
+}
 
-    /// Starts the agent in `netns` with the configuration `config` (TOML) and waits until its
-    /// admin endpoint answers; fails the test with the agent's log if it does not start.
-    pub fn start(netns: &Netns, config: &str) -> Agent {
+/// The processes of `cgroup` meshed, with no default scope.
+pub fn meshed_workload(cgroup: &Cgroup) -> Workload {
+    Workload {
+        cgroup: cgroup.relative_path().to_owned(),
+        default_scope: None,
+    }
+}
+
+/// `config` as the TOML file the agent reads.
+pub fn config_text(config: &Config) -> String {
+    toml::to_string(config).expect("a configuration writes as TOML")
+}
+
+impl Agent {
+    /// Starts the agent in `netns` with `config` and waits until its admin endpoint answers;
+    /// fails the test with the agent's log if it does not start.
+    pub fn start(netns: &Netns, config: &Config) -> Agent {
         Agent::launch(netns, config, None)
     }
 
     /// Like `start`, with the agent itself inside `cgroup` (to check it never intercepts itself).
-    pub fn start_in_cgroup(netns: &Netns, config: &str, cgroup: &Cgroup) -> Agent {
+    pub fn start_in_cgroup(netns: &Netns, config: &Config, cgroup: &Cgroup) -> Agent {
         Agent::launch(netns, config, Some(cgroup))
     }
 
-    fn launch(netns: &Netns, config: &str, cgroup: Option<&Cgroup>) -> Agent {
+    fn launch(netns: &Netns, config: &Config, cgroup: Option<&Cgroup>) -> Agent {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config_path = dir.path().join("cheops.toml");
-        std::fs::write(&config_path, config).expect("writing the agent configuration");
+        std::fs::write(&config_path, config_text(config)).expect("writing the agent configuration");
         let log = dir.path().join("agent.log");
         let mut command = agent_command(netns.name(), &config_path);
         if let Some(cgroup) = cgroup {

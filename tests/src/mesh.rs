@@ -9,8 +9,14 @@ use std::{
     time::Duration,
 };
 
+use interceptor::{
+    config::{Peer, PeerApiSettings, ReplicationSettings},
+    replication::rules::ResourceRule,
+    tls::TlsFiles,
+};
+
 use crate::{
-    agent::Agent,
+    agent::{meshed_service, meshed_workload, site_config, Agent},
     apps::{JsonServer, Nginx},
     cgroup::Cgroup,
     cheops_bin,
@@ -44,18 +50,34 @@ pub struct Mesh {
 }
 
 /// What a mesh's sites run besides the defaults.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct MeshOptions {
-    /// TOML added to the catalog service's entry: its `[[service.resource]]` rules.
-    pub catalog_resources: String,
-    /// Lines added to each site's `[replication]` table (`replica_timeout = "2s"`); its store
-    /// is always `<site>.redb` in the mesh's state directory.
-    pub replication: String,
+    /// The catalog service's `[[service.resource]]` rules.
+    pub catalog_resources: Vec<ResourceRule>,
+    /// Each site's `[replication]` settings; its `store` is replaced: always `<site>.redb` in
+    /// the mesh's state directory.
+    pub replication: ReplicationSettings,
     /// json-server's data at each site, by site name; a site not named here gets one product
     /// that names its site.
     pub catalog_data: HashMap<String, serde_json::Value>,
-    /// `[peer_api] request_timeout`, "3s" when not given.
-    pub request_timeout: Option<String>,
+    /// `[peer_api] request_timeout`.
+    pub request_timeout: Duration,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions {
+            catalog_resources: Vec::new(),
+            replication: ReplicationSettings::default(),
+            catalog_data: HashMap::new(),
+            request_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The catalog's pods, a replicated resource whose ID is the `id` field of its JSON.
+pub fn pod_rule() -> ResourceRule {
+    ResourceRule::parse("/pods", "/pods/{id}", "json:id").expect("a valid resource rule")
 }
 
 /// Writes a CA and certificates for `sites` into `dir` with `cheops certs`.
@@ -110,38 +132,52 @@ impl Mesh {
                 FRONT_LOCAL.parse().unwrap(),
                 CATALOG.parse().unwrap(),
             );
+            let mut config = site_config(&site.name);
+            config.proxy.response_timeout = Duration::from_secs(5);
+            config.peer_api = PeerApiSettings {
+                listen: Some(SocketAddr::from((site.address, PEER_PORT))),
+                heartbeat_interval: Duration::from_millis(200),
+                heartbeat_timeout: Duration::from_secs(1),
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: options.request_timeout,
+            };
             let (cert, key) = cert_files(certs.path(), &site.name);
-            let mut config = format!(
-                "site = \"{name}\"\n[proxy]\nresponse_timeout = \"5s\"\n\
-                 [peer_api]\nlisten = \"{address}:{PEER_PORT}\"\nheartbeat_interval = \"200ms\"\n\
-                 heartbeat_timeout = \"1s\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"{request_timeout}\"\n\
-                 [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
-                 [[service]]\nname = \"catalog\"\naddress = \"{CATALOG}\"\nlocal = \"{CATALOG_LOCAL}\"\n\
-                 {resources}\n\
-                 [[service]]\nname = \"front\"\naddress = \"{FRONT}\"\nlocal = \"{FRONT_LOCAL}\"\n\
-                 [replication]\nstore = \"{store}\"\n{replication}\n\
-                 [[workload]]\ncgroup = \"{workload}\"\n",
-                name = site.name,
-                address = site.address,
-                ca = certs.path().join(interceptor::tls::CA_FILE).display(),
-                cert = cert.display(),
-                key = key.display(),
-                workload = workload.relative_path().display(),
-                resources = options.catalog_resources,
-                store = state.path().join(format!("{}.redb", site.name)).display(),
-                replication = options.replication,
-                request_timeout = options.request_timeout.as_deref().unwrap_or("3s"),
+            config.tls = Some(TlsFiles {
+                ca: certs.path().join(interceptor::tls::CA_FILE),
+                cert,
+                key,
+            });
+            let mut catalog_service = meshed_service(
+                "catalog",
+                CATALOG.parse().unwrap(),
+                CATALOG_LOCAL.parse().unwrap(),
             );
-            for peer in topology.sites.iter().filter(|p| p.name != site.name) {
-                let address = peer_addresses
-                    .get(&(site.name.as_str(), peer.name.as_str()))
-                    .copied()
-                    .unwrap_or(SocketAddr::from((peer.address, PEER_PORT)));
-                config += &format!(
-                    "[[peer]]\nname = \"{}\"\naddress = \"{address}\"\n",
-                    peer.name
-                );
-            }
+            catalog_service.resources = options.catalog_resources.clone();
+            config.services = vec![
+                catalog_service,
+                meshed_service(
+                    "front",
+                    FRONT.parse().unwrap(),
+                    FRONT_LOCAL.parse().unwrap(),
+                ),
+            ];
+            config.replication = ReplicationSettings {
+                store: state.path().join(format!("{}.redb", site.name)),
+                ..options.replication.clone()
+            };
+            config.workloads = vec![meshed_workload(&workload)];
+            config.peers = topology
+                .sites
+                .iter()
+                .filter(|p| p.name != site.name)
+                .map(|peer| Peer {
+                    name: peer.name.clone(),
+                    address: peer_addresses
+                        .get(&(site.name.as_str(), peer.name.as_str()))
+                        .copied()
+                        .unwrap_or(SocketAddr::from((peer.address, PEER_PORT))),
+                })
+                .collect();
             let agent = Agent::start(netns, &config);
             sites.push(MeshSite {
                 name: site.name.clone(),

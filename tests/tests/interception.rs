@@ -8,10 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use interceptor::admin::api::Status;
+use interceptor::{
+    admin::api::Status,
+    config::{Config, Workload},
+};
 
 use cheops_tests::{
-    agent::Agent,
+    agent::{config_text, meshed_service, meshed_workload, site_config, Agent},
     apps::{client_script, echo_server, HttpServer},
     cgroup::Cgroup,
     netns::Netns,
@@ -42,14 +45,15 @@ fn service(n: u8) -> (String, SocketAddr, SocketAddr) {
     )
 }
 
-fn start_node(services: &[(String, SocketAddr, SocketAddr)], extra_config: &str) -> Node {
-    start_node_with(services, extra_config, false)
+fn start_node(services: &[(String, SocketAddr, SocketAddr)]) -> Node {
+    start_node_with(services, site_config(SITE), false)
 }
 
-/// `agent_in_workload`: run cheops inside the workload cgroup it meshes.
+/// `config` with `services` and the workload added; `agent_in_workload`: run cheops inside
+/// the workload cgroup it meshes.
 fn start_node_with(
     services: &[(String, SocketAddr, SocketAddr)],
-    extra_config: &str,
+    mut config: Config,
     agent_in_workload: bool,
 ) -> Node {
     require_root();
@@ -57,7 +61,6 @@ fn start_node_with(
     let workload = Cgroup::create(&unique_name("chw"));
     let mut instances = Vec::new();
     let mut direct = Vec::new();
-    let mut config = format!("site = \"{SITE}\"\n{extra_config}\n");
     for (name, address, local) in services {
         let prefix = if address.is_ipv4() { 32 } else { 128 };
         netns.add_loopback_address(&format!("{}/{prefix}", address.ip()));
@@ -67,14 +70,9 @@ fn start_node_with(
             *address,
             &format!("direct-{name}"),
         ));
-        config += &format!(
-            "[[service]]\nname = \"{name}\"\naddress = \"{address}\"\nlocal = \"{local}\"\n"
-        );
+        config.services.push(meshed_service(name, *address, *local));
     }
-    config += &format!(
-        "[[workload]]\ncgroup = \"{}\"\n",
-        workload.relative_path().display()
-    );
+    config.workloads.push(meshed_workload(&workload));
     let agent = if agent_in_workload {
         Agent::start_in_cgroup(&netns, &config, &workload)
     } else {
@@ -127,7 +125,7 @@ fn body(answer: &str) -> &str {
 
 #[test]
 fn a_workload_request_is_answered_through_cheops_and_other_clients_are_untouched() {
-    let node = start_node(&[service(0)], "");
+    let node = start_node(&[service(0)]);
     let (answer, ok) = node.curl(true, "http://198.18.0.10/whoami");
     assert!(ok, "meshed client failed: {answer}");
     assert_eq!(
@@ -171,7 +169,7 @@ fn a_workload_request_is_answered_through_cheops_and_other_clients_are_untouched
 #[test]
 fn original_destinations_are_exact_for_200_concurrent_connections_to_4_services() {
     let services: Vec<_> = (0..4).map(service).collect();
-    let node = start_node(&services, "");
+    let node = start_node(&services);
     let mut args = vec![
         client_script("concurrent_connections.py")
             .display()
@@ -212,7 +210,7 @@ fn ipv6_and_ipv4_mapped_destinations_are_redirected() {
         "[2001:db8::10]:80".parse().unwrap(),
         "127.0.0.1:8006".parse().unwrap(),
     );
-    let node = start_node(&[service(0), v6], "");
+    let node = start_node(&[service(0), v6]);
     let (answer, _) = node.curl(true, "http://[2001:db8::10]/whoami");
     assert_eq!(body(&answer), "svc6", "IPv6 destination: {answer}");
     let (answer, _) = node.curl(true, "http://[::ffff:198.18.0.10]/whoami");
@@ -224,7 +222,7 @@ fn ipv6_and_ipv4_mapped_destinations_are_redirected() {
 
 #[test]
 fn after_kill_9_the_workload_reaches_its_destination_directly_within_a_second() {
-    let mut node = start_node(&[service(0)], "");
+    let mut node = start_node(&[service(0)]);
     let (answer, _) = node.curl(true, "http://198.18.0.10/whoami");
     assert_eq!(body(&answer), "svc0");
 
@@ -249,7 +247,7 @@ fn after_kill_9_the_workload_reaches_its_destination_directly_within_a_second() 
 
 #[test]
 fn a_stopped_agent_detaches_its_programs() {
-    let mut node = start_node(&[service(0)], "");
+    let mut node = start_node(&[service(0)]);
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(node.agent.process.pid() as i32, libc::SIGTERM) };
     assert!(
@@ -282,7 +280,7 @@ fn a_stopped_agent_detaches_its_programs() {
 #[test]
 fn a_100_mib_response_streams_through_with_flat_memory() {
     const SIZE: u64 = 100 * 1024 * 1024;
-    let node = start_node(&[service(0)], "");
+    let node = start_node(&[service(0)]);
     std::fs::File::create(node.instances[0].dir().join("big"))
         .unwrap()
         .set_len(SIZE)
@@ -341,7 +339,9 @@ fn resident_kib(pid: u32) -> u64 {
 
 #[test]
 fn bad_requests_get_clear_errors_and_leave_other_connections_alone() {
-    let node = start_node(&[service(0)], "[proxy]\nheader_read_timeout = \"1s\"\n");
+    let mut config = site_config(SITE);
+    config.proxy.header_read_timeout = Duration::from_secs(1);
+    let node = start_node_with(&[service(0)], config, false);
     let mut command = node.netns.command("python3");
     command
         .arg(client_script("bad_requests.py"))
@@ -384,10 +384,9 @@ fn a_connection_that_is_not_http_is_relayed_as_plain_tcp() {
     let netns = Netns::create(&unique_name("ic"));
     let workload = Cgroup::create(&unique_name("chw"));
     let _echo = echo_server(&netns, local);
-    let config = format!(
-        "site = \"{SITE}\"\n[[service]]\nname = \"echo\"\naddress = \"{address}\"\nlocal = \"{local}\"\n[[workload]]\ncgroup = \"{}\"\n",
-        workload.relative_path().display()
-    );
+    let mut config = site_config(SITE);
+    config.services.push(meshed_service("echo", address, local));
+    config.workloads.push(meshed_workload(&workload));
     let agent = Agent::start(&netns, &config);
     let mut command = netns.command("python3");
     command
@@ -414,7 +413,7 @@ fn cheops_never_intercepts_its_own_connections() {
     let svc0 = (name, address, service(1).1);
     let (name1, address1, _) = service(1);
     let svc1 = (name1, address1, "127.0.0.1:8001".parse().unwrap());
-    let node = start_node_with(&[svc1, svc0], "", true);
+    let node = start_node_with(&[svc1, svc0], site_config(SITE), true);
     let agent_cgroup =
         std::fs::read_to_string(format!("/proc/{}/cgroup", node.agent.process.pid())).unwrap();
     assert!(
@@ -436,11 +435,17 @@ fn check_names_what_is_missing() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cheops.toml");
-    std::fs::write(
-        &config,
-        "site = \"A\"\n[[service]]\nname = \"catalog\"\naddress = \"198.18.0.10:80\"\nlocal = \"127.0.0.1:9\"\n[[workload]]\ncgroup = \"cheops-no-such-cgroup\"\n",
-    )
-    .unwrap();
+    let mut checked = site_config("A");
+    checked.services.push(meshed_service(
+        "catalog",
+        "198.18.0.10:80".parse().unwrap(),
+        "127.0.0.1:9".parse().unwrap(),
+    ));
+    checked.workloads.push(Workload {
+        cgroup: "cheops-no-such-cgroup".into(),
+        default_scope: None,
+    });
+    std::fs::write(&config, config_text(&checked)).unwrap();
     let output = Command::new(cheops_tests::cheops_bin())
         .arg("check")
         .arg("--config")

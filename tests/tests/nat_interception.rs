@@ -3,13 +3,13 @@
 //! through `SO_ORIGINAL_DST`. This is the baseline the benchmarks compare eBPF against, so it
 //! must really forward to the right service, and refuse what no rule redirected.
 use cheops_tests::{
-    agent::{site_config, Agent},
+    agent::{meshed_service, site_config, Agent},
     apps::HttpServer,
     nat::NatRedirect,
     netns::Netns,
     require_root, unique_name,
 };
-use interceptor::config::{InterceptionMode, Service};
+use interceptor::config::InterceptionMode;
 
 const PROXY_PORT: u16 = 15001;
 
@@ -40,14 +40,11 @@ fn a_redirected_connection_reaches_the_service_it_dialled_through_cheops() {
         netns.add_loopback_address(&format!("198.18.0.{}/32", 20 + n));
         servers.push(HttpServer::start(&netns, local, &format!("svc{n}")));
         servers.push(HttpServer::start(&netns, address, &format!("direct{n}")));
-        config.services.push(Service {
-            name: format!("svc{n}"),
-            address,
-            local,
-            resources: Vec::new(),
-        });
+        config
+            .services
+            .push(meshed_service(&format!("svc{n}"), address, local));
     }
-    let agent = Agent::start_configured(&netns, &config);
+    let agent = Agent::start(&netns, &config);
 
     assert_eq!(body(&curl(&netns, "http://198.18.0.21/whoami")), "direct1");
     let rules: Vec<_> = (0..2)

@@ -8,17 +8,15 @@ use std::{
 };
 
 use cheops_tests::{
-    mesh::{Answer, Mesh, MeshOptions, CATALOG, CATALOG_LOCAL},
+    mesh::{pod_rule, Answer, Mesh, MeshOptions, CATALOG, CATALOG_LOCAL},
     process::{wait_until, Process},
     sites::Topology,
 };
+use interceptor::config::ReplicationSettings;
 use serde_json::{json, Value};
 
 const SITES: [&str; 3] = ["Site1", "Site2", "Site3"];
 const ALL: &str = "{catalog: Site1 & Site2 & Site3}";
-
-const POD_RULE: &str =
-    "[[service.resource]]\ncollection = \"/pods\"\nitem = \"/pods/{id}\"\nid = \"json:id\"\n";
 
 /// json-server gives the next pod the highest ID plus one: 101 at Site1, 201 at Site2, 301 at
 /// Site3. Site2 and Site3 also hold bystanders under the IDs the other sites give, which
@@ -53,21 +51,22 @@ fn seed_count(site: &str) -> usize {
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 
 fn mesh() -> Mesh {
-    mesh_replaying_every("500ms")
+    mesh_replaying_every(Duration::from_millis(500))
 }
 
 /// Three sites whose logs are offered again every `replay_every` (and when a site is back).
-fn mesh_replaying_every(replay_every: &str) -> Mesh {
+fn mesh_replaying_every(replay_every: Duration) -> Mesh {
     let options = MeshOptions {
-        catalog_resources: POD_RULE.to_owned(),
-        replication: format!(
-            "replica_timeout = \"2s\"\nreplay_every = \"{replay_every}\"\n\
-             leader_wait = \"{}s\"",
-            LEADER_WAIT.as_secs()
-        ),
+        catalog_resources: vec![pod_rule()],
+        replication: ReplicationSettings {
+            replica_timeout: Duration::from_secs(2),
+            replay_every,
+            leader_wait: LEADER_WAIT,
+            ..ReplicationSettings::default()
+        },
         catalog_data: seeds(),
         // A write forwarded to its leader waits for the leader's replicas too.
-        request_timeout: Some("10s".into()),
+        request_timeout: Duration::from_secs(10),
     };
     Mesh::start_with(Topology::create(&SITES), &HashMap::new(), &options)
 }
@@ -413,7 +412,7 @@ fn create_everywhere(mesh: &Mesh, count: usize, leaders: &[&str]) -> Vec<String>
 fn a_partitioned_site_gets_every_missed_update_and_delete_once_when_healed() {
     const PODS: usize = 12;
     // Replayed only when a site is back: the timer would come too late.
-    let mesh = mesh_replaying_every("1h");
+    let mesh = mesh_replaying_every(Duration::from_secs(3600));
     let metas = create_everywhere(&mesh, PODS, &["Site1", "Site2"]);
     mesh.topology.cut("Site3");
     mesh.wait_for_peers("Site1", 1);

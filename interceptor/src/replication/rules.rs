@@ -216,6 +216,18 @@ pub fn check(rules: &[ResourceRule]) -> Result<(), String> {
     Ok(())
 }
 
+impl ResourceRule {
+    /// A rule as the configuration writes it (`"/pods"`, `"/pods/{id}"`, `"json:id"`), for code
+    /// that builds configurations; fails with the sentence loading such a file would give.
+    pub fn parse(collection: &str, item: &str, id: &str) -> Result<ResourceRule, String> {
+        Ok(ResourceRule {
+            collection: collection.to_owned(),
+            item: ItemPattern::parse(item)?,
+            id: IdSource::parse(id)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

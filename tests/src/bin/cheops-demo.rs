@@ -12,11 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use interceptor::config::ReplicationSettings;
 use serde_json::json;
 
 use cheops_tests::{
     cheops_bin,
-    mesh::{Answer, Mesh, MeshOptions, CATALOG, FRONT},
+    mesh::{pod_rule, Answer, Mesh, MeshOptions, CATALOG, FRONT},
     process::wait_until,
     sites::Topology,
 };
@@ -262,10 +263,13 @@ fn demo_options() -> MeshOptions {
         })
         .collect();
     MeshOptions {
-        catalog_resources: "[[service.resource]]\ncollection = \"/pods\"\nitem = \"/pods/{id}\"\nid = \"json:id\"\n".into(),
-        replication: "replica_timeout = \"2s\"".into(),
+        catalog_resources: vec![pod_rule()],
+        replication: ReplicationSettings {
+            replica_timeout: Duration::from_secs(2),
+            ..ReplicationSettings::default()
+        },
         catalog_data,
-        request_timeout: Some("10s".into()),
+        request_timeout: Duration::from_secs(10),
     }
 }
 

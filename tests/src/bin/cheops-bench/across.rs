@@ -7,15 +7,14 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::{ensure, Context};
 use cheops_tests::{
-    mesh::{Answer, Mesh, MeshOptions, CATALOG, PEER_PORT},
+    mesh::{pod_rule, Answer, Mesh, MeshOptions, CATALOG, PEER_PORT},
     sites::{Relay, Topology},
 };
+use interceptor::config::ReplicationSettings;
 use serde_json::{json, Value};
 
 /// The emulated round trip between S1 and each other site.
 pub const ROUND_TRIP: Duration = Duration::from_millis(20);
-const POD_RULE: &str =
-    "[[service.resource]]\ncollection = \"/pods\"\nitem = \"/pods/{id}\"\nid = \"json:id\"\n";
 /// Creates sent before timing: the first connections to each peer are set up then.
 pub const WARMUP: usize = 2;
 /// The first relay's port in the hub; each other site uses two (to it, and back to S1).
@@ -54,13 +53,16 @@ pub fn measure(sites: usize, plan: &Plan) -> anyhow::Result<Value> {
         }
     }
     let options = MeshOptions {
-        catalog_resources: POD_RULE.to_owned(),
-        replication: "replica_timeout = \"5s\"".to_owned(),
+        catalog_resources: vec![pod_rule()],
+        replication: ReplicationSettings {
+            replica_timeout: Duration::from_secs(5),
+            ..ReplicationSettings::default()
+        },
         catalog_data: names
             .iter()
             .map(|&site| (site.to_owned(), json!({"pods": []})))
             .collect(),
-        request_timeout: Some("10s".to_owned()),
+        request_timeout: Duration::from_secs(10),
     };
     let mesh = Mesh::start_with(topology, &paths, &options);
     let round_trips: Vec<f64> = mesh.peers_up("S1").values().map(|&us| us as f64).collect();

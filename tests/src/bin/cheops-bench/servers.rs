@@ -6,8 +6,13 @@
 use std::{net::SocketAddr, process::Command};
 
 use cheops_tests::{
-    agent::Agent, apps::wait_for_listener, cgroup::Cgroup, netns::Netns, process::Process,
+    agent::{meshed_service, meshed_workload, site_config, Agent},
+    apps::wait_for_listener,
+    cgroup::Cgroup,
+    netns::Netns,
+    process::Process,
 };
+use interceptor::config::{InterceptionMode, Workload};
 
 /// What applications dial: the service address, which the origin also serves directly.
 pub const SERVICE: &str = "198.18.0.10:80";
@@ -75,13 +80,10 @@ pub fn proxy(netns: &Netns, proxy: Proxy, workload: &Cgroup) -> Server {
     match proxy {
         Proxy::CheopsEbpf => cheops(
             netns,
-            &format!(
-                "[[workload]]\ncgroup = \"{}\"\n",
-                workload.relative_path().display()
-            ),
-            "",
+            InterceptionMode::Ebpf,
+            vec![meshed_workload(workload)],
         ),
-        Proxy::CheopsNat => cheops(netns, "", "interception = \"nat\"\n"),
+        Proxy::CheopsNat => cheops(netns, InterceptionMode::Nat, Vec::new()),
         Proxy::Haproxy => haproxy(netns),
         Proxy::Nginx => {
             let http = format!(
@@ -101,11 +103,16 @@ fn proxy_address() -> String {
     format!("127.0.0.1:{PROXY_PORT}")
 }
 
-fn cheops(netns: &Netns, workloads: &str, proxy_settings: &str) -> Server {
-    let config = format!(
-        "site = \"bench\"\n[proxy]\nport = {PROXY_PORT}\n{proxy_settings}\n\
-         [[service]]\nname = \"origin\"\naddress = \"{SERVICE}\"\nlocal = \"{ORIGIN}\"\n{workloads}"
-    );
+fn cheops(netns: &Netns, interception: InterceptionMode, workloads: Vec<Workload>) -> Server {
+    let mut config = site_config("bench");
+    config.proxy.port = PROXY_PORT;
+    config.proxy.interception = interception;
+    config.services.push(meshed_service(
+        "origin",
+        SERVICE.parse().expect("an address"),
+        ORIGIN.parse().expect("an address"),
+    ));
+    config.workloads = workloads;
     let agent = Agent::start(netns, &config);
     Server {
         pid: agent.process.pid(),
