@@ -13,7 +13,7 @@ use hyper::header::HeaderName;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    replication::rules::{self as resources, ResourceRule},
+    resources::{self, ResourceRule},
     tls::{self, TlsError, TlsFiles},
 };
 

@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod peer;
 pub mod proxy;
 pub mod replication;
+pub mod resources;
 pub mod scope;
 pub mod tls;

@@ -11,7 +11,7 @@ use std::{
 
 use interceptor::{
     config::{Peer, PeerApiSettings, ReplicationSettings},
-    replication::rules::ResourceRule,
+    resources::ResourceRule,
     tls::TlsFiles,
 };
 

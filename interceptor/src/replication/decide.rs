@@ -10,8 +10,8 @@ use super::{
     call::Answer,
     exchange::{Reply, Unreached},
     ids::MetaId,
-    rules::Addressed,
 };
+use crate::resources::Addressed;
 
 /// The header giving each involved site's status: `Site1=ok, Site3=timeout`.
 pub const REPLICAS_HEADER: &str = "x-cheops-replicas";
@@ -165,7 +165,7 @@ pub fn merged_lists(pointer: Option<&str>, lists: &[(String, &Answer)]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::rules::{classify, ResourceRule};
+    use crate::resources::{classify, ResourceRule};
 
     fn rules() -> Vec<ResourceRule> {
         let text = "collection = \"/pods\"\nitem = \"/pods/{id}\"\nid = \"json:id\"\n";

@@ -6,6 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::resources::LocalId;
+
 /// `CHEOPS_` and a ULID: unique without coordination, and sorted by creation time.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -33,40 +35,6 @@ impl MetaId {
 impl fmt::Display for MetaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// The ID a site's instance gave a resource: JSON numbers stay numbers when written back.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum LocalId {
-    Number(i64),
-    Text(String),
-}
-
-impl LocalId {
-    pub fn from_json(value: &Value) -> Option<LocalId> {
-        match value {
-            Value::Number(n) => n.as_i64().map(LocalId::Number),
-            Value::String(s) if !s.is_empty() => Some(LocalId::Text(s.clone())),
-            _ => None,
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        match self {
-            LocalId::Number(n) => Value::from(*n),
-            LocalId::Text(s) => Value::from(s.as_str()),
-        }
-    }
-}
-
-impl fmt::Display for LocalId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LocalId::Number(n) => write!(f, "{n}"),
-            LocalId::Text(s) => f.write_str(s),
-        }
     }
 }
 

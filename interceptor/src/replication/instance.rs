@@ -10,10 +10,10 @@ use super::{
     exchange::{Sites, Unreached},
     ids::{locals_to_metas, metas_to_locals, LocalId, MetaId},
     records::{CrossRecord, Replicant},
-    rules::{classify, Addressed, IdSource, ResourceRule},
     store::{Store, StoreError},
 };
 use crate::http::SERVED_BY;
+use crate::resources::{classify, Addressed, IdSource, ResourceRule};
 
 /// Why a site could not take its part of a collaboration; the sender keeps the operation and
 /// offers it again later.

@@ -15,9 +15,9 @@ use super::{
     exchange::{Deliver, Message, Reply, Sites, Unreached},
     instance::{Instance, Refusal},
     records::{Applied, Change, Operation, Replica, ReplicaState, Replicant},
-    rules::{classify, Addressed},
     store::Store,
 };
+use crate::resources::{classify, Addressed};
 
 /// Operations a drain takes from the log at once.
 const DRAIN_BATCH: usize = 32;

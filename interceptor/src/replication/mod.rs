@@ -14,7 +14,6 @@ pub mod instance;
 pub mod log;
 pub mod records;
 pub mod replicator;
-pub mod rules;
 pub mod sites;
 pub mod store;
 

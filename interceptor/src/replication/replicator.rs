@@ -17,9 +17,9 @@ use super::{
     instance::{Instance, Known, Refusal},
     log::Log,
     records::{Change, CrossRecord, Replica, ReplicaState, Replicant},
-    rules::{classify, Addressed, IdSource, ResourceRule},
     store::{Store, StoreError},
 };
+use crate::resources::{classify, Addressed, IdSource, ResourceRule};
 
 /// How often a write waiting for its leader tries again.
 const LEADER_POLL: Duration = Duration::from_millis(200);

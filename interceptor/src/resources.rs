@@ -1,10 +1,44 @@
 //! Resource rules: per service, which paths are a collection of resources and which address
 //! one, and where a created resource's ID is found. From these, a request is classified as a
 //! create, a list, a read or a write of one resource; the rest of the service is opaque to us.
+use std::fmt;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::ids::LocalId;
+/// The ID a site's instance gave a resource: JSON numbers stay numbers when written back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LocalId {
+    Number(i64),
+    Text(String),
+}
+
+impl LocalId {
+    pub fn from_json(value: &Value) -> Option<LocalId> {
+        match value {
+            Value::Number(n) => n.as_i64().map(LocalId::Number),
+            Value::String(s) if !s.is_empty() => Some(LocalId::Text(s.clone())),
+            _ => None,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            LocalId::Number(n) => Value::from(*n),
+            LocalId::Text(s) => Value::from(s.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for LocalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LocalId::Number(n) => write!(f, "{n}"),
+            LocalId::Text(s) => f.write_str(s),
+        }
+    }
+}
 
 /// One kind of resource of a service, as written in the configuration (`[[service.resource]]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
