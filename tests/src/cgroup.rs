@@ -5,7 +5,7 @@ use std::{
     process::Command,
 };
 
-use interceptor::intercept::cgroup::enter_on_exec;
+use interceptor::intercept::cgroup::{enter_on_exec, kill_and_remove};
 
 pub struct Cgroup {
     path: PathBuf,
@@ -45,13 +45,8 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.path.join("cgroup.kill"), b"1");
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if !kill_and_remove(&self.path) {
+            eprintln!("warning: could not remove cgroup {}", self.path.display());
         }
-        eprintln!("warning: could not remove cgroup {}", self.path.display());
     }
 }

@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use crate::{
     admin::{api::Registration, client},
-    intercept::cgroup::enter_on_exec,
+    intercept::cgroup::{enter_on_exec, kill_and_remove},
 };
 
 pub fn run(
@@ -91,17 +91,11 @@ impl TransientCgroup {
 
 impl Drop for TransientCgroup {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.path.join("cgroup.kill"), b"1");
-        // The kernel removes killed processes asynchronously: the directory empties shortly.
-        for _ in 0..200 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if !kill_and_remove(&self.path) {
+            eprintln!(
+                "cheops exec: could not remove the cgroup {}",
+                self.path.display()
+            );
         }
-        eprintln!(
-            "cheops exec: could not remove the cgroup {}",
-            self.path.display()
-        );
     }
 }

@@ -80,6 +80,19 @@ pub fn enter_on_exec(command: &mut Command, dir: &Path) -> Result<(), CgroupErro
     Ok(())
 }
 
+/// Kills every process of the cgroup `dir` and removes it; `false` if it is still there after
+/// two seconds (the kernel removes killed processes asynchronously).
+pub fn kill_and_remove(dir: &Path) -> bool {
+    let _ = std::fs::write(dir.join("cgroup.kill"), b"1");
+    for _ in 0..200 {
+        if std::fs::remove_dir(dir).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
