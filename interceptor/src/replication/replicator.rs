@@ -432,7 +432,9 @@ impl<S: Sites> Replicator<S> {
             meta_id: meta_id.clone(),
             call,
         };
-        let created = self.deliver(&prime, message).await;
+        let created = self
+            .deliver_within(&prime, message, self.replica_timeout)
+            .await;
         let Ok(Reply {
             answer,
             local_id: Some(local_id),
@@ -494,13 +496,6 @@ impl<S: Sites> Replicator<S> {
                 .named(&rule, answer, meta_id, local_id.as_ref()),
             local_id,
         })
-    }
-
-    /// `message` to `site`: handled here when it is this site, else sent, within the replica
-    /// timeout.
-    async fn deliver(self: &Arc<Self>, site: &str, message: Message) -> Result<Reply, Unreached> {
-        self.deliver_within(site, message, self.replica_timeout)
-            .await
     }
 
     /// Gathering answers from several sites, through this replicator.
