@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod mesh;
 pub mod nat;
 pub mod netns;
+pub mod node;
 pub mod process;
 pub mod sites;
 
