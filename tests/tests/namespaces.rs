@@ -129,8 +129,9 @@ fn meshing_bound() -> Duration {
 fn a_container_started_after_the_agent_is_meshed_within_the_scan_interval() {
     let services = [service(0)];
     let node = start_node(&services);
-    let started = Instant::now();
     let container = Container::start(&node, "a", &services);
+    // Its first process has just joined the workload cgroup, the last step of `start`.
+    let started = Instant::now();
     let inode = container.inode();
     assert!(
         wait_until(Duration::from_secs(5), || meshed_namespaces(&node)
