@@ -125,9 +125,11 @@ pub struct PeerApiSettings {
     /// How often each peer's round trip is measured.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// A heartbeat unanswered for this long marks its peer down.
+    /// A heartbeat unanswered for this long is missed.
     #[serde(with = "humantime_serde")]
     pub heartbeat_timeout: Duration,
+    /// This many missed heartbeats in a row mark the peer down (one slow beat does not).
+    pub heartbeat_misses: u32,
     /// How long connecting (TCP and TLS) to a peer may take.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -142,6 +144,7 @@ impl Default for PeerApiSettings {
             listen: None,
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(2),
+            heartbeat_misses: 3,
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
         }

@@ -155,6 +155,7 @@ impl Mesh {
                 heartbeat_timeout: Duration::from_secs(1),
                 connect_timeout: Duration::from_secs(1),
                 request_timeout: options.request_timeout,
+                ..PeerApiSettings::default()
             };
             let (cert, key) = cert_files(certs.path(), &site.name);
             config.tls = Some(TlsFiles {

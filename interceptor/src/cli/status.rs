@@ -54,7 +54,11 @@ pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
     );
     for peer in &status.peers {
         let state = match (peer.up, peer.round_trip_us) {
-            (true, Some(us)) => format!("up, round trip {us} us"),
+            (true, Some(us)) => format!(
+                "up, round trip {us} us (spread {} us, {} missed heartbeats)",
+                peer.round_trip_spread_us.unwrap_or_default(),
+                peer.missed_heartbeats
+            ),
             _ => format!("down: {}", peer.last_error.as_deref().unwrap_or("?")),
         };
         println!("peer         {} ({}) {state}", peer.name, peer.address);

@@ -2,8 +2,10 @@
 //! re-established when it breaks; heartbeats that measure each round trip and mark peers up or
 //! down; forwarding, whose errors say whether the peer may have got the request. (What other
 //! sites ask of this one is `proxy::inbound`.)
+mod health;
 pub mod wire;
 
+use health::{Change, Health};
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -105,17 +107,15 @@ pub struct PeerStatus {
     pub name: String,
     pub address: SocketAddr,
     pub up: bool,
+    /// The median of the latest heartbeats' round trips.
     pub round_trip_us: Option<u64>,
+    /// How far those round trips stray from their median (median absolute deviation).
+    #[serde(default)]
+    pub round_trip_spread_us: Option<u64>,
+    /// Heartbeats unanswered since the last answer.
+    #[serde(default)]
+    pub missed_heartbeats: u32,
     pub last_error: Option<String>,
-}
-
-#[derive(Debug, Default)]
-struct Health {
-    up: bool,
-    round_trip: Option<Duration>,
-    /// The peer's own measurements, from its last heartbeat answer.
-    reported: BTreeMap<String, Duration>,
-    last_error: Option<String>,
 }
 
 struct PeerLink {
@@ -215,19 +215,9 @@ impl Peers {
             let beat = tokio::time::timeout(self.settings.heartbeat_timeout, self.beat(&link));
             let error = match beat.await {
                 Ok(Ok((round_trip, reported))) => {
-                    let mut health = link.health.lock().unwrap();
-                    let came_up = !health.up;
-                    if came_up {
+                    let change = link.health.lock().unwrap().answered(round_trip, reported);
+                    if change == Change::CameUp {
                         info!(peer = %link.name, round_trip_us = round_trip.as_micros() as u64, "peer is up");
-                    }
-                    *health = Health {
-                        up: true,
-                        round_trip: Some(round_trip),
-                        reported,
-                        last_error: None,
-                    };
-                    drop(health);
-                    if came_up {
                         // Nobody listening (no replication here) is fine.
                         let _ = self.ups.send(link.name.clone());
                     }
@@ -236,15 +226,17 @@ impl Peers {
                 Ok(Err(failure)) => failure,
                 Err(_) => HeartbeatError::NoAnswer(self.settings.heartbeat_timeout),
             };
-            // The connection may be stuck on a cut link: the next beat starts a fresh one.
-            *link.connection.lock().await = None;
-            let mut health = link.health.lock().unwrap();
-            if health.up {
-                warn!(peer = %link.name, "peer is down: {error}");
+            let allowed = self.settings.heartbeat_misses;
+            let change = link
+                .health
+                .lock()
+                .unwrap()
+                .missed(error.to_string(), allowed);
+            if change == Change::WentDown {
+                warn!(peer = %link.name, "peer is down after {allowed} unanswered heartbeats: {error}");
+                // The connection may be stuck on a cut link: the next beat starts a fresh one.
+                *link.connection.lock().await = None;
             }
-            health.up = false;
-            health.round_trip = None;
-            health.last_error = Some(error.to_string());
         }
     }
 
@@ -381,7 +373,7 @@ impl Peers {
                 health.up.then(|| {
                     (
                         link.name.clone(),
-                        health.round_trip,
+                        health.round_trip(),
                         health.reported.clone(),
                     )
                 })
@@ -409,7 +401,7 @@ impl Peers {
                 .iter()
                 .filter_map(|link| {
                     let health = link.health.lock().unwrap();
-                    let round_trip = health.round_trip.filter(|_| health.up)?;
+                    let round_trip = health.round_trip().filter(|_| health.up)?;
                     Some((link.name.clone(), round_trip.as_micros() as u64))
                 })
                 .collect(),
@@ -425,7 +417,9 @@ impl Peers {
                     name: link.name.clone(),
                     address: link.address,
                     up: health.up,
-                    round_trip_us: health.round_trip.map(|r| r.as_micros() as u64),
+                    round_trip_us: health.round_trip().map(|r| r.as_micros() as u64),
+                    round_trip_spread_us: health.spread().map(|r| r.as_micros() as u64),
+                    missed_heartbeats: health.misses,
                     last_error: health.last_error.clone(),
                 }
             })
