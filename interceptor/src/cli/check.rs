@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     config::Config,
-    intercept::{cgroup, ebpf as loader},
+    intercept::{cgroup, ebpf as loader, exclusive},
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -93,15 +93,27 @@ fn check_config(path: &Path, mount: Option<&Path>) -> Vec<Finding> {
         ),
     )];
     if let Some(mount) = mount {
+        let mut dirs = Vec::new();
         for workload in &config.workloads {
             findings.push(match cgroup::workload_dir(mount, &workload.cgroup) {
-                Ok(dir) => finding(
-                    Verdict::Ok,
-                    format!("workload cgroup {} exists", dir.display()),
-                ),
+                Ok(dir) => {
+                    let found = finding(
+                        Verdict::Ok,
+                        format!("workload cgroup {} exists", dir.display()),
+                    );
+                    dirs.push(dir);
+                    found
+                }
                 Err(err) => finding(Verdict::Fail, err.to_string()),
             });
         }
+        findings.push(match exclusive::refuse_if_meshed_elsewhere(&dirs) {
+            Ok(()) => finding(
+                Verdict::Ok,
+                "no other cheops agent meshes these workload cgroups",
+            ),
+            Err(err) => finding(Verdict::Fail, format!("{:#}", anyhow::Error::from(err))),
+        });
     }
     for (what, port) in [("proxy", config.proxy.port), ("admin", config.admin.port)] {
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));

@@ -50,6 +50,8 @@ pub enum LoadError {
         #[source]
         cause: aya::maps::MapError,
     },
+    #[error(transparent)]
+    MeshedElsewhere(#[from] super::exclusive::MeshedElsewhere),
     #[error("opening workload cgroup {cgroup}")]
     Cgroup {
         cgroup: PathBuf,
@@ -82,6 +84,7 @@ impl Interception {
         workload_cgroups: &[PathBuf],
         proxy_port: u16,
     ) -> Result<Interception, LoadError> {
+        super::exclusive::refuse_if_meshed_elsewhere(workload_cgroups)?;
         let mut ebpf = Ebpf::load(PROGRAMS).map_err(LoadError::Object)?;
         forward_kernel_logs(&mut ebpf);
 

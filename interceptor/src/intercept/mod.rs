@@ -1,12 +1,14 @@
 //! Where the kernel meets the proxy: the seam (`OriginalDestinations`, which answers which
 //! service an accepted connection dialled), the eBPF programs that steer workloads'
-//! connections (`ebpf`), the nftables baseline (`nat`) and the cgroup v2 mount (`cgroup`).
+//! connections (`ebpf`), one agent per workload cgroup (`exclusive`), the nftables baseline
+//! (`nat`) and the cgroup v2 mount (`cgroup`).
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
 pub mod cgroup;
 pub mod ebpf;
+pub mod exclusive;
 pub mod nat;
 
 /// Which service a redirected client dialled, and from which workload cgroup.
