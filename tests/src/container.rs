@@ -35,7 +35,9 @@ pub fn podman(netns: Option<&str>) -> Command {
     command
 }
 
-/// What every `podman run` needs here (podman's default limits are refused by runc).
+/// What every `podman run` needs here: podman asks for open-file and process limits above
+/// this machine's hard limits (1048576 open files, against 20000), which runc is not allowed
+/// to raise ("error setting rlimit type 7: operation not permitted").
 const RUN_LIMITS: &[&str] = &[
     "--ulimit",
     "nofile=1024:1024",

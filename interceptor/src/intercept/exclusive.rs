@@ -149,7 +149,12 @@ fn connect_programs(cgroup: &Path, query: Query) -> Result<Vec<u32>, MeshedElsew
         cgroup: cgroup.to_owned(),
         cause,
     };
-    let dir = File::open(cgroup).map_err(query_error)?;
+    let dir = match File::open(cgroup) {
+        Ok(dir) => dir,
+        // A cgroup removed since it was listed (a container gone) runs nothing any more.
+        Err(cause) if cause.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(cause) => return Err(query_error(cause)),
+    };
     let ids = prog_query(&dir, query).map_err(query_error)?;
     if ids.is_empty() {
         return Ok(ids);
