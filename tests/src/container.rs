@@ -340,28 +340,9 @@ fn cgroup_v1_mounts() -> Vec<PathBuf> {
 
 /// busybox wget's output as an answer: `-S` writes the response head to stderr, each line
 /// indented by two spaces; `-O-` writes the body to stdout.
-pub fn wget_answer(output: Output) -> Answer {
+fn wget_answer(output: Output) -> Answer {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let head: Vec<&str> = stderr
-        .lines()
-        .filter_map(|line| line.strip_prefix("  "))
-        .collect();
-    let status = head
-        .first()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let headers = head
-        .iter()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
-        .collect();
     let body = String::from_utf8_lossy(&output.stdout).into_owned();
-    Answer {
-        status,
-        headers,
-        raw: format!("{stderr}{body}"),
-        body,
-    }
+    let head = stderr.lines().filter_map(|line| line.strip_prefix("  "));
+    Answer::from_parts(head, body.clone(), format!("{stderr}{body}"))
 }
