@@ -23,9 +23,8 @@ use crate::{
 /// The applets the busybox image links to `/bin/busybox`.
 const BUSYBOX_APPLETS: &[&str] = &["sh", "wget", "timeout", "sleep", "cat", "ls", "ip"];
 
-/// `podman` with the options this machine needs; `netns`: run it inside that network namespace,
-/// so that the bridges and firewall rules of its networks live there (a site's node) and
-/// never on the host.
+/// `podman` with the options this machine needs, run inside the network namespace `netns` when
+/// given.
 pub fn podman(netns: Option<&str>) -> Command {
     let mut command = match netns {
         Some(netns) => command_in(netns, "podman"),
@@ -111,7 +110,7 @@ impl Drop for Image {
 }
 
 /// A podman bridge network on a /24 of 198.19.0.0/16 of its own, removed when dropped. Its
-/// bridge lives in the network namespace podman ran in (`Container::sleeping_in`).
+/// bridge lives in the network namespace podman runs in (`ContainerNetwork::Own`).
 pub struct Network {
     name: String,
 }
@@ -139,10 +138,6 @@ impl Network {
         }
         panic!("podman network create refused every subnet tried: {refusals:#?}");
     }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl Drop for Network {
@@ -150,6 +145,37 @@ impl Drop for Network {
         let _ = podman(None)
             .args(["network", "rm", "--force", &self.name])
             .output();
+    }
+}
+
+/// Where a container's network namespace comes from.
+pub enum ContainerNetwork<'a> {
+    /// A namespace of its own on `network`, whose bridge sits in the namespace of `node`.
+    Own {
+        network: &'a Network,
+        node: &'a Netns,
+    },
+    /// The namespace of the node itself (a site's), as `--network host` is on a real node.
+    Node(&'a Netns),
+}
+
+impl ContainerNetwork<'_> {
+    /// `podman run`'s option.
+    pub fn option(&self) -> String {
+        match self {
+            ContainerNetwork::Own { network, .. } => format!("--network={}", network.name),
+            ContainerNetwork::Node(node) => format!("--network=ns:/run/netns/{}", node.name()),
+        }
+    }
+
+    /// Where podman runs: in the node's namespace for a network of its own, so that its bridge
+    /// and firewall rules live there and never on the host; else where the test runs (runc
+    /// refuses podman's default sysctls in a container that shares podman's own namespace).
+    fn podman_netns(&self) -> Option<&str> {
+        match self {
+            ContainerNetwork::Own { node, .. } => Some(node.name()),
+            ContainerNetwork::Node(_) => None,
+        }
     }
 }
 
@@ -187,24 +213,22 @@ impl Container {
         container
     }
 
-    /// A container of the busybox image that sleeps, on `network`, podman running in `netns`
-    /// (the site's node), its processes under `workload`: podman makes the cgroup v2 directory
-    /// `<workload>/libpod-<id>`, a descendant, which the workload's programs cover. Here
-    /// `--cgroup-parent` places it exactly, so no process has to be moved by hand as a cgroup
-    /// manager would.
-    pub fn sleeping_in(
-        image: &Image,
-        network: &Network,
-        netns: &Netns,
-        workload: &Cgroup,
-    ) -> Container {
+    /// A container of the busybox image that sleeps, in `network`, its processes under
+    /// `workload`: podman makes the cgroup v2 directory `<workload>/libpod-<id>`, a
+    /// descendant, which the workload's programs cover. Here `--cgroup-parent` places it
+    /// exactly, so no process has to be moved by hand as a cgroup manager would.
+    pub fn sleeping_in(image: &Image, network: ContainerNetwork, workload: &Cgroup) -> Container {
         let parent = workload.relative_path().to_owned();
         let options = [
-            format!("--network={}", network.name()),
+            network.option(),
             format!("--cgroup-parent={}", Path::new("/").join(&parent).display()),
         ];
-        let mut container =
-            Container::start(Some(netns.name()), &options, image, &["/bin/sleep", "3600"]);
+        let mut container = Container::start(
+            network.podman_netns(),
+            &options,
+            image,
+            &["/bin/sleep", "3600"],
+        );
         container.cgroup_parent = Some(parent);
         let cgroup = container.cgroup();
         assert!(

@@ -8,9 +8,9 @@ use cheops_tests::{
     agent::{admin_page, config_text, meshed_service, meshed_workload, site_config},
     apps::JsonServer,
     cgroup::{cgroup2_mount, Cgroup},
-    container::{Container, Image, Network},
+    container::{Container, ContainerNetwork, Image, Network},
     mesh::{cert_files, generate_certs, Answer, Mesh, CATALOG, CATALOG_LOCAL, PEER_PORT},
-    netns::{command_in, run},
+    netns::{command_in, run, Netns},
     process::wait_until,
     sites::Topology,
     unique_name,
@@ -39,48 +39,54 @@ fn assert_served_by(answer: &Answer, site: &str, log: &str) {
 }
 
 #[test]
-fn a_container_in_a_workload_cgroup_is_meshed_and_shares_with_another_site() {
+fn containers_in_a_workload_cgroup_are_meshed_and_share_with_another_site() {
     let mesh = Mesh::start(Topology::create(&["A", "B"]), &HashMap::new());
     let site_a = mesh.topology.site("A");
+    let workload = &mesh.site("A").workload;
     let image = Image::busybox();
     let network = Network::create();
-    // Started after the agent: cheops must find it by itself, without a restart.
-    let container =
-        Container::sleeping_in(&image, &network, &site_a.netns, &mesh.site("A").workload);
+    let url = format!("http://{CATALOG}/products");
+    let log = || mesh.site("A").agent.log_text();
+
+    // In the node's namespace (`--network host`), a container is meshed like a host process.
+    let on_node = Container::sleeping_in(&image, ContainerNetwork::Node(&site_a.netns), workload);
+    assert_served_by(&on_node.wget(&url, &[]), "A", &log());
+    assert_served_by(&on_node.wget(&url, &["X-Scope: {catalog: B}"]), "B", &log());
+
+    // In a namespace of its own, started after the agent: cheops must find it by itself,
+    // without a restart, and listen inside it.
+    let own_network = ContainerNetwork::Own {
+        network: &network,
+        node: &site_a.netns,
+    };
+    let own = Container::sleeping_in(&image, own_network, workload);
     let site_namespace = std::fs::metadata(format!("/run/netns/{}", site_a.netns.name()))
         .expect("the site's network namespace")
         .ino();
     assert_ne!(
-        container.network_namespace(),
+        own.network_namespace(),
         site_namespace,
         "the container must have a network namespace of its own"
     );
     std::thread::sleep(WORKLOAD_SCAN_EVERY + SCAN_MARGIN);
-
-    let url = format!("http://{CATALOG}/products");
-    let log = || mesh.site("A").agent.log_text();
-    assert_served_by(&container.wget(&url, &[]), "A", &log());
-    assert_served_by(
-        &container.wget(&url, &["X-Scope: {catalog: B}"]),
-        "B",
-        &log(),
-    );
+    assert_served_by(&own.wget(&url, &[]), "A", &log());
+    assert_served_by(&own.wget(&url, &["X-Scope: {catalog: B}"]), "B", &log());
     assert_eq!(
         mesh.site("B").catalog.requests("GET", "/products"),
-        1,
-        "B's catalog served the shared request once"
+        2,
+        "B's catalog served each container's shared request once"
     );
 }
 
-/// `podman run` of cheops's image as a DaemonSet would run it on the node that `netns` stands
+/// `podman run` of cheops's image as a DaemonSet would run it on the node that `node` stands
 /// for: privileged, in the node's network and PID namespaces (its pid is the one the kernel
 /// programs compare with, so that its own connections are never redirected), with the cgroup v2
 /// mount and /sys/fs/bpf at the host's paths, and its configuration and certificates mounted.
-fn run_cheops_container(image: &Image, netns: &str, mounts: &[(&Path, &str)]) -> Container {
+fn run_cheops_container(image: &Image, node: &Netns, mounts: &[(&Path, &str)]) -> Container {
     let mut options: Vec<String> = ["--privileged", "--pid=host", "--cgroupns=host"]
         .map(str::to_owned)
         .into();
-    options.push(format!("--network=ns:/run/netns/{netns}"));
+    options.push(ContainerNetwork::Node(node).option());
     for (host, inside) in mounts {
         options.push(format!("--volume={}:{inside}", host.display()));
     }
@@ -143,7 +149,7 @@ fn cheops_as_a_privileged_container_meshes_the_node_like_the_bare_binary() {
     let certs_path = certs.path().display().to_string();
     let mut agent = run_cheops_container(
         &image,
-        site.netns.name(),
+        &site.netns,
         &[
             (&mount, &mount.display().to_string()),
             (Path::new("/sys/fs/bpf"), "/sys/fs/bpf"),
