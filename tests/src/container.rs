@@ -190,26 +190,33 @@ pub struct Container {
 
 impl Container {
     /// `podman run --detach` of `image` with `options`, running `args`; podman itself runs in
-    /// `netns` when given.
+    /// `netns` when given, and puts the container under `cgroup_parent` when given.
     pub fn start(
         netns: Option<&str>,
         options: &[String],
+        cgroup_parent: Option<&Cgroup>,
         image: &Image,
         args: &[&str],
     ) -> Container {
         crate::require_root();
+        // Known before podman runs: a run that fails half-way leaves cgroups to remove too.
         let container = Container {
             name: format!("cheops-test-{}", unique_name("ctr")),
             netns: netns.map(str::to_owned),
-            cgroup_parent: None,
+            cgroup_parent: cgroup_parent.map(|cgroup| cgroup.relative_path().to_owned()),
         };
-        run(container
-            .podman()
+        let mut command = container.podman();
+        command
             .args(["run", "--detach", "--name", &container.name])
             .args(RUN_LIMITS)
-            .args(options)
-            .arg(image.name())
-            .args(args));
+            .args(options);
+        if let Some(parent) = &container.cgroup_parent {
+            command.arg(format!(
+                "--cgroup-parent={}",
+                Path::new("/").join(parent).display()
+            ));
+        }
+        run(command.arg(image.name()).args(args));
         container
     }
 
@@ -218,18 +225,13 @@ impl Container {
     /// descendant, which the workload's programs cover. Here `--cgroup-parent` places it
     /// exactly, so no process has to be moved by hand as a cgroup manager would.
     pub fn sleeping_in(image: &Image, network: ContainerNetwork, workload: &Cgroup) -> Container {
-        let parent = workload.relative_path().to_owned();
-        let options = [
-            network.option(),
-            format!("--cgroup-parent={}", Path::new("/").join(&parent).display()),
-        ];
-        let mut container = Container::start(
+        let container = Container::start(
             network.podman_netns(),
-            &options,
+            &[network.option()],
+            Some(workload),
             image,
             &["/bin/sleep", "3600"],
         );
-        container.cgroup_parent = Some(parent);
         let cgroup = container.cgroup();
         assert!(
             cgroup.starts_with(workload.path()),

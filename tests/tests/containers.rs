@@ -90,7 +90,7 @@ fn run_cheops_container(image: &Image, node: &Netns, mounts: &[(&Path, &str)]) -
     for (host, inside) in mounts {
         options.push(format!("--volume={}:{inside}", host.display()));
     }
-    Container::start(None, &options, image, &[])
+    Container::start(None, &options, None, image, &[])
 }
 
 /// The programs `bpftool` shows attached to `cgroup` and below it: its lines that start with
