@@ -73,7 +73,11 @@ impl Node {
         let mut command = self
             .netns
             .command(cheops_bin().to_str().expect("UTF-8 path"));
-        command.args(args).arg("--config").arg(config);
+        command
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env("NO_COLOR", "1");
         let mut process = Process::spawn("second cheops", command, Some(&log));
         let mut status = None;
         let exited = wait_until(Duration::from_secs(15), || {
