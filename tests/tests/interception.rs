@@ -329,6 +329,14 @@ fn check_names_what_is_missing() {
         "198.18.0.10:80".parse().unwrap(),
         "127.0.0.1:9".parse().unwrap(),
     ));
+    // An inbound address on loopback, where nothing listens: no packet leaves the machine.
+    let mut inbound = meshed_service(
+        "front",
+        "127.0.0.1:19".parse().unwrap(),
+        "127.0.0.1:9".parse().unwrap(),
+    );
+    inbound.inbound = true;
+    checked.services.push(inbound);
     checked.workloads.push(Workload {
         cgroup: "cheops-no-such-cgroup".into(),
         default_scope: None,
@@ -353,6 +361,10 @@ fn check_names_what_is_missing() {
     );
     assert!(
         text.contains("warn  service 'catalog': local instance 127.0.0.1:9 does not answer"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warn  service 'front': inbound address 127.0.0.1:19 is not bound by anyone"),
         "{text}"
     );
 }

@@ -253,6 +253,27 @@ fn visit(dir: &Path, depth: usize, each: &mut impl FnMut(&Path, u32)) {
     }
 }
 
+/// The workload namespaces that this process cannot enter (so cannot listen in): each with a
+/// process of it, its cgroup, and why. For `cheops check`.
+pub fn unenterable(roots: &[PathBuf]) -> io::Result<Vec<(u32, PathBuf, io::Error)>> {
+    let own_inode = std::fs::metadata("/proc/self/ns/net")?.ino();
+    let mut problems = Vec::new();
+    for (pid, cgroup) in workload_namespaces(roots, own_inode).into_values() {
+        let entered = File::open(format!("/proc/{pid}/ns/net")).and_then(|netns| {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| enter_network_namespace(netns.as_raw_fd()))
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("the thread entering it panicked")))
+            })
+        });
+        if let Err(err) = entered {
+            problems.push((pid, cgroup, err));
+        }
+    }
+    Ok(problems)
+}
+
 /// Opens the proxy's listeners (127.0.0.1, and ::1 where IPv6 is up) inside the network
 /// namespace of `pid`. A socket belongs to the namespace it was made in, so a short-lived
 /// thread enters the namespace, makes them, and ends; the rest of cheops never moves.
