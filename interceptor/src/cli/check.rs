@@ -107,13 +107,15 @@ fn check_config(path: &Path, mount: Option<&Path>) -> Vec<Finding> {
                 Err(err) => finding(Verdict::Fail, err.to_string()),
             });
         }
-        findings.push(match exclusive::refuse_if_meshed_elsewhere(&dirs) {
-            Ok(()) => finding(
-                Verdict::Ok,
-                "no other cheops agent meshes these workload cgroups",
-            ),
-            Err(err) => finding(Verdict::Fail, format!("{:#}", anyhow::Error::from(err))),
-        });
+        if !dirs.is_empty() {
+            findings.push(match exclusive::refuse_if_meshed_elsewhere(&dirs) {
+                Ok(()) => finding(
+                    Verdict::Ok,
+                    "no other cheops agent meshes these workload cgroups",
+                ),
+                Err(err) => finding(Verdict::Fail, format!("{:#}", anyhow::Error::from(err))),
+            });
+        }
         findings.extend(check_namespaces(&dirs));
     }
     let mut ports = vec![
