@@ -1,6 +1,7 @@
 //! Real, unmodified applications for the tests, started inside a namespace: Python's
 //! `http.server` serving a directory, and a TCP echo server (a service that is not HTTP).
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -53,6 +54,26 @@ pub fn client_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("clients")
         .join(name)
+}
+
+/// Checks what `bad_requests.py` printed: malformed requests got 400, an oversized head 431,
+/// and the stalled client was cut off. Returns every case's result, by case.
+pub fn assert_bad_requests_answered(output: &std::process::Output) -> HashMap<String, String> {
+    let text = String::from_utf8_lossy(&output.stdout);
+    let results: HashMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(case, result)| (case.to_owned(), result.to_owned()))
+        .collect();
+    let result = |case: &str| results.get(case).map(String::as_str);
+    assert_eq!(result("malformed"), Some("400"), "{text}");
+    assert_eq!(result("oversized"), Some("431"), "{text}");
+    assert_eq!(result("bad-version"), Some("400"), "{text}");
+    assert!(
+        matches!(result("stalled"), Some("closed") | Some("408")),
+        "a stalled client must be cut off: {text}"
+    );
+    results
 }
 
 /// Waits until something accepts TCP connections at `address` inside `netns`.

@@ -12,7 +12,7 @@ use interceptor::config::Workload;
 
 use cheops_tests::{
     agent::{config_text, meshed_service, meshed_workload, site_config, Agent},
-    apps::{client_script, echo_server},
+    apps::{assert_bad_requests_answered, client_script, echo_server},
     cgroup::Cgroup,
     netns::Netns,
     node::{body, kernel_redirected, resident_kib, service, start_node, start_node_with, SITE},
@@ -243,16 +243,7 @@ fn bad_requests_get_clear_errors_and_leave_other_connections_alone() {
         ok && body(&answer) == "svc0",
         "a good request failed beside bad ones: {answer}"
     );
-    let output = bad_client.join().unwrap();
-    let output = String::from_utf8_lossy(&output.stdout).into_owned();
-    let results: HashMap<&str, &str> = output.lines().filter_map(|l| l.split_once('\t')).collect();
-    assert_eq!(results.get("malformed"), Some(&"400"), "{output}");
-    assert_eq!(results.get("oversized"), Some(&"431"), "{output}");
-    assert_eq!(results.get("bad-version"), Some(&"400"), "{output}");
-    assert!(
-        matches!(results.get("stalled"), Some(&"closed") | Some(&"408")),
-        "a stalled client must be cut off: {output}"
-    );
+    let results = assert_bad_requests_answered(&bad_client.join().unwrap());
     let after: f64 = results["stalled-after"].parse().unwrap();
     assert!(
         after < 4.0,

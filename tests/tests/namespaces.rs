@@ -29,6 +29,10 @@ struct Container {
     netns: Netns,
 }
 
+/// The first of the source ports both containers' clients use, below the ephemeral range
+/// (32768 and up) so that no earlier connection's TIME_WAIT holds one of them.
+const FIXED_SOURCE_PORTS: &str = "21000";
+
 /// Every container has this address on its veth, as pods on separate networks may.
 const CONTAINER_ADDRESS: &str = "198.18.9.2/24";
 
@@ -111,6 +115,18 @@ impl Container {
     }
 }
 
+/// Waits until `container` is meshed; fails the test if it is not within a few scans.
+fn wait_meshed(node: &Node, container: &Container) {
+    let inode = container.inode();
+    assert!(
+        wait_until(Duration::from_secs(5), || meshed_namespaces(node)
+            .contains(&inode)),
+        "container {} was never meshed: {:?}",
+        container.name,
+        node.agent.status().namespaces
+    );
+}
+
 fn meshed_namespaces(node: &Node) -> Vec<u64> {
     node.agent
         .status()
@@ -183,11 +199,7 @@ fn two_containers_with_the_same_addresses_get_exact_original_destinations() {
         Container::start(&node, "b", &services),
     ];
     for container in &containers {
-        let inode = container.inode();
-        assert!(wait_until(Duration::from_secs(5), || meshed_namespaces(
-            &node
-        )
-        .contains(&inode)));
+        wait_meshed(&node, container);
     }
     let script = client_script("concurrent_connections.py")
         .display()
@@ -209,7 +221,10 @@ fn two_containers_with_the_same_addresses_get_exact_original_destinations() {
                         node,
                         "python3",
                         args,
-                        &[("SOURCE_PORT_BASE", "41000"), ("ADDRESS_OFFSET", &offset)],
+                        &[
+                            ("SOURCE_PORT_BASE", FIXED_SOURCE_PORTS),
+                            ("ADDRESS_OFFSET", &offset),
+                        ],
                     )
                 })
             })
@@ -287,11 +302,7 @@ fn after_kill_9_each_container_reaches_its_own_destination() {
         Container::start(&node, "b", &services),
     ];
     for container in &containers {
-        let inode = container.inode();
-        assert!(wait_until(Duration::from_secs(5), || meshed_namespaces(
-            &node
-        )
-        .contains(&inode)));
+        wait_meshed(&node, container);
         assert_eq!(
             body(&container.curl(&node, "http://198.18.0.10/whoami")),
             "svc0"

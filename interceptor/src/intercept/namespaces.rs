@@ -151,35 +151,26 @@ impl WorkloadNamespaces {
                 cgroup,
                 error: None,
             };
-            match listen_in(pid, self.proxy_port) {
+            let shown = match listen_in(pid, self.proxy_port) {
                 Ok(listeners) => {
                     info!(inode, pid, cgroup = %shown.cgroup.display(), "listening in a workload network namespace");
                     opened.push((inode, listeners));
-                    listening.insert(
-                        inode,
-                        Listening {
-                            shown,
-                            netns_cookie: None,
-                            serving: Vec::new(),
-                        },
-                    );
+                    shown
                 }
                 Err(err) => {
                     warn!(inode, pid, "cannot listen in a workload's network namespace, its connections fail open: {err}");
-                    let shown = MeshedNamespace {
+                    MeshedNamespace {
                         error: Some(err.to_string()),
                         ..shown
-                    };
-                    listening.insert(
-                        inode,
-                        Listening {
-                            shown,
-                            netns_cookie: None,
-                            serving: Vec::new(),
-                        },
-                    );
+                    }
                 }
-            }
+            };
+            let entry = Listening {
+                shown,
+                netns_cookie: None,
+                serving: Vec::new(),
+            };
+            listening.insert(inode, entry);
         }
         opened
     }
