@@ -4,7 +4,10 @@
 set -euo pipefail
 
 packages=(rustc-web rust-web-src llvm-22-dev libpolly-22-dev bpftool iproute2 nftables curl
-          nginx-light haproxy wrk jq procps psmisc)
+          nginx-light haproxy wrk jq procps psmisc
+          # The container tests: podman with runc (crun refuses hybrid cgroup layouts), and a
+          # static busybox to build images from (no image registry is reachable).
+          podman runc busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -122,15 +122,7 @@ impl Agent {
 
     /// GETs an admin page from inside the namespace; `None` if the agent does not answer.
     pub fn admin(&self, page: &str) -> Option<String> {
-        let output = command_in(&self.netns, "curl")
-            .args(["-sf", "-m", "2"])
-            .arg(format!("http://{ADMIN}{page}"))
-            .output()
-            .ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+        admin_page(&self.netns, page)
     }
 
     pub fn status(&self) -> Status {
@@ -150,6 +142,20 @@ impl Agent {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// GETs a page of the admin endpoint of the agent in the network namespace `netns`, however it
+/// was started; `None` if none answers.
+pub fn admin_page(netns: &str, page: &str) -> Option<String> {
+    let output = command_in(netns, "curl")
+        .args(["-sf", "-m", "2"])
+        .arg(format!("http://{ADMIN}{page}"))
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn agent_command(netns: &str, config: &std::path::Path) -> std::process::Command {

@@ -301,25 +301,41 @@ impl Answer {
     }
 }
 
-impl From<Output> for Answer {
-    fn from(output: Output) -> Answer {
-        let raw = String::from_utf8_lossy(&output.stdout).into_owned();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let mut lines = head.lines();
-        let status = lines
+impl Answer {
+    /// The answer whose head is `head` (the status line, then the header lines) and whose
+    /// body is `body`; `raw` is all the client printed, for failure messages.
+    pub fn from_parts<'a>(
+        mut head: impl Iterator<Item = &'a str>,
+        body: String,
+        raw: String,
+    ) -> Answer {
+        let status = head
             .next()
             .and_then(|line| line.split_whitespace().nth(1))
             .and_then(|code| code.parse().ok())
             .unwrap_or(0);
-        let headers = lines
+        let headers = head
             .filter_map(|line| line.split_once(':'))
             .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
             .collect();
         Answer {
             status,
             headers,
-            body: body.to_owned(),
-            raw: format!("{raw}{}", String::from_utf8_lossy(&output.stderr)),
+            body,
+            raw,
         }
+    }
+}
+
+/// `curl -i`'s output: the head and the body on standard output.
+impl From<Output> for Answer {
+    fn from(output: Output) -> Answer {
+        let raw = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        Answer::from_parts(
+            head.lines(),
+            body.to_owned(),
+            format!("{raw}{}", String::from_utf8_lossy(&output.stderr)),
+        )
     }
 }

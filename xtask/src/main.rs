@@ -33,6 +33,12 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build cheops's container image (interceptor/Containerfile) with podman, as
+    /// `localhost/cheops:latest`, from the debug or release binary (root).
+    Image {
+        #[arg(long)]
+        release: bool,
+    },
     /// Run the multi-site demo on this machine (root).
     Demo,
     /// Measure what interception costs against the direct path, HAProxy and nginx (root), and
@@ -59,6 +65,19 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             bench::bench(quick)
         }
+        Task::Image { release } => {
+            setup()?;
+            let mut args = vec!["build", "-p", "interceptor"];
+            if release {
+                args.push("--release");
+            }
+            cargo(&args)?;
+            let profile = if release { "release" } else { "debug" };
+            let binary = workspace().join("target").join(profile).join("cheops");
+            xtask::image::build(&workspace(), &binary, IMAGE)?;
+            println!("built {IMAGE} from {}", binary.display());
+            Ok(())
+        }
         Task::Demo => {
             setup()?;
             build(false)?;
@@ -73,6 +92,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+/// The image `cargo xtask image` builds.
+const IMAGE: &str = "localhost/cheops:latest";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

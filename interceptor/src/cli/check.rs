@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     config::Config,
-    intercept::{cgroup, ebpf as loader, namespaces},
+    intercept::{cgroup, ebpf as loader, exclusive, namespaces},
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -105,6 +105,15 @@ fn check_config(path: &Path, mount: Option<&Path>) -> Vec<Finding> {
                     found
                 }
                 Err(err) => finding(Verdict::Fail, err.to_string()),
+            });
+        }
+        if !dirs.is_empty() {
+            findings.push(match exclusive::refuse_if_meshed_elsewhere(&dirs) {
+                Ok(()) => finding(
+                    Verdict::Ok,
+                    "no other cheops agent meshes these workload cgroups",
+                ),
+                Err(err) => finding(Verdict::Fail, format!("{:#}", anyhow::Error::from(err))),
             });
         }
         findings.extend(check_namespaces(&dirs));

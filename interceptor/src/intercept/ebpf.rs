@@ -57,6 +57,8 @@ pub enum LoadError {
         #[source]
         cause: aya::maps::MapError,
     },
+    #[error(transparent)]
+    MeshedElsewhere(#[from] super::exclusive::MeshedElsewhere),
     #[error("opening workload cgroup {cgroup}")]
     Cgroup {
         cgroup: PathBuf,
@@ -112,6 +114,7 @@ impl Interception {
             workload_cgroups,
             proxy_port,
         } = steering;
+        super::exclusive::refuse_if_meshed_elsewhere(workload_cgroups)?;
         let mut ebpf = Ebpf::load(PROGRAMS).map_err(LoadError::Object)?;
         forward_kernel_logs(&mut ebpf);
 

@@ -1,14 +1,15 @@
 //! Where the kernel meets the proxy: the seam (`OriginalDestinations`, which answers which
 //! service an accepted connection dialled), the eBPF programs that steer workloads'
-//! connections (`ebpf`), the listeners inside workloads' own network namespaces
-//! (`namespaces`), the door for connections from other machines (`inbound`), the nftables
-//! baseline (`nat`) and the cgroup v2 mount (`cgroup`).
+//! connections (`ebpf`), one agent per workload cgroup (`exclusive`), the listeners inside
+//! workloads' own network namespaces (`namespaces`), the door for connections from other
+//! machines (`inbound`), the nftables baseline (`nat`) and the cgroup v2 mount (`cgroup`).
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
 pub mod cgroup;
 pub mod ebpf;
+pub mod exclusive;
 pub mod inbound;
 pub mod namespaces;
 pub mod nat;
