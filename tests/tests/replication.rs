@@ -67,6 +67,7 @@ fn mesh_replaying_every(replay_every: Duration) -> Mesh {
         catalog_data: seeds(),
         // A write forwarded to its leader waits for the leader's replicas too.
         request_timeout: Duration::from_secs(10),
+        ..MeshOptions::default()
     };
     Mesh::start_with(Topology::create(&SITES), &HashMap::new(), &options)
 }

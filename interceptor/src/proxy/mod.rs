@@ -1,13 +1,17 @@
 //! The transparent proxy. Each accepted connection was redirected by the kernel programs; the
 //! proxy asks which service the client meant (`OriginalDestinations`), tells its protocol
 //! (`sniff`) and serves HTTP/1.1 through hyper, each request in turn (`request`: its scope, its
-//! plan, the chain of attempts in `chain`). Anything that is not HTTP is relayed untouched
-//! (`relay`). What other sites ask of this one arrives through the peer API (`inbound`).
+//! plan, the chain of attempts in `chain`), or HTTP/2 (`http2`), each stream a request; gRPC's
+//! specifics are in `grpc`. Anything that is not HTTP is relayed untouched (`relay`). What
+//! other sites ask of this one arrives through the peer API (`inbound`).
 mod chain;
+mod grpc;
+mod http2;
 mod inbound;
 mod outcome;
 pub mod plan;
 mod relay;
+mod replay;
 mod request;
 mod sniff;
 
@@ -25,7 +29,7 @@ use tracing::{debug, warn};
 use crate::{
     accept::next_connection,
     config::{CarrierSettings, ProxySettings, Service},
-    http::instance_client,
+    http::{http2_instance_client, instance_client},
     intercept::OriginalDestinations,
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
@@ -85,6 +89,7 @@ impl Proxy {
         let chain = Arc::new(Chain {
             site: site.clone(),
             upstream: instance_client(settings.connect_timeout),
+            upstream_http2: http2_instance_client(settings.connect_timeout),
             peers: peers.clone(),
             settings: settings.clone(),
             carriers: carriers.clone(),
@@ -150,6 +155,10 @@ impl Proxy {
                 self.serve_http(stream, service, intercepted.cgroup_id)
                     .await
             }
+            Protocol::Http2 => {
+                let workload = self.workload(service, intercepted.cgroup_id);
+                http2::serve(stream, workload, &self.settings, true).await
+            }
             Protocol::Opaque => {
                 self.counters.tcp_relays.fetch_add(1, Ordering::Relaxed);
                 relay::relay_tcp(stream, &service, self.settings.connect_timeout).await
@@ -157,19 +166,40 @@ impl Proxy {
         }
     }
 
+    fn workload(&self, service: Arc<Service>, cgroup_id: u64) -> http2::Workload {
+        http2::Workload {
+            requests: self.requests.clone(),
+            service,
+            cgroup_id,
+        }
+    }
+
     async fn serve_http(&self, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
-        let requests = self.requests.clone();
+        let workload = self.workload(service, cgroup_id);
+        let settings = self.settings.clone();
         let handler = hyper::service::service_fn(move |request| {
-            let requests = requests.clone();
-            let service = service.clone();
-            async move { Ok::<_, Infallible>(requests.handle(request, &service, cgroup_id).await) }
+            let workload = workload.clone();
+            let settings = settings.clone();
+            async move {
+                if let Some(first_stream) = http2::h2c_request(&request) {
+                    let response = http2::upgrade(request, first_stream, workload, settings);
+                    return Ok::<_, Infallible>(response);
+                }
+                let http2::Workload {
+                    requests,
+                    service,
+                    cgroup_id,
+                } = workload;
+                Ok(requests.handle(request, &service, cgroup_id).await)
+            }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.settings.header_read_timeout)
             .max_buf_size(self.settings.max_header_bytes)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), handler);
+            .serve_connection(TokioIo::new(stream), handler)
+            .with_upgrades();
         if let Err(err) = connection.await {
             debug!("client connection ended: {err}");
         }

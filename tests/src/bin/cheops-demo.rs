@@ -270,6 +270,7 @@ fn demo_options() -> MeshOptions {
         },
         catalog_data,
         request_timeout: Duration::from_secs(10),
+        ..MeshOptions::default()
     }
 }
 

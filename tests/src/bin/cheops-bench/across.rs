@@ -63,6 +63,7 @@ pub fn measure(sites: usize, plan: &Plan) -> anyhow::Result<Value> {
             .map(|&site| (site.to_owned(), json!({"pods": []})))
             .collect(),
         request_timeout: Duration::from_secs(10),
+        ..MeshOptions::default()
     };
     let mesh = Mesh::start_with(topology, &paths, &options);
     let round_trips: Vec<f64> = mesh.peers_up("S1").values().map(|&us| us as f64).collect();
