@@ -5,7 +5,7 @@ and prints what it got as one JSON object. SCOPE, when given, travels as `x-scop
     grpc_client.py streams TARGET SCOPE1 SCOPE2
                                             two bidirectional calls at once on one connection
     grpc_client.py upload TARGET MIB [SCOPE]  a client-streaming upload of MIB mebibytes
-    grpc_client.py unary TARGET [SCOPE]     one call: its status code and details
+    grpc_client.py unary TARGET [SCOPE [TEXT]]  one call: its status code and details
 """
 import json
 import sys
@@ -106,10 +106,10 @@ def upload(channel, mib, scope):
     return {"answer": call(chunks(), metadata=metadata(scope), timeout=DEADLINE).decode()}
 
 
-def one_call(channel, scope):
+def one_call(channel, scope, text):
     unary = channel.unary_unary(SERVICE + "Unary")
     try:
-        answer = unary(b"hello", metadata=metadata(scope), timeout=DEADLINE)
+        answer = unary(text.encode(), metadata=metadata(scope), timeout=DEADLINE)
         return {"code": 0, "answer": answer.decode()}
     except grpc.RpcError as err:
         return {"code": err.code().value[0], "details": err.details()}
@@ -126,7 +126,7 @@ def main():
     elif command == "upload":
         result = upload(channel, int(args[0]), args[1] if len(args) > 1 else None)
     elif command == "unary":
-        result = one_call(channel, args[0] if args else None)
+        result = one_call(channel, args[0] if args else None, args[1] if len(args) > 1 else "hello")
     else:
         sys.exit(f"unknown command {command}")
     print(json.dumps(result))

@@ -4,7 +4,7 @@ served it. Messages are raw bytes (no protobuf needed: grpcio's generic handlers
     grpc_service.py ADDRESS SITE
 
 Methods of cheops.test.Echo:
-  Unary(text) -> "SITE:text"
+  Unary(text) -> "SITE:text"; "unavailable at SITE" -> UNAVAILABLE at that site, no message
   Count(n) -> n messages "SITE:i"; "fail" -> one message, then ABORTED with trailing metadata
   Upload(stream of chunks) -> "SITE:<bytes received>"
   Chat(stream of texts) -> a stream of "SITE:text", one per message, as they come
@@ -27,6 +27,8 @@ def main():
 
     def unary(request, context):
         trailers(context)
+        if request == b"unavailable at " + tag:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{site} is draining")
         return tag + b":" + request
 
     def count(request, context):

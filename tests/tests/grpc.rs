@@ -12,7 +12,7 @@ use cheops_tests::{
     agent::meshed_service,
     grpc::{client_args, echo_service, GRPC_PYTHON},
     mesh::{Mesh, MeshOptions, CATALOG},
-    process::Process,
+    process::{resident_kib, Process},
     sites::Topology,
 };
 use serde_json::Value;
@@ -95,16 +95,6 @@ fn assert_served_by(kinds: &Value, site: &str) {
     assert_eq!(failed["trailers"]["x-served-by"], site, "{kinds}");
 }
 
-/// The resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn grpc_calls_of_every_kind_and_each_stream_go_where_their_scope_says() {
     let (mesh, _services) = three_sites();
@@ -160,14 +150,14 @@ fn a_large_client_stream_crosses_sites_without_growing_cheops() {
         mesh.site("A").agent.process.pid(),
         mesh.site("B").agent.process.pid(),
     ];
-    let baseline = pids.map(rss_kib);
+    let baseline = pids.map(resident_kib);
     let peaks: [AtomicU64; 2] = Default::default();
     let done = AtomicBool::new(false);
     let upload = std::thread::scope(|scope| {
         scope.spawn(|| {
             while !done.load(Ordering::Relaxed) {
                 for (pid, peak) in pids.iter().zip(&peaks) {
-                    peak.fetch_max(rss_kib(*pid), Ordering::Relaxed);
+                    peak.fetch_max(resident_kib(*pid), Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -222,6 +212,13 @@ fn grpc_errors_are_grpc_statuses_naming_the_culprit_and_otherwise_falls_back() {
 
     let otherwise = ["unary", ECHO, "{echo: B ; C}"];
     assert_eq!(client(&mesh, &otherwise)["answer"], "B:hello");
+    // B's service answers UNAVAILABLE before any message: C serves; alone, B's status is the
+    // answer, unchanged.
+    let draining = client(&mesh, &["unary", ECHO, "{echo: B ; C}", "unavailable at B"]);
+    assert_eq!(draining["answer"], "C:unavailable at B", "{draining}");
+    let draining = client(&mesh, &["unary", ECHO, "{echo: B}", "unavailable at B"]);
+    assert_eq!(draining["code"], 14, "{draining}");
+    assert_eq!(draining["details"], "B is draining", "{draining}");
     mesh.topology.cut("B");
     mesh.wait_for_peers("A", 1);
     assert_eq!(client(&mesh, &otherwise)["answer"], "C:hello");

@@ -18,7 +18,7 @@ use cheops_tests::{
     apps::{client_script, echo_server, HttpServer},
     cgroup::Cgroup,
     netns::Netns,
-    process::wait_until,
+    process::{resident_kib, wait_until},
     require_root, unique_name,
 };
 
@@ -326,15 +326,6 @@ fn a_100_mib_response_streams_through_with_flat_memory() {
         growth_mib < 16.0,
         "the proxy's memory grew by {growth_mib:.1} MiB while streaming 100 MiB"
     );
-}
-
-fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
