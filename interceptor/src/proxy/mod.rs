@@ -212,6 +212,14 @@ mod tests {
 
     use super::*;
     use crate::intercept::Intercepted;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::{
+        body::Incoming,
+        header::{self, HeaderValue},
+        HeaderMap, Request, Response, StatusCode,
+    };
+    use hyper_util::rt::TokioExecutor;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Every connection "dialled" `service`: the kernel's part, replaced.
@@ -294,6 +302,81 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         assert!(answer.contains("x-cheops-site: Paris"), "{answer}");
         assert!(answer.ends_with("seen"), "{answer}");
+    }
+
+    /// An instance that speaks HTTP/2 only (prior knowledge, as gRPC servers): each call is
+    /// answered with its own body, then trailers that say which `te` it came with.
+    async fn http2_instance() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let answer = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                    let te = request.headers().get(header::TE).cloned();
+                    let body = request.into_body().collect().await?.to_bytes();
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                    trailers.insert("x-te", te.unwrap_or(HeaderValue::from_static("none")));
+                    let body = Full::new(body)
+                        .with_trailers(async move { Some(Ok::<_, Infallible>(trailers)) });
+                    Ok::<_, hyper::Error>(Response::new(body))
+                });
+                let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), answer);
+                tokio::spawn(connection);
+            }
+        });
+        address
+    }
+
+    /// A gRPC-style call over HTTP/2 with prior knowledge: the answer's head, body and trailers.
+    async fn http2_call(proxy: SocketAddr) -> (hyper::http::response::Parts, Bytes, HeaderMap) {
+        let stream = TcpStream::connect(proxy).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = Request::post("http://198.18.0.10/pkg.Service/Call")
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header(header::TE, "trailers")
+            .body(Full::new(Bytes::from_static(b"message")))
+            .unwrap();
+        let (head, body) = sender.send_request(request).await.unwrap().into_parts();
+        let body = body.collect().await.unwrap();
+        let trailers = body.trailers().cloned().unwrap_or_default();
+        (head, body.to_bytes(), trailers)
+    }
+
+    #[tokio::test]
+    async fn an_http2_call_reaches_an_http2_instance_and_its_trailers_come_back() {
+        let proxy = proxy_for(http2_instance().await).await;
+        let (head, body, trailers) = http2_call(proxy).await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.headers["x-cheops-site"], "Paris");
+        assert_eq!(body, "message");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["x-te"], "trailers");
+    }
+
+    #[tokio::test]
+    async fn a_grpc_call_that_cannot_be_served_gets_a_grpc_status_naming_the_site() {
+        // Bind then drop: nothing listens on this port any more.
+        let local = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (head, body, _) = http2_call(proxy_for(local).await).await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.headers["grpc-status"], "14");
+        let message = head.headers["grpc-message"].to_str().unwrap();
+        assert!(
+            message.contains("service 'catalog': site Paris:"),
+            "{message}"
+        );
+        assert!(body.is_empty());
     }
 
     #[tokio::test]
