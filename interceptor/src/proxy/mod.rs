@@ -267,6 +267,15 @@ mod tests {
         address
     }
 
+    /// A loopback address where nothing listens: bound, then dropped.
+    async fn nothing_listening() -> SocketAddr {
+        TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
     async fn exchange(proxy: SocketAddr, request: &str) -> String {
         let mut client = TcpStream::connect(proxy).await.unwrap();
         client.write_all(request.as_bytes()).await.unwrap();
@@ -362,12 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_grpc_call_that_cannot_be_served_gets_a_grpc_status_naming_the_site() {
-        // Bind then drop: nothing listens on this port any more.
-        let local = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let local = nothing_listening().await;
         let (head, body, _) = http2_call(proxy_for(local).await).await;
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.headers["grpc-status"], "14");
@@ -381,12 +385,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_instance_gets_a_502_naming_the_service_and_site() {
-        // Bind then drop: nothing listens on this port any more.
-        let local = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let local = nothing_listening().await;
         let proxy = proxy_for(local).await;
         let answer = exchange(
             proxy,
