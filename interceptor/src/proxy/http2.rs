@@ -19,14 +19,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tracing::debug;
 
-use super::request::WorkloadRequests;
+use super::{request::WorkloadRequests, sniff::HTTP2_PREFACE};
 use crate::{
     config::{ProxySettings, Service},
     http::{empty_body, ProxyBody},
 };
 
-/// What the client sends first on an HTTP/2 connection (RFC 9113, 3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER_LEN: usize = 9;
 const SETTINGS_FRAME: u8 = 0x4;
 const HEADERS_FRAME: u8 = 0x1;
@@ -35,19 +33,32 @@ const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
 /// replayed in one frame, or the upgrade is declined.
 const MAX_FRAME_LEN: usize = 16_384;
 
-/// Where a workload's HTTP/2 connection goes: the service it dialled and its cgroup.
+/// A workload's connection: the requests it sends go to the service it dialled, scoped by
+/// its cgroup.
 #[derive(Clone)]
-pub struct Workload {
+pub struct WorkloadConnection {
     pub requests: Arc<WorkloadRequests>,
     pub service: Arc<Service>,
     pub cgroup_id: u64,
 }
 
+impl WorkloadConnection {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        self.requests
+            .handle(request, &self.service, self.cgroup_id)
+            .await
+    }
+}
+
 /// Serves one workload connection that speaks HTTP/2 until it closes. `instance_http2`: the
 /// client chose HTTP/2 knowing the service speaks it, so the instance is spoken to in HTTP/2
 /// too; after an upgrade, the instance is spoken to as the client first did, in HTTP/1.1.
-pub async fn serve<I>(io: I, workload: Workload, settings: &ProxySettings, instance_http2: bool)
-where
+pub async fn serve<I>(
+    io: I,
+    workload: WorkloadConnection,
+    settings: &ProxySettings,
+    instance_http2: bool,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -55,13 +66,7 @@ where
         if !instance_http2 {
             *request.version_mut() = Version::HTTP_11;
         }
-        async move {
-            let response = workload
-                .requests
-                .handle(request, &workload.service, workload.cgroup_id)
-                .await;
-            Ok::<_, Infallible>(response)
-        }
+        async move { Ok::<_, Infallible>(workload.handle(request).await) }
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -95,7 +100,7 @@ pub fn h2c_request(request: &Request<Incoming>) -> Option<Bytes> {
 pub fn upgrade(
     mut request: Request<Incoming>,
     first_stream: Bytes,
-    workload: Workload,
+    workload: WorkloadConnection,
     settings: ProxySettings,
 ) -> Response<ProxyBody> {
     let upgrading = hyper::upgrade::on(&mut request);
@@ -201,12 +206,12 @@ async fn with_first_stream<I: AsyncRead + Unpin>(
     first_stream: Bytes,
 ) -> std::io::Result<Replayed<I>> {
     let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-    let mut start = vec![0u8; PREFACE.len() + FRAME_HEADER_LEN];
+    let mut start = vec![0u8; HTTP2_PREFACE.len() + FRAME_HEADER_LEN];
     io.read_exact(&mut start).await?;
-    if &start[..PREFACE.len()] != PREFACE {
+    if &start[..HTTP2_PREFACE.len()] != HTTP2_PREFACE {
         return Err(invalid("no HTTP/2 preface after the upgrade"));
     }
-    let header = &start[PREFACE.len()..];
+    let header = &start[HTTP2_PREFACE.len()..];
     if header[3] != SETTINGS_FRAME {
         return Err(invalid("the first frame after the preface is not SETTINGS"));
     }
@@ -291,7 +296,7 @@ mod tests {
     #[tokio::test]
     async fn the_upgraded_request_comes_right_after_the_clients_settings() {
         let settings_frame = [0, 0, 6, SETTINGS_FRAME, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
-        let mut sent = PREFACE.to_vec();
+        let mut sent = HTTP2_PREFACE.to_vec();
         sent.extend_from_slice(&settings_frame);
         sent.extend_from_slice(b"then the rest");
         let mut io = with_first_stream(&sent[..], Bytes::from_static(b"STREAM 1"))
@@ -299,7 +304,7 @@ mod tests {
             .unwrap();
         let mut read = Vec::new();
         io.read_to_end(&mut read).await.unwrap();
-        let mut expected = PREFACE.to_vec();
+        let mut expected = HTTP2_PREFACE.to_vec();
         expected.extend_from_slice(&settings_frame);
         expected.extend_from_slice(b"STREAM 1then the rest");
         assert_eq!(read, expected);

@@ -166,8 +166,8 @@ impl Proxy {
         }
     }
 
-    fn workload(&self, service: Arc<Service>, cgroup_id: u64) -> http2::Workload {
-        http2::Workload {
+    fn workload(&self, service: Arc<Service>, cgroup_id: u64) -> http2::WorkloadConnection {
+        http2::WorkloadConnection {
             requests: self.requests.clone(),
             service,
             cgroup_id,
@@ -185,12 +185,7 @@ impl Proxy {
                     let response = http2::upgrade(request, first_stream, workload, settings);
                     return Ok::<_, Infallible>(response);
                 }
-                let http2::Workload {
-                    requests,
-                    service,
-                    cgroup_id,
-                } = workload;
-                Ok(requests.handle(request, &service, cgroup_id).await)
+                Ok(workload.handle(request).await)
             }
         });
         let connection = hyper::server::conn::http1::Builder::new()

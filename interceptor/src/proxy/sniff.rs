@@ -33,7 +33,7 @@ const HTTP_METHODS: [&[u8]; 9] = [
 ];
 
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113, 3.4).
-const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Looks at the first bytes without consuming them: an HTTP/1 request line starts with a
 /// method, an HTTP/2 connection with its preface.
