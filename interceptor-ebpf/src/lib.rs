@@ -1,14 +1,22 @@
 //! The types that the kernel programs and the `cheops` daemon share through eBPF maps.
 //! Every address is kept in IPv6 form (IPv4 as `::ffff:a.b.c.d`) so that one key type serves
-//! `connect4`, `connect6` and `sock_ops`, whatever the socket family.
+//! `connect4`, `connect6`, `sock_ops` and `sk_lookup`, whatever the socket family.
 #![no_std]
 
 /// Name of the map of meshed service addresses: `SocketAddress -> u32` (unused value, 1).
 pub const SERVICES_MAP: &str = "SERVICES";
 /// Name of the one-entry array holding the `ProxyListener`.
 pub const LISTENER_MAP: &str = "LISTENER";
-/// Name of the map from a client's address to the `OriginalDestination` it dialled.
+/// Name of the map from a client's `ConnectionKey` to the `OriginalDestination` it dialled.
 pub const ORIGINAL_DESTINATIONS_MAP: &str = "ORIGINAL_DESTINATIONS";
+/// Name of the map of service addresses steered when connections arrive from other machines:
+/// `SocketAddress -> u32` (unused value, 1).
+pub const INBOUND_SERVICES_MAP: &str = "INBOUND_SERVICES";
+/// Name of the socket map holding cheops's inbound listeners (`INBOUND_IPV4`, `INBOUND_IPV6`).
+pub const INBOUND_LISTENERS_MAP: &str = "INBOUND_LISTENERS";
+/// Slots of `INBOUND_LISTENERS`, by the family of the arriving connection.
+pub const INBOUND_IPV4: u32 = 0;
+pub const INBOUND_IPV6: u32 = 1;
 /// Name of the per-CPU counters array, indexed by `Counter`.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
@@ -16,6 +24,7 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const CONNECT4_PROGRAM: &str = "redirect_connect4";
 pub const CONNECT6_PROGRAM: &str = "redirect_connect6";
 pub const SOCK_OPS_PROGRAM: &str = "record_client_address";
+pub const SK_LOOKUP_PROGRAM: &str = "steer_inbound";
 
 /// An IP address and TCP port. `ip` holds the 16 address bytes in network order, read as
 /// four native-endian words (the layout of `bpf_sock_addr.user_ip6`); `port` is in host order.
@@ -61,7 +70,8 @@ impl SocketAddress {
     }
 }
 
-/// What a redirected client originally dialled, and from which cgroup (the workload).
+/// What a redirected client originally dialled, from which cgroup (the workload) and which
+/// network namespace (its cookie: the host's, or a container's).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OriginalDestination {
@@ -69,6 +79,18 @@ pub struct OriginalDestination {
     /// Explicit padding: the verifier rejects map values with uninitialised bytes.
     pub _padding: u32,
     pub cgroup_id: u64,
+    pub netns_cookie: u64,
+}
+
+/// A redirected connection as the proxy sees it: the client's address and port inside its
+/// network namespace. Two containers may use the same addresses, so the namespace is part of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionKey {
+    pub netns_cookie: u64,
+    pub client: SocketAddress,
+    /// Explicit padding: the verifier rejects keys with uninitialised bytes.
+    pub _padding: u32,
 }
 
 /// Where the cheops proxy listens, and who it is. `port == 0` means no proxy: fail open.
@@ -94,13 +116,16 @@ pub enum Counter {
     PassedThrough = 1,
     /// A connection to a meshed service left untouched because no proxy listened (fail open).
     FailedOpen = 2,
+    /// A connection from another machine to an inbound service, handed to cheops.
+    SteeredInbound = 3,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 3] = [
+    pub const ALL: [Counter; 4] = [
         Counter::Redirected,
         Counter::PassedThrough,
         Counter::FailedOpen,
+        Counter::SteeredInbound,
     ];
 }
 
@@ -109,5 +134,6 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` integers with no padding, valid for any bit pattern.
     unsafe impl aya::Pod for super::SocketAddress {}
     unsafe impl aya::Pod for super::OriginalDestination {}
+    unsafe impl aya::Pod for super::ConnectionKey {}
     unsafe impl aya::Pod for super::ProxyListener {}
 }

@@ -1,23 +1,30 @@
 //! Cheops kernel programs. `connect4`/`connect6` send connections from meshed workloads to
-//! meshed services to the local cheops listener, remembering what was dialled; `sock_ops`
-//! files that memory under the client's own address once the connection is established,
-//! which is the one key the proxy can see on the socket it accepts.
+//! meshed services to the cheops listener of the caller's own network namespace, remembering
+//! what was dialled; `sock_ops` files that memory under the client's namespace and address once
+//! the connection is established, the one key the proxy can see on the socket it accepts.
+//! `sk_lookup` hands connections arriving from other machines at an inbound service's address
+//! to cheops's inbound listener, while the application stays bound to that address.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{bpf_sock_tuple, BPF_F_CURRENT_NETNS, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB},
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_socket_cookie,
-        bpf_sk_lookup_tcp, bpf_sk_release,
+    bindings::{
+        bpf_sock_tuple, sk_action::SK_PASS, BPF_F_CURRENT_NETNS, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
     },
-    macros::{cgroup_sock_addr, map, sock_ops},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
-    programs::{SockAddrContext, SockOpsContext},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_netns_cookie,
+        bpf_get_socket_cookie, bpf_sk_lookup_tcp, bpf_sk_release,
+    },
+    macros::{cgroup_sock_addr, map, sk_lookup, sock_ops},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, SockMap},
+    programs::{SkLookupContext, SockAddrContext, SockOpsContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
-use interceptor_ebpf::{Counter, OriginalDestination, ProxyListener, SocketAddress};
+use interceptor_ebpf::{
+    ConnectionKey, Counter, OriginalDestination, ProxyListener, SocketAddress, INBOUND_IPV4,
+    INBOUND_IPV6,
+};
 
 /// Let the connection proceed (the only verdict these hooks give).
 const ALLOW: i32 = 1;
@@ -35,10 +42,17 @@ static LISTENER: Array<ProxyListener> = Array::with_max_entries(1, 0);
 static PENDING: LruHashMap<u64, OriginalDestination> =
     LruHashMap::with_max_entries(MAX_CONNECTIONS, 0);
 
-/// Client address -> original destination; the proxy reads and deletes each entry.
+/// Client (namespace, address) -> original destination; the proxy reads and deletes each entry.
 #[map(name = "ORIGINAL_DESTINATIONS")]
-static ORIGINAL_DESTINATIONS: LruHashMap<SocketAddress, OriginalDestination> =
+static ORIGINAL_DESTINATIONS: LruHashMap<ConnectionKey, OriginalDestination> =
     LruHashMap::with_max_entries(MAX_CONNECTIONS, 0);
+
+#[map(name = "INBOUND_SERVICES")]
+static INBOUND_SERVICES: HashMap<SocketAddress, u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Cheops's inbound listeners, at `INBOUND_IPV4` and `INBOUND_IPV6`; empty when it is gone.
+#[map(name = "INBOUND_LISTENERS")]
+static INBOUND_LISTENERS: SockMap = SockMap::with_max_entries(2, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::ALL.len() as u32, 0);
@@ -104,6 +118,8 @@ fn proxy_for(ctx: &SockAddrContext, dialled: &SocketAddress) -> Option<ProxyList
         _padding: 0,
         // SAFETY: a helper with no arguments, allowed in cgroup programs.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        // SAFETY: the context pointer is the socket address this program was called for.
+        netns_cookie: unsafe { bpf_get_netns_cookie(ctx.as_ptr()) },
     };
     // SAFETY: the context pointer is the socket address this program was called for.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
@@ -174,12 +190,52 @@ pub fn record_client_address(ctx: SockOpsContext) -> u32 {
             port: ctx.local_port(),
         }
     };
-    let _ = ORIGINAL_DESTINATIONS.insert(client, original, 0);
+    let key = ConnectionKey {
+        netns_cookie: original.netns_cookie,
+        client,
+        _padding: 0,
+    };
+    let _ = ORIGINAL_DESTINATIONS.insert(key, original, 0);
     let _ = PENDING.remove(cookie);
     0
 }
 
+/// A connection arriving at an inbound service's address from another machine goes to cheops's
+/// inbound listener. Loopback is left alone: that is how cheops reaches the local instance, and
+/// local workloads are steered by `connect4`/`connect6` instead. With no listener in the map
+/// (cheops gone), the usual lookup finds the application's own socket: fail open.
+#[sk_lookup]
+pub fn steer_inbound(ctx: SkLookupContext) -> u32 {
+    // SAFETY: the kernel hands this program a valid `bpf_sk_lookup`.
+    let lookup = unsafe { &*ctx.lookup };
+    if lookup.protocol != IPPROTO_TCP || lookup.ingress_ifindex == LOOPBACK_IFINDEX {
+        return SK_PASS;
+    }
+    let (local, slot) = if lookup.family == AF_INET {
+        let local = SocketAddress::from_ipv4_word(lookup.local_ip4, lookup.local_port as u16);
+        (local, INBOUND_IPV4)
+    } else {
+        let local = SocketAddress {
+            ip: read_words(&lookup.local_ip6),
+            port: lookup.local_port,
+        };
+        (local, INBOUND_IPV6)
+    };
+    if INBOUND_SERVICES.get_ptr(&local).is_none() {
+        return SK_PASS;
+    }
+    if INBOUND_LISTENERS.redirect_sk_lookup(&ctx, slot, 0).is_ok() {
+        count(Counter::SteeredInbound);
+    } else {
+        count(Counter::FailedOpen);
+    }
+    SK_PASS
+}
+
 const AF_INET: u32 = 2;
+const IPPROTO_TCP: u32 = 6;
+/// The loopback device's index, the same in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
 
 /// The verifier allows only 32-bit accesses to the address words of a context.
 #[inline(always)]

@@ -14,7 +14,13 @@ use tracing::{info, warn};
 use crate::{
     admin::Admin,
     config::{Config, InterceptionMode},
-    intercept::{self, ebpf::Interception, nat::NatRedirect, OriginalDestinations},
+    intercept::{
+        self,
+        ebpf::{Interception, Steering},
+        inbound::{bind_inbound, InboundDoor},
+        namespaces::{self, NamespaceDestinations, ServeListener, WorkloadNamespaces},
+        nat::NatRedirect,
+    },
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
     proxy::{serve_peer_api, Proxy, ProxyParts},
@@ -65,6 +71,13 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let port = config.proxy.port;
         let listeners = bind_proxy(port).await?;
+        let inbound_door = Arc::new(InboundDoor::new(
+            config
+                .services
+                .iter()
+                .filter(|s| s.inbound)
+                .map(|s| (s.name.clone(), s.address)),
+        ));
         let peers = Arc::new(Peers::new(
             config.site.clone(),
             &config.peers,
@@ -80,18 +93,17 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             )),
             _ => None,
         };
-        let (destinations, interception): (Arc<dyn OriginalDestinations>, _) = match config
-            .proxy
-            .interception
-        {
-            InterceptionMode::Ebpf => {
-                let interception = Arc::new(
-                    Interception::start(config.services.iter().map(|s| s.address), &cgroups, port)
-                        .context("setting up kernel interception")?,
-                );
-                (interception.clone(), Some(interception))
-            }
-            InterceptionMode::Nat => (Arc::new(NatRedirect), None),
+        let interception = match config.proxy.interception {
+            InterceptionMode::Ebpf => Some(Arc::new(
+                Interception::start(Steering {
+                    services: config.services.iter().map(|s| s.address).collect(),
+                    inbound_services: inbound_door.addresses(),
+                    workload_cgroups: &cgroups,
+                    proxy_port: port,
+                })
+                .context("setting up kernel interception")?,
+            )),
+            InterceptionMode::Nat => None,
         };
         let proxy_counters = Arc::new(ProxyCounters::default());
         let metrics = Arc::new(Metrics::new(
@@ -105,7 +117,6 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             services: config.services.clone(),
             settings: config.proxy.clone(),
             carriers: config.carriers.clone(),
-            destinations,
             peers: peers.clone(),
             workload_scopes: workload_scopes.clone(),
             counters: proxy_counters.clone(),
@@ -116,6 +127,37 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             tokio::spawn(serve_peer_api(listener, acceptor, proxy.clone()));
         }
         peers.spawn_heartbeats();
+        let namespaces = match &interception {
+            Some(interception) => {
+                serve_own_namespace(&proxy, interception, listeners)?;
+                if !inbound_door.is_empty() {
+                    serve_inbound(
+                        &proxy,
+                        interception,
+                        &inbound_door,
+                        config.proxy.inbound_port,
+                    )
+                    .await?;
+                }
+                let namespaces = Arc::new(
+                    WorkloadNamespaces::new(
+                        cgroups.clone(),
+                        port,
+                        interception.clone(),
+                        serve_with(&proxy),
+                    )
+                    .context("finding this process's network namespace")?,
+                );
+                namespaces.clone().spawn(config.proxy.workload_scan_every);
+                Some(namespaces)
+            }
+            None => {
+                for listener in listeners {
+                    tokio::spawn(proxy.clone().serve(listener, Arc::new(NatRedirect)));
+                }
+                None
+            }
+        };
         let admin_address = SocketAddr::from((Ipv4Addr::LOCALHOST, config.admin.port));
         Admin {
             site: config.site.clone(),
@@ -124,13 +166,12 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             workload_scopes,
             replicator,
             interception: interception.clone(),
+            namespaces,
+            inbound: inbound_door,
             metrics,
         }
         .spawn(admin_address)
         .with_context(|| format!("binding the admin endpoint {admin_address}"))?;
-        for listener in listeners {
-            tokio::spawn(proxy.clone().serve(listener));
-        }
         info!(
             site = %config.site,
             services = config.services.len(),
@@ -192,6 +233,46 @@ fn replicator(
     // A site that comes back gets what it missed at once, not at the next round.
     replicator.spawn_replay_on(peers.ups());
     Ok(Some(replicator))
+}
+
+/// Serves the proxy's listeners of this process's own network namespace (host processes).
+fn serve_own_namespace(
+    proxy: &Arc<Proxy>,
+    interception: &Arc<Interception>,
+    listeners: Vec<TcpListener>,
+) -> anyhow::Result<()> {
+    for listener in listeners {
+        let seam = Arc::new(NamespaceDestinations {
+            interception: interception.clone(),
+            netns_cookie: namespaces::netns_cookie(&listener)
+                .context("reading the network namespace cookie of the proxy's listener")?,
+        });
+        tokio::spawn(proxy.clone().serve(listener, seam));
+    }
+    Ok(())
+}
+
+/// Binds the inbound listeners, serves them, and only then hands them to the kernel.
+async fn serve_inbound(
+    proxy: &Arc<Proxy>,
+    interception: &Interception,
+    door: &Arc<InboundDoor>,
+    port: u16,
+) -> anyhow::Result<()> {
+    let (ipv4, ipv6) = bind_inbound(port).await.with_context(|| {
+        format!("binding the inbound listener on 127.0.0.1:{port} (see `proxy.inbound_port`)")
+    })?;
+    interception.set_inbound_listeners(&ipv4, ipv6.as_ref())?;
+    for listener in std::iter::once(ipv4).chain(ipv6) {
+        tokio::spawn(proxy.clone().serve(listener, door.clone()));
+    }
+    Ok(())
+}
+
+/// How the namespace scanner starts serving a listener it opened in a workload's namespace.
+fn serve_with(proxy: &Arc<Proxy>) -> ServeListener {
+    let proxy = proxy.clone();
+    Box::new(move |listener, seam| tokio::spawn(proxy.clone().serve(listener, seam)).abort_handle())
 }
 
 /// The proxy listens on loopback only: on 127.0.0.1 always, on ::1 when IPv6 is up.

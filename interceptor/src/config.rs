@@ -42,6 +42,13 @@ pub enum ConfigError {
          `proxy.interception = \"nat\"` the REDIRECT rule selects it: remove them"
     )]
     WorkloadsWithNat,
+    #[error(
+        "service '{service}': `inbound = true` needs the eBPF programs (`sk_lookup`), not \
+         `proxy.interception = \"nat\"`"
+    )]
+    InboundWithNat { service: String },
+    #[error("`proxy.inbound_port` must differ from `proxy.port` ({port})")]
+    InboundPortTaken { port: u16 },
     #[error("the service at {address} has an empty name")]
     UnnamedService { address: SocketAddr },
     #[error("service '{service}' is configured twice")]
@@ -196,6 +203,10 @@ pub struct Service {
     /// The resources that replication and cross know how to name (`[[service.resource]]`).
     #[serde(rename = "resource", default)]
     pub resources: Vec<ResourceRule>,
+    /// Whether clients on other machines reach this service at `address` through cheops: the
+    /// kernel hands their connections to cheops while the application stays bound there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inbound: bool,
 }
 
 /// A cgroup whose processes are meshed. `cgroup` is a path relative to the cgroup v2 mount,
@@ -229,6 +240,13 @@ pub struct ProxySettings {
     pub response_timeout: Duration,
     /// The largest request body kept for a retry at the next site of an otherwise chain.
     pub retry_body_limit: usize,
+    /// Where connections from other machines to inbound services are accepted, on 127.0.0.1
+    /// and ::1 (the kernel hands them over whatever address the listener has).
+    pub inbound_port: u16,
+    /// How often the workload cgroups are scanned for processes in network namespaces of their
+    /// own (containers): a new one is meshed at most this long after its first process starts.
+    #[serde(with = "humantime_serde")]
+    pub workload_scan_every: Duration,
 }
 
 impl Default for ProxySettings {
@@ -241,6 +259,8 @@ impl Default for ProxySettings {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             retry_body_limit: 1024 * 1024,
+            inbound_port: 15006,
+            workload_scan_every: Duration::from_millis(250),
         }
     }
 }
@@ -322,6 +342,11 @@ impl Config {
         if self.proxy.max_header_bytes < 8192 {
             return Err(ConfigError::HeaderLimitTooSmall);
         }
+        if self.proxy.inbound_port == self.proxy.port {
+            return Err(ConfigError::InboundPortTaken {
+                port: self.proxy.port,
+            });
+        }
         if self.proxy.interception == InterceptionMode::Nat && !self.workloads.is_empty() {
             return Err(ConfigError::WorkloadsWithNat);
         }
@@ -343,7 +368,12 @@ impl Config {
                     address: service.address,
                 });
             }
-            if service.address == service.local {
+            if service.inbound && self.proxy.interception == InterceptionMode::Nat {
+                return Err(ConfigError::InboundWithNat { service: culprit() });
+            }
+            // An inbound service's application may be bound at its very address: cheops reaches
+            // it over loopback, which the kernel never steers, and by pid, which it never redirects.
+            if service.address == service.local && !service.inbound {
                 return Err(ConfigError::LoopsBack {
                     service: culprit(),
                     address: service.address,

@@ -223,6 +223,11 @@ impl Collector for Counters {
                 kernel.failed_open,
             ),
             (
+                "kernel_steered_inbound",
+                "Connections from other machines to inbound services handed to cheops",
+                kernel.steered_inbound,
+            ),
+            (
                 "proxy_connections",
                 "Connections accepted by the proxy",
                 load(&proxy.connections),

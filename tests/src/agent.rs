@@ -49,6 +49,7 @@ pub fn meshed_service(name: &str, address: SocketAddr, local: SocketAddr) -> Ser
         address,
         local,
         resources: Vec::new(),
+        inbound: false,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod mesh;
 pub mod nat;
 pub mod netns;
+pub mod node;
 pub mod process;
 pub mod sites;
 

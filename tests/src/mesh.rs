@@ -65,6 +65,9 @@ pub struct MeshOptions {
     /// More meshed services at every site, besides `catalog` and `front`; their instances are
     /// the test's to start.
     pub services: Vec<Service>,
+    /// The catalog is an inbound service: reached by other machines at `<site address>:3000`,
+    /// where json-server itself listens too (on every address).
+    pub inbound_catalog: bool,
 }
 
 impl Default for MeshOptions {
@@ -75,8 +78,14 @@ impl Default for MeshOptions {
             catalog_data: HashMap::new(),
             request_timeout: Duration::from_secs(3),
             services: Vec::new(),
+            inbound_catalog: false,
         }
     }
+}
+
+/// Where other machines reach `site`'s catalog when it is inbound (`MeshOptions::inbound_catalog`).
+pub fn inbound_catalog(site: std::net::Ipv4Addr) -> SocketAddr {
+    SocketAddr::from((site, 3000))
 }
 
 /// The catalog's pods, a replicated resource whose ID is the `id` field of its JSON.
@@ -129,7 +138,13 @@ impl Mesh {
                     "products": [{"id": 1, "name": format!("widget of {}", site.name), "site": site.name}]
                 })
             });
-            let catalog = JsonServer::start(netns, CATALOG_LOCAL.parse().unwrap(), &data);
+            let catalog_local: SocketAddr = CATALOG_LOCAL.parse().unwrap();
+            let catalog = if options.inbound_catalog {
+                let everywhere = SocketAddr::from(([0, 0, 0, 0], catalog_local.port()));
+                JsonServer::start(netns, everywhere, &data)
+            } else {
+                JsonServer::start(netns, catalog_local, &data)
+            };
             let front = Nginx::start(
                 netns,
                 &workload,
@@ -151,12 +166,13 @@ impl Mesh {
                 cert,
                 key,
             });
-            let mut catalog_service = meshed_service(
-                "catalog",
-                CATALOG.parse().unwrap(),
-                CATALOG_LOCAL.parse().unwrap(),
-            );
+            let mut catalog_service =
+                meshed_service("catalog", CATALOG.parse().unwrap(), catalog_local);
             catalog_service.resources = options.catalog_resources.clone();
+            if options.inbound_catalog {
+                catalog_service.address = inbound_catalog(site.address);
+                catalog_service.inbound = true;
+            }
             config.services = vec![
                 catalog_service,
                 meshed_service(

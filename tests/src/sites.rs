@@ -33,6 +33,12 @@ pub struct Relay {
     pub address: std::net::SocketAddr,
 }
 
+/// A machine outside every site (a remote user, an orchestrator) on the sites' network.
+pub struct Machine {
+    pub address: Ipv4Addr,
+    pub netns: Netns,
+}
+
 impl Topology {
     /// Creates the hub and one namespace per site, site `i` at 198.18.0.`i+1`.
     pub fn create(names: &[&str]) -> Topology {
@@ -48,30 +54,7 @@ impl Topology {
         for (i, name) in names.iter().enumerate() {
             let netns = Netns::create(&unique_name("site"));
             let address = Ipv4Addr::new(198, 18, 0, i as u8 + 1);
-            let hub_end = unique_name("vh");
-            let site_end = unique_name("vs");
-            crate::netns::run(std::process::Command::new("ip").args([
-                "link", "add", &hub_end, "type", "veth", "peer", "name", &site_end,
-            ]));
-            crate::netns::run(std::process::Command::new("ip").args([
-                "link",
-                "set",
-                &site_end,
-                "netns",
-                netns.name(),
-            ]));
-            crate::netns::run(std::process::Command::new("ip").args([
-                "link",
-                "set",
-                &hub_end,
-                "netns",
-                topology.hub.name(),
-            ]));
-            topology
-                .hub
-                .ip(&["link", "set", &hub_end, "master", "br0", "up"]);
-            netns.ip(&["address", "add", &format!("{address}/24"), "dev", &site_end]);
-            netns.ip(&["link", "set", &site_end, "up"]);
+            let hub_end = topology.join(&netns, address);
             topology.sites.push(Site {
                 name: name.to_string(),
                 address,
@@ -80,6 +63,43 @@ impl Topology {
             });
         }
         topology
+    }
+
+    /// A machine outside the sites at 198.18.0.`host`, reaching them over the bridge, never
+    /// over loopback.
+    pub fn machine(&self, host: u8) -> Machine {
+        let netns = Netns::create(&unique_name("mach"));
+        let address = Ipv4Addr::new(198, 18, 0, host);
+        self.join(&netns, address);
+        Machine { address, netns }
+    }
+
+    /// Joins `netns` to the bridge at `address` by a veth pair; returns the hub's end.
+    fn join(&self, netns: &Netns, address: Ipv4Addr) -> String {
+        let hub_end = unique_name("vh");
+        let site_end = unique_name("vs");
+        crate::netns::run(std::process::Command::new("ip").args([
+            "link", "add", &hub_end, "type", "veth", "peer", "name", &site_end,
+        ]));
+        crate::netns::run(std::process::Command::new("ip").args([
+            "link",
+            "set",
+            &site_end,
+            "netns",
+            netns.name(),
+        ]));
+        crate::netns::run(std::process::Command::new("ip").args([
+            "link",
+            "set",
+            &hub_end,
+            "netns",
+            self.hub.name(),
+        ]));
+        self.hub
+            .ip(&["link", "set", &hub_end, "master", "br0", "up"]);
+        netns.ip(&["address", "add", &format!("{address}/24"), "dev", &site_end]);
+        netns.ip(&["link", "set", &site_end, "up"]);
+        hub_end
     }
 
     pub fn site(&self, name: &str) -> &Site {

@@ -12,7 +12,8 @@ use cheops_tests::{
     agent::meshed_service,
     grpc::{client_args, echo_service, GRPC_PYTHON},
     mesh::{Mesh, MeshOptions, CATALOG},
-    process::{resident_kib, Process},
+    node::resident_kib,
+    process::Process,
     sites::Topology,
 };
 use serde_json::Value;

@@ -4,124 +4,21 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    process::{Command, Output},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use interceptor::{
-    admin::api::Status,
-    config::{Config, Workload},
-};
+use interceptor::config::Workload;
 
 use cheops_tests::{
     agent::{config_text, meshed_service, meshed_workload, site_config, Agent},
-    apps::{client_script, echo_server, HttpServer},
+    apps::{client_script, echo_server},
     cgroup::Cgroup,
     netns::Netns,
-    process::{resident_kib, wait_until},
+    node::{body, kernel_redirected, resident_kib, service, start_node, start_node_with, SITE},
+    process::wait_until,
     require_root, unique_name,
 };
-
-/// A node: a namespace, a workload cgroup, cheops, and for each service both its local
-/// instance (answering its name) and, at the service address itself, a "direct" server
-/// (answering `direct-<name>`) that only unintercepted clients reach.
-struct Node {
-    agent: Agent,
-    workload: Cgroup,
-    instances: Vec<HttpServer>,
-    _direct: Vec<HttpServer>,
-    netns: Netns,
-}
-
-const SITE: &str = "Testsite";
-
-fn service(n: u8) -> (String, SocketAddr, SocketAddr) {
-    (
-        format!("svc{n}"),
-        format!("198.18.0.{}:80", 10 + n).parse().unwrap(),
-        format!("127.0.0.1:{}", 8000 + u16::from(n))
-            .parse()
-            .unwrap(),
-    )
-}
-
-fn start_node(services: &[(String, SocketAddr, SocketAddr)]) -> Node {
-    start_node_with(services, site_config(SITE), false)
-}
-
-/// `config` with `services` and the workload added; `agent_in_workload`: run cheops inside
-/// the workload cgroup it meshes.
-fn start_node_with(
-    services: &[(String, SocketAddr, SocketAddr)],
-    mut config: Config,
-    agent_in_workload: bool,
-) -> Node {
-    require_root();
-    let netns = Netns::create(&unique_name("ic"));
-    let workload = Cgroup::create(&unique_name("chw"));
-    let mut instances = Vec::new();
-    let mut direct = Vec::new();
-    for (name, address, local) in services {
-        let prefix = if address.is_ipv4() { 32 } else { 128 };
-        netns.add_loopback_address(&format!("{}/{prefix}", address.ip()));
-        instances.push(HttpServer::start(&netns, *local, name));
-        direct.push(HttpServer::start(
-            &netns,
-            *address,
-            &format!("direct-{name}"),
-        ));
-        config.services.push(meshed_service(name, *address, *local));
-    }
-    config.workloads.push(meshed_workload(&workload));
-    let agent = if agent_in_workload {
-        Agent::start_in_cgroup(&netns, &config, &workload)
-    } else {
-        Agent::start(&netns, &config)
-    };
-    Node {
-        agent,
-        workload,
-        instances,
-        _direct: direct,
-        netns,
-    }
-}
-
-impl Node {
-    /// Runs `program ARGS` in the namespace, inside the workload cgroup when `meshed`.
-    fn run(&self, meshed: bool, program: &str, args: &[&str]) -> Output {
-        let mut command = self.netns.command(program);
-        command.args(args);
-        if meshed {
-            self.workload.enter(&mut command);
-        }
-        command
-            .output()
-            .unwrap_or_else(|e| panic!("running {program}: {e}"))
-    }
-
-    /// `curl -i URL` from inside or outside the workload: (headers+body, success).
-    fn curl(&self, meshed: bool, url: &str) -> (String, bool) {
-        let output = self.run(meshed, "curl", &["-sS", "-i", "-g", "-m", "5", url]);
-        (
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            output.status.success(),
-        )
-    }
-
-    fn attached_programs(&self) -> String {
-        let output = Command::new("bpftool")
-            .args(["cgroup", "show"])
-            .arg(self.workload.path())
-            .output()
-            .expect("running bpftool");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-fn body(answer: &str) -> &str {
-    answer.split("\r\n\r\n").nth(1).unwrap_or("").trim()
-}
 
 #[test]
 fn a_workload_request_is_answered_through_cheops_and_other_clients_are_untouched() {
@@ -432,6 +329,14 @@ fn check_names_what_is_missing() {
         "198.18.0.10:80".parse().unwrap(),
         "127.0.0.1:9".parse().unwrap(),
     ));
+    // An inbound address on loopback, where nothing listens: no packet leaves the machine.
+    let mut inbound = meshed_service(
+        "front",
+        "127.0.0.1:19".parse().unwrap(),
+        "127.0.0.1:9".parse().unwrap(),
+    );
+    inbound.inbound = true;
+    checked.services.push(inbound);
     checked.workloads.push(Workload {
         cgroup: "cheops-no-such-cgroup".into(),
         default_scope: None,
@@ -458,12 +363,8 @@ fn check_names_what_is_missing() {
         text.contains("warn  service 'catalog': local instance 127.0.0.1:9 does not answer"),
         "{text}"
     );
-}
-
-/// How many connections the kernel programs redirected; the agent must run them.
-fn kernel_redirected(status: &Status) -> u64 {
-    status
-        .kernel
-        .expect("eBPF interception has kernel counters")
-        .redirected
+    assert!(
+        text.contains("warn  service 'front': inbound address 127.0.0.1:19 is not bound by anyone"),
+        "{text}"
+    );
 }

@@ -6,7 +6,9 @@ use std::{collections::BTreeMap, path::PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::{
-    intercept::ebpf::KernelCounters, peer::PeerStatus, replication::replicator::ReplicasView,
+    intercept::{ebpf::KernelCounters, inbound::InboundService, namespaces::MeshedNamespace},
+    peer::PeerStatus,
+    replication::replicator::ReplicasView,
     scope::workloads::Registration,
 };
 
@@ -27,6 +29,11 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// The workload cgroups' directories.
     pub workloads: Vec<PathBuf>,
+    /// The network namespaces of their own (containers) where workload processes run, each
+    /// with a cheops listener inside.
+    pub namespaces: Vec<MeshedNamespace>,
+    /// The services reachable from other machines through cheops, and their connections.
+    pub inbound: Vec<InboundService>,
     /// Absent when no service has resource rules.
     pub replication: Option<ReplicationSummary>,
 }

@@ -16,7 +16,7 @@ use super::api::{
 };
 use crate::{
     accept::next_connection,
-    intercept::ebpf::Interception,
+    intercept::{ebpf::Interception, inbound::InboundDoor, namespaces::WorkloadNamespaces},
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
     replication::{sites::PeerSites, Replicator},
@@ -32,6 +32,9 @@ pub struct Admin {
     pub workload_scopes: Arc<WorkloadScopes>,
     pub replicator: Option<Arc<Replicator<PeerSites>>>,
     pub interception: Option<Arc<Interception>>,
+    /// The workloads' own network namespaces that cheops listens in (none with NAT).
+    pub namespaces: Option<Arc<WorkloadNamespaces>>,
+    pub inbound: Arc<InboundDoor>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -54,6 +57,12 @@ impl Admin {
             },
             peers: self.peers.status(),
             workloads: self.workload_scopes.roots().to_vec(),
+            namespaces: self
+                .namespaces
+                .as_ref()
+                .map(|n| n.meshed())
+                .unwrap_or_default(),
+            inbound: self.inbound.counts(),
             replication: self
                 .replicator
                 .as_ref()

@@ -2,13 +2,13 @@
 //! (root, BPF, BTF, cgroup v2, free ports, reachable local instances), and how to fix it.
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use crate::{
     config::Config,
-    intercept::{cgroup, ebpf as loader},
+    intercept::{cgroup, ebpf as loader, namespaces},
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub fn run(config: Option<&Path>) -> Vec<Finding> {
     };
     if root {
         findings.push(match loader::verify_programs() {
-            Ok(()) => finding(Verdict::Ok, "the kernel accepts cheops's eBPF programs (cgroup/connect4, cgroup/connect6, sock_ops)"),
+            Ok(()) => finding(Verdict::Ok, "the kernel accepts cheops's eBPF programs (cgroup/connect4, cgroup/connect6, sock_ops, sk_lookup)"),
             Err(err) => finding(Verdict::Fail, format!("the kernel refuses cheops's eBPF programs: {:#}", anyhow::Error::from(err))),
         });
     }
@@ -93,21 +93,41 @@ fn check_config(path: &Path, mount: Option<&Path>) -> Vec<Finding> {
         ),
     )];
     if let Some(mount) = mount {
+        let mut dirs = Vec::new();
         for workload in &config.workloads {
             findings.push(match cgroup::workload_dir(mount, &workload.cgroup) {
-                Ok(dir) => finding(
-                    Verdict::Ok,
-                    format!("workload cgroup {} exists", dir.display()),
-                ),
+                Ok(dir) => {
+                    let found = finding(
+                        Verdict::Ok,
+                        format!("workload cgroup {} exists", dir.display()),
+                    );
+                    dirs.push(dir);
+                    found
+                }
                 Err(err) => finding(Verdict::Fail, err.to_string()),
             });
         }
+        findings.extend(check_namespaces(&dirs));
     }
-    for (what, port) in [("proxy", config.proxy.port), ("admin", config.admin.port)] {
+    let mut ports = vec![
+        ("proxy.port", config.proxy.port),
+        ("admin.port", config.admin.port),
+    ];
+    if config.services.iter().any(|s| s.inbound) {
+        ports.push(("proxy.inbound_port", config.proxy.inbound_port));
+    }
+    for (key, port) in ports {
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         findings.push(match TcpListener::bind(address) {
-            Ok(_) => finding(Verdict::Ok, format!("{what} port {address} is free")),
-            Err(err) => finding(Verdict::Fail, format!("{what} port {address} is not free ({err}): is another cheops running? change `{what}.port`")),
+            Ok(_) => finding(Verdict::Ok, format!("port {address} (`{key}`) is free")),
+            Err(err) => finding(Verdict::Fail, format!("port {address} (`{key}`) is not free ({err}): is another cheops running? change `{key}`")),
+        });
+    }
+    for service in config.services.iter().filter(|s| s.inbound) {
+        // Over loopback, which the kernel never steers: this reaches the application itself.
+        findings.push(match TcpStream::connect_timeout(&service.address, Duration::from_secs(1)) {
+            Ok(_) => finding(Verdict::Ok, format!("service '{}': inbound address {} is bound by the application", service.name, service.address)),
+            Err(err) => finding(Verdict::Warn, format!("service '{}': inbound address {} is not bound by anyone ({err}): without cheops, clients from other machines would be refused", service.name, service.address)),
         });
     }
     for service in &config.services {
@@ -117,6 +137,28 @@ fn check_config(path: &Path, mount: Option<&Path>) -> Vec<Finding> {
         });
     }
     findings
+}
+
+/// Whether cheops can listen in the network namespaces where workload processes run.
+fn check_namespaces(workload_dirs: &[PathBuf]) -> Vec<Finding> {
+    match namespaces::unenterable(workload_dirs) {
+        Err(err) => vec![finding(
+            Verdict::Warn,
+            format!("cannot read this process's network namespace: {err}"),
+        )],
+        Ok(problems) => problems
+            .into_iter()
+            .map(|(pid, cgroup, err)| {
+                finding(
+                    Verdict::Warn,
+                    format!(
+                        "workload process {pid} (cgroup {}) sits in a network namespace cheops cannot enter ({err}): its connections will not be meshed",
+                        cgroup.display()
+                    ),
+                )
+            })
+            .collect(),
+    }
 }
 
 /// Prints the findings; true when none failed.

@@ -13,9 +13,27 @@ pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
     match status.kernel {
         None => println!("kernel       no eBPF programs (NAT interception)"),
         Some(kernel) => println!(
-            "kernel       redirected {}  passed through {}  failed open {}",
-            kernel.redirected, kernel.passed_through, kernel.failed_open
+            "kernel       redirected {}  passed through {}  failed open {}  steered inbound {}",
+            kernel.redirected, kernel.passed_through, kernel.failed_open, kernel.steered_inbound
         ),
+    }
+    for namespace in &status.namespaces {
+        let state = match &namespace.error {
+            None => "meshed".to_owned(),
+            Some(error) => format!("NOT meshed (fails open): {error}"),
+        };
+        println!(
+            "namespace    net:[{}] (pid {}, {}) {state}",
+            namespace.inode,
+            namespace.pid,
+            namespace.cgroup.display()
+        );
+    }
+    for inbound in &status.inbound {
+        println!(
+            "inbound      {} at {}: {} connections from other machines",
+            inbound.service, inbound.address, inbound.connections
+        );
     }
     let proxy = &status.proxy;
     println!(

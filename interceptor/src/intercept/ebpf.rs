@@ -1,26 +1,33 @@
 //! Loads the kernel programs, tells them which addresses are meshed services and where the
-//! proxy listens, and attaches them to the workload cgroups. The programs are attached through
-//! bpf links owned by this process: dropping `Interception`, or the process dying in any way,
-//! detaches them, so nothing stays redirected to a proxy that is gone.
+//! proxy listens, attaches them to the workload cgroups and, for inbound services, to this
+//! network namespace. The programs are attached through bpf links owned by this process:
+//! dropping `Interception`, or the process dying in any way, detaches them, so nothing stays
+//! redirected to a proxy that is gone.
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::AsFd,
     path::PathBuf,
     sync::Mutex,
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSockAddr, SockOps},
+    maps::{Array, HashMap, MapData, PerCpuArray, SockMap},
+    programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps},
     Ebpf,
 };
 use interceptor_ebpf::{
-    Counter, OriginalDestination, ProxyListener, SocketAddress, CONNECT4_PROGRAM, CONNECT6_PROGRAM,
-    COUNTERS_MAP, LISTENER_MAP, ORIGINAL_DESTINATIONS_MAP, SERVICES_MAP, SOCK_OPS_PROGRAM,
+    ConnectionKey, Counter, OriginalDestination, ProxyListener, SocketAddress, CONNECT4_PROGRAM,
+    CONNECT6_PROGRAM, COUNTERS_MAP, INBOUND_IPV4, INBOUND_IPV6, INBOUND_LISTENERS_MAP,
+    INBOUND_SERVICES_MAP, LISTENER_MAP, ORIGINAL_DESTINATIONS_MAP, SERVICES_MAP, SK_LOOKUP_PROGRAM,
+    SOCK_OPS_PROGRAM,
 };
 use serde::Serialize;
-use tokio::io::{unix::AsyncFd, Interest};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    net::TcpListener,
+};
 
-use super::{Intercepted, OriginalDestinations};
+use super::Intercepted;
 
 /// The kernel programs, built by build.rs from `interceptor-ebpf`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(env!("CHEOPS_EBPF_OBJECT"));
@@ -56,6 +63,12 @@ pub enum LoadError {
         #[source]
         cause: std::io::Error,
     },
+    #[error("attaching {SK_LOOKUP_PROGRAM} to this network namespace (for inbound services)")]
+    AttachInbound(#[source] aya::programs::ProgramError),
+    #[error("opening this network namespace (for inbound services)")]
+    Netns(#[source] std::io::Error),
+    #[error("handing the inbound listener to the kernel")]
+    InboundListener(#[source] aya::maps::MapError),
 }
 
 /// Kernel-side counters, summed over CPUs.
@@ -64,35 +77,48 @@ pub struct KernelCounters {
     pub redirected: u64,
     pub passed_through: u64,
     pub failed_open: u64,
+    /// Connections from other machines to inbound services, handed to cheops.
+    #[serde(default)]
+    pub steered_inbound: u64,
+}
+
+/// What the kernel programs steer: the meshed services' addresses, the inbound ones among
+/// them, the workload cgroups, and the proxy's port.
+pub struct Steering<'a> {
+    pub services: Vec<SocketAddr>,
+    pub inbound_services: Vec<SocketAddr>,
+    pub workload_cgroups: &'a [PathBuf],
+    pub proxy_port: u16,
 }
 
 pub struct Interception {
     // Owns the programs and their links: dropping it detaches them.
     _ebpf: Ebpf,
     listener: Mutex<Array<MapData, ProxyListener>>,
-    original_destinations: Mutex<HashMap<MapData, SocketAddress, OriginalDestination>>,
+    original_destinations: Mutex<HashMap<MapData, ConnectionKey, OriginalDestination>>,
+    inbound_listeners: Mutex<SockMap<MapData>>,
     counters: PerCpuArray<MapData, u64>,
 }
 
 impl Interception {
-    /// Loads the programs and attaches them to `workload_cgroups`; connections from there to
-    /// `services` go to the proxy on `proxy_port` (127.0.0.1 and ::1) from then on.
-    pub fn start(
-        services: impl IntoIterator<Item = SocketAddr>,
-        workload_cgroups: &[PathBuf],
-        proxy_port: u16,
-    ) -> Result<Interception, LoadError> {
+    /// Loads the programs and attaches them to the workload cgroups; connections from there to
+    /// the services go to the proxy on its port (127.0.0.1 and ::1 of the caller's network
+    /// namespace) from then on. With inbound services, connections from other machines to
+    /// them go to the inbound listeners once `set_inbound_listeners` has handed them over.
+    pub fn start(steering: Steering) -> Result<Interception, LoadError> {
+        let Steering {
+            services,
+            inbound_services,
+            workload_cgroups,
+            proxy_port,
+        } = steering;
         let mut ebpf = Ebpf::load(PROGRAMS).map_err(LoadError::Object)?;
         forward_kernel_logs(&mut ebpf);
 
-        let mut service_map: HashMap<_, SocketAddress, u32> =
-            HashMap::try_from(take_map(&mut ebpf, SERVICES_MAP)?)
-                .map_err(map_error(SERVICES_MAP))?;
-        for address in services {
-            service_map
-                .insert(kernel_address(address), 1, 0)
-                .map_err(map_error(SERVICES_MAP))?;
-        }
+        // Held until the programs are loaded: a map whose descriptor is closed is gone.
+        let _services = fill_address_map(&mut ebpf, SERVICES_MAP, &services)?;
+        let _inbound_services =
+            fill_address_map(&mut ebpf, INBOUND_SERVICES_MAP, &inbound_services)?;
         let mut listener: Array<_, ProxyListener> =
             Array::try_from(take_map(&mut ebpf, LISTENER_MAP)?).map_err(map_error(LISTENER_MAP))?;
         let proxy = ProxyListener {
@@ -107,6 +133,8 @@ impl Interception {
                 .map_err(map_error(ORIGINAL_DESTINATIONS_MAP))?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS_MAP)?)
             .map_err(map_error(COUNTERS_MAP))?;
+        let inbound_listeners = SockMap::try_from(take_map(&mut ebpf, INBOUND_LISTENERS_MAP)?)
+            .map_err(map_error(INBOUND_LISTENERS_MAP))?;
 
         let cgroups = workload_cgroups
             .iter()
@@ -132,14 +160,69 @@ impl Interception {
                 .attach(cgroup, CgroupAttachMode::Single)
                 .map_err(attach_error(SOCK_OPS_PROGRAM, path))?;
         }
+        if !inbound_services.is_empty() {
+            let netns = std::fs::File::open("/proc/self/ns/net").map_err(LoadError::Netns)?;
+            let sk_lookup: &mut SkLookup = program(&mut ebpf, SK_LOOKUP_PROGRAM)?;
+            sk_lookup.attach(netns).map_err(LoadError::AttachInbound)?;
+        }
 
         release_loading_memory();
         Ok(Interception {
             _ebpf: ebpf,
             listener: Mutex::new(listener),
             original_destinations: Mutex::new(original_destinations),
+            inbound_listeners: Mutex::new(inbound_listeners),
             counters,
         })
+    }
+
+    /// Hands the inbound listeners to the `sk_lookup` program: from now on, connections from
+    /// other machines to inbound services are accepted on them.
+    pub fn set_inbound_listeners(
+        &self,
+        ipv4: &TcpListener,
+        ipv6: Option<&TcpListener>,
+    ) -> Result<(), LoadError> {
+        let mut map = self.inbound_listeners.lock().unwrap();
+        map.set(INBOUND_IPV4, &ipv4.as_fd(), 0)
+            .map_err(LoadError::InboundListener)?;
+        if let Some(ipv6) = ipv6 {
+            map.set(INBOUND_IPV6, &ipv6.as_fd(), 0)
+                .map_err(LoadError::InboundListener)?;
+        }
+        Ok(())
+    }
+
+    /// The original destination of a connection accepted from `client` by a listener in the
+    /// network namespace whose cookie is `netns_cookie`; asked once.
+    pub fn take(&self, netns_cookie: u64, client: SocketAddr) -> Option<Intercepted> {
+        let key = ConnectionKey {
+            netns_cookie,
+            client: kernel_address(client),
+            _padding: 0,
+        };
+        let mut map = self.original_destinations.lock().unwrap();
+        let original = map.get(&key, 0).ok()?;
+        // The entry served its purpose; the LRU map would evict it anyway, this keeps it small.
+        let _ = map.remove(&key);
+        Some(Intercepted {
+            service: socket_address(&original.service),
+            cgroup_id: original.cgroup_id,
+        })
+    }
+
+    /// Forgets the connections of a network namespace that is gone (a container that ended):
+    /// nothing of it stays in the kernel maps.
+    pub fn forget_namespace(&self, netns_cookie: u64) {
+        let mut map = self.original_destinations.lock().unwrap();
+        let gone: Vec<ConnectionKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.netns_cookie == netns_cookie)
+            .collect();
+        for key in gone {
+            let _ = map.remove(&key);
+        }
     }
 
     /// Tells the programs that no proxy listens any more: from now on, connections pass
@@ -148,6 +231,11 @@ impl Interception {
         let mut listener = self.listener.lock().unwrap();
         if let Err(err) = listener.set(0, ProxyListener::default(), 0) {
             tracing::warn!("could not tell the kernel programs to stop redirecting: {err}");
+        }
+        let mut inbound = self.inbound_listeners.lock().unwrap();
+        for slot in [INBOUND_IPV4, INBOUND_IPV6] {
+            // An empty slot (no IPv6, or no inbound service) is already what is wanted.
+            let _ = inbound.clear_index(&slot);
         }
     }
 
@@ -162,22 +250,24 @@ impl Interception {
             redirected: sum(Counter::Redirected),
             passed_through: sum(Counter::PassedThrough),
             failed_open: sum(Counter::FailedOpen),
+            steered_inbound: sum(Counter::SteeredInbound),
         }
     }
 }
 
-impl OriginalDestinations for Interception {
-    fn take(&self, _connection: &tokio::net::TcpStream, client: SocketAddr) -> Option<Intercepted> {
-        let key = kernel_address(client);
-        let mut map = self.original_destinations.lock().unwrap();
-        let original = map.get(&key, 0).ok()?;
-        // The entry served its purpose; the LRU map would evict it anyway, this keeps it small.
-        let _ = map.remove(&key);
-        Some(Intercepted {
-            service: socket_address(&original.service),
-            cgroup_id: original.cgroup_id,
-        })
+/// Puts `addresses` into the address set `name` (`SocketAddress -> 1`).
+fn fill_address_map(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    addresses: &[SocketAddr],
+) -> Result<HashMap<MapData, SocketAddress, u32>, LoadError> {
+    let mut map: HashMap<_, SocketAddress, u32> =
+        HashMap::try_from(take_map(ebpf, name)?).map_err(map_error(name))?;
+    for address in addresses {
+        map.insert(kernel_address(*address), 1, 0)
+            .map_err(map_error(name))?;
     }
+    Ok(map)
 }
 
 /// Loading parses the kernel's BTF: about 20 MiB of heap, all freed once the programs are in.
@@ -202,7 +292,9 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<(), LoadError> {
         program.load().map_err(program_error(name))?;
     }
     let sock_ops: &mut SockOps = program(ebpf, SOCK_OPS_PROGRAM)?;
-    sock_ops.load().map_err(program_error(SOCK_OPS_PROGRAM))
+    sock_ops.load().map_err(program_error(SOCK_OPS_PROGRAM))?;
+    let sk_lookup: &mut SkLookup = program(ebpf, SK_LOOKUP_PROGRAM)?;
+    sk_lookup.load().map_err(program_error(SK_LOOKUP_PROGRAM))
 }
 
 /// The kernel's form of an address: IPv6, with IPv4 as `::ffff:a.b.c.d`.

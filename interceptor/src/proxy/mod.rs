@@ -30,7 +30,7 @@ use crate::{
     accept::next_connection,
     config::{CarrierSettings, ProxySettings, Service},
     http::{http2_instance_client, instance_client},
-    intercept::OriginalDestinations,
+    intercept::{Intercepted, OriginalDestinations},
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
     replication::{sites::PeerSites, Replicator},
@@ -44,7 +44,6 @@ use sniff::{sniff, Protocol};
 pub struct Proxy {
     services: Vec<Arc<Service>>,
     settings: ProxySettings,
-    destinations: Arc<dyn OriginalDestinations>,
     counters: Arc<ProxyCounters>,
     requests: Arc<WorkloadRequests>,
     peer_api: Arc<PeerApi>,
@@ -56,7 +55,6 @@ pub struct ProxyParts {
     pub services: Vec<Service>,
     pub settings: ProxySettings,
     pub carriers: CarrierSettings,
-    pub destinations: Arc<dyn OriginalDestinations>,
     pub peers: Arc<Peers>,
     pub workload_scopes: Arc<WorkloadScopes>,
     pub counters: Arc<ProxyCounters>,
@@ -77,7 +75,6 @@ impl Proxy {
             services,
             settings,
             carriers,
-            destinations,
             peers,
             workload_scopes,
             counters,
@@ -117,24 +114,34 @@ impl Proxy {
         Proxy {
             services,
             settings,
-            destinations,
             counters,
             requests,
             peer_api,
         }
     }
 
-    /// Accepts connections on `listener` until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Accepts connections on `listener` until the task is dropped; `destinations` says what
+    /// each one dialled (the seam of this listener's network namespace, or the inbound door).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        destinations: Arc<dyn OriginalDestinations>,
+    ) {
         loop {
             let (stream, client) = next_connection(&listener, "a connection").await;
-            tokio::spawn(self.clone().handle_connection(stream, client));
+            let intercepted = destinations.take(&stream, client);
+            tokio::spawn(self.clone().handle_connection(stream, client, intercepted));
         }
     }
 
-    async fn handle_connection(self: Arc<Self>, stream: TcpStream, client: SocketAddr) {
+    async fn handle_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        client: SocketAddr,
+        intercepted: Option<Intercepted>,
+    ) {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
-        let Some(intercepted) = self.destinations.take(&stream, client) else {
+        let Some(intercepted) = intercepted else {
             self.counters.not_redirected.fetch_add(1, Ordering::Relaxed);
             warn!(%client, "closing a connection that was not redirected by the kernel programs");
             return;
@@ -206,7 +213,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::intercept::Intercepted;
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use hyper::{
@@ -236,6 +242,7 @@ mod tests {
             address: "198.18.0.10:80".parse().unwrap(),
             local,
             resources: Vec::new(),
+            inbound: false,
         };
         let settings = ProxySettings {
             response_timeout: Duration::from_secs(2),
@@ -249,7 +256,6 @@ mod tests {
             services: vec![service.clone()],
             settings,
             carriers: CarrierSettings::default(),
-            destinations: Arc::new(Dialled(service.address)),
             peers: Arc::new(peers),
             workload_scopes: Arc::new(WorkloadScopes::new(Vec::new()).unwrap()),
             counters,
@@ -258,7 +264,7 @@ mod tests {
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(proxy.serve(listener));
+        tokio::spawn(proxy.serve(listener, Arc::new(Dialled(service.address))));
         address
     }
 

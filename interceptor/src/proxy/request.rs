@@ -14,6 +14,7 @@ use super::{
 use crate::{
     config::{CarrierSettings, Service},
     http::{error_response, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
+    intercept::NO_WORKLOAD,
     metrics::{Collaboration, Metrics, ProxyCounters, RequestLabels},
     peer::{
         wire::{FORWARDED_BY, FORWARDED_SERVICE, INSTANCE_HTTP2, NOT_DELIVERED},
@@ -271,7 +272,10 @@ impl WorkloadRequests {
         service: &Service,
         cgroup_id: u64,
     ) -> Result<(dsl::Plan, Option<dsl::Scope>), Refusal> {
-        let workload_default = self.workload_scopes.for_cgroup(cgroup_id).await;
+        let workload_default = match cgroup_id {
+            NO_WORKLOAD => None,
+            workload => self.workload_scopes.for_cgroup(workload).await,
+        };
         let known = carriers::Known {
             workload_default: workload_default.as_ref(),
             token_scope: &|token| self.token_scopes.scope_of(token),

@@ -1,0 +1,370 @@
+//! Workloads in network namespaces of their own (containers, pods). The connect hooks send a
+//! workload's connection to the proxy port on 127.0.0.1 *of the caller's namespace*, so cheops
+//! opens a listener inside each namespace where a workload process runs, as Istio's ztunnel
+//! does with in-pod sockets: the container needs no route to cheops and nothing in it changes.
+//! The workload cgroups (and every cgroup below them) are scanned every `proxy.workload_scan_every`;
+//! a namespace whose processes are all gone loses its listener and its kernel map entries.
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::File,
+    io,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::{
+        fd::{AsRawFd, RawFd},
+        unix::fs::MetadataExt,
+    },
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{net::TcpListener, task::AbortHandle};
+use tracing::{info, warn};
+
+use super::{ebpf::Interception, Intercepted, OriginalDestinations};
+
+/// How deep below a workload cgroup processes are looked for (podman's `libpod-<id>`, a pod's
+/// containers, `cheops exec`'s transient cgroups).
+const MAX_DEPTH: usize = 8;
+
+/// The network namespace of an accepted connection, by its cookie: the seam for one listener.
+pub struct NamespaceDestinations {
+    pub interception: Arc<Interception>,
+    pub netns_cookie: u64,
+}
+
+impl OriginalDestinations for NamespaceDestinations {
+    fn take(&self, _connection: &tokio::net::TcpStream, client: SocketAddr) -> Option<Intercepted> {
+        self.interception.take(self.netns_cookie, client)
+    }
+}
+
+/// Starts serving a listener with the seam that names its namespace; the handle stops it.
+pub type ServeListener =
+    Box<dyn Fn(TcpListener, Arc<dyn OriginalDestinations>) -> AbortHandle + Send + Sync>;
+
+/// A workload namespace that cheops listens in, as `cheops status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeshedNamespace {
+    /// The namespace's inode number (`ls -i /proc/PID/ns/net`, `lsns -t net`).
+    pub inode: u64,
+    /// A process of the namespace, and the cgroup it was found in.
+    pub pid: u32,
+    pub cgroup: PathBuf,
+    /// Why cheops could not listen there, if it could not (the workload then fails open).
+    pub error: Option<String>,
+}
+
+struct Listening {
+    shown: MeshedNamespace,
+    netns_cookie: Option<u64>,
+    serving: Vec<AbortHandle>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.serving.iter().for_each(AbortHandle::abort);
+    }
+}
+
+pub struct WorkloadNamespaces {
+    roots: Vec<PathBuf>,
+    own_inode: u64,
+    proxy_port: u16,
+    interception: Arc<Interception>,
+    serve: ServeListener,
+    listening: Mutex<HashMap<u64, Listening>>,
+}
+
+impl WorkloadNamespaces {
+    /// `roots`: the workload cgroups' directories. Namespaces other than cheops's own found
+    /// there get a proxy listener on `proxy_port`, served through `serve`.
+    pub fn new(
+        roots: Vec<PathBuf>,
+        proxy_port: u16,
+        interception: Arc<Interception>,
+        serve: ServeListener,
+    ) -> io::Result<WorkloadNamespaces> {
+        Ok(WorkloadNamespaces {
+            roots,
+            own_inode: std::fs::metadata("/proc/self/ns/net")?.ino(),
+            proxy_port,
+            interception,
+            serve,
+            listening: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Scans now, then every `every`, for as long as the runtime runs.
+    pub fn spawn(self: Arc<Self>, every: Duration) {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let scanner = self.clone();
+                let opened = tokio::task::spawn_blocking(move || scanner.scan()).await;
+                match opened {
+                    Ok(opened) => self.serve_opened(opened),
+                    Err(err) => warn!("scanning workload namespaces failed: {err}"),
+                }
+            }
+        });
+    }
+
+    /// The namespaces cheops listens in now, by inode.
+    pub fn meshed(&self) -> Vec<MeshedNamespace> {
+        let listening = self.listening.lock().unwrap();
+        let mut shown: Vec<_> = listening.values().map(|l| l.shown.clone()).collect();
+        shown.sort_by_key(|n| n.inode);
+        shown
+    }
+
+    /// One scan (blocking: reads /proc and enters namespaces): forgets the namespaces that are
+    /// gone and opens listeners in the new ones, handed back to be served on the runtime.
+    fn scan(&self) -> Vec<(u64, Opened)> {
+        let found = workload_namespaces(&self.roots, self.own_inode);
+        let mut listening = self.listening.lock().unwrap();
+        listening.retain(|inode, gone| {
+            let keep = found.contains_key(inode);
+            if !keep {
+                info!(
+                    inode,
+                    pid = gone.shown.pid,
+                    "a workload network namespace is gone: closing its listener"
+                );
+                if let Some(cookie) = gone.netns_cookie {
+                    self.interception.forget_namespace(cookie);
+                }
+            }
+            keep
+        });
+        let mut opened = Vec::new();
+        for (inode, (pid, cgroup)) in found {
+            if listening.contains_key(&inode) {
+                continue;
+            }
+            let shown = MeshedNamespace {
+                inode,
+                pid,
+                cgroup,
+                error: None,
+            };
+            match listen_in(pid, self.proxy_port) {
+                Ok(listeners) => {
+                    info!(inode, pid, cgroup = %shown.cgroup.display(), "listening in a workload network namespace");
+                    opened.push((inode, listeners));
+                    listening.insert(
+                        inode,
+                        Listening {
+                            shown,
+                            netns_cookie: None,
+                            serving: Vec::new(),
+                        },
+                    );
+                }
+                Err(err) => {
+                    warn!(inode, pid, "cannot listen in a workload's network namespace, its connections fail open: {err}");
+                    let shown = MeshedNamespace {
+                        error: Some(err.to_string()),
+                        ..shown
+                    };
+                    listening.insert(
+                        inode,
+                        Listening {
+                            shown,
+                            netns_cookie: None,
+                            serving: Vec::new(),
+                        },
+                    );
+                }
+            }
+        }
+        opened
+    }
+
+    fn serve_opened(&self, opened: Vec<(u64, Opened)>) {
+        let mut listening = self.listening.lock().unwrap();
+        for (inode, opened) in opened {
+            let Some(entry) = listening.get_mut(&inode) else {
+                continue;
+            };
+            let seam: Arc<dyn OriginalDestinations> = Arc::new(NamespaceDestinations {
+                interception: self.interception.clone(),
+                netns_cookie: opened.netns_cookie,
+            });
+            entry.netns_cookie = Some(opened.netns_cookie);
+            for listener in opened.listeners {
+                let listener = listener
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(listener));
+                match listener {
+                    Ok(listener) => entry.serving.push((self.serve)(listener, seam.clone())),
+                    Err(err) => warn!(inode, "cannot serve a workload namespace's listener: {err}"),
+                }
+            }
+        }
+    }
+}
+
+/// Listeners opened inside one namespace, and its cookie (what the kernel programs record).
+struct Opened {
+    listeners: Vec<std::net::TcpListener>,
+    netns_cookie: u64,
+}
+
+/// The network namespaces of the processes in `roots` and their descendant cgroups, other than
+/// `own_inode`: inode -> (a process, its cgroup).
+fn workload_namespaces(roots: &[PathBuf], own_inode: u64) -> BTreeMap<u64, (u32, PathBuf)> {
+    let mut found = BTreeMap::new();
+    for root in roots {
+        visit(root, MAX_DEPTH, &mut |cgroup, pid| {
+            let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+                return; // The process has just ended.
+            };
+            if meta.ino() != own_inode {
+                found
+                    .entry(meta.ino())
+                    .or_insert_with(|| (pid, cgroup.to_owned()));
+            }
+        });
+    }
+    found
+}
+
+/// Calls `each(cgroup, pid)` for every process of `dir` and of the cgroups below it.
+fn visit(dir: &Path, depth: usize, each: &mut impl FnMut(&Path, u32)) {
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|line| line.parse().ok()) {
+            each(dir, pid);
+        }
+    }
+    if depth == 0 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            visit(&entry.path(), depth - 1, each);
+        }
+    }
+}
+
+/// The workload namespaces that this process cannot enter (so cannot listen in): each with a
+/// process of it, its cgroup, and why. For `cheops check`.
+pub fn unenterable(roots: &[PathBuf]) -> io::Result<Vec<(u32, PathBuf, io::Error)>> {
+    let own_inode = std::fs::metadata("/proc/self/ns/net")?.ino();
+    let mut problems = Vec::new();
+    for (pid, cgroup) in workload_namespaces(roots, own_inode).into_values() {
+        let entered = File::open(format!("/proc/{pid}/ns/net")).and_then(|netns| {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| enter_network_namespace(netns.as_raw_fd()))
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("the thread entering it panicked")))
+            })
+        });
+        if let Err(err) = entered {
+            problems.push((pid, cgroup, err));
+        }
+    }
+    Ok(problems)
+}
+
+/// Opens the proxy's listeners (127.0.0.1, and ::1 where IPv6 is up) inside the network
+/// namespace of `pid`. A socket belongs to the namespace it was made in, so a short-lived
+/// thread enters the namespace, makes them, and ends; the rest of cheops never moves.
+fn listen_in(pid: u32, port: u16) -> io::Result<Opened> {
+    let netns = File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter_network_namespace(netns.as_raw_fd())?;
+                let ipv4 =
+                    std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+                let netns_cookie = netns_cookie(&ipv4)?;
+                let mut listeners = vec![ipv4];
+                if let Ok(ipv6) =
+                    std::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
+                {
+                    listeners.push(ipv6);
+                }
+                Ok(Opened {
+                    listeners,
+                    netns_cookie,
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(io::Error::other(
+                    "the thread entering the namespace panicked",
+                ))
+            })
+    })
+}
+
+fn enter_network_namespace(netns: RawFd) -> io::Result<()> {
+    // SAFETY: setns on an open namespace descriptor changes only the calling thread's
+    // namespace, and this thread ends right after making its sockets.
+    let result = unsafe { libc::setns(netns, libc::CLONE_NEWNET) };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The cookie of the network namespace a socket lives in, as `bpf_get_netns_cookie` gives it.
+pub fn netns_cookie(socket: &impl AsRawFd) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the buffer and its length describe `cookie`, which outlives the call.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_processes_in_cgroups_below_the_workload() {
+        let root = tempfile_dir();
+        let nested = root.join("libpod_parent/libpod-1");
+        std::fs::create_dir_all(&nested).unwrap();
+        let me = std::process::id();
+        std::fs::write(nested.join("cgroup.procs"), format!("{me}\n")).unwrap();
+        let mut seen = Vec::new();
+        visit(&root, MAX_DEPTH, &mut |cgroup, pid| {
+            seen.push((cgroup.to_owned(), pid))
+        });
+        assert_eq!(seen, vec![(nested, me)]);
+        // This process shares the test's own namespace: it is not a workload namespace.
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert!(workload_namespaces(std::slice::from_ref(&root), own).is_empty());
+        assert_eq!(
+            workload_namespaces(std::slice::from_ref(&root), own + 1).len(),
+            1
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cheops-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

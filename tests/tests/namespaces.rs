@@ -1,0 +1,313 @@
+//! Workloads in network namespaces of their own, as containers and pods run, without a
+//! container runtime: each "container" is a namespace made by the test (loopback up, a veth to
+//! the node, the same address in every container) whose first process sits in the node's
+//! workload cgroup. Nothing in it is configured for cheops: its connections to a service
+//! address reach cheops only because cheops opens its listener inside the namespace.
+use std::{
+    collections::HashMap,
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use cheops_tests::{
+    apps::{client_script, HttpServer},
+    netns::{run, Netns},
+    node::{body, kernel_redirected, service, start_node, Node},
+    process::{wait_until, Process},
+    unique_name,
+};
+use interceptor::config::ProxySettings;
+
+/// A container: its namespace, its first process (in the workload cgroup), and at each
+/// service address on its own loopback a server answering `direct-<name>-<container>`, which
+/// it reaches only when cheops does not intercept it.
+struct Container {
+    name: String,
+    init: Process,
+    _direct: Vec<HttpServer>,
+    netns: Netns,
+}
+
+/// Every container has this address on its veth, as pods on separate networks may.
+const CONTAINER_ADDRESS: &str = "198.18.9.2/24";
+
+impl Container {
+    fn start(
+        node: &Node,
+        name: &str,
+        services: &[(String, std::net::SocketAddr, std::net::SocketAddr)],
+    ) -> Container {
+        let netns = Netns::create(&unique_name("ct"));
+        let (outside, inside) = (unique_name("vn"), unique_name("vc"));
+        run(std::process::Command::new("ip").args([
+            "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+        ]));
+        run(std::process::Command::new("ip").args([
+            "link",
+            "set",
+            &outside,
+            "netns",
+            node.netns.name(),
+        ]));
+        run(std::process::Command::new("ip").args(["link", "set", &inside, "netns", netns.name()]));
+        node.netns.ip(&["link", "set", &outside, "up"]);
+        netns.ip(&["address", "add", CONTAINER_ADDRESS, "dev", &inside]);
+        netns.ip(&["link", "set", &inside, "up"]);
+        let mut direct = Vec::new();
+        for (service, address, _) in services {
+            netns.add_loopback_address(&format!("{}/32", address.ip()));
+            direct.push(HttpServer::start(
+                &netns,
+                *address,
+                &format!("direct-{service}-{name}"),
+            ));
+        }
+        let mut command = netns.command("sleep");
+        command.arg("3600");
+        node.workload.enter(&mut command);
+        let init = Process::spawn(&format!("container {name}"), command, None);
+        Container {
+            name: name.to_owned(),
+            init,
+            _direct: direct,
+            netns,
+        }
+    }
+
+    /// The namespace's inode, as `cheops status` names it.
+    fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.netns.name()))
+            .expect("the container's namespace")
+            .ino()
+    }
+
+    /// `program ARGS` inside the container, in the workload cgroup like its first process.
+    fn run(&self, node: &Node, program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.netns.command(program);
+        command.args(args).envs(env.iter().copied());
+        node.workload.enter(&mut command);
+        command
+            .output()
+            .unwrap_or_else(|e| panic!("running {program} in {}: {e}", self.name))
+    }
+
+    fn curl(&self, node: &Node, url: &str) -> String {
+        let output = self.run(node, "curl", &["-sS", "-i", "-m", "5", url], &[]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Whether anything listens on the proxy's port inside the container.
+    fn proxy_port_open(&self) -> bool {
+        let output = self
+            .netns
+            .command("ss")
+            .args(["-ltnH"])
+            .output()
+            .expect("running ss");
+        let port = format!(":{}", ProxySettings::default().port);
+        String::from_utf8_lossy(&output.stdout).contains(&port)
+    }
+}
+
+fn meshed_namespaces(node: &Node) -> Vec<u64> {
+    node.agent
+        .status()
+        .namespaces
+        .iter()
+        .map(|n| n.inode)
+        .collect()
+}
+
+/// The documented bound: a container is meshed at most one scan interval after its first
+/// process joins the workload; the margin covers one scan and a loaded machine.
+fn meshing_bound() -> Duration {
+    ProxySettings::default().workload_scan_every * 2
+}
+
+#[test]
+fn a_container_started_after_the_agent_is_meshed_within_the_scan_interval() {
+    let services = [service(0)];
+    let node = start_node(&services);
+    let container = Container::start(&node, "a", &services);
+    // Its first process has just joined the workload cgroup, the last step of `start`.
+    let started = Instant::now();
+    let inode = container.inode();
+    assert!(
+        wait_until(Duration::from_secs(5), || meshed_namespaces(&node)
+            .contains(&inode)),
+        "the container's namespace was never meshed: {:?}\n{}",
+        node.agent.status().namespaces,
+        node.agent.log_text()
+    );
+    let meshed_after = started.elapsed();
+    println!("a new container was meshed {meshed_after:?} after its first process started");
+    assert!(
+        meshed_after <= meshing_bound(),
+        "meshed after {meshed_after:?}, the documented bound is {:?}",
+        meshing_bound()
+    );
+    let answer = container.curl(&node, "http://198.18.0.10/whoami");
+    assert_eq!(
+        body(&answer),
+        "svc0",
+        "the container's call must reach the service through cheops: {answer}"
+    );
+    assert!(answer.to_lowercase().contains("x-cheops-site"), "{answer}");
+    let status = node.agent.status();
+    let shown = status.namespaces.iter().find(|n| n.inode == inode).unwrap();
+    assert_eq!(shown.cgroup, node.workload.path(), "{shown:?}");
+    assert_eq!(shown.error, None);
+    assert_eq!(kernel_redirected(&status), 1);
+}
+
+#[test]
+fn two_containers_with_the_same_addresses_get_exact_original_destinations() {
+    let services: Vec<_> = (0..4).map(service).collect();
+    let node = start_node(&services);
+    let containers = [
+        Container::start(&node, "a", &services),
+        Container::start(&node, "b", &services),
+    ];
+    for container in &containers {
+        let inode = container.inode();
+        assert!(wait_until(Duration::from_secs(5), || meshed_namespaces(
+            &node
+        )
+        .contains(&inode)));
+    }
+    let script = client_script("concurrent_connections.py")
+        .display()
+        .to_string();
+    let mut args = vec![script.as_str(), "200"];
+    let addresses: Vec<String> = services.iter().map(|(_, a, _)| a.to_string()).collect();
+    args.extend(addresses.iter().map(String::as_str));
+    // Both containers make their connections from the same ports of the same address
+    // (127.0.0.1 inside each), to different services: only the namespace tells them apart.
+    let outputs: Vec<Output> = std::thread::scope(|scope| {
+        let clients: Vec<_> = containers
+            .iter()
+            .enumerate()
+            .map(|(i, container)| {
+                let (node, args) = (&node, &args);
+                scope.spawn(move || {
+                    let offset = i.to_string();
+                    container.run(
+                        node,
+                        "python3",
+                        args,
+                        &[("SOURCE_PORT_BASE", "41000"), ("ADDRESS_OFFSET", &offset)],
+                    )
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let names: HashMap<String, String> = services
+        .iter()
+        .map(|(name, address, _)| (address.to_string(), name.clone()))
+        .collect();
+    for (container, output) in containers.iter().zip(&outputs) {
+        assert!(
+            output.status.success(),
+            "client in {} failed: {}",
+            container.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 200, "{stdout}");
+        for line in lines {
+            let (dialled, answered) = line.split_once('\t').expect("address<TAB>body");
+            assert_eq!(
+                answered, names[dialled],
+                "container {}: a connection to {dialled} reached the wrong service",
+                container.name
+            );
+        }
+    }
+    assert_eq!(kernel_redirected(&node.agent.status()), 400);
+}
+
+#[test]
+fn a_container_that_ends_leaves_no_listener_behind() {
+    let services = [service(0)];
+    let node = start_node(&services);
+    let mut container = Container::start(&node, "a", &services);
+    let inode = container.inode();
+    assert!(wait_until(Duration::from_secs(5), || meshed_namespaces(
+        &node
+    )
+    .contains(&inode)));
+    assert!(
+        container.proxy_port_open(),
+        "cheops should listen inside the container"
+    );
+    assert_eq!(
+        body(&container.curl(&node, "http://198.18.0.10/whoami")),
+        "svc0"
+    );
+
+    container.init.kill_9();
+    assert!(
+        wait_until(Duration::from_secs(3), || !meshed_namespaces(&node)
+            .contains(&inode)),
+        "the ended container is still meshed: {:?}",
+        node.agent.status().namespaces
+    );
+    assert!(
+        wait_until(Duration::from_secs(1), || !container.proxy_port_open()),
+        "cheops still listens inside the ended container's namespace"
+    );
+    assert!(node
+        .agent
+        .log_text()
+        .contains("a workload network namespace is gone"));
+}
+
+#[test]
+fn after_kill_9_each_container_reaches_its_own_destination() {
+    let services = [service(0)];
+    let mut node = start_node(&services);
+    let containers = [
+        Container::start(&node, "a", &services),
+        Container::start(&node, "b", &services),
+    ];
+    for container in &containers {
+        let inode = container.inode();
+        assert!(wait_until(Duration::from_secs(5), || meshed_namespaces(
+            &node
+        )
+        .contains(&inode)));
+        assert_eq!(
+            body(&container.curl(&node, "http://198.18.0.10/whoami")),
+            "svc0"
+        );
+    }
+    node.agent.process.kill_9();
+    let killed = Instant::now();
+    for container in &containers {
+        let direct = format!("direct-svc0-{}", container.name);
+        assert!(
+            wait_until(Duration::from_secs(1), || body(
+                &container.curl(&node, "http://198.18.0.10/whoami")
+            ) == direct),
+            "container {} did not reach its own destination within 1 s of kill -9",
+            container.name
+        );
+        assert!(
+            !container.proxy_port_open(),
+            "a listener outlived cheops in container {}",
+            container.name
+        );
+    }
+    println!(
+        "after kill -9, both containers reached their own destinations in {:?}",
+        killed.elapsed()
+    );
+    let attached = node.attached_programs();
+    assert!(
+        !attached.contains("connect") && !attached.contains("sock_ops"),
+        "programs remain attached:\n{attached}"
+    );
+}
