@@ -17,14 +17,14 @@ use hyper::{
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
-use crate::http::{empty_body, CheopsAnswer, ProxyBody};
+use crate::http::{empty_body, CheopsAnswer, ProxyBody, SERVED_BY};
 
-pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The gRPC status codes cheops answers with or acts on.
-pub mod code {
+mod code {
     pub const UNKNOWN: u32 = 2;
     pub const INVALID_ARGUMENT: u32 = 3;
     pub const DEADLINE_EXCEEDED: u32 = 4;
@@ -107,12 +107,15 @@ pub fn deadline(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
-/// A gRPC answer that said UNAVAILABLE before any response message (a trailers-only answer):
-/// its message, or `None` for any other answer.
+/// An answer in which the service itself (it names its site) said UNAVAILABLE before any
+/// response message (a trailers-only answer): its message, or `None` for any other answer.
+/// Another site's cheops's own answers are left out: that site names what happened, and a
+/// call that may have run there is not sent on.
 pub fn unavailable_before_any_message(response: &Response<ProxyBody>) -> Option<String> {
-    (status_of(response.headers()) == Some(code::UNAVAILABLE)).then(|| {
-        response
-            .headers()
+    let headers = response.headers();
+    let from_the_service = headers.contains_key(SERVED_BY);
+    (from_the_service && status_of(headers) == Some(code::UNAVAILABLE)).then(|| {
+        headers
             .get(GRPC_MESSAGE)
             .and_then(|v| v.to_str().ok())
             .map(|m| {
@@ -274,6 +277,29 @@ mod tests {
         let mut instance = Response::new(empty_body());
         *instance.status_mut() = StatusCode::BAD_GATEWAY;
         assert_eq!(in_grpc_form(instance).status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn only_the_services_own_unavailable_before_any_message_lets_a_call_go_on() {
+        let answer = |pairs| {
+            let mut response = Response::new(empty_body());
+            *response.headers_mut() = headers(pairs);
+            unavailable_before_any_message(&response)
+        };
+        assert_eq!(
+            answer(&[
+                ("x-cheops-site", "B"),
+                ("grpc-status", "14"),
+                ("grpc-message", "B%20is%20draining")
+            ]),
+            Some("B is draining".into())
+        );
+        assert_eq!(
+            answer(&[("x-cheops-site", "B"), ("grpc-status", "13")]),
+            None
+        );
+        // Another site's cheops saying its instance failed, maybe after the call ran there.
+        assert_eq!(answer(&[("grpc-status", "14")]), None);
     }
 
     #[tokio::test]
