@@ -17,17 +17,29 @@ pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
             kernel.redirected, kernel.passed_through, kernel.failed_open, kernel.steered_inbound
         ),
     }
-    for namespace in &status.namespaces {
-        let state = match &namespace.error {
-            None => "meshed".to_owned(),
-            Some(error) => format!("NOT meshed (fails open): {error}"),
-        };
+    for workload in &status.workloads {
+        let namespaces: Vec<_> = status
+            .namespaces
+            .iter()
+            .filter(|n| n.cgroup.starts_with(workload))
+            .collect();
         println!(
-            "namespace    net:[{}] (pid {}, {}) {state}",
-            namespace.inode,
-            namespace.pid,
-            namespace.cgroup.display()
+            "workload     {}: {} network namespaces of their own",
+            workload.display(),
+            namespaces.len()
         );
+        for namespace in namespaces {
+            let state = match &namespace.error {
+                None => "meshed".to_owned(),
+                Some(error) => format!("NOT meshed (fails open): {error}"),
+            };
+            println!(
+                "  namespace  net:[{}] (pid {}, {}) {state}",
+                namespace.inode,
+                namespace.pid,
+                namespace.cgroup.display()
+            );
+        }
     }
     for inbound in &status.inbound {
         println!(
