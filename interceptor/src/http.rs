@@ -53,7 +53,6 @@ fn pooled_client(connect_timeout: Duration, http2_only: bool) -> InstanceClient 
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_timer(TokioTimer::new())
         .http2_only(http2_only)
-        .timer(TokioTimer::new())
         .build(connector)
 }
 
