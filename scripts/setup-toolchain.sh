@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(rustc-web rust-web-src llvm-22-dev libpolly-22-dev bpftool iproute2 nftables curl
-          nginx-light haproxy wrk jq procps psmisc
+          nginx-light haproxy wrk jq procps psmisc etcd-server etcd-client
           # The container tests: podman with runc (crun refuses hybrid cgroup layouts), and a
           # static busybox to build images from (no image registry is reachable).
           podman runc busybox-static)
@@ -17,8 +17,8 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian's nginx and haproxy start a service on install; the tests and benchmarks run their own.
-for svc in nginx haproxy; do
+# Debian's nginx, haproxy and etcd start a service on install; the tests and benchmarks run their own.
+for svc in nginx haproxy etcd; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
 done
 
@@ -31,5 +31,13 @@ fi
 if ! command -v json-server >/dev/null 2>&1; then
   echo "setup: installing json-server from npm"
   npm install -g --silent json-server@0.17.4 >/dev/null
+fi
+# The gRPC tests' service and client use a real gRPC stack (grpcio), kept in a virtualenv of its
+# own so that the machine's Python stays as it was.
+venv=/opt/cheops-venv
+if ! "$venv/bin/python" -c 'import grpc' >/dev/null 2>&1; then
+  echo "setup: installing grpcio into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check grpcio==1.84.0
 fi
 echo "setup: toolchain ready"

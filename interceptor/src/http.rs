@@ -36,14 +36,40 @@ pub fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
 
 /// A client that keeps connections to this site's instances open between requests.
 pub fn instance_client(connect_timeout: Duration) -> InstanceClient {
+    pooled_client(connect_timeout, false)
+}
+
+/// The same, speaking HTTP/2 with prior knowledge: for clients that spoke it to the service
+/// (gRPC), so the service speaks it too; one connection carries every stream.
+pub fn http2_instance_client(connect_timeout: Duration) -> InstanceClient {
+    pooled_client(connect_timeout, true)
+}
+
+fn pooled_client(connect_timeout: Duration, http2_only: bool) -> InstanceClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_timer(TokioTimer::new())
+        .http2_only(http2_only)
         .build(connector)
 }
+
+/// `work`, given up after `limit` when there is one: `Err(limit)` then.
+pub async fn within<T>(
+    limit: Option<Duration>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Duration> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| limit),
+        None => Ok(work.await),
+    }
+}
+
+/// Marks an answer made by cheops itself, with its sentence: a gRPC call gets it in gRPC form.
+#[derive(Clone, Debug)]
+pub struct CheopsAnswer(pub String);
 
 /// An answer made by cheops itself: `status` and one sentence of plain text, logged too.
 pub fn error_response(status: StatusCode, message: String) -> Response<ProxyBody> {
@@ -54,6 +80,7 @@ pub fn error_response(status: StatusCode, message: String) -> Response<ProxyBody
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response.extensions_mut().insert(CheopsAnswer(message));
     response
 }
 
@@ -65,7 +92,9 @@ pub fn is_framing_header(name: &str) -> bool {
 }
 
 /// Connection-level headers belong to one hop; the proxy's connections have their own.
+/// `te: trailers` stays: gRPC servers require it, and every hop of cheops relays trailers.
 pub fn remove_hop_by_hop_headers(headers: &mut HeaderMap) {
+    let trailers_accepted = headers.get(header::TE).is_some_and(|te| te == "trailers");
     let named_in_connection: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -87,6 +116,9 @@ pub fn remove_hop_by_hop_headers(headers: &mut HeaderMap) {
         header::UPGRADE,
     ] {
         headers.remove(name);
+    }
+    if trailers_accepted {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -110,5 +142,11 @@ mod tests {
         remove_hop_by_hop_headers(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-scope"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        remove_hop_by_hop_headers(&mut headers);
+        assert_eq!(headers[header::TE], "trailers");
+        headers.insert(header::TE, HeaderValue::from_static("gzip"));
+        remove_hop_by_hop_headers(&mut headers);
+        assert!(!headers.contains_key(header::TE));
     }
 }

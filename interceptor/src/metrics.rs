@@ -91,6 +91,17 @@ impl RequestLabels {
     }
 }
 
+/// A gRPC call's labels: its request's, with the method called and the status it ended with
+/// (`0`.. `16`, `none` when it ended without one, `cancelled` when the client went away).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub service: String,
+    pub method: String,
+    pub collaboration: &'static str,
+    pub site: String,
+    pub grpc_status: String,
+}
+
 #[derive(Clone)]
 struct LatencyBuckets;
 
@@ -104,6 +115,7 @@ impl MetricConstructor<Histogram> for LatencyBuckets {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Histogram, LatencyBuckets>,
+    grpc_calls: Family<GrpcLabels, Histogram, LatencyBuckets>,
 }
 
 impl Metrics {
@@ -120,17 +132,47 @@ impl Metrics {
             "Requests handled by the proxy, by service, collaboration, serving site and outcome, with their latency",
             requests.clone(),
         );
+        let grpc_calls = Family::new_with_constructor(LatencyBuckets);
+        registry.register(
+            "grpc_call_duration_seconds",
+            "gRPC calls handled by the proxy, by service, method, collaboration, serving site and gRPC status, with their duration to the end of the call",
+            grpc_calls.clone(),
+        );
         registry.register_collector(Box::new(Counters {
             interception,
             proxy_counters,
             peers,
         }));
-        Metrics { registry, requests }
+        Metrics {
+            registry,
+            requests,
+            grpc_calls,
+        }
     }
 
     pub fn record_request(&self, labels: &RequestLabels, elapsed: Duration) {
         self.requests
             .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A gRPC call that ended with `grpc_status` after `elapsed`; `request` its request's labels.
+    pub fn record_grpc_call(
+        &self,
+        request: &RequestLabels,
+        method: &str,
+        grpc_status: &str,
+        elapsed: Duration,
+    ) {
+        let labels = GrpcLabels {
+            service: request.service.clone(),
+            method: method.to_owned(),
+            collaboration: request.collaboration,
+            site: request.site.clone(),
+            grpc_status: grpc_status.to_owned(),
+        };
+        self.grpc_calls
+            .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
     }
 

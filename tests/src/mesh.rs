@@ -10,7 +10,7 @@ use std::{
 };
 
 use interceptor::{
-    config::{Peer, PeerApiSettings, ReplicationSettings},
+    config::{Peer, PeerApiSettings, ReplicationSettings, Service},
     resources::ResourceRule,
     tls::TlsFiles,
 };
@@ -62,6 +62,9 @@ pub struct MeshOptions {
     pub catalog_data: HashMap<String, serde_json::Value>,
     /// `[peer_api] request_timeout`.
     pub request_timeout: Duration,
+    /// More meshed services at every site, besides `catalog` and `front`; their instances are
+    /// the test's to start.
+    pub services: Vec<Service>,
     /// The catalog is an inbound service: reached by other machines at `<site address>:3000`,
     /// where json-server itself listens too (on every address).
     pub inbound_catalog: bool,
@@ -74,6 +77,7 @@ impl Default for MeshOptions {
             replication: ReplicationSettings::default(),
             catalog_data: HashMap::new(),
             request_timeout: Duration::from_secs(3),
+            services: Vec::new(),
             inbound_catalog: false,
         }
     }
@@ -178,6 +182,7 @@ impl Mesh {
                     FRONT_LOCAL.parse().unwrap(),
                 ),
             ];
+            config.services.extend(options.services.iter().cloned());
             config.replication = ReplicationSettings {
                 store: state.path().join(format!("{}.redb", site.name)),
                 ..options.replication.clone()

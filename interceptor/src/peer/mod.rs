@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::{Peer, PeerApiSettings},
-    http::{empty_body, ProxyBody},
+    http::{empty_body, within, ProxyBody},
     tls::{self, SiteTls},
 };
 
@@ -317,12 +317,26 @@ impl Peers {
         Ok(sender)
     }
 
-    /// Sends `request` (for `service`) to `site`'s instance through its cheops.
+    /// Sends `request` (for `service`) to `site`'s instance through its cheops, waiting for
+    /// the answer's head up to `[peer_api] request_timeout`.
     pub async fn forward(
         &self,
         site: &str,
         service: &str,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, PeerError> {
+        let limit = Some(self.settings.request_timeout);
+        self.forward_within(site, service, request, limit).await
+    }
+
+    /// `forward`, waiting for the answer's head up to `limit` (none: as long as it takes, for a
+    /// gRPC call with no deadline of its own).
+    pub async fn forward_within(
+        &self,
+        site: &str,
+        service: &str,
         mut request: Request<ProxyBody>,
+        limit: Option<Duration>,
     ) -> Result<Response<Incoming>, PeerError> {
         let link = self
             .links
@@ -345,19 +359,14 @@ impl Peers {
         headers.insert(FORWARDED_SERVICE, header_value(service));
         let mut sender = self.connection(link).await?;
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(self.settings.request_timeout, sender.send_request(request))
-            .await
-        {
+        match within(limit, sender.send_request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(cause)) => Err(MaybeDelivered::Request {
                 address: link.address,
                 cause,
             }
             .into()),
-            Err(_) => Err(MaybeDelivered::Timeout {
-                after: self.settings.request_timeout,
-            }
-            .into()),
+            Err(after) => Err(MaybeDelivered::Timeout { after }.into()),
         }
     }
 

@@ -13,6 +13,9 @@ pub const FORWARDED_SERVICE: HeaderName = HeaderName::from_static("x-cheops-serv
 /// Set by a site on its answer when its instance could not be reached: the request never got
 /// to the service, so a fallback is safe even for a request that is not idempotent.
 pub const NOT_DELIVERED: HeaderName = HeaderName::from_static("x-cheops-not-delivered");
+/// Marks a forwarded request whose client spoke HTTP/2 to the service (gRPC): the receiving
+/// site speaks HTTP/2 to its instance too. Peer links are HTTP/2 whatever the client spoke.
+pub const INSTANCE_HTTP2: HeaderName = HeaderName::from_static("x-cheops-instance-http2");
 pub const HEARTBEAT_PATH: &str = "/cheops/heartbeat";
 /// The peer API path that takes replication messages.
 pub const REPLICATION_PATH: &str = "/cheops/replication";

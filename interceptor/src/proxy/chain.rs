@@ -1,25 +1,33 @@
 //! The chain of attempts: a request tried at each site of its route in turn, at this site's
 //! instance through the pooled client or at a peer through its cheops, until one serves or
 //! `plan::after` says to stop.
-use std::sync::{atomic::Ordering, Arc};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::{body::Incoming, http::request::Parts, Request, Response, StatusCode, Uri, Version};
+use hyper::{
+    body::Incoming, header::HeaderValue, http::request::Parts, HeaderMap, Request, Response,
+    StatusCode, Uri, Version,
+};
 
 use super::{
+    grpc,
     outcome::{Failed, InstanceOf, NotDelivered, Outcome},
     plan::{self, Next},
+    replay::Replayable,
 };
 use crate::{
     config::{CarrierSettings, ProxySettings, Service},
     http::{
-        empty_body, error_response, full_body, remove_hop_by_hop_headers, InstanceClient,
+        empty_body, error_response, full_body, remove_hop_by_hop_headers, within, InstanceClient,
         ProxyBody, SERVED_BY,
     },
     metrics::ProxyCounters,
     peer::{
-        wire::{header_value, NOT_DELIVERED},
+        wire::{header_value, INSTANCE_HTTP2, NOT_DELIVERED},
         PeerError, Peers,
     },
     scope::{carriers, tokens::TokenScopes},
@@ -40,17 +48,23 @@ impl Attempt {
     }
 }
 
-/// A request body that is sent once (streamed), or kept to be sent again at the next site.
+/// A request body that is sent once (streamed), kept to be sent again at the next site, or
+/// streamed and sent again from what was read (a gRPC call along a chain).
 pub enum RequestBody {
     Streamed(Option<Incoming>),
     Kept(Bytes),
+    Replayable(Replayable),
 }
 
 impl RequestBody {
-    fn next(&mut self) -> ProxyBody {
+    /// The body for the next attempt; `None` when it cannot be sent again.
+    fn next(&mut self) -> Option<ProxyBody> {
         match self {
-            RequestBody::Streamed(body) => body.take().map_or_else(empty_body, BodyExt::boxed),
-            RequestBody::Kept(bytes) => full_body(bytes.clone()),
+            RequestBody::Streamed(body) => {
+                Some(body.take().map_or_else(empty_body, BodyExt::boxed))
+            }
+            RequestBody::Kept(bytes) => Some(full_body(bytes.clone())),
+            RequestBody::Replayable(body) => body.attempt(),
         }
     }
 }
@@ -59,6 +73,8 @@ impl RequestBody {
 pub struct Chain {
     pub site: String,
     pub upstream: InstanceClient,
+    /// For requests whose client spoke HTTP/2 to the service (gRPC).
+    pub upstream_http2: InstanceClient,
     pub peers: Arc<Peers>,
     pub settings: ProxySettings,
     pub carriers: CarrierSettings,
@@ -73,7 +89,8 @@ impl Chain {
         let body = match body {
             RequestBody::Kept(bytes) => return Ok(bytes),
             RequestBody::Streamed(None) => return Ok(Bytes::new()),
-            RequestBody::Streamed(Some(body)) => body,
+            RequestBody::Streamed(Some(body)) => body.boxed(),
+            RequestBody::Replayable(body) => body.attempt().unwrap_or_else(empty_body),
         };
         match Limited::new(body, self.settings.retry_body_limit)
             .collect()
@@ -103,23 +120,45 @@ impl Chain {
         service: &Service,
         sites: &[String],
     ) -> Response<ProxyBody> {
-        let mut body = if sites.len() > 1 {
+        let grpc = grpc::is_grpc(&parts.headers);
+        let mut body = match body {
+            // A gRPC call may stream both ways for ever: it streams to the first site at once.
+            RequestBody::Streamed(Some(body)) if sites.len() > 1 && grpc => {
+                RequestBody::Replayable(Replayable::new(
+                    body.boxed(),
+                    self.settings.retry_body_limit,
+                ))
+            }
             // The next site needs the body again: keep it.
-            match self.keep(body).await {
+            body if sites.len() > 1 => match self.keep(body).await {
                 Ok(kept) => RequestBody::Kept(kept),
                 Err(response) => return response,
-            }
-        } else {
-            body
+            },
+            body => body,
         };
         let mut tried = Vec::new();
         for (at, site) in sites.iter().enumerate() {
-            let request = copy_request(parts, body.next());
-            let attempt = if *site == self.site {
+            let Some(next_body) = body.next() else {
+                let limit = self.settings.retry_body_limit;
+                let outcome = Outcome::NotDelivered(NotDelivered::NotReplayable { limit });
+                tried.push((site.clone(), outcome));
+                break;
+            };
+            let request = copy_request(parts, next_body);
+            let mut attempt = if *site == self.site {
                 self.attempt_local(request, service).await
             } else {
                 self.attempt_peer(site, request, service).await
             };
+            let unavailable = match (&attempt.outcome, &attempt.response) {
+                (Outcome::Answered(_), Some(response)) if grpc => {
+                    grpc::unavailable_before_any_message(response)
+                }
+                _ => None,
+            };
+            if let Some(message) = unavailable {
+                attempt.outcome = Outcome::Unavailable(message);
+            }
             match (
                 plan::after(&attempt.outcome, &parts.method, at + 1 < sites.len()),
                 attempt.response,
@@ -162,16 +201,18 @@ impl Chain {
                 Ok(uri) => uri,
                 Err(err) => return Attempt::failed(Outcome::Failed(Failed::BadTarget(err))),
             };
-        *request.version_mut() = Version::HTTP_11;
+        let limit = answer_limit(request.headers(), self.settings.response_timeout);
+        let client = if request.version() == Version::HTTP_2 {
+            &self.upstream_http2
+        } else {
+            *request.version_mut() = Version::HTTP_11;
+            &self.upstream
+        };
         let instance = || InstanceOf {
             service: service.name.clone(),
             address: service.local,
         };
-        let answer = tokio::time::timeout(
-            self.settings.response_timeout,
-            self.upstream.request(request),
-        )
-        .await;
+        let answer = within(limit, client.request(request)).await;
         let outcome = match answer {
             Ok(Ok(response)) => {
                 let mut response = response.map(BodyExt::boxed);
@@ -192,9 +233,9 @@ impl Chain {
                 instance: instance(),
                 cause,
             }),
-            Err(_) => Outcome::Failed(Failed::Timeout {
+            Err(after) => Outcome::Failed(Failed::Timeout {
                 instance: instance(),
-                after: self.settings.response_timeout,
+                after,
             }),
         };
         self.counters
@@ -210,8 +251,21 @@ impl Chain {
         mut request: Request<ProxyBody>,
         service: &Service,
     ) -> Attempt {
+        if request.version() == Version::HTTP_2 {
+            request
+                .headers_mut()
+                .insert(INSTANCE_HTTP2, HeaderValue::from_static("1"));
+        }
         *request.version_mut() = Version::HTTP_2;
-        match self.peers.forward(site, &service.name, request).await {
+        let forwarded = if grpc::is_grpc(request.headers()) {
+            let limit = grpc::deadline(request.headers());
+            self.peers
+                .forward_within(site, &service.name, request, limit)
+                .await
+        } else {
+            self.peers.forward(site, &service.name, request).await
+        };
+        match forwarded {
             Ok(response) => {
                 let status = response.status();
                 let outcome = if response.headers().contains_key(NOT_DELIVERED) {
@@ -231,6 +285,16 @@ impl Chain {
                 Attempt::failed(Outcome::NotDelivered(cause.into()))
             }
         }
+    }
+}
+
+/// How long to wait for an instance's answer: a gRPC call as long as its own deadline, if it
+/// has one; any other request up to `configured`.
+fn answer_limit(headers: &HeaderMap, configured: Duration) -> Option<Duration> {
+    if grpc::is_grpc(headers) {
+        grpc::deadline(headers)
+    } else {
+        Some(configured)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::{sync::atomic::Ordering, sync::Arc, time::Duration};
 
 use http_body_util::BodyExt;
-use hyper::{body::Incoming, header::HeaderValue, Request, Response, StatusCode};
+use hyper::{body::Incoming, header::HeaderValue, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use super::{
     chain::{Chain, RequestBody},
+    grpc,
     outcome::Outcome,
 };
 use crate::{
@@ -19,8 +20,8 @@ use crate::{
     config::Service,
     http::{error_response, full_body, ProxyBody},
     peer::wire::{
-        header_value, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH, NOT_DELIVERED,
-        REPLICATION_PATH,
+        header_value, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH, INSTANCE_HTTP2,
+        NOT_DELIVERED, REPLICATION_PATH,
     },
     peer::Peers,
     replication::{
@@ -75,10 +76,20 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<PeerAp
                 return refused("its certificate names no configured peer".into());
             };
             debug!(%client, peer = %site, "peer connected");
-            let handler = hyper::service::service_fn(move |request| {
+            let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let api = api.clone();
                 let site = site.clone();
-                async move { Ok::<_, std::convert::Infallible>(api.serve_peer(&site, request).await) }
+                let grpc = grpc::is_grpc(request.headers());
+                async move {
+                    let response = api.serve_peer(&site, request).await;
+                    // The calling site relays this answer as it is: a gRPC call's in gRPC form.
+                    let response = if grpc {
+                        grpc::in_grpc_form(response)
+                    } else {
+                        response
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             if let Err(err) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -135,6 +146,11 @@ impl PeerApi {
         let (mut parts, body) = request.into_parts();
         parts.headers.remove(FORWARDED_BY);
         parts.headers.remove(FORWARDED_SERVICE);
+        // The instance speaks what the client spoke to the service, not the peer link's HTTP/2.
+        parts.version = match parts.headers.remove(INSTANCE_HTTP2) {
+            Some(_) => Version::HTTP_2,
+            None => Version::HTTP_11,
+        };
         if let Some(replicator) = self
             .replicator
             .as_ref()
@@ -160,14 +176,10 @@ impl PeerApi {
         if let Some(response) = attempt.response {
             return response;
         }
-        let (why, delivered) = match attempt.outcome {
-            Outcome::NotDelivered(why) => (why.to_string(), false),
-            Outcome::Failed(why) => (why.to_string(), true),
-            Outcome::Answered(status) => (format!("answered {status}"), true),
-        };
+        let delivered = !matches!(attempt.outcome, Outcome::NotDelivered(_));
         let mut response = error_response(
             StatusCode::BAD_GATEWAY,
-            format!("site {}: {why}", self.site),
+            format!("site {}: {}", self.site, attempt.outcome),
         );
         if !delivered {
             response

@@ -1,13 +1,17 @@
 //! The transparent proxy. Each accepted connection was redirected by the kernel programs; the
 //! proxy asks which service the client meant (`OriginalDestinations`), tells its protocol
 //! (`sniff`) and serves HTTP/1.1 through hyper, each request in turn (`request`: its scope, its
-//! plan, the chain of attempts in `chain`). Anything that is not HTTP is relayed untouched
-//! (`relay`). What other sites ask of this one arrives through the peer API (`inbound`).
+//! plan, the chain of attempts in `chain`), or HTTP/2 (`http2`), each stream a request; gRPC's
+//! specifics are in `grpc`. Anything that is not HTTP is relayed untouched (`relay`). What
+//! other sites ask of this one arrives through the peer API (`inbound`).
 mod chain;
+mod grpc;
+mod http2;
 mod inbound;
 mod outcome;
 pub mod plan;
 mod relay;
+mod replay;
 mod request;
 mod sniff;
 
@@ -25,7 +29,7 @@ use tracing::{debug, warn};
 use crate::{
     accept::next_connection,
     config::{CarrierSettings, ProxySettings, Service},
-    http::instance_client,
+    http::{http2_instance_client, instance_client},
     intercept::{Intercepted, OriginalDestinations},
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
@@ -82,6 +86,7 @@ impl Proxy {
         let chain = Arc::new(Chain {
             site: site.clone(),
             upstream: instance_client(settings.connect_timeout),
+            upstream_http2: http2_instance_client(settings.connect_timeout),
             peers: peers.clone(),
             settings: settings.clone(),
             carriers: carriers.clone(),
@@ -157,6 +162,10 @@ impl Proxy {
                 self.serve_http(stream, service, intercepted.cgroup_id)
                     .await
             }
+            Protocol::Http2 => {
+                let workload = self.workload(service, intercepted.cgroup_id);
+                http2::serve(stream, workload, &self.settings, true).await
+            }
             Protocol::Opaque => {
                 self.counters.tcp_relays.fetch_add(1, Ordering::Relaxed);
                 relay::relay_tcp(stream, &service, self.settings.connect_timeout).await
@@ -164,19 +173,35 @@ impl Proxy {
         }
     }
 
+    fn workload(&self, service: Arc<Service>, cgroup_id: u64) -> http2::WorkloadConnection {
+        http2::WorkloadConnection {
+            requests: self.requests.clone(),
+            service,
+            cgroup_id,
+        }
+    }
+
     async fn serve_http(&self, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
-        let requests = self.requests.clone();
+        let workload = self.workload(service, cgroup_id);
+        let settings = self.settings.clone();
         let handler = hyper::service::service_fn(move |request| {
-            let requests = requests.clone();
-            let service = service.clone();
-            async move { Ok::<_, Infallible>(requests.handle(request, &service, cgroup_id).await) }
+            let workload = workload.clone();
+            let settings = settings.clone();
+            async move {
+                if let Some(first_stream) = http2::h2c_request(&request) {
+                    let response = http2::upgrade(request, first_stream, workload, settings);
+                    return Ok::<_, Infallible>(response);
+                }
+                Ok(workload.handle(request).await)
+            }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.settings.header_read_timeout)
             .max_buf_size(self.settings.max_header_bytes)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), handler);
+            .serve_connection(TokioIo::new(stream), handler)
+            .with_upgrades();
         if let Err(err) = connection.await {
             debug!("client connection ended: {err}");
         }
@@ -188,6 +213,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::{
+        body::Incoming,
+        header::{self, HeaderValue},
+        HeaderMap, Request, Response, StatusCode,
+    };
+    use hyper_util::rt::TokioExecutor;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Every connection "dialled" `service`: the kernel's part, replaced.
@@ -235,6 +268,15 @@ mod tests {
         address
     }
 
+    /// A loopback address where nothing listens: bound, then dropped.
+    async fn nothing_listening() -> SocketAddr {
+        TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
     async fn exchange(proxy: SocketAddr, request: &str) -> String {
         let mut client = TcpStream::connect(proxy).await.unwrap();
         client.write_all(request.as_bytes()).await.unwrap();
@@ -272,14 +314,79 @@ mod tests {
         assert!(answer.ends_with("seen"), "{answer}");
     }
 
+    /// An instance that speaks HTTP/2 only (prior knowledge, as gRPC servers): each call is
+    /// answered with its own body, then trailers that say which `te` it came with.
+    async fn http2_instance() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let answer = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                    let te = request.headers().get(header::TE).cloned();
+                    let body = request.into_body().collect().await?.to_bytes();
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                    trailers.insert("x-te", te.unwrap_or(HeaderValue::from_static("none")));
+                    let body = Full::new(body)
+                        .with_trailers(async move { Some(Ok::<_, Infallible>(trailers)) });
+                    Ok::<_, hyper::Error>(Response::new(body))
+                });
+                let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), answer);
+                tokio::spawn(connection);
+            }
+        });
+        address
+    }
+
+    /// A gRPC-style call over HTTP/2 with prior knowledge: the answer's head, body and trailers.
+    async fn http2_call(proxy: SocketAddr) -> (hyper::http::response::Parts, Bytes, HeaderMap) {
+        let stream = TcpStream::connect(proxy).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = Request::post("http://198.18.0.10/pkg.Service/Call")
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header(header::TE, "trailers")
+            .body(Full::new(Bytes::from_static(b"message")))
+            .unwrap();
+        let (head, body) = sender.send_request(request).await.unwrap().into_parts();
+        let body = body.collect().await.unwrap();
+        let trailers = body.trailers().cloned().unwrap_or_default();
+        (head, body.to_bytes(), trailers)
+    }
+
+    #[tokio::test]
+    async fn an_http2_call_reaches_an_http2_instance_and_its_trailers_come_back() {
+        let proxy = proxy_for(http2_instance().await).await;
+        let (head, body, trailers) = http2_call(proxy).await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.headers["x-cheops-site"], "Paris");
+        assert_eq!(body, "message");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["x-te"], "trailers");
+    }
+
+    #[tokio::test]
+    async fn a_grpc_call_that_cannot_be_served_gets_a_grpc_status_naming_the_site() {
+        let local = nothing_listening().await;
+        let (head, body, _) = http2_call(proxy_for(local).await).await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.headers["grpc-status"], "14");
+        let message = head.headers["grpc-message"].to_str().unwrap();
+        assert!(
+            message.contains("service 'catalog': site Paris:"),
+            "{message}"
+        );
+        assert!(body.is_empty());
+    }
+
     #[tokio::test]
     async fn an_unreachable_instance_gets_a_502_naming_the_service_and_site() {
-        // Bind then drop: nothing listens on this port any more.
-        let local = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let local = nothing_listening().await;
         let proxy = proxy_for(local).await;
         let answer = exchange(
             proxy,

@@ -12,10 +12,25 @@ use crate::peer;
 pub enum Outcome {
     /// The site's instance answered with this status.
     Answered(StatusCode),
+    /// The site answered a gRPC call UNAVAILABLE (with this message) before any response
+    /// message: the client saw nothing of it yet, so the next site may serve the call.
+    Unavailable(String),
     /// The request never reached the service there (site down, connection refused).
     NotDelivered(NotDelivered),
     /// The request may have reached the service, then went wrong (timeout, broken connection).
     Failed(Failed),
+}
+
+/// Why the attempt did not serve, as the client's answer says it.
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Answered(status) => write!(f, "answered {status}"),
+            Outcome::Unavailable(message) => write!(f, "answered UNAVAILABLE ({message})"),
+            Outcome::NotDelivered(why) => why.fmt(f),
+            Outcome::Failed(why) => why.fmt(f),
+        }
+    }
 }
 
 /// This site's instance of a service, as an answer names it.
@@ -43,6 +58,12 @@ pub enum NotDelivered {
     PeerInstance { service: String },
     #[error(transparent)]
     Peer(#[from] peer::NotDelivered),
+    /// The call's stream sent to an earlier site was over the limit: it cannot be sent again.
+    #[error(
+        "not tried: the call had sent over {limit} bytes to the site before \
+         (`proxy.retry_body_limit`), too many to send again"
+    )]
+    NotReplayable { limit: usize },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -51,7 +51,8 @@ pub enum Next {
 
 /// Decides after an attempt; `more` tells whether the chain has another site. A request that
 /// is not idempotent goes on only if it never reached the service: running it twice could
-/// create twice.
+/// create twice. A gRPC call (never idempotent: always POST) also goes on when the site said
+/// UNAVAILABLE before any response message, as gRPC clients retry.
 pub fn after(outcome: &Outcome, method: &Method, more: bool) -> Next {
     let retry_is_safe = is_idempotent(method);
     match outcome {
@@ -59,6 +60,8 @@ pub fn after(outcome: &Outcome, method: &Method, more: bool) -> Next {
             Next::FallBack
         }
         Outcome::Answered(_) => Next::Answer,
+        Outcome::Unavailable(_) if more => Next::FallBack,
+        Outcome::Unavailable(_) => Next::Answer,
         Outcome::NotDelivered(_) if more => Next::FallBack,
         Outcome::Failed(_) if more && retry_is_safe => Next::FallBack,
         Outcome::NotDelivered(_) | Outcome::Failed(_) => Next::GiveUp,
@@ -82,14 +85,7 @@ pub fn is_idempotent(method: &Method) -> bool {
 pub fn none_served(service: &str, tried: &[(String, Outcome)]) -> String {
     let reasons: Vec<String> = tried
         .iter()
-        .map(|(site, outcome)| {
-            let why = match outcome {
-                Outcome::Answered(status) => format!("answered {status}"),
-                Outcome::NotDelivered(why) => why.to_string(),
-                Outcome::Failed(why) => why.to_string(),
-            };
-            format!("site {site}: {why}")
-        })
+        .map(|(site, outcome)| format!("site {site}: {outcome}"))
         .collect();
     format!("no site served service '{service}': {}", reasons.join("; "))
 }
@@ -161,6 +157,17 @@ mod tests {
         assert_eq!(after(&failed, &Method::GET, false), Next::Answer);
         let fine = Outcome::Answered(StatusCode::NOT_FOUND);
         assert_eq!(after(&fine, &Method::GET, true), Next::Answer);
+    }
+
+    #[test]
+    fn a_grpc_call_answered_unavailable_before_any_message_goes_on() {
+        let unavailable = Outcome::Unavailable("overloaded".into());
+        assert_eq!(after(&unavailable, &Method::POST, true), Next::FallBack);
+        assert_eq!(after(&unavailable, &Method::POST, false), Next::Answer);
+        assert_eq!(
+            none_served("kv", &[("B".into(), unavailable)]),
+            "no site served service 'kv': site B: answered UNAVAILABLE (overloaded)"
+        );
     }
 
     #[test]

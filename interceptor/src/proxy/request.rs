@@ -8,6 +8,7 @@ use tracing::info;
 
 use super::{
     chain::{Chain, RequestBody},
+    grpc::{self, CallEnd},
     plan::{self, Route},
 };
 use crate::{
@@ -16,7 +17,7 @@ use crate::{
     intercept::NO_WORKLOAD,
     metrics::{Collaboration, Metrics, ProxyCounters, RequestLabels},
     peer::{
-        wire::{FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED},
+        wire::{FORWARDED_BY, FORWARDED_SERVICE, INSTANCE_HTTP2, NOT_DELIVERED},
         Peers,
     },
     replication::{
@@ -75,6 +76,49 @@ impl Unavailable {
     }
 }
 
+/// What a request's log line and metrics say of it.
+struct RequestLine {
+    service: String,
+    method: String,
+    path: String,
+    scope: Option<String>,
+    collaboration: Collaboration,
+    status: u16,
+    served_by: String,
+    started: Instant,
+}
+
+impl RequestLine {
+    /// `grpc`: how the gRPC call ended, its method being the path.
+    fn write(self, metrics: &Metrics, grpc: Option<CallEnd>) {
+        let elapsed = self.started.elapsed();
+        let labels = RequestLabels::new(
+            &self.service,
+            self.collaboration,
+            &self.served_by,
+            self.status,
+        );
+        metrics.record_request(&labels, elapsed);
+        let grpc_status = grpc.map(CallEnd::label);
+        if let Some(status) = &grpc_status {
+            metrics.record_grpc_call(&labels, &self.path, status, elapsed);
+        }
+        info!(
+            service = %self.service,
+            method = %self.method,
+            path = %self.path,
+            scope = self.scope.as_deref().map(tracing::field::display),
+            collaboration = %self.collaboration.as_str(),
+            status = self.status,
+            grpc_method = grpc_status.as_ref().map(|_| tracing::field::display(&self.path)),
+            grpc_status = grpc_status.as_deref().map(tracing::field::display),
+            served_by = %self.served_by,
+            elapsed_us = elapsed.as_micros() as u64,
+            "request"
+        );
+    }
+}
+
 impl WorkloadRequests {
     /// One request from a workload: its scope decides where it runs.
     pub async fn handle(
@@ -88,7 +132,12 @@ impl WorkloadRequests {
         let (mut parts, body) = request.into_parts();
         remove_hop_by_hop_headers(&mut parts.headers);
         // Only the peer API takes forwarded requests: a workload cannot pose as a site.
-        for marker in [FORWARDED_BY, FORWARDED_SERVICE, NOT_DELIVERED] {
+        for marker in [
+            FORWARDED_BY,
+            FORWARDED_SERVICE,
+            NOT_DELIVERED,
+            INSTANCE_HTTP2,
+        ] {
             parts.headers.remove(marker);
         }
         let (plan, scope) = match self.decide(&mut parts.headers, service, cgroup_id).await {
@@ -175,7 +224,8 @@ impl WorkloadRequests {
         )
     }
 
-    /// Counts the request in the metrics and logs its one line.
+    /// Counts the request in the metrics and logs its one line; a gRPC call's when it ends,
+    /// with the status it ended with, and with cheops's own answer in gRPC form.
     fn log_request(
         &self,
         parts: &Parts,
@@ -185,30 +235,33 @@ impl WorkloadRequests {
         started: Instant,
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
-        let served_by = response
-            .headers()
-            .get(SERVED_BY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none");
-        let labels = RequestLabels::new(
-            &service.name,
+        let grpc = grpc::is_grpc(&parts.headers);
+        let response = if grpc {
+            grpc::in_grpc_form(response)
+        } else {
+            response
+        };
+        let line = RequestLine {
+            service: service.name.clone(),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            scope: scope.map(ToString::to_string),
             collaboration,
-            served_by,
-            response.status().as_u16(),
-        );
-        self.metrics.record_request(&labels, started.elapsed());
-        info!(
-            service = %service.name,
-            method = %parts.method,
-            path = %parts.uri.path(),
-            scope = scope.map(tracing::field::display),
-            collaboration = %collaboration.as_str(),
-            status = response.status().as_u16(),
-            served_by = %served_by,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "request"
-        );
-        response
+            status: response.status().as_u16(),
+            served_by: response
+                .headers()
+                .get(SERVED_BY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned(),
+            started,
+        };
+        if !grpc {
+            line.write(&self.metrics, None);
+            return response;
+        }
+        let metrics = self.metrics.clone();
+        grpc::when_ended(response, move |end| line.write(&metrics, Some(end)))
     }
 
     /// The plan for this request and the scope it came with (none: local), with its scope

@@ -14,6 +14,8 @@ const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
 #[derive(Debug, PartialEq, Eq)]
 pub enum Protocol {
     Http1,
+    /// HTTP/2 with prior knowledge: the connection preface, as every plaintext gRPC client sends.
+    Http2,
     /// Anything else: relayed byte for byte.
     Opaque,
 }
@@ -30,7 +32,11 @@ const HTTP_METHODS: [&[u8]; 9] = [
     b"CONNECT ",
 ];
 
-/// Looks at the first bytes without consuming them: an HTTP/1 request line starts with a method.
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113, 3.4).
+pub const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Looks at the first bytes without consuming them: an HTTP/1 request line starts with a
+/// method, an HTTP/2 connection with its preface.
 pub async fn sniff(stream: &TcpStream) -> Protocol {
     let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
     let mut closed = false;
@@ -56,7 +62,7 @@ pub async fn sniff(stream: &TcpStream) -> Protocol {
 
 /// The protocol told by the bytes received so far; "would block" while they are too few.
 fn peek_protocol(stream: &TcpStream) -> io::Result<Protocol> {
-    let mut first = [0u8; 8];
+    let mut first = [0u8; HTTP2_PREFACE.len()];
     // SAFETY: `first` is valid for writes of its length, and the descriptor stays open while
     // `stream` is borrowed. MSG_DONTWAIT: never block a worker thread.
     let len = unsafe {
@@ -74,9 +80,12 @@ fn peek_protocol(stream: &TcpStream) -> io::Result<Protocol> {
     classify(&first[..len]).ok_or_else(|| ErrorKind::WouldBlock.into())
 }
 
-/// `None` while the bytes are still a prefix of some method.
+/// `None` while the bytes are still a prefix of some method or of the HTTP/2 preface.
 fn classify(first: &[u8]) -> Option<Protocol> {
-    let mut undecided = false;
+    if first.starts_with(HTTP2_PREFACE) {
+        return Some(Protocol::Http2);
+    }
+    let mut undecided = HTTP2_PREFACE.starts_with(first);
     for method in HTTP_METHODS {
         if first.starts_with(method) {
             return Some(Protocol::Http1);
@@ -111,6 +120,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_http2_preface_is_told_apart_from_a_request_line() {
+        let (mut client, server) = pair().await;
+        client.write_all(&HTTP2_PREFACE[..10]).await.unwrap();
+        let sniffing = tokio::spawn(async move { sniff(&server).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(&HTTP2_PREFACE[10..]).await.unwrap();
+        assert_eq!(sniffing.await.unwrap(), Protocol::Http2);
+    }
+
+    #[tokio::test]
     async fn a_client_that_stops_mid_method_is_relayed_without_waiting_out_the_deadline() {
         let (mut client, server) = pair().await;
         client.write_all(b"PO").await.unwrap();
@@ -126,7 +145,9 @@ mod tests {
         assert_eq!(classify(b"DELETE /"), Some(Protocol::Http1));
         assert_eq!(classify(b"GE"), None);
         assert_eq!(classify(b"\x16\x03\x01\x02\x00"), Some(Protocol::Opaque));
-        assert_eq!(classify(b"PRI * HT"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"PRI * HT"), None);
+        assert_eq!(classify(HTTP2_PREFACE), Some(Protocol::Http2));
+        assert_eq!(classify(b"PRI * HTTP/1.1\r\n"), Some(Protocol::Opaque));
         assert_eq!(classify(b"get / "), Some(Protocol::Opaque));
     }
 }
