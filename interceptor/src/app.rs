@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
-    admin::Admin,
+    admin::{Admin, ControlSocket},
     config::{Config, InterceptionMode},
     intercept::{
         self,
@@ -61,6 +61,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             })
             .collect::<Result<Vec<_>, dsl::ScopeError>>()?,
     )?);
+    let control = ControlSocket::new(&config.admin.control, config.admin.control_group.as_deref())?;
     let tls = config
         .tls
         .as_ref()
@@ -158,7 +159,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
                 None
             }
         };
-        let admin_address = SocketAddr::from((Ipv4Addr::LOCALHOST, config.admin.port));
+        let admin_address = config.admin.tcp_address();
         Admin {
             site: config.site.clone(),
             counters: proxy_counters,
@@ -169,9 +170,9 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             namespaces,
             inbound: inbound_door,
             metrics,
+            control,
         }
-        .spawn(admin_address)
-        .with_context(|| format!("binding the admin endpoint {admin_address}"))?;
+        .spawn(admin_address)?;
         info!(
             site = %config.site,
             services = config.services.len(),
@@ -179,7 +180,8 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             workloads = cgroups.len(),
             interception = ?config.proxy.interception,
             proxy_port = port,
-            admin = %admin_address,
+            admin = admin_address.map(tracing::field::display),
+            control = %config.admin.control.display(),
             "cheops agent ready"
         );
         shutdown_signal().await;

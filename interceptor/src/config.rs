@@ -4,7 +4,7 @@
 //! Loading checks everything it can up front, so that a bad file fails with one clear sentence.
 use std::{
     collections::HashSet,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -278,16 +278,44 @@ pub enum InterceptionMode {
     Nat,
 }
 
+/// Where the agent is read and steered. Reading (status, metrics, readiness) is open to any
+/// local process over TCP; anything that changes the agent goes through the control socket,
+/// which the kernel restricts by file mode and the agent by the caller's credentials.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
-    /// The port of the admin endpoint (status, metrics), on 127.0.0.1 only.
+    /// Whether the read-only admin pages are served over TCP at all.
+    pub tcp: bool,
+    /// The address of the read-only admin pages (status, metrics, readiness).
+    pub address: IpAddr,
+    /// The port of the read-only admin pages.
     pub port: u16,
+    /// The control socket: every admin page, and the ones that change state, for root only
+    /// (mode 0600), or root and `control_group` (mode 0660).
+    pub control: PathBuf,
+    /// A group whose members may use the control socket besides root.
+    pub control_group: Option<String>,
 }
+
+/// Where the control socket is unless configured otherwise (and where the CLI looks for it).
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/cheops/control.sock";
 
 impl Default for AdminSettings {
     fn default() -> Self {
-        AdminSettings { port: 15000 }
+        AdminSettings {
+            tcp: true,
+            address: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            port: 15000,
+            control: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            control_group: None,
+        }
+    }
+}
+
+impl AdminSettings {
+    /// The read-only admin pages' address, unless they are turned off.
+    pub fn tcp_address(&self) -> Option<SocketAddr> {
+        self.tcp.then_some(SocketAddr::new(self.address, self.port))
     }
 }
 

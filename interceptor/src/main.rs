@@ -2,7 +2,7 @@
 use std::{ffi::OsString, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use interceptor::{app, cli, tls};
+use interceptor::{admin::client::Endpoint, app, cli, config::DEFAULT_CONTROL_SOCKET, tls};
 
 #[derive(Parser)]
 #[command(
@@ -29,18 +29,24 @@ enum Command {
     },
     /// Show a running agent's status (from its admin endpoint).
     Status {
-        /// The agent's admin address.
+        /// The agent's read-only admin address.
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: SocketAddr,
+        /// Ask through the agent's control socket instead (root or `admin.control_group`).
+        #[arg(long)]
+        control: Option<PathBuf>,
         /// Print the JSON the agent gives.
         #[arg(long)]
         json: bool,
     },
     /// List this site's replicants and cross resources, and each replica's state.
     Replicas {
-        /// The agent's admin address.
+        /// The agent's read-only admin address.
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: SocketAddr,
+        /// Ask through the agent's control socket instead (root or `admin.control_group`).
+        #[arg(long)]
+        control: Option<PathBuf>,
         /// Print the JSON the agent gives.
         #[arg(long)]
         json: bool,
@@ -60,9 +66,9 @@ enum Command {
         /// The scope of every request the command makes.
         #[arg(long)]
         scope: String,
-        /// The agent's admin address.
-        #[arg(long, default_value = "127.0.0.1:15000")]
-        admin: SocketAddr,
+        /// The agent's control socket (root or `admin.control_group` only).
+        #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+        control: PathBuf,
         /// The workload cgroup to run under (default: the agent's first).
         #[arg(long)]
         workload: Option<PathBuf>,
@@ -86,8 +92,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Agent { config } => report_error(app::run_agent(&config)),
-        Command::Status { admin, json } => report_error(cli::status::run(admin, json)),
-        Command::Replicas { admin, json } => report_error(cli::replicas::run(admin, json)),
+        Command::Status {
+            admin,
+            control,
+            json,
+        } => report_error(cli::status::run(&endpoint(admin, control), json)),
+        Command::Replicas {
+            admin,
+            control,
+            json,
+        } => report_error(cli::replicas::run(&endpoint(admin, control), json)),
         Command::Certs { out, sites } => report_error(
             tls::generate(&out, &sites)
                 .map(|written| {
@@ -99,10 +113,15 @@ fn main() -> ExitCode {
         ),
         Command::Exec {
             scope,
-            admin,
+            control,
             workload,
             command,
-        } => match cli::exec::run(admin, &scope, workload.as_deref(), &command) {
+        } => match cli::exec::run(
+            &Endpoint::Control(control),
+            &scope,
+            workload.as_deref(),
+            &command,
+        ) {
             Ok(code) => code,
             Err(err) => {
                 eprintln!("cheops exec: {err:#}");
@@ -110,6 +129,11 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The control socket when asked for, else the read-only TCP endpoint.
+fn endpoint(admin: SocketAddr, control: Option<PathBuf>) -> Endpoint {
+    control.map_or(Endpoint::Tcp(admin), Endpoint::Control)
 }
 
 fn report_error(result: anyhow::Result<()>) -> ExitCode {

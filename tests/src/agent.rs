@@ -1,10 +1,14 @@
 //! A `cheops agent` running inside a network namespace, with its configuration and log in a
 //! temporary directory; stopped (SIGKILL) when dropped.
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use interceptor::{
     admin::api::{ReplicasView, Status, REPLICAS_PAGE, STATUS_PAGE},
-    config::{Config, Service, Workload},
+    config::{Config, Service, Workload, DEFAULT_CONTROL_SOCKET},
 };
 
 use crate::{
@@ -21,6 +25,10 @@ pub struct Agent {
     netns: String,
     pub log: PathBuf,
     config: PathBuf,
+    /// Where `cheops exec` and other commands that change the agent reach it.
+    pub control: PathBuf,
+    /// Whether the read-only TCP admin endpoint is on (else the control socket is read).
+    tcp: bool,
     /// Started inside a cgroup of its own: `restart` does not know how to do that again.
     in_cgroup: bool,
     _dir: tempfile::TempDir,
@@ -81,7 +89,13 @@ impl Agent {
     fn launch(netns: &Netns, config: &Config, cgroup: Option<&Cgroup>) -> Agent {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config_path = dir.path().join("cheops.toml");
-        std::fs::write(&config_path, config_text(config)).expect("writing the agent configuration");
+        // Agents of one test share the filesystem: each gets its control socket of its own.
+        let mut config = config.clone();
+        if config.admin.control == Path::new(DEFAULT_CONTROL_SOCKET) {
+            config.admin.control = dir.path().join("control.sock");
+        }
+        std::fs::write(&config_path, config_text(&config))
+            .expect("writing the agent configuration");
         let log = dir.path().join("agent.log");
         let mut command = agent_command(netns.name(), &config_path);
         if let Some(cgroup) = cgroup {
@@ -92,6 +106,8 @@ impl Agent {
             netns: netns.name().to_owned(),
             log,
             config: config_path,
+            control: config.admin.control.clone(),
+            tcp: config.admin.tcp,
             in_cgroup: cgroup.is_some(),
             _dir: dir,
         };
@@ -120,9 +136,18 @@ impl Agent {
         self.wait_until_ready();
     }
 
-    /// GETs an admin page from inside the namespace; `None` if the agent does not answer.
+    /// GETs an admin page from inside the namespace (through the control socket when the TCP
+    /// endpoint is off); `None` if the agent does not answer.
     pub fn admin(&self, page: &str) -> Option<String> {
-        admin_page(&self.netns, page)
+        match self.tcp {
+            true => admin_page(&self.netns, page),
+            false => curl_page(
+                command_in(&self.netns, "curl")
+                    .arg("--unix-socket")
+                    .arg(&self.control),
+                page,
+            ),
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -147,7 +172,12 @@ impl Agent {
 /// GETs a page of the admin endpoint of the agent in the network namespace `netns`, however it
 /// was started; `None` if none answers.
 pub fn admin_page(netns: &str, page: &str) -> Option<String> {
-    let output = command_in(netns, "curl")
+    curl_page(&mut command_in(netns, "curl"), page)
+}
+
+/// `page` of the admin endpoint that `curl` (with its options to reach it) reaches.
+fn curl_page(curl: &mut std::process::Command, page: &str) -> Option<String> {
+    let output = curl
         .args(["-sf", "-m", "2"])
         .arg(format!("http://{ADMIN}{page}"))
         .output()

@@ -87,7 +87,10 @@ fn scoped(mesh: &Mesh, scope: &str, command: &std::process::Command) -> std::pro
         .site("A")
         .netns
         .command(cheops_bin().to_str().unwrap());
-    exec.args(["exec", "--scope", scope, "--"])
+    exec.arg("exec")
+        .arg("--control")
+        .arg(&mesh.site("A").agent.control)
+        .args(["--scope", scope, "--"])
         .arg(command.get_program())
         .args(command.get_args())
         .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));

@@ -93,12 +93,15 @@ fn a_bad_scope_is_answered_400_with_its_column_or_the_unknown_site() {
 fn cheops_exec_gives_an_unmodified_command_its_scope() {
     let mesh = three_sites();
     let url = format!("http://{FRONT}/products");
+    let control = mesh.site("A").agent.control.to_str().unwrap().to_owned();
     let output = mesh.run_at(
         "A",
         false,
         cheops_bin().to_str().unwrap(),
         &[
             "exec",
+            "--control",
+            &control,
             "--scope",
             "{catalog: B}",
             "--",
@@ -125,7 +128,15 @@ fn cheops_exec_gives_an_unmodified_command_its_scope() {
         "A",
         false,
         cheops_bin().to_str().unwrap(),
-        &["exec", "--scope", "{catalog: Lyon}", "--", "true"],
+        &[
+            "exec",
+            "--control",
+            &control,
+            "--scope",
+            "{catalog: Lyon}",
+            "--",
+            "true",
+        ],
     );
     assert!(!refused.status.success());
     assert!(

@@ -2,6 +2,9 @@
 //! typed API both sides share, and the small client the CLI uses to ask a running agent.
 pub mod api;
 pub mod client;
+mod control;
 mod server;
+
+pub use control::ControlSocket;
 
 pub use server::Admin;

@@ -1,7 +1,8 @@
-//! The admin endpoint on 127.0.0.1: `/status` (JSON), `/replicas` (JSON), `/metrics`
-//! (Prometheus text), `/ready`, and `/workload-scope` where `cheops exec` registers a cgroup's
-//! default scope. It runs on its own thread and runtime, off the data plane, so a slow scrape
-//! never delays a request.
+//! The admin endpoint: `/status` (JSON), `/replicas` (JSON), `/metrics` (Prometheus text),
+//! `/ready`, and `/workload-scope` where `cheops exec` registers a cgroup's default scope. The
+//! read-only pages are served on TCP loopback to anyone; the pages that change state only on
+//! the control socket (`control.rs`). It runs on its own thread and runtime, off the data plane,
+//! so a slow scrape never delays a request.
 use std::{convert::Infallible, net::SocketAddr, sync::atomic::Ordering, sync::Arc};
 
 use bytes::Bytes;
@@ -10,10 +11,13 @@ use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use anyhow::Context;
+
 use super::api::{
     ProxySnapshot, Registration, ReplicationSummary, Status, REPLICAS_PAGE, STATUS_PAGE,
     WORKLOAD_SCOPE_PAGE,
 };
+use super::control::{self, ControlSocket};
 use crate::{
     accept::next_connection,
     intercept::{ebpf::Interception, inbound::InboundDoor, namespaces::WorkloadNamespaces},
@@ -36,6 +40,8 @@ pub struct Admin {
     pub namespaces: Option<Arc<WorkloadNamespaces>>,
     pub inbound: Arc<InboundDoor>,
     pub metrics: Arc<Metrics>,
+    /// Where changes are taken, and from whom.
+    pub control: ControlSocket,
 }
 
 impl Admin {
@@ -116,12 +122,54 @@ impl Admin {
         }
     }
 
-    async fn answer(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let (status, content_type, body) = match request.uri().path() {
-            WORKLOAD_SCOPE_PAGE if request.method() == hyper::Method::PUT => {
-                let (status, text) = self.register(request).await;
-                (status, "text/plain", text)
-            }
+    /// Answers one admin request; `steering`: it came through the control socket from a caller
+    /// allowed to change the agent.
+    pub(super) async fn answer(
+        &self,
+        request: Request<hyper::body::Incoming>,
+        steering: Steering,
+    ) -> Response<Full<Bytes>> {
+        let (status, content_type, body) = match steering {
+            Steering::Refused(why) => (StatusCode::FORBIDDEN, "text/plain", format!("{why}\n")),
+            Steering::Allowed => self.page(request, true).await,
+            Steering::ReadOnly => self.page(request, false).await,
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        response
+    }
+
+    /// The status, content type and body of an admin page; `may_change`: pages that change
+    /// the agent are served, not refused.
+    async fn page(
+        &self,
+        request: Request<hyper::body::Incoming>,
+        may_change: bool,
+    ) -> (StatusCode, &'static str, String) {
+        match request.uri().path() {
+            WORKLOAD_SCOPE_PAGE if request.method() == hyper::Method::PUT => match may_change {
+                true => {
+                    let (status, text) = self.register(request).await;
+                    (status, "text/plain", text)
+                }
+                false => (
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    format!(
+                        "the TCP admin endpoint is read-only: {WORKLOAD_SCOPE_PAGE} changes the \
+                         agent, so it is served only on the control socket {} (root{})\n",
+                        self.control.path.display(),
+                        match &self.control.group {
+                            Some((name, _)) => format!(" and group {name}"),
+                            None => String::new(),
+                        }
+                    ),
+                ),
+            },
             STATUS_PAGE => (
                 StatusCode::OK,
                 "application/json",
@@ -158,21 +206,22 @@ impl Admin {
                 "text/plain",
                 format!("no admin page {other}; try /status, /metrics or /ready\n"),
             ),
-        };
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static(content_type),
-        );
-        response
+        }
     }
 
-    /// Binds `address` now (so a taken port is reported at start-up) and serves it on a
-    /// thread of its own.
-    pub fn spawn(self, address: SocketAddr) -> std::io::Result<()> {
-        let listener = std::net::TcpListener::bind(address)?;
-        listener.set_nonblocking(true)?;
+    /// Binds the control socket and, unless turned off, the read-only TCP endpoint now (so a
+    /// taken port is reported at start-up) and serves them on a thread of its own.
+    pub fn spawn(self, tcp: Option<SocketAddr>) -> anyhow::Result<()> {
+        let listener = tcp
+            .map(|address| {
+                let listener = std::net::TcpListener::bind(address).with_context(|| {
+                    format!("binding the admin endpoint {address} (see `admin.port`)")
+                })?;
+                listener.set_nonblocking(true)?;
+                anyhow::Ok(listener)
+            })
+            .transpose()?;
+        let control = self.control.bind()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -180,23 +229,43 @@ impl Admin {
             .name("cheops-admin".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener).expect("tokio listener");
                     let admin = Arc::new(self);
+                    tokio::spawn(control::serve(control, admin.clone()));
+                    let Some(listener) = listener else {
+                        return std::future::pending().await;
+                    };
+                    let listener = TcpListener::from_std(listener).expect("tokio listener");
                     loop {
                         let (stream, _) = next_connection(&listener, "an admin connection").await;
-                        let admin = admin.clone();
-                        tokio::spawn(async move {
-                            let handler = hyper::service::service_fn(move |request| {
-                                let admin = admin.clone();
-                                async move { Ok::<_, Infallible>(admin.answer(request).await) }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), handler)
-                                .await;
-                        });
+                        tokio::spawn(serve_connection(stream, admin.clone(), Steering::ReadOnly));
                     }
                 })
             })?;
         Ok(())
     }
+}
+
+/// What an admin connection may do.
+#[derive(Clone)]
+pub(super) enum Steering {
+    /// Read the read-only pages (TCP).
+    ReadOnly,
+    /// Read and change (the control socket, root or the control group).
+    Allowed,
+    /// Nothing at all, and why (the control socket, anyone else).
+    Refused(Arc<str>),
+}
+
+/// Serves the admin pages on one connection, TCP or the control socket's.
+pub(super) async fn serve_connection<S>(stream: S, admin: Arc<Admin>, steering: Steering)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = hyper::service::service_fn(move |request| {
+        let (admin, steering) = (admin.clone(), steering.clone());
+        async move { Ok::<_, Infallible>(admin.answer(request, steering).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), handler)
+        .await;
 }

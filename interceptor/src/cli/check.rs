@@ -118,15 +118,15 @@ fn check_config(path: &Path, mount: Option<&Path>) -> Vec<Finding> {
         }
         findings.extend(check_namespaces(&dirs));
     }
-    let mut ports = vec![
-        ("proxy.port", config.proxy.port),
-        ("admin.port", config.admin.port),
-    ];
-    if config.services.iter().any(|s| s.inbound) {
-        ports.push(("proxy.inbound_port", config.proxy.inbound_port));
+    let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut ports = vec![("proxy.port", loopback(config.proxy.port))];
+    if let Some(admin) = config.admin.tcp_address() {
+        ports.push(("admin.port", admin));
     }
-    for (key, port) in ports {
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    if config.services.iter().any(|s| s.inbound) {
+        ports.push(("proxy.inbound_port", loopback(config.proxy.inbound_port)));
+    }
+    for (key, address) in ports {
         findings.push(match TcpListener::bind(address) {
             Ok(_) => finding(Verdict::Ok, format!("port {address} (`{key}`) is free")),
             Err(err) => finding(Verdict::Fail, format!("port {address} (`{key}`) is not free ({err}): is another cheops running? change `{key}`")),

@@ -3,7 +3,6 @@
 //! carries the scope; the registration and the cgroup are removed when the command ends.
 use std::{
     ffi::OsString,
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
 };
@@ -11,12 +10,15 @@ use std::{
 use anyhow::Context;
 
 use crate::{
-    admin::{api::Registration, client},
+    admin::{
+        api::Registration,
+        client::{self, Endpoint},
+    },
     intercept::cgroup::{enter_on_exec, kill_and_remove},
 };
 
 pub fn run(
-    admin: SocketAddr,
+    admin: &Endpoint,
     scope: &str,
     workload: Option<&Path>,
     command: &[OsString],
@@ -47,7 +49,7 @@ pub fn run(
 }
 
 /// The workload cgroup to run in: the one asked for, else the agent's first.
-fn workload_of_agent(admin: SocketAddr, wanted: Option<&Path>) -> anyhow::Result<PathBuf> {
+fn workload_of_agent(admin: &Endpoint, wanted: Option<&Path>) -> anyhow::Result<PathBuf> {
     let workloads = client::status(admin)?.workloads;
     match wanted {
         Some(wanted) => workloads
@@ -66,7 +68,7 @@ fn workload_of_agent(admin: SocketAddr, wanted: Option<&Path>) -> anyhow::Result
     }
 }
 
-fn register(admin: SocketAddr, cgroup: &Path, scope: Option<&str>) -> anyhow::Result<()> {
+fn register(admin: &Endpoint, cgroup: &Path, scope: Option<&str>) -> anyhow::Result<()> {
     client::register(
         admin,
         &Registration {

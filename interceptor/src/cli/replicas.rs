@@ -1,9 +1,10 @@
 //! `cheops replicas`: this site's replicants and cross resources, and each replica's state.
-use std::net::SocketAddr;
+use crate::{
+    admin::client::{self, Endpoint},
+    replication::records::ReplicaState,
+};
 
-use crate::{admin::client, replication::records::ReplicaState};
-
-pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
+pub fn run(admin: &Endpoint, json: bool) -> anyhow::Result<()> {
     let view = client::replicas(admin)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);

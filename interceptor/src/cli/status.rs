@@ -1,9 +1,7 @@
 //! `cheops status`: a running agent's peers, counters and replication, from its admin endpoint.
-use std::net::SocketAddr;
+use crate::admin::client::{self, Endpoint};
 
-use crate::admin::client;
-
-pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
+pub fn run(admin: &Endpoint, json: bool) -> anyhow::Result<()> {
     let status = client::status(admin)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
