@@ -25,7 +25,10 @@ use crate::{
     peer::Peers,
     proxy::{serve_peer_api, Proxy, ProxyParts},
     replication::{sites::PeerSites, store::Store, Replicator},
-    scope::workloads::WorkloadScopes,
+    scope::{
+        policy::PolicyOf,
+        workloads::{WorkloadCgroup, WorkloadScopes},
+    },
     tls,
 };
 
@@ -52,12 +55,16 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             .iter()
             .zip(&config.workloads)
             .map(|(dir, workload)| {
-                let scope = workload
+                let default_scope = workload
                     .default_scope
                     .as_deref()
                     .map(|text| config.check_scope(text))
                     .transpose()?;
-                Ok((dir.clone(), scope))
+                Ok(WorkloadCgroup {
+                    dir: dir.clone(),
+                    default_scope,
+                    policy: workload.policy(),
+                })
             })
             .collect::<Result<Vec<_>, dsl::ScopeError>>()?,
     )?);
@@ -120,6 +127,15 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             carriers: config.carriers.clone(),
             peers: peers.clone(),
             workload_scopes: workload_scopes.clone(),
+            inbound_policy: PolicyOf::limiting(
+                "a request from another machine (`[inbound]`)".into(),
+                config.inbound.clone(),
+            ),
+            peer_services: config
+                .peers
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), p.allow_services.clone()?)))
+                .collect(),
             counters: proxy_counters.clone(),
             metrics: metrics.clone(),
             replicator: replicator.clone(),

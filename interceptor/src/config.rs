@@ -4,13 +4,17 @@
 //! Loading checks everything it can up front, so that a bad file fails with one clear sentence.
 use std::{
     collections::HashSet,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use hyper::header::HeaderName;
 use serde::{Deserialize, Serialize};
+
+mod access;
+
+pub use access::{AdminSettings, Collaborating, ScopePolicy, DEFAULT_CONTROL_SOCKET};
 
 use crate::{
     resources::{self, ResourceRule},
@@ -76,6 +80,12 @@ pub enum ConfigError {
     NoTls,
     #[error("peers are configured, so `peer_api.listen` is required")]
     NoPeerApiListen,
+    #[error("{who}: `allow_sites` names '{site}', neither this site nor a configured peer")]
+    PolicySite { who: String, site: String },
+    #[error(
+        "peer '{peer}': `allow_services` names '{service}', which is not a configured service"
+    )]
+    PolicyService { peer: String, service: String },
     #[error("the default scope of workload {}: {cause}", cgroup.display())]
     DefaultScope {
         cgroup: PathBuf,
@@ -107,6 +117,9 @@ pub struct Config {
     pub peer_api: PeerApiSettings,
     #[serde(default)]
     pub carriers: CarrierSettings,
+    /// What the scopes of requests from other machines to inbound services may ask for.
+    #[serde(default)]
+    pub inbound: ScopePolicy,
 }
 
 /// Another site: its name (as scopes and its certificate say it) and its peer API address.
@@ -115,6 +128,9 @@ pub struct Config {
 pub struct Peer {
     pub name: String,
     pub address: SocketAddr,
+    /// The services this peer may ask this site to run (absent: every service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_services: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -220,6 +236,21 @@ pub struct Workload {
     pub cgroup: PathBuf,
     /// The scope of this workload's requests that carry none of their own.
     pub default_scope: Option<String>,
+    /// The other sites this workload's scopes may name (absent: every site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_sites: Option<Vec<String>>,
+    /// The collaborations this workload's scopes may use (absent: every one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<Collaborating>>,
+}
+
+impl Workload {
+    pub fn policy(&self) -> ScopePolicy {
+        ScopePolicy {
+            allow_sites: self.allow_sites.clone(),
+            allow: self.allow.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -276,47 +307,6 @@ pub enum InterceptionMode {
     /// An nftables or iptables REDIRECT rule sends connections here; no eBPF is loaded and
     /// the original destination comes from the kernel's connection tracking.
     Nat,
-}
-
-/// Where the agent is read and steered. Reading (status, metrics, readiness) is open to any
-/// local process over TCP; anything that changes the agent goes through the control socket,
-/// which the kernel restricts by file mode and the agent by the caller's credentials.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminSettings {
-    /// Whether the read-only admin pages are served over TCP at all.
-    pub tcp: bool,
-    /// The address of the read-only admin pages (status, metrics, readiness).
-    pub address: IpAddr,
-    /// The port of the read-only admin pages.
-    pub port: u16,
-    /// The control socket: every admin page, and the ones that change state, for root only
-    /// (mode 0600), or root and `control_group` (mode 0660).
-    pub control: PathBuf,
-    /// A group whose members may use the control socket besides root.
-    pub control_group: Option<String>,
-}
-
-/// Where the control socket is unless configured otherwise (and where the CLI looks for it).
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/cheops/control.sock";
-
-impl Default for AdminSettings {
-    fn default() -> Self {
-        AdminSettings {
-            tcp: true,
-            address: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            port: 15000,
-            control: PathBuf::from(DEFAULT_CONTROL_SOCKET),
-            control_group: None,
-        }
-    }
-}
-
-impl AdminSettings {
-    /// The read-only admin pages' address, unless they are turned off.
-    pub fn tcp_address(&self) -> Option<SocketAddr> {
-        self.tcp.then_some(SocketAddr::new(self.address, self.port))
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -416,6 +406,7 @@ impl Config {
             })?;
         }
         self.validate_peers()?;
+        access::validate_policies(self)?;
         for workload in &self.workloads {
             if let Some(scope) = &workload.default_scope {
                 self.check_scope(scope)

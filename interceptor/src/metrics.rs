@@ -11,7 +11,7 @@ use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::{
-        counter::ConstCounter,
+        counter::{ConstCounter, Counter},
         family::{Family, MetricConstructor},
         gauge::ConstGauge,
         histogram::{exponential_buckets, Histogram},
@@ -62,6 +62,13 @@ impl Collaboration {
             Collaboration::Refused => "refused",
         }
     }
+}
+
+/// Whose policy refused a request, and by which rule.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub rule: &'static str,
+    pub who: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,6 +123,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Histogram, LatencyBuckets>,
     grpc_calls: Family<GrpcLabels, Histogram, LatencyBuckets>,
+    policy_refusals: Family<PolicyLabels, Counter>,
 }
 
 impl Metrics {
@@ -138,6 +146,12 @@ impl Metrics {
             "gRPC calls handled by the proxy, by service, method, collaboration, serving site and gRPC status, with their duration to the end of the call",
             grpc_calls.clone(),
         );
+        let policy_refusals = Family::default();
+        registry.register(
+            "policy_refusals",
+            "Requests refused by a scope or peer policy, by rule and by whose policy it is",
+            policy_refusals.clone(),
+        );
         registry.register_collector(Box::new(Counters {
             interception,
             proxy_counters,
@@ -147,7 +161,19 @@ impl Metrics {
             registry,
             requests,
             grpc_calls,
+            policy_refusals,
         }
+    }
+
+    /// A request refused by a policy: `rule` (`allow_sites`, `allow`, `allow_services`) of
+    /// `who` (a workload, inbound requests, a peer).
+    pub fn record_policy_refusal(&self, rule: &'static str, who: &str) {
+        self.policy_refusals
+            .get_or_create(&PolicyLabels {
+                rule,
+                who: who.to_owned(),
+            })
+            .inc();
     }
 
     pub fn record_request(&self, labels: &RequestLabels, elapsed: Duration) {

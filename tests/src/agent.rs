@@ -47,6 +47,7 @@ pub fn site_config(site: &str) -> Config {
         tls: None,
         peer_api: Default::default(),
         carriers: Default::default(),
+        inbound: Default::default(),
     }
 }
 
@@ -66,6 +67,8 @@ pub fn meshed_workload(cgroup: &Cgroup) -> Workload {
     Workload {
         cgroup: cgroup.relative_path().to_owned(),
         default_scope: None,
+        allow_sites: None,
+        allow: None,
     }
 }
 

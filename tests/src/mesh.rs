@@ -10,7 +10,7 @@ use std::{
 };
 
 use interceptor::{
-    config::{Peer, PeerApiSettings, ReplicationSettings, Service},
+    config::{Config, Peer, PeerApiSettings, ReplicationSettings, Service},
     resources::ResourceRule,
     tls::TlsFiles,
 };
@@ -68,6 +68,8 @@ pub struct MeshOptions {
     /// The catalog is an inbound service: reached by other machines at `<site address>:3000`,
     /// where json-server itself listens too (on every address).
     pub inbound_catalog: bool,
+    /// Changes each site's configuration last, before its agent starts (policies and the like).
+    pub adjust: fn(&mut Config),
 }
 
 impl Default for MeshOptions {
@@ -79,6 +81,7 @@ impl Default for MeshOptions {
             request_timeout: Duration::from_secs(3),
             services: Vec::new(),
             inbound_catalog: false,
+            adjust: |_| {},
         }
     }
 }
@@ -198,8 +201,10 @@ impl Mesh {
                         .get(&(site.name.as_str(), peer.name.as_str()))
                         .copied()
                         .unwrap_or(SocketAddr::from((peer.address, PEER_PORT))),
+                    allow_services: None,
                 })
                 .collect();
+            (options.adjust)(&mut config);
             let agent = Agent::start(netns, &config);
             sites.push(MeshSite {
                 name: site.name.clone(),

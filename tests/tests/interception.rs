@@ -331,6 +331,8 @@ fn check_names_what_is_missing() {
     checked.workloads.push(Workload {
         cgroup: "cheops-no-such-cgroup".into(),
         default_scope: None,
+        allow_sites: None,
+        allow: None,
     });
     std::fs::write(&config, config_text(&checked)).unwrap();
     let output = Command::new(cheops_tests::cheops_bin())

@@ -1,7 +1,7 @@
 //! The inbound peer API: what other sites ask of this one. A request forwarded by a peer is
 //! executed against this site's instance, its scope never read again; a replication message
 //! goes to the replicator; a heartbeat gets this site's own measurements.
-use std::{sync::atomic::Ordering, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::atomic::Ordering, sync::Arc, time::Duration};
 
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, header::HeaderValue, Request, Response, StatusCode, Version};
@@ -19,6 +19,7 @@ use crate::{
     accept::next_connection,
     config::Service,
     http::{error_response, full_body, ProxyBody},
+    metrics::Metrics,
     peer::wire::{
         header_value, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH, INSTANCE_HTTP2,
         NOT_DELIVERED, REPLICATION_PATH,
@@ -41,6 +42,9 @@ pub struct PeerApi {
     pub peers: Arc<Peers>,
     pub chain: Arc<Chain>,
     pub replicator: Option<Arc<Replicator<PeerSites>>>,
+    /// The services each limited peer may ask this site to run (`[[peer]] allow_services`).
+    pub peer_services: HashMap<String, Vec<String>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves `api` on `listener`: TLS with a certificate of the mesh's CA required, then a check
@@ -130,6 +134,28 @@ impl PeerApi {
             .get(FORWARDED_SERVICE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
+        if let Some(allowed) = self
+            .peer_services
+            .get(peer)
+            .filter(|allowed| !allowed.iter().any(|s| s == wanted))
+        {
+            self.metrics
+                .record_policy_refusal("allow_services", &format!("peer {peer}"));
+            warn!(
+                peer,
+                service = wanted,
+                "refused a forwarded request: not in the peer's `allow_services`"
+            );
+            return error_response(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "site {peer} may not ask site {} to run service '{wanted}': it is not in \
+                     peer {peer}'s `allow_services` [{}] (see docs/security.md)",
+                    self.site,
+                    allowed.join(", ")
+                ),
+            );
+        }
         let Some(service) = self.services.iter().find(|s| s.name == wanted).cloned() else {
             return error_response(
                 StatusCode::NOT_FOUND,

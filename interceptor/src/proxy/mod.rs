@@ -16,6 +16,7 @@ mod request;
 mod sniff;
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
@@ -34,7 +35,7 @@ use crate::{
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
     replication::{sites::PeerSites, Replicator},
-    scope::{tokens::TokenScopes, workloads::WorkloadScopes},
+    scope::{policy::PolicyOf, tokens::TokenScopes, workloads::WorkloadScopes},
 };
 use chain::Chain;
 use inbound::PeerApi;
@@ -57,6 +58,10 @@ pub struct ProxyParts {
     pub carriers: CarrierSettings,
     pub peers: Arc<Peers>,
     pub workload_scopes: Arc<WorkloadScopes>,
+    /// What the scopes of requests from other machines may ask for, if limited.
+    pub inbound_policy: Option<Arc<PolicyOf>>,
+    /// The services each limited peer may ask this site to run.
+    pub peer_services: HashMap<String, Vec<String>>,
     pub counters: Arc<ProxyCounters>,
     pub metrics: Arc<Metrics>,
     pub replicator: Option<Arc<Replicator<PeerSites>>>,
@@ -77,6 +82,8 @@ impl Proxy {
             carriers,
             peers,
             workload_scopes,
+            inbound_policy,
+            peer_services,
             counters,
             metrics,
             replicator,
@@ -99,12 +106,15 @@ impl Proxy {
             peers: peers.clone(),
             chain: chain.clone(),
             replicator: replicator.clone(),
+            peer_services,
+            metrics: metrics.clone(),
         });
         let requests = Arc::new(WorkloadRequests {
             site,
             carriers,
             peers,
             workload_scopes,
+            inbound_policy,
             token_scopes,
             replicator,
             chain,
@@ -258,6 +268,8 @@ mod tests {
             carriers: CarrierSettings::default(),
             peers: Arc::new(peers),
             workload_scopes: Arc::new(WorkloadScopes::new(Vec::new()).unwrap()),
+            inbound_policy: None,
+            peer_services: HashMap::new(),
             counters,
             metrics,
             replicator: None,

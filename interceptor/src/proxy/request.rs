@@ -25,7 +25,12 @@ use crate::{
         sites::PeerSites,
         Replicator,
     },
-    scope::{carriers, tokens::TokenScopes, workloads::WorkloadScopes},
+    scope::{
+        carriers,
+        policy::{self, Breach, PolicyOf},
+        tokens::TokenScopes,
+        workloads::{CgroupDefaults, WorkloadScopes},
+    },
 };
 
 /// What serving a workload's requests takes.
@@ -34,6 +39,8 @@ pub struct WorkloadRequests {
     pub carriers: CarrierSettings,
     pub peers: Arc<Peers>,
     pub workload_scopes: Arc<WorkloadScopes>,
+    /// What the scopes of inbound requests (from other machines) may ask for, if limited.
+    pub inbound_policy: Option<Arc<PolicyOf>>,
     pub token_scopes: Arc<TokenScopes>,
     /// Replication and cross, when a service has resource rules.
     pub replicator: Option<Arc<Replicator<PeerSites>>>,
@@ -42,13 +49,33 @@ pub struct WorkloadRequests {
     pub metrics: Arc<Metrics>,
 }
 
-/// Why a request's scope cannot be used (answered 400).
+/// Why a request's scope cannot be used: unreadable or naming an unknown site (answered 400),
+/// or asking what its workload may not (answered 403).
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
     #[error(transparent)]
     Carrier(#[from] carriers::CarrierError),
     #[error("the scope of this request cannot be used: {0}")]
     UnknownSite(dsl::ScopeError),
+    #[error(
+        "{who} may not send service '{service}' where its scope {scope} says: {breach} \
+         (see docs/security.md)"
+    )]
+    Policy {
+        who: String,
+        service: String,
+        scope: String,
+        breach: Breach,
+    },
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Policy { .. } => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
 }
 
 /// Why a plan cannot be carried out (answered 501).
@@ -143,7 +170,10 @@ impl WorkloadRequests {
         let (plan, scope) = match self.decide(&mut parts.headers, service, cgroup_id).await {
             Ok(decision) => decision,
             Err(refusal) => {
-                let response = error_response(StatusCode::BAD_REQUEST, refusal.to_string());
+                if let Refusal::Policy { who, breach, .. } = &refusal {
+                    self.metrics.record_policy_refusal(breach.rule(), who);
+                }
+                let response = error_response(refusal.status(), refusal.to_string());
                 return self.log_request(
                     &parts,
                     service,
@@ -272,12 +302,15 @@ impl WorkloadRequests {
         service: &Service,
         cgroup_id: u64,
     ) -> Result<(dsl::Plan, Option<dsl::Scope>), Refusal> {
-        let workload_default = match cgroup_id {
-            NO_WORKLOAD => None,
+        let defaults = match cgroup_id {
+            NO_WORKLOAD => CgroupDefaults {
+                scope: None,
+                policy: self.inbound_policy.clone(),
+            },
             workload => self.workload_scopes.for_cgroup(workload).await,
         };
         let known = carriers::Known {
-            workload_default: workload_default.as_ref(),
+            workload_default: defaults.scope.as_ref(),
             token_scope: &|token| self.token_scopes.scope_of(token),
         };
         let Some(found) = carriers::extract(headers, &known, &self.carriers)? else {
@@ -293,6 +326,14 @@ impl WorkloadRequests {
             &self.site,
             &self.peers.round_trips(),
         );
+        if let Some(limits) = &defaults.policy {
+            policy::check(&limits.policy, &plan, &self.site).map_err(|breach| Refusal::Policy {
+                who: limits.who.clone(),
+                service: service.name.clone(),
+                scope: found.scope.to_string(),
+                breach,
+            })?;
+        }
         carriers::pass_on(headers, &found, &service.name, &self.carriers);
         Ok((plan, Some(found.scope)))
     }

@@ -1,7 +1,8 @@
-//! Default scopes of workload cgroups: configured per workload, or registered for a transient
-//! child cgroup by `cheops exec`. A connection gets the scope of its own cgroup or else of its
-//! nearest ancestor that has one (the kernel programs apply to a cgroup's descendants too).
-//! Where a cgroup stands is found once, off the data path, and kept in a bounded table.
+//! Default scopes and policies of workload cgroups: scopes configured per workload, or
+//! registered for a transient child cgroup by `cheops exec`; a policy per workload. A connection
+//! gets the scope of its own cgroup or else of its nearest ancestor that has one (the kernel
+//! programs apply to a cgroup's descendants too), and the policy of its workload. Where a cgroup
+//! stands is found once, off the data path, and kept in a bounded table.
 use std::{
     collections::{HashMap, VecDeque},
     os::unix::fs::MetadataExt,
@@ -10,6 +11,9 @@ use std::{
 };
 
 use serde::Deserialize;
+
+use super::policy::PolicyOf;
+use crate::config::ScopePolicy;
 
 /// How deep under a workload cgroup connections' cgroups are looked for.
 const MAX_DEPTH: usize = 8;
@@ -36,9 +40,27 @@ pub struct Registration {
     pub scope: Option<String>,
 }
 
+/// A configured workload, as the agent finds it.
+pub struct WorkloadCgroup {
+    /// Its directory.
+    pub dir: PathBuf,
+    pub default_scope: Option<dsl::Scope>,
+    pub policy: ScopePolicy,
+}
+
+/// What a connection's cgroup gives its requests.
+#[derive(Default)]
+pub struct CgroupDefaults {
+    pub scope: Option<dsl::Scope>,
+    /// The workload's policy, when it limits anything.
+    pub policy: Option<Arc<PolicyOf>>,
+}
+
 pub struct WorkloadScopes {
     /// The workload cgroups' directories, where connections' cgroups are looked for.
     roots: Vec<PathBuf>,
+    /// Each root's policy, by index; `None` where it allows everything.
+    policies: Vec<Option<Arc<PolicyOf>>>,
     /// Scopes by cgroup id (the cgroup directory's inode number, as the kernel reports it).
     scopes: RwLock<HashMap<u64, dsl::Scope>>,
     /// The lineage of each cgroup id seen, itself first then its ancestors inside a workload
@@ -46,7 +68,14 @@ pub struct WorkloadScopes {
     located: RwLock<Located>,
 }
 
-type Lineage = Option<Arc<[u64]>>;
+/// Where a cgroup stands: the index of its workload, and the cgroup ids of itself and its
+/// ancestors inside that workload, nearest first.
+struct Place {
+    root: usize,
+    ids: Box<[u64]>,
+}
+
+type Lineage = Option<Arc<Place>>;
 
 /// Lineages of the cgroups seen, the oldest forgotten first past `MAX_LOCATED`.
 #[derive(Default)]
@@ -79,18 +108,20 @@ fn cgroup_id(path: &Path) -> Result<u64, WorkloadScopeError> {
 }
 
 impl WorkloadScopes {
-    /// `workloads`: each workload cgroup's directory and its configured default scope.
-    pub fn new(
-        workloads: Vec<(PathBuf, Option<dsl::Scope>)>,
-    ) -> Result<WorkloadScopes, WorkloadScopeError> {
+    pub fn new(workloads: Vec<WorkloadCgroup>) -> Result<WorkloadScopes, WorkloadScopeError> {
         let mut scopes = HashMap::new();
-        for (dir, scope) in &workloads {
-            if let Some(scope) = scope {
-                scopes.insert(cgroup_id(dir)?, scope.clone());
+        for workload in &workloads {
+            if let Some(scope) = &workload.default_scope {
+                scopes.insert(cgroup_id(&workload.dir)?, scope.clone());
             }
         }
+        let policies = workloads
+            .iter()
+            .map(|w| PolicyOf::limiting(format!("workload {}", w.dir.display()), w.policy.clone()))
+            .collect();
         Ok(WorkloadScopes {
-            roots: workloads.into_iter().map(|(dir, _)| dir).collect(),
+            roots: workloads.into_iter().map(|w| w.dir).collect(),
+            policies,
             scopes: RwLock::new(scopes),
             located: RwLock::new(Located::default()),
         })
@@ -118,16 +149,23 @@ impl WorkloadScopes {
         Ok(())
     }
 
-    /// The default scope for a connection from cgroup `id`. The first connection from a cgroup
-    /// looks for it in the filesystem on the blocking pool; later ones only read tables.
-    pub async fn for_cgroup(&self, id: u64) -> Option<dsl::Scope> {
+    /// The default scope and the policy for a connection from cgroup `id`. The first
+    /// connection from a cgroup looks for it in the filesystem on the blocking pool; later ones
+    /// only read tables.
+    pub async fn for_cgroup(&self, id: u64) -> CgroupDefaults {
+        let no_policies = self.policies.iter().all(Option::is_none);
         {
             let scopes = self.scopes.read().unwrap();
-            if let Some(scope) = scopes.get(&id) {
-                return Some(scope.clone());
-            }
-            if scopes.is_empty() {
-                return None;
+            if no_policies {
+                if let Some(scope) = scopes.get(&id) {
+                    return CgroupDefaults {
+                        scope: Some(scope.clone()),
+                        policy: None,
+                    };
+                }
+                if scopes.is_empty() {
+                    return CgroupDefaults::default();
+                }
             }
         }
         let known = self.located.read().unwrap().lineages.get(&id).cloned();
@@ -136,28 +174,38 @@ impl WorkloadScopes {
             None => {
                 let roots = self.roots.clone();
                 // A failed lookup (the runtime shutting down) is not kept.
-                let lineage = tokio::task::spawn_blocking(move || lineage_of(&roots, id))
-                    .await
-                    .ok()?;
+                let Ok(lineage) = tokio::task::spawn_blocking(move || lineage_of(&roots, id)).await
+                else {
+                    return CgroupDefaults::default();
+                };
                 self.located.write().unwrap().insert(id, lineage.clone());
                 lineage
             }
-        }?;
+        };
+        let Some(place) = lineage else {
+            return CgroupDefaults::default();
+        };
         let scopes = self.scopes.read().unwrap();
-        lineage.iter().find_map(|dir| scopes.get(dir)).cloned()
+        CgroupDefaults {
+            scope: place.ids.iter().find_map(|dir| scopes.get(dir)).cloned(),
+            policy: self.policies[place.root].clone(),
+        }
     }
 }
 
 /// The cgroup ids of the directory whose id is `id` and of its ancestors inside a workload,
 /// nearest first (inode numbers elsewhere are not cgroup ids); `None` outside every workload.
 fn lineage_of(roots: &[PathBuf], id: u64) -> Lineage {
-    let path = roots.iter().find_map(|root| find(root, id, MAX_DEPTH))?;
-    let lineage: Vec<u64> = path
+    let (root, path) = roots
+        .iter()
+        .enumerate()
+        .find_map(|(index, root)| Some((index, find(root, id, MAX_DEPTH)?)))?;
+    let ids = path
         .ancestors()
         .take_while(|dir| roots.iter().any(|root| dir.starts_with(root)))
         .filter_map(|dir| cgroup_id(dir).ok())
         .collect();
-    Some(lineage.into())
+    Some(Arc::new(Place { root, ids }))
 }
 
 /// The directory under `dir` (or `dir` itself) whose cgroup id is `id`.
@@ -185,10 +233,15 @@ mod tests {
         let child = root.join("exec-1");
         let grandchild = child.join("inner");
         std::fs::create_dir_all(&grandchild).unwrap();
-        let scopes = WorkloadScopes::new(vec![(
-            root.clone(),
-            Some(dsl::parse("{catalog: A}").unwrap()),
-        )])
+        let policy = ScopePolicy {
+            allow_sites: Some(vec!["A".into()]),
+            allow: None,
+        };
+        let scopes = WorkloadScopes::new(vec![WorkloadCgroup {
+            dir: root.clone(),
+            default_scope: Some(dsl::parse("{catalog: A}").unwrap()),
+            policy: policy.clone(),
+        }])
         .unwrap();
         scopes
             .register(&child, Some(dsl::parse("{catalog: B}").unwrap()))
@@ -197,9 +250,16 @@ mod tests {
         let found = |p: &Path| {
             let id = id(p);
             let scopes = &scopes;
-            async move { scopes.for_cgroup(id).await.map(|s| s.to_string()) }
+            async move { scopes.for_cgroup(id).await.scope.map(|s| s.to_string()) }
         };
         assert_eq!(found(&grandchild).await.as_deref(), Some("{catalog: B}"));
+        let of_grandchild = scopes.for_cgroup(id(&grandchild)).await.policy;
+        assert_eq!(of_grandchild.map(|p| p.policy.clone()), Some(policy));
+        assert!(scopes
+            .for_cgroup(id(Path::new("/tmp")))
+            .await
+            .policy
+            .is_none());
         assert_eq!(found(&root).await.as_deref(), Some("{catalog: A}"));
         scopes.register(&child, None).unwrap();
         assert_eq!(found(&child).await.as_deref(), Some("{catalog: A}"));
