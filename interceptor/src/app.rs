@@ -119,6 +119,14 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             proxy_counters.clone(),
             Some(peers.clone()),
         ));
+        let certificates = config
+            .tls
+            .as_ref()
+            .map(tls::files_validity)
+            .transpose()
+            .context("reading the validity of this site's certificates")?
+            .unwrap_or_default();
+        metrics.set_certificates(&certificates);
         let replicator = replicator(&config, &peers)?;
         let proxy = Arc::new(Proxy::new(ProxyParts {
             site: config.site.clone(),
@@ -187,6 +195,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             inbound: inbound_door,
             metrics,
             control,
+            certificates,
         }
         .spawn(admin_address)?;
         info!(

@@ -51,14 +51,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Generate a test CA and a certificate and key for each site (for demos and tests).
+    /// Generate a CA and a certificate and key for each site; or, with `--ca` and `--ca-key`,
+    /// only the sites' certificates, signed by an existing CA (adding a site keeps the CA).
     Certs {
-        /// The directory to write `ca.pem`, `<site>.pem` and `<site>.key` into.
+        /// The directory to write `ca.pem`, `ca.key`, `<site>.pem` and `<site>.key` into.
         #[arg(long)]
         out: PathBuf,
         /// The sites, comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
         sites: Vec<String>,
+        /// The existing CA's certificate.
+        #[arg(long, requires = "ca_key")]
+        ca: Option<PathBuf>,
+        /// The existing CA's key (`ca.key` where `cheops certs` made the CA).
+        #[arg(long, requires = "ca")]
+        ca_key: Option<PathBuf>,
+        /// How long the site certificates are valid, e.g. `90d`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        valid_for: Option<std::time::Duration>,
     },
     /// Run an unmodified command whose requests all carry a scope (through a transient
     /// workload cgroup registered with the local agent).
@@ -102,14 +112,23 @@ fn main() -> ExitCode {
             control,
             json,
         } => report_error(cli::replicas::run(&endpoint(admin, control), json)),
-        Command::Certs { out, sites } => report_error(
-            tls::generate(&out, &sites)
-                .map(|written| {
-                    for path in written {
-                        println!("{}", path.display());
-                    }
-                })
-                .map_err(Into::into),
+        Command::Certs {
+            out,
+            sites,
+            ca,
+            ca_key,
+            valid_for,
+        } => report_error(
+            match ca.zip(ca_key) {
+                Some((ca, ca_key)) => tls::issue(&out, &ca, &ca_key, &sites, valid_for),
+                None => tls::generate(&out, &sites, valid_for),
+            }
+            .map(|written| {
+                for path in written {
+                    println!("{}", path.display());
+                }
+            })
+            .map_err(Into::into),
         ),
         Command::Exec {
             scope,

@@ -13,7 +13,7 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter},
         family::{Family, MetricConstructor},
-        gauge::ConstGauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{exponential_buckets, Histogram},
         MetricType,
     },
@@ -22,7 +22,7 @@ use prometheus_client::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{intercept::ebpf::Interception, peer::Peers};
+use crate::{intercept::ebpf::Interception, peer::Peers, tls::CertificateValidity};
 
 /// The proxy's own counters, read at scrape time and by `/status`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -62,6 +62,12 @@ impl Collaboration {
             Collaboration::Refused => "refused",
         }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub role: String,
+    pub subject: String,
 }
 
 /// Whose policy refused a request, and by which rule.
@@ -124,6 +130,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Histogram, LatencyBuckets>,
     grpc_calls: Family<GrpcLabels, Histogram, LatencyBuckets>,
     policy_refusals: Family<PolicyLabels, Counter>,
+    certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Metrics {
@@ -152,6 +159,12 @@ impl Metrics {
             "Requests refused by a scope or peer policy, by rule and by whose policy it is",
             policy_refusals.clone(),
         );
+        let certificate_expiry = Family::default();
+        registry.register(
+            "certificate_expiry_seconds",
+            "When each certificate this site uses expires, in seconds since the Unix epoch, by role (ca, site) and subject",
+            certificate_expiry.clone(),
+        );
         registry.register_collector(Box::new(Counters {
             interception,
             proxy_counters,
@@ -162,6 +175,19 @@ impl Metrics {
             requests,
             grpc_calls,
             policy_refusals,
+            certificate_expiry,
+        }
+    }
+
+    /// The certificates this site uses: each one's expiry, as a Unix time.
+    pub fn set_certificates(&self, certificates: &[CertificateValidity]) {
+        for certificate in certificates {
+            self.certificate_expiry
+                .get_or_create(&CertificateLabels {
+                    role: certificate.role.clone(),
+                    subject: certificate.subject.clone(),
+                })
+                .set(certificate.not_after_unix);
         }
     }
 

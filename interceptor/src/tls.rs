@@ -1,17 +1,20 @@
 //! Mutual TLS between sites: every site holds a certificate signed by the mesh's CA, whose DNS
 //! name is derived from the site's name, so that a connection proves which site is at the other
-//! end. Also generates a test CA and site certificates (`cheops certs`).
+//! end. Also makes a CA and site certificates (`cheops certs`, `issue.rs`) and reads how long
+//! certificates are valid (`validity.rs`).
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+mod issue;
+mod validity;
+
+pub use issue::{generate, issue, CA_KEY_FILE};
 use rustls::{server::WebPkiClientVerifier, ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+pub use validity::{files_validity, CertificateValidity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -29,6 +32,13 @@ pub enum TlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
     #[error("site name '{0}' has no letter or digit to put in a certificate name")]
     Unnameable(String),
+    #[error("the certificate {path} cannot be read as X.509: {why}")]
+    Unparsable { path: PathBuf, why: String },
+    #[error("reading the CA key {path}: {cause}")]
+    CaKey {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("generating certificates: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("writing {path}: {cause}")]
@@ -45,6 +55,16 @@ pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// `cheops check` warns of a certificate that expires within this long.
+    #[serde(default = "default_expiry_margin", with = "humantime_serde")]
+    pub expiry_margin: Duration,
+}
+
+/// A month: time to renew a certificate, and for a site cut off for a while to come back.
+pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn default_expiry_margin() -> Duration {
+    DEFAULT_EXPIRY_MARGIN
 }
 
 /// The TLS settings of this site's peer API (server) and of its connections to peers (client).
@@ -123,7 +143,7 @@ pub fn load(files: &TlsFiles) -> Result<SiteTls, TlsError> {
     })
 }
 
-fn read_certificates(
+pub(crate) fn read_certificates(
     what: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -157,43 +177,6 @@ pub fn site_files(site: &str) -> Result<(String, String), TlsError> {
     Ok((format!("{label}.pem"), format!("{label}.key")))
 }
 
-/// Writes into `out` a new CA (`CA_FILE`) and, per site, its `site_files`.
-pub fn generate(out: &Path, sites: &[String]) -> Result<Vec<PathBuf>, TlsError> {
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "Cheops test CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
-    let mut written = vec![write(out, CA_FILE, &ca.pem())?];
-    for site in sites {
-        let dns_name = site_dns_name(site)?;
-        let mut params = CertificateParams::new(vec![dns_name.clone()])?;
-        params.distinguished_name.push(DnType::CommonName, site);
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate()?;
-        let certificate = params.signed_by(&key, &ca)?;
-        let (cert_file, key_file) = site_files(site)?;
-        written.push(write(out, &cert_file, &certificate.pem())?);
-        written.push(write(out, &key_file, &key.serialize_pem())?);
-    }
-    Ok(written)
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, TlsError> {
-    let path = dir.join(name);
-    std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&path, text))
-        .map_err(|cause| TlsError::Write {
-            path: path.clone(),
-            cause,
-        })?;
-    Ok(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,11 +192,12 @@ mod tests {
     fn generated_certificates_load_and_name_their_site() {
         let dir = std::env::temp_dir().join(format!("cheops-tls-test-{}", std::process::id()));
         let sites = vec!["Paris".to_owned(), "Nantes".to_owned()];
-        generate(&dir, &sites).unwrap();
+        generate(&dir, &sites, None).unwrap();
         let files = TlsFiles {
             ca: dir.join("ca.pem"),
             cert: dir.join("paris.pem"),
             key: dir.join("paris.key"),
+            expiry_margin: DEFAULT_EXPIRY_MARGIN,
         };
         assert!(load(&files).is_ok());
         let certificate = read_certificates("site certificate", &files.cert).unwrap();

@@ -169,6 +169,7 @@ impl Mesh {
                 ca: certs.path().join(interceptor::tls::CA_FILE),
                 cert,
                 key,
+                expiry_margin: interceptor::tls::DEFAULT_EXPIRY_MARGIN,
             });
             let mut catalog_service =
                 meshed_service("catalog", CATALOG.parse().unwrap(), catalog_local);

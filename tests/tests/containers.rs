@@ -164,6 +164,7 @@ fn cheops_as_a_privileged_container_meshes_the_node_like_the_bare_binary() {
         ca: certs.path().join(interceptor::tls::CA_FILE),
         cert,
         key,
+        expiry_margin: interceptor::tls::DEFAULT_EXPIRY_MARGIN,
     });
     std::fs::write(config_dir.path().join("cheops.toml"), config_text(&config))
         .expect("writing the configuration");

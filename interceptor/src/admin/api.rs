@@ -10,6 +10,7 @@ pub use crate::{
     peer::PeerStatus,
     replication::replicator::ReplicasView,
     scope::workloads::Registration,
+    tls::CertificateValidity,
 };
 
 /// The page where default scopes of workload cgroups are registered (PUT, JSON `Registration`).
@@ -36,6 +37,9 @@ pub struct Status {
     pub inbound: Vec<InboundService>,
     /// Absent when no service has resource rules.
     pub replication: Option<ReplicationSummary>,
+    /// The CA's and this site's certificates, as loaded (none without peers).
+    #[serde(default)]
+    pub certificates: Vec<CertificateValidity>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -25,6 +25,7 @@ use crate::{
     peer::Peers,
     replication::{sites::PeerSites, Replicator},
     scope::workloads::WorkloadScopes,
+    tls::CertificateValidity,
 };
 
 /// The parts of the agent that admin shows or changes; never the proxy itself.
@@ -42,6 +43,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Where changes are taken, and from whom.
     pub control: ControlSocket,
+    /// The certificates the peer links use.
+    pub certificates: Vec<CertificateValidity>,
 }
 
 impl Admin {
@@ -69,6 +72,7 @@ impl Admin {
                 .map(|n| n.meshed())
                 .unwrap_or_default(),
             inbound: self.inbound.counts(),
+            certificates: self.certificates.clone(),
             replication: self
                 .replicator
                 .as_ref()

@@ -9,6 +9,7 @@ use std::{
 use crate::{
     config::Config,
     intercept::{cgroup, ebpf as loader, exclusive, namespaces},
+    tls,
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -118,6 +119,9 @@ fn check_config(path: &Path, mount: Option<&Path>) -> Vec<Finding> {
         }
         findings.extend(check_namespaces(&dirs));
     }
+    if let Some(files) = &config.tls {
+        findings.extend(check_certificates(files));
+    }
     let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut ports = vec![("proxy.port", loopback(config.proxy.port))];
     if let Some(admin) = config.admin.tcp_address() {
@@ -146,6 +150,32 @@ fn check_config(path: &Path, mount: Option<&Path>) -> Vec<Finding> {
         });
     }
     findings
+}
+
+/// Each certificate this site uses: valid, expiring within `tls.expiry_margin`, or not valid.
+fn check_certificates(files: &tls::TlsFiles) -> Vec<Finding> {
+    let certificates = match tls::files_validity(files) {
+        Ok(certificates) => certificates,
+        Err(err) => return vec![finding(Verdict::Fail, err.to_string())],
+    };
+    let margin = files.expiry_margin;
+    certificates
+        .into_iter()
+        .map(|c| {
+            let what = format!("the {} certificate {} ({})", c.role, c.path.display(), c.subject);
+            match c.remaining() {
+                _ if !c.has_begun() => finding(Verdict::Fail, format!("{what} is not valid yet: {}", c.dates())),
+                None => finding(Verdict::Fail, format!("{what} has expired: {}", c.dates())),
+                Some(left) if left < margin => finding(Verdict::Warn, format!(
+                    "{what} expires in {} (under `tls.expiry_margin`, {}): {}; issue a new one (`cheops certs --ca`)",
+                    humantime::format_duration(Duration::from_secs(left.as_secs())),
+                    humantime::format_duration(margin),
+                    c.dates()
+                )),
+                Some(_) => finding(Verdict::Ok, format!("{what} is {}", c.dates())),
+            }
+        })
+        .collect()
 }
 
 /// Whether cheops can listen in the network namespaces where workload processes run.

@@ -45,6 +45,19 @@ pub fn run(admin: &Endpoint, json: bool) -> anyhow::Result<()> {
             inbound.service, inbound.address, inbound.connections
         );
     }
+    for certificate in &status.certificates {
+        let left = match certificate.remaining() {
+            Some(left) => format!("expires in {} days", left.as_secs() / 86_400),
+            None => "EXPIRED".to_owned(),
+        };
+        println!(
+            "certificate  {} {} ({}): {left}, {}",
+            certificate.role,
+            certificate.path.display(),
+            certificate.subject,
+            certificate.dates()
+        );
+    }
     let proxy = &status.proxy;
     println!(
         "proxy        connections {}  HTTP requests {}  upstream errors {}  TCP relays {}",
