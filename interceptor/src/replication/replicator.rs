@@ -617,3 +617,5 @@ fn answered(answer: Answer) -> Reply {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_creates;
