@@ -58,6 +58,11 @@ pub struct ResourceRule {
     /// is asked for by the client, of every site) or a link (followed by cheops, to the end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<JsonField>,
+    /// The path of a resource's binary content (`/v2/images/{id}/file`): its bodies are
+    /// streamed, never kept nor logged; an upload to a replicated resource goes to every replica
+    /// at once, each under its own local ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ItemPattern>,
     /// The shape of meta-IDs: `cheops` (`CHEOPS_<ulid>`, the default) or `uuid`, for clients
     /// that check that an ID is a UUID (every OpenStack service).
     #[serde(default)]
@@ -80,9 +85,9 @@ pub struct JsonField(String);
 
 impl JsonField {
     pub fn parse(text: &str) -> Result<JsonField, String> {
-        json_pointer(text).map(JsonField).ok_or_else(|| {
-            format!("`\"{text}\"`: expected \"json:FIELD\" (e.g. \"json:images\")")
-        })
+        json_pointer(text)
+            .map(JsonField)
+            .ok_or_else(|| format!("`\"{text}\"`: expected \"json:FIELD\" (e.g. \"json:images\")"))
     }
 
     /// The JSON pointer (`/images`).
@@ -290,6 +295,17 @@ pub fn classify<'r>(
     Addressed::Other
 }
 
+/// The rule whose content path `path_and_query` is, and the ID in it.
+pub fn content_of<'r>(
+    rules: &'r [ResourceRule],
+    path_and_query: &'r str,
+) -> Option<(&'r ResourceRule, &'r str)> {
+    let (path, _) = split_query(path_and_query);
+    rules
+        .iter()
+        .find_map(|rule| Some((rule, rule.content.as_ref()?.id_in(path)?)))
+}
+
 /// Checks the rules of one service; the error names the rule, the caller names the service.
 pub fn check(rules: &[ResourceRule]) -> Result<(), String> {
     for rule in rules {
@@ -319,6 +335,7 @@ impl ResourceRule {
             id: IdSource::parse(id)?,
             list: None,
             next: None,
+            content: None,
             meta_id: MetaIdShape::default(),
         })
     }
@@ -378,6 +395,20 @@ mod tests {
         assert_eq!(classify(&rules, "PUT", "/pods"), Addressed::Other);
         assert_eq!(classify(&rules, "GET", "/pods/7/logs"), Addressed::Other);
         assert_eq!(classify(&rules, "GET", "/images/7"), Addressed::Other);
+    }
+
+    #[test]
+    fn content_paths_are_found_by_the_rule_that_names_them() {
+        let mut images = ResourceRule::parse("/v2/images", "/v2/images/{id}", "json:id").unwrap();
+        images.content = Some(ItemPattern::parse("/v2/images/{id}/file").unwrap());
+        let rules = [pods(), images];
+        let (rule, id) = content_of(&rules, "/v2/images/abc/file?x").unwrap();
+        assert_eq!((rule.collection.as_str(), id), ("/v2/images", "abc"));
+        assert_eq!(content_of(&rules, "/v2/images/abc"), None);
+        assert_eq!(
+            classify(&rules, "PUT", "/v2/images/abc/file"),
+            Addressed::Other
+        );
     }
 
     #[test]

@@ -154,7 +154,9 @@ async fn site_list<D: Deliver>(
     shape: &ListShape,
     limit: Duration,
 ) -> (Result<Reply, Unreached>, Option<Result<SiteList, String>>) {
-    let first = to.deliver(site, Message::Execute(call.clone()), limit).await;
+    let first = to
+        .deliver(site, Message::Execute(call.clone()), limit)
+        .await;
     let Some(reply) = first.as_ref().ok().filter(|r| r.answer.is_success()) else {
         return (first, None);
     };
@@ -170,7 +172,10 @@ async fn site_list<D: Deliver>(
             break;
         }
         call.target = target;
-        let page = match to.deliver(site, Message::Execute(call.clone()), limit).await {
+        let page = match to
+            .deliver(site, Message::Execute(call.clone()), limit)
+            .await
+        {
             Ok(reply) if reply.answer.is_success() => reply.answer.body,
             Ok(reply) => return (Ok(reply), None),
             Err(cause) => return (Err(cause), None),

@@ -93,7 +93,9 @@ pub fn locals_to_metas(
         }
     };
     let listed = match items {
-        Some(items) if value.pointer(items).is_some_and(Value::is_array) => value.pointer_mut(items),
+        Some(items) if value.pointer(items).is_some_and(Value::is_array) => {
+            value.pointer_mut(items)
+        }
         _ => Some(&mut value),
     };
     let replaced = match listed {

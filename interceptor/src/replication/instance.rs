@@ -70,10 +70,12 @@ impl<S: Sites> Instance<'_, S> {
             Ok(answer) => answer,
             Err(refusal) => return Answer::from_cheops(502, refusal.to_string()),
         };
-        if let Some(rule @ ResourceRule {
-            id: IdSource::Json(pointer),
-            ..
-        }) = rule
+        if let Some(
+            rule @ ResourceRule {
+                id: IdSource::Json(pointer),
+                ..
+            },
+        ) = rule
         {
             let meta = |id: &LocalId| self.store.meta_of(&service, self.site, id).ok().flatten();
             let items = rule.list.as_ref().map(JsonField::pointer);

@@ -26,7 +26,11 @@ impl ListShape {
                 IdSource::Json(pointer) => Some(pointer.clone()),
                 IdSource::Location => None,
             },
-            next: rule.next.as_ref().map(JsonField::pointer).map(str::to_owned),
+            next: rule
+                .next
+                .as_ref()
+                .map(JsonField::pointer)
+                .map(str::to_owned),
         }
     }
 
@@ -60,7 +64,10 @@ impl SiteList {
     pub fn new(site: &str, shape: &ListShape, body: &str) -> Result<SiteList, String> {
         let first: Value = serde_json::from_str(body).unwrap_or(Value::Null);
         let items = shape.items_of(&first).cloned().ok_or_else(|| {
-            let at = shape.items.as_deref().map_or(String::new(), |p| format!(" at {p}"));
+            let at = shape
+                .items
+                .as_deref()
+                .map_or(String::new(), |p| format!(" at {p}"));
             format!("site {site}'s list has no JSON array{at}")
         })?;
         Ok(SiteList {
@@ -172,13 +179,24 @@ mod tests {
             MetaId::generate(MetaIdShape::Uuid),
             MetaId::generate(MetaIdShape::Cheops),
         );
-        let one = list("S1", &shape, format!(r#"[{{"id":"{led_by_s2}","at":1}},{{"id":"{unknown}"}},{{"id":1}}]"#));
-        let two = list("S2", &shape, format!(r#"[{{"id":1}},{{"id":"{led_by_s2}","at":2}},{{"id":"{unknown}"}}]"#));
+        let one = list(
+            "S1",
+            &shape,
+            format!(r#"[{{"id":"{led_by_s2}","at":1}},{{"id":"{unknown}"}},{{"id":1}}]"#),
+        );
+        let two = list(
+            "S2",
+            &shape,
+            format!(r#"[{{"id":1}},{{"id":"{led_by_s2}","at":2}},{{"id":"{unknown}"}}]"#),
+        );
         let owner = |m: &MetaId| (m == &led_by_s2).then(|| "S2".to_owned());
         let merged: Value = serde_json::from_str(&merged(&shape, &[one, two], owner)).unwrap();
         let merged = merged.as_array().unwrap();
         assert_eq!(merged.len(), 4, "{merged:?}");
-        let shown: Vec<&Value> = merged.iter().filter(|i| i["id"] == led_by_s2.as_str()).collect();
+        let shown: Vec<&Value> = merged
+            .iter()
+            .filter(|i| i["id"] == led_by_s2.as_str())
+            .collect();
         assert_eq!(shown.len(), 1);
         assert_eq!(shown[0]["at"], 2);
     }
@@ -186,13 +204,23 @@ mod tests {
     #[test]
     fn lists_inside_objects_keep_their_shape_and_page_numbers() {
         let shape = rule(Some("json:data"), Some("json:next"));
-        let one = list("S1", &shape, r#"{"data":[{"id":"a"}],"next":null,"first":1}"#.into());
-        let two = list("S2", &shape, r#"{"data":[{"id":"b"}],"next":2,"first":1}"#.into());
+        let one = list(
+            "S1",
+            &shape,
+            r#"{"data":[{"id":"a"}],"next":null,"first":1}"#.into(),
+        );
+        let two = list(
+            "S2",
+            &shape,
+            r#"{"data":[{"id":"b"}],"next":2,"first":1}"#.into(),
+        );
         let merged: Value = serde_json::from_str(&merged(&shape, &[one, two], |_| None)).unwrap();
         assert_eq!(merged["data"].as_array().unwrap().len(), 2);
         assert_eq!(merged["next"], 2);
         assert_eq!(merged["first"], 1);
-        let bad = SiteList::new("S3", &shape, r#"{"items":[]}"#).err().unwrap();
+        let bad = SiteList::new("S3", &shape, r#"{"items":[]}"#)
+            .err()
+            .unwrap();
         assert_eq!(bad, "site S3's list has no JSON array at /data");
     }
 
@@ -203,10 +231,12 @@ mod tests {
             serde_json::from_str(r#"{"images":[],"next":"/v2/images?marker=x&limit=2"}"#).unwrap();
         assert_eq!(shape.link(&page).unwrap(), "/v2/images?marker=x&limit=2");
         let absolute: Value =
-            serde_json::from_str(r#"{"next":"http://198.18.0.1:9292/v2/images?marker=y"}"#).unwrap();
+            serde_json::from_str(r#"{"next":"http://198.18.0.1:9292/v2/images?marker=y"}"#)
+                .unwrap();
         assert_eq!(shape.link(&absolute).unwrap(), "/v2/images?marker=y");
         let mut one = list("S1", &shape, page.to_string());
-        one.add_page(&shape, &serde_json::json!({"images":[{"id":"z"}]})).unwrap();
+        one.add_page(&shape, &serde_json::json!({"images":[{"id":"z"}]}))
+            .unwrap();
         let merged: Value = serde_json::from_str(&merged(&shape, &[one], |_| None)).unwrap();
         assert_eq!(merged["images"][0]["id"], "z");
         assert!(merged.get("next").is_none(), "{merged}");

@@ -13,8 +13,8 @@ use tracing::{debug, warn};
 use super::{
     call::Answer,
     exchange::{Deliver, Message, Reply, Sites, Unreached},
-    instance::{Instance, Refusal},
     ids::MetaId,
+    instance::{Instance, Refusal},
     records::{Applied, Change, Operation, Replica, ReplicaState, Replicant},
     store::Store,
 };

@@ -13,14 +13,14 @@ use super::{
     decide::{self, chosen, statuses, Action, META_ID_HEADER, REPLICAS_HEADER},
     exchange::{Deliver, Message, Reply, Sites, Unreached},
     gather::Gather,
-    ids::{LocalId, MetaId},
+    ids::MetaId,
     instance::{Instance, Known, Refusal},
     lists::ListShape,
     log::Log,
     records::{Change, CrossRecord, Replica, ReplicaState, Replicant},
     store::{Store, StoreError},
 };
-use crate::resources::{classify, Addressed, MetaIdShape, ResourceRule};
+use crate::resources::{classify, Addressed, ResourceRule};
 
 /// How often a write waiting for its leader tries again.
 const LEADER_POLL: Duration = Duration::from_millis(200);
@@ -383,43 +383,6 @@ impl<S: Sites> Replicator<S> {
         answer
     }
 
-    /// The one site of `sites` whose list shows `meta`: its leader when it holds a replica,
-    /// else the first of `sites` that does; where a cross resource lives.
-    fn owner(&self, meta: &MetaId, sites: &[String]) -> Option<String> {
-        if let Ok(Some(replicant)) = self.store.replicant(meta) {
-            let holds = |site: &String| {
-                replicant
-                    .replica(site)
-                    .is_some_and(|r| r.local_id.is_some())
-            };
-            if sites.contains(&replicant.leader) && holds(&replicant.leader) {
-                return Some(replicant.leader);
-            }
-            return sites.iter().find(|site| holds(site)).cloned();
-        }
-        self.store.cross(meta).ok().flatten().map(|record| record.site)
-    }
-
-    /// A new meta-ID of the shape the rule of `call` gives, that names nothing this site
-    /// knows (neither a meta-ID nor a local ID of any site).
-    fn new_meta_id(&self, call: &Call, sites: &[String]) -> Result<MetaId, StoreError> {
-        let shape = match classify(self.rules(&call.service), &call.method, &call.target) {
-            Addressed::Create(rule) => rule.meta_id,
-            _ => MetaIdShape::default(),
-        };
-        loop {
-            let meta = MetaId::generate(shape);
-            let local = LocalId::Text(meta.as_str().to_owned());
-            let mut taken = self.store.replicant(&meta)?.is_some() || self.store.cross(&meta)?.is_some();
-            for site in sites {
-                taken |= self.store.meta_of(&call.service, site, &local)?.is_some();
-            }
-            if !taken {
-                return Ok(meta);
-            }
-        }
-    }
-
     /// Offers every site the operations it missed, now and then every `every`.
     pub fn spawn_replay(self: &Arc<Self>, every: Duration) {
         let replicator = self.clone();
@@ -614,6 +577,9 @@ fn answered(answer: Answer) -> Reply {
         local_id: None,
     }
 }
+
+mod lookup;
+pub use lookup::ContentRoute;
 
 #[cfg(test)]
 mod tests;

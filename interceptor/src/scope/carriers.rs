@@ -377,7 +377,10 @@ mod tests {
         assert_eq!(lower.1, "{image: Paris}");
         assert_eq!(split_token("x%21SCOPX%21"), None);
         let (text, carrier) = found(&[("x-auth-token", encoded)], None).unwrap();
-        assert_eq!((text.as_str(), carrier), ("{image: Nantes}", Carrier::Token));
+        assert_eq!(
+            (text.as_str(), carrier),
+            ("{image: Nantes}", Carrier::Token)
+        );
         let mut h = headers(&[("x-auth-token", encoded)]);
         strip_token_suffix(&mut h, &CarrierSettings::default());
         assert_eq!(h["x-auth-token"], "x");

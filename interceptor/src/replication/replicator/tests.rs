@@ -42,7 +42,9 @@ impl App {
             ("GET", ["pods"]) => json(200, Value::Array(self.items.values().cloned().collect())),
             // A body naming this instance's first ID in `refused_by` is refused, as a real
             // application refuses a malformed one.
-            ("POST", ["pods"]) if refused(&body, self.first_id) => json(400, json!({"error": "bad pod"})),
+            ("POST", ["pods"]) if refused(&body, self.first_id) => {
+                json(400, json!({"error": "bad pod"}))
+            }
             ("POST", ["pods"]) => {
                 let mut item = body;
                 let id = match item.get("id") {
@@ -222,7 +224,13 @@ impl Test {
             .expect("the replicator serves this request")
     }
 
-    pub(super) async fn unscoped(&self, site: &str, method: &str, target: &str, body: Value) -> Answer {
+    pub(super) async fn unscoped(
+        &self,
+        site: &str,
+        method: &str,
+        target: &str,
+        body: Value,
+    ) -> Answer {
         self.request(site, Plan::Site(site.into()), method, target, body)
             .await
     }

@@ -50,13 +50,22 @@ async fn a_create_refused_by_some_keeps_the_replicas_made_and_says_which_failed(
     test.converge().await;
     for site in ["Site1", "Site3"] {
         let replicant = test.at(site).view().unwrap().replicants;
-        let sites: Vec<&str> = replicant[0].replicas.iter().map(|r| r.site.as_str()).collect();
+        let sites: Vec<&str> = replicant[0]
+            .replicas
+            .iter()
+            .map(|r| r.site.as_str())
+            .collect();
         assert_eq!(sites, ["Site1", "Site3"], "{site}");
     }
     assert!(test.at("Site2").view().unwrap().replicants.is_empty());
     // An update reaches the replicas that exist, and is not waiting for the one that refused.
     let patched = test
-        .unscoped("Site3", "PATCH", &format!("/pods/{meta}"), json!({"size": 2}))
+        .unscoped(
+            "Site3",
+            "PATCH",
+            &format!("/pods/{meta}"),
+            json!({"size": 2}),
+        )
         .await;
     assert_eq!(patched.header(REPLICAS_HEADER), Some("Site1=ok, Site3=ok"));
 }
@@ -78,7 +87,10 @@ async fn every_replica_holds_the_whole_mapping_also_after_catching_up() {
     test.heal("Site3");
     test.converge().await;
     let leader = test.at("Site1").store.replicant(&meta).unwrap().unwrap();
-    assert!(leader.replicas.iter().all(|r| r.state == ReplicaState::Ok && r.local_id.is_some()));
+    assert!(leader
+        .replicas
+        .iter()
+        .all(|r| r.state == ReplicaState::Ok && r.local_id.is_some()));
     for site in SITES {
         let held = test.at(site).store.replicant(&meta).unwrap().unwrap();
         assert_eq!(held.replicas, leader.replicas, "{site}");
@@ -90,6 +102,14 @@ async fn every_replica_holds_the_whole_mapping_also_after_catching_up() {
     assert!(deleted.is_success(), "{deleted:?}");
     test.converge().await;
     for site in SITES {
-        assert!(test.at(site).store.replicant(&meta).unwrap().unwrap().deleted, "{site}");
+        assert!(
+            test.at(site)
+                .store
+                .replicant(&meta)
+                .unwrap()
+                .unwrap()
+                .deleted,
+            "{site}"
+        );
     }
 }
