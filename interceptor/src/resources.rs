@@ -195,7 +195,7 @@ impl Serialize for ItemPattern {
 }
 
 impl ItemPattern {
-    fn parse(text: &str) -> Result<ItemPattern, String> {
+    pub fn parse(text: &str) -> Result<ItemPattern, String> {
         if !text.starts_with('/') {
             return Err(format!("`item = \"{text}\"` must start with '/'"));
         }
