@@ -7,11 +7,16 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::Duration,
 };
 
 use interceptor::resources::{ItemPattern, MetaIdShape, ResourceRule};
 
-use crate::{apps::wait_for_listener, netns::Netns, process::Process};
+use crate::{
+    apps::wait_for_listener,
+    netns::Netns,
+    process::{wait_until, Process},
+};
 
 /// The virtualenv that the setup script fills.
 pub const VENV: &str = "/opt/cheops-glance";
@@ -85,11 +90,18 @@ impl Glance {
                 Glance { server, dir }
             })
             .collect();
+        // gunicorn listens at once, but its worker loads Glance before it answers anything.
         for ((netns, address), glance) in sites.iter().zip(&glances) {
             wait_for_listener(netns, *address);
+            let url = format!("http://{address}/healthcheck");
+            let ready = wait_until(Duration::from_secs(120), || {
+                let mut curl = netns.command("curl");
+                curl.args(["-sf", "-m", "5", &url]);
+                curl.output().is_ok_and(|o| o.status.success())
+            });
             assert!(
-                glance.dir.path().join("glance.sqlite").exists(),
-                "{}",
+                ready,
+                "Glance at {address} never answered: {}",
                 glance.log_text()
             );
         }

@@ -73,17 +73,30 @@ impl OpenStack {
         self.json(site, "openstack", args, &output)
     }
 
-    /// `openstack ARGS -f json` at `site`'s own Glance, outside the mesh.
-    fn direct(&self, site: &str, args: &[&str]) -> Value {
-        let endpoint = format!("http://{IMAGE_LOCAL}");
-        let mut all = vec!["--os-auth-type", "none", "--os-endpoint", &endpoint];
-        all.extend(args);
-        all.extend(["-f", "json"]);
-        let program = venv_bin("openstack");
-        let output = self
-            .mesh
-            .run_at(site, false, program.to_str().unwrap(), &all);
-        self.json(site, "openstack (direct)", args, &output)
+    /// `method` on `path` of `site`'s own Glance (outside the mesh) with a JSON `body`.
+    fn direct(&self, site: &str, method: &str, path: &str, body: &str) -> Value {
+        let url = format!("http://{IMAGE_LOCAL}{path}");
+        let content = "Content-Type: application/json";
+        let args = [
+            "-sS", "-m", "20", "-X", method, "-H", content, "--data", body, &url,
+        ];
+        let output = self.mesh.run_at(site, false, "curl", &args);
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{method} {path} at {site}'s Glance ({e}): {output:?}"))
+    }
+
+    /// `method` on `path` of the image API at `site`'s workload, through cheops.
+    fn meshed(&self, site: &str, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
+        let url = format!("http://{IMAGE}{path}");
+        let mut args = vec!["-sS", "-i", "-m", "20", "-X", method];
+        for header in headers {
+            args.extend(["-H", header]);
+        }
+        if !body.is_empty() {
+            args.extend(["--data", body]);
+        }
+        args.push(&url);
+        Answer::from(self.mesh.run_at(site, true, "curl", &args))
     }
 
     fn client(
@@ -127,12 +140,6 @@ impl OpenStack {
             self.mesh.site(site).agent.log_text()
         );
         serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
-    }
-
-    /// `curl -i` on the image API at `site`'s workload, with `headers`.
-    fn curl(&self, site: &str, path: &str, headers: &[&str]) -> Answer {
-        self.mesh
-            .curl(site, &format!("http://{IMAGE}{path}"), headers)
     }
 
     /// The image named `name` at `site`'s own Glance (its API, outside the mesh), if any.
@@ -192,6 +199,14 @@ fn ids_by_name(list: &Value) -> HashMap<String, String> {
         .collect()
 }
 
+/// A create request's body for a raw image named `name`.
+fn image(name: &str) -> String {
+    format!(r#"{{"name": "{name}", "disk_format": "raw", "container_format": "bare"}}"#)
+}
+
+const JSON: &str = "Content-Type: application/json";
+const PATCH: &str = "Content-Type: application/openstack-images-v2.1-json-patch";
+
 fn is_uuid(text: &str) -> bool {
     text.len() == 36 && uuid::Uuid::try_parse(text).is_ok()
 }
@@ -199,22 +214,8 @@ fn is_uuid(text: &str) -> bool {
 #[test]
 fn glance_images_are_shared_and_replicated_with_the_openstack_and_glance_clients() {
     let os = start();
-    let create = |site: &str, name: &str| {
-        let file = os.file(&format!("{name}.raw"), 4096, 3);
-        let args = [
-            "image",
-            "create",
-            "--disk-format",
-            "raw",
-            "--container-format",
-            "bare",
-        ];
-        let mut args = args.to_vec();
-        args.extend(["--file", &file, name]);
-        os.direct(site, &args)
-    };
-    let paris_own = create("Paris", "paris-own");
-    create("Nantes", "nantes-own");
+    let paris_own = os.direct("Paris", "POST", "/v2/images", &image("paris-own"));
+    os.direct("Nantes", "POST", "/v2/images", &image("nantes-own"));
 
     // No scope: local only, list and show.
     assert_eq!(
@@ -238,7 +239,7 @@ fn glance_images_are_shared_and_replicated_with_the_openstack_and_glance_clients
         "X-Auth-Token: x%21SCOPE%21%7Bimage%3A%20Nantes%7D",
         "X-Scope: {image: Nantes}",
     ] {
-        let listed = os.curl("Paris", "/v2/images", &[header]);
+        let listed = os.meshed("Paris", "GET", "/v2/images", &[header], "");
         assert_eq!(listed.status, 200, "{header}: {}", listed.raw);
         assert!(
             listed.body.contains("nantes-own") && !listed.body.contains("paris-own"),
@@ -367,31 +368,33 @@ fn glance_images_are_shared_and_replicated_with_the_openstack_and_glance_clients
             "{site}"
         );
     }
-    let doomed = os.openstack(
+    let scope = format!("X-Scope: {BOTH}");
+    let doomed = os.meshed(
         "Paris",
-        Some(BOTH),
-        &[
-            "image",
-            "create",
-            "--disk-format",
-            "raw",
-            "--container-format",
-            "bare",
-            "rep-doomed",
-        ],
+        "POST",
+        "/v2/images",
+        &[&scope, JSON],
+        &image("rep-doomed"),
     );
+    assert_eq!(doomed.status, 201, "{}", doomed.raw);
+    let doomed: Value = serde_json::from_str(&doomed.body).unwrap();
     let doomed = doomed["id"].as_str().unwrap().to_owned();
     assert!(os.held("Nantes", "rep-doomed").is_some());
 
     // Nantes cut off during an update and a delete (of images Paris leads): it catches up
     // after the heal.
     os.mesh.topology.cut("Nantes");
-    os.openstack(
+    let red = r#"[{"op": "add", "path": "/color", "value": "red"}]"#;
+    let set = os.meshed(
         "Paris",
-        None,
-        &["image", "set", "--property", "color=red", &meta],
+        "PATCH",
+        &format!("/v2/images/{meta}"),
+        &[PATCH],
+        red,
     );
-    os.openstack("Paris", None, &["image", "delete", &doomed]);
+    assert_eq!(set.status, 200, "{}", set.raw);
+    let gone = os.meshed("Paris", "DELETE", &format!("/v2/images/{doomed}"), &[], "");
+    assert_eq!(gone.status, 204, "{}", gone.raw);
     assert!(os.held("Paris", "rep-doomed").is_none());
     assert_eq!(os.held("Nantes", "rep-openstack").unwrap()["color"], "blue");
     assert!(os.held("Nantes", "rep-doomed").is_some());
@@ -415,25 +418,13 @@ fn glance_images_are_shared_and_replicated_with_the_openstack_and_glance_clients
         .iter()
         .map(|s| os.mesh.site(s).agent.replicas().replicants.len())
         .collect();
-    let refused = os.mesh.run_at(
+    let refused = os.meshed(
         "Paris",
-        true,
-        "curl",
-        &[
-            "-sS",
-            "-i",
-            "-m",
-            "20",
-            "-H",
-            &format!("X-Scope: {BOTH}"),
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            r#"{"name": 5}"#,
-            &format!("http://{IMAGE}/v2/images"),
-        ],
+        "POST",
+        "/v2/images",
+        &[&scope, JSON],
+        r#"{"name": 5}"#,
     );
-    let refused = Answer::from(refused);
     assert_eq!(refused.status, 400, "{}", refused.raw);
     assert_eq!(refused.header("x-cheops-meta-id"), None, "{}", refused.raw);
     let after: Vec<usize> = SITES
