@@ -65,6 +65,15 @@ fn start() -> OpenStack {
 }
 
 impl OpenStack {
+    /// `openstack image create --file FILE NAME` (a raw image) at `site` under `scope`.
+    fn create_with_file(&self, site: &str, scope: &str, file: &str, name: &str) -> Value {
+        let format = ["--disk-format", "raw", "--container-format", "bare"];
+        let mut args = vec!["image", "create"];
+        args.extend(format);
+        args.extend(["--file", file, name]);
+        self.openstack(site, Some(scope), &args)
+    }
+
     /// `openstack ARGS -f json` at `site` through cheops: from its workload, or under
     /// `cheops exec --scope` when `scope` is given.
     fn openstack(&self, site: &str, scope: Option<&str>, args: &[&str]) -> Value {
@@ -263,21 +272,7 @@ fn glance_images_are_shared_and_replicated_with_the_openstack_and_glance_clients
 
     // Replication: `image create --file` under {image: Paris & Nantes}, by both clients.
     let file = os.file("replicated.raw", 3 * 1024 * 1024 + 17, 7);
-    let created = os.openstack(
-        "Paris",
-        Some(BOTH),
-        &[
-            "image",
-            "create",
-            "--disk-format",
-            "raw",
-            "--container-format",
-            "bare",
-            "--file",
-            &file,
-            "rep-openstack",
-        ],
-    );
+    let created = os.create_with_file("Paris", BOTH, &file, "rep-openstack");
     let meta = created["id"].as_str().unwrap().to_owned();
     assert!(is_uuid(&meta), "{created}");
     let glance = os.client(
@@ -448,21 +443,7 @@ fn glance_images_are_shared_and_replicated_with_the_openstack_and_glance_clients
     let agent = os.mesh.site("Paris").agent.process.pid();
     let (rss_before, peak_before) = memory_kib(agent);
     let all = "{image: Paris & Nantes & Rennes}";
-    let created = os.openstack(
-        "Paris",
-        Some(all),
-        &[
-            "image",
-            "create",
-            "--disk-format",
-            "raw",
-            "--container-format",
-            "bare",
-            "--file",
-            &big,
-            "big",
-        ],
-    );
+    let created = os.create_with_file("Paris", all, &big, "big");
     let (rss_after, peak_after) = memory_kib(agent);
     eprintln!(
         "agent at Paris, a {mib} MiB image into 3 sites: VmRSS {rss_before} KiB before, {rss_after} KiB after; \
