@@ -43,8 +43,10 @@ fn start() -> OpenStack {
             leader_wait: Duration::from_secs(20),
             ..ReplicationSettings::default()
         },
-        request_timeout: Duration::from_secs(60),
-        response_timeout: Duration::from_secs(60),
+        // A big upload's answer comes after its whole body (CHEOPS_BIG_IMAGE_MIB=1024 on a busy
+        // machine: minutes).
+        request_timeout: Duration::from_secs(600),
+        response_timeout: Duration::from_secs(600),
         ..MeshOptions::default()
     };
     let mesh = Mesh::start_with(Topology::create(&SITES), &HashMap::new(), &options);
