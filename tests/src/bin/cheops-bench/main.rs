@@ -146,9 +146,10 @@ fn main() -> anyhow::Result<()> {
             "bench: a {} MiB download, {name}",
             bodies::LARGE_BYTES >> 20
         );
+        // A failure here is reported, not fatal: the rest of the run still says something.
         large_bodies.push(
             bodies::measure(&stage, name, proxy)
-                .with_context(|| format!("the large download through {name}"))?,
+                .unwrap_or_else(|e| json!({"name": name, "error": format!("{e:#}")})),
         );
     }
     let cost_plan = cost::Plan::new(cli.quick);
@@ -157,7 +158,7 @@ fn main() -> anyhow::Result<()> {
         ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
         eprintln!("bench: instructions and system calls per request, {name}");
         let cost = cost::measure(&stage, proxy, &cost_plan)
-            .with_context(|| format!("counting the costs of {name}"))?;
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
         costs.insert(name.to_owned(), cost);
     }
     if cli.costs_only {

@@ -20,6 +20,8 @@ pub fn from_raw(raw: &Value) -> anyhow::Result<Vec<Large>> {
         .as_array()
         .into_iter()
         .flatten()
+        // A path whose download failed says why in the raw results, and has no row.
+        .filter(|large| large["error"].is_null())
         .map(|large| {
             let before = large["rss_before_kib"].as_f64();
             let peak = large["rss_peak_kib"].as_f64();

@@ -20,6 +20,8 @@ pub fn from_raw(raw: &Value) -> anyhow::Result<Vec<Cost>> {
     };
     costs
         .iter()
+        // A proxy whose count failed says why in the raw results, and has no row.
+        .filter(|(_, cost)| cost["error"].is_null())
         .map(|(name, cost)| {
             let request_count = |i: usize| cost["requests"][i].as_u64().unwrap_or(0);
             Ok(Cost {
