@@ -28,17 +28,7 @@ pub fn measure(stage: &Stage, name: &str, proxy: Option<Proxy>) -> anyhow::Resul
         })?),
         None => None,
     };
-    let _rule = matches!(
-        proxy,
-        Some(Proxy::CheopsNat | Proxy::Haproxy | Proxy::Nginx)
-    )
-    .then(|| {
-        NatRedirect::add(
-            &stage.netns,
-            SERVICE.parse().expect("an address"),
-            PROXY_PORT,
-        )
-    });
+    let _rule = stage.redirect(proxy);
     let rss_before = server
         .as_ref()
         .map(|s| procfs::usage(s.pid).map(|u| u.rss_kib))
