@@ -42,4 +42,21 @@ if ! "$venv/bin/python" -c 'import grpc' >/dev/null 2>&1; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check grpcio==1.84.0
 fi
+# json-server 1.x (paged lists answered as objects) for the paged-REST replication test, in its
+# own prefix beside the global 0.17 that the other tests use.
+js1=/opt/cheops-json-server-1
+if [ ! -x "$js1/node_modules/.bin/json-server" ]; then
+  echo "setup: installing json-server 1.0.0-beta.15 into $js1"
+  mkdir -p "$js1"
+  npm install --silent --prefix "$js1" json-server@1.0.0-beta.15 >/dev/null
+fi
+# OpenStack Glance with the unmodified `openstack` and `glance` clients and gunicorn (Glance 33
+# runs only under a WSGI server), for the OpenStack tests and demo: a virtualenv of its own.
+glance_venv=/opt/cheops-glance
+if ! [ -x "$glance_venv/bin/openstack" ] || ! "$glance_venv/bin/python" -c 'import glance, glanceclient' >/dev/null 2>&1; then
+  echo "setup: installing Glance 33, gunicorn and the OpenStack clients into $glance_venv (about a minute)"
+  python3 -m venv "$glance_venv"
+  "$glance_venv/bin/pip" install --quiet --disable-pip-version-check glance==33.0.0 gunicorn==27.0.1 \
+    python-openstackclient==10.5.0 python-glanceclient==4.13.0
+fi
 echo "setup: toolchain ready"

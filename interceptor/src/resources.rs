@@ -51,6 +51,71 @@ pub struct ResourceRule {
     /// Where a created resource's ID is found: `json:FIELD` (a field of the JSON answer, also
     /// the field rewritten in answers) or `location` (the last segment of `Location`).
     pub id: IdSource,
+    /// Where a list answer's items sit (`json:images`); none: the answer is the array itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<JsonField>,
+    /// Where a list answer says how it goes on (`json:next`): a page number (the next page
+    /// is asked for by the client, of every site) or a link (followed by cheops, to the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<JsonField>,
+    /// The path of a resource's binary content (`/v2/images/{id}/file`): its bodies are
+    /// streamed, never kept nor logged; an upload to a replicated resource goes to every replica
+    /// at once, each under its own local ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ItemPattern>,
+    /// The shape of meta-IDs: `cheops` (`CHEOPS_<ulid>`, the default) or `uuid`, for clients
+    /// that check that an ID is a UUID (every OpenStack service).
+    #[serde(default)]
+    pub meta_id: MetaIdShape,
+}
+
+/// The shape of a service's meta-IDs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetaIdShape {
+    #[default]
+    Cheops,
+    Uuid,
+}
+
+/// A field of a JSON answer, configured as `json:FIELD` (`json:a/b` for a nested one), kept as
+/// a JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonField(String);
+
+impl JsonField {
+    pub fn parse(text: &str) -> Result<JsonField, String> {
+        json_pointer(text)
+            .map(JsonField)
+            .ok_or_else(|| format!("`\"{text}\"`: expected \"json:FIELD\" (e.g. \"json:images\")"))
+    }
+
+    /// The JSON pointer (`/images`).
+    pub fn pointer(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        JsonField::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for JsonField {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("json:{}", &self.0[1..]))
+    }
+}
+
+/// `/a/b` from `json:a/b` or `json:/a/b`.
+fn json_pointer(text: &str) -> Option<String> {
+    match text.strip_prefix("json:")? {
+        field if field.starts_with('/') && field.len() > 1 => Some(field.to_owned()),
+        field if !field.is_empty() && !field.starts_with('/') => Some(format!("/{field}")),
+        _ => None,
+    }
 }
 
 /// Where the ID of a resource is found in an answer.
@@ -84,10 +149,9 @@ impl IdSource {
         if text == "location" {
             return Ok(IdSource::Location);
         }
-        match text.strip_prefix("json:") {
-            Some(field) if field.starts_with('/') => Ok(IdSource::Json(field.to_owned())),
-            Some(field) if !field.is_empty() => Ok(IdSource::Json(format!("/{field}"))),
-            _ => Err(format!(
+        match json_pointer(text) {
+            Some(pointer) => Ok(IdSource::Json(pointer)),
+            None => Err(format!(
                 "`id = \"{text}\"`: expected \"json:FIELD\" (e.g. \"json:id\") or \"location\""
             )),
         }
@@ -131,7 +195,7 @@ impl Serialize for ItemPattern {
 }
 
 impl ItemPattern {
-    fn parse(text: &str) -> Result<ItemPattern, String> {
+    pub fn parse(text: &str) -> Result<ItemPattern, String> {
         if !text.starts_with('/') {
             return Err(format!("`item = \"{text}\"` must start with '/'"));
         }
@@ -231,6 +295,17 @@ pub fn classify<'r>(
     Addressed::Other
 }
 
+/// The rule whose content path `path_and_query` is, and the ID in it.
+pub fn content_of<'r>(
+    rules: &'r [ResourceRule],
+    path_and_query: &'r str,
+) -> Option<(&'r ResourceRule, &'r str)> {
+    let (path, _) = split_query(path_and_query);
+    rules
+        .iter()
+        .find_map(|rule| Some((rule, rule.content.as_ref()?.id_in(path)?)))
+}
+
 /// Checks the rules of one service; the error names the rule, the caller names the service.
 pub fn check(rules: &[ResourceRule]) -> Result<(), String> {
     for rule in rules {
@@ -258,7 +333,19 @@ impl ResourceRule {
             collection: collection.to_owned(),
             item: ItemPattern::parse(item)?,
             id: IdSource::parse(id)?,
+            list: None,
+            next: None,
+            content: None,
+            meta_id: MetaIdShape::default(),
         })
+    }
+
+    /// The same rule for lists whose items sit at `list` and go on at `next` (`"json:data"`,
+    /// `Some("json:next")`).
+    pub fn listed_at(mut self, list: &str, next: Option<&str>) -> Result<ResourceRule, String> {
+        self.list = Some(JsonField::parse(list)?);
+        self.next = next.map(JsonField::parse).transpose()?;
+        Ok(self)
     }
 }
 
@@ -267,11 +354,23 @@ mod tests {
     use super::*;
 
     fn pods() -> ResourceRule {
-        ResourceRule {
-            collection: "/pods".into(),
-            item: ItemPattern::parse("/pods/{id}").unwrap(),
-            id: IdSource::parse("json:id").unwrap(),
-        }
+        ResourceRule::parse("/pods", "/pods/{id}", "json:id").unwrap()
+    }
+
+    #[test]
+    fn list_rules_read_and_write_back_as_configured() {
+        let text = "collection = \"/v2/images\"\nitem = \"/v2/images/{id}\"\nid = \"json:id\"\n\
+                    list = \"json:images\"\nnext = \"json:links/next\"\nmeta_id = \"uuid\"\n";
+        let rule: ResourceRule = toml::from_str(text).unwrap();
+        assert_eq!(rule.list.as_ref().unwrap().pointer(), "/images");
+        assert_eq!(rule.next.as_ref().unwrap().pointer(), "/links/next");
+        assert_eq!(rule.meta_id, MetaIdShape::Uuid);
+        let again: ResourceRule = toml::from_str(&toml::to_string(&rule).unwrap()).unwrap();
+        assert_eq!(again, rule);
+        let plain = pods();
+        assert_eq!((plain.list, plain.meta_id), (None, MetaIdShape::Cheops));
+        let bad = toml::from_str::<ResourceRule>(&text.replace("json:images", "images"));
+        assert!(bad.unwrap_err().to_string().contains("json:FIELD"));
     }
 
     #[test]
@@ -296,6 +395,20 @@ mod tests {
         assert_eq!(classify(&rules, "PUT", "/pods"), Addressed::Other);
         assert_eq!(classify(&rules, "GET", "/pods/7/logs"), Addressed::Other);
         assert_eq!(classify(&rules, "GET", "/images/7"), Addressed::Other);
+    }
+
+    #[test]
+    fn content_paths_are_found_by_the_rule_that_names_them() {
+        let mut images = ResourceRule::parse("/v2/images", "/v2/images/{id}", "json:id").unwrap();
+        images.content = Some(ItemPattern::parse("/v2/images/{id}/file").unwrap());
+        let rules = [pods(), images];
+        let (rule, id) = content_of(&rules, "/v2/images/abc/file?x").unwrap();
+        assert_eq!((rule.collection.as_str(), id), ("/v2/images", "abc"));
+        assert_eq!(content_of(&rules, "/v2/images/abc"), None);
+        assert_eq!(
+            classify(&rules, "PUT", "/v2/images/abc/file"),
+            Addressed::Other
+        );
     }
 
     #[test]

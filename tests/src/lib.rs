@@ -5,6 +5,7 @@ pub mod agent;
 pub mod apps;
 pub mod cgroup;
 pub mod container;
+pub mod glance;
 pub mod grpc;
 pub mod mesh;
 pub mod nat;

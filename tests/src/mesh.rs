@@ -62,6 +62,9 @@ pub struct MeshOptions {
     pub catalog_data: HashMap<String, serde_json::Value>,
     /// `[peer_api] request_timeout`.
     pub request_timeout: Duration,
+    /// `[proxy] response_timeout`: how long an instance may take to answer (a big upload's
+    /// answer comes once its whole body was sent).
+    pub response_timeout: Duration,
     /// More meshed services at every site, besides `catalog` and `front`; their instances are
     /// the test's to start.
     pub services: Vec<Service>,
@@ -77,6 +80,7 @@ impl Default for MeshOptions {
             replication: ReplicationSettings::default(),
             catalog_data: HashMap::new(),
             request_timeout: Duration::from_secs(3),
+            response_timeout: Duration::from_secs(5),
             services: Vec::new(),
             inbound_catalog: false,
         }
@@ -152,7 +156,7 @@ impl Mesh {
                 CATALOG.parse().unwrap(),
             );
             let mut config = site_config(&site.name);
-            config.proxy.response_timeout = Duration::from_secs(5);
+            config.proxy.response_timeout = options.response_timeout;
             config.peer_api = PeerApiSettings {
                 listen: Some(SocketAddr::from((site.address, PEER_PORT))),
                 heartbeat_interval: Duration::from_millis(200),

@@ -1,7 +1,7 @@
 //! `cheops replicas`: this site's replicants and cross resources, and each replica's state.
 use std::net::SocketAddr;
 
-use crate::{admin::client, replication::records::ReplicaState};
+use crate::admin::client;
 
 pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
     let view = client::replicas(admin)?;
@@ -19,7 +19,7 @@ pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
                     .local_id
                     .as_ref()
                     .map_or("-".to_owned(), |id| id.to_string());
-                format!("{}={local_id} ({})", r.site, state_text(&r.state))
+                format!("{}={local_id} ({})", r.site, r.state)
             })
             .collect();
         let deleted = if replicant.deleted { "  deleted" } else { "" };
@@ -41,13 +41,4 @@ pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
         println!("site {site} has {count} operation(s) of this site's log to apply");
     }
     Ok(())
-}
-
-/// A replica's state as `cheops replicas` has always shown it: its JSON form, unquoted.
-fn state_text(state: &ReplicaState) -> String {
-    match state {
-        ReplicaState::Pending => "pending".to_owned(),
-        ReplicaState::Ok => "ok".to_owned(),
-        ReplicaState::Failed(status) => format!("{{\"failed\":{status}}}"),
-    }
 }

@@ -278,7 +278,7 @@ impl Chain {
     }
 
     /// Sends `request` to `site`, whose cheops executes it against its own instance.
-    async fn attempt_peer(
+    pub(super) async fn attempt_peer(
         &self,
         site: &str,
         mut request: Request<ProxyBody>,

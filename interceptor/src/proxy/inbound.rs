@@ -30,6 +30,7 @@ use crate::{
         sites::PeerSites,
         Replicator,
     },
+    resources::content_of,
     tls,
 };
 
@@ -151,11 +152,12 @@ impl PeerApi {
             Some(_) => Version::HTTP_2,
             None => Version::HTTP_11,
         };
-        if let Some(replicator) = self
-            .replicator
-            .as_ref()
-            .filter(|_| !service.resources.is_empty())
-        {
+        // A resource's content is streamed to the instance as it is (its path already names
+        // this site's local ID): never kept.
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Some(replicator) = self.replicator.as_ref().filter(|_| {
+            !service.resources.is_empty() && content_of(&service.resources, target).is_none()
+        }) {
             // Executed here, with this site's IDs rewritten, and never sent on.
             let kept = match self.chain.keep(RequestBody::Streamed(Some(body))).await {
                 Ok(kept) => kept,

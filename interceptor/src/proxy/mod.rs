@@ -5,6 +5,7 @@
 //! specifics are in `grpc`. Anything that is not HTTP is relayed untouched (`relay`). What
 //! other sites ask of this one arrives through the peer API (`inbound`).
 mod chain;
+mod content;
 mod grpc;
 mod http2;
 mod inbound;

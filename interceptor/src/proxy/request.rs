@@ -10,6 +10,7 @@ use tracing::info;
 
 use super::{
     chain::{Chain, RequestBody},
+    content,
     grpc::{self, CallEnd},
     plan::{self, Route},
     upstream::OwnedUpstream,
@@ -25,6 +26,7 @@ use crate::{
     },
     replication::{
         codec::{call_of, response_of},
+        replicator::ContentRoute,
         sites::PeerSites,
         Replicator,
     },
@@ -152,11 +154,37 @@ impl WorkloadRequests {
                 );
             }
         };
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let content = match self.replicator.as_ref() {
+            Some(replicator) if !service.resources.is_empty() => {
+                replicator.content_route(&service.name, parts.method.as_str(), target)
+            }
+            _ => ContentRoute::AsRouted,
+        };
+        if let ContentRoute::Replicas { meta_id, targets } = content {
+            let response = content::to_replicas(
+                &self.chain,
+                &parts,
+                body,
+                service,
+                meta_id.as_str(),
+                targets,
+            )
+            .await;
+            return self.log_request(
+                &parts,
+                service,
+                scope.as_ref(),
+                Collaboration::Replication,
+                started,
+                response,
+            );
+        }
         let mut body = RequestBody::Streamed(Some(body));
         if let Some(replicator) = self
             .replicator
             .as_ref()
-            .filter(|_| !service.resources.is_empty())
+            .filter(|_| content == ContentRoute::NotContent)
         {
             let refused = |response| {
                 self.log_request(

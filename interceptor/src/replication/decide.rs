@@ -1,10 +1,9 @@
 //! Pure decisions of replication (`&`) and cross (`%`): what to do with a scoped request for a
 //! resource this site does not know yet, which of several sites' answers the client gets,
-//! the per-site status header, and merging the lists of several sites into one.
+//! and the per-site status header.
 use std::fmt;
 
 use dsl::Plan;
-use serde_json::Value;
 
 use super::{
     call::Answer,
@@ -139,33 +138,10 @@ pub fn chosen<'r>(
         .map(|(_, answer)| answer)
 }
 
-/// The lists of several sites as one JSON array: every resource, and a resource named by a
-/// meta-ID (replicated at several of those sites) once. `Err` names a site whose answer was
-/// no JSON array.
-pub fn merged_lists(pointer: Option<&str>, lists: &[(String, &Answer)]) -> Result<String, String> {
-    let mut merged = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (site, answer) in lists {
-        let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&answer.body) else {
-            return Err(format!("site {site}'s list is not a JSON array"));
-        };
-        for item in items {
-            let meta = pointer
-                .and_then(|pointer| item.pointer(pointer))
-                .and_then(Value::as_str)
-                .and_then(MetaId::parse);
-            if meta.is_none_or(|meta| seen.insert(meta)) {
-                merged.push(item);
-            }
-        }
-    }
-    Ok(Value::Array(merged).to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{classify, ResourceRule};
+    use crate::resources::{classify, MetaIdShape, ResourceRule};
 
     fn rules() -> Vec<ResourceRule> {
         let text = "collection = \"/pods\"\nitem = \"/pods/{id}\"\nid = \"json:id\"\n";
@@ -203,7 +179,7 @@ mod tests {
                 sites: names(&["S1", "S2"])
             }
         );
-        let meta = MetaId::generate();
+        let meta = MetaId::generate(MetaIdShape::Cheops);
         let write = format!("/pods/{meta}");
         assert_eq!(
             action("DELETE", &write),
@@ -289,30 +265,6 @@ mod tests {
         assert_eq!(
             statuses(&results),
             "S1=failed (500), S2=ok, S3=timeout, S4=ok"
-        );
-    }
-
-    #[test]
-    fn lists_hold_each_replicated_resource_once_and_every_other_resource() {
-        let meta = MetaId::generate();
-        let one = Answer::new(
-            200,
-            "application/json",
-            format!(r#"[{{"id":"{meta}"}},{{"id":1}}]"#),
-        );
-        let two = Answer::new(
-            200,
-            "application/json",
-            format!(r#"[{{"id":1}},{{"id":"{meta}"}}]"#),
-        );
-        let merged =
-            merged_lists(Some("/id"), &[("S1".into(), &one), ("S2".into(), &two)]).unwrap();
-        let merged: Value = serde_json::from_str(&merged).unwrap();
-        assert_eq!(merged.as_array().unwrap().len(), 3);
-        let bad = Answer::new(200, "text/plain", "no".into());
-        assert_eq!(
-            merged_lists(Some("/id"), &[("S2".into(), &bad)]).unwrap_err(),
-            "site S2's list is not a JSON array"
         );
     }
 }

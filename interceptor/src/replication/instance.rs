@@ -8,12 +8,12 @@ use tracing::warn;
 use super::{
     call::{Answer, Call},
     exchange::{Sites, Unreached},
-    ids::{locals_to_metas, metas_to_locals, LocalId, MetaId},
+    ids::{locals_to_metas, metas_in_query, metas_to_locals, LocalId, MetaId},
     records::{CrossRecord, Replicant},
     store::{Store, StoreError},
 };
 use crate::http::SERVED_BY;
-use crate::resources::{classify, Addressed, IdSource, ResourceRule};
+use crate::resources::{classify, Addressed, IdSource, JsonField, ResourceRule};
 
 /// Why a site could not take its part of a collaboration; the sender keeps the operation and
 /// offers it again later.
@@ -70,9 +70,16 @@ impl<S: Sites> Instance<'_, S> {
             Ok(answer) => answer,
             Err(refusal) => return Answer::from_cheops(502, refusal.to_string()),
         };
-        if let Some(IdSource::Json(pointer)) = rule.map(|r| &r.id) {
+        if let Some(
+            rule @ ResourceRule {
+                id: IdSource::Json(pointer),
+                ..
+            },
+        ) = rule
+        {
             let meta = |id: &LocalId| self.store.meta_of(&service, self.site, id).ok().flatten();
-            if let Some(body) = locals_to_metas(&answer.body, pointer, meta) {
+            let items = rule.list.as_ref().map(JsonField::pointer);
+            if let Some(body) = locals_to_metas(&answer.body, items, pointer, meta) {
                 answer.body = body;
             }
         }
@@ -96,6 +103,10 @@ impl<S: Sites> Instance<'_, S> {
     pub async fn send_to_instance(&self, mut call: Call) -> Result<Answer, Refusal> {
         if let Some(body) = metas_to_locals(&call.body, |meta| self.local_id_here(meta)) {
             call.body = body;
+        }
+        // A client that pages on by the last ID it was shown (`?marker=ID`) names a meta-ID.
+        if let Some(target) = metas_in_query(&call.target, |meta| self.local_id_here(meta)) {
+            call.target = target;
         }
         let service = call.service.clone();
         self.sites
@@ -147,7 +158,7 @@ impl<S: Sites> Instance<'_, S> {
         };
         match &rule.id {
             IdSource::Json(pointer) => {
-                if let Some(body) = locals_to_metas(&answer.body, pointer, |id| {
+                if let Some(body) = locals_to_metas(&answer.body, None, pointer, |id| {
                     (id == local_id).then(|| meta_id.clone())
                 }) {
                     answer.body = body;
@@ -164,31 +175,36 @@ impl<S: Sites> Instance<'_, S> {
         answer
     }
 
-    /// What this site knows of the resource a path names by `id` (a meta-ID or its local ID).
+    /// What this site knows of the resource a path names by `id` (a meta-ID or its local ID;
+    /// a UUID may be either).
     pub fn known(&self, service: &str, id: &str) -> Result<Known, StoreError> {
-        let meta_id = match MetaId::parse(id) {
-            Some(meta_id) => Some(meta_id),
-            None => {
-                let mut found =
-                    self.store
-                        .meta_of(service, self.site, &LocalId::Text(id.to_owned()))?;
-                if let (None, Ok(number)) = (&found, id.parse::<i64>()) {
-                    found = self
-                        .store
-                        .meta_of(service, self.site, &LocalId::Number(number))?;
-                }
-                found
+        if let Some(meta_id) = MetaId::parse(id) {
+            let known = self.known_meta(service, &meta_id)?;
+            if !matches!(known, Known::Unknown) {
+                return Ok(known);
             }
-        };
-        let Some(meta_id) = meta_id else {
-            return Ok(Known::Unknown);
-        };
-        if let Some(replicant) = self.store.replicant(&meta_id)? {
+        }
+        let mut found = self
+            .store
+            .meta_of(service, self.site, &LocalId::Text(id.to_owned()))?;
+        if let (None, Ok(number)) = (&found, id.parse::<i64>()) {
+            found = self
+                .store
+                .meta_of(service, self.site, &LocalId::Number(number))?;
+        }
+        match found {
+            Some(meta_id) => self.known_meta(service, &meta_id),
+            None => Ok(Known::Unknown),
+        }
+    }
+
+    fn known_meta(&self, service: &str, meta_id: &MetaId) -> Result<Known, StoreError> {
+        if let Some(replicant) = self.store.replicant(meta_id)? {
             if replicant.service == service {
                 return Ok(Known::Replicated(replicant));
             }
         }
-        Ok(match self.store.cross(&meta_id)? {
+        Ok(match self.store.cross(meta_id)? {
             Some(record) if record.service == service => Known::Cross(record),
             _ => Known::Unknown,
         })

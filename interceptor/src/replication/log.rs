@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 use super::{
     call::Answer,
     exchange::{Deliver, Message, Reply, Sites, Unreached},
+    ids::MetaId,
     instance::{Instance, Refusal},
     records::{Applied, Change, Operation, Replica, ReplicaState, Replicant},
     store::Store,
@@ -111,10 +112,19 @@ impl Log {
                         if let Err(cause) = self.store.settle(operation.seq, &site, &applied) {
                             return warn!(%site, "replay stopped: {cause}");
                         }
-                        if let Some(waiter) =
-                            lock(&self.waiting).remove(&(operation.seq, site.clone()))
-                        {
-                            let _ = waiter.send(Ok(reply));
+                        let waiter = lock(&self.waiting).remove(&(operation.seq, site.clone()));
+                        match waiter {
+                            Some(waiter) => {
+                                let _ = waiter.send(Ok(reply));
+                            }
+                            // A create applied after its request was answered: the request
+                            // sent the mapping without this replica, so it goes again.
+                            None if reply.local_id.is_some() => {
+                                if let Change::Create(_) = operation.change {
+                                    self.map_everywhere(&operation.meta_id, &to);
+                                }
+                            }
+                            None => {}
                         }
                     }
                     Err(cause) => {
@@ -134,6 +144,31 @@ impl Log {
                     }
                 }
             }
+        }
+    }
+
+    /// Appends a `Map` of `meta_id` for every replica but this site (its leader), and starts
+    /// their drains: each replica then holds the leader's whole mapping.
+    pub fn map_everywhere<D: Deliver>(self: &Arc<Self>, meta_id: &MetaId, to: &Arc<D>) {
+        let replicant = match self.store.replicant(meta_id) {
+            Ok(Some(replicant)) => replicant,
+            Ok(None) => return,
+            Err(cause) => return warn!("the mapping of {meta_id} was not sent: {cause}"),
+        };
+        let others: Vec<String> = replicant
+            .replicas
+            .iter()
+            .map(|r| r.site.clone())
+            .filter(|site| *site != self.site)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        if let Err(cause) = self.store.append(None, meta_id, Change::Map, &others) {
+            return warn!("the mapping of {meta_id} was not sent: {cause}");
+        }
+        for site in others {
+            tokio::spawn(self.clone().drain(to.clone(), site));
         }
     }
 
@@ -185,6 +220,20 @@ impl Log {
                     local_id: None,
                 })
             }
+            Change::Map => {
+                let replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
+                let applied = Applied {
+                    status: 204,
+                    local_id: None,
+                };
+                self.store
+                    .record_applied(op_id, &applied, Some(&replicant), None, None)
+                    .map_err(refused)?;
+                Ok(Reply {
+                    answer: Answer::from_cheops(204, format!("{} mapped", replicant.meta_id)),
+                    local_id: None,
+                })
+            }
             Change::Create(call) => {
                 let mut replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
                 let (answer, local_id, rule) = here.create_at_instance(call).await?;
@@ -206,8 +255,10 @@ impl Log {
                     status: answer.status,
                     local_id: local_id.clone(),
                 };
+                // A site whose instance refused the create takes no part in the replicant.
+                let taking_part = local_id.is_some().then_some(&replicant);
                 self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None, None)
+                    .record_applied(op_id, &applied, taking_part, None, None)
                     .map_err(refused)?;
                 Ok(Reply {
                     answer: here.named(&rule, answer, &replicant.meta_id, local_id.as_ref()),

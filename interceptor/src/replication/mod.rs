@@ -2,7 +2,8 @@
 //! rules (`rules`: which requests address which resources), IDs (`ids`), calls to a service
 //! (`call`) and their HTTP form (`codec`), the records (`records`), what sites exchange
 //! (`exchange`), the decisions (`decide`), the durable store (`store`), the network seam
-//! (`sites`), this site's instance (`instance`), the leader's log (`log`), gathering from several sites (`gather`) and
+//! (`sites`), this site's instance (`instance`), the leader's log (`log`), gathering from several sites (`gather`,
+//! with lists merged and followed page by page in `lists`) and
 //! the replicator that carries it all out.
 pub mod call;
 pub mod codec;
@@ -11,6 +12,7 @@ pub mod exchange;
 pub mod gather;
 pub mod ids;
 pub mod instance;
+pub mod lists;
 pub mod log;
 pub mod records;
 pub mod replicator;

@@ -48,6 +48,17 @@ pub enum ReplicaState {
     Failed(u16),
 }
 
+/// In words, as `cheops replicas` shows it.
+impl std::fmt::Display for ReplicaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplicaState::Pending => f.write_str("pending: the create has not reached it yet"),
+            ReplicaState::Ok => f.write_str("ok"),
+            ReplicaState::Failed(status) => write!(f, "refused by its instance ({status})"),
+        }
+    }
+}
+
 /// A cross resource: it lives at one site, and every site of the expression knows where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrossRecord {
@@ -66,6 +77,9 @@ pub enum Change {
     Write(Call),
     /// Record where a cross resource lives.
     Register(CrossRecord),
+    /// Record the leader's mapping of the replicant (every replica's local ID and state), which
+    /// travels with the operation: each replica holds the whole mapping, not only its own part.
+    Map,
 }
 
 /// One entry of the leader's log.

@@ -15,11 +15,12 @@ use super::{
     gather::Gather,
     ids::MetaId,
     instance::{Instance, Known, Refusal},
+    lists::ListShape,
     log::Log,
     records::{Change, CrossRecord, Replica, ReplicaState, Replicant},
     store::{Store, StoreError},
 };
-use crate::resources::{classify, Addressed, IdSource, ResourceRule};
+use crate::resources::{classify, Addressed, ResourceRule};
 
 /// How often a write waiting for its leader tries again.
 const LEADER_POLL: Duration = Duration::from_millis(200);
@@ -107,12 +108,9 @@ impl<S: Sites> Replicator<S> {
                 Err(cause) => return Some(self.store_failed(cause)),
             }
         }
-        let pointer = match addressed {
-            Addressed::List(ResourceRule {
-                id: IdSource::Json(pointer),
-                ..
-            }) => Some(pointer.clone()),
-            _ => None,
+        let shape = match addressed {
+            Addressed::List(rule) => ListShape::of(rule),
+            _ => ListShape::default(),
         };
         match decide::decide(addressed, plan) {
             Action::Route if *plan == Plan::Site(self.site.clone()) => {
@@ -124,7 +122,8 @@ impl<S: Sites> Replicator<S> {
                 Some(self.create_cross(prime, sites, call).await)
             }
             Action::List { sites } => {
-                Some(self.gather().list(sites, call, pointer.as_deref()).await)
+                let owner = |meta: &MetaId| self.owner(meta, &sites);
+                Some(self.gather().list(sites.clone(), call, shape, owner).await)
             }
             Action::FanOut { sites } => Some(self.gather().fan_out(sites, call).await),
             Action::FirstFound { sites } => Some(self.gather().first_found(sites, call).await),
@@ -327,7 +326,10 @@ impl<S: Sites> Replicator<S> {
 
     /// A replicated create, led by this site.
     async fn create(self: &Arc<Self>, sites: Vec<String>, call: Call) -> Answer {
-        let meta_id = MetaId::generate();
+        let meta_id = match self.new_meta_id(&call, &sites) {
+            Ok(meta_id) => meta_id,
+            Err(cause) => return self.store_failed(cause),
+        };
         let replicant = Replicant {
             meta_id: meta_id.clone(),
             service: call.service.clone(),
@@ -351,7 +353,17 @@ impl<S: Sites> Replicator<S> {
                 Err(cause) => return self.store_failed(cause),
             };
         let results = self.log.apply_everywhere(self, &operation, &sites).await;
-        self.composed(&meta_id, &results)
+        match self.store.drop_refused(&meta_id) {
+            // Refused by every site: nothing was made, the client gets the application's answer.
+            Ok(None) => chosen(&self.site, &results)
+                .cloned()
+                .unwrap_or_else(|| Answer::from_cheops(502, "no site answered".into())),
+            Ok(Some(_)) => {
+                self.log.map_everywhere(&meta_id, self);
+                self.composed(&meta_id, &results)
+            }
+            Err(cause) => self.store_failed(cause),
+        }
     }
 
     /// The answer to a replicated request: the chosen site's, with every site's status. When
@@ -426,7 +438,10 @@ impl<S: Sites> Replicator<S> {
         sites: Vec<String>,
         call: Call,
     ) -> Answer {
-        let meta_id = MetaId::generate();
+        let meta_id = match self.new_meta_id(&call, &sites) {
+            Ok(meta_id) => meta_id,
+            Err(cause) => return self.store_failed(cause),
+        };
         let service = call.service.clone();
         let message = Message::CreateCross {
             meta_id: meta_id.clone(),
@@ -563,5 +578,10 @@ fn answered(answer: Answer) -> Reply {
     }
 }
 
+mod lookup;
+pub use lookup::ContentRoute;
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_creates;

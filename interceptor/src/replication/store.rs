@@ -385,6 +385,31 @@ impl Store {
         })
     }
 
+    /// Drops the replicas whose instance refused the create, in one step with reading them:
+    /// a create that every replica refused leaves no replicant (`None`), one that some refused
+    /// keeps the replicas that exist or may still be made (pending).
+    pub fn drop_refused(&self, meta_id: &MetaId) -> Result<Option<Replicant>, StoreError> {
+        self.write(|txn| {
+            let found = txn
+                .open_table(REPLICANTS)?
+                .get(meta_id.as_str())?
+                .map(|bytes| self.decode::<Replicant>(meta_id, bytes.value()))
+                .transpose()?;
+            let Some(mut replicant) = found else {
+                return Ok(None);
+            };
+            replicant
+                .replicas
+                .retain(|r| !matches!(r.state, ReplicaState::Failed(_)));
+            if replicant.replicas.is_empty() {
+                txn.open_table(REPLICANTS)?.remove(meta_id.as_str())?;
+                return Ok(None);
+            }
+            self.put_replicant_in(txn, &replicant)?;
+            Ok(Some(replicant))
+        })
+    }
+
     /// What this site recorded when it applied `op_id`, if it did.
     pub fn applied(&self, op_id: &str) -> Result<Option<Applied>, StoreError> {
         let txn = self.read_txn()?;
@@ -432,6 +457,7 @@ mod tests {
 
     use super::*;
     use crate::replication::{call::Call, records::Replica};
+    use crate::resources::MetaIdShape;
 
     fn replicant(meta_id: &MetaId) -> Replicant {
         Replicant {
@@ -463,7 +489,7 @@ mod tests {
     fn the_log_survives_reopening_and_keeps_what_each_site_has_to_apply() {
         let dir = tempdir();
         let path = dir.join("store.redb");
-        let meta = MetaId::generate();
+        let meta = MetaId::generate(MetaIdShape::Cheops);
         let sites = ["Site1".to_owned(), "Site2".to_owned()];
         {
             let store = Store::open(&path).unwrap();
@@ -519,7 +545,7 @@ mod tests {
     fn an_applied_operation_is_remembered_with_the_local_id_it_gave() {
         let dir = tempdir();
         let store = Store::open(&dir.join("s.redb")).unwrap();
-        let meta = MetaId::generate();
+        let meta = MetaId::generate(MetaIdShape::Cheops);
         let mut mine = replicant(&meta);
         mine.replicas[1].local_id = Some(LocalId::Text("k".into()));
         let applied = Applied {

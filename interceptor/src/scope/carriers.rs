@@ -72,8 +72,8 @@ pub fn extract(
             Carrier::Baggage => baggage_scope(headers, carrier, settings)?,
             Carrier::Token => {
                 let token = header_text(headers, &settings.token_header_name(), carrier, settings)?;
-                match token.as_deref().map(|t| t.split_once(TOKEN_SUFFIX)) {
-                    Some(Some((_, scope))) => Some(scope.to_owned()),
+                match token.as_deref().map(split_token) {
+                    Some(Some((_, scope))) => Some(scope),
                     Some(None) => {
                         let remembered = token.as_deref().and_then(known.token_scope);
                         if let Some(scope) = remembered {
@@ -129,7 +129,7 @@ pub fn pass_on(headers: &mut HeaderMap, found: &Found, service: &str, settings: 
             let Some(token) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
                 return;
             };
-            let token = token.split_once(TOKEN_SUFFIX).map_or(token, |(t, _)| t);
+            let token = split_token(token).map_or(token, |(t, _)| t);
             let token = match text {
                 Some(text) => format!("{token}{TOKEN_SUFFIX}{text}"),
                 None => token.to_owned(),
@@ -149,10 +149,26 @@ pub fn strip_token_suffix(
 ) -> Option<(String, String)> {
     let name = settings.token_header_name();
     let token = headers.get(&name)?.to_str().ok()?;
-    let (bare, scope) = token.split_once(TOKEN_SUFFIX)?;
-    let (bare, scope) = (bare.to_owned(), scope.to_owned());
+    let (bare, scope) = split_token(token)?;
+    let bare = bare.to_owned();
     headers.insert(name, value(&bare)?);
     Some((bare, scope))
+}
+
+/// The suffix as clients that percent-encode header values send it (glanceclient does).
+const TOKEN_SUFFIX_ENCODED: &str = "%21SCOPE%21";
+
+/// `(bare token, scope text)` of a token with a `!SCOPE!` suffix, literal or percent-encoded
+/// (then the scope is decoded; the bare token is left as the client sent it, so the service
+/// sees what the client meant it to see).
+fn split_token(token: &str) -> Option<(&str, String)> {
+    if let Some((bare, scope)) = token.split_once(TOKEN_SUFFIX) {
+        return Some((bare, scope.to_owned()));
+    }
+    let at = token.to_ascii_uppercase().find(TOKEN_SUFFIX_ENCODED)?;
+    let scope = &token[at + TOKEN_SUFFIX_ENCODED.len()..];
+    let scope = percent_decode_str(scope).decode_utf8_lossy().into_owned();
+    Some((&token[..at], scope))
 }
 
 fn value(text: &str) -> Option<HeaderValue> {
@@ -350,6 +366,24 @@ mod tests {
         };
         pass_on(&mut h, &workload, "front", &settings);
         assert_eq!(h["x-scope"], "{catalog: B}");
+    }
+
+    #[test]
+    fn a_percent_encoded_suffix_is_read_and_stripped_like_a_literal_one() {
+        let encoded = "x%21SCOPE%21%7Bimage%3A%20Nantes%7D";
+        let (bare, scope) = split_token(encoded).unwrap();
+        assert_eq!((bare, scope.as_str()), ("x", "{image: Nantes}"));
+        let lower = split_token("x%21scope%21%7Bimage%3A%20Paris%7D").unwrap();
+        assert_eq!(lower.1, "{image: Paris}");
+        assert_eq!(split_token("x%21SCOPX%21"), None);
+        let (text, carrier) = found(&[("x-auth-token", encoded)], None).unwrap();
+        assert_eq!(
+            (text.as_str(), carrier),
+            ("{image: Nantes}", Carrier::Token)
+        );
+        let mut h = headers(&[("x-auth-token", encoded)]);
+        strip_token_suffix(&mut h, &CarrierSettings::default());
+        assert_eq!(h["x-auth-token"], "x");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::replication::{ids::LocalId, log::lock};
 /// client gives one.
 struct App {
     items: BTreeMap<String, Value>,
+    first_id: i64,
     next_id: i64,
     /// Requests received, by method: to tell that nothing was applied twice.
     received: HashMap<String, usize>,
@@ -25,6 +26,7 @@ impl App {
     fn new(first_id: i64) -> App {
         App {
             items: BTreeMap::new(),
+            first_id,
             next_id: first_id,
             received: HashMap::new(),
         }
@@ -38,6 +40,11 @@ impl App {
         let path: Vec<&str> = call.target.trim_matches('/').split('/').collect();
         match (call.method.as_str(), path.as_slice()) {
             ("GET", ["pods"]) => json(200, Value::Array(self.items.values().cloned().collect())),
+            // A body naming this instance's first ID in `refused_by` is refused, as a real
+            // application refuses a malformed one.
+            ("POST", ["pods"]) if refused(&body, self.first_id) => {
+                json(400, json!({"error": "bad pod"}))
+            }
             ("POST", ["pods"]) => {
                 let mut item = body;
                 let id = match item.get("id") {
@@ -75,6 +82,12 @@ impl App {
     }
 }
 
+fn refused(body: &Value, first_id: i64) -> bool {
+    body["refused_by"]
+        .as_array()
+        .is_some_and(|ids| ids.contains(&json!(first_id)))
+}
+
 fn key(id: &Value) -> String {
     id.as_str().map_or_else(|| id.to_string(), str::to_owned)
 }
@@ -86,7 +99,7 @@ struct Mesh {
     replicators: Mutex<HashMap<String, Arc<Replicator<Link>>>>,
 }
 
-struct Link {
+pub(super) struct Link {
     me: String,
     mesh: Arc<Mesh>,
 }
@@ -133,13 +146,13 @@ impl Sites for Link {
 const SITES: [&str; 3] = ["Site1", "Site2", "Site3"];
 const LEADER_WAIT: Duration = Duration::from_secs(2);
 
-struct Test {
+pub(super) struct Test {
     mesh: Arc<Mesh>,
     dir: PathBuf,
 }
 
 impl Test {
-    fn new() -> Test {
+    pub(super) fn new() -> Test {
         let dir =
             std::env::temp_dir().join(format!("cheops-replicator-{}", ulid::Ulid::generate()));
         let test = Test {
@@ -186,11 +199,11 @@ impl Test {
         panic!("site {site}'s replicator is still in use");
     }
 
-    fn at(&self, site: &str) -> Arc<Replicator<Link>> {
+    pub(super) fn at(&self, site: &str) -> Arc<Replicator<Link>> {
         lock(&self.mesh.replicators)[site].clone()
     }
 
-    async fn request(
+    pub(super) async fn request(
         &self,
         site: &str,
         plan: Plan,
@@ -211,16 +224,22 @@ impl Test {
             .expect("the replicator serves this request")
     }
 
-    async fn unscoped(&self, site: &str, method: &str, target: &str, body: Value) -> Answer {
+    pub(super) async fn unscoped(
+        &self,
+        site: &str,
+        method: &str,
+        target: &str,
+        body: Value,
+    ) -> Answer {
         self.request(site, Plan::Site(site.into()), method, target, body)
             .await
     }
 
-    fn cut(&self, site: &str) {
+    pub(super) fn cut(&self, site: &str) {
         lock(&self.mesh.cut).insert(site.to_owned());
     }
 
-    fn heal(&self, site: &str) {
+    pub(super) fn heal(&self, site: &str) {
         lock(&self.mesh.cut).remove(site);
     }
 
@@ -254,7 +273,7 @@ impl Test {
     }
 
     /// Replays until no site misses anything, or fails after a while.
-    async fn converge(&self) {
+    pub(super) async fn converge(&self) {
         for _ in 0..100 {
             let pending: usize = SITES
                 .iter()
@@ -286,15 +305,15 @@ impl Drop for Test {
     }
 }
 
-fn all_of(sites: &[&str]) -> Plan {
+pub(super) fn all_of(sites: &[&str]) -> Plan {
     Plan::AllOf(sites.iter().map(|s| Plan::Site(s.to_string())).collect())
 }
 
-fn body(answer: &Answer) -> Value {
+pub(super) fn body(answer: &Answer) -> Value {
     serde_json::from_str(&answer.body).unwrap_or_else(|_| panic!("not JSON: {answer:?}"))
 }
 
-fn meta_of(answer: &Answer) -> String {
+pub(super) fn meta_of(answer: &Answer) -> String {
     assert!(answer.is_success(), "{answer:?}");
     let meta = body(answer)["id"].as_str().unwrap().to_owned();
     assert_eq!(answer.header(META_ID_HEADER), Some(meta.as_str()));
