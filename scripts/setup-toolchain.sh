@@ -5,6 +5,8 @@ set -euo pipefail
 
 packages=(rustc-web rust-web-src llvm-22-dev libpolly-22-dev bpftool iproute2 nftables curl
           nginx-light haproxy wrk jq procps psmisc etcd-server etcd-client
+          # The benchmark counts instructions (valgrind's callgrind) and system calls (perf).
+          valgrind linux-perf
           # The container tests: podman with runc (crun refuses hybrid cgroup layouts), and a
           # static busybox to build images from (no image registry is reachable).
           podman runc busybox-static)

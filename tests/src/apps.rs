@@ -78,8 +78,13 @@ pub fn assert_bad_requests_answered(output: &std::process::Output) -> HashMap<St
 
 /// Waits until something accepts TCP connections at `address` inside `netns`.
 pub fn wait_for_listener(netns: &Netns, address: SocketAddr) {
+    wait_for_listener_within(netns, address, Duration::from_secs(10));
+}
+
+/// The same, up to `limit` (a server under valgrind starts slowly).
+pub fn wait_for_listener_within(netns: &Netns, address: SocketAddr, limit: Duration) {
     let target = format!("/dev/tcp/{}/{}", address.ip(), address.port());
-    let listening = crate::process::wait_until(Duration::from_secs(10), || {
+    let listening = crate::process::wait_until(limit, || {
         netns
             .command("bash")
             .args(["-c", &format!("exec 3<>{target}")])

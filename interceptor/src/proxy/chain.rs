@@ -9,15 +9,18 @@ use std::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::{
-    body::Incoming, header::HeaderValue, http::request::Parts, HeaderMap, Request, Response,
-    StatusCode, Uri, Version,
+    body::Incoming,
+    header::{self, HeaderValue},
+    http::request::Parts,
+    HeaderMap, Request, Response, StatusCode, Uri, Version,
 };
 
 use super::{
     grpc,
-    outcome::{Failed, InstanceOf, NotDelivered, Outcome},
+    outcome::{Failed, InstanceError, InstanceOf, NotDelivered, Outcome},
     plan::{self, Next},
     replay::Replayable,
+    upstream::OwnedUpstream,
 };
 use crate::{
     config::{CarrierSettings, ProxySettings, Service},
@@ -72,6 +75,8 @@ impl RequestBody {
 /// What the attempts need: this site's name, its instances' client, the peers, the timeouts.
 pub struct Chain {
     pub site: String,
+    /// `site` as the header value that names the site which served (made once).
+    pub site_header: HeaderValue,
     pub upstream: InstanceClient,
     /// For requests whose client spoke HTTP/2 to the service (gRPC).
     pub upstream_http2: InstanceClient,
@@ -112,13 +117,15 @@ impl Chain {
         }
     }
 
-    /// Tries `sites` in order until one serves, as `plan::after` decides.
+    /// Tries `sites` in order until one serves, as `plan::after` decides; this site's instance
+    /// through `owned` when the workload connection has one.
     pub async fn run(
         &self,
         parts: &Parts,
         body: RequestBody,
         service: &Service,
         sites: &[String],
+        owned: Option<&OwnedUpstream>,
     ) -> Response<ProxyBody> {
         let grpc = grpc::is_grpc(&parts.headers);
         let mut body = match body {
@@ -146,7 +153,7 @@ impl Chain {
             };
             let request = copy_request(parts, next_body);
             let mut attempt = if *site == self.site {
-                self.attempt_local(request, service).await
+                self.attempt_local(request, service, owned).await
             } else {
                 self.attempt_peer(site, request, service).await
             };
@@ -177,11 +184,13 @@ impl Chain {
         )
     }
 
-    /// Sends `request` to this site's instance of `service`.
+    /// Sends `request` to this site's instance of `service`: over `owned`, the workload
+    /// connection's own, for HTTP/1.1, else through the pooled clients.
     pub async fn attempt_local(
         &self,
         mut request: Request<ProxyBody>,
         service: &Service,
+        owned: Option<&OwnedUpstream>,
     ) -> Attempt {
         if let Some((token, scope)) =
             carriers::strip_token_suffix(request.headers_mut(), &self.carriers)
@@ -191,45 +200,69 @@ impl Chain {
                 self.token_scopes.remember(&token, scope);
             }
         }
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        *request.uri_mut() =
-            match format!("http://{}{}", service.local, path_and_query).parse::<Uri>() {
-                Ok(uri) => uri,
-                Err(err) => return Attempt::failed(Outcome::Failed(Failed::BadTarget(err))),
-            };
         let limit = answer_limit(request.headers(), self.settings.response_timeout);
-        let client = if request.version() == Version::HTTP_2 {
-            &self.upstream_http2
-        } else {
-            *request.version_mut() = Version::HTTP_11;
-            &self.upstream
-        };
         let instance = || InstanceOf {
             service: service.name.clone(),
             address: service.local,
         };
-        let answer = within(limit, client.request(request)).await;
+        let answer = match owned.filter(|_| request.version() != Version::HTTP_2) {
+            Some(owned) => {
+                // Origin-form, as the pooled client would send it.
+                let path_and_query = request.uri().path_and_query().cloned();
+                *request.uri_mut() =
+                    path_and_query.map_or_else(|| Uri::from_static("/"), Uri::from);
+                *request.version_mut() = Version::HTTP_11;
+                if !request.headers().contains_key(header::HOST) {
+                    request
+                        .headers_mut()
+                        .insert(header::HOST, header_value(&service.local.to_string()));
+                }
+                let sent = owned.send(request, service.local, self.settings.connect_timeout);
+                within(limit, sent).await.map(|answer| {
+                    answer.map_err(|error| (error.is_connect(), InstanceError::from(error)))
+                })
+            }
+            None => {
+                let path_and_query = request
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
+                *request.uri_mut() = match format!("http://{}{}", service.local, path_and_query)
+                    .parse::<Uri>()
+                {
+                    Ok(uri) => uri,
+                    Err(err) => return Attempt::failed(Outcome::Failed(Failed::BadTarget(err))),
+                };
+                let client = if request.version() == Version::HTTP_2 {
+                    &self.upstream_http2
+                } else {
+                    *request.version_mut() = Version::HTTP_11;
+                    &self.upstream
+                };
+                within(limit, client.request(request)).await.map(|answer| {
+                    answer
+                        .map(|response| response.map(BodyExt::boxed))
+                        .map_err(|error| (error.is_connect(), InstanceError::from(error)))
+                })
+            }
+        };
         let outcome = match answer {
-            Ok(Ok(response)) => {
-                let mut response = response.map(BodyExt::boxed);
+            Ok(Ok(mut response)) => {
                 remove_hop_by_hop_headers(response.headers_mut());
                 response
                     .headers_mut()
-                    .insert(SERVED_BY, header_value(&self.site));
+                    .insert(SERVED_BY, self.site_header.clone());
                 return Attempt {
                     outcome: Outcome::Answered(response.status()),
                     response: Some(response),
                 };
             }
-            Ok(Err(cause)) if cause.is_connect() => Outcome::NotDelivered(NotDelivered::Instance {
+            Ok(Err((true, cause))) => Outcome::NotDelivered(NotDelivered::Instance {
                 instance: instance(),
                 cause,
             }),
-            Ok(Err(cause)) => Outcome::Failed(Failed::Instance {
+            Ok(Err((false, cause))) => Outcome::Failed(Failed::Instance {
                 instance: instance(),
                 cause,
             }),

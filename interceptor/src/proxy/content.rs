@@ -85,7 +85,7 @@ pub async fn to_replicas(
         };
         attempts.push(async move {
             if *site == chain.site {
-                chain.attempt_local(request, service).await
+                chain.attempt_local(request, service, None).await
             } else {
                 chain.attempt_peer(site, request, service).await
             }

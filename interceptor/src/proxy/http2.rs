@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tracing::debug;
 
-use super::{request::WorkloadRequests, sniff::HTTP2_PREFACE};
+use super::{request::WorkloadRequests, sniff::HTTP2_PREFACE, upstream::OwnedUpstream};
 use crate::{
     config::{ProxySettings, Service},
     http::{empty_body, ProxyBody},
@@ -40,12 +40,19 @@ pub struct WorkloadConnection {
     pub requests: Arc<WorkloadRequests>,
     pub service: Arc<Service>,
     pub cgroup_id: u64,
+    /// Its own connection to the instance (HTTP/1.1, one request at a time); none in HTTP/2.
+    pub owned: Option<Arc<OwnedUpstream>>,
 }
 
 impl WorkloadConnection {
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         self.requests
-            .handle(request, &self.service, self.cgroup_id)
+            .handle(
+                request,
+                &self.service,
+                self.cgroup_id,
+                self.owned.as_deref(),
+            )
             .await
     }
 }

@@ -199,7 +199,7 @@ impl PeerApi {
         }
         let attempt = self
             .chain
-            .attempt_local(Request::from_parts(parts, body.boxed()), &service)
+            .attempt_local(Request::from_parts(parts, body.boxed()), &service, None)
             .await;
         if let Some(response) = attempt.response {
             return response;

@@ -15,6 +15,7 @@ mod relay;
 mod replay;
 mod request;
 mod sniff;
+mod upstream;
 
 use std::{
     collections::HashMap,
@@ -42,6 +43,7 @@ use chain::Chain;
 use inbound::PeerApi;
 use request::WorkloadRequests;
 use sniff::{sniff, Protocol};
+use upstream::OwnedUpstream;
 
 pub struct Proxy {
     services: Vec<Arc<Service>>,
@@ -92,6 +94,7 @@ impl Proxy {
         let services: Vec<Arc<Service>> = services.into_iter().map(Arc::new).collect();
         let token_scopes = Arc::new(TokenScopes::default());
         let chain = Arc::new(Chain {
+            site_header: crate::peer::wire::header_value(&site),
             site: site.clone(),
             upstream: instance_client(settings.connect_timeout),
             upstream_http2: http2_instance_client(settings.connect_timeout),
@@ -174,7 +177,7 @@ impl Proxy {
                     .await
             }
             Protocol::Http2 => {
-                let workload = self.workload(service, intercepted.cgroup_id);
+                let workload = self.workload(service, intercepted.cgroup_id, None);
                 http2::serve(stream, workload, &self.settings, true).await
             }
             Protocol::Opaque => {
@@ -184,22 +187,35 @@ impl Proxy {
         }
     }
 
-    fn workload(&self, service: Arc<Service>, cgroup_id: u64) -> http2::WorkloadConnection {
+    fn workload(
+        &self,
+        service: Arc<Service>,
+        cgroup_id: u64,
+        owned: Option<Arc<OwnedUpstream>>,
+    ) -> http2::WorkloadConnection {
         http2::WorkloadConnection {
             requests: self.requests.clone(),
             service,
             cgroup_id,
+            owned,
         }
     }
 
+    /// HTTP/1.1: one request after another, so the connection owns its own connection to the
+    /// instance (`upstream`); after an upgrade to HTTP/2, the streams share the pooled one.
     async fn serve_http(&self, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
-        let workload = self.workload(service, cgroup_id);
+        let owned = Arc::new(OwnedUpstream::default());
+        let workload = self.workload(service, cgroup_id, Some(owned));
         let settings = self.settings.clone();
         let handler = hyper::service::service_fn(move |request| {
             let workload = workload.clone();
             let settings = settings.clone();
             async move {
                 if let Some(first_stream) = http2::h2c_request(&request) {
+                    let workload = http2::WorkloadConnection {
+                        owned: None,
+                        ..workload
+                    };
                     let response = http2::upgrade(request, first_stream, workload, settings);
                     return Ok::<_, Infallible>(response);
                 }

@@ -5,6 +5,7 @@ use std::{error::Error, fmt, net::SocketAddr, time::Duration};
 use hyper::{http::uri::InvalidUri, StatusCode};
 use hyper_util::client::legacy;
 
+use super::upstream::UpstreamError;
 use crate::peer;
 
 /// How one attempt at one site went.
@@ -51,7 +52,7 @@ pub enum NotDelivered {
     #[error("{instance} could not be reached: {}", with_causes(.cause))]
     Instance {
         instance: InstanceOf,
-        cause: legacy::Error,
+        cause: InstanceError,
     },
     /// The peer's cheops could not reach its own instance.
     #[error("its instance of '{service}' could not be reached")]
@@ -73,7 +74,7 @@ pub enum Failed {
     #[error("{instance} failed: {}", with_causes(.cause))]
     Instance {
         instance: InstanceOf,
-        cause: legacy::Error,
+        cause: InstanceError,
     },
     #[error("{instance} did not answer within {after:?}")]
     Timeout {
@@ -82,6 +83,16 @@ pub enum Failed {
     },
     #[error(transparent)]
     Peer(#[from] peer::MaybeDelivered),
+}
+
+/// Why this site's instance gave no answer, through the pooled client or the workload
+/// connection's own.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error(transparent)]
+    Pooled(#[from] legacy::Error),
+    #[error(transparent)]
+    Owned(#[from] UpstreamError),
 }
 
 /// An error and its causes, `a: b: c`: the pooled client's own message says little.

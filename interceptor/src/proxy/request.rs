@@ -3,7 +3,9 @@
 //! counted and logged in one line.
 use std::{sync::atomic::Ordering, sync::Arc, time::Instant};
 
-use hyper::{body::Incoming, http::request::Parts, HeaderMap, Request, Response, StatusCode};
+use hyper::{
+    body::Incoming, http::request::Parts, HeaderMap, Method, Request, Response, StatusCode, Uri,
+};
 use tracing::info;
 
 use super::{
@@ -11,6 +13,7 @@ use super::{
     content,
     grpc::{self, CallEnd},
     plan::{self, Route},
+    upstream::OwnedUpstream,
 };
 use crate::{
     config::{CarrierSettings, Service},
@@ -105,15 +108,14 @@ impl Unavailable {
     }
 }
 
-/// What a request's log line and metrics say of it.
+/// What a request's log line and metrics say of it: nothing is copied for the log line unless
+/// `info` is enabled (the labels are the metrics').
 struct RequestLine {
-    service: String,
-    method: String,
-    path: String,
+    labels: RequestLabels,
+    method: Method,
+    uri: Uri,
     scope: Option<String>,
-    collaboration: Collaboration,
     status: u16,
-    served_by: String,
     started: Instant,
 }
 
@@ -121,27 +123,22 @@ impl RequestLine {
     /// `grpc`: how the gRPC call ended, its method being the path.
     fn write(self, metrics: &Metrics, grpc: Option<CallEnd>) {
         let elapsed = self.started.elapsed();
-        let labels = RequestLabels::new(
-            &self.service,
-            self.collaboration,
-            &self.served_by,
-            self.status,
-        );
-        metrics.record_request(&labels, elapsed);
+        metrics.record_request(&self.labels, elapsed);
         let grpc_status = grpc.map(CallEnd::label);
+        let path = self.uri.path();
         if let Some(status) = &grpc_status {
-            metrics.record_grpc_call(&labels, &self.path, status, elapsed);
+            metrics.record_grpc_call(&self.labels, path, status, elapsed);
         }
         info!(
-            service = %self.service,
+            service = %self.labels.service,
             method = %self.method,
-            path = %self.path,
+            path = %path,
             scope = self.scope.as_deref().map(tracing::field::display),
-            collaboration = %self.collaboration.as_str(),
+            collaboration = %self.labels.collaboration,
             status = self.status,
-            grpc_method = grpc_status.as_ref().map(|_| tracing::field::display(&self.path)),
+            grpc_method = grpc_status.as_ref().map(|_| tracing::field::display(path)),
             grpc_status = grpc_status.as_deref().map(tracing::field::display),
-            served_by = %self.served_by,
+            served_by = %self.labels.site,
             elapsed_us = elapsed.as_micros() as u64,
             "request"
         );
@@ -155,6 +152,7 @@ impl WorkloadRequests {
         request: Request<Incoming>,
         service: &Service,
         cgroup_id: u64,
+        owned: Option<&OwnedUpstream>,
     ) -> Response<ProxyBody> {
         self.counters.http_requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
@@ -268,7 +266,7 @@ impl WorkloadRequests {
                 };
                 (
                     collaboration,
-                    self.chain.run(&parts, body, service, &sites).await,
+                    self.chain.run(&parts, body, service, &sites, owned).await,
                 )
             }
         };
@@ -299,19 +297,20 @@ impl WorkloadRequests {
         } else {
             response
         };
+        let status = response.status().as_u16();
+        let served_by = response
+            .headers()
+            .get(SERVED_BY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
         let line = RequestLine {
-            service: service.name.clone(),
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            scope: scope.map(ToString::to_string),
-            collaboration,
-            status: response.status().as_u16(),
-            served_by: response
-                .headers()
-                .get(SERVED_BY)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("none")
-                .to_owned(),
+            labels: RequestLabels::new(&service.name, collaboration, served_by, status),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            scope: scope
+                .filter(|_| tracing::enabled!(tracing::Level::INFO))
+                .map(ToString::to_string),
+            status,
             started,
         };
         if !grpc {

@@ -3,6 +3,9 @@
 //!   rate; each latency counts from when the request was due, so a slow answer also delays the
 //!   ones behind it, as real clients would see (no coordinated omission);
 //! - `saturate`: closed-loop connections sending as fast as answers come;
+//! - `count`: a given number of requests, one after another on one connection, untimed: for
+//!   counting what a proxy spends on them (instructions, system calls);
+//! - `download`: one large body on a new connection: its throughput;
 //! - `connect`: a connect()+close() loop timing connect() alone.
 //!
 //! Every answer must be a 200 with the expected body size, or it counts as an error.
@@ -44,6 +47,26 @@ enum Mode {
         #[arg(long, default_value_t = 16)]
         connections: usize,
     },
+    /// A number of requests on one connection, one after another (costs, not timings).
+    Count {
+        #[arg(long)]
+        address: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long)]
+        body_bytes: usize,
+        #[arg(long)]
+        requests: u32,
+    },
+    /// One large body downloaded on a new connection (throughput).
+    Download {
+        #[arg(long)]
+        address: SocketAddr,
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        bytes: u64,
+    },
     /// connect()+close() in a loop (the cost of the connect hook).
     Connect {
         #[arg(long)]
@@ -83,6 +106,26 @@ fn main() -> anyhow::Result<()> {
             target,
             connections,
         } => saturate(&target, connections)?,
+        Mode::Count {
+            address,
+            path,
+            body_bytes,
+            requests,
+        } => {
+            let target = Target {
+                address,
+                path,
+                body_bytes,
+                seconds: 0.0,
+                warmup: 0.0,
+            };
+            count(&target, requests)?
+        }
+        Mode::Download {
+            address,
+            path,
+            bytes,
+        } => download(address, &path, bytes)?,
         Mode::Connect { address, count } => connect_loop(address, count)?,
     };
     println!("{report}");
@@ -172,6 +215,55 @@ fn saturate(target: &Target, connections: usize) -> anyhow::Result<serde_json::V
             errors += connection_errors;
         }
         Ok(report(&latencies, errors, target.seconds))
+    })
+}
+
+fn count(target: &Target, requests: u32) -> anyhow::Result<serde_json::Value> {
+    runtime()?.block_on(async {
+        let mut sender = open(target).await?;
+        let mut errors = 0u64;
+        for _ in 0..requests {
+            if !request(&mut sender, target).await {
+                errors += 1;
+                sender = open(target).await?;
+            }
+        }
+        Ok(json!({ "requests": requests, "errors": errors }))
+    })
+}
+
+/// One GET of a large body on a new connection: how fast it came, to its last byte.
+fn download(address: SocketAddr, path: &str, bytes: u64) -> anyhow::Result<serde_json::Value> {
+    runtime()?.block_on(async {
+        let target = Target {
+            address,
+            path: path.to_owned(),
+            body_bytes: 0,
+            seconds: 0.0,
+            warmup: 0.0,
+        };
+        let mut sender = open(&target).await?;
+        let request = Request::get(path)
+            .header(hyper::header::HOST, address.ip().to_string())
+            .body(Empty::new())?;
+        let started = Instant::now();
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut received = 0u64;
+        while let Some(frame) = body.frame().await {
+            received += frame?.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        if status != StatusCode::OK || received != bytes {
+            bail!("GET {path}: answered {status} with {received} bytes, not {bytes}");
+        }
+        Ok(json!({
+            "bytes": bytes,
+            "seconds": seconds,
+            "mib_per_second": bytes as f64 / (1024.0 * 1024.0) / seconds,
+            "errors": 0,
+        }))
     })
 }
 

@@ -66,15 +66,6 @@ pub fn measure(sites: usize, plan: &Plan) -> anyhow::Result<Value> {
         ..MeshOptions::default()
     };
     let mesh = Mesh::start_with(topology, &paths, &options);
-    let round_trips: Vec<f64> = mesh.peers_up("S1").values().map(|&us| us as f64).collect();
-    ensure!(
-        round_trips
-            .iter()
-            .all(|&us| us >= 0.9 * ROUND_TRIP.as_micros() as f64),
-        "S1's measured round trips are not the emulated {ROUND_TRIP:?}: {round_trips:?} µs"
-    );
-    let round_trip_us = median(round_trips);
-
     let scope = format!("X-Scope: {{catalog: {}}}", names.join(" & "));
     for i in 0..WARMUP {
         let answer = Answer::from(curl(&mesh, &create(&scope, i, &["-i"])));
@@ -93,6 +84,16 @@ pub fn measure(sites: usize, plan: &Plan) -> anyhow::Result<Value> {
     let lists = (0..plan.lists)
         .map(|_| time(&mesh, &list, 200))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // The round trip is read last: by then the links have long been set up, and the median
+    // of the recent heartbeats no longer holds the first one, which paid for the TLS set-up.
+    let round_trips: Vec<f64> = mesh.peers_up("S1").values().map(|&us| us as f64).collect();
+    ensure!(
+        round_trips
+            .iter()
+            .all(|&us| us >= 0.9 * ROUND_TRIP.as_micros() as f64),
+        "S1's measured round trips are not the emulated {ROUND_TRIP:?}: {round_trips:?} µs"
+    );
+    let round_trip_us = median(round_trips);
     drop(relays);
     drop(mesh);
     Ok(json!({

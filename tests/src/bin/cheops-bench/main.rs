@@ -3,11 +3,15 @@
 //! forwarding path compared: none (direct), cheops behind eBPF, and cheops, HAProxy and nginx
 //! behind an nftables REDIRECT rule. For each, `cheops-load` measures latency at a fixed rate
 //! with every process on one core, then throughput at saturation with the proxy moved to a
-//! core of its own; /proc gives the proxy's CPU time and memory. Last, a connect() loop in and
-//! out of the workload cgroup prices the connect hook. Then, across sites (`across`): replicated
+//! core of its own; /proc gives the proxy's CPU time and memory. Then a 300 MiB download
+//! through each path (`bodies`), and what each proxy spends per request, counted rather than
+//! timed (`cost`: instructions, system calls). Last, a connect() loop in and out of the
+//! workload cgroup prices the connect hook. Then, across sites (`across`): replicated
 //! creates and gathered lists over meshes of 2 to 16 sites with an emulated WAN round trip.
 //! Writes raw results as one JSON file.
 mod across;
+mod bodies;
+mod cost;
 mod procfs;
 mod servers;
 
@@ -30,6 +34,9 @@ struct Cli {
     /// A reduced run (short durations) to check the harness: well under 90 seconds.
     #[arg(long)]
     quick: bool,
+    /// Only the instructions and system calls per request (to compare builds quickly).
+    #[arg(long)]
+    costs_only: bool,
     /// Where to write the results (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -123,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     let stage = Stage::new()?;
     let cores = stage.cores;
     let mut scenarios = Vec::new();
-    for scenario in &SCENARIOS {
+    for scenario in SCENARIOS.iter().filter(|_| !cli.costs_only) {
         ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
         eprintln!("bench: {}", scenario.title);
         scenarios.push(
@@ -131,6 +138,32 @@ fn main() -> anyhow::Result<()> {
                 .run(scenario, &plan)
                 .with_context(|| format!("scenario {}", scenario.name))?,
         );
+    }
+    let mut large_bodies = Vec::new();
+    for (name, proxy) in bodies::PATHS.into_iter().filter(|_| !cli.costs_only) {
+        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
+        eprintln!(
+            "bench: a {} MiB download, {name}",
+            bodies::LARGE_BYTES >> 20
+        );
+        // A failure here is reported, not fatal: the rest of the run still says something.
+        large_bodies.push(
+            bodies::measure(&stage, name, proxy)
+                .unwrap_or_else(|e| json!({"name": name, "error": format!("{e:#}")})),
+        );
+    }
+    let cost_plan = cost::Plan::new(cli.quick);
+    let mut costs = serde_json::Map::new();
+    for (name, proxy) in cost::COUNTED {
+        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
+        eprintln!("bench: instructions and system calls per request, {name}");
+        let cost = cost::measure(&stage, proxy, &cost_plan)
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        costs.insert(name.to_owned(), cost);
+    }
+    if cli.costs_only {
+        std::fs::write(&cli.out, serde_json::to_string_pretty(&costs)?)?;
+        return Ok(());
     }
     eprintln!("bench: connect() with and without the connect hook");
     let connect = stage.connect_cost(&plan).context("measuring connect()")?;
@@ -165,6 +198,8 @@ fn main() -> anyhow::Result<()> {
         },
         "scenarios": scenarios,
         "connect": connect,
+        "costs": costs,
+        "large_bodies": large_bodies,
         "across_sites": {
             "emulated_round_trip_ms": across::ROUND_TRIP.as_millis(),
             "warmup_creates": across::WARMUP,
@@ -176,6 +211,18 @@ fn main() -> anyhow::Result<()> {
             {
                 "name": "sockmap acceleration",
                 "why": "not built yet: no sk_msg program between the application and cheops",
+            },
+            {
+                "name": "a 300 MiB upload",
+                "why": "not built yet: it needs an origin that reads a whole body before answering (nginx answers first and discards)",
+            },
+            {
+                "name": "10,000 idle keep-alive connections",
+                "why": "not built yet",
+            },
+            {
+                "name": "gRPC unary calls against nginx's grpc_pass",
+                "why": "not built yet: it needs a gRPC origin in the benchmark's namespace",
             },
         ],
     });
@@ -228,24 +275,14 @@ impl Stage {
         let Cores { shared, own } = self.cores;
         let server = match scenario.proxy {
             Some(proxy) => Some(procfs::on_cpu(shared, || {
-                servers::proxy(&self.netns, proxy, &self.workload)
+                servers::proxy(&self.netns, proxy, &self.workload, &[])
             })?),
             None => None,
         };
         // The client runs in the workload cgroup in every scenario, so that all are scheduled
         // alike; the eBPF programs are attached to it only while cheops with eBPF runs.
         let meshed = true;
-        let _rule = matches!(
-            scenario.proxy,
-            Some(Proxy::CheopsNat | Proxy::Haproxy | Proxy::Nginx)
-        )
-        .then(|| {
-            NatRedirect::add(
-                &self.netns,
-                SERVICE.parse().expect("an address"),
-                PROXY_PORT,
-            )
-        });
+        let _rule = self.redirect(scenario.proxy);
         self.check_path(scenario.proxy)?;
 
         let target = |seconds: f64| {
@@ -306,6 +343,22 @@ impl Stage {
             "saturation": saturation,
             "proxy": proxy,
         }))
+    }
+
+    /// The nftables REDIRECT rule that sends the service's connections to `proxy`, for the
+    /// proxies reached that way.
+    fn redirect(&self, proxy: Option<Proxy>) -> Option<NatRedirect> {
+        matches!(
+            proxy,
+            Some(Proxy::CheopsNat | Proxy::Haproxy | Proxy::Nginx)
+        )
+        .then(|| {
+            NatRedirect::add(
+                &self.netns,
+                SERVICE.parse().expect("an address"),
+                PROXY_PORT,
+            )
+        })
     }
 
     /// One request by curl, from where the load generator runs (the workload cgroup), must go
@@ -401,7 +454,7 @@ impl Stage {
     fn connect_cost(&self, plan: &Plan) -> anyhow::Result<Value> {
         // cheops on its own core, so that serving the connections does not slow the loop.
         let _cheops = procfs::on_cpu(self.cores.own, || {
-            servers::proxy(&self.netns, Proxy::CheopsEbpf, &self.workload)
+            servers::proxy(&self.netns, Proxy::CheopsEbpf, &self.workload, &[])
         })?;
         let count = plan.connects.to_string();
         let proxy = format!("127.0.0.1:{PROXY_PORT}");

@@ -43,6 +43,20 @@ pub fn usage(pid: u32) -> anyhow::Result<Usage> {
     Ok(usage)
 }
 
+/// The peak resident memory (VmHWM) of a process and all its descendants.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let mut peak = 0;
+    for pid in tree(pid)? {
+        let status = read(&format!("/proc/{pid}/status"))?;
+        peak += status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+    }
+    Ok(peak)
+}
+
 /// Moves every thread of `pid` and of its descendants onto `cpu`.
 pub fn move_to_cpu(pid: u32, cpu: usize) -> anyhow::Result<()> {
     for pid in tree(pid)? {

@@ -1,0 +1,282 @@
+//! This site's instance over a connection owned by one workload connection (HTTP/1.1). Its
+//! requests come one after another, so the connection to the instance is driven inside the
+//! workload connection's own task, while a request waits for its answer and while the answer's
+//! body streams back: no pool to check a connection out of, and no other task to wake, per
+//! request. The pooled client (`http::instance_client`) serves every other case.
+use std::{
+    future::{poll_fn, Future},
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    client::conn::{http1, TrySendError},
+    Request, Response,
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::http::ProxyBody;
+
+type Connection = http1::Connection<TokioIo<TcpStream>, ProxyBody>;
+
+/// A kept-alive connection to the instance: the sender of its requests and the connection
+/// itself, which whoever holds it drives.
+struct Open {
+    sender: http1::SendRequest<ProxyBody>,
+    /// `None` once it ended.
+    connection: Option<Pin<Box<Connection>>>,
+    /// Whether the connection took all of the last request's body.
+    body_sent: Arc<AtomicBool>,
+}
+
+/// The connection to the instance of one workload connection, kept between its requests.
+#[derive(Default)]
+pub struct OwnedUpstream {
+    idle: Arc<Mutex<Option<Open>>>,
+}
+
+/// Why a request did not get an answer from the instance.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connecting failed: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error(transparent)]
+    Http(hyper::Error),
+}
+
+impl UpstreamError {
+    /// The request never left: the instance could not be reached.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_)
+        )
+    }
+}
+
+impl OwnedUpstream {
+    /// Sends `request` (origin-form, with a Host header) to the instance at `address`, on the
+    /// kept connection when it is still open, else on a new one; a request that the kept
+    /// connection closed on before sending it goes once more on a new one.
+    pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+        address: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let kept = self.idle.lock().expect("never poisoned").take();
+        let kept = match kept {
+            Some(mut open) => open.still_open().await.then_some(open),
+            None => None,
+        };
+        let reused = kept.is_some();
+        let (mut open, mut reused) = match kept {
+            Some(open) => (open, reused),
+            None => (connect(address, connect_timeout).await?, false),
+        };
+        let mut request = request;
+        loop {
+            match open.send(request).await {
+                Ok(response) => {
+                    let (head, body) = response.into_parts();
+                    let body = OwnedBody {
+                        body,
+                        open: Mutex::new(Some(open)),
+                        ended: false,
+                        idle: self.idle.clone(),
+                    };
+                    return Ok(Response::from_parts(head, ProxyBody::new(body)));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        open = connect(address, connect_timeout).await?;
+                        reused = false;
+                    }
+                    _ => return Err(UpstreamError::Http(error.into_error())),
+                },
+            }
+        }
+    }
+}
+
+async fn connect(address: SocketAddr, limit: Duration) -> Result<Open, UpstreamError> {
+    let stream = match tokio::time::timeout(limit, TcpStream::connect(address)).await {
+        Ok(connected) => connected.map_err(UpstreamError::Connect)?,
+        Err(_) => return Err(UpstreamError::ConnectTimeout(limit)),
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::Http)?;
+    Ok(Open {
+        sender,
+        connection: Some(Box::pin(connection)),
+        body_sent: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+impl Open {
+    /// Drives the connection once (it reads the instance closing it, if it did); whether it can
+    /// still carry a request.
+    async fn still_open(&mut self) -> bool {
+        poll_fn(|cx| {
+            self.drive(cx);
+            Poll::Ready(())
+        })
+        .await;
+        self.connection.is_some() && !self.sender.is_closed()
+    }
+
+    /// Polls the connection: it writes requests, reads answers and hands their bodies over.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(connection) = &mut self.connection {
+            if connection.as_mut().poll(cx).is_ready() {
+                self.connection = None;
+            }
+        }
+    }
+
+    /// Sends `request` once the connection can take it, driving the connection meanwhile.
+    async fn send(
+        &mut self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<ProxyBody>>> {
+        // A connection that closed meanwhile fails below, with the request given back.
+        let _ = poll_fn(|cx| {
+            self.drive(cx);
+            self.sender.poll_ready(cx)
+        })
+        .await;
+        self.body_sent.store(false, Ordering::Relaxed);
+        let request = request.map(|body| {
+            ProxyBody::new(Sent {
+                body,
+                sent: self.body_sent.clone(),
+            })
+        });
+        let mut answer = std::pin::pin!(self.sender.try_send_request(request));
+        poll_fn(|cx| {
+            self.drive(cx);
+            answer.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+/// An answer's body, which drives its connection as it is read, and gives the connection back
+/// for the next request once read to the end.
+struct OwnedBody {
+    body: Incoming,
+    /// Never locked: only reached through `&mut self` (`get_mut`); the mutex makes the body
+    /// `Sync`, as the proxy's body type must be, which the connection is not.
+    open: Mutex<Option<Open>>,
+    ended: bool,
+    idle: Arc<Mutex<Option<Open>>>,
+}
+
+impl Body for OwnedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(open) = this.open.get_mut().expect("never poisoned") {
+            open.drive(cx);
+        }
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for OwnedBody {
+    /// A body read to the end leaves its connection for the next request; one dropped before
+    /// (the client went away) closes it, as the instance is still sending. An answer that came
+    /// before the request's body was all sent (an early 413, a server that discards uploads)
+    /// leaves the connection sending it, in a task of its own until it is done.
+    fn drop(&mut self) {
+        if !(self.ended || self.body.is_end_stream()) {
+            return;
+        }
+        let open = self.open.get_mut().expect("never poisoned").take();
+        let Some(mut open) = open.filter(|o| o.connection.is_some()) else {
+            return;
+        };
+        if open.body_sent.load(Ordering::Relaxed) {
+            *self.idle.lock().expect("never poisoned") = Some(open);
+            return;
+        }
+        let idle = self.idle.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let ready = poll_fn(|cx| {
+                    open.drive(cx);
+                    open.sender.poll_ready(cx)
+                })
+                .await;
+                if ready.is_ok() && open.connection.is_some() {
+                    *idle.lock().expect("never poisoned") = Some(open);
+                }
+            });
+        }
+    }
+}
+
+/// A request's body, which says when the connection took all of it.
+struct Sent {
+    body: ProxyBody,
+    sent: Arc<AtomicBool>,
+}
+
+impl Body for Sent {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            self.sent.store(true, Ordering::Relaxed);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.body.is_end_stream();
+        if end {
+            self.sent.store(true, Ordering::Relaxed);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,273 @@
+//! What a proxy spends per request, counted rather than timed, so that the machine's load
+//! cannot move it: instructions (valgrind's callgrind, the proxy running under it) and system
+//! calls (perf's `raw_syscalls:sys_enter` tracepoint, the proxy running as usual). Each is
+//! counted over two runs of different lengths on a warm proxy, and the difference divided by
+//! the difference in requests: start-up, the client's connection and idle timers cancel.
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, ensure, Context};
+use serde_json::{json, Value};
+
+use crate::{
+    servers::{self, Proxy, BODY_BYTES, BODY_PATH, SERVICE},
+    Stage,
+};
+
+/// How many requests each count runs over.
+pub struct Plan {
+    warmup: u32,
+    short: u32,
+    long: u32,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                warmup: 100,
+                short: 200,
+                long: 1000,
+            }
+        } else {
+            Plan {
+                warmup: 200,
+                short: 500,
+                long: 2500,
+            }
+        }
+    }
+}
+
+/// The proxies counted, all reached through the same nftables REDIRECT rule: cheops's
+/// per-request path is the same under eBPF (whose lookup is per connection, and whose loader
+/// valgrind does not follow).
+pub const COUNTED: [(&str, Proxy); 3] = [
+    ("cheops-nat", Proxy::CheopsNat),
+    ("haproxy-nat", Proxy::Haproxy),
+    ("nginx-nat", Proxy::Nginx),
+];
+
+/// Instructions and system calls per request of `proxy`.
+pub fn measure(stage: &Stage, proxy: Proxy, plan: &Plan) -> anyhow::Result<Value> {
+    let _rule = stage.redirect(Some(proxy));
+    let mut profile = Vec::new();
+    let syscalls = {
+        let server = stage.start(proxy, &[])?;
+        stage.count(plan.warmup)?;
+        let short = syscalls_over(stage, server.pid, plan.short)?;
+        let long = syscalls_over(stage, server.pid, plan.long)?;
+        per_request(short, long, plan)
+    };
+    let instructions = {
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("callgrind.out");
+        let valgrind = [
+            "valgrind".to_owned(),
+            "--tool=callgrind".to_owned(),
+            // Every dump names its functions in full (not by ids defined in an earlier dump).
+            "--compress-strings=no".to_owned(),
+            "--compress-pos=no".to_owned(),
+            format!("--callgrind-out-file={}", out.display()),
+        ];
+        let server = stage.start(proxy, &valgrind)?;
+        stage.count(plan.warmup)?;
+        dump(server.pid, dir.path())?;
+        stage.count(plan.short)?;
+        let short = dump(server.pid, dir.path())?;
+        stage.count(plan.long)?;
+        let long = dump(server.pid, dir.path())?;
+        if matches!(proxy, Proxy::CheopsNat | Proxy::CheopsEbpf) {
+            profile = top_functions(&newest_dump(dir.path())?, plan.long)?;
+        }
+        per_request(short, long, plan)
+    };
+    Ok(json!({
+        "instructions_per_request": instructions,
+        "syscalls_per_request": syscalls,
+        "requests": [plan.short, plan.long],
+        "profile": profile,
+    }))
+}
+
+fn per_request(short: u64, long: u64, plan: &Plan) -> f64 {
+    (long as f64 - short as f64) / f64::from(plan.long - plan.short)
+}
+
+impl Stage {
+    /// Starts `proxy` (under `under`) on the shared core, as for the latency runs: one worker.
+    fn start(&self, proxy: Proxy, under: &[String]) -> anyhow::Result<servers::Server> {
+        crate::procfs::on_cpu(self.cores.shared, || {
+            servers::proxy(&self.netns, proxy, &self.workload, under)
+        })
+    }
+
+    /// `requests` one after another on one connection from the workload cgroup, all answered.
+    fn count(&self, requests: u32) -> anyhow::Result<()> {
+        let requests = requests.to_string();
+        let body_bytes = BODY_BYTES.to_string();
+        self.load(
+            true,
+            &[
+                "count",
+                "--address",
+                SERVICE,
+                "--path",
+                BODY_PATH,
+                "--body-bytes",
+                &body_bytes,
+                "--requests",
+                &requests,
+            ],
+            &[],
+        )
+        .map(drop)
+    }
+}
+
+/// The system calls `pid`'s threads make while `requests` are served.
+fn syscalls_over(stage: &Stage, pid: u32, requests: u32) -> anyhow::Result<u64> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("perf.csv");
+    perf_over(
+        stage,
+        &["stat", "-x", ",", "-e", "raw_syscalls:sys_enter"],
+        pid,
+        &out,
+        requests,
+    )?;
+    let text =
+        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    text.lines()
+        .find(|line| line.contains("raw_syscalls:sys_enter"))
+        .and_then(|line| line.split(',').next()?.trim().parse().ok())
+        .with_context(|| format!("no system call count in perf's output: {text}"))
+}
+
+/// Where the instructions of `requests` went, from a callgrind dump: (instructions per
+/// request, function) of the functions with the most instructions of their own.
+fn top_functions(dump: &Path, requests: u32) -> anyhow::Result<Vec<(f64, String)>> {
+    let annotated = Command::new("callgrind_annotate")
+        .args(["--inclusive=no", "--threshold=90"])
+        .arg(dump)
+        .stderr(Stdio::null())
+        .output()
+        .context("running callgrind_annotate (Debian package valgrind)")?;
+    let text = String::from_utf8_lossy(&annotated.stdout);
+    // Lines as `12,345 (3.21%)  file:function [object]`, after the totals.
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (count, rest) = line.trim().split_once(' ')?;
+            let count: f64 = count.replace(',', "").parse().ok()?;
+            let (_, function) = rest.split_once(")  ")?;
+            let function = function.split(" [").next()?.trim();
+            // `file:function`, the function's path holding `::` of its own.
+            let function = function.split_once(':').map_or(function, |(_, f)| f);
+            Some((count / f64::from(requests), function.to_owned()))
+        })
+        .filter(|(_, function)| !function.is_empty() && function != "PROGRAM TOTALS")
+        .take(20)
+        .collect())
+}
+
+/// `perf ARGS -p PID -o OUT` while `requests` are served.
+fn perf_over(
+    stage: &Stage,
+    args: &[&str],
+    pid: u32,
+    out: &Path,
+    requests: u32,
+) -> anyhow::Result<()> {
+    let perf = Command::new("perf")
+        .args(args)
+        .arg("-p")
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running perf (Debian package linux-perf)")?;
+    let perf = Perf(perf);
+    // perf attaches to every thread before the first request.
+    std::thread::sleep(Duration::from_millis(300));
+    stage.count(requests)?;
+    perf.stop()
+}
+
+/// perf, stopped by SIGINT (when it writes its counts), killed if dropped before.
+struct Perf(Child);
+
+impl Perf {
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: kill(2) with a child's pid and a signal number.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGINT) };
+        let status = self.0.wait()?;
+        ensure!(
+            status.success() || status.code() == Some(130) || status.code().is_none(),
+            "perf stat failed ({status})"
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The last dump callgrind wrote in `dir`.
+fn newest_dump(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    dumps(dir)?
+        .into_iter()
+        .max_by_key(|path| {
+            path.extension()
+                .and_then(|n| n.to_str()?.parse::<u32>().ok())
+                .unwrap_or(0)
+        })
+        .context("no callgrind dump")
+}
+
+/// Has callgrind in `pid` write what it counted since its last dump (and start again from
+/// zero): the instructions in that file.
+fn dump(pid: u32, dir: &Path) -> anyhow::Result<u64> {
+    let before = dumps(dir)?;
+    let status = Command::new("callgrind_control")
+        .arg("--dump")
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running callgrind_control (Debian package valgrind)")?;
+    ensure!(status.success(), "callgrind_control --dump {pid} failed");
+    let written = cheops_tests::process::wait_until(Duration::from_secs(30), || {
+        dumps(dir).is_ok_and(|now| now.len() > before.len())
+    });
+    ensure!(written, "callgrind wrote no dump for process {pid}");
+    let newest = dumps(dir)?
+        .into_iter()
+        .find(|path| !before.contains(path))
+        .context("the new dump")?;
+    let text = std::fs::read_to_string(&newest)
+        .with_context(|| format!("reading {}", newest.display()))?;
+    match text.lines().find_map(|line| line.strip_prefix("summary:")) {
+        Some(total) => Ok(total.split_whitespace().next().unwrap_or("").parse()?),
+        None => bail!("{} has no summary line", newest.display()),
+    }
+}
+
+fn dumps(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("callgrind.out."))
+        })
+        .collect())
+}

@@ -1,0 +1,35 @@
+//! What each proxy spends per request, counted (instructions by callgrind, system calls by
+//! the raw_syscalls tracepoint): the figures the machine's load cannot move.
+use serde_json::Value;
+
+use super::number;
+
+pub struct Cost {
+    /// The scenario whose proxy was counted (`cheops-nat`, `nginx-nat`, ...).
+    pub name: String,
+    pub instructions: f64,
+    pub syscalls: f64,
+    /// The two request counts whose difference was divided by.
+    pub requests: [u64; 2],
+}
+
+/// The counts in the raw results, if any were made.
+pub fn from_raw(raw: &Value) -> anyhow::Result<Vec<Cost>> {
+    let Some(costs) = raw["costs"].as_object() else {
+        return Ok(Vec::new());
+    };
+    costs
+        .iter()
+        // A proxy whose count failed says why in the raw results, and has no row.
+        .filter(|(_, cost)| cost["error"].is_null())
+        .map(|(name, cost)| {
+            let request_count = |i: usize| cost["requests"][i].as_u64().unwrap_or(0);
+            Ok(Cost {
+                name: name.clone(),
+                instructions: number(cost, "/instructions_per_request")?,
+                syscalls: number(cost, "/syscalls_per_request")?,
+                requests: [request_count(0), request_count(1)],
+            })
+        })
+        .collect()
+}
