@@ -134,7 +134,23 @@ impl OpenStack {
                 .mesh
                 .run_at(site, true, program.to_str().unwrap(), &all),
             Some(scope) => {
-                let mut exec = vec!["exec", "--scope", scope, "--", program.to_str().unwrap()];
+                let control = self
+                    .mesh
+                    .site(site)
+                    .agent
+                    .control
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                let mut exec = vec![
+                    "exec",
+                    "--control",
+                    &control,
+                    "--scope",
+                    scope,
+                    "--",
+                    program.to_str().unwrap(),
+                ];
                 exec.extend(all);
                 self.mesh
                     .run_at(site, false, cheops_bin().to_str().unwrap(), &exec)
