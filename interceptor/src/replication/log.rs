@@ -160,7 +160,8 @@ impl Log {
     ) -> Result<Reply, Refusal> {
         let refused = |cause| Refusal::Store {
             site: self.site.clone(),
-            cause,
+            store: self.store.path().to_owned(),
+            cause: Box::new(cause),
         };
         if let Some(applied) = self.store.applied(op_id).map_err(refused)? {
             return Ok(Reply {

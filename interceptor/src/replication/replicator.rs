@@ -81,9 +81,20 @@ impl<S: Sites> Replicator<S> {
         self.rules.get(service).map_or(&[], Vec::as_slice)
     }
 
+    /// The store could not be read or written (disk full, I/O error): nothing was
+    /// acknowledged, and the request may be made again.
     fn store_failed(&self, cause: StoreError) -> Answer {
-        warn!(site = %self.site, "{cause}");
-        Answer::from_cheops(500, format!("site {}: {cause}", self.site))
+        warn!(site = %self.site, store = %self.store.path().display(), "{cause}");
+        let mut answer = Answer::from_cheops(
+            503,
+            format!(
+                "site {}'s store {} cannot take this now, nothing was done: {cause}",
+                self.site,
+                self.store.path().display()
+            ),
+        );
+        answer.headers.push(("retry-after".into(), "1".into()));
+        answer
     }
 
     pub fn view(&self) -> Result<ReplicasView, StoreError> {
@@ -487,7 +498,8 @@ impl<S: Sites> Replicator<S> {
                 .put_cross(&record)
                 .map_err(|cause| Refusal::Store {
                     site: self.site.clone(),
-                    cause,
+                    store: self.store.path().to_owned(),
+                    cause: Box::new(cause),
                 })?;
         }
         Ok(Reply {

@@ -1,0 +1,116 @@
+//! The durable store under faults, as root: a store on a full file system refuses writes with
+//! an error naming it, keeps answering reads, and everything it acknowledged survives a
+//! reopen; writes come back once there is room. A second opener is refused at once.
+use std::time::{Duration, Instant};
+
+use interceptor::replication::{
+    call::Call,
+    ids::MetaId,
+    records::{Change, Replica, ReplicaState, Replicant},
+    store::{Store, StoreError},
+};
+
+use cheops_tests::tmpfs::Tmpfs;
+
+const SITES: [&str; 2] = ["Site1", "Site2"];
+
+fn create(store: &Store, body_len: usize) -> Result<MetaId, StoreError> {
+    let meta_id = MetaId::generate();
+    let replicant = Replicant {
+        meta_id: meta_id.clone(),
+        service: "pods".into(),
+        leader: "Site1".into(),
+        replicas: SITES
+            .map(|site| Replica {
+                site: site.into(),
+                local_id: None,
+                state: ReplicaState::Pending,
+            })
+            .into(),
+        deleted: false,
+    };
+    let call = Call {
+        service: "pods".into(),
+        method: "POST".into(),
+        target: "/pods".into(),
+        headers: vec![],
+        body: "x".repeat(body_len),
+    };
+    let sites = SITES.map(String::from);
+    store.append(Some(&replicant), &meta_id, Change::Create(call), &sites)?;
+    Ok(meta_id)
+}
+
+#[test]
+fn a_full_store_refuses_writes_naming_itself_and_keeps_what_it_acknowledged() {
+    let tmpfs = Tmpfs::mount(4096);
+    let path = tmpfs.path().join("Site1.redb");
+    let mut acknowledged = Vec::new();
+    {
+        let store = Store::open(&path).expect("opening the store");
+        for _ in 0..20 {
+            acknowledged.push(create(&store, 2000).expect("a write with room"));
+        }
+        let filler = tmpfs.fill();
+        // Writes fail as soon as redb needs room; whatever it acknowledged before stays.
+        let refusal = loop {
+            match create(&store, 20_000) {
+                Ok(meta_id) => acknowledged.push(meta_id),
+                Err(refusal) => break refusal,
+            }
+            assert!(
+                acknowledged.len() < 2000,
+                "a full tmpfs never refused a write"
+            );
+        };
+        let message = refusal.to_string();
+        assert!(
+            message.contains("space") || message.contains("I/O"),
+            "{message}"
+        );
+        // Reads go on (the store is reopened after the I/O error).
+        for meta_id in &acknowledged {
+            let replicant = store.replicant(meta_id).expect("a read of a full store");
+            assert!(
+                replicant.is_some(),
+                "{meta_id} acknowledged, then not found"
+            );
+        }
+        assert_eq!(
+            store.pending_by_site().expect("a read")["Site2"],
+            acknowledged.len()
+        );
+        // Still full: still refused.
+        assert!(create(&store, 20_000).is_err(), "a write to a full store");
+        std::fs::remove_file(filler).expect("freeing the space");
+        acknowledged.push(create(&store, 2000).expect("a write once there is room again"));
+    }
+    let store = Store::open(&path).expect("reopening the store");
+    for meta_id in &acknowledged {
+        assert!(
+            store.replicant(meta_id).expect("a read").is_some(),
+            "{meta_id} was acknowledged, and lost across a reopen"
+        );
+    }
+    assert_eq!(
+        store.pending("Site2", usize::MAX).expect("a read").len(),
+        acknowledged.len(),
+        "every acknowledged operation is in the log, once"
+    );
+}
+
+#[test]
+fn a_second_opener_is_refused_at_once_naming_the_store() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("Site1.redb");
+    let _first = Store::open(&path).expect("opening the store");
+    let started = Instant::now();
+    let refusal = match Store::open(&path) {
+        Ok(_) => panic!("a second opener of {} was let in", path.display()),
+        Err(refusal) => refusal,
+    };
+    assert!(started.elapsed() < Duration::from_secs(2), "refused late");
+    let message = refusal.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("another"), "{message}");
+}
