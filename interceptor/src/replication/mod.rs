@@ -12,6 +12,7 @@ pub mod gather;
 pub mod ids;
 pub mod instance;
 pub mod log;
+pub mod reconcile;
 pub mod records;
 pub mod replicator;
 pub mod sites;

@@ -83,6 +83,9 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const PENDING: TableDefinition<(&str, u64), ()> = TableDefinition::new("pending");
 /// Operations this site applied, by op id.
 const APPLIED: TableDefinition<&str, &[u8]> = TableDefinition::new("applied");
+/// Operations this site sent to its instance and has not recorded as applied yet, by op id:
+/// after a crash, what may have taken effect without its record.
+const INTENTS: TableDefinition<&str, ()> = TableDefinition::new("intents");
 
 pub struct Store {
     path: PathBuf,
@@ -136,6 +139,7 @@ impl Store {
             txn.open_table(LOG)?;
             txn.open_table(PENDING)?;
             txn.open_table(APPLIED)?;
+            txn.open_table(INTENTS)?;
             Ok(())
         })?;
         Ok(store)
@@ -520,8 +524,23 @@ impl Store {
             let bytes = encode(op_id, applied)?;
             let mut table = txn.open_table(APPLIED)?;
             table.insert(op_id, bytes.as_slice())?;
+            txn.open_table(INTENTS)?.remove(op_id)?;
             Ok(())
         })
+    }
+
+    /// Records, durably, that `op_id` is about to be sent to this site's instance: if its
+    /// result is never recorded, the next copy of the operation asks the instance first.
+    pub fn record_intent(&self, op_id: &str) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(INTENTS)?.insert(op_id, ())?;
+            Ok(())
+        })
+    }
+
+    /// Whether `op_id` was sent to this site's instance without its result being recorded.
+    pub fn intended(&self, op_id: &str) -> Result<bool, StoreError> {
+        self.read(|txn| Ok(txn.open_table(INTENTS)?.get(op_id)?.is_some()))
     }
 }
 
