@@ -199,6 +199,15 @@ impl Peers {
         self.links.iter().map(|link| link.name.as_str())
     }
 
+    /// Whether `site` is this site, or a peer whose heartbeats are answered.
+    pub fn is_up(&self, site: &str) -> bool {
+        site == self.site
+            || self
+                .links
+                .iter()
+                .any(|link| link.name == site && link.down_because().is_none())
+    }
+
     /// Whether a scope may name `site`: this site or a configured peer.
     pub fn knows_site(&self, site: &str) -> bool {
         site == self.site || self.names().any(|peer| peer == site)

@@ -293,6 +293,8 @@ impl WorkloadRequests {
             &self.site,
             &self.peers.round_trips(),
         );
+        // Nested collaborations run on the sites that are up now.
+        let plan = plan::settle(plan, &|site| self.peers.is_up(site));
         carriers::pass_on(headers, &found, &service.name, &self.carriers);
         Ok((plan, Some(found.scope)))
     }

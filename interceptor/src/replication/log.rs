@@ -93,7 +93,7 @@ impl Log {
             };
             for operation in operations {
                 let replicant = match &operation.change {
-                    Change::Register(_) => None,
+                    Change::Register(_) | Change::Forget(_) => None,
                     _ => match self.store.replicant(&operation.meta_id) {
                         Ok(replicant) => replicant,
                         Err(cause) => return warn!(%site, "replay stopped: {cause}"),
@@ -181,6 +181,20 @@ impl Log {
                     .map_err(refused)?;
                 Ok(Reply {
                     answer: Answer::from_cheops(204, format!("{} registered", record.meta_id)),
+                    local_id: None,
+                })
+            }
+            Change::Forget(record) => {
+                self.store.forget_cross(&record).map_err(refused)?;
+                let applied = Applied {
+                    status: 204,
+                    local_id: None,
+                };
+                self.store
+                    .record_applied(op_id, &applied, None, None, None)
+                    .map_err(refused)?;
+                Ok(Reply {
+                    answer: Answer::from_cheops(204, format!("{} forgotten", record.meta_id)),
                     local_id: None,
                 })
             }

@@ -55,6 +55,10 @@ pub struct CrossRecord {
     pub service: String,
     pub site: String,
     pub local_id: LocalId,
+    /// Every site of its expression, to tell them when it is deleted (none in records made
+    /// before this was kept).
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// What one entry of a leader's log changes.
@@ -66,6 +70,8 @@ pub enum Change {
     Write(Call),
     /// Record where a cross resource lives.
     Register(CrossRecord),
+    /// Forget a cross resource deleted where it lived.
+    Forget(CrossRecord),
 }
 
 /// One entry of the leader's log.

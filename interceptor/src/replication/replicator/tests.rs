@@ -13,6 +13,7 @@ use super::*;
 use crate::replication::{ids::LocalId, log::lock};
 
 mod crash;
+mod cross;
 
 /// A REST collection `/pods` as json-server keeps it; IDs are numbers from `first_id` unless the
 /// client gives one.
