@@ -12,6 +12,7 @@ pub mod netns;
 pub mod node;
 pub mod process;
 pub mod sites;
+pub mod soak;
 pub mod tmpfs;
 
 use std::{
