@@ -49,6 +49,14 @@ pub enum ConfigError {
          `proxy.interception = \"nat\"`"
     )]
     InboundWithNat { service: String },
+    #[error(
+        "service '{service}': inbound address {address} is this site's peer API \
+         (`peer_api.listen`): other sites' cheops would be steered to the service"
+    )]
+    InboundIsPeerApi {
+        service: String,
+        address: SocketAddr,
+    },
     #[error("`proxy.inbound_port` must differ from `proxy.port` ({port})")]
     InboundPortTaken { port: u16 },
     #[error("the service at {address} has an empty name")]
@@ -405,6 +413,12 @@ impl Config {
             if service.inbound && self.proxy.interception == InterceptionMode::Nat {
                 return Err(ConfigError::InboundWithNat { service: culprit() });
             }
+            if service.inbound && Some(service.address) == self.peer_api.listen {
+                return Err(ConfigError::InboundIsPeerApi {
+                    service: culprit(),
+                    address: service.address,
+                });
+            }
             // An inbound service's application may be bound at its very address: cheops reaches
             // it over loopback, which the kernel never steers, and by pid, which it never redirects.
             if service.address == service.local && !service.inbound {
@@ -538,6 +552,27 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("service 's'"));
+    }
+
+    #[test]
+    fn an_inbound_service_may_be_bound_at_its_address_but_not_at_the_peer_api() {
+        let inbound = "site = \"A\"\n[peer_api]\nlisten = \"198.18.0.1:15443\"\n\
+                       [[service]]\nname = \"s\"\naddress = \"198.18.0.1:3000\"\n\
+                       local = \"198.18.0.1:3000\"\ninbound = true\n";
+        assert!(Config::parse(inbound).unwrap().services[0].inbound);
+        let err = Config::parse(&inbound.replace(":3000", ":15443"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("service 's': inbound address 198.18.0.1:15443 is this site's peer API"),
+            "{err}"
+        );
+        let nat = inbound.replace("[peer_api]", "[proxy]\ninterception = \"nat\"\n[peer_api]");
+        let err = Config::parse(&nat).unwrap_err().to_string();
+        assert!(
+            err.contains("`inbound = true` needs the eBPF programs"),
+            "{err}"
+        );
     }
 
     #[test]

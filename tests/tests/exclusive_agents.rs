@@ -154,3 +154,65 @@ fn a_second_agent_on_an_ancestor_of_the_first_ones_cgroup_refuses_to_start() {
     let node = node_with_first_agent(meshed);
     node.assert_second_agent_refused(&above);
 }
+
+#[test]
+fn of_two_agents_started_at_the_same_instant_on_one_cgroup_exactly_one_runs() {
+    let node = node_with_first_agent(Cgroup::create(&unique_name("exc")));
+    let contested = Cgroup::create(&unique_name("exd"));
+    for round in 0..3 {
+        let configs: Vec<_> = (0..2)
+            .map(|i| {
+                let mut config = config_meshing(&contested);
+                config.proxy.port = 15201 + i;
+                config.proxy.inbound_port = 15211 + i;
+                config.admin.port = 15221 + i;
+                let path = node.dir.path().join(format!("{}.toml", unique_name("cfg")));
+                std::fs::write(&path, config_text(&config)).expect("writing the configuration");
+                path
+            })
+            .collect();
+        let logs: Vec<_> = (0..2)
+            .map(|i| node.dir.path().join(format!("race-{round}-{i}.log")))
+            .collect();
+        let mut agents: Vec<Process> = configs
+            .iter()
+            .zip(&logs)
+            .map(|(config, log)| {
+                let mut command = node
+                    .netns
+                    .command(cheops_bin().to_str().expect("UTF-8 path"));
+                command
+                    .arg("agent")
+                    .arg("--config")
+                    .arg(config)
+                    .env("NO_COLOR", "1");
+                Process::spawn("racing cheops", command, Some(log))
+            })
+            .collect();
+        let read = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
+        let settled = wait_until(Duration::from_secs(15), || {
+            logs.iter().all(|log| {
+                let text = read(log);
+                text.contains("cheops agent ready") || text.contains("already meshed")
+            })
+        });
+        let texts: Vec<String> = logs.iter().map(|log| read(log)).collect();
+        assert!(
+            settled,
+            "round {round}: the agents did not settle:\n{texts:#?}"
+        );
+        let ready = texts
+            .iter()
+            .filter(|t| t.contains("cheops agent ready"))
+            .count();
+        assert_eq!(
+            ready, 1,
+            "round {round}: exactly one agent must run:\n{texts:#?}"
+        );
+        let refused = agents.iter_mut().filter_map(|a| a.exited()).count();
+        assert_eq!(
+            refused, 1,
+            "round {round}: the other must have exited:\n{texts:#?}"
+        );
+    }
+}

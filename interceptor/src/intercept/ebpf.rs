@@ -96,6 +96,8 @@ pub struct Steering<'a> {
 pub struct Interception {
     // Owns the programs and their links: dropping it detaches them.
     _ebpf: Ebpf,
+    // No other agent may mesh these cgroups while this one lives.
+    _workload_locks: super::exclusive::WorkloadLocks,
     listener: Mutex<Array<MapData, ProxyListener>>,
     original_destinations: Mutex<HashMap<MapData, ConnectionKey, OriginalDestination>>,
     inbound_listeners: Mutex<SockMap<MapData>>,
@@ -114,6 +116,7 @@ impl Interception {
             workload_cgroups,
             proxy_port,
         } = steering;
+        let workload_locks = super::exclusive::lock_workloads(workload_cgroups)?;
         super::exclusive::refuse_if_meshed_elsewhere(workload_cgroups)?;
         let mut ebpf = Ebpf::load(PROGRAMS).map_err(LoadError::Object)?;
         forward_kernel_logs(&mut ebpf);
@@ -172,6 +175,7 @@ impl Interception {
         release_loading_memory();
         Ok(Interception {
             _ebpf: ebpf,
+            _workload_locks: workload_locks,
             listener: Mutex::new(listener),
             original_destinations: Mutex::new(original_destinations),
             inbound_listeners: Mutex::new(inbound_listeners),

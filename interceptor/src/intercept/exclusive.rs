@@ -1,11 +1,14 @@
 //! One agent per workload cgroup. Two agents meshing the same cgroup (or an ancestor and a
 //! descendant) would both attach their connect programs; the kernel runs them in attach order,
 //! and every other start, each agent's check for a live listener sees the other's rewrite and
-//! the workload's connections are closed. So before attaching, ask the kernel which programs
-//! already act on the cgroups to mesh, and refuse, naming the agent that holds them.
+//! the workload's connections are closed. So before attaching, each agent locks its cgroups
+//! (`lock_workloads`: two agents starting at the same instant cannot both pass), and asks the
+//! kernel which programs already act on them (a leftover pinned program, an agent of another
+//! version), refusing in either case, naming the agent that holds them.
 use std::{
+    collections::BTreeMap,
     fs::File,
-    os::fd::AsRawFd,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
 };
 
@@ -27,6 +30,22 @@ pub enum MeshedElsewhere {
         attached_at: PathBuf,
         holder: Holder,
     },
+    #[error(
+        "workload cgroup {cgroup} is already meshed by another cheops agent ({holder}), which \
+         holds {locked_at}: two agents must not mesh the same cgroup, nor one an ancestor of \
+         the other's; stop that agent or mesh another cgroup"
+    )]
+    Locked {
+        cgroup: PathBuf,
+        locked_at: PathBuf,
+        holder: Holder,
+    },
+    #[error("cannot lock workload cgroup {cgroup}")]
+    Lock {
+        cgroup: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error("cannot ask the kernel which programs act on cgroup {cgroup} (it needs CAP_NET_ADMIN and CAP_SYS_ADMIN)")]
     Query {
         cgroup: PathBuf,
@@ -47,6 +66,8 @@ pub enum Holder {
     Unknown {
         program_id: u32,
     },
+    /// A lock's holder that this agent cannot see (another PID namespace).
+    Unseen,
 }
 
 impl std::fmt::Display for Holder {
@@ -57,8 +78,80 @@ impl std::fmt::Display for Holder {
                 f,
                 "program id {program_id}, held by no process this agent can see (pinned, or in another PID namespace)"
             ),
+            Holder::Unseen => write!(f, "a process this agent cannot see, in another PID namespace"),
         }
     }
+}
+
+/// Locks on the workload cgroups, held for the agent's life: exclusive on each workload cgroup,
+/// shared on its ancestors up to the mount, so that an agent meshing the same cgroup, an
+/// ancestor or a descendant cannot take its own. The kernel drops them when the process ends,
+/// however it ends.
+pub struct WorkloadLocks {
+    _held: Vec<File>,
+}
+
+pub fn lock_workloads(workload_cgroups: &[PathBuf]) -> Result<WorkloadLocks, MeshedElsewhere> {
+    // One lock per directory (a descriptor's lock would conflict with another of the same
+    // process): exclusive wins where a workload is also an ancestor of another.
+    let mut wanted: BTreeMap<&Path, (&Path, bool)> = BTreeMap::new();
+    for cgroup in workload_cgroups {
+        for ancestor in cgroup.ancestors().skip(1) {
+            if !ancestor.join("cgroup.procs").exists() {
+                break;
+            }
+            wanted.entry(ancestor).or_insert((cgroup, false));
+        }
+        wanted.insert(cgroup, (cgroup, true));
+    }
+    let mut held = Vec::new();
+    for (dir, (cgroup, exclusive)) in wanted {
+        let lock_error = |cause| MeshedElsewhere::Lock {
+            cgroup: cgroup.to_owned(),
+            cause,
+        };
+        let file = File::open(dir).map_err(lock_error)?;
+        let operation = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) } != 0 {
+            let cause = std::io::Error::last_os_error();
+            if cause.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(lock_error(cause));
+            }
+            return Err(MeshedElsewhere::Locked {
+                cgroup: cgroup.to_owned(),
+                locked_at: dir.to_owned(),
+                holder: lock_holder(dir),
+            });
+        }
+        held.push(file);
+    }
+    Ok(WorkloadLocks { _held: held })
+}
+
+/// The process holding a lock on `dir`, from /proc/locks
+/// (`1: FLOCK  ADVISORY  WRITE 4242 00:1e:1234 0 EOF`).
+fn lock_holder(dir: &Path) -> Holder {
+    let inode = std::fs::metadata(dir).map(|m| m.ino()).unwrap_or_default();
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let own = std::process::id();
+    locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let pid: u32 = fields.get(4)?.parse().ok()?;
+            let lock_inode: u64 = fields.get(5)?.rsplit(':').next()?.parse().ok()?;
+            (fields.get(1) == Some(&"FLOCK") && lock_inode == inode && pid != own).then_some(pid)
+        })
+        .next()
+        .map_or(Holder::Unseen, |pid| Holder::Process {
+            pid,
+            command: command_line(pid),
+        })
 }
 
 /// Refuses when cheops's connect program already acts on one of `workload_cgroups`: attached
