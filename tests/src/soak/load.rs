@@ -39,6 +39,39 @@ pub struct Create {
     pub deletion: Deletion,
 }
 
+impl Create {
+    fn new(token: String, sites: Vec<&'static str>, prime: Option<&'static str>) -> Create {
+        Create {
+            token,
+            sites,
+            prime,
+            meta: None,
+            deletion: Deletion::None,
+        }
+    }
+
+    /// Sends the create from `home` with `scope` and records it in `ledger`; its index there
+    /// when acknowledged.
+    fn send(mut self, home: ClientSite<'_>, scope: &str, ledger: &mut Ledger) -> Option<usize> {
+        let body = format!("{{\"name\": \"{}\", \"v\": 0}}", self.token);
+        let url = format!("http://{CATALOG}/pods");
+        let answer = request(home, "POST", &url, Some(scope), Some(&body));
+        // A cross create is answered by its prime site, a replicated one by one of its sites.
+        let allowed = match self.prime {
+            Some(prime) => vec![prime],
+            None => self.sites.clone(),
+        };
+        ledger.record(&answer, Some(&allowed), "x-cheops-site", scope);
+        self.meta = (200..300)
+            .contains(&answer.status)
+            .then(|| answer.header("x-cheops-meta-id").map(str::to_owned))
+            .flatten();
+        let acknowledged = self.meta.is_some();
+        ledger.creates.push(self);
+        acknowledged.then(|| ledger.creates.len() - 1)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Ledger {
     pub sent: u64,
@@ -163,30 +196,10 @@ pub fn client(
                 }
                 replicas.truncate(2 + rng.below(2));
                 let scope = format!("{{catalog: {}}}", replicas.join(" & "));
-                let body = format!("{{\"name\": \"{token}\", \"v\": 0}}");
-                let answer = request(
-                    home,
-                    "POST",
-                    &format!("{catalog}/pods"),
-                    Some(&scope),
-                    Some(&body),
-                );
-                let mut ledger = lock();
-                ledger.record(&answer, Some(&replicas), "x-cheops-site", &scope);
-                let meta = (200..300)
-                    .contains(&answer.status)
-                    .then(|| answer.header("x-cheops-meta-id").map(str::to_owned))
-                    .flatten();
-                if meta.is_some() {
-                    mine.push(ledger.creates.len());
+                let create = Create::new(token, replicas, None);
+                if let Some(index) = create.send(home, &scope, &mut lock()) {
+                    mine.push(index);
                 }
-                ledger.creates.push(Create {
-                    token,
-                    sites: replicas,
-                    prime: None,
-                    meta,
-                    deletion: Deletion::None,
-                });
             }
             68..88 if !mine.is_empty() => {
                 let index = mine[rng.below(mine.len())];
@@ -229,27 +242,8 @@ pub fn client(
                     lock().record(&answer, None, "x-cheops-site", &scope);
                     continue;
                 }
-                let body = format!("{{\"name\": \"{token}\", \"v\": 0}}");
-                let answer = request(
-                    home,
-                    "POST",
-                    &format!("{catalog}/pods"),
-                    Some(&scope),
-                    Some(&body),
-                );
-                let mut ledger = lock();
-                ledger.record(&answer, Some(&[prime]), "x-cheops-site", &scope);
-                let meta = (200..300)
-                    .contains(&answer.status)
-                    .then(|| answer.header("x-cheops-meta-id").map(str::to_owned))
-                    .flatten();
-                ledger.creates.push(Create {
-                    token,
-                    sites: vec![prime, other],
-                    prime: Some(prime),
-                    meta,
-                    deletion: Deletion::None,
-                });
+                let create = Create::new(token, vec![prime, other], Some(prime));
+                create.send(home, &scope, &mut lock());
             }
         }
     }
