@@ -92,8 +92,9 @@ impl fmt::Display for Summary {
         writeln!(f, "  replicas diverged     {}", self.diverged)?;
         writeln!(
             f,
-            "  unexplained log lines {}",
-            self.unexplained_log_lines.len()
+            "  log lines: unexplained {}, explained by a fault {}",
+            self.unexplained_log_lines.len(),
+            self.explained_log_lines
         )?;
         writeln!(
             f,
@@ -178,10 +179,13 @@ pub fn check(
         let agent = &mut mesh.site_mut(site).agent;
         for line in agent.log_text().lines() {
             let explained = site == FULL_STORE_SITE && line.contains("store");
-            if line.contains("panicked") || (line.contains("ERROR") && !explained) {
+            let error = line.contains("ERROR");
+            if line.contains("panicked") || (error && !explained) {
                 summary
                     .unexplained_log_lines
                     .push(format!("{site}: {line}"));
+            } else if error {
+                summary.explained_log_lines += 1;
             }
         }
         let rss = agent.pid().map_or(0, resident_kib);
