@@ -1,7 +1,11 @@
 //! The durable store under faults, as root: a store on a full file system refuses writes with
 //! an error naming it, keeps answering reads, and everything it acknowledged survives a
-//! reopen; writes come back once there is room. A second opener is refused at once.
-use std::time::{Duration, Instant};
+//! reopen; writes come back once there is room. A second opener is refused at once. The same
+//! through an agent: `503` naming the store, reads and local traffic served.
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use interceptor::replication::{
     call::Call,
@@ -10,7 +14,12 @@ use interceptor::replication::{
     store::{Store, StoreError},
 };
 
-use cheops_tests::tmpfs::Tmpfs;
+use cheops_tests::{
+    mesh::{pod_rule, Answer, Mesh, MeshOptions, CATALOG},
+    sites::Topology,
+    tmpfs::Tmpfs,
+};
+use interceptor::config::ReplicationSettings;
 
 const SITES: [&str; 2] = ["Site1", "Site2"];
 
@@ -113,4 +122,67 @@ fn a_second_opener_is_refused_at_once_naming_the_store() {
     let message = refusal.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(message.contains("another"), "{message}");
+}
+
+/// `method URL` with `scope` and a JSON `body` from `site`'s workload.
+fn call(mesh: &Mesh, site: &str, method: &str, url: &str, body: Option<&str>) -> Answer {
+    let scope = "x-scope: {catalog: Site1 & Site2}";
+    let mut args = vec!["-sS", "-i", "-m", "20", "-X", method, "-H", scope];
+    if let Some(body) = body {
+        args.extend(["-H", "content-type: application/json", "-d", body]);
+    }
+    args.push(url);
+    Answer::from(mesh.run_at(site, true, "curl", &args))
+}
+
+#[test]
+fn an_agent_whose_store_is_full_refuses_writes_with_503_and_keeps_serving() {
+    let options = MeshOptions {
+        catalog_resources: vec![pod_rule()],
+        replication: ReplicationSettings {
+            replica_timeout: Duration::from_secs(2),
+            leader_wait: Duration::from_secs(2),
+            ..ReplicationSettings::default()
+        },
+        ..MeshOptions::default()
+    };
+    let mut mesh = Mesh::start_with(
+        Topology::create(&["Site1", "Site2"]),
+        &HashMap::new(),
+        &options,
+    );
+    let tmpfs = Tmpfs::mount(8 * 1024);
+    mesh.move_store("Site1", tmpfs.path());
+    let pods = format!("http://{CATALOG}/pods");
+    let created = call(&mesh, "Site1", "POST", &pods, Some(r#"{"name": "kept"}"#));
+    assert_eq!(created.status, 201, "{}", created.raw);
+    let meta = created
+        .header("x-cheops-meta-id")
+        .expect("a meta-ID")
+        .to_owned();
+    let filler = tmpfs.fill();
+    let refused = call(
+        &mesh,
+        "Site1",
+        "POST",
+        &pods,
+        Some(r#"{"name": "no room"}"#),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.raw);
+    assert_eq!(refused.header("retry-after"), Some("1"), "{}", refused.raw);
+    assert!(refused.body.contains("Site1.redb"), "{}", refused.raw);
+    // Reads of what it acknowledged, and local traffic, go on.
+    let item = format!("{pods}/{meta}");
+    let read = call(&mesh, "Site1", "GET", &item, None);
+    assert_eq!(read.status, 200, "{}", read.raw);
+    let products = mesh.curl("Site1", &format!("http://{CATALOG}/products"), &[]);
+    assert_eq!(products.status, 200, "{}", products.raw);
+    // Room again, and a restart on the same store: what was acknowledged is there.
+    std::fs::remove_file(filler).expect("freeing the space");
+    mesh.restart_agent("Site1");
+    let read = call(&mesh, "Site1", "GET", &item, None);
+    assert_eq!(read.status, 200, "{}", read.raw);
+    assert!(read.body.contains("kept"), "{}", read.raw);
+    let created = call(&mesh, "Site1", "POST", &pods, Some(r#"{"name": "room"}"#));
+    assert_eq!(created.status, 201, "{}", created.raw);
 }

@@ -114,7 +114,8 @@ pub fn run(settings: &SoakSettings) -> Summary {
         ..MeshOptions::default()
     };
     let mut mesh = Mesh::start_with(topology, &addresses, &options);
-    let tmpfs = store_on_tmpfs(&mut mesh, FULL_STORE_SITE);
+    let tmpfs = Tmpfs::mount(32 * 1024);
+    mesh.move_store(FULL_STORE_SITE, tmpfs.path());
     let ledger = Mutex::new(Ledger::default());
     let started = Instant::now();
     let mut injector = Injector::new(
@@ -144,18 +145,4 @@ pub fn run(settings: &SoakSettings) -> Summary {
         convergence,
         settings,
     )
-}
-
-/// Moves `site`'s store onto a small tmpfs (the agent stopped meanwhile): the store that the
-/// schedule fills up.
-fn store_on_tmpfs(mesh: &mut Mesh, site: &str) -> Tmpfs {
-    let tmpfs = Tmpfs::mount(32 * 1024);
-    let store = mesh.state.path().join(format!("{site}.redb"));
-    let moved = tmpfs.path().join(format!("{site}.redb"));
-    mesh.site_mut(site).agent.crash();
-    std::fs::copy(&store, &moved).expect("copying the store onto the tmpfs");
-    std::fs::remove_file(&store).expect("removing the store");
-    std::os::unix::fs::symlink(&moved, &store).expect("linking the store to the tmpfs");
-    mesh.restart_agent(site);
-    tmpfs
 }
