@@ -16,6 +16,7 @@ use interceptor::replication::{
 
 use cheops_tests::{
     mesh::{pod_rule, Answer, Mesh, MeshOptions, CATALOG},
+    process::wait_until,
     sites::Topology,
     tmpfs::Tmpfs,
 };
@@ -144,6 +145,12 @@ fn an_agent_whose_store_is_full_refuses_writes_with_503_and_keeps_serving() {
             leader_wait: Duration::from_secs(2),
             ..ReplicationSettings::default()
         },
+        catalog_data: ["Site1", "Site2"]
+            .map(|site| {
+                let data = serde_json::json!({"pods": [], "products": [{"id": 1, "name": site}]});
+                (site.to_owned(), data)
+            })
+            .into(),
         ..MeshOptions::default()
     };
     let mut mesh = Mesh::start_with(
@@ -154,35 +161,47 @@ fn an_agent_whose_store_is_full_refuses_writes_with_503_and_keeps_serving() {
     let tmpfs = Tmpfs::mount(8 * 1024);
     mesh.move_store("Site1", tmpfs.path());
     let pods = format!("http://{CATALOG}/pods");
-    let created = call(&mesh, "Site1", "POST", &pods, Some(r#"{"name": "kept"}"#));
-    assert_eq!(created.status, 201, "{}", created.raw);
-    let meta = created
-        .header("x-cheops-meta-id")
-        .expect("a meta-ID")
-        .to_owned();
     let filler = tmpfs.fill();
-    let refused = call(
-        &mesh,
-        "Site1",
-        "POST",
-        &pods,
-        Some(r#"{"name": "no room"}"#),
-    );
+    // redb keeps some room in its file: writes go on until it needs more.
+    let mut acknowledged = Vec::new();
+    let refused = loop {
+        let body = format!(
+            r#"{{"name": "kept {}", "pad": "{}"}}"#,
+            acknowledged.len(),
+            "x".repeat(20_000)
+        );
+        let answer = call(&mesh, "Site1", "POST", &pods, Some(&body));
+        // 202: in the leader's log (durable), not applied anywhere yet.
+        if !matches!(answer.status, 201 | 202) {
+            break answer;
+        }
+        let meta = answer.header("x-cheops-meta-id").expect("a meta-ID");
+        acknowledged.push(meta.to_owned());
+        assert!(
+            acknowledged.len() < 200,
+            "a full store never refused a write"
+        );
+    };
     assert_eq!(refused.status, 503, "{}", refused.raw);
     assert_eq!(refused.header("retry-after"), Some("1"), "{}", refused.raw);
     assert!(refused.body.contains("Site1.redb"), "{}", refused.raw);
-    // Reads of what it acknowledged, and local traffic, go on.
-    let item = format!("{pods}/{meta}");
-    let read = call(&mesh, "Site1", "GET", &item, None);
-    assert_eq!(read.status, 200, "{}", read.raw);
+    // Reads and local traffic go on.
+    let listed = call(&mesh, "Site1", "GET", &pods, None);
+    assert_eq!(listed.status, 200, "{}", listed.raw);
     let products = mesh.curl("Site1", &format!("http://{CATALOG}/products"), &[]);
     assert_eq!(products.status, 200, "{}", products.raw);
     // Room again, and a restart on the same store: what was acknowledged is there.
     std::fs::remove_file(filler).expect("freeing the space");
     mesh.restart_agent("Site1");
-    let read = call(&mesh, "Site1", "GET", &item, None);
-    assert_eq!(read.status, 200, "{}", read.raw);
-    assert!(read.body.contains("kept"), "{}", read.raw);
+    for meta in &acknowledged {
+        let item = format!("{pods}/{meta}");
+        let at_both = wait_until(Duration::from_secs(20), || {
+            ["Site1", "Site2"]
+                .iter()
+                .all(|site| call(&mesh, site, "GET", &item, None).status == 200)
+        });
+        assert!(at_both, "{meta} was acknowledged, and is not at both sites");
+    }
     let created = call(&mesh, "Site1", "POST", &pods, Some(r#"{"name": "room"}"#));
     assert_eq!(created.status, 201, "{}", created.raw);
 }
