@@ -159,10 +159,11 @@ fn otherwise_falls_back_to_the_next_site_and_names_every_failed_one() {
 #[test]
 fn around_picks_the_nearest_reachable_site_from_measured_round_trips() {
     let topology = Topology::create(&["A", "B", "C"]);
-    // A reaches B through a 20 ms WAN and C through a 5 ms one (both ways).
+    // A reaches B through a 50 ms WAN and C through a 5 ms one (both ways): far enough apart
+    // that a loaded machine's noise cannot swap them.
     let relays = [
-        topology.relay(16001, "B", PEER_PORT, Duration::from_millis(20)),
-        topology.relay(16002, "A", PEER_PORT, Duration::from_millis(20)),
+        topology.relay(16001, "B", PEER_PORT, Duration::from_millis(50)),
+        topology.relay(16002, "A", PEER_PORT, Duration::from_millis(50)),
         topology.relay(16003, "C", PEER_PORT, Duration::from_millis(5)),
         topology.relay(16004, "A", PEER_PORT, Duration::from_millis(5)),
     ];
@@ -173,12 +174,14 @@ fn around_picks_the_nearest_reachable_site_from_measured_round_trips() {
         (("C", "A"), relays[3].address),
     ]);
     let mut mesh = Mesh::start(topology, &paths);
+    // Round trips are the median of the last 8 heartbeats (200 ms apart): let 8 be taken.
+    std::thread::sleep(Duration::from_secs(2));
     let measured = mesh.peers_up("A");
     assert!(
-        measured["B"] >= 20_000 && measured["C"] >= 5_000,
+        measured["B"] >= 50_000 && measured["C"] >= 5_000 && measured["C"] < measured["B"],
         "{measured:?}"
     );
-    let scope = ["X-Scope: {catalog: around(A, 60ms)}"];
+    let scope = ["X-Scope: {catalog: around(A, 150ms)}"];
     // A itself comes first while its instance answers.
     assert_catalog_of(&products_via_front(&mesh, &scope), "A");
     mesh.site_mut("A").catalog.stop();
