@@ -66,16 +66,29 @@ pub async fn created<S: Sites>(
     let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&listed.body) else {
         return Ok(None);
     };
-    let unnamed =
-        |id: &LocalId| matches!(here.store.meta_of(&call.service, here.site, id), Ok(None));
-    let found = items.into_iter().rev().find_map(|item| {
-        let id = item.pointer(pointer).and_then(LocalId::from_json)?;
-        (holds(&item, &fields) && unnamed(&id)).then_some((item, id))
-    });
-    Ok(found.map(|(item, id)| {
-        let answer = Answer::new(201, "application/json", item.to_string());
-        (answer, id)
-    }))
+    for item in items.into_iter().rev() {
+        let Some(id) = item.pointer(pointer).and_then(LocalId::from_json) else {
+            continue;
+        };
+        if !holds(&item, &fields) {
+            continue;
+        }
+        // A store that cannot tell whether the ID is named stops here: sending the create
+        // again could make it twice.
+        let named = here
+            .store
+            .meta_of(&call.service, here.site, &id)
+            .map_err(|cause| Refusal::Store {
+                site: here.site.to_owned(),
+                store: here.store.path().to_owned(),
+                cause: Box::new(cause),
+            })?;
+        if named.is_none() {
+            let answer = Answer::new(201, "application/json", item.to_string());
+            return Ok(Some((answer, id)));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether a write `call` (its target this site's local path) took effect at the instance: a
