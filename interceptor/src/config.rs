@@ -41,6 +41,8 @@ pub enum ConfigError {
     NoSite,
     #[error("`proxy.max_header_bytes` must be at least 8192")]
     HeaderLimitTooSmall,
+    #[error("`{key}` must be at least 1: with 0 nothing would ever be served")]
+    ZeroCap { key: &'static str },
     #[error(
         "`[[workload]]` cgroups select what the eBPF programs intercept; with \
          `proxy.interception = \"nat\"` the REDIRECT rule selects it: remove them"
@@ -160,6 +162,9 @@ pub struct PeerApiSettings {
     /// How long a peer may take to start answering a forwarded request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Requests in flight to one peer at most; more are refused at once (the next site of an
+    /// otherwise chain is tried), so a stalled peer holds no more than this.
+    pub max_requests_per_peer: usize,
 }
 
 impl Default for PeerApiSettings {
@@ -171,6 +176,7 @@ impl Default for PeerApiSettings {
             heartbeat_misses: 3,
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
+            max_requests_per_peer: 256,
         }
     }
 }
@@ -289,6 +295,11 @@ pub struct ProxySettings {
     /// own (containers): a new one is meshed at most this long after its first process starts.
     #[serde(with = "humantime_serde")]
     pub workload_scan_every: Duration,
+    /// Connections one workload (cgroup) may hold open at once; more are refused.
+    pub max_connections_per_workload: usize,
+    /// Requests of one workload in flight at once (HTTP/2 streams count one each); more are
+    /// answered 503 with `Retry-After`.
+    pub max_requests_per_workload: usize,
 }
 
 impl Default for ProxySettings {
@@ -303,6 +314,8 @@ impl Default for ProxySettings {
             retry_body_limit: 1024 * 1024,
             inbound_port: 15006,
             workload_scan_every: Duration::from_millis(250),
+            max_connections_per_workload: 1024,
+            max_requests_per_workload: 1024,
         }
     }
 }
@@ -370,6 +383,24 @@ impl Config {
         }
         if self.proxy.max_header_bytes < 8192 {
             return Err(ConfigError::HeaderLimitTooSmall);
+        }
+        for (key, cap) in [
+            (
+                "proxy.max_connections_per_workload",
+                self.proxy.max_connections_per_workload,
+            ),
+            (
+                "proxy.max_requests_per_workload",
+                self.proxy.max_requests_per_workload,
+            ),
+            (
+                "peer_api.max_requests_per_peer",
+                self.peer_api.max_requests_per_peer,
+            ),
+        ] {
+            if cap == 0 {
+                return Err(ConfigError::ZeroCap { key });
+            }
         }
         if self.proxy.inbound_port == self.proxy.port {
             return Err(ConfigError::InboundPortTaken {

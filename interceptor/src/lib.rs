@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod intercept;
+pub mod limits;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;

@@ -139,6 +139,16 @@ impl Agent {
         self.wait_until_ready();
     }
 
+    /// Kills the agent (`kill -9`), as a crash would; `restart` starts it again.
+    pub fn crash(&mut self) {
+        self.process.kill_9();
+    }
+
+    /// The agent's process id while it runs.
+    pub fn pid(&mut self) -> Option<u32> {
+        self.process.exited().is_none().then(|| self.process.pid())
+    }
+
     /// GETs an admin page from inside the namespace (through the control socket when the TCP
     /// endpoint is off); `None` if the agent does not answer.
     pub fn admin(&self, page: &str) -> Option<String> {

@@ -108,17 +108,28 @@ pub struct JsonServer {
 impl JsonServer {
     pub fn start(netns: &Netns, address: SocketAddr, data: &serde_json::Value) -> JsonServer {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let db = dir.path().join("db.json");
-        std::fs::write(&db, data.to_string()).expect("writing db.json");
+        std::fs::write(dir.path().join("db.json"), data.to_string()).expect("writing db.json");
+        let process = JsonServer::spawn(netns, address, dir.path());
+        JsonServer { process, dir }
+    }
+
+    fn spawn(netns: &Netns, address: SocketAddr, dir: &Path) -> Process {
         let mut command = netns.command("json-server");
         command
             .args(["--host", &address.ip().to_string()])
             .args(["--port", &address.port().to_string()])
-            .arg(&db)
-            .current_dir(dir.path());
-        let process = Process::spawn("json-server", command, Some(&dir.path().join("log")));
+            .arg(dir.join("db.json"))
+            .current_dir(dir);
+        let process = Process::spawn("json-server", command, Some(&dir.join("log")));
         wait_for_listener(netns, address);
-        JsonServer { process, dir }
+        process
+    }
+
+    /// Starts it again after `stop`, on the data it had written (json-server keeps every
+    /// change in its `db.json`).
+    pub fn start_again(&mut self, netns: &Netns, address: SocketAddr) {
+        self.process.kill_9();
+        self.process = JsonServer::spawn(netns, address, self.dir.path());
     }
 
     /// How many `method` requests whose path starts with `path_prefix` it has served, as its

@@ -13,6 +13,8 @@ pub mod netns;
 pub mod node;
 pub mod process;
 pub mod sites;
+pub mod soak;
+pub mod tmpfs;
 
 use std::{
     path::PathBuf,

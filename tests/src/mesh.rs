@@ -253,6 +253,18 @@ impl Mesh {
         self.wait_for_peers(site, self.sites.len() - 1);
     }
 
+    /// Moves `site`'s store into `dir` (a file system a test can fill up), its agent crashed
+    /// and started again meanwhile; the state directory keeps a link to it.
+    pub fn move_store(&mut self, site: &str, dir: &Path) {
+        let store = self.state.path().join(format!("{site}.redb"));
+        let moved = dir.join(format!("{site}.redb"));
+        self.site_mut(site).agent.crash();
+        std::fs::copy(&store, &moved).expect("copying the store");
+        std::fs::remove_file(&store).expect("removing the store");
+        std::os::unix::fs::symlink(&moved, &store).expect("linking the store");
+        self.restart_agent(site);
+    }
+
     /// The peers that `site` sees up, with their round trips in microseconds.
     pub fn peers_up(&self, site: &str) -> HashMap<String, u64> {
         let status = self.site(site).agent.status();

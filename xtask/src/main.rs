@@ -41,6 +41,14 @@ enum Task {
     },
     /// Run the multi-site demo on this machine (root).
     Demo,
+    /// Faults under load (root): three sites, clients for the whole run, a seeded schedule
+    /// of faults, then a check that nothing acknowledged was lost or applied twice.
+    Soak {
+        #[arg(long, default_value_t = 5)]
+        minutes: u64,
+        #[arg(long, default_value_t = 15)]
+        seed: u64,
+    },
     /// Measure what interception costs against the direct path, HAProxy and nginx (root), and
     /// write docs/benchmarks.md.
     Bench {
@@ -77,6 +85,24 @@ fn main() -> anyhow::Result<()> {
             xtask::image::build(&workspace(), &binary, IMAGE)?;
             println!("built {IMAGE} from {}", binary.display());
             Ok(())
+        }
+        Task::Soak { minutes, seed } => {
+            setup()?;
+            build(false)?;
+            let (minutes, seed) = (minutes.to_string(), seed.to_string());
+            cargo(&[
+                "run",
+                "--quiet",
+                "-p",
+                "cheops-tests",
+                "--bin",
+                "cheops-soak",
+                "--",
+                "--minutes",
+                &minutes,
+                "--seed",
+                &seed,
+            ])
         }
         Task::Demo => {
             setup()?;

@@ -3,6 +3,8 @@
 //! down; forwarding, whose errors say whether the peer may have got the request. (What other
 //! sites ask of this one is `proxy::inbound`.)
 mod health;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 use health::{Change, Health};
@@ -71,6 +73,9 @@ pub enum NotDelivered {
     },
     #[error("bad request target: {0}")]
     BadTarget(hyper::http::uri::InvalidUri),
+    /// The peer holds `max` requests already (a stalled peer holds no more).
+    #[error("busy: {max} requests in flight to it already (`peer_api.max_requests_per_peer`)")]
+    Busy { max: usize },
 }
 
 /// The peer may have received the request, then it went wrong.
@@ -125,6 +130,8 @@ struct PeerLink {
     /// The one connection to this peer, shared by every request; `None` until (re)connected.
     connection: tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
     health: Mutex<Health>,
+    /// One permit per request in flight to this peer, until its answer's head.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -160,6 +167,9 @@ impl Peers {
                     server_name: tls::server_name(&peer.name)?,
                     connection: tokio::sync::Mutex::new(None),
                     health: Mutex::new(Health::default()),
+                    in_flight: Arc::new(tokio::sync::Semaphore::new(
+                        settings.max_requests_per_peer,
+                    )),
                 }))
             })
             .collect::<Result<_, tls::TlsError>>()?;
@@ -187,6 +197,15 @@ impl Peers {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.links.iter().map(|link| link.name.as_str())
+    }
+
+    /// Whether `site` is this site, or a peer whose heartbeats are answered.
+    pub fn is_up(&self, site: &str) -> bool {
+        site == self.site
+            || self
+                .links
+                .iter()
+                .any(|link| link.name == site && link.down_because().is_none())
     }
 
     /// Whether a scope may name `site`: this site or a configured peer.
@@ -348,6 +367,13 @@ impl Peers {
         if let Some(why) = link.down_because() {
             return Err(NotDelivered::Down { why }.into());
         }
+        let _in_flight =
+            link.in_flight
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| NotDelivered::Busy {
+                    max: self.settings.max_requests_per_peer,
+                })?;
         let path = request
             .uri()
             .path_and_query()

@@ -28,6 +28,7 @@ use crate::{
         empty_body, error_response, full_body, remove_hop_by_hop_headers, within, InstanceClient,
         ProxyBody, SERVED_BY,
     },
+    limits,
     metrics::ProxyCounters,
     peer::{
         wire::{header_value, INSTANCE_HTTP2, NOT_DELIVERED},
@@ -178,10 +179,12 @@ impl Chain {
                 }
             }
         }
-        error_response(
-            StatusCode::BAD_GATEWAY,
-            plan::none_served(&service.name, &tried),
-        )
+        let message = plan::none_served(&service.name, &tried);
+        // Only caps stood in the way: the sites are there, and may take it in a moment.
+        if !tried.is_empty() && tried.iter().all(|(_, outcome)| outcome.is_busy()) {
+            return limits::refused(message);
+        }
+        error_response(StatusCode::BAD_GATEWAY, message)
     }
 
     /// Sends `request` to this site's instance of `service`: over `owned`, the workload

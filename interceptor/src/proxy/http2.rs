@@ -23,6 +23,7 @@ use super::{request::WorkloadRequests, sniff::HTTP2_PREFACE, upstream::OwnedUpst
 use crate::{
     config::{ProxySettings, Service},
     http::{empty_body, ProxyBody},
+    limits::{self, Slots},
 };
 
 const FRAME_HEADER_LEN: usize = 9;
@@ -38,6 +39,8 @@ const MAX_FRAME_LEN: usize = 16_384;
 #[derive(Clone)]
 pub struct WorkloadConnection {
     pub requests: Arc<WorkloadRequests>,
+    /// The workload's requests in flight, capped (`proxy.max_requests_per_workload`).
+    pub in_flight: Arc<Slots<u64>>,
     pub service: Arc<Service>,
     pub cgroup_id: u64,
     /// Its own connection to the instance (HTTP/1.1, one request at a time); none in HTTP/2.
@@ -45,7 +48,16 @@ pub struct WorkloadConnection {
 }
 
 impl WorkloadConnection {
+    /// Serves `request`, holding one of its workload's slots until the answer's head.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let Some(_slot) = self.in_flight.try_take(self.cgroup_id) else {
+            return limits::refused(format!(
+                "service '{}': this workload has {} requests in flight already \
+                 (`proxy.max_requests_per_workload`); retry later",
+                self.service.name,
+                self.in_flight.max()
+            ));
+        };
         self.requests
             .handle(
                 request,

@@ -25,7 +25,10 @@ use std::{
 };
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
@@ -34,6 +37,7 @@ use crate::{
     config::{CarrierSettings, ProxySettings, Service},
     http::{http2_instance_client, instance_client},
     intercept::{Intercepted, OriginalDestinations},
+    limits::{self, Slots},
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
     replication::{sites::PeerSites, Replicator},
@@ -51,6 +55,9 @@ pub struct Proxy {
     counters: Arc<ProxyCounters>,
     requests: Arc<WorkloadRequests>,
     peer_api: Arc<PeerApi>,
+    /// Per workload cgroup: its open connections, its requests in flight.
+    connections: Arc<Slots<u64>>,
+    in_flight: Arc<Slots<u64>>,
 }
 
 /// What a proxy serves with, besides its own settings.
@@ -127,6 +134,8 @@ impl Proxy {
         });
         Proxy {
             services,
+            connections: Slots::new(settings.max_connections_per_workload),
+            in_flight: Slots::new(settings.max_requests_per_workload),
             settings,
             counters,
             requests,
@@ -171,6 +180,9 @@ impl Proxy {
         };
         let service = service.clone();
         let _ = stream.set_nodelay(true);
+        let Some(_connection) = self.connections.try_take(intercepted.cgroup_id) else {
+            return self.refuse_connection(stream, &service).await;
+        };
         match sniff(&stream).await {
             Protocol::Http1 => {
                 self.serve_http(stream, service, intercepted.cgroup_id)
@@ -187,6 +199,24 @@ impl Proxy {
         }
     }
 
+    /// A connection past its workload's cap: an HTTP/1 client is answered `503` with
+    /// `Retry-After` once its request arrived; any other is closed.
+    async fn refuse_connection(&self, mut stream: TcpStream, service: &Service) {
+        let max = self.connections.max();
+        debug!(service = %service.name, "refusing a connection: its workload holds {max}");
+        if sniff(&stream).await != Protocol::Http1 {
+            return;
+        }
+        // Read what was sent, so that closing does not reset the connection under the answer.
+        let mut request = vec![0u8; 16 * 1024];
+        let limit = self.settings.header_read_timeout;
+        let _ = tokio::time::timeout(limit, stream.read(&mut request)).await;
+        let answer = limits::refused_connection_bytes(&service.name, max);
+        if stream.write_all(&answer).await.is_ok() {
+            let _ = stream.shutdown().await;
+        }
+    }
+
     fn workload(
         &self,
         service: Arc<Service>,
@@ -195,6 +225,7 @@ impl Proxy {
     ) -> http2::WorkloadConnection {
         http2::WorkloadConnection {
             requests: self.requests.clone(),
+            in_flight: self.in_flight.clone(),
             service,
             cgroup_id,
             owned,
@@ -264,16 +295,20 @@ mod tests {
 
     /// A proxy on an ephemeral loopback port for one service whose instance is at `local`.
     async fn proxy_for(local: SocketAddr) -> SocketAddr {
+        let settings = ProxySettings {
+            response_timeout: Duration::from_secs(2),
+            ..ProxySettings::default()
+        };
+        proxy_with(local, settings).await
+    }
+
+    async fn proxy_with(local: SocketAddr, settings: ProxySettings) -> SocketAddr {
         let service = Service {
             name: "catalog".into(),
             address: "198.18.0.10:80".parse().unwrap(),
             local,
             resources: Vec::new(),
             inbound: false,
-        };
-        let settings = ProxySettings {
-            response_timeout: Duration::from_secs(2),
-            ..ProxySettings::default()
         };
         let counters = Arc::new(ProxyCounters::default());
         let metrics = Arc::new(Metrics::new(None, counters.clone(), None));
@@ -427,5 +462,106 @@ mod tests {
             answer.contains("service 'catalog': site Paris:"),
             "{answer}"
         );
+    }
+
+    /// An instance that answers every request `200 ok` on keep-alive connections, or never
+    /// answers at all (`stalled`).
+    async fn instance(stalled: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let answer = hyper::service::service_fn(move |_request| async move {
+                    if stalled {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), answer),
+                );
+            }
+        });
+        address
+    }
+
+    /// Sends one keep-alive request on `client` and reads its answer's head.
+    async fn ask(client: &mut TcpStream) -> String {
+        client
+            .write_all(b"GET /items HTTP/1.1\r\nhost: catalog\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let len = tokio::time::timeout(Duration::from_secs(2), client.read(&mut answer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        String::from_utf8_lossy(&answer[..len]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_connection_past_the_workload_cap_gets_503_with_retry_after_and_others_go_on() {
+        let settings = ProxySettings {
+            max_connections_per_workload: 2,
+            ..ProxySettings::default()
+        };
+        let proxy = proxy_with(instance(false).await, settings).await;
+        let mut first = TcpStream::connect(proxy).await.unwrap();
+        let mut second = TcpStream::connect(proxy).await.unwrap();
+        assert!(ask(&mut first).await.starts_with("HTTP/1.1 200"));
+        assert!(ask(&mut second).await.starts_with("HTTP/1.1 200"));
+        let refused = ask(&mut TcpStream::connect(proxy).await.unwrap()).await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(refused.contains("retry-after: 1"), "{refused}");
+        assert!(
+            refused.contains("`proxy.max_connections_per_workload`"),
+            "{refused}"
+        );
+        // The connections held keep being served; one closed frees its slot.
+        assert!(ask(&mut first).await.starts_with("HTTP/1.1 200"));
+        drop(second);
+        let mut again = None;
+        for _ in 0..50 {
+            let mut third = TcpStream::connect(proxy).await.unwrap();
+            if ask(&mut third).await.starts_with("HTTP/1.1 200") {
+                again = Some(third);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            again.is_some(),
+            "a closed connection's slot was not given back"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_workload_cap_are_refused_at_once_while_others_hang() {
+        let settings = ProxySettings {
+            max_requests_per_workload: 2,
+            response_timeout: Duration::from_secs(30),
+            ..ProxySettings::default()
+        };
+        let proxy = proxy_with(instance(true).await, settings).await;
+        let mut hanging = Vec::new();
+        for _ in 0..2 {
+            let mut client = TcpStream::connect(proxy).await.unwrap();
+            client
+                .write_all(b"GET /items HTTP/1.1\r\nhost: catalog\r\n\r\n")
+                .await
+                .unwrap();
+            hanging.push(client);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let refused = ask(&mut TcpStream::connect(proxy).await.unwrap()).await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(refused.contains("retry-after: 1"), "{refused}");
+        assert!(
+            refused.contains("`proxy.max_requests_per_workload`"),
+            "{refused}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1), "refused late");
     }
 }

@@ -22,6 +22,16 @@ pub enum Outcome {
     Failed(Failed),
 }
 
+impl Outcome {
+    /// The site was not tried because a cap was reached: the client may retry soon.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            Outcome::NotDelivered(NotDelivered::Peer(peer::NotDelivered::Busy { .. }))
+        )
+    }
+}
+
 /// Why the attempt did not serve, as the client's answer says it.
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -38,6 +38,103 @@ fn not_yet(plan: &Plan) -> &'static str {
     }
 }
 
+/// A plan with nested collaborations (`A & (B ; C)`, `(A ; B) % C`, `A ; B & C`) made into one
+/// that runs: an otherwise (`;`) inside a replication or a cross, or one with a collaboration
+/// among its parts, stands for its first part whose sites are all up (`is_up`; its first part
+/// when none is); a replication or a cross inside another collaboration adds its sites to the
+/// outer one (`A & (B % C)` replicates over A, B and C); a site named twice counts once; a
+/// cross whose prime site was left out of its chosen part has that part's first site as prime.
+/// A plan of single sites, or an otherwise of single sites (tried in turn), is unchanged.
+pub fn settle(plan: Plan, is_up: &dyn Fn(&str) -> bool) -> Plan {
+    match plan {
+        Plan::FirstOf(parts) if !parts.iter().all(|part| matches!(part, Plan::Site(_))) => {
+            settle(choose(parts, is_up), is_up)
+        }
+        Plan::Site(_) | Plan::FirstOf(_) => plan,
+        Plan::AllOf(parts) => {
+            let sites = sites_in(parts, is_up);
+            one_or(sites, Plan::AllOf)
+        }
+        Plan::SpreadOver { parts, prime } => {
+            let held_prime = parts.iter().position(|part| names(part, &prime));
+            let chosen: Vec<Vec<String>> = parts
+                .into_iter()
+                .map(|part| sites_in(vec![part], is_up))
+                .collect();
+            let prime = match held_prime.and_then(|at| chosen.get(at)) {
+                Some(sites) if !sites.contains(&prime) => sites.first().cloned().unwrap_or(prime),
+                _ => prime,
+            };
+            let sites = once_each(chosen.into_iter().flatten());
+            one_or(sites, |parts| Plan::SpreadOver { parts, prime })
+        }
+    }
+}
+
+/// The sites that `parts` of a collaboration stand for, each once, in order.
+fn sites_in(parts: Vec<Plan>, is_up: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mut sites = Vec::new();
+    for part in parts {
+        match part {
+            Plan::Site(site) => sites.push(site),
+            Plan::FirstOf(parts) => sites.extend(sites_in(vec![choose(parts, is_up)], is_up)),
+            Plan::AllOf(parts) | Plan::SpreadOver { parts, .. } => {
+                sites.extend(sites_in(parts, is_up))
+            }
+        }
+    }
+    once_each(sites.into_iter())
+}
+
+fn once_each(sites: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    for site in sites {
+        if !seen.contains(&site) {
+            seen.push(site);
+        }
+    }
+    seen
+}
+
+/// A collaboration over `sites`, or the one site when only one is left.
+fn one_or(mut sites: Vec<String>, many: impl FnOnce(Vec<Plan>) -> Plan) -> Plan {
+    if sites.len() == 1 {
+        return Plan::Site(sites.swap_remove(0));
+    }
+    many(sites.into_iter().map(Plan::Site).collect())
+}
+
+/// Every site `plan` names.
+fn all_sites(plan: &Plan) -> Vec<&str> {
+    match plan {
+        Plan::Site(name) => vec![name.as_str()],
+        Plan::AllOf(parts) | Plan::FirstOf(parts) | Plan::SpreadOver { parts, .. } => {
+            parts.iter().flat_map(all_sites).collect()
+        }
+    }
+}
+
+/// Whether `plan` names `site` anywhere.
+fn names(plan: &Plan, site: &str) -> bool {
+    all_sites(plan).contains(&site)
+}
+
+/// The first of `parts` whose every site is up, else the first.
+fn choose(mut parts: Vec<Plan>, is_up: &dyn Fn(&str) -> bool) -> Plan {
+    let all_up = |plan: &Plan| {
+        sites_in(vec![plan.clone()], &|_| true)
+            .iter()
+            .all(|s| is_up(s))
+    };
+    let at = parts.iter().position(all_up).unwrap_or(0);
+    if at < parts.len() {
+        parts.swap_remove(at)
+    } else {
+        // The language gives an otherwise two parts at least; an empty one stays empty.
+        Plan::FirstOf(parts)
+    }
+}
+
 /// What to do after an attempt.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -136,6 +233,51 @@ mod tests {
             ])),
             Route::NotYet("cross ('%')")
         );
+    }
+
+    fn settled(text: &str, up: &[&str]) -> Plan {
+        let scope = dsl::parse(text).unwrap();
+        let plan = dsl::resolve(&scope, "s", "A", &dsl::RoundTripTable::default());
+        settle(plan, &|site| up.contains(&site))
+    }
+
+    fn spread(names: &[&str], prime: &str) -> Plan {
+        Plan::SpreadOver {
+            parts: names.iter().map(|s| Plan::Site(s.to_string())).collect(),
+            prime: prime.into(),
+        }
+    }
+
+    #[test]
+    fn nested_collaborations_settle_on_the_sites_that_are_up() {
+        let all =
+            |names: &[&str]| Plan::AllOf(names.iter().map(|s| Plan::Site(s.to_string())).collect());
+        let every = ["A", "B", "C"];
+        // An otherwise inside a replication: its first part that is up.
+        assert_eq!(settled("{s: A & (B ; C)}", &every), all(&["A", "B"]));
+        assert_eq!(settled("{s: A & (B ; C)}", &["A", "C"]), all(&["A", "C"]));
+        // None up: the first part (its sites get the operation when they are back).
+        assert_eq!(settled("{s: A & (B ; C)}", &[]), all(&["A", "B"]));
+        // Inside a cross: the prime follows the part that held it.
+        assert_eq!(
+            settled("{s: (A ; B) % C}", &every),
+            spread(&["A", "C"], "A")
+        );
+        assert_eq!(
+            settled("{s: (A ; B) % C}", &["B", "C"]),
+            spread(&["B", "C"], "B")
+        );
+        // A collaboration in an otherwise: the first part wholly up.
+        assert_eq!(settled("{s: A ; B & C}", &every), Plan::Site("A".into()));
+        assert_eq!(settled("{s: A ; B & C}", &["B", "C"]), all(&["B", "C"]));
+        // One collaboration inside another: its sites join the outer one, once each.
+        assert_eq!(settled("{s: A & (B % C)}", &every), all(&every));
+        assert_eq!(settled("{s: (A & B) % C}", &every), spread(&every, "A"));
+        assert_eq!(settled("{s: A & (B ; A)}", &["A"]), Plan::Site("A".into()));
+        // What already runs is left alone: an otherwise of sites is tried in turn.
+        let chain = Plan::FirstOf(vec![Plan::Site("B".into()), Plan::Site("C".into())]);
+        assert_eq!(settled("{s: B ; C}", &[]), chain);
+        assert_eq!(settled("{s: B & C}", &[]), all(&["B", "C"]));
     }
 
     #[test]

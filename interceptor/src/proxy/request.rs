@@ -353,6 +353,8 @@ impl WorkloadRequests {
             &self.site,
             &self.peers.round_trips(),
         );
+        // Nested collaborations run on the sites that are up now.
+        let plan = plan::settle(plan, &|site| self.peers.is_up(site));
         if let Some(limits) = &defaults.policy {
             policy::check(&limits.policy, &plan, &self.site).map_err(|breach| Refusal::Policy {
                 who: limits.who.clone(),

@@ -19,7 +19,13 @@ pub enum Message {
     /// To a leader: order this write of one of your replicants in your log.
     Write { meta_id: MetaId, call: Call },
     /// To a prime site: create this cross resource here, under this meta-ID.
-    CreateCross { meta_id: MetaId, call: Call },
+    CreateCross {
+        meta_id: MetaId,
+        call: Call,
+        /// Every site of the expression (to tell them when it is deleted).
+        #[serde(default)]
+        sites: Vec<String>,
+    },
     /// From a leader: apply operation `op_id` of its log, exactly once.
     Apply {
         op_id: String,

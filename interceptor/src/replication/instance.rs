@@ -19,8 +19,12 @@ use crate::resources::{classify, Addressed, IdSource, JsonField, ResourceRule};
 /// offers it again later.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("site {site}: {cause}")]
-    Store { site: String, cause: StoreError },
+    #[error("site {site}'s store {}: {cause}", store.display())]
+    Store {
+        site: String,
+        store: std::path::PathBuf,
+        cause: Box<StoreError>,
+    },
     #[error("site {site}'s instance of service '{service}' gave no answer: {cause}")]
     Instance {
         site: String,

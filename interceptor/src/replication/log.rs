@@ -8,17 +8,18 @@ use std::{
 };
 
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{
-    call::Answer,
+    call::{Answer, Call},
     exchange::{Deliver, Message, Reply, Sites, Unreached},
-    ids::MetaId,
+    ids::{LocalId, MetaId},
     instance::{Instance, Refusal},
+    reconcile,
     records::{Applied, Change, Operation, Replica, ReplicaState, Replicant},
-    store::Store,
+    store::{Store, StoreError},
 };
-use crate::resources::{classify, Addressed};
+use crate::resources::{classify, Addressed, ResourceRule};
 
 /// Operations a drain takes from the log at once.
 const DRAIN_BATCH: usize = 32;
@@ -92,7 +93,7 @@ impl Log {
             };
             for operation in operations {
                 let replicant = match &operation.change {
-                    Change::Register(_) => None,
+                    Change::Register(_) | Change::Forget(_) => None,
                     _ => match self.store.replicant(&operation.meta_id) {
                         Ok(replicant) => replicant,
                         Err(cause) => return warn!(%site, "replay stopped: {cause}"),
@@ -193,10 +194,7 @@ impl Log {
         replicant: Option<Replicant>,
         change: Change,
     ) -> Result<Reply, Refusal> {
-        let refused = |cause| Refusal::Store {
-            site: self.site.clone(),
-            cause,
-        };
+        let refused = |cause| self.refused(cause);
         if let Some(applied) = self.store.applied(op_id).map_err(refused)? {
             return Ok(Reply {
                 answer: Answer::from_cheops(
@@ -234,9 +232,26 @@ impl Log {
                     local_id: None,
                 })
             }
+            Change::Forget(record) => {
+                self.store.forget_cross(&record).map_err(refused)?;
+                let applied = Applied {
+                    status: 204,
+                    local_id: None,
+                };
+                self.store
+                    .record_applied(op_id, &applied, None, None, None)
+                    .map_err(refused)?;
+                Ok(Reply {
+                    answer: Answer::from_cheops(204, format!("{} forgotten", record.meta_id)),
+                    local_id: None,
+                })
+            }
             Change::Create(call) => {
                 let mut replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
-                let (answer, local_id, rule) = here.create_at_instance(call).await?;
+                let (answer, local_id, rule) = match self.begin(here, op_id, &call).await? {
+                    Some((rule, (answer, local_id))) => (answer, Some(local_id), rule),
+                    None => here.create_at_instance(call).await?,
+                };
                 match replicant.replicas.iter_mut().find(|r| r.site == self.site) {
                     Some(replica) => {
                         replica.local_id = local_id.clone();
@@ -291,7 +306,10 @@ impl Log {
                 };
                 call.target = rule.item.with_id(&call.target, &local_id.to_string());
                 let deleting = call.method == "DELETE";
-                let answer = here.send_to_instance(call).await?;
+                let answer = match self.begin_write(here, op_id, &call).await? {
+                    Some(answer) => answer,
+                    None => here.send_to_instance(call).await?,
+                };
                 let applied = Applied {
                     status: answer.status,
                     local_id: None,
@@ -307,6 +325,65 @@ impl Log {
                     local_id: None,
                 })
             }
+        }
+    }
+
+    /// Before a create reaches the instance: its intent recorded durably, or, when an
+    /// earlier copy got that far (and the daemon died before its result was recorded), what
+    /// the instance shows it made then.
+    async fn begin<S: Sites>(
+        &self,
+        here: &Instance<'_, S>,
+        op_id: &str,
+        call: &Call,
+    ) -> Result<Option<(ResourceRule, (Answer, LocalId))>, Refusal> {
+        if !self.intended(op_id)? {
+            return Ok(None);
+        }
+        let rule = match classify(here.rules_of(&call.service), &call.method, &call.target) {
+            Addressed::Create(rule) => rule.clone(),
+            _ => return Ok(None),
+        };
+        let found = reconcile::created(here, &rule, call).await?;
+        if found.is_some() {
+            info!(site = %self.site, %op_id, "a create sent before a crash had taken effect: not sent again");
+        }
+        Ok(found.map(|found| (rule, found)))
+    }
+
+    /// `begin`, for an update or a delete (its target this site's local path).
+    async fn begin_write<S: Sites>(
+        &self,
+        here: &Instance<'_, S>,
+        op_id: &str,
+        call: &Call,
+    ) -> Result<Option<Answer>, Refusal> {
+        if !self.intended(op_id)? {
+            return Ok(None);
+        }
+        let found = reconcile::written(here, call).await?;
+        if found.is_some() {
+            info!(site = %self.site, %op_id, "a {} sent before a crash had taken effect: not sent again", call.method);
+        }
+        Ok(found)
+    }
+
+    /// Whether `op_id` was sent to the instance before without its result being recorded;
+    /// if not, records now that it is about to be (nothing is sent if that fails).
+    fn intended(&self, op_id: &str) -> Result<bool, Refusal> {
+        let refused = |cause| self.refused(cause);
+        if self.store.intended(op_id).map_err(refused)? {
+            return Ok(true);
+        }
+        self.store.record_intent(op_id).map_err(refused)?;
+        Ok(false)
+    }
+
+    fn refused(&self, cause: StoreError) -> Refusal {
+        Refusal::Store {
+            site: self.site.clone(),
+            store: self.store.path().to_owned(),
+            cause: Box::new(cause),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod instance;
 pub mod lists;
 pub mod log;
+pub mod reconcile;
 pub mod records;
 pub mod replicator;
 pub mod sites;

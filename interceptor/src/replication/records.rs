@@ -66,6 +66,10 @@ pub struct CrossRecord {
     pub service: String,
     pub site: String,
     pub local_id: LocalId,
+    /// Every site of its expression, to tell them when it is deleted (none in records made
+    /// before this was kept).
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// What one entry of a leader's log changes.
@@ -80,6 +84,8 @@ pub enum Change {
     /// Record the leader's mapping of the replicant (every replica's local ID and state), which
     /// travels with the operation: each replica holds the whole mapping, not only its own part.
     Map,
+    /// Forget a cross resource deleted where it lived.
+    Forget(CrossRecord),
 }
 
 /// One entry of the leader's log.

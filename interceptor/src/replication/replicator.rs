@@ -82,9 +82,20 @@ impl<S: Sites> Replicator<S> {
         self.rules.get(service).map_or(&[], Vec::as_slice)
     }
 
+    /// The store could not be read or written (disk full, I/O error): nothing was
+    /// acknowledged, and the request may be made again.
     fn store_failed(&self, cause: StoreError) -> Answer {
-        warn!(site = %self.site, "{cause}");
-        Answer::from_cheops(500, format!("site {}: {cause}", self.site))
+        warn!(site = %self.site, store = %self.store.path().display(), "{cause}");
+        let mut answer = Answer::from_cheops(
+            503,
+            format!(
+                "site {}'s store {} cannot take this now, nothing was done: {cause}",
+                self.site,
+                self.store.path().display()
+            ),
+        );
+        answer.headers.push(("retry-after".into(), "1".into()));
+        answer
     }
 
     pub fn view(&self) -> Result<ReplicasView, StoreError> {
@@ -136,7 +147,11 @@ impl<S: Sites> Replicator<S> {
         match message {
             Message::Execute(call) => Ok(answered(self.serve_here(call, true).await)),
             Message::Write { meta_id, call } => Ok(answered(self.order(&meta_id, call).await)),
-            Message::CreateCross { meta_id, call } => self.create_cross_here(&meta_id, call).await,
+            Message::CreateCross {
+                meta_id,
+                call,
+                sites,
+            } => self.create_cross_here(&meta_id, call, sites).await,
             Message::Apply {
                 op_id,
                 replicant,
@@ -223,9 +238,7 @@ impl<S: Sites> Replicator<S> {
                     let deleting = call.method == "DELETE";
                     let answer = self.instance().at_instance(Some(&rule), call).await;
                     if deleting && answer.is_success() {
-                        if let Err(cause) = self.store.forget_cross(&record) {
-                            warn!(site = %self.site, "{cause}");
-                        }
+                        self.forget_cross_everywhere(record).await;
                     }
                     answer
                 } else if forwarded {
@@ -431,88 +444,6 @@ impl<S: Sites> Replicator<S> {
         }
     }
 
-    /// A cross create: at the prime site, then registered at every site of the expression.
-    async fn create_cross(
-        self: &Arc<Self>,
-        prime: String,
-        sites: Vec<String>,
-        call: Call,
-    ) -> Answer {
-        let meta_id = match self.new_meta_id(&call, &sites) {
-            Ok(meta_id) => meta_id,
-            Err(cause) => return self.store_failed(cause),
-        };
-        let service = call.service.clone();
-        let message = Message::CreateCross {
-            meta_id: meta_id.clone(),
-            call,
-        };
-        let created = self
-            .deliver_within(&prime, message, self.replica_timeout)
-            .await;
-        let Ok(Reply {
-            answer,
-            local_id: Some(local_id),
-        }) = &created
-        else {
-            let mut answer = match created {
-                Ok(reply) => reply.answer,
-                Err(cause) => {
-                    Answer::from_cheops(502, format!("the cross create was not made: {cause}"))
-                }
-            };
-            answer.set_header(REPLICAS_HEADER, format!("{prime}=failed"));
-            return answer;
-        };
-        let record = CrossRecord {
-            meta_id: meta_id.clone(),
-            service,
-            site: prime.clone(),
-            local_id: local_id.clone(),
-        };
-        let others: Vec<String> = sites.iter().filter(|s| **s != prime).cloned().collect();
-        let registered = self.store.put_cross(&record).and_then(|()| {
-            self.store
-                .append(None, &meta_id, Change::Register(record), &others)
-        });
-        let operation = match registered {
-            Ok(operation) => operation,
-            Err(cause) => return self.store_failed(cause),
-        };
-        let mut results = vec![(prime, created.clone())];
-        results.extend(self.log.apply_everywhere(self, &operation, &others).await);
-        let mut answer = answer.clone();
-        answer.set_header(REPLICAS_HEADER, statuses(&results));
-        answer.set_header(META_ID_HEADER, meta_id.to_string());
-        answer
-    }
-
-    /// At the prime site of a cross create.
-    async fn create_cross_here(&self, meta_id: &MetaId, call: Call) -> Result<Reply, Refusal> {
-        let service = call.service.clone();
-        let (answer, local_id, rule) = self.instance().create_at_instance(call).await?;
-        if let Some(local_id) = &local_id {
-            let record = CrossRecord {
-                meta_id: meta_id.clone(),
-                service,
-                site: self.site.clone(),
-                local_id: local_id.clone(),
-            };
-            self.store
-                .put_cross(&record)
-                .map_err(|cause| Refusal::Store {
-                    site: self.site.clone(),
-                    cause,
-                })?;
-        }
-        Ok(Reply {
-            answer: self
-                .instance()
-                .named(&rule, answer, meta_id, local_id.as_ref()),
-            local_id,
-        })
-    }
-
     /// Gathering answers from several sites, through this replicator.
     fn gather(self: &Arc<Self>) -> Gather<'_, Self> {
         Gather {
@@ -578,6 +509,7 @@ fn answered(answer: Answer) -> Reply {
     }
 }
 
+mod cross;
 mod lookup;
 pub use lookup::ContentRoute;
 

@@ -1,7 +1,11 @@
 //! The site's durable store (redb, crash-safe: a committed transaction survives `kill -9`):
 //! replicants and the local IDs that name them, cross registrations, the leader's operation
 //! log with what each replica still has to apply, and the operations this site applied.
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{PoisonError, RwLock},
+};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -29,6 +33,28 @@ pub enum StoreError {
     },
     #[error("the store's log has no operation {seq}, yet a site is said to miss it")]
     NoOperation { seq: u64 },
+    #[error(
+        "the store {} is open in another process (another cheops agent?); give each agent a \
+         store of its own ([replication] store)",
+        store.display()
+    )]
+    InUse { store: PathBuf },
+    #[error("the store {} cannot be reopened after an I/O error: {cause}", store.display())]
+    Unavailable {
+        store: PathBuf,
+        cause: Box<redb::Error>,
+    },
+}
+
+impl StoreError {
+    /// The file failed under redb (I/O error, disk full): redb refuses every later access
+    /// to that database until it is reopened.
+    fn is_io(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
+    }
 }
 
 macro_rules! from_redb {
@@ -57,9 +83,15 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const PENDING: TableDefinition<(&str, u64), ()> = TableDefinition::new("pending");
 /// Operations this site applied, by op id.
 const APPLIED: TableDefinition<&str, &[u8]> = TableDefinition::new("applied");
+/// Operations this site sent to its instance and has not recorded as applied yet, by op id:
+/// after a crash, what may have taken effect without its record.
+const INTENTS: TableDefinition<&str, ()> = TableDefinition::new("intents");
 
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// `None` after an I/O error, until it is reopened: the next access opens it again, so
+    /// that reads go on when only writes fail (a full disk), and writes come back with space.
+    db: RwLock<Option<Database>>,
 }
 
 fn local_key(service: &str, site: &str, local_id: &LocalId) -> Result<String, StoreError> {
@@ -78,6 +110,17 @@ fn encode<T: Serialize>(key: impl ToString, record: &T) -> Result<Vec<u8>, Store
     })
 }
 
+/// Opens the redb file at `path`; one that another process holds is refused at once, naming it.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    match Database::create(path) {
+        Ok(db) => Ok(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::InUse {
+            store: path.to_owned(),
+        }),
+        Err(cause) => Err(cause.into()),
+    }
+}
+
 impl Store {
     /// Opens the store at `path`, creating it (and its folder) if needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -85,7 +128,8 @@ impl Store {
             std::fs::create_dir_all(folder).map_err(redb::Error::Io)?;
         }
         let store = Store {
-            db: Database::create(path)?,
+            path: path.to_owned(),
+            db: RwLock::new(Some(open_database(path)?)),
         };
         // Every table exists from the start, so that readers never meet a missing one.
         store.write(|txn| {
@@ -95,6 +139,7 @@ impl Store {
             txn.open_table(LOG)?;
             txn.open_table(PENDING)?;
             txn.open_table(APPLIED)?;
+            txn.open_table(INTENTS)?;
             Ok(())
         })?;
         Ok(store)
@@ -111,19 +156,70 @@ impl Store {
         })
     }
 
+    /// Where the store lives, to name it in errors.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` on the database, reopened first if an I/O error closed it; an I/O error
+    /// in `work` closes it.
+    fn with_db<T>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let closed = self
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none();
+        if closed {
+            let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+            if db.is_none() {
+                *db = Some(open_database(&self.path).map_err(|cause| match cause {
+                    StoreError::Database(cause) => StoreError::Unavailable {
+                        store: self.path.clone(),
+                        cause: Box::new(cause),
+                    },
+                    other => other,
+                })?);
+            }
+        }
+        let result = {
+            let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            match db.as_ref() {
+                Some(db) => work(db),
+                // Closed again by another caller's I/O error in between.
+                None => Err(StoreError::Database(redb::Error::PreviousIo)),
+            }
+        };
+        if let Err(cause) = &result {
+            if cause.is_io() {
+                tracing::error!(store = %self.path.display(), "{cause}; reopening the store");
+                *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
+            }
+        }
+        result
+    }
+
     /// Runs `work` in one write transaction, committed (durably) only if it succeeds.
     fn write<T>(
         &self,
         work: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_write()?;
-        let value = work(&txn)?;
-        txn.commit()?;
-        Ok(value)
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            let value = work(&txn)?;
+            txn.commit()?;
+            Ok(value)
+        })
     }
 
-    fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
-        Ok(self.db.begin_read()?)
+    /// Runs `work` in one read transaction.
+    fn read<T>(
+        &self,
+        work: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with_db(|db| work(&db.begin_read()?))
     }
 
     fn put_replicant_in(
@@ -224,12 +320,13 @@ impl Store {
     }
 
     pub fn replicant(&self, meta_id: &MetaId) -> Result<Option<Replicant>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(REPLICANTS)?;
-        let found = table.get(meta_id.as_str())?;
-        found
-            .map(|bytes| self.decode(meta_id, bytes.value()))
-            .transpose()
+        self.read(|txn| {
+            let table = txn.open_table(REPLICANTS)?;
+            let found = table.get(meta_id.as_str())?;
+            found
+                .map(|bytes| self.decode(meta_id, bytes.value()))
+                .transpose()
+        })
     }
 
     pub fn replicants(&self) -> Result<Vec<Replicant>, StoreError> {
@@ -237,12 +334,13 @@ impl Store {
     }
 
     pub fn cross(&self, meta_id: &MetaId) -> Result<Option<CrossRecord>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(CROSS)?;
-        let found = table.get(meta_id.as_str())?;
-        found
-            .map(|bytes| self.decode(meta_id, bytes.value()))
-            .transpose()
+        self.read(|txn| {
+            let table = txn.open_table(CROSS)?;
+            let found = table.get(meta_id.as_str())?;
+            found
+                .map(|bytes| self.decode(meta_id, bytes.value()))
+                .transpose()
+        })
     }
 
     pub fn crosses(&self) -> Result<Vec<CrossRecord>, StoreError> {
@@ -257,14 +355,15 @@ impl Store {
         &self,
         definition: TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<T>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(definition)?;
-        let mut all = Vec::new();
-        for entry in table.iter()? {
-            let (key, bytes) = entry?;
-            all.push(self.decode(key.value(), bytes.value())?);
-        }
-        Ok(all)
+        self.read(|txn| {
+            let table = txn.open_table(definition)?;
+            let mut all = Vec::new();
+            for entry in table.iter()? {
+                let (key, bytes) = entry?;
+                all.push(self.decode(key.value(), bytes.value())?);
+            }
+            Ok(all)
+        })
     }
 
     /// The meta-ID of the resource that `site`'s instance of `service` calls `local_id`.
@@ -274,10 +373,11 @@ impl Store {
         site: &str,
         local_id: &LocalId,
     ) -> Result<Option<MetaId>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(LOCAL_IDS)?;
-        let found = table.get(local_key(service, site, local_id)?.as_str())?;
-        Ok(found.and_then(|meta| MetaId::parse(meta.value())))
+        self.read(|txn| {
+            let table = txn.open_table(LOCAL_IDS)?;
+            let found = table.get(local_key(service, site, local_id)?.as_str())?;
+            Ok(found.and_then(|meta| MetaId::parse(meta.value())))
+        })
     }
 
     /// Appends `change` to the log, to be applied at each of `sites`, in one durable step with
@@ -314,31 +414,33 @@ impl Store {
 
     /// Up to `limit` operations that `site` has yet to apply, in log order.
     pub fn pending(&self, site: &str, limit: usize) -> Result<Vec<Operation>, StoreError> {
-        let txn = self.read_txn()?;
-        let pending = txn.open_table(PENDING)?;
-        let log = txn.open_table(LOG)?;
-        let mut operations = Vec::new();
-        for entry in pending.range((site, 0)..=(site, u64::MAX))?.take(limit) {
-            let (key, _) = entry?;
-            let seq = key.value().1;
-            let bytes = log
-                .get(seq)?
-                .ok_or_else(|| StoreError::NoOperation { seq })?;
-            operations.push(self.decode(seq, bytes.value())?);
-        }
-        Ok(operations)
+        self.read(|txn| {
+            let pending = txn.open_table(PENDING)?;
+            let log = txn.open_table(LOG)?;
+            let mut operations = Vec::new();
+            for entry in pending.range((site, 0)..=(site, u64::MAX))?.take(limit) {
+                let (key, _) = entry?;
+                let seq = key.value().1;
+                let bytes = log
+                    .get(seq)?
+                    .ok_or_else(|| StoreError::NoOperation { seq })?;
+                operations.push(self.decode(seq, bytes.value())?);
+            }
+            Ok(operations)
+        })
     }
 
     /// Every site that has operations to apply, with how many.
     pub fn pending_by_site(&self) -> Result<BTreeMap<String, usize>, StoreError> {
-        let txn = self.read_txn()?;
-        let pending = txn.open_table(PENDING)?;
-        let mut counts = BTreeMap::new();
-        for entry in pending.iter()? {
-            let (key, _) = entry?;
-            *counts.entry(key.value().0.to_owned()).or_insert(0) += 1;
-        }
-        Ok(counts)
+        self.read(|txn| {
+            let pending = txn.open_table(PENDING)?;
+            let mut counts = BTreeMap::new();
+            for entry in pending.iter()? {
+                let (key, _) = entry?;
+                *counts.entry(key.value().0.to_owned()).or_insert(0) += 1;
+            }
+            Ok(counts)
+        })
     }
 
     /// Records that `site` applied operation `seq` with `applied`, and what that teaches about
@@ -412,12 +514,13 @@ impl Store {
 
     /// What this site recorded when it applied `op_id`, if it did.
     pub fn applied(&self, op_id: &str) -> Result<Option<Applied>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(APPLIED)?;
-        let found = table.get(op_id)?;
-        found
-            .map(|bytes| self.decode(op_id, bytes.value()))
-            .transpose()
+        self.read(|txn| {
+            let table = txn.open_table(APPLIED)?;
+            let found = table.get(op_id)?;
+            found
+                .map(|bytes| self.decode(op_id, bytes.value()))
+                .transpose()
+        })
     }
 
     /// Records that this site applied `op_id`, with the replicant or cross registration it
@@ -446,133 +549,25 @@ impl Store {
             let bytes = encode(op_id, applied)?;
             let mut table = txn.open_table(APPLIED)?;
             table.insert(op_id, bytes.as_slice())?;
+            txn.open_table(INTENTS)?.remove(op_id)?;
             Ok(())
         })
+    }
+
+    /// Records, durably, that `op_id` is about to be sent to this site's instance: if its
+    /// result is never recorded, the next copy of the operation asks the instance first.
+    pub fn record_intent(&self, op_id: &str) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(INTENTS)?.insert(op_id, ())?;
+            Ok(())
+        })
+    }
+
+    /// Whether `op_id` was sent to this site's instance without its result being recorded.
+    pub fn intended(&self, op_id: &str) -> Result<bool, StoreError> {
+        self.read(|txn| Ok(txn.open_table(INTENTS)?.get(op_id)?.is_some()))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use super::*;
-    use crate::replication::{call::Call, records::Replica};
-    use crate::resources::MetaIdShape;
-
-    fn replicant(meta_id: &MetaId) -> Replicant {
-        Replicant {
-            meta_id: meta_id.clone(),
-            service: "pods".into(),
-            leader: "Site1".into(),
-            replicas: ["Site1", "Site2"]
-                .map(|site| Replica {
-                    site: site.into(),
-                    local_id: None,
-                    state: ReplicaState::Pending,
-                })
-                .into(),
-            deleted: false,
-        }
-    }
-
-    fn call(method: &str, target: &str) -> Call {
-        Call {
-            service: "pods".into(),
-            method: method.into(),
-            target: target.into(),
-            headers: vec![],
-            body: "{}".into(),
-        }
-    }
-
-    #[test]
-    fn the_log_survives_reopening_and_keeps_what_each_site_has_to_apply() {
-        let dir = tempdir();
-        let path = dir.join("store.redb");
-        let meta = MetaId::generate(MetaIdShape::Cheops);
-        let sites = ["Site1".to_owned(), "Site2".to_owned()];
-        {
-            let store = Store::open(&path).unwrap();
-            let create = store
-                .append(
-                    Some(&replicant(&meta)),
-                    &meta,
-                    Change::Create(call("POST", "/pods")),
-                    &sites,
-                )
-                .unwrap();
-            assert_eq!(create.seq, 1);
-            let write = Change::Write(call("PATCH", &format!("/pods/{meta}")));
-            assert_eq!(store.append(None, &meta, write, &sites).unwrap().seq, 2);
-            let applied = Applied {
-                status: 201,
-                local_id: Some(LocalId::Number(4)),
-            };
-            store.settle(1, "Site2", &applied).unwrap();
-        }
-        let store = Store::open(&path).unwrap();
-        let seqs = |site| -> Vec<u64> {
-            store
-                .pending(site, 10)
-                .unwrap()
-                .iter()
-                .map(|o| o.seq)
-                .collect()
-        };
-        assert_eq!(seqs("Site1"), [1, 2]);
-        assert_eq!(seqs("Site2"), [2]);
-        let replicant = store.replicant(&meta).unwrap().unwrap();
-        assert_eq!(
-            replicant.replica("Site2").unwrap().local_id,
-            Some(LocalId::Number(4))
-        );
-        assert_eq!(replicant.replica("Site2").unwrap().state, ReplicaState::Ok);
-        assert_eq!(
-            store.meta_of("pods", "Site2", &LocalId::Number(4)).unwrap(),
-            Some(meta.clone())
-        );
-        assert_eq!(
-            store
-                .meta_of("pods", "Site2", &LocalId::Text("4".into()))
-                .unwrap(),
-            None
-        );
-        assert_eq!(store.pending_by_site().unwrap()["Site1"], 2);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn an_applied_operation_is_remembered_with_the_local_id_it_gave() {
-        let dir = tempdir();
-        let store = Store::open(&dir.join("s.redb")).unwrap();
-        let meta = MetaId::generate(MetaIdShape::Cheops);
-        let mut mine = replicant(&meta);
-        mine.replicas[1].local_id = Some(LocalId::Text("k".into()));
-        let applied = Applied {
-            status: 201,
-            local_id: Some(LocalId::Text("k".into())),
-        };
-        store
-            .record_applied("Site1#1", &applied, Some(&mine), None, None)
-            .unwrap();
-        assert_eq!(store.applied("Site1#1").unwrap(), Some(applied));
-        assert_eq!(store.applied("Site1#2").unwrap(), None);
-        // The leader's later view, which does not know the local ID yet, does not erase it.
-        let write = Change::Write(call("PATCH", &format!("/pods/{meta}")));
-        store
-            .append(Some(&replicant(&meta)), &meta, write, &[])
-            .unwrap();
-        let known = store.replicant(&meta).unwrap().unwrap();
-        assert_eq!(
-            known.replica("Site2").unwrap().local_id,
-            Some(LocalId::Text("k".into()))
-        );
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    fn tempdir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("cheops-store-{}", ulid::Ulid::generate()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-}
+mod tests;

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use super::*;
 use crate::replication::{ids::LocalId, log::lock};
 
+mod crash;
+mod cross;
+
 /// A REST collection `/pods` as json-server keeps it; IDs are numbers from `first_id` unless the
 /// client gives one.
 struct App {
@@ -96,6 +99,8 @@ fn key(id: &Value) -> String {
 struct Mesh {
     apps: Mutex<HashMap<String, App>>,
     cut: Mutex<HashSet<String>>,
+    /// Sites whose daemon dies right after their instance applies the next call.
+    crashing: Mutex<HashSet<String>>,
     replicators: Mutex<HashMap<String, Arc<Replicator<Link>>>>,
 }
 
@@ -110,7 +115,17 @@ impl Sites for Link {
             .get_mut(&self.me)
             .unwrap()
             .serve(&call);
-        async move { Ok(answer) }
+        let crashed = lock(&self.mesh.crashing).remove(&self.me);
+        let site = self.me.clone();
+        async move {
+            match crashed {
+                true => Err(Unreached::Unreachable {
+                    site,
+                    why: "the daemon died after its instance applied the call".into(),
+                }),
+                false => Ok(answer),
+            }
+        }
     }
 
     fn deliver(

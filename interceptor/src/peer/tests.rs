@@ -1,0 +1,118 @@
+//! Peers under overload: a stalled peer (it accepts TCP and never answers) holds at most its
+//! cap of requests, refuses the next at once, and delays no request to another peer.
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use hyper::{Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::*;
+use crate::{config::Peer, tls::TlsFiles};
+
+fn files(dir: &Path, site: &str) -> TlsFiles {
+    let (cert, key) = tls::site_files(site).unwrap();
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(cert),
+        key: dir.join(key),
+        expiry_margin: Duration::from_secs(30 * 24 * 3600),
+    }
+}
+
+/// Accepts connections and keeps them, never answering: a stalled peer.
+async fn stalled_peer() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    address
+}
+
+/// A peer API that answers every request `200` at once, over mutual TLS and HTTP/2.
+async fn answering_peer(tls: &SiteTls) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(tls.server.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tls = acceptor.accept(stream).await.unwrap();
+            let answer = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(Response::new(empty_body()))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), answer),
+            );
+        }
+    });
+    address
+}
+
+fn request() -> Request<ProxyBody> {
+    Request::get("/products").body(empty_body()).unwrap()
+}
+
+#[tokio::test]
+async fn a_stalled_peer_holds_its_cap_refuses_the_next_at_once_and_delays_no_other_peer() {
+    let dir = std::env::temp_dir().join(format!("cheops-peers-{}", ulid::Ulid::generate()));
+    let sites = ["Here", "Stalled", "Good"].map(String::from);
+    tls::generate(&dir, &sites, None).unwrap();
+    let here = tls::load(&files(&dir, "Here")).unwrap();
+    let good = answering_peer(&tls::load(&files(&dir, "Good")).unwrap()).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let peers = [("Stalled", stalled_peer().await), ("Good", good)].map(|(name, address)| Peer {
+        name: name.into(),
+        address,
+        allow_services: None,
+    });
+    let settings = PeerApiSettings {
+        max_requests_per_peer: 3,
+        ..PeerApiSettings::default()
+    };
+    let peers = Arc::new(Peers::new("Here".into(), &peers, Some(&here), settings).unwrap());
+    // Both answered a heartbeat before the one stalled.
+    for link in &peers.links {
+        link.health
+            .lock()
+            .unwrap()
+            .answered(Duration::from_millis(1), BTreeMap::new());
+    }
+    let hanging: Vec<_> = (0..3)
+        .map(|_| {
+            let peers = peers.clone();
+            tokio::spawn(async move { peers.forward("Stalled", "catalog", request()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let refused = peers.forward("Stalled", "catalog", request()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PeerError::NotDelivered(NotDelivered::Busy { max: 3 }))
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "refused late"
+    );
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(1),
+        peers.forward("Good", "catalog", request()),
+    )
+    .await
+    .expect("a request to another peer waited for the stalled one")
+    .expect("the other peer answers");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    for request in hanging {
+        assert!(!request.is_finished(), "the stalled peer answered");
+        request.abort();
+    }
+}

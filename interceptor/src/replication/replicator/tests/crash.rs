@@ -1,0 +1,89 @@
+//! A replica's daemon that dies between its instance's answer and the record of it: the
+//! operation, offered again after the restart, is not applied again.
+use super::*;
+
+impl Test {
+    fn crash_after_instance(&self, site: &str) {
+        lock(&self.mesh.crashing).insert(site.to_owned());
+    }
+
+    /// Restarts `site` on its store, and replays until every site has everything.
+    async fn restart_and_converge(&self, site: &str) {
+        self.stop(site).await;
+        self.start(site);
+        self.heal(site);
+        self.converge().await;
+    }
+
+    /// `{"name": "a"}` created at every site, led by Site1: its meta-ID.
+    async fn create_a(&self) -> String {
+        let created = self
+            .request(
+                "Site1",
+                all_of(&SITES),
+                "POST",
+                "/pods",
+                json!({"name": "a"}),
+            )
+            .await;
+        meta_of(&created)
+    }
+
+    /// Each site holds the leader's state; `site` got `method` once per operation.
+    fn assert_applied_once(&self, site: &str, method: &str, times: usize) {
+        assert_eq!(self.received(site, method), times, "{method}s at {site}");
+        for other in SITES {
+            assert_eq!(self.state(other), self.state("Site1"), "{other}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_dies_between_its_instance_and_its_record_applies_each_operation_once() {
+    let test = Test::new();
+    // A create whose ID the instance gives, then one whose ID the client chose.
+    test.crash_after_instance("Site2");
+    let meta = test.create_a().await;
+    test.restart_and_converge("Site2").await;
+    test.assert_applied_once("Site2", "POST", 1);
+    test.crash_after_instance("Site2");
+    let purple = json!({"id": "purple", "name": "p"});
+    test.request("Site1", all_of(&SITES), "POST", "/pods", purple)
+        .await;
+    test.restart_and_converge("Site2").await;
+    test.assert_applied_once("Site2", "POST", 2);
+
+    // An update from a site that is not the leader, then a delete.
+    test.crash_after_instance("Site2");
+    let target = format!("/pods/{meta}");
+    let updated = test
+        .unscoped("Site3", "PATCH", &target, json!({"name": "b"}))
+        .await;
+    assert!(updated.is_success(), "{updated:?}");
+    test.restart_and_converge("Site2").await;
+    test.assert_applied_once("Site2", "PATCH", 1);
+    assert_eq!(test.state("Site2")[&meta]["name"], "b");
+    test.crash_after_instance("Site2");
+    let deleted = test.unscoped("Site1", "DELETE", &target, Value::Null).await;
+    assert!(deleted.is_success(), "{deleted:?}");
+    test.restart_and_converge("Site2").await;
+    test.assert_applied_once("Site2", "DELETE", 1);
+    assert!(!test.state("Site2").contains_key(&meta));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_dies_before_its_instance_got_the_call_applies_it_after_the_restart() {
+    let test = Test::new();
+    let meta = test.create_a().await;
+    // The update's intent is recorded at Site2, then its instance is never reached.
+    test.cut("Site2");
+    let target = format!("/pods/{meta}");
+    test.unscoped("Site1", "PATCH", &target, json!({"name": "b"}))
+        .await;
+    let op_id = "Site1#2";
+    test.at("Site2").store.record_intent(op_id).unwrap();
+    test.restart_and_converge("Site2").await;
+    test.assert_applied_once("Site2", "PATCH", 1);
+    assert_eq!(test.state("Site2")[&meta]["name"], "b");
+    assert!(!test.at("Site2").store.intended(op_id).unwrap());
+}

@@ -1,0 +1,123 @@
+//! The store across reopening: the log, what each site has to apply, applied operations.
+use std::path::PathBuf;
+
+use super::*;
+use crate::replication::{call::Call, records::Replica};
+use crate::resources::MetaIdShape;
+
+fn replicant(meta_id: &MetaId) -> Replicant {
+    Replicant {
+        meta_id: meta_id.clone(),
+        service: "pods".into(),
+        leader: "Site1".into(),
+        replicas: ["Site1", "Site2"]
+            .map(|site| Replica {
+                site: site.into(),
+                local_id: None,
+                state: ReplicaState::Pending,
+            })
+            .into(),
+        deleted: false,
+    }
+}
+
+fn call(method: &str, target: &str) -> Call {
+    Call {
+        service: "pods".into(),
+        method: method.into(),
+        target: target.into(),
+        headers: vec![],
+        body: "{}".into(),
+    }
+}
+
+#[test]
+fn the_log_survives_reopening_and_keeps_what_each_site_has_to_apply() {
+    let dir = tempdir();
+    let path = dir.join("store.redb");
+    let meta = MetaId::generate(MetaIdShape::Cheops);
+    let sites = ["Site1".to_owned(), "Site2".to_owned()];
+    {
+        let store = Store::open(&path).unwrap();
+        let create = store
+            .append(
+                Some(&replicant(&meta)),
+                &meta,
+                Change::Create(call("POST", "/pods")),
+                &sites,
+            )
+            .unwrap();
+        assert_eq!(create.seq, 1);
+        let write = Change::Write(call("PATCH", &format!("/pods/{meta}")));
+        assert_eq!(store.append(None, &meta, write, &sites).unwrap().seq, 2);
+        let applied = Applied {
+            status: 201,
+            local_id: Some(LocalId::Number(4)),
+        };
+        store.settle(1, "Site2", &applied).unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let seqs = |site| -> Vec<u64> {
+        store
+            .pending(site, 10)
+            .unwrap()
+            .iter()
+            .map(|o| o.seq)
+            .collect()
+    };
+    assert_eq!(seqs("Site1"), [1, 2]);
+    assert_eq!(seqs("Site2"), [2]);
+    let replicant = store.replicant(&meta).unwrap().unwrap();
+    assert_eq!(
+        replicant.replica("Site2").unwrap().local_id,
+        Some(LocalId::Number(4))
+    );
+    assert_eq!(replicant.replica("Site2").unwrap().state, ReplicaState::Ok);
+    assert_eq!(
+        store.meta_of("pods", "Site2", &LocalId::Number(4)).unwrap(),
+        Some(meta.clone())
+    );
+    assert_eq!(
+        store
+            .meta_of("pods", "Site2", &LocalId::Text("4".into()))
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.pending_by_site().unwrap()["Site1"], 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_applied_operation_is_remembered_with_the_local_id_it_gave() {
+    let dir = tempdir();
+    let store = Store::open(&dir.join("s.redb")).unwrap();
+    let meta = MetaId::generate(MetaIdShape::Cheops);
+    let mut mine = replicant(&meta);
+    mine.replicas[1].local_id = Some(LocalId::Text("k".into()));
+    let applied = Applied {
+        status: 201,
+        local_id: Some(LocalId::Text("k".into())),
+    };
+    store
+        .record_applied("Site1#1", &applied, Some(&mine), None, None)
+        .unwrap();
+    assert_eq!(store.applied("Site1#1").unwrap(), Some(applied));
+    assert_eq!(store.applied("Site1#2").unwrap(), None);
+    // The leader's later view, which does not know the local ID yet, does not erase it.
+    let write = Change::Write(call("PATCH", &format!("/pods/{meta}")));
+    store
+        .append(Some(&replicant(&meta)), &meta, write, &[])
+        .unwrap();
+    let known = store.replicant(&meta).unwrap().unwrap();
+    assert_eq!(
+        known.replica("Site2").unwrap().local_id,
+        Some(LocalId::Text("k".into()))
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cheops-store-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
