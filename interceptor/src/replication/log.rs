@@ -16,7 +16,7 @@ use super::{
     ids::{LocalId, MetaId},
     instance::{Instance, Refusal},
     reconcile,
-    records::{Applied, Change, Operation, Replica, ReplicaState, Replicant},
+    records::{Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant},
     store::{Store, StoreError},
 };
 use crate::resources::{classify, Addressed, ResourceRule};
@@ -206,45 +206,18 @@ impl Log {
         }
         match change {
             Change::Register(record) => {
-                let applied = Applied {
-                    status: 204,
-                    local_id: None,
-                };
-                self.store
-                    .record_applied(op_id, &applied, None, Some(&record), None)
-                    .map_err(refused)?;
-                Ok(Reply {
-                    answer: Answer::from_cheops(204, format!("{} registered", record.meta_id)),
-                    local_id: None,
-                })
+                let done = format!("{} registered", record.meta_id);
+                self.record_bookkeeping(op_id, None, Some(&record), done)
             }
             Change::Map => {
                 let replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
-                let applied = Applied {
-                    status: 204,
-                    local_id: None,
-                };
-                self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None, None)
-                    .map_err(refused)?;
-                Ok(Reply {
-                    answer: Answer::from_cheops(204, format!("{} mapped", replicant.meta_id)),
-                    local_id: None,
-                })
+                let done = format!("{} mapped", replicant.meta_id);
+                self.record_bookkeeping(op_id, Some(&replicant), None, done)
             }
             Change::Forget(record) => {
                 self.store.forget_cross(&record).map_err(refused)?;
-                let applied = Applied {
-                    status: 204,
-                    local_id: None,
-                };
-                self.store
-                    .record_applied(op_id, &applied, None, None, None)
-                    .map_err(refused)?;
-                Ok(Reply {
-                    answer: Answer::from_cheops(204, format!("{} forgotten", record.meta_id)),
-                    local_id: None,
-                })
+                let done = format!("{} forgotten", record.meta_id);
+                self.record_bookkeeping(op_id, None, None, done)
             }
             Change::Create(call) => {
                 let mut replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
@@ -385,6 +358,28 @@ impl Log {
             store: self.store.path().to_owned(),
             cause: Box::new(cause),
         }
+    }
+
+    /// An operation that changes only what this site knows (a registration, a mapping, a
+    /// forgotten cross resource), never its instance: recorded as applied, answered 204.
+    fn record_bookkeeping(
+        &self,
+        op_id: &str,
+        replicant: Option<&Replicant>,
+        cross: Option<&CrossRecord>,
+        done: String,
+    ) -> Result<Reply, Refusal> {
+        let applied = Applied {
+            status: 204,
+            local_id: None,
+        };
+        self.store
+            .record_applied(op_id, &applied, replicant, cross, None)
+            .map_err(|cause| self.refused(cause))?;
+        Ok(Reply {
+            answer: Answer::from_cheops(204, done),
+            local_id: None,
+        })
     }
 
     fn no_replicant(&self, op_id: &str) -> Refusal {
