@@ -36,7 +36,7 @@ async fn stalled_peer() -> SocketAddr {
 async fn answering_peer(tls: &SiteTls) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let acceptor = TlsAcceptor::from(tls.server.clone());
+    let acceptor = TlsAcceptor::from(tls.current().server.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let tls = acceptor.accept(stream).await.unwrap();
@@ -61,8 +61,8 @@ async fn a_stalled_peer_holds_its_cap_refuses_the_next_at_once_and_delays_no_oth
     let dir = std::env::temp_dir().join(format!("cheops-peers-{}", ulid::Ulid::generate()));
     let sites = ["Here", "Stalled", "Good"].map(String::from);
     tls::generate(&dir, &sites, None).unwrap();
-    let here = tls::load(&files(&dir, "Here")).unwrap();
-    let good = answering_peer(&tls::load(&files(&dir, "Good")).unwrap()).await;
+    let here = SiteTls::load(&files(&dir, "Here")).unwrap();
+    let good = answering_peer(&SiteTls::load(&files(&dir, "Good")).unwrap()).await;
     std::fs::remove_dir_all(&dir).unwrap();
     let peers = [("Stalled", stalled_peer().await), ("Good", good)].map(|(name, address)| Peer {
         name: name.into(),
@@ -73,7 +73,8 @@ async fn a_stalled_peer_holds_its_cap_refuses_the_next_at_once_and_delays_no_oth
         max_requests_per_peer: 3,
         ..PeerApiSettings::default()
     };
-    let peers = Arc::new(Peers::new("Here".into(), &peers, Some(&here), settings).unwrap());
+    let peers =
+        Arc::new(Peers::new("Here".into(), &peers, Some(Arc::new(here)), settings).unwrap());
     // Both answered a heartbeat before the one stalled.
     for link in &peers.links {
         link.health
