@@ -3,7 +3,12 @@
 //! and it closes once the last is answered (hyper ends an HTTP/2 connection whose every sender
 //! is gone when its streams are done). A peer certificate out of its validity is refused by
 //! the verifier; here it is logged, naming the peer and the certificate's dates, and counted.
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use tracing::{info, warn};
@@ -29,6 +34,29 @@ impl Direction {
     }
 }
 
+/// A refused certificate is logged again at most this often for one peer and direction (each
+/// heartbeat would otherwise log it); every refusal is counted.
+const LOGGED_AGAIN_AFTER: Duration = Duration::from_secs(60);
+
+/// When each peer's refused certificate was last logged, by peer and direction.
+#[derive(Default)]
+pub struct RefusalsLogged(Mutex<HashMap<CertificateLabels, Instant>>);
+
+impl RefusalsLogged {
+    /// Whether a refusal of `labels` is to be logged now.
+    fn due(&self, labels: &CertificateLabels) -> bool {
+        let mut logged = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match logged.get(labels) {
+            Some(last) if now.duration_since(*last) < LOGGED_AGAIN_AFTER => false,
+            _ => {
+                logged.insert(labels.clone(), now);
+                true
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertificateLabels {
     pub peer: String,
@@ -46,14 +74,15 @@ impl Peers {
         direction: Direction,
         dated: &OutOfValidity,
     ) {
-        self.out_of_validity
-            .get_or_create(&CertificateLabels {
-                peer: peer.to_owned(),
-                direction: direction.as_str(),
-            })
-            .inc();
-        let direction = direction.as_str();
-        warn!(%peer, %address, direction, "refused peer {peer} at {address}: {dated}");
+        let labels = CertificateLabels {
+            peer: peer.to_owned(),
+            direction: direction.as_str(),
+        };
+        self.out_of_validity.get_or_create(&labels).inc();
+        if self.refusals_logged.due(&labels) {
+            let direction = direction.as_str();
+            warn!(%peer, %address, direction, "refused peer {peer} at {address}: {dated}");
+        }
     }
 
     /// Moves every link to the TLS material of each new generation.

@@ -10,6 +10,7 @@ mod health;
 mod tests;
 pub mod wire;
 
+use certificates::RefusalsLogged;
 pub use certificates::{CertificateLabels, Direction};
 use health::{Change, Health};
 use std::{
@@ -168,6 +169,7 @@ pub struct Peers {
     pub counters: PeerCounters,
     /// Peer certificates refused for being out of their validity, by peer and direction.
     pub out_of_validity: Family<CertificateLabels, Counter>,
+    refusals_logged: RefusalsLogged,
     /// The name of each peer that comes up (again).
     ups: tokio::sync::broadcast::Sender<String>,
 }
@@ -201,6 +203,7 @@ impl Peers {
             settings,
             counters: PeerCounters::default(),
             out_of_validity: Family::default(),
+            refusals_logged: RefusalsLogged::default(),
             ups: tokio::sync::broadcast::channel(64).0,
         })
     }

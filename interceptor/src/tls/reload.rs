@@ -102,6 +102,13 @@ impl SiteTls {
             site.subject,
             site.dates()
         );
+        if site.remaining().is_none() || !site.has_begun() {
+            warn!(
+                "this site's new certificate {} is not valid now ({}): peers will refuse it",
+                site.subject,
+                site.dates()
+            );
+        }
         self.current.store(Arc::new(material));
         self.changes.send_replace(generation.clone());
         Ok(generation)
