@@ -65,13 +65,15 @@ fn presented_fingerprint(mesh: &Mesh, site: &str, from: &str) -> String {
         .to_owned()
 }
 
-/// The fingerprint `openssl x509` gives the certificate in `pem`.
-fn fingerprint_of(pem: &[u8]) -> String {
+/// What `openssl x509 -noout OPTION` says of the certificate in `pem`, after its `=`.
+fn openssl_x509(pem: &[u8], option: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("certificate.pem");
     std::fs::write(&path, pem).unwrap();
     let output = Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .args(["x509", "-noout"])
+        .args(option)
+        .arg("-in")
         .arg(&path)
         .output()
         .unwrap();
@@ -187,10 +189,19 @@ fn site_certificates_rotated_under_load_fail_no_request_and_are_presented_afterw
         ("B", "A", &b_cert, &before[1]),
     ] {
         let presented = presented_fingerprint(&mesh, site, other);
-        assert_eq!(presented, fingerprint_of(pem), "site {site}");
+        assert_eq!(
+            presented,
+            openssl_x509(pem, &["-fingerprint", "-sha256"]),
+            "site {site}"
+        );
         assert_ne!(&presented, old, "site {site}");
         let generation = mesh.site(site).agent.status().tls_generation.unwrap();
         assert_eq!(generation.fingerprint, presented, "site {site}");
+        assert_eq!(
+            generation.serial,
+            openssl_x509(pem, &["-serial"]),
+            "site {site}"
+        );
     }
     let a_log = mesh.site("A").agent.log_text();
     assert!(

@@ -35,7 +35,7 @@ pub struct Material {
     /// The CA's and the site certificate's validity.
     pub certificates: Vec<CertificateValidity>,
     /// The SHA-256 of the three files' bytes: a reload that reads the same makes no generation.
-    pub digest: Vec<u8>,
+    pub(super) digest: Vec<u8>,
 }
 
 /// The three files' bytes, read one after the other.

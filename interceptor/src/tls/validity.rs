@@ -84,8 +84,15 @@ pub fn validity_of(
         role: role.to_owned(),
         path: path.to_owned(),
         subject: certificate.subject().to_string(),
-        serial: format!("{:X}", certificate.serial),
+        serial: openssl_serial(certificate.raw_serial()),
         not_before_unix: validity.not_before.timestamp(),
         not_after_unix: validity.not_after.timestamp(),
     })
+}
+
+/// A serial number's bytes as `openssl x509 -serial` prints them: upper-case hex, a byte at a
+/// time, without the leading zero bytes that keep DER integers positive.
+fn openssl_serial(bytes: &[u8]) -> String {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes[start..].iter().map(|b| format!("{b:02X}")).collect()
 }
