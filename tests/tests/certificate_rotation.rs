@@ -14,6 +14,7 @@ use std::{
 };
 
 use cheops_tests::{
+    cheops_bin,
     mesh::{cert_files, Mesh, CATALOG, PEER_PORT},
     netns::run,
     process::wait_until,
@@ -201,6 +202,25 @@ fn site_certificates_rotated_under_load_fail_no_request_and_are_presented_afterw
             generation.serial,
             openssl_x509(pem, &["-serial"]),
             "site {site}"
+        );
+        // `cheops status` names the generation in use, and the certificate it presents.
+        let cli = mesh
+            .topology
+            .site(site)
+            .netns
+            .command(cheops_bin().to_str().unwrap())
+            .arg("status")
+            .output()
+            .unwrap();
+        let cli = String::from_utf8_lossy(&cli.stdout);
+        let expected = format!(
+            "site certificate serial {}, SHA-256 {presented}",
+            generation.serial
+        );
+        assert!(
+            cli.lines()
+                .any(|l| l.starts_with("tls          generation 2 since") && l.contains(&expected)),
+            "{cli}"
         );
     }
     let a_log = mesh.site("A").agent.log_text();
