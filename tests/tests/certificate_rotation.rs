@@ -14,7 +14,6 @@ use std::{
 };
 
 use cheops_tests::{
-    cheops_bin,
     mesh::{cert_files, Mesh, CATALOG, PEER_PORT},
     netns::run,
     process::wait_until,
@@ -204,15 +203,7 @@ fn site_certificates_rotated_under_load_fail_no_request_and_are_presented_afterw
             "site {site}"
         );
         // `cheops status` names the generation in use, and the certificate it presents.
-        let cli = mesh
-            .topology
-            .site(site)
-            .netns
-            .command(cheops_bin().to_str().unwrap())
-            .arg("status")
-            .output()
-            .unwrap();
-        let cli = String::from_utf8_lossy(&cli.stdout);
+        let cli = mesh.site(site).agent.status_text();
         let expected = format!(
             "site certificate serial {}, SHA-256 {presented}",
             generation.serial
