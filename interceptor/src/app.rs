@@ -24,11 +24,9 @@ use crate::{
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
     proxy::{serve_peer_api, Proxy, ProxyParts},
+    reload::{self, Reloader},
     replication::{sites::PeerSites, store::Store, Replicator},
-    scope::{
-        policy::PolicyOf,
-        workloads::{WorkloadCgroup, WorkloadScopes},
-    },
+    scope::workloads::WorkloadScopes,
     tls,
 };
 
@@ -45,29 +43,8 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
     init_logs();
     let config = Config::load(config_path)?;
     let mount = intercept::cgroup::cgroup2_mount()?;
-    let cgroups = config
-        .workloads
-        .iter()
-        .map(|w| intercept::cgroup::workload_dir(&mount, &w.cgroup))
-        .collect::<Result<Vec<_>, _>>()?;
-    let workload_scopes = Arc::new(WorkloadScopes::new(
-        cgroups
-            .iter()
-            .zip(&config.workloads)
-            .map(|(dir, workload)| {
-                let default_scope = workload
-                    .default_scope
-                    .as_deref()
-                    .map(|text| config.check_scope(text))
-                    .transpose()?;
-                Ok(WorkloadCgroup {
-                    dir: dir.clone(),
-                    default_scope,
-                    policy: workload.policy(),
-                })
-            })
-            .collect::<Result<Vec<_>, dsl::ScopeError>>()?,
-    )?);
+    let (cgroups, workloads) = reload::workloads_of(&config, &mount)?;
+    let workload_scopes = Arc::new(WorkloadScopes::new(workloads)?);
     let control = ControlSocket::new(&config.admin.control, config.admin.control_group.as_deref())?;
     let tls = config
         .tls
@@ -130,23 +107,12 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
         let replicator = replicator(&config, &peers)?;
         let proxy = Arc::new(Proxy::new(ProxyParts {
             site: config.site.clone(),
-            services: config.services.clone(),
             settings: config.proxy.clone(),
-            carriers: config.carriers.clone(),
             peers: peers.clone(),
             workload_scopes: workload_scopes.clone(),
-            inbound_policy: PolicyOf::limiting(
-                "a request from another machine (`[inbound]`)".into(),
-                config.inbound.clone(),
-            ),
-            peer_services: config
-                .peers
-                .iter()
-                .filter_map(|p| Some((p.name.clone(), p.allow_services.clone()?)))
-                .collect(),
             counters: proxy_counters.clone(),
             metrics: metrics.clone(),
-            replicator: replicator.clone(),
+            routing: reload::routing_of(&config, replicator.clone()),
         }));
         if let Some((listener, acceptor)) = peer_api {
             tokio::spawn(serve_peer_api(listener, acceptor, proxy.clone()));
@@ -184,6 +150,19 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             }
         };
         let admin_address = config.admin.tcp_address();
+        let (reload, generation) = Reloader {
+            path: config_path.to_owned(),
+            running: config.clone(),
+            mount,
+            proxy: proxy.clone(),
+            peers: peers.clone(),
+            workload_scopes: workload_scopes.clone(),
+            interception: interception.clone(),
+            namespaces: namespaces.clone(),
+            replicator: replicator.clone(),
+            metrics: metrics.clone(),
+        }
+        .spawn()?;
         Admin {
             site: config.site.clone(),
             counters: proxy_counters,
@@ -196,6 +175,8 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             metrics,
             control,
             certificates,
+            reload,
+            generation,
         }
         .spawn(admin_address)?;
         info!(

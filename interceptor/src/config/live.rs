@@ -1,6 +1,7 @@
 //! What a running agent may take from a changed configuration file, and what needs a restart:
 //! sockets it listens on, the store it holds open, the site's own name, the TLS files (reloaded
-//! by their own path), and which services the kernel hands over from other machines.
+//! by their own path), which services the kernel hands over from other machines, and the
+//! services with resource rules (replication holds them).
 use std::collections::BTreeMap;
 
 use super::{Config, ConfigError};
@@ -18,26 +19,49 @@ pub fn check_live_change(running: &Config, new: &Config) -> Result<(), ConfigErr
             });
         }
     }
-    let inbound = |config: &Config| -> BTreeMap<String, std::net::SocketAddr> {
-        config
-            .services
-            .iter()
-            .filter(|s| s.inbound)
-            .map(|s| (s.name.clone(), s.address))
-            .collect()
+    let inbound = |config: &Config| -> BTreeMap<String, toml::Value> {
+        services_where(config, |s| s.inbound)
     };
-    let (before, after) = (inbound(running), inbound(new));
-    if let Some(name) = before
-        .iter()
-        .chain(&after)
-        .map(|(name, _)| name)
-        .find(|name| before.get(*name) != after.get(*name))
-    {
+    if let Some(name) = changed_service(inbound(running), inbound(new)) {
         return Err(ConfigError::NeedsRestart {
-            key: format!("service '{name}': `inbound`"),
+            key: format!("service '{name}' with `inbound = true`"),
+        });
+    }
+    let replicated = |config: &Config| services_where(config, |s| !s.resources.is_empty());
+    if let Some(name) = changed_service(replicated(running), replicated(new)) {
+        return Err(ConfigError::NeedsRestart {
+            key: format!("service '{name}' with `[[service.resource]]` rules"),
         });
     }
     Ok(())
+}
+
+/// The services that `keep` selects, each as its whole table.
+fn services_where(
+    config: &Config,
+    keep: impl Fn(&super::Service) -> bool,
+) -> BTreeMap<String, toml::Value> {
+    config
+        .services
+        .iter()
+        .filter(|s| keep(s))
+        .map(|s| {
+            let value = toml::Value::try_from(s).unwrap_or(toml::Value::Boolean(false));
+            (s.name.clone(), value)
+        })
+        .collect()
+}
+
+/// The name of a service added, removed or changed between `before` and `after`.
+fn changed_service(
+    before: BTreeMap<String, toml::Value>,
+    after: BTreeMap<String, toml::Value>,
+) -> Option<String> {
+    before
+        .keys()
+        .chain(after.keys())
+        .find(|name| before.get(*name) != after.get(*name))
+        .cloned()
 }
 
 fn as_table(config: &Config) -> Result<toml::Table, ConfigError> {
@@ -110,6 +134,15 @@ mod tests {
         assert!(err.contains("`replication.store`"), "{err}");
         let inbound = format!("{RUNNING}\ninbound = true\n");
         let err = change(&inbound).unwrap_err().to_string();
-        assert!(err.contains("service 'catalog': `inbound`"), "{err}");
+        assert!(
+            err.contains("service 'catalog' with `inbound = true`"),
+            "{err}"
+        );
+        let rules = format!("{RUNNING}\n[[service.resource]]\ncollection = \"/items\"\nitem = \"/items/{{id}}\"\nid = \"json:id\"\n");
+        let err = change(&rules).unwrap_err().to_string();
+        assert!(
+            err.contains("service 'catalog' with `[[service.resource]]`"),
+            "{err}"
+        );
     }
 }

@@ -75,7 +75,7 @@ async fn a_stalled_peer_holds_its_cap_refuses_the_next_at_once_and_delays_no_oth
     };
     let peers = Arc::new(Peers::new("Here".into(), &peers, Some(&here), settings).unwrap());
     // Both answered a heartbeat before the one stalled.
-    for link in &peers.links {
+    for link in peers.links.load().iter() {
         link.health
             .lock()
             .unwrap()
