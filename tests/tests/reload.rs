@@ -10,11 +10,13 @@ use std::{
 };
 
 use cheops_tests::{
-    agent::{config_text, meshed_service},
+    agent::{config_text, meshed_service, meshed_workload},
     apps::JsonServer,
+    cgroup::Cgroup,
     mesh::{Answer, Mesh, CATALOG, FRONT},
     process::wait_until,
     sites::Topology,
+    unique_name,
 };
 
 /// curl in a loop from a site's workload, until `stop`: every answer's status code, one a line.
@@ -197,6 +199,39 @@ fn a_service_added_is_intercepted_and_one_removed_is_not_without_a_restart() {
     assert_eq!(after.status, 0, "{}", after.raw);
     std::thread::sleep(Duration::from_millis(300));
     assert_all_served(&local.stop(), 10);
+}
+
+/// `curl -i URL` from `cgroup` at `site`.
+fn curl_from(mesh: &Mesh, site: &str, cgroup: &Cgroup, url: &str) -> Answer {
+    let mut command = mesh.topology.site(site).netns.command("curl");
+    command.args(["-sS", "-i", "-m", "10", url]);
+    cgroup.enter(&mut command);
+    Answer::from(command.output().expect("running curl"))
+}
+
+#[test]
+fn a_workload_added_is_meshed_and_one_removed_is_not_without_a_restart() {
+    let mesh = Mesh::start(Topology::create(&["A"]), &HashMap::new());
+    let agent = &mesh.site("A").agent;
+    let batch = Cgroup::create(&unique_name("chb"));
+    let url = format!("http://{CATALOG}/products");
+    // Outside every workload: nothing listens at the service's address.
+    assert_eq!(curl_from(&mesh, "A", &batch, &url).status, 0);
+    let running = agent.config();
+    let mut with_batch = running.clone();
+    with_batch.workloads.push(meshed_workload(&batch));
+    agent.write_config(&with_batch);
+    reload_applies(&mesh, "A", 2);
+    let meshed = curl_from(&mesh, "A", &batch, &url);
+    assert_eq!(meshed.status, 200, "{}", meshed.raw);
+    assert_eq!(meshed.header("x-cheops-site"), Some("A"), "{}", meshed.raw);
+    assert!(agent.status().workloads.contains(&batch.path().to_owned()));
+    agent.write_config(&running);
+    reload_applies(&mesh, "A", 3);
+    assert_eq!(curl_from(&mesh, "A", &batch, &url).status, 0);
+    // The first workload was never detached.
+    let still = mesh.curl("A", &url, &[]);
+    assert_eq!(still.header("x-cheops-site"), Some("A"), "{}", still.raw);
 }
 
 #[test]

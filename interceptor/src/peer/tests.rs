@@ -176,7 +176,11 @@ async fn a_peer_removed_live_keeps_its_request_in_flight_and_takes_no_new_one() 
         }
     })
     .await;
-    assert!(beaten.is_ok(), "no heartbeat to the peer added: {:?}", peers.status());
+    assert!(
+        beaten.is_ok(),
+        "no heartbeat to the peer added: {:?}",
+        peers.status()
+    );
     let error = peers.status()[0].last_error.clone().unwrap_or_default();
     assert!(error.contains("not understood"), "{error}");
 }
