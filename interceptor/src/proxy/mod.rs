@@ -14,11 +14,11 @@ pub mod plan;
 mod relay;
 mod replay;
 mod request;
+mod routes;
 mod sniff;
 mod upstream;
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
@@ -35,18 +35,15 @@ use tracing::{debug, warn};
 
 use crate::{
     accept::next_connection,
-    config::{CarrierSettings, ProxySettings, Service},
-    http::{http2_instance_client, instance_client},
+    config::{ProxySettings, Service},
     intercept::{Intercepted, OriginalDestinations},
     limits::{self, Slots},
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
-    replication::{sites::PeerSites, Replicator},
-    scope::{policy::PolicyOf, tokens::TokenScopes, workloads::WorkloadScopes},
+    scope::{tokens::TokenScopes, workloads::WorkloadScopes},
 };
-use chain::Chain;
-use inbound::PeerApi;
-use request::WorkloadRequests;
+pub use routes::Routing;
+use routes::{Lasting, Routes};
 use sniff::{sniff, Protocol};
 use upstream::OwnedUpstream;
 
@@ -71,33 +68,6 @@ pub struct ProxyParts {
     pub counters: Arc<ProxyCounters>,
     pub metrics: Arc<Metrics>,
     pub routing: Routing,
-}
-
-/// The part of the configuration that the proxy takes live (`Proxy::reroute`).
-pub struct Routing {
-    pub services: Vec<Service>,
-    pub carriers: CarrierSettings,
-    /// What the scopes of requests from other machines may ask for, if limited.
-    pub inbound_policy: Option<Arc<PolicyOf>>,
-    /// The services each limited peer may ask this site to run.
-    pub peer_services: HashMap<String, Vec<String>>,
-    pub replicator: Option<Arc<Replicator<PeerSites>>>,
-}
-
-/// One configuration's way of serving: a request reads it once and keeps it to its end.
-struct Routes {
-    services: Vec<Arc<Service>>,
-    requests: Arc<WorkloadRequests>,
-    peer_api: Arc<PeerApi>,
-}
-
-/// What every configuration's routes share.
-struct Lasting {
-    site: String,
-    peers: Arc<Peers>,
-    workload_scopes: Arc<WorkloadScopes>,
-    token_scopes: Arc<TokenScopes>,
-    metrics: Arc<Metrics>,
 }
 
 /// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
@@ -267,66 +237,12 @@ impl Proxy {
     }
 }
 
-impl Lasting {
-    fn routes(
-        &self,
-        routing: Routing,
-        settings: &ProxySettings,
-        counters: &Arc<ProxyCounters>,
-    ) -> Routes {
-        let Routing {
-            services,
-            carriers,
-            inbound_policy,
-            peer_services,
-            replicator,
-        } = routing;
-        let services: Vec<Arc<Service>> = services.into_iter().map(Arc::new).collect();
-        let chain = Arc::new(Chain {
-            site_header: crate::peer::wire::header_value(&self.site),
-            site: self.site.clone(),
-            upstream: instance_client(settings.connect_timeout),
-            upstream_http2: http2_instance_client(settings.connect_timeout),
-            peers: self.peers.clone(),
-            settings: settings.clone(),
-            carriers: carriers.clone(),
-            token_scopes: self.token_scopes.clone(),
-            counters: counters.clone(),
-        });
-        let peer_api = Arc::new(PeerApi {
-            site: self.site.clone(),
-            services: services.clone(),
-            peers: self.peers.clone(),
-            chain: chain.clone(),
-            replicator: replicator.clone(),
-            peer_services,
-            metrics: self.metrics.clone(),
-        });
-        let requests = Arc::new(WorkloadRequests {
-            site: self.site.clone(),
-            carriers,
-            peers: self.peers.clone(),
-            workload_scopes: self.workload_scopes.clone(),
-            inbound_policy,
-            token_scopes: self.token_scopes.clone(),
-            replicator,
-            chain,
-            counters: counters.clone(),
-            metrics: self.metrics.clone(),
-        });
-        Routes {
-            services,
-            requests,
-            peer_api,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{collections::HashMap, time::Duration};
 
     use super::*;
+    use crate::config::CarrierSettings;
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use hyper::{
