@@ -79,7 +79,9 @@ fn assert_all_served(codes: &[String], at_least: usize) {
 /// `cheops reload` at `site` succeeded and says the generation it runs.
 fn reload_applies(mesh: &Mesh, site: &str, generation: u64) {
     let agent = &mesh.site(site).agent;
+    let started = std::time::Instant::now();
     let output = agent.reload();
+    eprintln!("cheops reload at {site}: {:?}", started.elapsed());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
