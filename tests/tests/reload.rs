@@ -12,7 +12,7 @@ use cheops_tests::{
     agent::{config_text, meshed_service, meshed_workload},
     apps::JsonServer,
     cgroup::Cgroup,
-    mesh::{Answer, Mesh, CATALOG, FRONT},
+    mesh::{Answer, Mesh, MeshOptions, CATALOG, FRONT, PEER_PORT},
     process::wait_until,
     sites::Topology,
     unique_name,
@@ -163,6 +163,51 @@ fn a_peer_removed_then_added_live_while_a_shared_request_loop_runs_unharmed() {
     assert_eq!(shared_with_a.header("x-catalog-site"), Some("A"));
     shared.wait_for_more(3);
     assert_all_served(&shared.stop());
+}
+
+#[test]
+fn a_request_in_flight_to_a_peer_removed_is_answered_before_its_link_closes() {
+    let topology = Topology::create(&["A", "C"]);
+    // A reaches C through a slow WAN: an answer takes 800 ms to come back.
+    let relay = topology.relay(16011, "C", PEER_PORT, Duration::from_millis(1600));
+    let options = MeshOptions {
+        request_timeout: Duration::from_secs(10),
+        adjust: |config| {
+            config.peer_api.connect_timeout = Duration::from_secs(10);
+            config.peer_api.heartbeat_timeout = Duration::from_secs(5);
+        },
+        ..MeshOptions::default()
+    };
+    let mesh = Mesh::start_with(
+        topology,
+        &HashMap::from([(("A", "C"), relay.address)]),
+        &options,
+    );
+    let url = format!("http://{CATALOG}/products");
+    let mut slow = mesh.topology.site("A").netns.command("curl");
+    slow.args(["-sS", "-i", "-m", "20", "-H", "X-Scope: {catalog: C}", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    mesh.site("A").workload.enter(&mut slow);
+    let slow = slow.spawn().expect("starting curl");
+    // C's instance answered: the answer is on its way back over the slow link.
+    let catalog = &mesh.site("C").catalog;
+    assert!(
+        wait_until(Duration::from_secs(20), || catalog
+            .requests("GET", "/products")
+            >= 1),
+        "the request never reached C"
+    );
+    let agent = &mesh.site("A").agent;
+    let mut without_c = agent.config();
+    without_c.peers.clear();
+    agent.write_config(&without_c);
+    reload_applies(&mesh, "A", 2);
+    let answer = Answer::from(slow.wait_with_output().expect("curl's answer"));
+    assert_eq!(answer.status, 200, "{}", answer.raw);
+    assert_eq!(answer.header("x-cheops-site"), Some("C"), "{}", answer.raw);
+    let refused = mesh.curl("A", &url, &["X-Scope: {catalog: C}"]);
+    assert_eq!(refused.status, 400, "{}", refused.raw);
 }
 
 #[test]
