@@ -307,4 +307,46 @@ mod tests {
         ));
         std::fs::remove_dir_all(&root).unwrap();
     }
+
+    #[tokio::test]
+    async fn workloads_applied_live_replace_the_configured_ones_and_keep_registrations() {
+        let base = std::env::temp_dir().join(format!("cheops-ws-apply-{}", std::process::id()));
+        let (old, new) = (base.join("old"), base.join("new"));
+        let child = old.join("exec-1");
+        std::fs::create_dir_all(&child).unwrap();
+        std::fs::create_dir_all(&new).unwrap();
+        let workload = |dir: &Path, scope: &str| WorkloadCgroup {
+            dir: dir.to_owned(),
+            default_scope: Some(dsl::parse(scope).unwrap()),
+            policy: ScopePolicy {
+                allow_sites: Some(Vec::new()),
+                allow: None,
+            },
+        };
+        let scopes = WorkloadScopes::new(vec![workload(&old, "{catalog: A}")]).unwrap();
+        scopes
+            .register(&child, Some(dsl::parse("{catalog: B}").unwrap()))
+            .unwrap();
+        let id = |p: &Path| cgroup_id(p).unwrap();
+        assert!(scopes.for_cgroup(id(&old)).await.policy.is_some());
+        scopes
+            .apply(vec![
+                workload(&old, "{catalog: C}"),
+                workload(&new, "{catalog: D}"),
+            ])
+            .unwrap();
+        let scope_of = |p: &Path| {
+            let id = id(p);
+            let scopes = &scopes;
+            async move { scopes.for_cgroup(id).await.scope.map(|s| s.to_string()) }
+        };
+        assert_eq!(scope_of(&old).await.as_deref(), Some("{catalog: C}"));
+        assert_eq!(scope_of(&new).await.as_deref(), Some("{catalog: D}"));
+        assert_eq!(scope_of(&child).await.as_deref(), Some("{catalog: B}"));
+        assert_eq!(scopes.roots(), [old.clone(), new.clone()]);
+        scopes.apply(vec![workload(&new, "{catalog: D}")]).unwrap();
+        let outside = scopes.for_cgroup(id(&old)).await;
+        assert!(outside.policy.is_none() && outside.scope.is_none());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
