@@ -213,24 +213,15 @@ fn replicator(
         .with_context(|| format!("opening the store {}", settings.store.display()))?;
     let sites = PeerSites::new(
         config.site.clone(),
-        config
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), s.local))
-            .collect(),
+        reload::instances_of(config),
         peers.clone(),
         config.proxy.connect_timeout,
         config.proxy.response_timeout,
     );
-    let rules = config
-        .services
-        .iter()
-        .map(|s| (s.name.clone(), s.resources.clone()))
-        .collect();
     let replicator = Arc::new(
         Replicator::new(
             config.site.clone(),
-            rules,
+            reload::resource_rules_of(config),
             store,
             sites,
             settings.replica_timeout,

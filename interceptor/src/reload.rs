@@ -3,6 +3,8 @@
 //! the configuration they started with. A file that does not load, or changes what only a
 //! restart can (`config::check_live_change`), is refused whole: nothing changes.
 use std::{
+    collections::HashMap,
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -22,6 +24,7 @@ use crate::{
     peer::Peers,
     proxy::{Proxy, Routing},
     replication::{sites::PeerSites, Replicator},
+    resources::ResourceRule,
     scope::{
         policy::PolicyOf,
         workloads::{WorkloadCgroup, WorkloadScopes},
@@ -120,6 +123,24 @@ pub fn routing_of(config: &Config, replicator: Option<Arc<Replicator<PeerSites>>
     }
 }
 
+/// Each service's resource rules.
+pub fn resource_rules_of(config: &Config) -> HashMap<String, Vec<ResourceRule>> {
+    config
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.resources.clone()))
+        .collect()
+}
+
+/// Where this site's instance of each service listens.
+pub fn instances_of(config: &Config) -> HashMap<String, SocketAddr> {
+    config
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.local))
+        .collect()
+}
+
 /// The parts of the running agent that a reload changes.
 pub struct Reloader {
     pub path: PathBuf,
@@ -181,6 +202,13 @@ impl Reloader {
     fn apply(&mut self) -> anyhow::Result<()> {
         let new = Config::load(&self.path)?;
         check_live_change(&self.running, &new)?;
+        if self.replicator.is_none() && new.services.iter().any(|s| !s.resources.is_empty()) {
+            anyhow::bail!(
+                "`[[service.resource]]` rules on a site that started without any cannot be \
+                 added while the agent runs (its store is opened at start): restart it to apply \
+                 this file"
+            );
+        }
         let (dirs, workloads) = workloads_of(&new, &self.mount)?;
         if let Some(interception) = &self.interception {
             interception.set_workloads(&dirs)?;
@@ -205,6 +233,10 @@ impl Reloader {
                 .copied()
                 .collect();
             interception.set_services(&kept)?;
+        }
+        if let Some(replicator) = &self.replicator {
+            replicator.set_rules(resource_rules_of(&new));
+            replicator.sites().set_instances(instances_of(&new));
         }
         self.proxy
             .reroute(routing_of(&new, self.replicator.clone()));

@@ -12,7 +12,7 @@ use cheops_tests::{
     agent::{config_text, meshed_service, meshed_workload},
     apps::JsonServer,
     cgroup::Cgroup,
-    mesh::{Answer, Mesh, MeshOptions, CATALOG, FRONT, PEER_PORT},
+    mesh::{pod_rule, Answer, Mesh, MeshOptions, CATALOG, FRONT, PEER_PORT},
     process::wait_until,
     sites::Topology,
     unique_name,
@@ -208,6 +208,65 @@ fn a_request_in_flight_to_a_peer_removed_is_answered_before_its_link_closes() {
     assert_eq!(answer.header("x-cheops-site"), Some("C"), "{}", answer.raw);
     let refused = mesh.curl("A", &url, &["X-Scope: {catalog: C}"]);
     assert_eq!(refused.status, 400, "{}", refused.raw);
+}
+
+#[test]
+fn a_resource_rule_added_live_replicates_its_collection() {
+    let data = |site: &str| {
+        serde_json::json!({
+            "products": [{"id": 1, "name": format!("widget of {site}"), "site": site}],
+            "pods": [],
+            "orders": [],
+        })
+    };
+    let options = MeshOptions {
+        catalog_resources: vec![pod_rule()],
+        catalog_data: HashMap::from([("A".into(), data("A")), ("B".into(), data("B"))]),
+        request_timeout: Duration::from_secs(10),
+        ..MeshOptions::default()
+    };
+    let mesh = Mesh::start_with(Topology::create(&["A", "B"]), &HashMap::new(), &options);
+    let create = || {
+        let url = format!("http://{CATALOG}/orders");
+        let args = [
+            "-sS",
+            "-i",
+            "-m",
+            "20",
+            "-X",
+            "POST",
+            "-H",
+            "X-Scope: {catalog: A & B}",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            r#"{"name": "first order"}"#,
+            &url,
+        ];
+        Answer::from(mesh.run_at("A", true, "curl", &args))
+    };
+    let before = create();
+    assert_eq!(before.header("x-cheops-meta-id"), None, "{}", before.raw);
+    let orders_rule =
+        interceptor::resources::ResourceRule::parse("/orders", "/orders/{id}", "json:id")
+            .expect("a valid rule");
+    for site in ["A", "B"] {
+        let agent = &mesh.site(site).agent;
+        let mut config = agent.config();
+        config.services[0].resources.push(orders_rule.clone());
+        agent.write_config(&config);
+        reload_applies(&mesh, site, 2);
+    }
+    let after = create();
+    assert_eq!(after.status, 201, "{}", after.raw);
+    let meta = after.header("x-cheops-meta-id").unwrap_or_default();
+    assert!(meta.starts_with("CHEOPS_"), "{}", after.raw);
+    let at_b = mesh.run_at("B", false, "curl", &["-sS", "http://127.0.0.1:3000/orders"]);
+    let at_b = String::from_utf8_lossy(&at_b.stdout);
+    assert!(
+        at_b.contains("first order"),
+        "B's instance has no replica: {at_b}"
+    );
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! What a running agent may take from a changed configuration file, and what needs a restart:
 //! sockets it listens on, the store it holds open, the site's own name, the TLS files (reloaded
-//! by their own path), which services the kernel hands over from other machines, and the
-//! services with resource rules (replication holds them).
+//! by their own path), and which services the kernel hands over from other machines.
 use std::collections::BTreeMap;
 
 use super::{Config, ConfigError};
@@ -25,12 +24,6 @@ pub fn check_live_change(running: &Config, new: &Config) -> Result<(), ConfigErr
     if let Some(name) = changed_service(inbound(running), inbound(new)) {
         return Err(ConfigError::NeedsRestart {
             key: format!("service '{name}' with `inbound = true`"),
-        });
-    }
-    let replicated = |config: &Config| services_where(config, |s| !s.resources.is_empty());
-    if let Some(name) = changed_service(replicated(running), replicated(new)) {
-        return Err(ConfigError::NeedsRestart {
-            key: format!("service '{name}' with `[[service.resource]]` rules"),
         });
     }
     Ok(())
@@ -136,12 +129,6 @@ mod tests {
         let err = change(&inbound).unwrap_err().to_string();
         assert!(
             err.contains("service 'catalog' with `inbound = true`"),
-            "{err}"
-        );
-        let rules = format!("{RUNNING}\n[[service.resource]]\ncollection = \"/items\"\nitem = \"/items/{{id}}\"\nid = \"json:id\"\n");
-        let err = change(&rules).unwrap_err().to_string();
-        assert!(
-            err.contains("service 'catalog' with `[[service.resource]]`"),
             "{err}"
         );
     }
