@@ -29,6 +29,7 @@ use crate::{
         policy::PolicyOf,
         workloads::{WorkloadCgroup, WorkloadScopes},
     },
+    tls::SiteTls,
 };
 
 /// Which configuration runs: its generation (1 at start, one more per reload applied) and
@@ -152,6 +153,8 @@ pub struct Reloader {
     pub interception: Option<Arc<Interception>>,
     pub namespaces: Option<Arc<WorkloadNamespaces>>,
     pub replicator: Option<Arc<Replicator<PeerSites>>>,
+    /// This site's TLS material, reloaded too (none without peers).
+    pub tls: Option<Arc<SiteTls>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -168,7 +171,10 @@ impl Reloader {
         tokio::spawn(async move {
             loop {
                 let answer = tokio::select! {
-                    Some(()) = hangup.recv() => None,
+                    Some(()) = hangup.recv() => {
+                        info!("SIGHUP: reloading the configuration file and the TLS material");
+                        None
+                    }
                     Some(answer) = asked.recv() => Some(answer),
                     else => return,
                 };
@@ -181,19 +187,34 @@ impl Reloader {
         Ok((ReloadHandle(asks), shown))
     }
 
+    /// The configuration file, then the TLS material: each is applied whole or not at all, on
+    /// its own (good new certificates are put in use even when the file is refused).
     fn reload(&mut self, generation: &ConfigGeneration) -> Result<u64, String> {
-        match self.apply() {
+        let applied = self.apply();
+        let tls = match self.tls.as_ref().map(|tls| tls.reload()) {
+            Some(Err(err)) => Some(format!(
+                "the TLS material was refused, the running one stays: {err}"
+            )),
+            _ => None,
+        };
+        match applied {
             Ok(()) => {
                 let now = generation.next();
                 self.metrics.set_config_generation(now);
                 info!(generation = now, config = %self.path.display(), "configuration reloaded");
-                Ok(now)
+                match tls {
+                    None => Ok(now),
+                    Some(tls) => Err(format!("configuration generation {now} applied, but {tls}")),
+                }
             }
             Err(err) => {
                 self.metrics.record_refused_reload();
                 let why = format!("{err:#}");
                 warn!(config = %self.path.display(), "reload refused, the running configuration stays: {why}");
-                Err(why)
+                Err(match tls {
+                    None => why,
+                    Some(tls) => format!("{why}; and {tls}"),
+                })
             }
         }
     }

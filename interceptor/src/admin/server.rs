@@ -26,7 +26,7 @@ use crate::{
     reload::{ConfigGeneration, ReloadHandle},
     replication::{sites::PeerSites, Replicator},
     scope::workloads::WorkloadScopes,
-    tls::CertificateValidity,
+    tls::SiteTls,
 };
 
 /// The parts of the agent that admin shows or changes; never the proxy itself.
@@ -44,8 +44,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Where changes are taken, and from whom.
     pub control: ControlSocket,
-    /// The certificates the peer links use.
-    pub certificates: Vec<CertificateValidity>,
+    /// The TLS material of the peer API and links (none without peers).
+    pub tls: Option<Arc<SiteTls>>,
     /// Where `cheops reload` is asked.
     pub reload: ReloadHandle,
     pub generation: Arc<ConfigGeneration>,
@@ -76,7 +76,12 @@ impl Admin {
                 .map(|n| n.meshed())
                 .unwrap_or_default(),
             inbound: self.inbound.counts(),
-            certificates: self.certificates.clone(),
+            certificates: self
+                .tls
+                .as_ref()
+                .map(|tls| tls.certificates())
+                .unwrap_or_default(),
+            tls_generation: self.tls.as_ref().map(|tls| tls.generation()),
             config: ConfigStatus {
                 generation: self.generation.generation(),
                 loaded_at_unix: self.generation.loaded_at_unix(),

@@ -24,7 +24,7 @@ use crate::{
         header_value, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH, INSTANCE_HTTP2,
         NOT_DELIVERED, REPLICATION_PATH,
     },
-    peer::Peers,
+    peer::{Direction, Peers},
     replication::{
         codec::{call_of, response_of},
         exchange::Message,
@@ -32,7 +32,7 @@ use crate::{
         Replicator,
     },
     resources::content_of,
-    tls,
+    tls::{self, SiteTls},
 };
 
 /// What serving other sites takes: this site's services, run through the chain's local
@@ -48,16 +48,17 @@ pub struct PeerApi {
     pub metrics: Arc<Metrics>,
 }
 
-/// Serves the peer API on `listener`: TLS with a certificate of the mesh's CA required, then a
-/// check that the certificate names a configured peer, then HTTP/2. `current` gives the API of
-/// the running configuration, read once per request.
-pub async fn serve<F>(listener: TcpListener, acceptor: TlsAcceptor, current: F)
+/// Serves the peer API on `listener`: TLS with a certificate of the mesh's CA required (the
+/// material in use when the connection starts), then a check that the certificate names a
+/// configured peer, then HTTP/2. `current` gives the API of the running configuration, read
+/// once per request.
+pub async fn serve<F>(listener: TcpListener, tls: Arc<SiteTls>, current: F)
 where
     F: Fn() -> Arc<PeerApi> + Clone + Send + Sync + 'static,
 {
     loop {
         let (stream, client) = next_connection(&listener, "a peer connection").await;
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(tls.current().server.clone());
         let current = current.clone();
         tokio::spawn(async move {
             let api = current();
@@ -72,7 +73,25 @@ where
                 .await
             {
                 Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => return refused(format!("TLS handshake failed: {err}")),
+                Ok(Err(err)) => {
+                    if let Some(dated) = tls::out_of_validity(&err) {
+                        let names = api.peers.names();
+                        let site = tls::certificate_site(
+                            &dated.certificate,
+                            names.iter().map(String::as_str),
+                        );
+                        let peer = site.unwrap_or("(no configured site)");
+                        let counters = &api.peers.counters;
+                        counters.refused_connections.fetch_add(1, Ordering::Relaxed);
+                        return api.peers.refuse_out_of_validity(
+                            peer,
+                            client,
+                            Direction::Inbound,
+                            dated,
+                        );
+                    }
+                    return refused(format!("TLS handshake failed: {err}"));
+                }
                 Err(_) => return refused("TLS handshake took over 10s".into()),
             };
             let site = tls

@@ -30,7 +30,6 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::{
@@ -41,6 +40,7 @@ use crate::{
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
     scope::{tokens::TokenScopes, workloads::WorkloadScopes},
+    tls::SiteTls,
 };
 pub use routes::Routing;
 use routes::{Lasting, Routes};
@@ -72,9 +72,9 @@ pub struct ProxyParts {
 
 /// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
 /// then a check that the certificate names a configured peer, then HTTP/2.
-pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy: Arc<Proxy>) {
+pub async fn serve_peer_api(listener: TcpListener, tls: Arc<SiteTls>, proxy: Arc<Proxy>) {
     let routes = proxy.routes.clone();
-    inbound::serve(listener, acceptor, move || routes.load().peer_api.clone()).await
+    inbound::serve(listener, tls, move || routes.load().peer_api.clone()).await
 }
 
 impl Proxy {
