@@ -1,7 +1,7 @@
 //! This site's instance of a service with resource rules: calls to it with meta-IDs turned
 //! into its local IDs, its answers with local IDs turned back into meta-IDs, and what this site
 //! knows of the resource a path names.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use tracing::warn;
 
@@ -14,6 +14,9 @@ use super::{
 };
 use crate::http::SERVED_BY;
 use crate::resources::{classify, Addressed, IdSource, JsonField, ResourceRule};
+
+/// The resource rules of each service, as the running configuration gives them.
+pub type RuleSet = HashMap<String, Arc<[ResourceRule]>>;
 
 /// Why a site could not take its part of a collaboration; the sender keeps the operation and
 /// offers it again later.
@@ -56,14 +59,14 @@ pub enum Known {
 /// This site's instances of the services with resource rules, and what its store knows of them.
 pub struct Instance<'a, S: Sites> {
     pub site: &'a str,
-    pub rules: &'a HashMap<String, Vec<ResourceRule>>,
+    pub rules: Arc<RuleSet>,
     pub store: &'a Store,
     pub sites: &'a S,
 }
 
 impl<S: Sites> Instance<'_, S> {
     pub fn rules_of(&self, service: &str) -> &[ResourceRule] {
-        self.rules.get(service).map_or(&[], Vec::as_slice)
+        self.rules.get(service).map_or(&[], |rules| rules)
     }
 
     /// `call` at this site's instance: meta-IDs in its body become local IDs, and the IDs of
