@@ -27,6 +27,7 @@ use crate::{
     replication::{sites::PeerSites, store::Store, Replicator},
     scope::{
         policy::PolicyOf,
+        tokens::TokenScopes,
         workloads::{WorkloadCgroup, WorkloadScopes},
     },
     tls,
@@ -127,7 +128,8 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             .context("reading the validity of this site's certificates")?
             .unwrap_or_default();
         metrics.set_certificates(&certificates);
-        let replicator = replicator(&config, &peers)?;
+        let token_scopes = Arc::new(TokenScopes::default());
+        let replicator = replicator(&config, &peers, &token_scopes)?;
         let proxy = Arc::new(Proxy::new(ProxyParts {
             site: config.site.clone(),
             services: config.services.clone(),
@@ -135,6 +137,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             carriers: config.carriers.clone(),
             peers: peers.clone(),
             workload_scopes: workload_scopes.clone(),
+            token_scopes,
             inbound_policy: PolicyOf::limiting(
                 "a request from another machine (`[inbound]`)".into(),
                 config.inbound.clone(),
@@ -223,6 +226,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
 fn replicator(
     config: &Config,
     peers: &Arc<Peers>,
+    token_scopes: &Arc<TokenScopes>,
 ) -> anyhow::Result<Option<Arc<Replicator<PeerSites>>>> {
     if config.services.iter().all(|s| s.resources.is_empty()) {
         return Ok(None);
@@ -238,6 +242,7 @@ fn replicator(
             .map(|s| (s.name.clone(), s.local))
             .collect(),
         peers.clone(),
+        (token_scopes.clone(), config.carriers.clone()),
         config.proxy.connect_timeout,
         config.proxy.response_timeout,
     );

@@ -68,6 +68,8 @@ pub struct ProxyParts {
     pub carriers: CarrierSettings,
     pub peers: Arc<Peers>,
     pub workload_scopes: Arc<WorkloadScopes>,
+    /// The scopes of the tokens that reached this site's instances.
+    pub token_scopes: Arc<TokenScopes>,
     /// What the scopes of requests from other machines may ask for, if limited.
     pub inbound_policy: Option<Arc<PolicyOf>>,
     /// The services each limited peer may ask this site to run.
@@ -92,6 +94,7 @@ impl Proxy {
             carriers,
             peers,
             workload_scopes,
+            token_scopes,
             inbound_policy,
             peer_services,
             counters,
@@ -99,7 +102,6 @@ impl Proxy {
             replicator,
         } = parts;
         let services: Vec<Arc<Service>> = services.into_iter().map(Arc::new).collect();
-        let token_scopes = Arc::new(TokenScopes::default());
         let chain = Arc::new(Chain {
             site_header: crate::peer::wire::header_value(&site),
             site: site.clone(),
@@ -320,6 +322,7 @@ mod tests {
             carriers: CarrierSettings::default(),
             peers: Arc::new(peers),
             workload_scopes: Arc::new(WorkloadScopes::new(Vec::new()).unwrap()),
+            token_scopes: Arc::new(TokenScopes::default()),
             inbound_policy: None,
             peer_services: HashMap::new(),
             counters,

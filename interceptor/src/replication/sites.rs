@@ -7,6 +7,7 @@ use http_body_util::BodyExt;
 use hyper::{header, Request};
 
 use crate::{
+    config::CarrierSettings,
     http::{full_body, instance_client, InstanceClient},
     peer::{
         wire::{REPLICATION_PATH, REPLICATION_SERVICE},
@@ -17,6 +18,7 @@ use crate::{
         codec::{answer_of, request_of},
         exchange::{Message, Reply, Sites, Unreached},
     },
+    scope::tokens::TokenScopes,
 };
 
 pub struct PeerSites {
@@ -24,6 +26,9 @@ pub struct PeerSites {
     /// Where this site's instance of each service listens, by service name.
     instances: HashMap<String, SocketAddr>,
     peers: Arc<Peers>,
+    /// Where the tokens of calls to this site's instances leave their scope (and how a scope
+    /// is carried), as the proxy's own calls to them do.
+    token_scopes: (Arc<TokenScopes>, CarrierSettings),
     upstream: InstanceClient,
     response_timeout: Duration,
 }
@@ -33,6 +38,7 @@ impl PeerSites {
         site: String,
         instances: HashMap<String, SocketAddr>,
         peers: Arc<Peers>,
+        token_scopes: (Arc<TokenScopes>, CarrierSettings),
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> PeerSites {
@@ -40,6 +46,7 @@ impl PeerSites {
             site,
             instances,
             peers,
+            token_scopes,
             upstream: instance_client(connect_timeout),
             response_timeout,
         }
@@ -55,8 +62,10 @@ impl PeerSites {
             .instances
             .get(&service)
             .ok_or_else(|| unreachable(format!("no service '{service}' is configured here")))?;
-        let request =
+        let mut request =
             request_of(call, &local.to_string()).map_err(|err| unreachable(err.to_string()))?;
+        let (token_scopes, carriers) = &self.token_scopes;
+        token_scopes.remember_passed_on(request.headers_mut(), carriers);
         let response = tokio::time::timeout(self.response_timeout, self.upstream.request(request))
             .await
             .map_err(|_| Unreached::Timeout {
