@@ -73,7 +73,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
     let tls = config
         .tls
         .as_ref()
-        .map(tls::load)
+        .map(|files| tls::SiteTls::load(files).map(Arc::new))
         .transpose()
         .context("loading this site's TLS credentials")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
@@ -90,7 +90,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
         let peers = Arc::new(Peers::new(
             config.site.clone(),
             &config.peers,
-            tls.as_ref(),
+            tls.clone(),
             config.peer_api.clone(),
         )?);
         let peer_api = match (config.peer_api.listen, &tls) {
@@ -98,7 +98,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
                 TcpListener::bind(address).await.with_context(|| {
                     format!("binding the peer API to {address} (see `peer_api.listen`)")
                 })?,
-                tokio_rustls::TlsAcceptor::from(tls.server.clone()),
+                tls.clone(),
             )),
             _ => None,
         };
@@ -120,14 +120,9 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             proxy_counters.clone(),
             Some(peers.clone()),
         ));
-        let certificates = config
-            .tls
-            .as_ref()
-            .map(tls::files_validity)
-            .transpose()
-            .context("reading the validity of this site's certificates")?
-            .unwrap_or_default();
-        metrics.set_certificates(&certificates);
+        if let Some(tls) = &tls {
+            follow_tls_files(tls, &metrics)?;
+        }
         let token_scopes = Arc::new(TokenScopes::default());
         let replicator = replicator(&config, &peers, &token_scopes)?;
         let proxy = Arc::new(Proxy::new(ProxyParts {
@@ -151,10 +146,11 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             replicator: replicator.clone(),
         }));
-        if let Some((listener, acceptor)) = peer_api {
-            tokio::spawn(serve_peer_api(listener, acceptor, proxy.clone()));
+        if let Some((listener, tls)) = peer_api {
+            tokio::spawn(serve_peer_api(listener, tls, proxy.clone()));
         }
         peers.spawn_heartbeats();
+        peers.spawn_renewals();
         let namespaces = match &interception {
             Some(interception) => {
                 serve_own_namespace(&proxy, interception, listeners)?;
@@ -198,7 +194,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             inbound: inbound_door,
             metrics,
             control,
-            certificates,
+            tls,
         }
         .spawn(admin_address)?;
         info!(
@@ -220,6 +216,18 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// The TLS material is reloaded when its files change and on SIGHUP; the metrics follow it.
+fn follow_tls_files(tls: &Arc<tls::SiteTls>, metrics: &Arc<Metrics>) -> anyhow::Result<()> {
+    tls.spawn_watch(TLS_FILES_LOOKED_AT_EVERY);
+    tls.spawn_reload_on_hangup()
+        .context("installing the SIGHUP handler")?;
+    metrics.follow_certificates(tls);
+    Ok(())
+}
+
+/// How often the TLS files are looked at for a change (their size, times and inode).
+const TLS_FILES_LOOKED_AT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Replication and cross, with their durable store, when some service has resource rules;
 /// operations that replicas missed (before a restart too) are offered to them again.

@@ -118,18 +118,19 @@ fn main() -> ExitCode {
             ca,
             ca_key,
             valid_for,
-        } => report_error(
+        } => report_error({
+            let validity = valid_for.map(tls::Validity::from_now);
             match ca.zip(ca_key) {
-                Some((ca, ca_key)) => tls::issue(&out, &ca, &ca_key, &sites, valid_for),
-                None => tls::generate(&out, &sites, valid_for),
+                Some((ca, ca_key)) => tls::issue(&out, &ca, &ca_key, &sites, validity),
+                None => tls::generate(&out, &sites, validity),
             }
             .map(|written| {
                 for path in written {
                     println!("{}", path.display());
                 }
             })
-            .map_err(Into::into),
-        ),
+            .map_err(Into::into)
+        }),
         Command::Exec {
             scope,
             control,

@@ -22,7 +22,11 @@ use prometheus_client::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{intercept::ebpf::Interception, peer::Peers, tls::CertificateValidity};
+use crate::{
+    intercept::ebpf::Interception,
+    peer::Peers,
+    tls::{CertificateValidity, SiteTls},
+};
 
 /// The proxy's own counters, read at scrape time and by `/status`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -180,7 +184,7 @@ impl Metrics {
     }
 
     /// The certificates this site uses: each one's expiry, as a Unix time.
-    pub fn set_certificates(&self, certificates: &[CertificateValidity]) {
+    fn set_certificates(&self, certificates: &[CertificateValidity]) {
         for certificate in certificates {
             self.certificate_expiry
                 .get_or_create(&CertificateLabels {
@@ -189,6 +193,18 @@ impl Metrics {
                 })
                 .set(certificate.not_after_unix);
         }
+    }
+
+    /// Sets the certificates of `tls` now, and again at each reload.
+    pub fn follow_certificates(self: &Arc<Self>, tls: &Arc<SiteTls>) {
+        self.set_certificates(&tls.certificates());
+        let (metrics, tls) = (self.clone(), tls.clone());
+        let mut changes = tls.changes();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                metrics.set_certificates(&tls.certificates());
+            }
+        });
     }
 
     /// A request refused by a policy: `rule` (`allow_sites`, `allow`, `allow_services`) of
@@ -342,6 +358,12 @@ fn encode_peers(peers: &Peers, encoder: &mut DescriptorEncoder) -> Result<(), st
     ] {
         encode_counter(encoder, name, help, counter.load(Ordering::Relaxed))?;
     }
+    peers.out_of_validity.encode(encoder.encode_descriptor(
+        "peer_certificates_out_of_validity",
+        "Peer certificates refused for being expired or not valid yet, by peer and direction (inbound: presented by a peer connecting here; outbound: by a peer's API)",
+        None,
+        MetricType::Counter,
+    )?)?;
     let status = peers.status();
     let mut up = encoder.encode_descriptor(
         "peer_up",

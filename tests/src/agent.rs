@@ -170,6 +170,15 @@ impl Agent {
         serde_json::from_str(&text).expect("/status is the admin API's Status")
     }
 
+    /// What `cheops status` prints for this agent, run in its namespace.
+    pub fn status_text(&self) -> String {
+        let output = command_in(&self.netns, cheops_bin().to_str().expect("UTF-8 path"))
+            .arg("status")
+            .output()
+            .expect("running cheops status");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     pub fn replicas(&self) -> ReplicasView {
         let text = self
             .admin(REPLICAS_PAGE)

@@ -10,7 +10,7 @@ pub use crate::{
     peer::PeerStatus,
     replication::replicator::ReplicasView,
     scope::workloads::Registration,
-    tls::CertificateValidity,
+    tls::{CertificateValidity, Generation},
 };
 
 /// The page where default scopes of workload cgroups are registered (PUT, JSON `Registration`).
@@ -37,9 +37,12 @@ pub struct Status {
     pub inbound: Vec<InboundService>,
     /// Absent when no service has resource rules.
     pub replication: Option<ReplicationSummary>,
-    /// The CA's and this site's certificates, as loaded (none without peers).
+    /// The CA's and this site's certificates in use (none without peers).
     #[serde(default)]
     pub certificates: Vec<CertificateValidity>,
+    /// Which TLS material is in use: its generation, site certificate and when it was loaded.
+    #[serde(default)]
+    pub tls_generation: Option<Generation>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -25,7 +25,7 @@ use crate::{
     peer::Peers,
     replication::{sites::PeerSites, Replicator},
     scope::workloads::WorkloadScopes,
-    tls::CertificateValidity,
+    tls::SiteTls,
 };
 
 /// The parts of the agent that admin shows or changes; never the proxy itself.
@@ -43,8 +43,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Where changes are taken, and from whom.
     pub control: ControlSocket,
-    /// The certificates the peer links use.
-    pub certificates: Vec<CertificateValidity>,
+    /// The TLS material of the peer API and links (none without peers).
+    pub tls: Option<Arc<SiteTls>>,
 }
 
 impl Admin {
@@ -72,7 +72,12 @@ impl Admin {
                 .map(|n| n.meshed())
                 .unwrap_or_default(),
             inbound: self.inbound.counts(),
-            certificates: self.certificates.clone(),
+            certificates: self
+                .tls
+                .as_ref()
+                .map(|tls| tls.certificates())
+                .unwrap_or_default(),
+            tls_generation: self.tls.as_ref().map(|tls| tls.generation()),
             replication: self
                 .replicator
                 .as_ref()

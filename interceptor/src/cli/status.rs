@@ -58,6 +58,17 @@ pub fn run(admin: &Endpoint, json: bool) -> anyhow::Result<()> {
             certificate.dates()
         );
     }
+    if let Some(generation) = &status.tls_generation {
+        let loaded = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(generation.loaded_unix.max(0) as u64);
+        println!(
+            "tls          generation {} since {}: site certificate serial {}, SHA-256 {}",
+            generation.number,
+            humantime::format_rfc3339_seconds(loaded),
+            generation.serial,
+            generation.fingerprint
+        );
+    }
     let proxy = &status.proxy;
     println!(
         "proxy        connections {}  HTTP requests {}  upstream errors {}  TCP relays {}",

@@ -1,12 +1,17 @@
 //! The other sites, outbound: one multiplexed HTTP/2 connection over mutual TLS per peer,
 //! re-established when it breaks; heartbeats that measure each round trip and mark peers up or
 //! down; forwarding, whose errors say whether the peer may have got the request. (What other
-//! sites ask of this one is `proxy::inbound`.)
+//! sites ask of this one is `proxy::inbound`.) A link moves to new TLS material when it is
+//! reloaded, and peer certificates out of their validity are refused and counted
+//! (`certificates.rs`).
+mod certificates;
 mod health;
 #[cfg(test)]
 mod tests;
 pub mod wire;
 
+use certificates::RefusalsLogged;
+pub use certificates::{CertificateLabels, Direction};
 use health::{Change, Health};
 use std::{
     collections::BTreeMap,
@@ -22,6 +27,7 @@ use wire::{header_value, Heartbeat, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_P
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, client::conn::http2::SendRequest, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use rustls_pki_types::ServerName;
 use serde::Serialize;
 use tokio::net::TcpStream;
@@ -60,6 +66,13 @@ pub enum NotDelivered {
     Connect {
         address: SocketAddr,
         cause: std::io::Error,
+    },
+    #[error("this site has no `[tls]` to connect to peers with")]
+    NoTls,
+    #[error("the TLS handshake with {address} was refused: {refused}")]
+    OutOfValidity {
+        address: SocketAddr,
+        refused: tls::OutOfValidity,
     },
     #[error("the TLS handshake with {address} failed: {cause}")]
     Tls {
@@ -128,10 +141,16 @@ struct PeerLink {
     address: SocketAddr,
     server_name: ServerName<'static>,
     /// The one connection to this peer, shared by every request; `None` until (re)connected.
-    connection: tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
+    connection: tokio::sync::Mutex<Option<Connection>>,
     health: Mutex<Health>,
     /// One permit per request in flight to this peer, until its answer's head.
     in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// One HTTP/2 connection to a peer, and the generation of TLS material it was made with.
+struct Connection {
+    sender: SendRequest<ProxyBody>,
+    generation: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -144,9 +163,13 @@ pub struct PeerCounters {
 pub struct Peers {
     site: String,
     links: Vec<Arc<PeerLink>>,
-    connector: TlsConnector,
+    /// `None` only where no peer is configured.
+    tls: Option<Arc<SiteTls>>,
     settings: PeerApiSettings,
     pub counters: PeerCounters,
+    /// Peer certificates refused for being out of their validity, by peer and direction.
+    pub out_of_validity: Family<CertificateLabels, Counter>,
+    refusals_logged: RefusalsLogged,
     /// The name of each peer that comes up (again).
     ups: tokio::sync::broadcast::Sender<String>,
 }
@@ -155,7 +178,7 @@ impl Peers {
     pub fn new(
         site: String,
         peers: &[Peer],
-        tls: Option<&SiteTls>,
+        tls: Option<Arc<SiteTls>>,
         settings: PeerApiSettings,
     ) -> Result<Peers, tls::TlsError> {
         let links = peers
@@ -173,24 +196,14 @@ impl Peers {
                 }))
             })
             .collect::<Result<_, tls::TlsError>>()?;
-        let client = match tls {
-            Some(tls) => tls.client.clone(),
-            // No peer is configured, so no client is ever used; an empty one keeps types simple.
-            None => Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-            ),
-        };
         Ok(Peers {
             site,
             links,
-            connector: TlsConnector::from(client),
+            tls,
             settings,
             counters: PeerCounters::default(),
+            out_of_validity: Family::default(),
+            refusals_logged: RefusalsLogged::default(),
             ups: tokio::sync::broadcast::channel(64).0,
         })
     }
@@ -295,30 +308,46 @@ impl Peers {
     /// The connection to `link`, made now if there is none or it broke.
     async fn connection(&self, link: &PeerLink) -> Result<SendRequest<ProxyBody>, NotDelivered> {
         let mut connection = link.connection.lock().await;
-        if let Some(sender) = connection.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
+        if let Some(open) = connection.as_ref().filter(|c| !c.sender.is_closed()) {
+            return Ok(open.sender.clone());
         }
-        let sender = tokio::time::timeout(self.settings.connect_timeout, self.connect(link))
+        let made = self.connect_within(link).await?;
+        let sender = made.sender.clone();
+        *connection = Some(made);
+        Ok(sender)
+    }
+
+    /// A new connection to `link`, within `[peer_api] connect_timeout`.
+    async fn connect_within(&self, link: &PeerLink) -> Result<Connection, NotDelivered> {
+        tokio::time::timeout(self.settings.connect_timeout, self.connect(link))
             .await
             .map_err(|_| NotDelivered::ConnectTimeout {
                 address: link.address,
                 after: self.settings.connect_timeout,
-            })??;
-        *connection = Some(sender.clone());
-        Ok(sender)
+            })?
     }
 
-    async fn connect(&self, link: &PeerLink) -> Result<SendRequest<ProxyBody>, NotDelivered> {
+    /// Connects with the TLS material in use now.
+    async fn connect(&self, link: &PeerLink) -> Result<Connection, NotDelivered> {
         let address = link.address;
+        let material = self.tls.as_ref().ok_or(NotDelivered::NoTls)?.current();
         let tcp = TcpStream::connect(address)
             .await
             .map_err(|cause| NotDelivered::Connect { address, cause })?;
         let _ = tcp.set_nodelay(true);
-        let tls = self
-            .connector
+        let tls = TlsConnector::from(material.client.clone())
             .connect(link.server_name.clone(), tcp)
             .await
-            .map_err(|cause| NotDelivered::Tls { address, cause })?;
+            .map_err(|cause| match tls::out_of_validity(&cause) {
+                Some(dated) => {
+                    self.refuse_out_of_validity(&link.name, address, Direction::Outbound, dated);
+                    NotDelivered::OutOfValidity {
+                        address,
+                        refused: dated.clone(),
+                    }
+                }
+                None => NotDelivered::Tls { address, cause },
+            })?;
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(self.settings.heartbeat_interval)
@@ -332,8 +361,9 @@ impl Peers {
                 debug!(%peer, "peer connection ended: {err}");
             }
         });
-        info!(peer = %link.name, address = %link.address, "connected to peer");
-        Ok(sender)
+        let generation = material.generation.number;
+        info!(peer = %link.name, address = %link.address, tls_generation = generation, "connected to peer");
+        Ok(Connection { sender, generation })
     }
 
     /// Sends `request` (for `service`) to `site`'s instance through its cheops, waiting for

@@ -24,7 +24,7 @@ use crate::{
         header_value, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH, INSTANCE_HTTP2,
         NOT_DELIVERED, REPLICATION_PATH,
     },
-    peer::Peers,
+    peer::{Direction, Peers},
     replication::{
         codec::{call_of, response_of},
         exchange::Message,
@@ -32,7 +32,7 @@ use crate::{
         Replicator,
     },
     resources::content_of,
-    tls,
+    tls::{self, SiteTls},
 };
 
 /// What serving other sites takes: this site's services, run through the chain's local
@@ -48,12 +48,13 @@ pub struct PeerApi {
     pub metrics: Arc<Metrics>,
 }
 
-/// Serves `api` on `listener`: TLS with a certificate of the mesh's CA required, then a check
-/// that the certificate names a configured peer, then HTTP/2.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<PeerApi>) {
+/// Serves `api` on `listener`: TLS with a certificate of the mesh's CA required (the material
+/// in use when the connection starts), then a check that the certificate names a configured
+/// peer, then HTTP/2.
+pub async fn serve(listener: TcpListener, tls: Arc<SiteTls>, api: Arc<PeerApi>) {
     loop {
         let (stream, client) = next_connection(&listener, "a peer connection").await;
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(tls.current().server.clone());
         let api = api.clone();
         tokio::spawn(async move {
             let refused = |why: String| {
@@ -67,7 +68,21 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<PeerAp
                 .await
             {
                 Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => return refused(format!("TLS handshake failed: {err}")),
+                Ok(Err(err)) => {
+                    if let Some(dated) = tls::out_of_validity(&err) {
+                        let site = tls::certificate_site(&dated.certificate, api.peers.names());
+                        let peer = site.unwrap_or("(no configured site)");
+                        let counters = &api.peers.counters;
+                        counters.refused_connections.fetch_add(1, Ordering::Relaxed);
+                        return api.peers.refuse_out_of_validity(
+                            peer,
+                            client,
+                            Direction::Inbound,
+                            dated,
+                        );
+                    }
+                    return refused(format!("TLS handshake failed: {err}"));
+                }
                 Err(_) => return refused("TLS handshake took over 10s".into()),
             };
             let site = tls

@@ -29,7 +29,6 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::{
@@ -42,6 +41,7 @@ use crate::{
     peer::Peers,
     replication::{sites::PeerSites, Replicator},
     scope::{policy::PolicyOf, tokens::TokenScopes, workloads::WorkloadScopes},
+    tls::SiteTls,
 };
 use chain::Chain;
 use inbound::PeerApi;
@@ -81,8 +81,8 @@ pub struct ProxyParts {
 
 /// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
 /// then a check that the certificate names a configured peer, then HTTP/2.
-pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy: Arc<Proxy>) {
-    inbound::serve(listener, acceptor, proxy.peer_api.clone()).await
+pub async fn serve_peer_api(listener: TcpListener, tls: Arc<SiteTls>, proxy: Arc<Proxy>) {
+    inbound::serve(listener, tls, proxy.peer_api.clone()).await
 }
 
 impl Proxy {

@@ -110,9 +110,17 @@ fn encode<T: Serialize>(key: impl ToString, record: &T) -> Result<Vec<u8>, Store
     })
 }
 
+/// redb's page cache ceiling. Its default (1 GiB) let an agent's memory grow with its store
+/// (68 MiB after a 30-minute soak); the store's working set (the log's tail, the replicants
+/// being written) fits in far less.
+const STORE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Opens the redb file at `path`; one that another process holds is refused at once, naming it.
 fn open_database(path: &Path) -> Result<Database, StoreError> {
-    match Database::create(path) {
+    match redb::Builder::new()
+        .set_cache_size(STORE_CACHE_BYTES)
+        .create(path)
+    {
         Ok(db) => Ok(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::InUse {
             store: path.to_owned(),
