@@ -38,8 +38,9 @@ impl Gunicorn {
         Gunicorn { server, dir }
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// The gunicorn master's process ID (its workers are in its process group).
+    pub fn pid(&self) -> u32 {
+        self.server.pid()
     }
 
     /// Waits until `path` at `address` answers with a success: gunicorn listens at once, but

@@ -9,6 +9,7 @@ use crate::{
     gunicorn::Gunicorn,
     keystone::{self, KeystoneSite, ADMIN_PASSWORD},
     mesh::Mesh,
+    sites::Site,
 };
 
 /// What clients dial for images (the catalog's image endpoint), and where Glance listens.
@@ -48,7 +49,14 @@ impl OpenStack {
     /// Starts Glance (and, `with_keystone`, Keystone first) at every site of `mesh`, whose
     /// agents mesh `services(with_keystone)`.
     pub fn start(mesh: &Mesh, with_keystone: bool) -> OpenStack {
-        for site in &mesh.topology.sites {
+        let sites: Vec<&str> = mesh.sites.iter().map(|s| s.name.as_str()).collect();
+        OpenStack::start_at(mesh, &sites, with_keystone)
+    }
+
+    /// `start`, at `names` only.
+    pub fn start_at(mesh: &Mesh, names: &[&str], with_keystone: bool) -> OpenStack {
+        let at: Vec<&Site> = names.iter().map(|name| mesh.topology.site(name)).collect();
+        for site in &at {
             site.netns.add_loopback_address("198.18.1.30/32");
             if with_keystone {
                 site.netns.add_loopback_address("198.18.1.35/32");
@@ -56,9 +64,7 @@ impl OpenStack {
         }
         let keystones = match with_keystone {
             true => {
-                let sites: Vec<KeystoneSite> = mesh
-                    .topology
-                    .sites
+                let sites: Vec<KeystoneSite> = at
                     .iter()
                     .map(|site| KeystoneSite {
                         netns: &site.netns,
@@ -70,9 +76,7 @@ impl OpenStack {
             }
             false => Vec::new(),
         };
-        let sites: Vec<GlanceSite> = mesh
-            .topology
-            .sites
+        let sites: Vec<GlanceSite> = at
             .iter()
             .map(|site| GlanceSite {
                 netns: &site.netns,
