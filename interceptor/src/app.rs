@@ -24,12 +24,9 @@ use crate::{
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
     proxy::{serve_peer_api, Proxy, ProxyParts},
+    reload::{self, Reloader},
     replication::{sites::PeerSites, store::Store, Replicator},
-    scope::{
-        policy::PolicyOf,
-        tokens::TokenScopes,
-        workloads::{WorkloadCgroup, WorkloadScopes},
-    },
+    scope::{tokens::TokenScopes, workloads::WorkloadScopes},
     tls,
 };
 
@@ -46,29 +43,8 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
     init_logs();
     let config = Config::load(config_path)?;
     let mount = intercept::cgroup::cgroup2_mount()?;
-    let cgroups = config
-        .workloads
-        .iter()
-        .map(|w| intercept::cgroup::workload_dir(&mount, &w.cgroup))
-        .collect::<Result<Vec<_>, _>>()?;
-    let workload_scopes = Arc::new(WorkloadScopes::new(
-        cgroups
-            .iter()
-            .zip(&config.workloads)
-            .map(|(dir, workload)| {
-                let default_scope = workload
-                    .default_scope
-                    .as_deref()
-                    .map(|text| config.check_scope(text))
-                    .transpose()?;
-                Ok(WorkloadCgroup {
-                    dir: dir.clone(),
-                    default_scope,
-                    policy: workload.policy(),
-                })
-            })
-            .collect::<Result<Vec<_>, dsl::ScopeError>>()?,
-    )?);
+    let (cgroups, workloads) = reload::workloads_of(&config, &mount)?;
+    let workload_scopes = Arc::new(WorkloadScopes::new(workloads)?);
     let control = ControlSocket::new(&config.admin.control, config.admin.control_group.as_deref())?;
     let tls = config
         .tls
@@ -121,30 +97,19 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             Some(peers.clone()),
         ));
         if let Some(tls) = &tls {
-            follow_tls_files(tls, &metrics)?;
+            follow_tls_files(tls, &metrics);
         }
         let token_scopes = Arc::new(TokenScopes::default());
         let replicator = replicator(&config, &peers, &token_scopes)?;
         let proxy = Arc::new(Proxy::new(ProxyParts {
             site: config.site.clone(),
-            services: config.services.clone(),
             settings: config.proxy.clone(),
-            carriers: config.carriers.clone(),
             peers: peers.clone(),
             workload_scopes: workload_scopes.clone(),
             token_scopes,
-            inbound_policy: PolicyOf::limiting(
-                "a request from another machine (`[inbound]`)".into(),
-                config.inbound.clone(),
-            ),
-            peer_services: config
-                .peers
-                .iter()
-                .filter_map(|p| Some((p.name.clone(), p.allow_services.clone()?)))
-                .collect(),
             counters: proxy_counters.clone(),
             metrics: metrics.clone(),
-            replicator: replicator.clone(),
+            routing: reload::routing_of(&config, replicator.clone()),
         }));
         if let Some((listener, tls)) = peer_api {
             tokio::spawn(serve_peer_api(listener, tls, proxy.clone()));
@@ -183,6 +148,20 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             }
         };
         let admin_address = config.admin.tcp_address();
+        let (reload, generation) = Reloader {
+            path: config_path.to_owned(),
+            running: config.clone(),
+            mount,
+            proxy: proxy.clone(),
+            peers: peers.clone(),
+            workload_scopes: workload_scopes.clone(),
+            interception: interception.clone(),
+            namespaces: namespaces.clone(),
+            replicator: replicator.clone(),
+            tls: tls.clone(),
+            metrics: metrics.clone(),
+        }
+        .spawn()?;
         Admin {
             site: config.site.clone(),
             counters: proxy_counters,
@@ -194,7 +173,9 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             inbound: inbound_door,
             metrics,
             control,
-            tls,
+            tls: tls.clone(),
+            reload,
+            generation,
         }
         .spawn(admin_address)?;
         info!(
@@ -217,13 +198,11 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
     })
 }
 
-/// The TLS material is reloaded when its files change and on SIGHUP; the metrics follow it.
-fn follow_tls_files(tls: &Arc<tls::SiteTls>, metrics: &Arc<Metrics>) -> anyhow::Result<()> {
+/// The TLS material is reloaded when its files change (and with the configuration, on SIGHUP
+/// and `cheops reload`: `reload.rs`); the metrics follow it.
+fn follow_tls_files(tls: &Arc<tls::SiteTls>, metrics: &Arc<Metrics>) {
     tls.spawn_watch(TLS_FILES_LOOKED_AT_EVERY);
-    tls.spawn_reload_on_hangup()
-        .context("installing the SIGHUP handler")?;
     metrics.follow_certificates(tls);
-    Ok(())
 }
 
 /// How often the TLS files are looked at for a change (their size, times and inode).
@@ -244,25 +223,16 @@ fn replicator(
         .with_context(|| format!("opening the store {}", settings.store.display()))?;
     let sites = PeerSites::new(
         config.site.clone(),
-        config
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), s.local))
-            .collect(),
+        reload::instances_of(config),
         peers.clone(),
         (token_scopes.clone(), config.carriers.clone()),
         config.proxy.connect_timeout,
         config.proxy.response_timeout,
     );
-    let rules = config
-        .services
-        .iter()
-        .map(|s| (s.name.clone(), s.resources.clone()))
-        .collect();
     let replicator = Arc::new(
         Replicator::new(
             config.site.clone(),
-            rules,
+            reload::resource_rules_of(config),
             store,
             sites,
             settings.replica_timeout,

@@ -135,6 +135,8 @@ pub struct Metrics {
     grpc_calls: Family<GrpcLabels, Histogram, LatencyBuckets>,
     policy_refusals: Family<PolicyLabels, Counter>,
     certificate_expiry: Family<CertificateLabels, Gauge>,
+    config_generation: Gauge,
+    refused_reloads: Counter,
 }
 
 impl Metrics {
@@ -169,6 +171,19 @@ impl Metrics {
             "When each certificate this site uses expires, in seconds since the Unix epoch, by role (ca, site) and subject",
             certificate_expiry.clone(),
         );
+        let config_generation = Gauge::default();
+        config_generation.set(1);
+        registry.register(
+            "config_generation",
+            "The running configuration's generation: 1 at start, one more per reload applied",
+            config_generation.clone(),
+        );
+        let refused_reloads = Counter::default();
+        registry.register(
+            "config_reloads_refused",
+            "Reloads of the configuration refused (an invalid file, or a change that needs a restart)",
+            refused_reloads.clone(),
+        );
         registry.register_collector(Box::new(Counters {
             interception,
             proxy_counters,
@@ -180,7 +195,18 @@ impl Metrics {
             grpc_calls,
             policy_refusals,
             certificate_expiry,
+            config_generation,
+            refused_reloads,
         }
+    }
+
+    /// A reload applied: the configuration's generation now.
+    pub fn set_config_generation(&self, generation: u64) {
+        self.config_generation.set(generation as i64);
+    }
+
+    pub fn record_refused_reload(&self) {
+        self.refused_reloads.inc();
     }
 
     /// The certificates this site uses: each one's expiry, as a Unix time.

@@ -141,6 +141,11 @@ impl JsonServer {
         log.lines().filter(|line| line.contains(&wanted)).count()
     }
 
+    /// Its folder: `db.json` and its request log `log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Stops it, as a crashed instance would be.
     pub fn stop(&mut self) {
         self.process.kill_9();

@@ -221,7 +221,7 @@ fn site_certificates_rotated_under_load_fail_no_request_and_are_presented_afterw
     );
     let b_log = mesh.site("B").agent.log_text();
     assert!(
-        b_log.contains("SIGHUP: reloading the TLS material"),
+        b_log.contains("SIGHUP: reloading the configuration file and the TLS material"),
         "{b_log}"
     );
     // Both still reach each other on links made with the new material.

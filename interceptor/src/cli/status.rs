@@ -8,6 +8,13 @@ pub fn run(admin: &Endpoint, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("site         {}", status.site);
+    let loaded =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(status.config.loaded_at_unix);
+    println!(
+        "config       generation {}, loaded {}",
+        status.config.generation,
+        humantime::format_rfc3339_seconds(loaded)
+    );
     match status.kernel {
         None => println!("kernel       no eBPF programs (NAT interception)"),
         Some(kernel) => println!(

@@ -95,7 +95,7 @@ impl Peers {
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 let generation = changes.borrow_and_update().number;
-                for link in &peers.links {
+                for link in peers.links.load().iter() {
                     tokio::spawn(peers.clone().renew(link.clone(), generation));
                 }
             }

@@ -17,13 +17,14 @@ use std::{
     collections::BTreeMap,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
 };
 use wire::{header_value, Heartbeat, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH};
 
+use arc_swap::ArcSwap;
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, client::conn::http2::SendRequest, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -145,6 +146,9 @@ struct PeerLink {
     health: Mutex<Health>,
     /// One permit per request in flight to this peer, until its answer's head.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Taken out of the configuration: its heartbeats stop, and its connection closes once
+    /// the requests still using it are done (the last holder of the link drops it).
+    removed: AtomicBool,
 }
 
 /// One HTTP/2 connection to a peer, and the generation of TLS material it was made with.
@@ -162,7 +166,8 @@ pub struct PeerCounters {
 
 pub struct Peers {
     site: String,
-    links: Vec<Arc<PeerLink>>,
+    /// Replaced as a whole when the configuration changes; a request keeps the link it took.
+    links: ArcSwap<Vec<Arc<PeerLink>>>,
     /// `None` only where no peer is configured.
     tls: Option<Arc<SiteTls>>,
     settings: PeerApiSettings,
@@ -183,22 +188,11 @@ impl Peers {
     ) -> Result<Peers, tls::TlsError> {
         let links = peers
             .iter()
-            .map(|peer| {
-                Ok(Arc::new(PeerLink {
-                    name: peer.name.clone(),
-                    address: peer.address,
-                    server_name: tls::server_name(&peer.name)?,
-                    connection: tokio::sync::Mutex::new(None),
-                    health: Mutex::new(Health::default()),
-                    in_flight: Arc::new(tokio::sync::Semaphore::new(
-                        settings.max_requests_per_peer,
-                    )),
-                }))
-            })
+            .map(|peer| PeerLink::new(peer, &settings))
             .collect::<Result<_, tls::TlsError>>()?;
         Ok(Peers {
             site,
-            links,
+            links: ArcSwap::from_pointee(links),
             tls,
             settings,
             counters: PeerCounters::default(),
@@ -208,22 +202,71 @@ impl Peers {
         })
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.links.iter().map(|link| link.name.as_str())
+    pub fn names(&self) -> Vec<String> {
+        self.links
+            .load()
+            .iter()
+            .map(|link| link.name.clone())
+            .collect()
+    }
+
+    /// Takes a changed list of peers: a new peer gets a link and heartbeats; a peer gone has
+    /// its heartbeats stopped and its connection closed once its requests in flight are done;
+    /// a peer whose address changed is both. The others keep their link, connection and health.
+    pub fn apply(self: &Arc<Self>, peers: &[Peer]) -> Result<(), tls::TlsError> {
+        let running = self.links.load_full();
+        let kept = |peer: &Peer| {
+            running
+                .iter()
+                .find(|link| link.name == peer.name && link.address == peer.address)
+                .cloned()
+        };
+        let mut added = Vec::new();
+        let links = peers
+            .iter()
+            .map(|peer| match kept(peer) {
+                Some(link) => Ok(link),
+                None => {
+                    let link = PeerLink::new(peer, &self.settings)?;
+                    added.push(link.clone());
+                    Ok(link)
+                }
+            })
+            .collect::<Result<Vec<_>, tls::TlsError>>()?;
+        for gone in running
+            .iter()
+            .filter(|old| !links.iter().any(|l| Arc::ptr_eq(l, old)))
+        {
+            info!(peer = %gone.name, address = %gone.address, "peer removed from the configuration");
+            gone.removed.store(true, Ordering::Relaxed);
+        }
+        self.links.store(Arc::new(links));
+        for link in added {
+            info!(peer = %link.name, address = %link.address, "peer added by the configuration");
+            tokio::spawn(self.clone().heartbeat(link));
+        }
+        Ok(())
+    }
+
+    fn link(&self, site: &str) -> Option<Arc<PeerLink>> {
+        self.links
+            .load()
+            .iter()
+            .find(|link| link.name == site)
+            .cloned()
     }
 
     /// Whether `site` is this site, or a peer whose heartbeats are answered.
     pub fn is_up(&self, site: &str) -> bool {
         site == self.site
             || self
-                .links
-                .iter()
-                .any(|link| link.name == site && link.down_because().is_none())
+                .link(site)
+                .is_some_and(|link| link.down_because().is_none())
     }
 
     /// Whether a scope may name `site`: this site or a configured peer.
     pub fn knows_site(&self, site: &str) -> bool {
-        site == self.site || self.names().any(|peer| peer == site)
+        site == self.site || self.link(site).is_some()
     }
 
     /// The names of the peers that come up from now on, as their heartbeats are answered
@@ -234,7 +277,7 @@ impl Peers {
 
     /// Starts one heartbeat task per peer.
     pub fn spawn_heartbeats(self: &Arc<Self>) {
-        for link in &self.links {
+        for link in self.links.load().iter() {
             tokio::spawn(self.clone().heartbeat(link.clone()));
         }
     }
@@ -244,6 +287,9 @@ impl Peers {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            if link.removed.load(Ordering::Relaxed) {
+                return;
+            }
             let beat = tokio::time::timeout(self.settings.heartbeat_timeout, self.beat(&link));
             let error = match beat.await {
                 Ok(Ok((round_trip, reported))) => {
@@ -387,13 +433,10 @@ impl Peers {
         mut request: Request<ProxyBody>,
         limit: Option<Duration>,
     ) -> Result<Response<Incoming>, PeerError> {
-        let link = self
-            .links
-            .iter()
-            .find(|link| link.name == site)
-            .ok_or_else(|| NotDelivered::NotAPeer {
-                site: site.to_owned(),
-            })?;
+        let link = self.link(site).ok_or_else(|| NotDelivered::NotAPeer {
+            site: site.to_owned(),
+        })?;
+        let link = &*link;
         if let Some(why) = link.down_because() {
             return Err(NotDelivered::Down { why }.into());
         }
@@ -432,6 +475,7 @@ impl Peers {
         let mut table = dsl::RoundTripTable::default();
         let healths: Vec<(String, Option<Duration>, BTreeMap<String, Duration>)> = self
             .links
+            .load()
             .iter()
             .filter_map(|link| {
                 let health = link.health.lock().unwrap();
@@ -463,6 +507,7 @@ impl Peers {
             site: self.site.clone(),
             round_trips_us: self
                 .links
+                .load()
                 .iter()
                 .filter_map(|link| {
                     let health = link.health.lock().unwrap();
@@ -475,6 +520,7 @@ impl Peers {
 
     pub fn status(&self) -> Vec<PeerStatus> {
         self.links
+            .load()
             .iter()
             .map(|link| {
                 let health = link.health.lock().unwrap();
@@ -493,6 +539,18 @@ impl Peers {
 }
 
 impl PeerLink {
+    fn new(peer: &Peer, settings: &PeerApiSettings) -> Result<Arc<PeerLink>, tls::TlsError> {
+        Ok(Arc::new(PeerLink {
+            name: peer.name.clone(),
+            address: peer.address,
+            server_name: tls::server_name(&peer.name)?,
+            connection: tokio::sync::Mutex::new(None),
+            health: Mutex::new(Health::default()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_requests_per_peer)),
+            removed: AtomicBool::new(false),
+        }))
+    }
+
     /// `Some(why)` when the last heartbeat failed, or none was answered yet.
     fn down_because(&self) -> Option<String> {
         let health = self.health.lock().unwrap();

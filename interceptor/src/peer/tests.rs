@@ -87,7 +87,7 @@ async fn a_stalled_peer_holds_its_cap_refuses_the_next_at_once_and_delays_no_oth
     let peers =
         Arc::new(Peers::new("Here".into(), &peers, Some(Arc::new(here)), settings).unwrap());
     // Both answered a heartbeat before the one stalled.
-    for link in &peers.links {
+    for link in peers.links.load().iter() {
         link.health
             .lock()
             .unwrap()
@@ -154,7 +154,7 @@ async fn new_tls_material_moves_the_link_to_a_new_connection_and_the_request_in_
         )
         .unwrap(),
     );
-    peers.links[0]
+    peers.links.load()[0]
         .health
         .lock()
         .unwrap()
@@ -175,7 +175,7 @@ async fn new_tls_material_moves_the_link_to_a_new_connection_and_the_request_in_
     assert_eq!(here.reload().unwrap().number, 2);
     std::fs::remove_dir_all(&dir).unwrap();
     let moved = tokio::time::timeout(Duration::from_secs(2), async {
-        while peers.links[0]
+        while peers.links.load()[0]
             .connection
             .lock()
             .await
@@ -201,4 +201,72 @@ async fn new_tls_material_moves_the_link_to_a_new_connection_and_the_request_in_
     let answer = peers.forward("There", "catalog", request()).await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(connections.load(Ordering::SeqCst), 2, "a third connection");
+}
+
+#[tokio::test]
+async fn a_peer_removed_live_keeps_its_request_in_flight_and_takes_no_new_one() {
+    let dir = std::env::temp_dir().join(format!("cheops-peers-{}", ulid::Ulid::generate()));
+    let sites = ["Here", "Stalled", "Good"].map(String::from);
+    tls::generate(&dir, &sites, None).unwrap();
+    let here = SiteTls::load(&files(&dir, "Here")).unwrap();
+    let good = answering_peer(&SiteTls::load(&files(&dir, "Good")).unwrap()).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let peer = |name: &str, address| Peer {
+        name: name.into(),
+        address,
+        allow_services: None,
+    };
+    let stalled = peer("Stalled", stalled_peer().await);
+    let peers = Arc::new(
+        Peers::new(
+            "Here".into(),
+            &[stalled],
+            Some(Arc::new(here)),
+            PeerApiSettings::default(),
+        )
+        .unwrap(),
+    );
+    peers.links.load()[0]
+        .health
+        .lock()
+        .unwrap()
+        .answered(Duration::from_millis(1), BTreeMap::new());
+    let in_flight = {
+        let peers = peers.clone();
+        tokio::spawn(async move { peers.forward("Stalled", "catalog", request()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    peers.apply(&[peer("Good", good)]).unwrap();
+    assert_eq!(peers.names(), ["Good"]);
+    assert!(!peers.knows_site("Stalled"));
+    let refused = peers.forward("Stalled", "catalog", request()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PeerError::NotDelivered(NotDelivered::NotAPeer { .. }))
+        ),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !in_flight.is_finished(),
+        "the request in flight to the removed peer was cut"
+    );
+    in_flight.abort();
+    // The peer added gets heartbeats (this one answers them with no heartbeat, so it stays
+    // down, saying why).
+    let beaten = tokio::time::timeout(Duration::from_secs(5), async {
+        while peers.status()[0].last_error.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        beaten.is_ok(),
+        "no heartbeat to the peer added: {:?}",
+        peers.status()
+    );
+    let error = peers.status()[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("not understood"), "{error}");
 }

@@ -3,6 +3,7 @@
 //! (mutual TLS), on the peer API's `/cheops/replication` path.
 use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use http_body_util::BodyExt;
 use hyper::{header, Request};
 
@@ -23,12 +24,14 @@ use crate::{
 
 pub struct PeerSites {
     site: String,
-    /// Where this site's instance of each service listens, by service name.
-    instances: HashMap<String, SocketAddr>,
+    /// Where this site's instance of each service listens, by service name; replaced whole
+    /// when the configuration changes.
+    instances: ArcSwap<HashMap<String, SocketAddr>>,
     peers: Arc<Peers>,
-    /// Where the tokens of calls to this site's instances leave their scope (and how a scope
-    /// is carried), as the proxy's own calls to them do.
-    token_scopes: (Arc<TokenScopes>, CarrierSettings),
+    /// Where the tokens of calls to this site's instances leave their scope, as the proxy's
+    /// own calls to them do, and how a scope is carried (replaced with the configuration).
+    token_scopes: Arc<TokenScopes>,
+    carriers: ArcSwap<CarrierSettings>,
     upstream: InstanceClient,
     response_timeout: Duration,
 }
@@ -44,12 +47,23 @@ impl PeerSites {
     ) -> PeerSites {
         PeerSites {
             site,
-            instances,
+            instances: ArcSwap::from_pointee(instances),
             peers,
-            token_scopes,
+            token_scopes: token_scopes.0,
+            carriers: ArcSwap::from_pointee(token_scopes.1),
             upstream: instance_client(connect_timeout),
             response_timeout,
         }
+    }
+
+    /// How scopes are carried, for the calls that start from now on.
+    pub fn set_carriers(&self, carriers: CarrierSettings) {
+        self.carriers.store(Arc::new(carriers));
+    }
+
+    /// Where this site's instances listen, for the calls that start from now on.
+    pub fn set_instances(&self, instances: HashMap<String, SocketAddr>) {
+        self.instances.store(Arc::new(instances));
     }
 
     async fn call_instance(&self, call: Call) -> Result<Answer, Unreached> {
@@ -60,12 +74,13 @@ impl PeerSites {
         let service = call.service.clone();
         let local = *self
             .instances
+            .load()
             .get(&service)
             .ok_or_else(|| unreachable(format!("no service '{service}' is configured here")))?;
         let mut request =
             request_of(call, &local.to_string()).map_err(|err| unreachable(err.to_string()))?;
-        let (token_scopes, carriers) = &self.token_scopes;
-        token_scopes.remember_passed_on(request.headers_mut(), carriers);
+        self.token_scopes
+            .remember_passed_on(request.headers_mut(), &self.carriers.load());
         let response = tokio::time::timeout(self.response_timeout, self.upstream.request(request))
             .await
             .map_err(|_| Unreached::Timeout {

@@ -110,9 +110,8 @@ fn encode<T: Serialize>(key: impl ToString, record: &T) -> Result<Vec<u8>, Store
     })
 }
 
-/// redb's page cache ceiling. Its default (1 GiB) let an agent's memory grow with its store
-/// (68 MiB after a 30-minute soak); the store's working set (the log's tail, the replicants
-/// being written) fits in far less.
+/// redb's page cache ceiling (its default is 1 GiB): the store's working set (the log's tail,
+/// the replicants being written) fits in far less, and an agent's memory must stay small.
 const STORE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Opens the redb file at `path`; one that another process holds is refused at once, naming it.

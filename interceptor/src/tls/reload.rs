@@ -133,20 +133,6 @@ impl SiteTls {
         });
     }
 
-    /// Reloads on every SIGHUP.
-    pub fn spawn_reload_on_hangup(self: &Arc<Self>) -> std::io::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = signal(SignalKind::hangup())?;
-        let tls = self.clone();
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                info!("SIGHUP: reloading the TLS material");
-                let _ = tls.reload();
-            }
-        });
-        Ok(())
-    }
-
     fn stamps(&self) -> [Option<FileStamp>; 3] {
         let stamp = |path: &Path| {
             let metadata = std::fs::metadata(path).ok()?;
