@@ -198,7 +198,9 @@ impl Test {
             rules,
             store,
             link,
-            Duration::from_millis(500),
+            // How long a replica may take to answer: generous, as a loaded machine is slow
+            // (a cut link or a crash answers at once all the same).
+            Duration::from_secs(5),
         )
         .waiting_for_leaders(LEADER_WAIT);
         lock(&self.mesh.replicators).insert(site.to_owned(), Arc::new(replicator));

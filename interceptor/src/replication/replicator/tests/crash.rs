@@ -80,7 +80,14 @@ async fn a_replica_that_dies_before_its_instance_got_the_call_applies_it_after_t
     let target = format!("/pods/{meta}");
     test.unscoped("Site1", "PATCH", &target, json!({"name": "b"}))
         .await;
-    let op_id = "Site1#2";
+    let pending = test.at("Site1").store.pending("Site2", 10).unwrap();
+    let patch = pending
+        .iter()
+        .find(
+            |operation| matches!(&operation.change, Change::Write(call) if call.method == "PATCH"),
+        )
+        .expect("the update waits in Site1's log for Site2");
+    let op_id = &patch.op_id("Site1");
     test.at("Site2").store.record_intent(op_id).unwrap();
     test.restart_and_converge("Site2").await;
     test.assert_applied_once("Site2", "PATCH", 1);
