@@ -23,7 +23,7 @@ use crate::{
     },
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
-    proxy::{serve_peer_api, Proxy, ProxyParts},
+    proxy::{serve_peer_api, Proxy, ProxyParts, Workers},
     replication::{sites::PeerSites, store::Store, Replicator},
     scope::{
         policy::PolicyOf,
@@ -147,6 +147,8 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             counters: proxy_counters.clone(),
             metrics: metrics.clone(),
             replicator: replicator.clone(),
+            workers: Workers::start(config.proxy.workers)
+                .context("starting the proxy's threads")?,
         }));
         if let Some((listener, acceptor)) = peer_api {
             tokio::spawn(serve_peer_api(listener, acceptor, proxy.clone()));

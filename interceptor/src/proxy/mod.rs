@@ -16,6 +16,7 @@ mod replay;
 mod request;
 mod sniff;
 mod upstream;
+mod workers;
 
 use std::{
     collections::HashMap,
@@ -48,6 +49,7 @@ use inbound::PeerApi;
 use request::WorkloadRequests;
 use sniff::{sniff, Protocol};
 use upstream::OwnedUpstream;
+pub use workers::Workers;
 
 pub struct Proxy {
     services: Vec<Arc<Service>>,
@@ -58,6 +60,7 @@ pub struct Proxy {
     /// Per workload cgroup: its open connections, its requests in flight.
     connections: Arc<Slots<u64>>,
     in_flight: Arc<Slots<u64>>,
+    workers: Workers,
 }
 
 /// What a proxy serves with, besides its own settings.
@@ -75,6 +78,8 @@ pub struct ProxyParts {
     pub counters: Arc<ProxyCounters>,
     pub metrics: Arc<Metrics>,
     pub replicator: Option<Arc<Replicator<PeerSites>>>,
+    /// The threads that serve workload connections.
+    pub workers: Workers,
 }
 
 /// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
@@ -97,6 +102,7 @@ impl Proxy {
             counters,
             metrics,
             replicator,
+            workers,
         } = parts;
         let services: Vec<Arc<Service>> = services.into_iter().map(Arc::new).collect();
         let token_scopes = Arc::new(TokenScopes::default());
@@ -140,6 +146,7 @@ impl Proxy {
             counters,
             requests,
             peer_api,
+            workers,
         }
     }
 
@@ -153,7 +160,10 @@ impl Proxy {
         loop {
             let (stream, client) = next_connection(&listener, "a connection").await;
             let intercepted = destinations.take(&stream, client);
-            tokio::spawn(self.clone().handle_connection(stream, client, intercepted));
+            let proxy = self.clone();
+            self.workers.serve(stream, move |stream| {
+                proxy.handle_connection(stream, client, intercepted)
+            });
         }
     }
 
@@ -325,6 +335,7 @@ mod tests {
             counters,
             metrics,
             replicator: None,
+            workers: Workers::inline(),
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

@@ -224,19 +224,35 @@ impl Summary {
                 against(PEERS[1]),
             );
         }
-        let profile = raw["costs"]["cheops-nat"]["profile"].as_array();
-        if let Some(profile) = profile.filter(|p| !p.is_empty()) {
-            md += "\nWhere cheops's instructions go (callgrind over the longer run: the functions \
-                   with the most instructions of their own, per request):\n\n\
-                   | instructions per request | function |\n|---:|---|\n";
-            for entry in profile {
-                md += &format!(
-                    "| {:.0} | `{}` |\n",
-                    entry[0].as_f64().unwrap_or(0.0),
-                    entry[1].as_str().unwrap_or("?")
-                );
-            }
-        }
+        let profile = &raw["costs"]["cheops-nat"];
+        md += &profile_table(
+            &profile["profile_by_crate"],
+            "Where cheops's instructions go, by crate (callgrind over the longer run: each \
+             function's instructions of its own, summed by the crate it belongs to; `libc` is \
+             the allocator and memcpy, `std` Rust's standard library), per request",
+            "crate",
+        );
+        md += &profile_table(
+            &profile["profile"],
+            "The functions with the most instructions of their own, per request",
+            "function",
+        );
         md
     }
+}
+
+/// A profile's entries (`[instructions per request, name]`) as a table under `title`.
+fn profile_table(entries: &Value, title: &str, what: &str) -> String {
+    let Some(entries) = entries.as_array().filter(|e| !e.is_empty()) else {
+        return String::new();
+    };
+    let mut md = format!("\n{title}:\n\n| instructions per request | {what} |\n|---:|---|\n");
+    for entry in entries {
+        md += &format!(
+            "| {:.0} | `{}` |\n",
+            entry[0].as_f64().unwrap_or(0.0),
+            entry[1].as_str().unwrap_or("?")
+        );
+    }
+    md
 }
