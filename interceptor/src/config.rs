@@ -205,7 +205,7 @@ pub struct CarrierSettings {
     pub token_header: String,
     /// `token_header` as a header name, made at its first use rather than at every request.
     #[serde(skip)]
-    token_header_name: OnceLock<HeaderName>,
+    pub(crate) token_header_name: OnceLock<HeaderName>,
 }
 
 impl Default for CarrierSettings {
