@@ -24,11 +24,9 @@ use crate::{
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
     proxy::{serve_peer_api, Proxy, ProxyParts, Workers},
+    reload::{self, Reloader},
     replication::{sites::PeerSites, store::Store, Replicator},
-    scope::{
-        policy::PolicyOf,
-        workloads::{WorkloadCgroup, WorkloadScopes},
-    },
+    scope::workloads::WorkloadScopes,
     tls,
 };
 
@@ -45,34 +43,13 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
     init_logs();
     let config = Config::load(config_path)?;
     let mount = intercept::cgroup::cgroup2_mount()?;
-    let cgroups = config
-        .workloads
-        .iter()
-        .map(|w| intercept::cgroup::workload_dir(&mount, &w.cgroup))
-        .collect::<Result<Vec<_>, _>>()?;
-    let workload_scopes = Arc::new(WorkloadScopes::new(
-        cgroups
-            .iter()
-            .zip(&config.workloads)
-            .map(|(dir, workload)| {
-                let default_scope = workload
-                    .default_scope
-                    .as_deref()
-                    .map(|text| config.check_scope(text))
-                    .transpose()?;
-                Ok(WorkloadCgroup {
-                    dir: dir.clone(),
-                    default_scope,
-                    policy: workload.policy(),
-                })
-            })
-            .collect::<Result<Vec<_>, dsl::ScopeError>>()?,
-    )?);
+    let (cgroups, workloads) = reload::workloads_of(&config, &mount)?;
+    let workload_scopes = Arc::new(WorkloadScopes::new(workloads)?);
     let control = ControlSocket::new(&config.admin.control, config.admin.control_group.as_deref())?;
     let tls = config
         .tls
         .as_ref()
-        .map(tls::load)
+        .map(|files| tls::SiteTls::load(files).map(Arc::new))
         .transpose()
         .context("loading this site's TLS credentials")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
@@ -89,7 +66,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
         let peers = Arc::new(Peers::new(
             config.site.clone(),
             &config.peers,
-            tls.as_ref(),
+            tls.clone(),
             config.peer_api.clone(),
         )?);
         let peer_api = match (config.peer_api.listen, &tls) {
@@ -97,7 +74,7 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
                 TcpListener::bind(address).await.with_context(|| {
                     format!("binding the peer API to {address} (see `peer_api.listen`)")
                 })?,
-                tokio_rustls::TlsAcceptor::from(tls.server.clone()),
+                tls.clone(),
             )),
             _ => None,
         };
@@ -119,41 +96,26 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             proxy_counters.clone(),
             Some(peers.clone()),
         ));
-        let certificates = config
-            .tls
-            .as_ref()
-            .map(tls::files_validity)
-            .transpose()
-            .context("reading the validity of this site's certificates")?
-            .unwrap_or_default();
-        metrics.set_certificates(&certificates);
+        if let Some(tls) = &tls {
+            follow_tls_files(tls, &metrics);
+        }
         let replicator = replicator(&config, &peers)?;
         let proxy = Arc::new(Proxy::new(ProxyParts {
             site: config.site.clone(),
-            services: config.services.clone(),
             settings: config.proxy.clone(),
-            carriers: config.carriers.clone(),
             peers: peers.clone(),
             workload_scopes: workload_scopes.clone(),
-            inbound_policy: PolicyOf::limiting(
-                "a request from another machine (`[inbound]`)".into(),
-                config.inbound.clone(),
-            ),
-            peer_services: config
-                .peers
-                .iter()
-                .filter_map(|p| Some((p.name.clone(), p.allow_services.clone()?)))
-                .collect(),
             counters: proxy_counters.clone(),
             metrics: metrics.clone(),
-            replicator: replicator.clone(),
+            routing: reload::routing_of(&config, replicator.clone()),
             workers: Workers::start(config.proxy.workers)
                 .context("starting the proxy's threads")?,
         }));
-        if let Some((listener, acceptor)) = peer_api {
-            tokio::spawn(serve_peer_api(listener, acceptor, proxy.clone()));
+        if let Some((listener, tls)) = peer_api {
+            tokio::spawn(serve_peer_api(listener, tls, proxy.clone()));
         }
         peers.spawn_heartbeats();
+        peers.spawn_renewals();
         let namespaces = match &interception {
             Some(interception) => {
                 serve_own_namespace(&proxy, interception, listeners)?;
@@ -186,6 +148,20 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             }
         };
         let admin_address = config.admin.tcp_address();
+        let (reload, generation) = Reloader {
+            path: config_path.to_owned(),
+            running: config.clone(),
+            mount,
+            proxy: proxy.clone(),
+            peers: peers.clone(),
+            workload_scopes: workload_scopes.clone(),
+            interception: interception.clone(),
+            namespaces: namespaces.clone(),
+            replicator: replicator.clone(),
+            tls: tls.clone(),
+            metrics: metrics.clone(),
+        }
+        .spawn()?;
         Admin {
             site: config.site.clone(),
             counters: proxy_counters,
@@ -197,7 +173,9 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             inbound: inbound_door,
             metrics,
             control,
-            certificates,
+            tls: tls.clone(),
+            reload,
+            generation,
         }
         .spawn(admin_address)?;
         info!(
@@ -220,6 +198,16 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// The TLS material is reloaded when its files change (and with the configuration, on SIGHUP
+/// and `cheops reload`: `reload.rs`); the metrics follow it.
+fn follow_tls_files(tls: &Arc<tls::SiteTls>, metrics: &Arc<Metrics>) {
+    tls.spawn_watch(TLS_FILES_LOOKED_AT_EVERY);
+    metrics.follow_certificates(tls);
+}
+
+/// How often the TLS files are looked at for a change (their size, times and inode).
+const TLS_FILES_LOOKED_AT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Replication and cross, with their durable store, when some service has resource rules;
 /// operations that replicas missed (before a restart too) are offered to them again.
 fn replicator(
@@ -234,24 +222,15 @@ fn replicator(
         .with_context(|| format!("opening the store {}", settings.store.display()))?;
     let sites = PeerSites::new(
         config.site.clone(),
-        config
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), s.local))
-            .collect(),
+        reload::instances_of(config),
         peers.clone(),
         config.proxy.connect_timeout,
         config.proxy.response_timeout,
     );
-    let rules = config
-        .services
-        .iter()
-        .map(|s| (s.name.clone(), s.resources.clone()))
-        .collect();
     let replicator = Arc::new(
         Replicator::new(
             config.site.clone(),
-            rules,
+            reload::resource_rules_of(config),
             store,
             sites,
             settings.replica_timeout,

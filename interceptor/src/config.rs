@@ -14,8 +14,10 @@ use hyper::header::HeaderName;
 use serde::{Deserialize, Serialize};
 
 mod access;
+mod live;
 
 pub use access::{AdminSettings, Collaborating, ScopePolicy, DEFAULT_CONTROL_SOCKET};
+pub use live::check_live_change;
 
 use crate::{
     resources::{self, ResourceRule},
@@ -97,6 +99,10 @@ pub enum ConfigError {
         "peer '{peer}': `allow_services` names '{service}', which is not a configured service"
     )]
     PolicyService { peer: String, service: String },
+    #[error("{key} cannot change while the agent runs: restart it to apply this file")]
+    NeedsRestart { key: String },
+    #[error("the configuration cannot be compared with the running one: {0}")]
+    Unserialisable(String),
     #[error("the default scope of workload {}: {cause}", cgroup.display())]
     DefaultScope {
         cgroup: PathBuf,

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;
+pub mod reload;
 pub mod replication;
 pub mod resources;
 pub mod scope;

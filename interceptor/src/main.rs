@@ -85,6 +85,14 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
     },
+    /// Have a running agent apply its configuration file again (as SIGHUP does): peers,
+    /// services, workloads, carriers and policies change live; a file that is invalid or
+    /// changes what needs a restart is refused, and the running configuration stays.
+    Reload {
+        /// The agent's control socket (root or `admin.control_group` only).
+        #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+        control: PathBuf,
+    },
     /// Work with scope-lang expressions (no privileges needed).
     #[command(subcommand)]
     Scope(cli::scope::ScopeCommand),
@@ -102,6 +110,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Agent { config } => report_error(app::run_agent(&config)),
+        Command::Reload { control } => report_error(
+            interceptor::admin::client::reload(&Endpoint::Control(control)).map(|generation| {
+                println!("configuration reloaded: generation {generation}");
+            }),
+        ),
         Command::Status {
             admin,
             control,
@@ -118,18 +131,19 @@ fn main() -> ExitCode {
             ca,
             ca_key,
             valid_for,
-        } => report_error(
+        } => report_error({
+            let validity = valid_for.map(tls::Validity::from_now);
             match ca.zip(ca_key) {
-                Some((ca, ca_key)) => tls::issue(&out, &ca, &ca_key, &sites, valid_for),
-                None => tls::generate(&out, &sites, valid_for),
+                Some((ca, ca_key)) => tls::issue(&out, &ca, &ca_key, &sites, validity),
+                None => tls::generate(&out, &sites, validity),
             }
             .map(|written| {
                 for path in written {
                     println!("{}", path.display());
                 }
             })
-            .map_err(Into::into),
-        ),
+            .map_err(Into::into)
+        }),
         Command::Exec {
             scope,
             control,

@@ -22,7 +22,11 @@ use prometheus_client::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{intercept::ebpf::Interception, peer::Peers, tls::CertificateValidity};
+use crate::{
+    intercept::ebpf::Interception,
+    peer::Peers,
+    tls::{CertificateValidity, SiteTls},
+};
 
 /// The proxy's own counters, read at scrape time and by `/status`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -131,6 +135,8 @@ pub struct Metrics {
     grpc_calls: Family<GrpcLabels, Histogram, LatencyBuckets>,
     policy_refusals: Family<PolicyLabels, Counter>,
     certificate_expiry: Family<CertificateLabels, Gauge>,
+    config_generation: Gauge,
+    refused_reloads: Counter,
 }
 
 impl Metrics {
@@ -165,6 +171,19 @@ impl Metrics {
             "When each certificate this site uses expires, in seconds since the Unix epoch, by role (ca, site) and subject",
             certificate_expiry.clone(),
         );
+        let config_generation = Gauge::default();
+        config_generation.set(1);
+        registry.register(
+            "config_generation",
+            "The running configuration's generation: 1 at start, one more per reload applied",
+            config_generation.clone(),
+        );
+        let refused_reloads = Counter::default();
+        registry.register(
+            "config_reloads_refused",
+            "Reloads of the configuration refused (an invalid file, or a change that needs a restart)",
+            refused_reloads.clone(),
+        );
         registry.register_collector(Box::new(Counters {
             interception,
             proxy_counters,
@@ -176,11 +195,22 @@ impl Metrics {
             grpc_calls,
             policy_refusals,
             certificate_expiry,
+            config_generation,
+            refused_reloads,
         }
     }
 
+    /// A reload applied: the configuration's generation now.
+    pub fn set_config_generation(&self, generation: u64) {
+        self.config_generation.set(generation as i64);
+    }
+
+    pub fn record_refused_reload(&self) {
+        self.refused_reloads.inc();
+    }
+
     /// The certificates this site uses: each one's expiry, as a Unix time.
-    pub fn set_certificates(&self, certificates: &[CertificateValidity]) {
+    fn set_certificates(&self, certificates: &[CertificateValidity]) {
         for certificate in certificates {
             self.certificate_expiry
                 .get_or_create(&CertificateLabels {
@@ -189,6 +219,18 @@ impl Metrics {
                 })
                 .set(certificate.not_after_unix);
         }
+    }
+
+    /// Sets the certificates of `tls` now, and again at each reload.
+    pub fn follow_certificates(self: &Arc<Self>, tls: &Arc<SiteTls>) {
+        self.set_certificates(&tls.certificates());
+        let (metrics, tls) = (self.clone(), tls.clone());
+        let mut changes = tls.changes();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                metrics.set_certificates(&tls.certificates());
+            }
+        });
     }
 
     /// A request refused by a policy: `rule` (`allow_sites`, `allow`, `allow_services`) of
@@ -342,6 +384,12 @@ fn encode_peers(peers: &Peers, encoder: &mut DescriptorEncoder) -> Result<(), st
     ] {
         encode_counter(encoder, name, help, counter.load(Ordering::Relaxed))?;
     }
+    peers.out_of_validity.encode(encoder.encode_descriptor(
+        "peer_certificates_out_of_validity",
+        "Peer certificates refused for being expired or not valid yet, by peer and direction (inbound: presented by a peer connecting here; outbound: by a peer's API)",
+        None,
+        MetricType::Counter,
+    )?)?;
     let status = peers.status();
     let mut up = encoder.encode_descriptor(
         "peer_up",

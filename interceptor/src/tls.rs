@@ -1,19 +1,28 @@
 //! Mutual TLS between sites: every site holds a certificate signed by the mesh's CA, whose DNS
 //! name is derived from the site's name, so that a connection proves which site is at the other
-//! end. Also makes a CA and site certificates (`cheops certs`, `issue.rs`) and reads how long
-//! certificates are valid (`validity.rs`).
+//! end. The material in use is reloaded without a restart (`reload.rs`: SIGHUP, and when its
+//! files change), each generation built and checked whole (`material.rs`); a peer certificate
+//! out of its validity is refused naming its dates (`dated.rs`). Also makes a CA and site
+//! certificates (`cheops certs`, `issue.rs`) and reads how long certificates are valid
+//! (`validity.rs`).
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
+mod dated;
 mod issue;
+mod material;
+mod reload;
+#[cfg(test)]
+mod tests;
 mod validity;
 
-pub use issue::{generate, issue, CA_KEY_FILE};
-use rustls::{server::WebPkiClientVerifier, ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+pub use dated::{out_of_validity, OutOfValidity};
+pub use issue::{generate, issue, Validity, CA_KEY_FILE};
+pub use material::{Generation, Material};
+pub use reload::SiteTls;
+use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
 pub use validity::{files_validity, CertificateValidity};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +33,14 @@ pub enum TlsError {
         path: PathBuf,
         cause: rustls_pki_types::pem::Error,
     },
+    #[error("cannot read the {what} {path}: {cause}")]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("the site key {key} is not the key of the certificate {cert} (is one of them still being written?)")]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
     #[error("the {what} {path} holds no certificate")]
     NoCertificate { what: &'static str, path: PathBuf },
     #[error("the TLS credentials are refused: {0}")]
@@ -67,12 +84,6 @@ fn default_expiry_margin() -> Duration {
     DEFAULT_EXPIRY_MARGIN
 }
 
-/// The TLS settings of this site's peer API (server) and of its connections to peers (client).
-pub struct SiteTls {
-    pub server: Arc<ServerConfig>,
-    pub client: Arc<ClientConfig>,
-}
-
 /// The DNS name in the certificate of `site`: its letters and digits, lower case, with `-` for
 /// anything else, under `.cheops` (certificate names cannot hold spaces or most punctuation).
 pub fn site_dns_name(site: &str) -> Result<String, TlsError> {
@@ -111,51 +122,31 @@ pub fn certificate_site<'a>(
     })
 }
 
-pub fn load(files: &TlsFiles) -> Result<SiteTls, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    for ca in read_certificates("CA certificate", &files.ca)? {
-        roots.add(ca)?;
-    }
-    let roots = Arc::new(roots);
-    let chain = read_certificates("site certificate", &files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|cause| TlsError::Read {
-        what: "site key",
-        path: files.key.clone(),
-        cause,
-    })?;
-    // Only certificates of our CA get past the handshake; which site it is, is checked after.
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
-    let mut server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain.clone(), key.clone_key())?;
-    server.alpn_protocols = vec![b"h2".to_vec()];
-    let mut client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
-    client.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(SiteTls {
-        server: Arc::new(server),
-        client: Arc::new(client),
-    })
-}
-
 pub(crate) fn read_certificates(
     what: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let read_error = |cause| TlsError::Read {
+    let bytes = std::fs::read(path).map_err(|cause| TlsError::ReadFile {
         what,
         path: path.to_owned(),
         cause,
-    };
-    let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(read_error)?
+    })?;
+    certificates_in(what, path, &bytes)
+}
+
+/// The certificates in `bytes`, the PEM text of `path`; a file cut short is refused.
+pub(crate) fn certificates_in(
+    what: &'static str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certificates = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(read_error)?;
+        .map_err(|cause| TlsError::Read {
+            what,
+            path: path.to_owned(),
+            cause,
+        })?;
     if certificates.is_empty() {
         return Err(TlsError::NoCertificate {
             what,
@@ -175,34 +166,4 @@ pub fn site_files(site: &str) -> Result<(String, String), TlsError> {
     let dns_name = site_dns_name(site)?;
     let label = dns_name.trim_end_matches(".cheops");
     Ok((format!("{label}.pem"), format!("{label}.key")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn site_names_become_certificate_names() {
-        assert_eq!(site_dns_name("New York").unwrap(), "new-york.cheops");
-        assert_eq!(site_dns_name("Site #1").unwrap(), "site--1.cheops");
-        assert!(matches!(site_dns_name("##"), Err(TlsError::Unnameable(_))));
-    }
-
-    #[test]
-    fn generated_certificates_load_and_name_their_site() {
-        let dir = std::env::temp_dir().join(format!("cheops-tls-test-{}", std::process::id()));
-        let sites = vec!["Paris".to_owned(), "Nantes".to_owned()];
-        generate(&dir, &sites, None).unwrap();
-        let files = TlsFiles {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("paris.pem"),
-            key: dir.join("paris.key"),
-            expiry_margin: DEFAULT_EXPIRY_MARGIN,
-        };
-        assert!(load(&files).is_ok());
-        let certificate = read_certificates("site certificate", &files.cert).unwrap();
-        let found = certificate_site(&certificate[0], ["Nantes", "Paris"].into_iter());
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(found, Some("Paris"));
-    }
 }

@@ -170,11 +170,55 @@ impl Agent {
         serde_json::from_str(&text).expect("/status is the admin API's Status")
     }
 
+    /// What `cheops status` prints for this agent, run in its namespace.
+    pub fn status_text(&self) -> String {
+        let output = command_in(&self.netns, cheops_bin().to_str().expect("UTF-8 path"))
+            .arg("status")
+            .output()
+            .expect("running cheops status");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     pub fn replicas(&self) -> ReplicasView {
         let text = self
             .admin(REPLICAS_PAGE)
             .expect("the agent's /replicas answers");
         serde_json::from_str(&text).expect("/replicas is the admin API's ReplicasView")
+    }
+
+    /// The configuration file the agent was started with (or was last given).
+    pub fn config(&self) -> Config {
+        Config::load(&self.config).expect("the agent's configuration loads")
+    }
+
+    /// Writes `text` as the agent's configuration file, for a reload to apply.
+    pub fn write_config_text(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("writing the agent configuration");
+    }
+
+    /// Writes `config` as the agent's configuration file, for a reload to apply.
+    pub fn write_config(&self, config: &Config) {
+        self.write_config_text(&config_text(config));
+    }
+
+    /// `cheops reload` through the agent's control socket, from inside its namespace.
+    pub fn reload(&self) -> std::process::Output {
+        command_in(&self.netns, cheops_bin().to_str().expect("UTF-8 path"))
+            .arg("reload")
+            .arg("--control")
+            .arg(&self.control)
+            .output()
+            .expect("running cheops reload")
+    }
+
+    /// Sends the agent SIGHUP (a reload of its file).
+    pub fn hang_up(&mut self) {
+        let pid = self.pid().expect("the agent runs");
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -HUP {pid} failed");
     }
 
     pub fn log_text(&self) -> String {

@@ -77,8 +77,9 @@ pub fn assert_bad_requests_answered(output: &std::process::Output) -> HashMap<St
 }
 
 /// Waits until something accepts TCP connections at `address` inside `netns`.
+/// Up to 30 s: a Python or Node server takes seconds to start on a loaded machine.
 pub fn wait_for_listener(netns: &Netns, address: SocketAddr) {
-    wait_for_listener_within(netns, address, Duration::from_secs(10));
+    wait_for_listener_within(netns, address, Duration::from_secs(30));
 }
 
 /// The same, up to `limit` (a server under valgrind starts slowly).
@@ -138,6 +139,11 @@ impl JsonServer {
         let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
         let wanted = format!("{method} {path_prefix}");
         log.lines().filter(|line| line.contains(&wanted)).count()
+    }
+
+    /// Its folder: `db.json` and its request log `log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Stops it, as a crashed instance would be.

@@ -11,7 +11,6 @@ use std::{
 
 use cheops_tests::{
     apps::{client_script, HttpServer},
-    cheops_bin,
     netns::{run, Netns},
     node::{body, kernel_redirected, service, start_node, Node},
     process::{wait_until, Process},
@@ -176,13 +175,7 @@ fn a_container_started_after_the_agent_is_meshed_within_the_scan_interval() {
     assert_eq!(shown.cgroup, node.workload.path(), "{shown:?}");
     assert_eq!(shown.error, None);
     assert_eq!(kernel_redirected(&status), 1);
-    let cli = node
-        .netns
-        .command(cheops_bin().to_str().unwrap())
-        .arg("status")
-        .output()
-        .unwrap();
-    let cli = String::from_utf8_lossy(&cli.stdout);
+    let cli = node.agent.status_text();
     assert!(
         cli.contains("1 network namespaces of their own")
             && cli.contains(&format!("net:[{inode}]")),

@@ -10,13 +10,15 @@ pub use crate::{
     peer::PeerStatus,
     replication::replicator::ReplicasView,
     scope::workloads::Registration,
-    tls::CertificateValidity,
+    tls::{CertificateValidity, Generation},
 };
 
 /// The page where default scopes of workload cgroups are registered (PUT, JSON `Registration`).
 pub const WORKLOAD_SCOPE_PAGE: &str = "/workload-scope";
 /// The page that answers a `Status`.
 pub const STATUS_PAGE: &str = "/status";
+/// The page that reloads the configuration file (POST): `Reloaded`, or 422 and why not.
+pub const RELOAD_PAGE: &str = "/reload";
 /// The page that answers a `ReplicasView`, or 404 when the site has no resource rules.
 pub const REPLICAS_PAGE: &str = "/replicas";
 
@@ -37,9 +39,28 @@ pub struct Status {
     pub inbound: Vec<InboundService>,
     /// Absent when no service has resource rules.
     pub replication: Option<ReplicationSummary>,
-    /// The CA's and this site's certificates, as loaded (none without peers).
+    /// The CA's and this site's certificates in use (none without peers).
     #[serde(default)]
     pub certificates: Vec<CertificateValidity>,
+    /// Which TLS material is in use: its generation, site certificate and when it was loaded.
+    #[serde(default)]
+    pub tls_generation: Option<Generation>,
+    /// Which configuration runs.
+    pub config: ConfigStatus,
+}
+
+/// The running configuration: 1 at start, one more per reload applied.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    pub generation: u64,
+    /// When it was loaded, in seconds since the Unix epoch.
+    pub loaded_at_unix: u64,
+}
+
+/// What an applied reload answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub generation: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

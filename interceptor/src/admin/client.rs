@@ -10,7 +10,8 @@ use std::{
 use anyhow::{bail, Context};
 
 use super::api::{
-    Registration, ReplicasView, Status, REPLICAS_PAGE, STATUS_PAGE, WORKLOAD_SCOPE_PAGE,
+    Registration, Reloaded, ReplicasView, Status, RELOAD_PAGE, REPLICAS_PAGE, STATUS_PAGE,
+    WORKLOAD_SCOPE_PAGE,
 };
 
 /// Where an agent is asked.
@@ -59,6 +60,20 @@ pub fn register(admin: &Endpoint, registration: &Registration) -> anyhow::Result
         bail!("the agent refused the scope: {}", body.trim_end());
     }
     Ok(())
+}
+
+/// Has the agent apply its configuration file again: the generation it runs then.
+pub fn reload(admin: &Endpoint) -> anyhow::Result<u64> {
+    let (code, body) = request(admin, "POST", RELOAD_PAGE, "")?;
+    if code != 200 {
+        bail!(
+            "the agent refused the reload, its configuration stays: {}",
+            body.trim_end()
+        );
+    }
+    let reloaded: Reloaded =
+        serde_json::from_str(&body).context("the agent's reload answer is not JSON")?;
+    Ok(reloaded.generation)
 }
 
 /// One request to an agent's admin endpoint: its status code and body.

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 use anyhow::Context;
 
 use super::api::{
-    ProxySnapshot, Registration, ReplicationSummary, Status, REPLICAS_PAGE, STATUS_PAGE,
-    WORKLOAD_SCOPE_PAGE,
+    ConfigStatus, ProxySnapshot, Registration, Reloaded, ReplicationSummary, Status, RELOAD_PAGE,
+    REPLICAS_PAGE, STATUS_PAGE, WORKLOAD_SCOPE_PAGE,
 };
 use super::control::{self, ControlSocket};
 use crate::{
@@ -23,9 +23,10 @@ use crate::{
     intercept::{ebpf::Interception, inbound::InboundDoor, namespaces::WorkloadNamespaces},
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
+    reload::{ConfigGeneration, ReloadHandle},
     replication::{sites::PeerSites, Replicator},
     scope::workloads::WorkloadScopes,
-    tls::CertificateValidity,
+    tls::SiteTls,
 };
 
 /// The parts of the agent that admin shows or changes; never the proxy itself.
@@ -43,8 +44,11 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Where changes are taken, and from whom.
     pub control: ControlSocket,
-    /// The certificates the peer links use.
-    pub certificates: Vec<CertificateValidity>,
+    /// The TLS material of the peer API and links (none without peers).
+    pub tls: Option<Arc<SiteTls>>,
+    /// Where `cheops reload` is asked.
+    pub reload: ReloadHandle,
+    pub generation: Arc<ConfigGeneration>,
 }
 
 impl Admin {
@@ -65,14 +69,23 @@ impl Admin {
                 refused_peer_connections: p.refused_connections.load(Ordering::Relaxed),
             },
             peers: self.peers.status(),
-            workloads: self.workload_scopes.roots().to_vec(),
+            workloads: self.workload_scopes.roots(),
             namespaces: self
                 .namespaces
                 .as_ref()
                 .map(|n| n.meshed())
                 .unwrap_or_default(),
             inbound: self.inbound.counts(),
-            certificates: self.certificates.clone(),
+            certificates: self
+                .tls
+                .as_ref()
+                .map(|tls| tls.certificates())
+                .unwrap_or_default(),
+            tls_generation: self.tls.as_ref().map(|tls| tls.generation()),
+            config: ConfigStatus {
+                generation: self.generation.generation(),
+                loaded_at_unix: self.generation.loaded_at_unix(),
+            },
             replication: self
                 .replicator
                 .as_ref()
@@ -154,24 +167,41 @@ impl Admin {
         request: Request<hyper::body::Incoming>,
         may_change: bool,
     ) -> (StatusCode, &'static str, String) {
+        let changing = matches!(
+            (request.method(), request.uri().path()),
+            (&hyper::Method::PUT, WORKLOAD_SCOPE_PAGE) | (&hyper::Method::POST, RELOAD_PAGE)
+        );
+        if changing && !may_change {
+            return (
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                format!(
+                    "the TCP admin endpoint is read-only: {} changes the agent, so it is served \
+                     only on the control socket {} (root{})\n",
+                    request.uri().path(),
+                    self.control.path.display(),
+                    match &self.control.group {
+                        Some((name, _)) => format!(" and group {name}"),
+                        None => String::new(),
+                    }
+                ),
+            );
+        }
         match request.uri().path() {
-            WORKLOAD_SCOPE_PAGE if request.method() == hyper::Method::PUT => match may_change {
-                true => {
-                    let (status, text) = self.register(request).await;
-                    (status, "text/plain", text)
-                }
-                false => (
-                    StatusCode::FORBIDDEN,
+            WORKLOAD_SCOPE_PAGE if changing => {
+                let (status, text) = self.register(request).await;
+                (status, "text/plain", text)
+            }
+            RELOAD_PAGE if changing => match self.reload.reload().await {
+                Ok(generation) => (
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_string(&Reloaded { generation }).unwrap_or_default(),
+                ),
+                Err(why) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
                     "text/plain",
-                    format!(
-                        "the TCP admin endpoint is read-only: {WORKLOAD_SCOPE_PAGE} changes the \
-                         agent, so it is served only on the control socket {} (root{})\n",
-                        self.control.path.display(),
-                        match &self.control.group {
-                            Some((name, _)) => format!(" and group {name}"),
-                            None => String::new(),
-                        }
-                    ),
+                    format!("{why}\n"),
                 ),
             },
             STATUS_PAGE => (

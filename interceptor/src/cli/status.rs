@@ -8,6 +8,13 @@ pub fn run(admin: &Endpoint, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("site         {}", status.site);
+    let loaded =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(status.config.loaded_at_unix);
+    println!(
+        "config       generation {}, loaded {}",
+        status.config.generation,
+        humantime::format_rfc3339_seconds(loaded)
+    );
     match status.kernel {
         None => println!("kernel       no eBPF programs (NAT interception)"),
         Some(kernel) => println!(
@@ -56,6 +63,17 @@ pub fn run(admin: &Endpoint, json: bool) -> anyhow::Result<()> {
             certificate.path.display(),
             certificate.subject,
             certificate.dates()
+        );
+    }
+    if let Some(generation) = &status.tls_generation {
+        let loaded = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(generation.loaded_unix.max(0) as u64);
+        println!(
+            "tls          generation {} since {}: site certificate serial {}, SHA-256 {}",
+            generation.number,
+            humantime::format_rfc3339_seconds(loaded),
+            generation.serial,
+            generation.fingerprint
         );
     }
     let proxy = &status.proxy;

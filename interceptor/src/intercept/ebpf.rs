@@ -4,15 +4,19 @@
 //! dropping `Interception`, or the process dying in any way, detaches them, so nothing stays
 //! redirected to a proxy that is gone.
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsFd,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Mutex,
 };
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, SockMap},
-    programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps},
+    programs::{
+        cgroup_sock_addr::CgroupSockAddrLinkId, sock_ops::SockOpsLinkId, CgroupAttachMode,
+        CgroupSockAddr, SkLookup, SockOps,
+    },
     Ebpf,
 };
 use interceptor_ebpf::{
@@ -73,6 +77,18 @@ pub enum LoadError {
     InboundListener(#[source] aya::maps::MapError),
 }
 
+/// The workload cgroups the programs are attached to, and the locks that keep other agents off.
+struct Workloads {
+    locks: super::exclusive::WorkloadLocks,
+    attached: BTreeMap<PathBuf, Attached>,
+}
+
+/// One workload cgroup's links: connect4, connect6, sock_ops.
+struct Attached {
+    connect: Vec<(&'static str, CgroupSockAddrLinkId)>,
+    sock_ops: SockOpsLinkId,
+}
+
 /// Kernel-side counters, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct KernelCounters {
@@ -95,9 +111,10 @@ pub struct Steering<'a> {
 
 pub struct Interception {
     // Owns the programs and their links: dropping it detaches them.
-    _ebpf: Ebpf,
-    // No other agent may mesh these cgroups while this one lives.
-    _workload_locks: super::exclusive::WorkloadLocks,
+    ebpf: Mutex<Ebpf>,
+    workloads: Mutex<Workloads>,
+    /// The meshed services' addresses, changed in place when the configuration changes.
+    services: Mutex<HashMap<MapData, SocketAddress, u32>>,
     listener: Mutex<Array<MapData, ProxyListener>>,
     original_destinations: Mutex<HashMap<MapData, ConnectionKey, OriginalDestination>>,
     inbound_listeners: Mutex<SockMap<MapData>>,
@@ -121,8 +138,8 @@ impl Interception {
         let mut ebpf = Ebpf::load(PROGRAMS).map_err(LoadError::Object)?;
         forward_kernel_logs(&mut ebpf);
 
+        let services = fill_address_map(&mut ebpf, SERVICES_MAP, &services)?;
         // Held until the programs are loaded: a map whose descriptor is closed is gone.
-        let _services = fill_address_map(&mut ebpf, SERVICES_MAP, &services)?;
         let _inbound_services =
             fill_address_map(&mut ebpf, INBOUND_SERVICES_MAP, &inbound_services)?;
         let mut listener: Array<_, ProxyListener> =
@@ -142,29 +159,10 @@ impl Interception {
         let inbound_listeners = SockMap::try_from(take_map(&mut ebpf, INBOUND_LISTENERS_MAP)?)
             .map_err(map_error(INBOUND_LISTENERS_MAP))?;
 
-        let cgroups = workload_cgroups
-            .iter()
-            .map(|path| {
-                std::fs::File::open(path).map_err(|cause| LoadError::Cgroup {
-                    cgroup: path.clone(),
-                    cause,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         load_programs(&mut ebpf)?;
-        for name in [CONNECT4_PROGRAM, CONNECT6_PROGRAM] {
-            let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            for (cgroup, path) in cgroups.iter().zip(workload_cgroups) {
-                program
-                    .attach(cgroup, CgroupAttachMode::Single)
-                    .map_err(attach_error(name, path))?;
-            }
-        }
-        let sock_ops: &mut SockOps = program(&mut ebpf, SOCK_OPS_PROGRAM)?;
-        for (cgroup, path) in cgroups.iter().zip(workload_cgroups) {
-            sock_ops
-                .attach(cgroup, CgroupAttachMode::Single)
-                .map_err(attach_error(SOCK_OPS_PROGRAM, path))?;
+        let mut attached = BTreeMap::new();
+        for path in workload_cgroups {
+            attached.insert(path.clone(), attach_workload(&mut ebpf, path)?);
         }
         if !inbound_services.is_empty() {
             let netns = std::fs::File::open("/proc/self/ns/net").map_err(LoadError::Netns)?;
@@ -174,13 +172,90 @@ impl Interception {
 
         release_loading_memory();
         Ok(Interception {
-            _ebpf: ebpf,
-            _workload_locks: workload_locks,
+            ebpf: Mutex::new(ebpf),
+            workloads: Mutex::new(Workloads {
+                locks: workload_locks,
+                attached,
+            }),
+            services: Mutex::new(services),
             listener: Mutex::new(listener),
             original_destinations: Mutex::new(original_destinations),
             inbound_listeners: Mutex::new(inbound_listeners),
             counters,
         })
+    }
+
+    /// Makes `services` the meshed services: connections to an address added are redirected
+    /// from now on, to one removed pass untouched; connections already made are not touched.
+    pub fn set_services(&self, services: &[SocketAddr]) -> Result<(), LoadError> {
+        let mut map = self.services.lock().unwrap();
+        let wanted: Vec<SocketAddress> = services.iter().map(|a| kernel_address(*a)).collect();
+        let gone: Vec<SocketAddress> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !wanted.contains(key))
+            .collect();
+        for key in gone {
+            map.remove(&key).map_err(map_error(SERVICES_MAP))?;
+        }
+        for key in wanted {
+            map.insert(key, 1, 0).map_err(map_error(SERVICES_MAP))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `cgroups` the workload cgroups: the programs are attached to those added (as at
+    /// start: refused when another agent meshes one) and detached from those removed, the
+    /// others untouched. On an error nothing has changed.
+    pub fn set_workloads(&self, cgroups: &[PathBuf]) -> Result<(), LoadError> {
+        let mut workloads = self.workloads.lock().unwrap();
+        let added: Vec<PathBuf> = cgroups
+            .iter()
+            .filter(|c| !workloads.attached.contains_key(*c))
+            .cloned()
+            .collect();
+        let removed: Vec<PathBuf> = workloads
+            .attached
+            .keys()
+            .filter(|c| !cgroups.contains(c))
+            .cloned()
+            .collect();
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        super::exclusive::refuse_if_meshed_elsewhere(&added)?;
+        let running: Vec<PathBuf> = workloads.attached.keys().cloned().collect();
+        // A directory's lock would conflict with this process's own: the old set is let go
+        // first, and taken back if the new one cannot be had.
+        workloads.locks = super::exclusive::lock_workloads(&[])?;
+        workloads.locks = match super::exclusive::lock_workloads(cgroups) {
+            Ok(locks) => locks,
+            Err(refused) => {
+                workloads.locks = super::exclusive::lock_workloads(&running)?;
+                return Err(refused.into());
+            }
+        };
+        let mut ebpf = self.ebpf.lock().unwrap();
+        let mut attached_now = Vec::new();
+        for path in &added {
+            match attach_workload(&mut ebpf, path) {
+                Ok(links) => attached_now.push((path.clone(), links)),
+                Err(err) => {
+                    for (_, links) in attached_now {
+                        detach_workload(&mut ebpf, links);
+                    }
+                    workloads.locks = super::exclusive::lock_workloads(&running)?;
+                    return Err(err);
+                }
+            }
+        }
+        workloads.attached.extend(attached_now);
+        for path in removed {
+            if let Some(links) = workloads.attached.remove(&path) {
+                detach_workload(&mut ebpf, links);
+            }
+        }
+        Ok(())
     }
 
     /// Hands the inbound listeners to the `sk_lookup` program: from now on, connections from
@@ -258,6 +333,52 @@ impl Interception {
             passed_through: sum(Counter::PassedThrough),
             failed_open: sum(Counter::FailedOpen),
             steered_inbound: sum(Counter::SteeredInbound),
+        }
+    }
+}
+
+/// Attaches connect4, connect6 and sock_ops to the workload cgroup at `path`.
+fn attach_workload(ebpf: &mut Ebpf, path: &Path) -> Result<Attached, LoadError> {
+    let cgroup = std::fs::File::open(path).map_err(|cause| LoadError::Cgroup {
+        cgroup: path.to_owned(),
+        cause,
+    })?;
+    let mut connect = Vec::new();
+    for name in [CONNECT4_PROGRAM, CONNECT6_PROGRAM] {
+        let program: &mut CgroupSockAddr = program(ebpf, name)?;
+        match program.attach(&cgroup, CgroupAttachMode::Single) {
+            Ok(link) => connect.push((name, link)),
+            Err(cause) => {
+                detach_connect(ebpf, connect);
+                return Err(attach_error(name, path)(cause));
+            }
+        }
+    }
+    let sock_ops: &mut SockOps = program(ebpf, SOCK_OPS_PROGRAM)?;
+    match sock_ops.attach(&cgroup, CgroupAttachMode::Single) {
+        Ok(sock_ops) => Ok(Attached { connect, sock_ops }),
+        Err(cause) => {
+            detach_connect(ebpf, connect);
+            Err(attach_error(SOCK_OPS_PROGRAM, path)(cause))
+        }
+    }
+}
+
+fn detach_workload(ebpf: &mut Ebpf, links: Attached) {
+    detach_connect(ebpf, links.connect);
+    if let Ok(sock_ops) = program::<SockOps>(ebpf, SOCK_OPS_PROGRAM) {
+        if let Err(err) = sock_ops.detach(links.sock_ops) {
+            tracing::warn!("detaching {SOCK_OPS_PROGRAM} from a workload cgroup: {err}");
+        }
+    }
+}
+
+fn detach_connect(ebpf: &mut Ebpf, links: Vec<(&'static str, CgroupSockAddrLinkId)>) {
+    for (name, link) in links {
+        if let Ok(program) = program::<CgroupSockAddr>(ebpf, name) {
+            if let Err(err) = program.detach(link) {
+                tracing::warn!("detaching {name} from a workload cgroup: {err}");
+            }
         }
     }
 }

@@ -69,7 +69,7 @@ impl Drop for Listening {
 }
 
 pub struct WorkloadNamespaces {
-    roots: Vec<PathBuf>,
+    roots: Mutex<Vec<PathBuf>>,
     own_inode: u64,
     proxy_port: u16,
     interception: Arc<Interception>,
@@ -87,7 +87,7 @@ impl WorkloadNamespaces {
         serve: ServeListener,
     ) -> io::Result<WorkloadNamespaces> {
         Ok(WorkloadNamespaces {
-            roots,
+            roots: Mutex::new(roots),
             own_inode: std::fs::metadata("/proc/self/ns/net")?.ino(),
             proxy_port,
             interception,
@@ -113,6 +113,12 @@ impl WorkloadNamespaces {
         });
     }
 
+    /// Scans `roots` from the next scan on; namespaces found only under the roots left lose
+    /// their listener then (connections already accepted go on).
+    pub fn set_roots(&self, roots: Vec<PathBuf>) {
+        *self.roots.lock().unwrap() = roots;
+    }
+
     /// The namespaces cheops listens in now, by inode.
     pub fn meshed(&self) -> Vec<MeshedNamespace> {
         let listening = self.listening.lock().unwrap();
@@ -124,7 +130,8 @@ impl WorkloadNamespaces {
     /// One scan (blocking: reads /proc and enters namespaces): forgets the namespaces that are
     /// gone and opens listeners in the new ones, handed back to be served on the runtime.
     fn scan(&self) -> Vec<(u64, Opened)> {
-        let found = workload_namespaces(&self.roots, self.own_inode);
+        let roots = self.roots.lock().unwrap().clone();
+        let found = workload_namespaces(&roots, self.own_inode);
         let mut listening = self.listening.lock().unwrap();
         listening.retain(|inode, gone| {
             let keep = found.contains_key(inode);

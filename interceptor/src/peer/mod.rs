@@ -1,27 +1,34 @@
 //! The other sites, outbound: one multiplexed HTTP/2 connection over mutual TLS per peer,
 //! re-established when it breaks; heartbeats that measure each round trip and mark peers up or
 //! down; forwarding, whose errors say whether the peer may have got the request. (What other
-//! sites ask of this one is `proxy::inbound`.)
+//! sites ask of this one is `proxy::inbound`.) A link moves to new TLS material when it is
+//! reloaded, and peer certificates out of their validity are refused and counted
+//! (`certificates.rs`).
+mod certificates;
 mod health;
 #[cfg(test)]
 mod tests;
 pub mod wire;
 
+use certificates::RefusalsLogged;
+pub use certificates::{CertificateLabels, Direction};
 use health::{Change, Health};
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
 };
 use wire::{header_value, Heartbeat, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH};
 
+use arc_swap::ArcSwap;
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, client::conn::http2::SendRequest, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use rustls_pki_types::ServerName;
 use serde::Serialize;
 use tokio::net::TcpStream;
@@ -60,6 +67,13 @@ pub enum NotDelivered {
     Connect {
         address: SocketAddr,
         cause: std::io::Error,
+    },
+    #[error("this site has no `[tls]` to connect to peers with")]
+    NoTls,
+    #[error("the TLS handshake with {address} was refused: {refused}")]
+    OutOfValidity {
+        address: SocketAddr,
+        refused: tls::OutOfValidity,
     },
     #[error("the TLS handshake with {address} failed: {cause}")]
     Tls {
@@ -128,10 +142,19 @@ struct PeerLink {
     address: SocketAddr,
     server_name: ServerName<'static>,
     /// The one connection to this peer, shared by every request; `None` until (re)connected.
-    connection: tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
+    connection: tokio::sync::Mutex<Option<Connection>>,
     health: Mutex<Health>,
     /// One permit per request in flight to this peer, until its answer's head.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Taken out of the configuration: its heartbeats stop, and its connection closes once
+    /// the requests still using it are done (the last holder of the link drops it).
+    removed: AtomicBool,
+}
+
+/// One HTTP/2 connection to a peer, and the generation of TLS material it was made with.
+struct Connection {
+    sender: SendRequest<ProxyBody>,
+    generation: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -143,10 +166,15 @@ pub struct PeerCounters {
 
 pub struct Peers {
     site: String,
-    links: Vec<Arc<PeerLink>>,
-    connector: TlsConnector,
+    /// Replaced as a whole when the configuration changes; a request keeps the link it took.
+    links: ArcSwap<Vec<Arc<PeerLink>>>,
+    /// `None` only where no peer is configured.
+    tls: Option<Arc<SiteTls>>,
     settings: PeerApiSettings,
     pub counters: PeerCounters,
+    /// Peer certificates refused for being out of their validity, by peer and direction.
+    pub out_of_validity: Family<CertificateLabels, Counter>,
+    refusals_logged: RefusalsLogged,
     /// The name of each peer that comes up (again).
     ups: tokio::sync::broadcast::Sender<String>,
 }
@@ -155,62 +183,90 @@ impl Peers {
     pub fn new(
         site: String,
         peers: &[Peer],
-        tls: Option<&SiteTls>,
+        tls: Option<Arc<SiteTls>>,
         settings: PeerApiSettings,
     ) -> Result<Peers, tls::TlsError> {
         let links = peers
             .iter()
-            .map(|peer| {
-                Ok(Arc::new(PeerLink {
-                    name: peer.name.clone(),
-                    address: peer.address,
-                    server_name: tls::server_name(&peer.name)?,
-                    connection: tokio::sync::Mutex::new(None),
-                    health: Mutex::new(Health::default()),
-                    in_flight: Arc::new(tokio::sync::Semaphore::new(
-                        settings.max_requests_per_peer,
-                    )),
-                }))
-            })
+            .map(|peer| PeerLink::new(peer, &settings))
             .collect::<Result<_, tls::TlsError>>()?;
-        let client = match tls {
-            Some(tls) => tls.client.clone(),
-            // No peer is configured, so no client is ever used; an empty one keeps types simple.
-            None => Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-            ),
-        };
         Ok(Peers {
             site,
-            links,
-            connector: TlsConnector::from(client),
+            links: ArcSwap::from_pointee(links),
+            tls,
             settings,
             counters: PeerCounters::default(),
+            out_of_validity: Family::default(),
+            refusals_logged: RefusalsLogged::default(),
             ups: tokio::sync::broadcast::channel(64).0,
         })
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.links.iter().map(|link| link.name.as_str())
+    pub fn names(&self) -> Vec<String> {
+        self.links
+            .load()
+            .iter()
+            .map(|link| link.name.clone())
+            .collect()
+    }
+
+    /// Takes a changed list of peers: a new peer gets a link and heartbeats; a peer gone has
+    /// its heartbeats stopped and its connection closed once its requests in flight are done;
+    /// a peer whose address changed is both. The others keep their link, connection and health.
+    pub fn apply(self: &Arc<Self>, peers: &[Peer]) -> Result<(), tls::TlsError> {
+        let running = self.links.load_full();
+        let kept = |peer: &Peer| {
+            running
+                .iter()
+                .find(|link| link.name == peer.name && link.address == peer.address)
+                .cloned()
+        };
+        let mut added = Vec::new();
+        let links = peers
+            .iter()
+            .map(|peer| match kept(peer) {
+                Some(link) => Ok(link),
+                None => {
+                    let link = PeerLink::new(peer, &self.settings)?;
+                    added.push(link.clone());
+                    Ok(link)
+                }
+            })
+            .collect::<Result<Vec<_>, tls::TlsError>>()?;
+        for gone in running
+            .iter()
+            .filter(|old| !links.iter().any(|l| Arc::ptr_eq(l, old)))
+        {
+            info!(peer = %gone.name, address = %gone.address, "peer removed from the configuration");
+            gone.removed.store(true, Ordering::Relaxed);
+        }
+        self.links.store(Arc::new(links));
+        for link in added {
+            info!(peer = %link.name, address = %link.address, "peer added by the configuration");
+            tokio::spawn(self.clone().heartbeat(link));
+        }
+        Ok(())
+    }
+
+    fn link(&self, site: &str) -> Option<Arc<PeerLink>> {
+        self.links
+            .load()
+            .iter()
+            .find(|link| link.name == site)
+            .cloned()
     }
 
     /// Whether `site` is this site, or a peer whose heartbeats are answered.
     pub fn is_up(&self, site: &str) -> bool {
         site == self.site
             || self
-                .links
-                .iter()
-                .any(|link| link.name == site && link.down_because().is_none())
+                .link(site)
+                .is_some_and(|link| link.down_because().is_none())
     }
 
     /// Whether a scope may name `site`: this site or a configured peer.
     pub fn knows_site(&self, site: &str) -> bool {
-        site == self.site || self.names().any(|peer| peer == site)
+        site == self.site || self.link(site).is_some()
     }
 
     /// The names of the peers that come up from now on, as their heartbeats are answered
@@ -221,7 +277,7 @@ impl Peers {
 
     /// Starts one heartbeat task per peer.
     pub fn spawn_heartbeats(self: &Arc<Self>) {
-        for link in &self.links {
+        for link in self.links.load().iter() {
             tokio::spawn(self.clone().heartbeat(link.clone()));
         }
     }
@@ -231,6 +287,9 @@ impl Peers {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            if link.removed.load(Ordering::Relaxed) {
+                return;
+            }
             let beat = tokio::time::timeout(self.settings.heartbeat_timeout, self.beat(&link));
             let error = match beat.await {
                 Ok(Ok((round_trip, reported))) => {
@@ -295,30 +354,46 @@ impl Peers {
     /// The connection to `link`, made now if there is none or it broke.
     async fn connection(&self, link: &PeerLink) -> Result<SendRequest<ProxyBody>, NotDelivered> {
         let mut connection = link.connection.lock().await;
-        if let Some(sender) = connection.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
+        if let Some(open) = connection.as_ref().filter(|c| !c.sender.is_closed()) {
+            return Ok(open.sender.clone());
         }
-        let sender = tokio::time::timeout(self.settings.connect_timeout, self.connect(link))
+        let made = self.connect_within(link).await?;
+        let sender = made.sender.clone();
+        *connection = Some(made);
+        Ok(sender)
+    }
+
+    /// A new connection to `link`, within `[peer_api] connect_timeout`.
+    async fn connect_within(&self, link: &PeerLink) -> Result<Connection, NotDelivered> {
+        tokio::time::timeout(self.settings.connect_timeout, self.connect(link))
             .await
             .map_err(|_| NotDelivered::ConnectTimeout {
                 address: link.address,
                 after: self.settings.connect_timeout,
-            })??;
-        *connection = Some(sender.clone());
-        Ok(sender)
+            })?
     }
 
-    async fn connect(&self, link: &PeerLink) -> Result<SendRequest<ProxyBody>, NotDelivered> {
+    /// Connects with the TLS material in use now.
+    async fn connect(&self, link: &PeerLink) -> Result<Connection, NotDelivered> {
         let address = link.address;
+        let material = self.tls.as_ref().ok_or(NotDelivered::NoTls)?.current();
         let tcp = TcpStream::connect(address)
             .await
             .map_err(|cause| NotDelivered::Connect { address, cause })?;
         let _ = tcp.set_nodelay(true);
-        let tls = self
-            .connector
+        let tls = TlsConnector::from(material.client.clone())
             .connect(link.server_name.clone(), tcp)
             .await
-            .map_err(|cause| NotDelivered::Tls { address, cause })?;
+            .map_err(|cause| match tls::out_of_validity(&cause) {
+                Some(dated) => {
+                    self.refuse_out_of_validity(&link.name, address, Direction::Outbound, dated);
+                    NotDelivered::OutOfValidity {
+                        address,
+                        refused: dated.clone(),
+                    }
+                }
+                None => NotDelivered::Tls { address, cause },
+            })?;
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(self.settings.heartbeat_interval)
@@ -332,8 +407,9 @@ impl Peers {
                 debug!(%peer, "peer connection ended: {err}");
             }
         });
-        info!(peer = %link.name, address = %link.address, "connected to peer");
-        Ok(sender)
+        let generation = material.generation.number;
+        info!(peer = %link.name, address = %link.address, tls_generation = generation, "connected to peer");
+        Ok(Connection { sender, generation })
     }
 
     /// Sends `request` (for `service`) to `site`'s instance through its cheops, waiting for
@@ -357,13 +433,10 @@ impl Peers {
         mut request: Request<ProxyBody>,
         limit: Option<Duration>,
     ) -> Result<Response<Incoming>, PeerError> {
-        let link = self
-            .links
-            .iter()
-            .find(|link| link.name == site)
-            .ok_or_else(|| NotDelivered::NotAPeer {
-                site: site.to_owned(),
-            })?;
+        let link = self.link(site).ok_or_else(|| NotDelivered::NotAPeer {
+            site: site.to_owned(),
+        })?;
+        let link = &*link;
         if let Some(why) = link.down_because() {
             return Err(NotDelivered::Down { why }.into());
         }
@@ -402,6 +475,7 @@ impl Peers {
         let mut table = dsl::RoundTripTable::default();
         let healths: Vec<(String, Option<Duration>, BTreeMap<String, Duration>)> = self
             .links
+            .load()
             .iter()
             .filter_map(|link| {
                 let health = link.health.lock().unwrap();
@@ -433,6 +507,7 @@ impl Peers {
             site: self.site.clone(),
             round_trips_us: self
                 .links
+                .load()
                 .iter()
                 .filter_map(|link| {
                     let health = link.health.lock().unwrap();
@@ -445,6 +520,7 @@ impl Peers {
 
     pub fn status(&self) -> Vec<PeerStatus> {
         self.links
+            .load()
             .iter()
             .map(|link| {
                 let health = link.health.lock().unwrap();
@@ -463,6 +539,18 @@ impl Peers {
 }
 
 impl PeerLink {
+    fn new(peer: &Peer, settings: &PeerApiSettings) -> Result<Arc<PeerLink>, tls::TlsError> {
+        Ok(Arc::new(PeerLink {
+            name: peer.name.clone(),
+            address: peer.address,
+            server_name: tls::server_name(&peer.name)?,
+            connection: tokio::sync::Mutex::new(None),
+            health: Mutex::new(Health::default()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_requests_per_peer)),
+            removed: AtomicBool::new(false),
+        }))
+    }
+
     /// `Some(why)` when the last heartbeat failed, or none was answered yet.
     fn down_because(&self) -> Option<String> {
         let health = self.health.lock().unwrap();

@@ -34,11 +34,16 @@ const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
 /// replayed in one frame, or the upgrade is declined.
 const MAX_FRAME_LEN: usize = 16_384;
 
+/// The `WorkloadRequests` of the running configuration.
+pub type CurrentRequests = Arc<dyn Fn() -> Arc<WorkloadRequests> + Send + Sync>;
+
 /// A workload's connection: the requests it sends go to the service it dialled, scoped by
 /// its cgroup.
 #[derive(Clone)]
 pub struct WorkloadConnection {
-    pub requests: Arc<WorkloadRequests>,
+    /// What serves its requests now: read once per request, so a request keeps the
+    /// configuration it started with and the next one takes a reloaded one.
+    pub requests: CurrentRequests,
     /// The workload's requests in flight, capped (`proxy.max_requests_per_workload`).
     pub in_flight: Arc<Slots<u64>>,
     pub service: Arc<Service>,
@@ -58,7 +63,7 @@ impl WorkloadConnection {
                 self.in_flight.max()
             ));
         };
-        self.requests
+        (self.requests)()
             .handle(
                 request,
                 &self.service,

@@ -24,7 +24,7 @@ use crate::{
         header_value, FORWARDED_BY, FORWARDED_SERVICE, HEARTBEAT_PATH, INSTANCE_HTTP2,
         NOT_DELIVERED, REPLICATION_PATH,
     },
-    peer::Peers,
+    peer::{Direction, Peers},
     replication::{
         codec::{call_of, response_of},
         exchange::Message,
@@ -32,7 +32,7 @@ use crate::{
         Replicator,
     },
     resources::content_of,
-    tls,
+    tls::{self, SiteTls},
 };
 
 /// What serving other sites takes: this site's services, run through the chain's local
@@ -48,14 +48,20 @@ pub struct PeerApi {
     pub metrics: Arc<Metrics>,
 }
 
-/// Serves `api` on `listener`: TLS with a certificate of the mesh's CA required, then a check
-/// that the certificate names a configured peer, then HTTP/2.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<PeerApi>) {
+/// Serves the peer API on `listener`: TLS with a certificate of the mesh's CA required (the
+/// material in use when the connection starts), then a check that the certificate names a
+/// configured peer, then HTTP/2. `current` gives the API of the running configuration, read
+/// once per request.
+pub async fn serve<F>(listener: TcpListener, tls: Arc<SiteTls>, current: F)
+where
+    F: Fn() -> Arc<PeerApi> + Clone + Send + Sync + 'static,
+{
     loop {
         let (stream, client) = next_connection(&listener, "a peer connection").await;
-        let acceptor = acceptor.clone();
-        let api = api.clone();
+        let acceptor = TlsAcceptor::from(tls.current().server.clone());
+        let current = current.clone();
         tokio::spawn(async move {
+            let api = current();
             let refused = |why: String| {
                 api.peers
                     .counters
@@ -67,7 +73,25 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<PeerAp
                 .await
             {
                 Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => return refused(format!("TLS handshake failed: {err}")),
+                Ok(Err(err)) => {
+                    if let Some(dated) = tls::out_of_validity(&err) {
+                        let names = api.peers.names();
+                        let site = tls::certificate_site(
+                            &dated.certificate,
+                            names.iter().map(String::as_str),
+                        );
+                        let peer = site.unwrap_or("(no configured site)");
+                        let counters = &api.peers.counters;
+                        counters.refused_connections.fetch_add(1, Ordering::Relaxed);
+                        return api.peers.refuse_out_of_validity(
+                            peer,
+                            client,
+                            Direction::Inbound,
+                            dated,
+                        );
+                    }
+                    return refused(format!("TLS handshake failed: {err}"));
+                }
                 Err(_) => return refused("TLS handshake took over 10s".into()),
             };
             let site = tls
@@ -75,14 +99,17 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<PeerAp
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(|certificate| tls::certificate_site(certificate, api.peers.names()))
-                .map(str::to_owned);
+                .and_then(|certificate| {
+                    let names = api.peers.names();
+                    tls::certificate_site(certificate, names.iter().map(String::as_str))
+                        .map(str::to_owned)
+                });
             let Some(site) = site else {
                 return refused("its certificate names no configured peer".into());
             };
             debug!(%client, peer = %site, "peer connected");
             let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let api = api.clone();
+                let api = current();
                 let site = site.clone();
                 let grpc = grpc::is_grpc(request.headers());
                 async move {
@@ -111,6 +138,12 @@ impl PeerApi {
     /// A request that `peer` forwarded (or its heartbeat): executed against the local
     /// instance, its scope never read again.
     async fn serve_peer(&self, peer: &str, request: Request<Incoming>) -> Response<ProxyBody> {
+        if !self.peers.knows_site(peer) {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                format!("site {peer} is no longer a peer of site {}", self.site),
+            );
+        }
         if request.uri().path() == HEARTBEAT_PATH {
             let answer = serde_json::to_vec(&self.peers.heartbeat_answer()).unwrap_or_default();
             return Response::new(full_body(answer));

@@ -14,49 +14,48 @@ pub mod plan;
 mod relay;
 mod replay;
 mod request;
+mod routes;
 mod sniff;
 mod upstream;
 mod workers;
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
 };
 
+use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::{
     accept::next_connection,
-    config::{CarrierSettings, ProxySettings, Service},
-    http::{http2_instance_client, instance_client},
+    config::{ProxySettings, Service},
     intercept::{Intercepted, OriginalDestinations},
     limits::{self, Slots},
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
-    replication::{sites::PeerSites, Replicator},
-    scope::{policy::PolicyOf, tokens::TokenScopes, workloads::WorkloadScopes},
+    scope::{tokens::TokenScopes, workloads::WorkloadScopes},
+    tls::SiteTls,
 };
-use chain::Chain;
-use inbound::PeerApi;
-use request::WorkloadRequests;
+pub use routes::Routing;
+use routes::{Lasting, Routes};
 use sniff::{sniff, Protocol};
 use upstream::OwnedUpstream;
 pub use workers::Workers;
 
 pub struct Proxy {
-    services: Vec<Arc<Service>>,
+    /// What the running configuration routes with; replaced whole by a reload.
+    routes: Arc<ArcSwap<Routes>>,
+    /// What routes are built from and what outlives a reload.
+    lasting: Lasting,
     settings: ProxySettings,
     counters: Arc<ProxyCounters>,
-    requests: Arc<WorkloadRequests>,
-    peer_api: Arc<PeerApi>,
     /// Per workload cgroup: its open connections, its requests in flight.
     connections: Arc<Slots<u64>>,
     in_flight: Arc<Slots<u64>>,
@@ -66,88 +65,58 @@ pub struct Proxy {
 /// What a proxy serves with, besides its own settings.
 pub struct ProxyParts {
     pub site: String,
-    pub services: Vec<Service>,
     pub settings: ProxySettings,
-    pub carriers: CarrierSettings,
     pub peers: Arc<Peers>,
     pub workload_scopes: Arc<WorkloadScopes>,
-    /// What the scopes of requests from other machines may ask for, if limited.
-    pub inbound_policy: Option<Arc<PolicyOf>>,
-    /// The services each limited peer may ask this site to run.
-    pub peer_services: HashMap<String, Vec<String>>,
     pub counters: Arc<ProxyCounters>,
     pub metrics: Arc<Metrics>,
-    pub replicator: Option<Arc<Replicator<PeerSites>>>,
+    pub routing: Routing,
     /// The threads that serve workload connections.
     pub workers: Workers,
 }
 
 /// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
 /// then a check that the certificate names a configured peer, then HTTP/2.
-pub async fn serve_peer_api(listener: TcpListener, acceptor: TlsAcceptor, proxy: Arc<Proxy>) {
-    inbound::serve(listener, acceptor, proxy.peer_api.clone()).await
+pub async fn serve_peer_api(listener: TcpListener, tls: Arc<SiteTls>, proxy: Arc<Proxy>) {
+    let routes = proxy.routes.clone();
+    inbound::serve(listener, tls, move || routes.load().peer_api.clone()).await
 }
 
 impl Proxy {
     pub fn new(parts: ProxyParts) -> Proxy {
         let ProxyParts {
             site,
-            services,
             settings,
-            carriers,
             peers,
             workload_scopes,
-            inbound_policy,
-            peer_services,
             counters,
             metrics,
-            replicator,
+            routing,
             workers,
         } = parts;
-        let services: Vec<Arc<Service>> = services.into_iter().map(Arc::new).collect();
-        let token_scopes = Arc::new(TokenScopes::default());
-        let chain = Arc::new(Chain {
-            site_header: crate::peer::wire::header_value(&site),
-            site: site.clone(),
-            upstream: instance_client(settings.connect_timeout),
-            upstream_http2: http2_instance_client(settings.connect_timeout),
-            peers: peers.clone(),
-            settings: settings.clone(),
-            carriers: carriers.clone(),
-            token_scopes: token_scopes.clone(),
-            counters: counters.clone(),
-        });
-        let peer_api = Arc::new(PeerApi {
-            site: site.clone(),
-            services: services.clone(),
-            peers: peers.clone(),
-            chain: chain.clone(),
-            replicator: replicator.clone(),
-            peer_services,
-            metrics: metrics.clone(),
-        });
-        let requests = Arc::new(WorkloadRequests {
+        let lasting = Lasting {
             site,
-            carriers,
             peers,
             workload_scopes,
-            inbound_policy,
-            token_scopes,
-            replicator,
-            chain,
-            counters: counters.clone(),
+            token_scopes: Arc::new(TokenScopes::default()),
             metrics,
-        });
+        };
+        let routes = lasting.routes(routing, &settings, &counters);
         Proxy {
-            services,
+            routes: Arc::new(ArcSwap::from_pointee(routes)),
+            lasting,
             connections: Slots::new(settings.max_connections_per_workload),
             in_flight: Slots::new(settings.max_requests_per_workload),
             settings,
             counters,
-            requests,
-            peer_api,
             workers,
         }
+    }
+
+    /// Routes the requests that start from now on by `routing`; those under way keep theirs.
+    pub fn reroute(&self, routing: Routing) {
+        let routes = self.lasting.routes(routing, &self.settings, &self.counters);
+        self.routes.store(Arc::new(routes));
     }
 
     /// Accepts connections on `listener` until the task is dropped; `destinations` says what
@@ -179,7 +148,8 @@ impl Proxy {
             warn!(%client, "closing a connection that was not redirected by the kernel programs");
             return;
         };
-        let Some(service) = self
+        let routes = self.routes.load_full();
+        let Some(service) = routes
             .services
             .iter()
             .find(|s| s.address == intercepted.service)
@@ -233,8 +203,9 @@ impl Proxy {
         cgroup_id: u64,
         owned: Option<Arc<OwnedUpstream>>,
     ) -> http2::WorkloadConnection {
+        let routes = self.routes.clone();
         http2::WorkloadConnection {
-            requests: self.requests.clone(),
+            requests: Arc::new(move || routes.load().requests.clone()),
             in_flight: self.in_flight.clone(),
             service,
             cgroup_id,
@@ -278,9 +249,10 @@ impl Proxy {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{collections::HashMap, time::Duration};
 
     use super::*;
+    use crate::config::CarrierSettings;
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use hyper::{
@@ -325,16 +297,18 @@ mod tests {
         let peers = Peers::new("Paris".into(), &[], None, Default::default()).unwrap();
         let proxy = Arc::new(Proxy::new(ProxyParts {
             site: "Paris".into(),
-            services: vec![service.clone()],
             settings,
-            carriers: CarrierSettings::default(),
             peers: Arc::new(peers),
             workload_scopes: Arc::new(WorkloadScopes::new(Vec::new()).unwrap()),
-            inbound_policy: None,
-            peer_services: HashMap::new(),
             counters,
             metrics,
-            replicator: None,
+            routing: Routing {
+                services: vec![service.clone()],
+                carriers: CarrierSettings::default(),
+                inbound_policy: None,
+                peer_services: HashMap::new(),
+                replicator: None,
+            },
             workers: Workers::inline(),
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

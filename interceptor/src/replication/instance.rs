@@ -1,7 +1,7 @@
 //! This site's instance of a service with resource rules: calls to it with meta-IDs turned
 //! into its local IDs, its answers with local IDs turned back into meta-IDs, and what this site
 //! knows of the resource a path names.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use tracing::warn;
 
@@ -14,6 +14,9 @@ use super::{
 };
 use crate::http::SERVED_BY;
 use crate::resources::{classify, Addressed, IdSource, JsonField, ResourceRule};
+
+/// The resource rules of each service, as the running configuration gives them.
+pub type RuleSet = HashMap<String, Arc<[ResourceRule]>>;
 
 /// Why a site could not take its part of a collaboration; the sender keeps the operation and
 /// offers it again later.
@@ -56,14 +59,14 @@ pub enum Known {
 /// This site's instances of the services with resource rules, and what its store knows of them.
 pub struct Instance<'a, S: Sites> {
     pub site: &'a str,
-    pub rules: &'a HashMap<String, Vec<ResourceRule>>,
+    pub rules: Arc<RuleSet>,
     pub store: &'a Store,
     pub sites: &'a S,
 }
 
 impl<S: Sites> Instance<'_, S> {
     pub fn rules_of(&self, service: &str) -> &[ResourceRule] {
-        self.rules.get(service).map_or(&[], Vec::as_slice)
+        self.rules.get(service).map_or(&[], |rules| rules)
     }
 
     /// `call` at this site's instance: meta-IDs in its body become local IDs, and the IDs of
@@ -91,15 +94,32 @@ impl<S: Sites> Instance<'_, S> {
         answer
     }
 
-    /// This site's local ID for `meta`, replica or cross.
+    /// This site's local ID for `meta`, replica or cross, while that ID still names it. Once
+    /// the resource was deleted here (even by a delete whose record a crash prevented), the
+    /// instance may give its ID to a new resource (json-server gives the highest ID plus one),
+    /// and nothing sent for `meta` may reach that one.
+    pub fn live_local_id(&self, meta: &MetaId) -> Result<Option<LocalId>, StoreError> {
+        let found = match self.store.replicant(meta)? {
+            Some(replicant) => replicant
+                .replica(self.site)
+                .and_then(|replica| replica.local_id.clone())
+                .map(|local_id| (replicant.service, local_id)),
+            None => self
+                .store
+                .cross(meta)?
+                .filter(|record| record.site == self.site)
+                .map(|record| (record.service, record.local_id)),
+        };
+        let Some((service, local_id)) = found else {
+            return Ok(None);
+        };
+        let named = self.store.meta_of(&service, self.site, &local_id)?;
+        Ok((named.as_ref() == Some(meta)).then_some(local_id))
+    }
+
+    /// The same, `None` when the store cannot tell (to read with).
     pub fn local_id_here(&self, meta: &MetaId) -> Option<LocalId> {
-        if let Ok(Some(replicant)) = self.store.replicant(meta) {
-            return replicant.replica(self.site)?.local_id.clone();
-        }
-        match self.store.cross(meta) {
-            Ok(Some(record)) if record.site == self.site => Some(record.local_id),
-            _ => None,
-        }
+        self.live_local_id(meta).ok().flatten()
     }
 
     /// Sends `call` to this site's instance, with the meta-IDs in its body turned into the

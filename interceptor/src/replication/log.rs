@@ -255,7 +255,7 @@ impl Log {
             }
             Change::Write(mut call) => {
                 let replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
-                let local_id = here.local_id_here(&replicant.meta_id);
+                let local_id = here.live_local_id(&replicant.meta_id).map_err(refused)?;
                 let rule = match classify(here.rules_of(&call.service), &call.method, &call.target)
                 {
                     Addressed::Write(rule, _) => Some(rule.clone()),

@@ -4,6 +4,7 @@
 //! messages other sites send.
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use dsl::Plan;
 use serde::Serialize;
 use tracing::{debug, warn};
@@ -14,7 +15,7 @@ use super::{
     exchange::{Deliver, Message, Reply, Sites, Unreached},
     gather::Gather,
     ids::MetaId,
-    instance::{Instance, Known, Refusal},
+    instance::{Instance, Known, Refusal, RuleSet},
     lists::ListShape,
     log::Log,
     records::{Change, CrossRecord, Replica, ReplicaState, Replicant},
@@ -27,7 +28,8 @@ const LEADER_POLL: Duration = Duration::from_millis(200);
 
 pub struct Replicator<S: Sites> {
     site: String,
-    rules: HashMap<String, Vec<ResourceRule>>,
+    /// Replaced whole when the configuration changes; a request keeps the rules it read.
+    rules: ArcSwap<RuleSet>,
     store: Arc<Store>,
     log: Arc<Log>,
     sites: S,
@@ -62,7 +64,7 @@ impl<S: Sites> Replicator<S> {
         Replicator {
             log: Arc::new(Log::new(site.clone(), store.clone(), replica_timeout)),
             site,
-            rules,
+            rules: ArcSwap::from_pointee(rule_set(rules)),
             store,
             sites,
             replica_timeout,
@@ -78,8 +80,22 @@ impl<S: Sites> Replicator<S> {
         self
     }
 
-    fn rules(&self, service: &str) -> &[ResourceRule] {
-        self.rules.get(service).map_or(&[], Vec::as_slice)
+    fn rules(&self, service: &str) -> Arc<[ResourceRule]> {
+        self.rules
+            .load()
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| Arc::new([]))
+    }
+
+    /// The resource rules of the requests that start from now on.
+    pub fn set_rules(&self, rules: HashMap<String, Vec<ResourceRule>>) {
+        self.rules.store(Arc::new(rule_set(rules)));
+    }
+
+    /// The sites it reaches, this one's instances among them.
+    pub fn sites(&self) -> &S {
+        &self.sites
     }
 
     /// The store could not be read or written (disk full, I/O error): nothing was
@@ -110,7 +126,7 @@ impl<S: Sites> Replicator<S> {
     /// A request that arrived with `plan`. `None`: not ours, the proxy routes it as usual.
     pub async fn serve(self: &Arc<Self>, plan: &Plan, call: Call) -> Option<Answer> {
         let rules = self.rules(&call.service);
-        let addressed = classify(rules, &call.method, &call.target);
+        let addressed = classify(&rules, &call.method, &call.target);
         // A resource this site already knows is handled as its records say, whatever the scope.
         if let Addressed::Read(_, id) | Addressed::Write(_, id) = addressed {
             match self.instance().known(&call.service, id) {
@@ -182,7 +198,7 @@ impl<S: Sites> Replicator<S> {
     /// resource is not looked for elsewhere.
     async fn serve_here(self: &Arc<Self>, mut call: Call, forwarded: bool) -> Answer {
         let rules = self.rules(&call.service);
-        let addressed = classify(rules, &call.method, &call.target);
+        let addressed = classify(&rules, &call.method, &call.target);
         let (rule, id, writes) = match addressed {
             Addressed::Read(rule, id) => (rule, id, false),
             Addressed::Write(rule, id) => (rule, id, true),
@@ -438,7 +454,7 @@ impl<S: Sites> Replicator<S> {
     fn instance(&self) -> Instance<'_, S> {
         Instance {
             site: &self.site,
-            rules: &self.rules,
+            rules: self.rules.load_full(),
             store: &self.store,
             sites: &self.sites,
         }
@@ -500,6 +516,13 @@ impl<S: Sites> Replicator<S> {
         let replicator = self.clone();
         Box::pin(async move { replicator.handle(message).await })
     }
+}
+
+fn rule_set(rules: HashMap<String, Vec<ResourceRule>>) -> RuleSet {
+    rules
+        .into_iter()
+        .map(|(service, rules)| (service, Arc::from(rules)))
+        .collect()
 }
 
 fn answered(answer: Answer) -> Reply {

@@ -3,6 +3,7 @@
 //! (mutual TLS), on the peer API's `/cheops/replication` path.
 use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use http_body_util::BodyExt;
 use hyper::{header, Request};
 
@@ -21,8 +22,9 @@ use crate::{
 
 pub struct PeerSites {
     site: String,
-    /// Where this site's instance of each service listens, by service name.
-    instances: HashMap<String, SocketAddr>,
+    /// Where this site's instance of each service listens, by service name; replaced whole
+    /// when the configuration changes.
+    instances: ArcSwap<HashMap<String, SocketAddr>>,
     peers: Arc<Peers>,
     upstream: InstanceClient,
     response_timeout: Duration,
@@ -38,11 +40,16 @@ impl PeerSites {
     ) -> PeerSites {
         PeerSites {
             site,
-            instances,
+            instances: ArcSwap::from_pointee(instances),
             peers,
             upstream: instance_client(connect_timeout),
             response_timeout,
         }
+    }
+
+    /// Where this site's instances listen, for the calls that start from now on.
+    pub fn set_instances(&self, instances: HashMap<String, SocketAddr>) {
+        self.instances.store(Arc::new(instances));
     }
 
     async fn call_instance(&self, call: Call) -> Result<Answer, Unreached> {
@@ -53,6 +60,7 @@ impl PeerSites {
         let service = call.service.clone();
         let local = *self
             .instances
+            .load()
             .get(&service)
             .ok_or_else(|| unreachable(format!("no service '{service}' is configured here")))?;
         let request =

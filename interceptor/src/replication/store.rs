@@ -110,9 +110,16 @@ fn encode<T: Serialize>(key: impl ToString, record: &T) -> Result<Vec<u8>, Store
     })
 }
 
+/// redb's page cache ceiling (its default is 1 GiB): the store's working set (the log's tail,
+/// the replicants being written) fits in far less, and an agent's memory must stay small.
+const STORE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Opens the redb file at `path`; one that another process holds is refused at once, naming it.
 fn open_database(path: &Path) -> Result<Database, StoreError> {
-    match Database::create(path) {
+    match redb::Builder::new()
+        .set_cache_size(STORE_CACHE_BYTES)
+        .create(path)
+    {
         Ok(db) => Ok(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::InUse {
             store: path.to_owned(),

@@ -57,15 +57,44 @@ pub struct CgroupDefaults {
 }
 
 pub struct WorkloadScopes {
+    /// The configured workloads; replaced whole when the configuration changes.
+    configured: RwLock<Arc<Configured>>,
+    /// Scopes registered by `cheops exec`, by cgroup id (the cgroup directory's inode number,
+    /// as the kernel reports it); they win over configured ones.
+    registered: RwLock<HashMap<u64, dsl::Scope>>,
+    /// The lineage of each cgroup id seen, itself first then its ancestors inside a workload
+    /// (`None`: outside every workload).
+    located: RwLock<Located>,
+}
+
+/// The workloads of one configuration.
+struct Configured {
     /// The workload cgroups' directories, where connections' cgroups are looked for.
     roots: Vec<PathBuf>,
     /// Each root's policy, by index; `None` where it allows everything.
     policies: Vec<Option<Arc<PolicyOf>>>,
-    /// Scopes by cgroup id (the cgroup directory's inode number, as the kernel reports it).
-    scopes: RwLock<HashMap<u64, dsl::Scope>>,
-    /// The lineage of each cgroup id seen, itself first then its ancestors inside a workload
-    /// (`None`: outside every workload).
-    located: RwLock<Located>,
+    /// Their default scopes, by cgroup id.
+    scopes: HashMap<u64, dsl::Scope>,
+}
+
+impl Configured {
+    fn new(workloads: Vec<WorkloadCgroup>) -> Result<Configured, WorkloadScopeError> {
+        let mut scopes = HashMap::new();
+        for workload in &workloads {
+            if let Some(scope) = &workload.default_scope {
+                scopes.insert(cgroup_id(&workload.dir)?, scope.clone());
+            }
+        }
+        let policies = workloads
+            .iter()
+            .map(|w| PolicyOf::limiting(format!("workload {}", w.dir.display()), w.policy.clone()))
+            .collect();
+        Ok(Configured {
+            roots: workloads.into_iter().map(|w| w.dir).collect(),
+            policies,
+            scopes,
+        })
+    }
 }
 
 /// Where a cgroup stands: the index of its workload, and the cgroup ids of itself and its
@@ -109,26 +138,30 @@ fn cgroup_id(path: &Path) -> Result<u64, WorkloadScopeError> {
 
 impl WorkloadScopes {
     pub fn new(workloads: Vec<WorkloadCgroup>) -> Result<WorkloadScopes, WorkloadScopeError> {
-        let mut scopes = HashMap::new();
-        for workload in &workloads {
-            if let Some(scope) = &workload.default_scope {
-                scopes.insert(cgroup_id(&workload.dir)?, scope.clone());
-            }
-        }
-        let policies = workloads
-            .iter()
-            .map(|w| PolicyOf::limiting(format!("workload {}", w.dir.display()), w.policy.clone()))
-            .collect();
         Ok(WorkloadScopes {
-            roots: workloads.into_iter().map(|w| w.dir).collect(),
-            policies,
-            scopes: RwLock::new(scopes),
+            configured: RwLock::new(Arc::new(Configured::new(workloads)?)),
+            registered: RwLock::default(),
             located: RwLock::new(Located::default()),
         })
     }
 
-    pub fn roots(&self) -> &[PathBuf] {
-        &self.roots
+    /// Takes a changed list of workloads: their default scopes and policies apply to the
+    /// requests that start from now on. Scopes registered by `cheops exec` stay.
+    pub fn apply(&self, workloads: Vec<WorkloadCgroup>) -> Result<(), WorkloadScopeError> {
+        let configured = Arc::new(Configured::new(workloads)?);
+        // Places are indexes into the roots: found again under the new ones.
+        let mut located = self.located.write().unwrap();
+        *self.configured.write().unwrap() = configured;
+        *located = Located::default();
+        Ok(())
+    }
+
+    pub fn roots(&self) -> Vec<PathBuf> {
+        self.configured().roots.clone()
+    }
+
+    fn configured(&self) -> Arc<Configured> {
+        self.configured.read().unwrap().clone()
     }
 
     /// Gives `cgroup` (inside a workload) a default scope, or takes it away (`None`).
@@ -137,11 +170,11 @@ impl WorkloadScopes {
         cgroup: &Path,
         scope: Option<dsl::Scope>,
     ) -> Result<(), WorkloadScopeError> {
-        if !self.roots.iter().any(|root| cgroup.starts_with(root)) {
+        if !self.roots().iter().any(|root| cgroup.starts_with(root)) {
             return Err(WorkloadScopeError::NotInWorkload(cgroup.to_owned()));
         }
         let id = cgroup_id(cgroup)?;
-        let mut scopes = self.scopes.write().unwrap();
+        let mut scopes = self.registered.write().unwrap();
         match scope {
             Some(scope) => scopes.insert(id, scope),
             None => scopes.remove(&id),
@@ -153,17 +186,18 @@ impl WorkloadScopes {
     /// connection from a cgroup looks for it in the filesystem on the blocking pool; later ones
     /// only read tables.
     pub async fn for_cgroup(&self, id: u64) -> CgroupDefaults {
-        let no_policies = self.policies.iter().all(Option::is_none);
+        let configured = self.configured();
+        let no_policies = configured.policies.iter().all(Option::is_none);
         {
-            let scopes = self.scopes.read().unwrap();
+            let registered = self.registered.read().unwrap();
             if no_policies {
-                if let Some(scope) = scopes.get(&id) {
+                if let Some(scope) = registered.get(&id).or(configured.scopes.get(&id)) {
                     return CgroupDefaults {
                         scope: Some(scope.clone()),
                         policy: None,
                     };
                 }
-                if scopes.is_empty() {
+                if registered.is_empty() && configured.scopes.is_empty() {
                     return CgroupDefaults::default();
                 }
             }
@@ -172,7 +206,7 @@ impl WorkloadScopes {
         let lineage = match known {
             Some(lineage) => lineage,
             None => {
-                let roots = self.roots.clone();
+                let roots = configured.roots.clone();
                 // A failed lookup (the runtime shutting down) is not kept.
                 let Ok(lineage) = tokio::task::spawn_blocking(move || lineage_of(&roots, id)).await
                 else {
@@ -185,10 +219,14 @@ impl WorkloadScopes {
         let Some(place) = lineage else {
             return CgroupDefaults::default();
         };
-        let scopes = self.scopes.read().unwrap();
+        let registered = self.registered.read().unwrap();
         CgroupDefaults {
-            scope: place.ids.iter().find_map(|dir| scopes.get(dir)).cloned(),
-            policy: self.policies[place.root].clone(),
+            scope: place
+                .ids
+                .iter()
+                .find_map(|dir| registered.get(dir).or(configured.scopes.get(dir)))
+                .cloned(),
+            policy: configured.policies.get(place.root).cloned().flatten(),
         }
     }
 }
@@ -268,5 +306,47 @@ mod tests {
             Err(WorkloadScopeError::NotInWorkload(_))
         ));
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn workloads_applied_live_replace_the_configured_ones_and_keep_registrations() {
+        let base = std::env::temp_dir().join(format!("cheops-ws-apply-{}", std::process::id()));
+        let (old, new) = (base.join("old"), base.join("new"));
+        let child = old.join("exec-1");
+        std::fs::create_dir_all(&child).unwrap();
+        std::fs::create_dir_all(&new).unwrap();
+        let workload = |dir: &Path, scope: &str| WorkloadCgroup {
+            dir: dir.to_owned(),
+            default_scope: Some(dsl::parse(scope).unwrap()),
+            policy: ScopePolicy {
+                allow_sites: Some(Vec::new()),
+                allow: None,
+            },
+        };
+        let scopes = WorkloadScopes::new(vec![workload(&old, "{catalog: A}")]).unwrap();
+        scopes
+            .register(&child, Some(dsl::parse("{catalog: B}").unwrap()))
+            .unwrap();
+        let id = |p: &Path| cgroup_id(p).unwrap();
+        assert!(scopes.for_cgroup(id(&old)).await.policy.is_some());
+        scopes
+            .apply(vec![
+                workload(&old, "{catalog: C}"),
+                workload(&new, "{catalog: D}"),
+            ])
+            .unwrap();
+        let scope_of = |p: &Path| {
+            let id = id(p);
+            let scopes = &scopes;
+            async move { scopes.for_cgroup(id).await.scope.map(|s| s.to_string()) }
+        };
+        assert_eq!(scope_of(&old).await.as_deref(), Some("{catalog: C}"));
+        assert_eq!(scope_of(&new).await.as_deref(), Some("{catalog: D}"));
+        assert_eq!(scope_of(&child).await.as_deref(), Some("{catalog: B}"));
+        assert_eq!(scopes.roots(), [old.clone(), new.clone()]);
+        scopes.apply(vec![workload(&new, "{catalog: D}")]).unwrap();
+        let outside = scopes.for_cgroup(id(&old)).await;
+        assert!(outside.policy.is_none() && outside.scope.is_none());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

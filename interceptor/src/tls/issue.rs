@@ -3,7 +3,7 @@
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use rcgen::{
@@ -16,12 +16,30 @@ use super::{site_dns_name, site_files, TlsError, CA_FILE};
 /// The CA's key in a directory that `generate` wrote (mode 0600): what `issue` signs with.
 pub const CA_KEY_FILE: &str = "ca.key";
 
+/// When a site certificate is valid.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// From now (a minute back: clocks of the sites differ a little) for `valid_for`.
+    pub fn from_now(valid_for: Duration) -> Validity {
+        let now = SystemTime::now();
+        Validity {
+            not_before: now - Duration::from_secs(60),
+            not_after: now + valid_for,
+        }
+    }
+}
+
 /// Writes into `out` a new CA (`CA_FILE`, `CA_KEY_FILE`) and, per site, its `site_files`;
-/// `valid_for`: how long the site certificates are valid (rcgen's default otherwise).
+/// `validity`: when the site certificates are valid (rcgen's default otherwise).
 pub fn generate(
     out: &Path,
     sites: &[String],
-    valid_for: Option<Duration>,
+    validity: Option<Validity>,
 ) -> Result<Vec<PathBuf>, TlsError> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name
@@ -36,7 +54,7 @@ pub fn generate(
         write_secret(out, CA_KEY_FILE, &key_pem)?,
     ];
     for site in sites {
-        written.extend(site_certificate(out, site, &ca, valid_for)?);
+        written.extend(site_certificate(out, site, &ca, validity)?);
     }
     Ok(written)
 }
@@ -48,7 +66,7 @@ pub fn issue(
     ca: &Path,
     ca_key: &Path,
     sites: &[String],
-    valid_for: Option<Duration>,
+    validity: Option<Validity>,
 ) -> Result<Vec<PathBuf>, TlsError> {
     let read = |path: &Path| {
         std::fs::read_to_string(path).map_err(|cause| TlsError::CaKey {
@@ -60,7 +78,7 @@ pub fn issue(
     let issuer = Issuer::from_ca_cert_pem(&read(ca)?, key)?;
     let mut written = Vec::new();
     for site in sites {
-        written.extend(site_certificate(out, site, &issuer, valid_for)?);
+        written.extend(site_certificate(out, site, &issuer, validity)?);
     }
     Ok(written)
 }
@@ -70,7 +88,7 @@ fn site_certificate(
     out: &Path,
     site: &str,
     issuer: &Issuer<'_, KeyPair>,
-    valid_for: Option<Duration>,
+    validity: Option<Validity>,
 ) -> Result<[PathBuf; 2], TlsError> {
     let dns_name = site_dns_name(site)?;
     let mut params = CertificateParams::new(vec![dns_name])?;
@@ -79,11 +97,9 @@ fn site_certificate(
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    if let Some(valid_for) = valid_for {
-        let now = time::OffsetDateTime::now_utc();
-        // A minute back: clocks of the sites differ a little.
-        params.not_before = now - time::Duration::minutes(1);
-        params.not_after = now + valid_for;
+    if let Some(validity) = validity {
+        params.not_before = validity.not_before.into();
+        params.not_after = validity.not_after.into();
     }
     let key = KeyPair::generate()?;
     let certificate = params.signed_by(&key, issuer)?;
@@ -120,7 +136,7 @@ fn write_secret(dir: &Path, name: &str, text: &str) -> Result<PathBuf, TlsError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::{files_validity, load, TlsFiles, DEFAULT_EXPIRY_MARGIN};
+    use crate::tls::{files_validity, SiteTls, TlsFiles, DEFAULT_EXPIRY_MARGIN};
 
     #[test]
     fn a_site_issued_later_from_the_same_ca_is_trusted_and_valid_as_long_as_asked() {
@@ -133,7 +149,7 @@ mod tests {
             &dir.join(CA_FILE),
             &dir.join(CA_KEY_FILE),
             &["Lyon".to_owned()],
-            Some(two_days),
+            Some(Validity::from_now(two_days)),
         )
         .unwrap();
         let files = TlsFiles {
@@ -142,7 +158,7 @@ mod tests {
             key: later.join("lyon.key"),
             expiry_margin: DEFAULT_EXPIRY_MARGIN,
         };
-        assert!(load(&files).is_ok());
+        assert!(SiteTls::load(&files).is_ok());
         let site = &files_validity(&files).unwrap()[1];
         let left = site.not_after_unix - now_unix();
         assert!(

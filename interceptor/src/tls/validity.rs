@@ -5,6 +5,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::{read_certificates, TlsError, TlsFiles};
@@ -16,6 +17,9 @@ pub struct CertificateValidity {
     pub role: String,
     pub path: std::path::PathBuf,
     pub subject: String,
+    /// Its serial number, as `openssl x509 -serial` shows it.
+    #[serde(default)]
+    pub serial: String,
     pub not_before_unix: i64,
     pub not_after_unix: i64,
 }
@@ -35,15 +39,20 @@ impl CertificateValidity {
 
     /// Its validity, as a person reads it.
     pub fn dates(&self) -> String {
-        let date = |unix: i64| {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
-        };
-        format!(
-            "valid from {} to {}",
-            date(self.not_before_unix),
-            date(self.not_after_unix)
-        )
+        dates(self.not_before_unix, self.not_after_unix)
     }
+}
+
+/// A validity from `not_before` to `not_after` (Unix times), as a person reads it.
+pub fn dates(not_before: i64, not_after: i64) -> String {
+    let date = |unix: i64| {
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
+    };
+    format!(
+        "valid from {} (notBefore) to {} (notAfter)",
+        date(not_before),
+        date(not_after)
+    )
 }
 
 /// The validity of the CA certificate and of this site's certificate (the first of its chain).
@@ -55,19 +64,35 @@ pub fn files_validity(files: &TlsFiles) -> Result<Vec<CertificateValidity>, TlsE
 }
 
 fn validity(role: &str, what: &'static str, path: &Path) -> Result<CertificateValidity, TlsError> {
-    let certificates = read_certificates(what, path)?;
+    validity_of(role, path, &read_certificates(what, path)?[0])
+}
+
+/// The validity of `certificate`, read from `path` for `role`.
+pub fn validity_of(
+    role: &str,
+    path: &Path,
+    certificate: &CertificateDer<'_>,
+) -> Result<CertificateValidity, TlsError> {
     let unparsable = |why: String| TlsError::Unparsable {
         path: path.to_owned(),
         why,
     };
-    let (_, certificate) = x509_parser::parse_x509_certificate(&certificates[0])
+    let (_, certificate) = x509_parser::parse_x509_certificate(certificate)
         .map_err(|err| unparsable(err.to_string()))?;
     let validity = certificate.validity();
     Ok(CertificateValidity {
         role: role.to_owned(),
         path: path.to_owned(),
         subject: certificate.subject().to_string(),
+        serial: openssl_serial(certificate.raw_serial()),
         not_before_unix: validity.not_before.timestamp(),
         not_after_unix: validity.not_after.timestamp(),
     })
+}
+
+/// A serial number's bytes as `openssl x509 -serial` prints them: upper-case hex, a byte at a
+/// time, without the leading zero bytes that keep DER integers positive.
+fn openssl_serial(bytes: &[u8]) -> String {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes[start..].iter().map(|b| format!("{b:02X}")).collect()
 }

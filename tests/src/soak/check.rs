@@ -46,6 +46,8 @@ pub struct Summary {
     pub rss_kib: Vec<(String, u64)>,
     /// What each failed check found, one line each.
     pub problems: Vec<String>,
+    /// Where a failed run left each site's agent log, store and json-server data.
+    pub evidence: Option<std::path::PathBuf>,
 }
 
 impl Summary {
@@ -106,6 +108,9 @@ impl fmt::Display for Summary {
         writeln!(f, "  agents' RSS (KiB)     {:?}", self.rss_kib)?;
         for problem in self.failures() {
             writeln!(f, "  FAILED: {problem}")?;
+        }
+        if let Some(evidence) = &self.evidence {
+            writeln!(f, "  evidence kept in    {}", evidence.display())?;
         }
         Ok(())
     }

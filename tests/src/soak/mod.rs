@@ -10,6 +10,7 @@ mod load;
 use std::{
     collections::HashMap,
     net::SocketAddr,
+    path::PathBuf,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -139,10 +140,41 @@ pub fn run(settings: &SoakSettings) -> Summary {
         injector.run(&schedule, started, started + settings.duration);
     });
     let convergence = injector.finish();
-    check::check(
+    let mut summary = check::check(
         &mut mesh,
         ledger.into_inner().unwrap_or_else(|p| p.into_inner()),
         convergence,
         settings,
-    )
+    );
+    if !summary.failures().is_empty() {
+        summary.evidence = Some(keep_evidence(&mesh, settings.seed));
+    }
+    summary
+}
+
+/// Copies what a failed run's sites leave behind (each agent's log and store, each
+/// json-server's data and request log) out of the temporary folders that are removed with
+/// the mesh, into `/var/tmp/cheops-soak-<seed>-<pid>/<site>/`.
+fn keep_evidence(mesh: &Mesh, seed: u64) -> PathBuf {
+    let kept = PathBuf::from(format!(
+        "/var/tmp/cheops-soak-{seed}-{}",
+        std::process::id()
+    ));
+    for site in &mesh.sites {
+        let folder = kept.join(&site.name);
+        std::fs::create_dir_all(&folder).expect("creating the evidence folder");
+        let store = mesh.state.path().join(format!("{}.redb", site.name));
+        let files = [
+            (site.agent.log.clone(), "agent.log"),
+            (store, "store.redb"),
+            (site.catalog.dir().join("db.json"), "json-server-db.json"),
+            (site.catalog.dir().join("log"), "json-server.log"),
+        ];
+        for (from, name) in files {
+            if let Err(e) = std::fs::copy(&from, folder.join(name)) {
+                eprintln!("soak: {} was not kept: {e}", from.display());
+            }
+        }
+    }
+    kept
 }

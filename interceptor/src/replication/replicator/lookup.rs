@@ -30,7 +30,8 @@ impl<S: Sites> Replicator<S> {
     /// Where the body of a request to a resource's content (an image's file) goes; it is
     /// streamed, never given to `serve`.
     pub fn content_route(&self, service: &str, method: &str, target: &str) -> ContentRoute {
-        let Some((rule, id)) = content_of(self.rules(service), target) else {
+        let rules = self.rules(service);
+        let Some((rule, id)) = content_of(&rules, target) else {
             return ContentRoute::NotContent;
         };
         let replicant = match self.instance().known(service, id) {
@@ -83,7 +84,7 @@ impl<S: Sites> Replicator<S> {
     /// A new meta-ID of the shape the rule of `call` gives, that names nothing this site
     /// knows (neither a meta-ID nor a local ID of any site).
     pub(super) fn new_meta_id(&self, call: &Call, sites: &[String]) -> Result<MetaId, StoreError> {
-        let shape = match classify(self.rules(&call.service), &call.method, &call.target) {
+        let shape = match classify(&self.rules(&call.service), &call.method, &call.target) {
             Addressed::Create(rule) => rule.meta_id,
             _ => MetaIdShape::default(),
         };

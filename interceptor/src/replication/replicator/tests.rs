@@ -15,12 +15,12 @@ use crate::replication::{ids::LocalId, log::lock};
 mod crash;
 mod cross;
 
-/// A REST collection `/pods` as json-server keeps it; IDs are numbers from `first_id` unless the
-/// client gives one.
+/// A REST collection `/pods` as json-server keeps it; IDs are numbers above `first_id` unless
+/// the client gives one: the highest one held plus one, so that a deleted highest ID is given
+/// again, as json-server does.
 struct App {
     items: BTreeMap<String, Value>,
     first_id: i64,
-    next_id: i64,
     /// Requests received, by method: to tell that nothing was applied twice.
     received: HashMap<String, usize>,
 }
@@ -30,7 +30,6 @@ impl App {
         App {
             items: BTreeMap::new(),
             first_id,
-            next_id: first_id,
             received: HashMap::new(),
         }
     }
@@ -53,8 +52,8 @@ impl App {
                 let id = match item.get("id") {
                     Some(id) => id.clone(),
                     None => {
-                        self.next_id += 1;
-                        json!(self.next_id)
+                        let highest = self.items.values().filter_map(|item| item["id"].as_i64());
+                        json!(highest.max().unwrap_or(self.first_id).max(self.first_id) + 1)
                     }
                 };
                 item["id"] = id.clone();
@@ -116,6 +115,10 @@ impl Sites for Link {
             .unwrap()
             .serve(&call);
         let crashed = lock(&self.mesh.crashing).remove(&self.me);
+        if crashed {
+            // A dead daemon is unreachable until it is started again.
+            lock(&self.mesh.cut).insert(self.me.clone());
+        }
         let site = self.me.clone();
         async move {
             match crashed {
@@ -195,7 +198,9 @@ impl Test {
             rules,
             store,
             link,
-            Duration::from_millis(500),
+            // How long a replica may take to answer: generous, as a loaded machine is slow
+            // (a cut link or a crash answers at once all the same).
+            Duration::from_secs(5),
         )
         .waiting_for_leaders(LEADER_WAIT);
         lock(&self.mesh.replicators).insert(site.to_owned(), Arc::new(replicator));
@@ -287,9 +292,10 @@ impl Test {
             .unwrap_or(0)
     }
 
-    /// Replays until no site misses anything, or fails after a while.
+    /// Replays until no site misses anything, or fails after 20 s (a loaded machine is slow).
     pub(super) async fn converge(&self) {
-        for _ in 0..100 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
             let pending: usize = SITES
                 .iter()
                 .map(|site| {

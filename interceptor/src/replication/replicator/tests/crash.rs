@@ -80,10 +80,68 @@ async fn a_replica_that_dies_before_its_instance_got_the_call_applies_it_after_t
     let target = format!("/pods/{meta}");
     test.unscoped("Site1", "PATCH", &target, json!({"name": "b"}))
         .await;
-    let op_id = "Site1#2";
+    let pending = test.at("Site1").store.pending("Site2", 10).unwrap();
+    let patch = pending
+        .iter()
+        .find(
+            |operation| matches!(&operation.change, Change::Write(call) if call.method == "PATCH"),
+        )
+        .expect("the update waits in Site1's log for Site2");
+    let op_id = &patch.op_id("Site1");
     test.at("Site2").store.record_intent(op_id).unwrap();
     test.restart_and_converge("Site2").await;
     test.assert_applied_once("Site2", "PATCH", 1);
     assert_eq!(test.state("Site2")[&meta]["name"], "b");
     assert!(!test.at("Site2").store.intended(op_id).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_offered_again_after_its_id_was_given_to_another_resource_leaves_that_one() {
+    let test = Test::new();
+    let pair = |sites: [&str; 2]| all_of(&sites);
+    let a = test
+        .request(
+            "Site1",
+            pair(["Site1", "Site2"]),
+            "POST",
+            "/pods",
+            json!({"name": "a"}),
+        )
+        .await;
+    let a = meta_of(&a);
+    // Site2's instance deletes `a`, then its daemon dies before recording it; Site1's log
+    // keeps the delete for Site2, and Site1 is cut off before Site2 is back.
+    test.crash_after_instance("Site2");
+    let target = format!("/pods/{a}");
+    let deleted = test.unscoped("Site1", "DELETE", &target, Value::Null).await;
+    assert!(deleted.is_success(), "{deleted:?}");
+    test.cut("Site1");
+    test.stop("Site2").await;
+    test.start("Site2");
+    test.heal("Site2");
+    // Back, Site2 first gets a create from another leader: its instance gives it the ID that
+    // `a` had (the highest plus one).
+    let b = test
+        .request(
+            "Site3",
+            pair(["Site2", "Site3"]),
+            "POST",
+            "/pods",
+            json!({"name": "b"}),
+        )
+        .await;
+    let b = meta_of(&b);
+    test.heal("Site1");
+    test.converge().await;
+    let held = test.state("Site2");
+    assert!(
+        held.contains_key(&b),
+        "the delete of {a} took {b} instead: {held:?}"
+    );
+    assert!(!held.contains_key(&a), "{held:?}");
+    assert_eq!(
+        test.received("Site2", "DELETE"),
+        1,
+        "the delete reached the instance once"
+    );
 }
