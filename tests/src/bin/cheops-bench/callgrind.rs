@@ -5,6 +5,9 @@
 //! whole cost to the `clone` that started its threads.
 use std::collections::HashMap;
 
+/// (instructions per request, function or crate), largest first.
+pub type Profile = Vec<(f64, String)>;
+
 /// Instructions of their own, by function.
 pub fn self_costs(dump: &str) -> HashMap<&str, u64> {
     let mut costs: HashMap<&str, u64> = HashMap::new();
@@ -45,7 +48,7 @@ pub fn per_request<'a>(
     costs: impl IntoIterator<Item = (&'a str, u64)>,
     requests: u32,
     count: usize,
-) -> Vec<(f64, String)> {
+) -> Profile {
     let mut sorted: Vec<(u64, &str)> = costs.into_iter().map(|(name, c)| (c, name)).collect();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     sorted

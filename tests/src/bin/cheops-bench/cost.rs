@@ -165,7 +165,7 @@ fn syscalls_over(stage: &Stage, pid: u32, requests: u32) -> anyhow::Result<u64> 
 fn top_functions(
     dump: &Path,
     requests: u32,
-) -> anyhow::Result<(Vec<(f64, String)>, Vec<(f64, String)>)> {
+) -> anyhow::Result<(callgrind::Profile, callgrind::Profile)> {
     let text =
         std::fs::read_to_string(dump).with_context(|| format!("reading {}", dump.display()))?;
     let costs = callgrind::self_costs(&text);
