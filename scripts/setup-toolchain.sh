@@ -57,6 +57,17 @@ if ! [ -x "$glance_venv/bin/openstack" ] || ! "$glance_venv/bin/python" -c 'impo
   echo "setup: installing Glance 33, gunicorn and the OpenStack clients into $glance_venv (about a minute)"
   python3 -m venv "$glance_venv"
   "$glance_venv/bin/pip" install --quiet --disable-pip-version-check glance==33.0.0 gunicorn==27.0.1 \
-    python-openstackclient==10.5.0 python-glanceclient==4.13.0
+    python-openstackclient==10.5.0 python-glanceclient==4.13.0 keystonemiddleware==13.0.1
+fi
+# Keystone (identity) for the OpenStack identity test and demo, beside Glance (whose
+# keystonemiddleware checks tokens with it): a virtualenv of its own, so that neither
+# service's pins move the other's.
+keystone_venv=/opt/cheops-keystone
+if ! [ -x "$keystone_venv/bin/keystone-manage" ] || ! [ -x "$keystone_venv/bin/gunicorn" ] \
+   || ! "$glance_venv/bin/python" -c 'import keystonemiddleware' >/dev/null 2>&1; then
+  echo "setup: installing Keystone 30 and gunicorn into $keystone_venv (about a minute)"
+  python3 -m venv "$keystone_venv"
+  "$keystone_venv/bin/pip" install --quiet --disable-pip-version-check keystone==30.0.0 gunicorn==27.0.1
+  "$glance_venv/bin/pip" install --quiet --disable-pip-version-check keystonemiddleware==13.0.1
 fi
 echo "setup: toolchain ready"

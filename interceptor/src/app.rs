@@ -26,7 +26,7 @@ use crate::{
     proxy::{serve_peer_api, Proxy, ProxyParts, Workers},
     reload::{self, Reloader},
     replication::{sites::PeerSites, store::Store, Replicator},
-    scope::workloads::WorkloadScopes,
+    scope::{tokens::TokenScopes, workloads::WorkloadScopes},
     tls,
 };
 
@@ -99,12 +99,14 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
         if let Some(tls) = &tls {
             follow_tls_files(tls, &metrics);
         }
-        let replicator = replicator(&config, &peers)?;
+        let token_scopes = Arc::new(TokenScopes::default());
+        let replicator = replicator(&config, &peers, &token_scopes)?;
         let proxy = Arc::new(Proxy::new(ProxyParts {
             site: config.site.clone(),
             settings: config.proxy.clone(),
             peers: peers.clone(),
             workload_scopes: workload_scopes.clone(),
+            token_scopes,
             counters: proxy_counters.clone(),
             metrics: metrics.clone(),
             routing: reload::routing_of(&config, replicator.clone()),
@@ -213,6 +215,7 @@ const TLS_FILES_LOOKED_AT_EVERY: std::time::Duration = std::time::Duration::from
 fn replicator(
     config: &Config,
     peers: &Arc<Peers>,
+    token_scopes: &Arc<TokenScopes>,
 ) -> anyhow::Result<Option<Arc<Replicator<PeerSites>>>> {
     if config.services.iter().all(|s| s.resources.is_empty()) {
         return Ok(None);
@@ -224,6 +227,7 @@ fn replicator(
         config.site.clone(),
         reload::instances_of(config),
         peers.clone(),
+        (token_scopes.clone(), config.carriers.clone()),
         config.proxy.connect_timeout,
         config.proxy.response_timeout,
     );

@@ -196,8 +196,11 @@ pub enum Carrier {
     Header,
     /// The `scope` member of the W3C `baggage` header.
     Baggage,
-    /// A `!SCOPE!<scope>` suffix on the auth token header.
+    /// A `!SCOPE!<scope>` suffix on the auth token header (or the scope its bare token had).
     Token,
+    /// The scope of the token named by `X-Subject-Token` (Keystone's token validation, which a
+    /// service such as Glance makes with its own token about a user's).
+    Subject,
     /// The default scope of the caller's workload cgroup.
     Workload,
 }
@@ -221,6 +224,7 @@ impl Default for CarrierSettings {
                 Carrier::Header,
                 Carrier::Baggage,
                 Carrier::Token,
+                Carrier::Subject,
                 Carrier::Workload,
             ],
             token_header: "X-Auth-Token".into(),

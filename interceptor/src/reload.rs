@@ -258,6 +258,7 @@ impl Reloader {
         if let Some(replicator) = &self.replicator {
             replicator.set_rules(resource_rules_of(&new));
             replicator.sites().set_instances(instances_of(&new));
+            replicator.sites().set_carriers(new.carriers.clone());
         }
         self.proxy
             .reroute(routing_of(&new, self.replicator.clone()));

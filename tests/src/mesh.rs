@@ -302,6 +302,24 @@ impl Mesh {
             .unwrap_or_else(|e| panic!("running {program} at {site}: {e}"))
     }
 
+    /// Runs `program ARGS` at `site` under `cheops exec --scope SCOPE`: in a workload of its
+    /// own whose default scope is `scope`.
+    pub fn run_scoped(&self, site: &str, scope: &str, program: &str, args: &[&str]) -> Output {
+        let control = self.site(site).agent.control.to_string_lossy().into_owned();
+        let mut exec = vec![
+            "exec",
+            "--control",
+            &control,
+            "--scope",
+            scope,
+            "--",
+            program,
+        ];
+        exec.extend(args);
+        let cheops = crate::cheops_bin();
+        self.run_at(site, false, cheops.to_str().unwrap(), &exec)
+    }
+
     /// `curl -i` from `site`'s workload with extra `headers`: the whole answer as text.
     pub fn curl(&self, site: &str, url: &str, headers: &[&str]) -> Answer {
         let mut args = vec!["-sS", "-i", "-m", "10"];

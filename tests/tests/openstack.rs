@@ -5,10 +5,10 @@
 use std::{collections::HashMap, process::Output, time::Duration};
 
 use cheops_tests::{
-    agent::meshed_service,
     cheops_bin,
-    glance::{image_rule, venv_bin, Glance},
+    glance::venv_bin,
     mesh::{Answer, Mesh, MeshOptions},
+    openstack::{self, IMAGE, IMAGE_LOCAL},
     process::wait_until,
     sites::Topology,
 };
@@ -16,27 +16,19 @@ use interceptor::{config::ReplicationSettings, replication::records::ReplicaStat
 use serde_json::Value;
 
 const SITES: [&str; 3] = ["Paris", "Nantes", "Rennes"];
-const IMAGE: &str = "198.18.1.30:80";
-const IMAGE_LOCAL: &str = "127.0.0.1:9292";
 const BOTH: &str = "{image: Paris & Nantes}";
 
 struct OpenStack {
     mesh: Mesh,
     // Dropped after the mesh: nothing calls them any more.
-    _glances: Vec<Glance>,
+    _glances: openstack::OpenStack,
     files: tempfile::TempDir,
 }
 
 fn start() -> OpenStack {
     cheops_tests::require_root();
-    let mut image = meshed_service(
-        "image",
-        IMAGE.parse().unwrap(),
-        IMAGE_LOCAL.parse().unwrap(),
-    );
-    image.resources = vec![image_rule()];
     let options = MeshOptions {
-        services: vec![image],
+        services: openstack::services(false),
         replication: ReplicationSettings {
             replica_timeout: Duration::from_secs(5),
             replay_every: Duration::from_millis(500),
@@ -50,15 +42,7 @@ fn start() -> OpenStack {
         ..MeshOptions::default()
     };
     let mesh = Mesh::start_with(Topology::create(&SITES), &HashMap::new(), &options);
-    let at: Vec<_> = SITES
-        .iter()
-        .map(|site| {
-            let netns = &mesh.topology.site(site).netns;
-            netns.add_loopback_address("198.18.1.30/32");
-            (netns, IMAGE_LOCAL.parse().unwrap())
-        })
-        .collect();
-    let glances = Glance::start_each(&at);
+    let glances = openstack::OpenStack::start(&mesh, false);
     OpenStack {
         mesh,
         _glances: glances,
@@ -133,28 +117,9 @@ impl OpenStack {
             None => self
                 .mesh
                 .run_at(site, true, program.to_str().unwrap(), &all),
-            Some(scope) => {
-                let control = self
-                    .mesh
-                    .site(site)
-                    .agent
-                    .control
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
-                let mut exec = vec![
-                    "exec",
-                    "--control",
-                    &control,
-                    "--scope",
-                    scope,
-                    "--",
-                    program.to_str().unwrap(),
-                ];
-                exec.extend(all);
-                self.mesh
-                    .run_at(site, false, cheops_bin().to_str().unwrap(), &exec)
-            }
+            Some(scope) => self
+                .mesh
+                .run_scoped(site, scope, program.to_str().unwrap(), &all),
         }
     }
 

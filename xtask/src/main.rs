@@ -40,7 +40,12 @@ enum Task {
         release: bool,
     },
     /// Run the multi-site demo on this machine (root).
-    Demo,
+    Demo {
+        /// Add OpenStack: Keystone and Glance at two sites, driven by the `openstack` client
+        /// (about two more minutes).
+        #[arg(long)]
+        openstack: bool,
+    },
     /// Faults under load (root): three sites, clients for the whole run, a seeded schedule
     /// of faults, then a check that nothing acknowledged was lost or applied twice.
     Soak {
@@ -104,17 +109,21 @@ fn main() -> anyhow::Result<()> {
                 &seed,
             ])
         }
-        Task::Demo => {
+        Task::Demo { openstack } => {
             setup()?;
             build(false)?;
-            cargo(&[
+            let mut args = vec![
                 "run",
                 "--quiet",
                 "-p",
                 "cheops-tests",
                 "--bin",
                 "cheops-demo",
-            ])
+            ];
+            if openstack {
+                args.extend(["--", "--openstack"]);
+            }
+            cargo(&args)
         }
     }
 }

@@ -11,15 +11,9 @@ use std::{
         unix::fs::{FileTypeExt, PermissionsExt},
     },
     path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
 };
 
 use anyhow::{bail, Context};
-use tokio::net::UnixListener;
-use tracing::warn;
-
-use super::server::{serve_connection, Admin, Steering};
 
 /// Where the control socket is and who may use it besides root.
 #[derive(Clone, Debug)]
@@ -79,7 +73,7 @@ impl ControlSocket {
     }
 
     /// Why the caller on `stream` may not steer the agent, if it may not.
-    fn refusal(&self, stream: &tokio::net::UnixStream) -> Option<String> {
+    pub(super) fn refusal(&self, stream: &tokio::net::UnixStream) -> Option<String> {
         let credentials = match stream.peer_cred() {
             Ok(credentials) => credentials,
             Err(err) => return Some(format!("its credentials cannot be read: {err}")),
@@ -102,30 +96,6 @@ impl ControlSocket {
             "uid {uid} (gid {gid}) may not use the control socket {}: {allowed}",
             self.path.display()
         ))
-    }
-}
-
-/// Serves the control socket: a caller allowed gets every admin page, any other one a 403
-/// that says why, on every page.
-pub(super) async fn serve(listener: std::os::unix::net::UnixListener, admin: Arc<Admin>) {
-    let listener = UnixListener::from_std(listener).expect("a tokio Unix listener");
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                warn!("accepting a control connection failed: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let steering = match admin.control.refusal(&stream) {
-            None => Steering::Allowed,
-            Some(why) => {
-                warn!("control connection refused: {why}");
-                Steering::Refused(why.into())
-            }
-        };
-        tokio::spawn(serve_connection(stream, admin.clone(), steering));
     }
 }
 

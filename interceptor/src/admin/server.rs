@@ -3,13 +3,16 @@
 //! read-only pages are served on TCP loopback to anyone; the pages that change state only on
 //! the control socket (`control.rs`). It runs on its own thread and runtime, off the data plane,
 //! so a slow scrape never delays a request.
-use std::{convert::Infallible, net::SocketAddr, sync::atomic::Ordering, sync::Arc};
+use std::{
+    convert::Infallible, net::SocketAddr, sync::atomic::Ordering, sync::Arc, time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
+use tracing::warn;
 
 use anyhow::Context;
 
@@ -17,7 +20,7 @@ use super::api::{
     ConfigStatus, ProxySnapshot, Registration, Reloaded, ReplicationSummary, Status, RELOAD_PAGE,
     REPLICAS_PAGE, STATUS_PAGE, WORKLOAD_SCOPE_PAGE,
 };
-use super::control::{self, ControlSocket};
+use super::control::ControlSocket;
 use crate::{
     accept::next_connection,
     intercept::{ebpf::Interception, inbound::InboundDoor, namespaces::WorkloadNamespaces},
@@ -264,7 +267,7 @@ impl Admin {
             .spawn(move || {
                 runtime.block_on(async move {
                     let admin = Arc::new(self);
-                    tokio::spawn(control::serve(control, admin.clone()));
+                    tokio::spawn(serve_control(control, admin.clone()));
                     let Some(listener) = listener else {
                         return std::future::pending().await;
                     };
@@ -276,6 +279,30 @@ impl Admin {
                 })
             })?;
         Ok(())
+    }
+}
+
+/// Serves the control socket: a caller allowed gets every admin page, any other one a 403
+/// that says why, on every page.
+async fn serve_control(listener: std::os::unix::net::UnixListener, admin: Arc<Admin>) {
+    let listener = UnixListener::from_std(listener).expect("a tokio Unix listener");
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                warn!("accepting a control connection failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let steering = match admin.control.refusal(&stream) {
+            None => Steering::Allowed,
+            Some(why) => {
+                warn!("control connection refused: {why}");
+                Steering::Refused(why.into())
+            }
+        };
+        tokio::spawn(serve_connection(stream, admin.clone(), steering));
     }
 }
 

@@ -33,6 +33,7 @@ pub fn run(
     let mut child = Command::new(program);
     child.args(args);
     enter_on_exec(&mut child, &cgroup.path)?;
+    outlive_terminal_signals();
     let status = child
         .status()
         .with_context(|| format!("running {}", program.to_string_lossy()));
@@ -46,6 +47,25 @@ pub fn run(
         .or_else(|| status.signal().map(|signal| 128 + signal))
         .unwrap_or(1);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// A Ctrl-C (or Ctrl-\) at the terminal reaches the whole foreground group: the command, which
+/// decides what to do with it, and this process, which must outlive the command to remove its
+/// scope registration and cgroup. A handler that does nothing keeps it alive; the command gets
+/// the default disposition back when it is executed (handlers do not survive `exec`, unlike an
+/// ignored signal).
+fn outlive_terminal_signals() {
+    extern "C" fn wait_for_the_command(_: libc::c_int) {}
+    for signal in [libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: the handler is async-signal-safe (it does nothing) and lives for the whole
+        // program; `signal` has no other precondition.
+        unsafe {
+            libc::signal(
+                signal,
+                wait_for_the_command as *const () as libc::sighandler_t,
+            )
+        };
+    }
 }
 
 /// The workload cgroup to run in: the one asked for, else the agent's first.

@@ -137,7 +137,7 @@ fn peers_need_credentials_and_a_listener() {
     assert!(config.knows_site("Nantes") && config.knows_site("Paris"));
     assert!(!config.knows_site("Lyon"));
     assert_eq!(config.carriers.token_header, "X-Auth-Token");
-    assert_eq!(config.carriers.read.len(), 4);
+    assert_eq!(config.carriers.read.len(), 5);
 }
 
 #[test]

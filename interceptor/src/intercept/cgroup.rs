@@ -84,6 +84,15 @@ pub fn enter_on_exec(command: &mut Command, dir: &Path) -> Result<(), CgroupErro
 /// two seconds (the kernel removes killed processes asynchronously).
 pub fn kill_and_remove(dir: &Path) -> bool {
     let _ = std::fs::write(dir.join("cgroup.kill"), b"1");
+    // A cgroup with cgroups below it cannot be removed: those go first (one that a killed
+    // `cheops exec` left, for instance).
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                kill_and_remove(&entry.path());
+            }
+        }
+    }
     for _ in 0..200 {
         if std::fs::remove_dir(dir).is_ok() {
             return true;

@@ -34,7 +34,7 @@ use crate::{
         wire::{header_value, INSTANCE_HTTP2, NOT_DELIVERED},
         PeerError, Peers,
     },
-    scope::{carriers, tokens::TokenScopes},
+    scope::tokens::TokenScopes,
 };
 
 /// One attempt at one site: how it went, and the answer to give if it is the one given.
@@ -197,14 +197,8 @@ impl Chain {
         service: &Service,
         owned: Option<&OwnedUpstream>,
     ) -> Attempt {
-        if let Some((token, scope)) =
-            carriers::strip_token_suffix(request.headers_mut(), &self.carriers)
-        {
-            // The service will pass the bare token on: its next calls get the scope from here.
-            if let Ok(scope) = dsl::parse(&scope) {
-                self.token_scopes.remember(&token, scope);
-            }
-        }
+        self.token_scopes
+            .remember_passed_on(request.headers_mut(), &self.carriers);
         let limit = answer_limit(request.headers(), self.settings.response_timeout);
         let instance = || InstanceOf {
             service: service.name.clone(),

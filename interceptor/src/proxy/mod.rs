@@ -68,6 +68,9 @@ pub struct ProxyParts {
     pub settings: ProxySettings,
     pub peers: Arc<Peers>,
     pub workload_scopes: Arc<WorkloadScopes>,
+    /// The scopes of the tokens that reached this site's instances (the replicator's calls to
+    /// them leave theirs here too).
+    pub token_scopes: Arc<TokenScopes>,
     pub counters: Arc<ProxyCounters>,
     pub metrics: Arc<Metrics>,
     pub routing: Routing,
@@ -89,6 +92,7 @@ impl Proxy {
             settings,
             peers,
             workload_scopes,
+            token_scopes,
             counters,
             metrics,
             routing,
@@ -98,7 +102,7 @@ impl Proxy {
             site,
             peers,
             workload_scopes,
-            token_scopes: Arc::new(TokenScopes::default()),
+            token_scopes,
             metrics,
         };
         let routes = lasting.routes(routing, &settings, &counters);
@@ -300,6 +304,7 @@ mod tests {
             settings,
             peers: Arc::new(peers),
             workload_scopes: Arc::new(WorkloadScopes::new(Vec::new()).unwrap()),
+            token_scopes: Arc::new(TokenScopes::default()),
             counters,
             metrics,
             routing: Routing {

@@ -8,6 +8,7 @@ use http_body_util::BodyExt;
 use hyper::{header, Request};
 
 use crate::{
+    config::CarrierSettings,
     http::{full_body, instance_client, InstanceClient},
     peer::{
         wire::{REPLICATION_PATH, REPLICATION_SERVICE},
@@ -18,6 +19,7 @@ use crate::{
         codec::{answer_of, request_of},
         exchange::{Message, Reply, Sites, Unreached},
     },
+    scope::tokens::TokenScopes,
 };
 
 pub struct PeerSites {
@@ -26,6 +28,10 @@ pub struct PeerSites {
     /// when the configuration changes.
     instances: ArcSwap<HashMap<String, SocketAddr>>,
     peers: Arc<Peers>,
+    /// Where the tokens of calls to this site's instances leave their scope, as the proxy's
+    /// own calls to them do, and how a scope is carried (replaced with the configuration).
+    token_scopes: Arc<TokenScopes>,
+    carriers: ArcSwap<CarrierSettings>,
     upstream: InstanceClient,
     response_timeout: Duration,
 }
@@ -35,6 +41,7 @@ impl PeerSites {
         site: String,
         instances: HashMap<String, SocketAddr>,
         peers: Arc<Peers>,
+        token_scopes: (Arc<TokenScopes>, CarrierSettings),
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> PeerSites {
@@ -42,9 +49,16 @@ impl PeerSites {
             site,
             instances: ArcSwap::from_pointee(instances),
             peers,
+            token_scopes: token_scopes.0,
+            carriers: ArcSwap::from_pointee(token_scopes.1),
             upstream: instance_client(connect_timeout),
             response_timeout,
         }
+    }
+
+    /// How scopes are carried, for the calls that start from now on.
+    pub fn set_carriers(&self, carriers: CarrierSettings) {
+        self.carriers.store(Arc::new(carriers));
     }
 
     /// Where this site's instances listen, for the calls that start from now on.
@@ -63,8 +77,10 @@ impl PeerSites {
             .load()
             .get(&service)
             .ok_or_else(|| unreachable(format!("no service '{service}' is configured here")))?;
-        let request =
+        let mut request =
             request_of(call, &local.to_string()).map_err(|err| unreachable(err.to_string()))?;
+        self.token_scopes
+            .remember_passed_on(request.headers_mut(), &self.carriers.load());
         let response = tokio::time::timeout(self.response_timeout, self.upstream.request(request))
             .await
             .map_err(|_| Unreached::Timeout {

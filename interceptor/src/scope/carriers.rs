@@ -1,6 +1,7 @@
 //! Where a request's scope comes from and how it travels on: the `X-Scope` header, the `scope`
-//! member of W3C `baggage`, a `!SCOPE!<scope>` suffix on the auth token, or the caller's
-//! workload default. Pure functions over headers, so that they are tested without a network.
+//! member of W3C `baggage`, a `!SCOPE!<scope>` suffix on the auth token, the scope remembered
+//! for the token a validation names (`X-Subject-Token`), or the caller's workload default.
+//! Pure functions over headers, so that they are tested without a network.
 use hyper::{
     header::{HeaderName, HeaderValue},
     HeaderMap,
@@ -13,6 +14,9 @@ pub const SCOPE_HEADER: HeaderName = HeaderName::from_static("x-scope");
 const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 const BAGGAGE_KEY: &str = "scope";
 const TOKEN_SUFFIX: &str = "!SCOPE!";
+/// Where Keystone's token validation (`GET /v3/auth/tokens`) names the token it checks; the
+/// caller's own token (a service's) is in the token header.
+const SUBJECT_TOKEN: HeaderName = HeaderName::from_static("x-subject-token");
 
 /// What W3C baggage values may not hold unencoded (anything outside `baggage-octet`).
 const BAGGAGE_ESCAPED: &AsciiSet = &CONTROLS
@@ -47,6 +51,7 @@ impl Carrier {
             Carrier::Header => "header X-Scope".into(),
             Carrier::Baggage => "the `scope` member of header baggage".into(),
             Carrier::Token => format!("the token suffix of header {}", settings.token_header),
+            Carrier::Subject => "the scope of the token in header X-Subject-Token".into(),
             Carrier::Workload => "the workload's default scope".into(),
         }
     }
@@ -84,6 +89,13 @@ pub fn extract(
                     None => None,
                 }
             }
+            Carrier::Subject => {
+                let subject = header_text(headers, &SUBJECT_TOKEN, carrier, settings)?;
+                if let Some(scope) = subject.as_deref().and_then(known.token_scope) {
+                    return Ok(Some(Found { scope, carrier }));
+                }
+                None
+            }
             Carrier::Workload => {
                 if let Some(scope) = workload_default {
                     return Ok(Some(Found {
@@ -106,20 +118,23 @@ pub fn extract(
 }
 
 /// Rewrites the carrier so that the scope travels on without the entry `service` used (the
-/// site that executes `service` consumes it). A workload's default scope, which no header
-/// carries, is put in `X-Scope` so that the services called downstream still see it.
+/// site that executes `service` consumes it). A scope that no header carries (a workload's
+/// default, a validated token's) is put in `X-Scope` so that the services called downstream
+/// still see it.
 pub fn pass_on(headers: &mut HeaderMap, found: &Found, service: &str, settings: &CarrierSettings) {
     let rest = found.scope.consume(service);
     let text = (!rest.is_empty()).then(|| rest.to_string());
     match found.carrier {
-        Carrier::Header | Carrier::Workload => match text.and_then(|t| value(&t)) {
-            Some(value) => {
-                headers.insert(SCOPE_HEADER, value);
+        Carrier::Header | Carrier::Subject | Carrier::Workload => {
+            match text.and_then(|t| value(&t)) {
+                Some(value) => {
+                    headers.insert(SCOPE_HEADER, value);
+                }
+                None => {
+                    headers.remove(SCOPE_HEADER);
+                }
             }
-            None => {
-                headers.remove(SCOPE_HEADER);
-            }
-        },
+        }
         Carrier::Baggage => {
             let members = text.map(|t| utf8_percent_encode(&t, BAGGAGE_ESCAPED).to_string());
             rewrite_baggage(headers, members.as_deref());
@@ -141,9 +156,33 @@ pub fn pass_on(headers: &mut HeaderMap, found: &Found, service: &str, settings: 
     }
 }
 
+/// The bare auth token a service is about to see and the scope travelling on with its request,
+/// when it has both: the token's suffix (stripped here: the service must see its own token),
+/// else `X-Scope` or baggage. A service that forwards nothing but its token (OpenStack) passes
+/// the bare token on, so its next calls get that scope back by the token, or, when they
+/// validate it, by `X-Subject-Token`.
+pub fn token_with_scope(
+    headers: &mut HeaderMap,
+    settings: &CarrierSettings,
+) -> Option<(String, String)> {
+    if let Some(stripped) = strip_token_suffix(headers, settings) {
+        return Some(stripped);
+    }
+    let token = headers.get(settings.token_header_name())?.to_str().ok()?;
+    let scope = header_text(headers, &SCOPE_HEADER, Carrier::Header, settings)
+        .ok()
+        .flatten()
+        .or_else(|| {
+            baggage_scope(headers, Carrier::Baggage, settings)
+                .ok()
+                .flatten()
+        })?;
+    Some((token.to_owned(), scope))
+}
+
 /// Removes the scope suffix from the auth token, since the service must see its own token;
 /// gives back the bare token and the suffix.
-pub fn strip_token_suffix(
+fn strip_token_suffix(
     headers: &mut HeaderMap,
     settings: &CarrierSettings,
 ) -> Option<(String, String)> {
@@ -409,5 +448,62 @@ mod tests {
             .unwrap();
         assert_eq!(found.scope.to_string(), "{catalog: C}");
         assert_eq!(found.carrier, Carrier::Token);
+    }
+
+    #[test]
+    fn a_token_validation_gets_the_scope_of_the_token_it_names() {
+        let remembered =
+            |token: &str| (token == "user").then(|| dsl::parse("{identity: Paris}").unwrap());
+        let known = Known {
+            workload_default: None,
+            token_scope: &remembered,
+        };
+        // keystonemiddleware's call: its own (service) token, and the user's it checks.
+        let mut h = headers(&[("x-auth-token", "service"), ("x-subject-token", "user")]);
+        let found = extract(&h, &known, &CarrierSettings::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.scope.to_string(), "{identity: Paris}");
+        assert_eq!(found.carrier, Carrier::Subject);
+        // Consumed by the identity call; nothing written onto the service's token.
+        pass_on(&mut h, &found, "identity", &CarrierSettings::default());
+        assert_eq!(h["x-auth-token"], "service");
+        assert!(!h.contains_key("x-scope"));
+        let other = headers(&[("x-auth-token", "service"), ("x-subject-token", "else")]);
+        assert!(extract(&other, &known, &CarrierSettings::default())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_token_is_bound_to_the_scope_its_request_passes_on_in_any_header() {
+        let settings = CarrierSettings::default();
+        let mut h = headers(&[("x-auth-token", "t0k"), ("x-scope", "{identity: Paris}")]);
+        assert_eq!(
+            token_with_scope(&mut h, &settings),
+            Some(("t0k".into(), "{identity: Paris}".into()))
+        );
+        let mut h = headers(&[
+            ("x-auth-token", "t0k"),
+            ("baggage", "scope=%7Bidentity%3A%20Paris%7D"),
+        ]);
+        assert_eq!(
+            token_with_scope(&mut h, &settings).map(|(_, scope)| scope),
+            Some("{identity: Paris}".into())
+        );
+        let mut suffixed = headers(&[("x-auth-token", "t0k!SCOPE!{identity: Nantes}")]);
+        assert_eq!(
+            token_with_scope(&mut suffixed, &settings),
+            Some(("t0k".into(), "{identity: Nantes}".into()))
+        );
+        assert_eq!(suffixed["x-auth-token"], "t0k");
+        assert_eq!(
+            token_with_scope(&mut headers(&[("x-auth-token", "t0k")]), &settings),
+            None
+        );
+        assert_eq!(
+            token_with_scope(&mut headers(&[("x-scope", "{a: B}")]), &settings),
+            None
+        );
     }
 }

@@ -9,6 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hyper::HeaderMap;
+
+use super::carriers;
+use crate::config::CarrierSettings;
+
 /// How long a token keeps its scope after its last scoped request.
 const KEEP_FOR: Duration = Duration::from_secs(600);
 /// The most tokens remembered: past it, new tokens are not remembered until old ones expire.
@@ -42,6 +47,17 @@ impl TokenScopes {
         }
         if scopes.len() < MAX_TOKENS || scopes.contains_key(&token) {
             scopes.insert(token, (scope, now));
+        }
+    }
+
+    /// Binds the token of a request about to reach this site's instance to the scope the
+    /// request passes on (`carriers::token_with_scope`, which strips a token's suffix): the
+    /// service forwards nothing but its token, so its next calls get the scope back here.
+    pub fn remember_passed_on(&self, headers: &mut HeaderMap, settings: &CarrierSettings) {
+        if let Some((token, scope)) = carriers::token_with_scope(headers, settings) {
+            if let Ok(scope) = dsl::parse(&scope) {
+                self.remember(&token, scope);
+            }
         }
     }
 

@@ -2,7 +2,10 @@
 //! namespace running the same unmodified applications (json-server as `catalog`, nginx as
 //! `front`, which calls the catalog) and cheops. It walks through what sites can do together,
 //! showing each request, its scope and the site that served it, then removes everything it
-//! made, also when interrupted with Ctrl-C.
+//! made, also when interrupted with Ctrl-C. With `--openstack`, Keystone and Glance join in
+//! (`openstack.rs`).
+mod openstack;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -18,6 +21,7 @@ use serde_json::json;
 use cheops_tests::{
     cheops_bin,
     mesh::{pod_rule, Answer, Mesh, MeshOptions, CATALOG, FRONT},
+    openstack as openstack_sites,
     process::wait_until,
     sites::Topology,
 };
@@ -179,6 +183,14 @@ const STEPS: &[Step] = &[
 ];
 
 fn main() {
+    let with_openstack = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--openstack") => true,
+        Some(other) => {
+            eprintln!("cheops-demo: unknown argument {other:?} (the one option is --openstack)");
+            std::process::exit(2);
+        }
+    };
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
@@ -192,7 +204,7 @@ fn main() {
     println!("[1/3] creating the sites: network namespaces joined by a bridge, 198.18.0.0/24");
     let topology = Topology::create(&SITES);
     println!("[2/3] starting json-server (catalog), nginx (front) and cheops at each site");
-    let mesh = Mesh::start_with(topology, &HashMap::new(), &demo_options());
+    let mesh = Mesh::start_with(topology, &HashMap::new(), &demo_options(with_openstack));
     println!("[3/3] the sites see each other over mutual TLS (round trips from Paris):");
     for (peer, round_trip_us) in mesh.peers_up("Paris") {
         println!("      {peer}: {:.2} ms", round_trip_us as f64 / 1000.0);
@@ -205,15 +217,11 @@ fn main() {
     println!("      cheops agents: {}", agents.join(", "));
     println!("      ready in {:.1} s\n", started.elapsed().as_secs_f64());
 
-    for (number, step) in STEPS.iter().enumerate() {
-        if interrupted.load(Ordering::SeqCst) {
-            println!("\ninterrupted: cleaning up");
-            break;
-        }
-        println!("── {}. {}", number + 1, step.title);
-        println!("   {}", step.why);
-        (step.run)(&mesh);
-        println!();
+    walk(STEPS, 1, &mesh, &interrupted);
+    let openstack =
+        (with_openstack && !interrupted.load(Ordering::SeqCst)).then(|| openstack::start(&mesh));
+    if openstack.is_some() {
+        walk(openstack::STEPS, STEPS.len() + 1, &mesh, &interrupted);
     }
 
     if !interrupted.load(Ordering::SeqCst) {
@@ -244,13 +252,30 @@ fn main() {
             println!("   {line}");
         }
     }
+    // OpenStack's servers first: they run in the sites' workloads and namespaces.
+    drop(openstack);
     drop(mesh);
     println!("\nremoved every namespace, cgroup and process the demo made");
 }
 
+/// Runs `steps`, numbered from `first`, until the end or a Ctrl-C.
+fn walk(steps: &[Step], first: usize, mesh: &Mesh, interrupted: &AtomicBool) {
+    for (number, step) in steps.iter().enumerate() {
+        if interrupted.load(Ordering::SeqCst) {
+            println!("\ninterrupted: cleaning up");
+            return;
+        }
+        println!("── {}. {}", first + number, step.title);
+        println!("   {}", step.why);
+        (step.run)(mesh);
+        println!();
+    }
+}
+
 /// Each site's catalog holds one product naming the site, and pods, a replicated resource whose
-/// local IDs differ per site (json-server gives the next pod the highest ID plus one).
-fn demo_options() -> MeshOptions {
+/// local IDs differ per site (json-server gives the next pod the highest ID plus one); with
+/// OpenStack, the sites mesh `image` and `identity` too.
+fn demo_options(with_openstack: bool) -> MeshOptions {
     let catalog_data = SITES
         .iter()
         .zip([100, 200, 300])
@@ -269,7 +294,15 @@ fn demo_options() -> MeshOptions {
             ..ReplicationSettings::default()
         },
         catalog_data,
-        request_timeout: Duration::from_secs(10),
+        services: match with_openstack {
+            true => openstack_sites::services(true),
+            false => Vec::new(),
+        },
+        // An image's file is uploaded to every replica before the answer.
+        request_timeout: Duration::from_secs(match with_openstack {
+            true => 120,
+            false => 10,
+        }),
         ..MeshOptions::default()
     }
 }
