@@ -23,7 +23,7 @@ use crate::{
     },
     metrics::{Metrics, ProxyCounters},
     peer::Peers,
-    proxy::{serve_peer_api, Proxy, ProxyParts},
+    proxy::{serve_peer_api, Proxy, ProxyParts, Workers},
     reload::{self, Reloader},
     replication::{sites::PeerSites, store::Store, Replicator},
     scope::{tokens::TokenScopes, workloads::WorkloadScopes},
@@ -110,6 +110,8 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
             counters: proxy_counters.clone(),
             metrics: metrics.clone(),
             routing: reload::routing_of(&config, replicator.clone()),
+            workers: Workers::start(config.proxy.workers)
+                .context("starting the proxy's threads")?,
         }));
         if let Some((listener, tls)) = peer_api {
             tokio::spawn(serve_peer_api(listener, tls, proxy.clone()));

@@ -6,6 +6,7 @@ use std::{
     collections::HashSet,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::OnceLock,
     time::Duration,
 };
 
@@ -211,6 +212,9 @@ pub struct CarrierSettings {
     pub read: Vec<Carrier>,
     /// The header holding the auth token that may end in `!SCOPE!<scope>`.
     pub token_header: String,
+    /// `token_header` as a header name, made at its first use rather than at every request.
+    #[serde(skip)]
+    pub(crate) token_header_name: OnceLock<HeaderName>,
 }
 
 impl Default for CarrierSettings {
@@ -224,15 +228,18 @@ impl Default for CarrierSettings {
                 Carrier::Workload,
             ],
             token_header: "X-Auth-Token".into(),
+            token_header_name: OnceLock::new(),
         }
     }
 }
 
 impl CarrierSettings {
     /// The token header's name; the default one when the configured name is not a header name.
-    pub fn token_header_name(&self) -> HeaderName {
-        HeaderName::from_bytes(self.token_header.as_bytes())
-            .unwrap_or(HeaderName::from_static("x-auth-token"))
+    pub fn token_header_name(&self) -> &HeaderName {
+        self.token_header_name.get_or_init(|| {
+            HeaderName::from_bytes(self.token_header.as_bytes())
+                .unwrap_or(HeaderName::from_static("x-auth-token"))
+        })
     }
 }
 
@@ -310,6 +317,9 @@ pub struct ProxySettings {
     /// Requests of one workload in flight at once (HTTP/2 streams count one each); more are
     /// answered 503 with `Retry-After`.
     pub max_requests_per_workload: usize,
+    /// Threads serving workload connections, each with a runtime of its own (0: one per CPU
+    /// the agent may run on).
+    pub workers: usize,
 }
 
 impl Default for ProxySettings {
@@ -326,6 +336,7 @@ impl Default for ProxySettings {
             workload_scan_every: Duration::from_millis(250),
             max_connections_per_workload: 1024,
             max_requests_per_workload: 1024,
+            workers: 0,
         }
     }
 }

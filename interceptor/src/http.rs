@@ -92,34 +92,80 @@ pub fn is_framing_header(name: &str) -> bool {
 }
 
 /// Connection-level headers belong to one hop; the proxy's connections have their own.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers, and those the `Connection` header names.
 /// `te: trailers` stays: gRPC servers require it, and every hop of cheops relays trailers.
 pub fn remove_hop_by_hop_headers(headers: &mut HeaderMap) {
-    let trailers_accepted = headers.get(header::TE).is_some_and(|te| te == "trailers");
-    let named_in_connection: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named_in_connection {
-        headers.remove(name);
+    // Most messages carry none, or only `connection: keep-alive`: one look at the names
+    // present costs less than a removal (a hash and a probe) of each name.
+    let present = present_among(headers, &HOP_BY_HOP);
+    if present == 0 {
+        return;
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
+    let is_present = |name: &HeaderName| {
+        HOP_BY_HOP
+            .iter()
+            .position(|n| n == name)
+            .is_some_and(|i| present & (1 << i) != 0)
+    };
+    let trailers_accepted =
+        is_present(&header::TE) && headers.get(header::TE).is_some_and(|te| te == "trailers");
+    if is_present(&header::CONNECTION) {
+        let named_in_connection: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            // Those are removed below anyway (`keep-alive`, most often).
+            .filter(|name| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|n| n.as_str().eq_ignore_ascii_case(name))
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named_in_connection {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if trailers_accepted {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// Removes every header named in `names`, looking first whether any is there.
+pub fn remove_headers(headers: &mut HeaderMap, names: &[HeaderName]) {
+    if present_among(headers, names) != 0 {
+        for name in names {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Which of `names` (at most 32) `headers` carries: bit `i` for `names[i]`.
+fn present_among(headers: &HeaderMap, names: &[HeaderName]) -> u32 {
+    headers.keys().fold(0, |bits, name| {
+        names
+            .iter()
+            .position(|n| n == name)
+            .map_or(bits, |i| bits | 1 << i)
+    })
 }
 
 #[cfg(test)]

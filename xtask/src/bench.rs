@@ -1,8 +1,10 @@
 //! `cargo xtask bench [--quick]`: builds cheops and the benchmark's binaries (release), runs
 //! the measurements (`cheops-bench`, in the tests crate, which starts and removes its own
-//! namespace, cgroup, servers and rules), then reports them: a table on the terminal, the raw
+//! namespace, cgroup, servers and rules) and the scope language's criterion benchmark, then
+//! reports them: a table on the terminal, the raw
 //! results and a summary as JSON under target/bench/, an SVG plot of the latency distributions,
 //! and docs/benchmarks.md.
+mod criterion;
 mod plot;
 mod summary;
 
@@ -36,10 +38,18 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     }
     let started = std::time::Instant::now();
     run(&mut measure)?;
+    // The scope language, in the same run: criterion, with its serde_json baseline.
+    let mut scope_bench = vec!["bench", "-p", "dsl", "--bench", "scope", "--", "--noplot"];
+    if quick {
+        scope_bench.push("--quick");
+    }
+    cargo(&scope_bench)?;
     let measured_in = started.elapsed();
 
-    let raw: serde_json::Value = serde_json::from_str(&read(&raw_path)?)
+    let mut raw: serde_json::Value = serde_json::from_str(&read(&raw_path)?)
         .with_context(|| format!("{} is not JSON", raw_path.display()))?;
+    raw["scope_language"] = criterion::scope_language(&root.join("target/criterion"))?;
+    write(&raw_path, &serde_json::to_string_pretty(&raw)?)?;
     let command = if quick {
         "cargo xtask bench --quick"
     } else {

@@ -119,10 +119,11 @@ impl Chain {
     }
 
     /// Tries `sites` in order until one serves, as `plan::after` decides; this site's instance
-    /// through `owned` when the workload connection has one.
+    /// through `owned` when the workload connection has one. The last attempt takes the
+    /// request's headers rather than a copy: `parts.headers` is empty after.
     pub async fn run(
         &self,
-        parts: &Parts,
+        parts: &mut Parts,
         body: RequestBody,
         service: &Service,
         sites: &[String],
@@ -152,7 +153,8 @@ impl Chain {
                 tried.push((site.clone(), outcome));
                 break;
             };
-            let request = copy_request(parts, next_body);
+            let last = at + 1 == sites.len();
+            let request = request_for_attempt(parts, next_body, last);
             let mut attempt = if *site == self.site {
                 self.attempt_local(request, service, owned).await
             } else {
@@ -168,7 +170,7 @@ impl Chain {
                 attempt.outcome = Outcome::Unavailable(message);
             }
             match (
-                plan::after(&attempt.outcome, &parts.method, at + 1 < sites.len()),
+                plan::after(&attempt.outcome, &parts.method, !last),
                 attempt.response,
             ) {
                 (Next::Answer, Some(response)) => return response,
@@ -214,7 +216,10 @@ impl Chain {
                         .headers_mut()
                         .insert(header::HOST, header_value(&service.local.to_string()));
                 }
-                let sent = owned.send(request, service.local, self.settings.connect_timeout);
+                // Boxed: the timeout below and this attempt then move a pointer, not the
+                // whole exchange's state, from future to future.
+                let sent =
+                    Box::pin(owned.send(request, service.local, self.settings.connect_timeout));
                 within(limit, sent).await.map(|answer| {
                     answer.map_err(|error| (error.is_connect(), InstanceError::from(error)))
                 })
@@ -328,12 +333,17 @@ fn answer_limit(headers: &HeaderMap, configured: Duration) -> Option<Duration> {
     }
 }
 
-/// A copy of the request described by `parts`, with `body`, for one attempt.
-fn copy_request(parts: &Parts, body: ProxyBody) -> Request<ProxyBody> {
+/// The request described by `parts`, with `body`, for one attempt: its headers copied, or
+/// taken from `parts` for the `last` attempt.
+fn request_for_attempt(parts: &mut Parts, body: ProxyBody, last: bool) -> Request<ProxyBody> {
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
+    *request.headers_mut() = if last {
+        std::mem::take(&mut parts.headers)
+    } else {
+        parts.headers.clone()
+    };
     request
 }

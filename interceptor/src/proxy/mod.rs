@@ -17,6 +17,7 @@ mod request;
 mod routes;
 mod sniff;
 mod upstream;
+mod workers;
 
 use std::{
     convert::Infallible,
@@ -46,6 +47,7 @@ pub use routes::Routing;
 use routes::{Lasting, Routes};
 use sniff::{sniff, Protocol};
 use upstream::OwnedUpstream;
+pub use workers::Workers;
 
 pub struct Proxy {
     /// What the running configuration routes with; replaced whole by a reload.
@@ -57,6 +59,7 @@ pub struct Proxy {
     /// Per workload cgroup: its open connections, its requests in flight.
     connections: Arc<Slots<u64>>,
     in_flight: Arc<Slots<u64>>,
+    workers: Workers,
 }
 
 /// What a proxy serves with, besides its own settings.
@@ -71,6 +74,8 @@ pub struct ProxyParts {
     pub counters: Arc<ProxyCounters>,
     pub metrics: Arc<Metrics>,
     pub routing: Routing,
+    /// The threads that serve workload connections.
+    pub workers: Workers,
 }
 
 /// Serves this site's peer API on `listener`: TLS with a certificate of the mesh's CA required,
@@ -91,6 +96,7 @@ impl Proxy {
             counters,
             metrics,
             routing,
+            workers,
         } = parts;
         let lasting = Lasting {
             site,
@@ -107,6 +113,7 @@ impl Proxy {
             in_flight: Slots::new(settings.max_requests_per_workload),
             settings,
             counters,
+            workers,
         }
     }
 
@@ -126,7 +133,10 @@ impl Proxy {
         loop {
             let (stream, client) = next_connection(&listener, "a connection").await;
             let intercepted = destinations.take(&stream, client);
-            tokio::spawn(self.clone().handle_connection(stream, client, intercepted));
+            let proxy = self.clone();
+            self.workers.serve(stream, move |stream| {
+                proxy.handle_connection(stream, client, intercepted)
+            });
         }
     }
 
@@ -304,6 +314,7 @@ mod tests {
                 peer_services: HashMap::new(),
                 replicator: None,
             },
+            workers: Workers::inline(),
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

@@ -4,7 +4,8 @@
 use std::{sync::atomic::Ordering, sync::Arc, time::Instant};
 
 use hyper::{
-    body::Incoming, http::request::Parts, HeaderMap, Method, Request, Response, StatusCode, Uri,
+    body::Incoming, header::HeaderName, http::request::Parts, HeaderMap, Method, Request, Response,
+    StatusCode, Uri,
 };
 use tracing::info;
 
@@ -17,7 +18,7 @@ use super::{
 };
 use crate::{
     config::{CarrierSettings, Service},
-    http::{error_response, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
+    http::{error_response, remove_headers, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
     intercept::NO_WORKLOAD,
     metrics::{Collaboration, Metrics, ProxyCounters, RequestLabels},
     peer::{
@@ -37,6 +38,14 @@ use crate::{
         workloads::{CgroupDefaults, WorkloadScopes},
     },
 };
+
+/// The headers with which sites speak to one another, which no workload may send.
+static PEER_MARKERS: [HeaderName; 4] = [
+    FORWARDED_BY,
+    FORWARDED_SERVICE,
+    NOT_DELIVERED,
+    INSTANCE_HTTP2,
+];
 
 /// What serving a workload's requests takes.
 pub struct WorkloadRequests {
@@ -108,6 +117,13 @@ impl Unavailable {
     }
 }
 
+/// When a request came, and whether it is a gRPC call (read before its headers go on).
+#[derive(Clone, Copy)]
+struct Received {
+    at: Instant,
+    grpc: bool,
+}
+
 /// What a request's log line and metrics say of it: nothing is copied for the log line unless
 /// `info` is enabled (the labels are the metrics').
 struct RequestLine {
@@ -155,18 +171,15 @@ impl WorkloadRequests {
         owned: Option<&OwnedUpstream>,
     ) -> Response<ProxyBody> {
         self.counters.http_requests.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
+        let at = Instant::now();
         let (mut parts, body) = request.into_parts();
         remove_hop_by_hop_headers(&mut parts.headers);
         // Only the peer API takes forwarded requests: a workload cannot pose as a site.
-        for marker in [
-            FORWARDED_BY,
-            FORWARDED_SERVICE,
-            NOT_DELIVERED,
-            INSTANCE_HTTP2,
-        ] {
-            parts.headers.remove(marker);
-        }
+        remove_headers(&mut parts.headers, &PEER_MARKERS);
+        let received = Received {
+            at,
+            grpc: grpc::is_grpc(&parts.headers),
+        };
         let (plan, scope) = match self.decide(&mut parts.headers, service, cgroup_id).await {
             Ok(decision) => decision,
             Err(refusal) => {
@@ -179,7 +192,7 @@ impl WorkloadRequests {
                     service,
                     None,
                     Collaboration::Refused,
-                    started,
+                    received,
                     response,
                 );
             }
@@ -206,7 +219,7 @@ impl WorkloadRequests {
                 service,
                 scope.as_ref(),
                 Collaboration::Replication,
-                started,
+                received,
                 response,
             );
         }
@@ -222,7 +235,7 @@ impl WorkloadRequests {
                     service,
                     scope.as_ref(),
                     Collaboration::Refused,
-                    started,
+                    received,
                     response,
                 )
             };
@@ -244,7 +257,7 @@ impl WorkloadRequests {
                     service,
                     scope.as_ref(),
                     collaboration,
-                    started,
+                    received,
                     response_of(answer),
                 );
             }
@@ -266,7 +279,9 @@ impl WorkloadRequests {
                 };
                 (
                     collaboration,
-                    self.chain.run(&parts, body, service, &sites, owned).await,
+                    self.chain
+                        .run(&mut parts, body, service, &sites, owned)
+                        .await,
                 )
             }
         };
@@ -275,23 +290,24 @@ impl WorkloadRequests {
             service,
             scope.as_ref(),
             collaboration,
-            started,
+            received,
             response,
         )
     }
 
     /// Counts the request in the metrics and logs its one line; a gRPC call's when it ends,
-    /// with the status it ended with, and with cheops's own answer in gRPC form.
+    /// with the status it ended with, and with cheops's own answer in gRPC form. `parts`'s
+    /// headers may be gone (given to the instance): what is needed of them is in `received`.
     fn log_request(
         &self,
         parts: &Parts,
         service: &Service,
         scope: Option<&dsl::Scope>,
         collaboration: Collaboration,
-        started: Instant,
+        received: Received,
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
-        let grpc = grpc::is_grpc(&parts.headers);
+        let Received { at: started, grpc } = received;
         let response = if grpc {
             grpc::in_grpc_form(response)
         } else {

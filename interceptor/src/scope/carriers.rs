@@ -76,7 +76,7 @@ pub fn extract(
             Carrier::Header => header_text(headers, &SCOPE_HEADER, carrier, settings)?,
             Carrier::Baggage => baggage_scope(headers, carrier, settings)?,
             Carrier::Token => {
-                let token = header_text(headers, &settings.token_header_name(), carrier, settings)?;
+                let token = header_text(headers, settings.token_header_name(), carrier, settings)?;
                 match token.as_deref().map(split_token) {
                     Some(Some((_, scope))) => Some(scope),
                     Some(None) => {
@@ -141,7 +141,7 @@ pub fn pass_on(headers: &mut HeaderMap, found: &Found, service: &str, settings: 
         }
         Carrier::Token => {
             let name = settings.token_header_name();
-            let Some(token) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
+            let Some(token) = headers.get(name).and_then(|v| v.to_str().ok()) else {
                 return;
             };
             let token = split_token(token).map_or(token, |(t, _)| t);
@@ -150,7 +150,7 @@ pub fn pass_on(headers: &mut HeaderMap, found: &Found, service: &str, settings: 
                 None => token.to_owned(),
             };
             if let Some(value) = value(&token) {
-                headers.insert(name, value);
+                headers.insert(name.clone(), value);
             }
         }
     }
@@ -187,10 +187,10 @@ fn strip_token_suffix(
     settings: &CarrierSettings,
 ) -> Option<(String, String)> {
     let name = settings.token_header_name();
-    let token = headers.get(&name)?.to_str().ok()?;
+    let token = headers.get(name)?.to_str().ok()?;
     let (bare, scope) = split_token(token)?;
     let bare = bare.to_owned();
-    headers.insert(name, value(&bare)?);
+    headers.insert(name.clone(), value(&bare)?);
     Some((bare, scope))
 }
 
@@ -350,6 +350,7 @@ mod tests {
         let settings = CarrierSettings {
             read: vec![Carrier::Baggage],
             token_header: "X-Subject-Token".into(),
+            ..CarrierSettings::default()
         };
         let h = headers(&[("x-scope", "{catalog: B}")]);
         let known = Known {

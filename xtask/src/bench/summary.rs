@@ -53,6 +53,8 @@ pub struct Summary {
     pub costs: Vec<Cost>,
     /// The large download, by path.
     pub bodies: Vec<Large>,
+    /// Medians of the scope language's parse + resolve and of its serde_json baseline (ns).
+    pub scope_language: Option<[f64; 2]>,
 }
 
 impl Summary {
@@ -110,6 +112,10 @@ impl Summary {
             across,
             costs: costs::from_raw(raw)?,
             bodies: bodies::from_raw(raw)?,
+            scope_language: raw["scope_language"]["parse_and_resolve_ns"]
+                .as_f64()
+                .zip(raw["scope_language"]["baseline_ns"].as_f64())
+                .map(|(ns, baseline)| [ns, baseline]),
         })
     }
 

@@ -1,5 +1,7 @@
 //! Large bodies: one download of `LARGE_BYTES` through each path, the proxy on a core of its
-//! own (as for throughput), with the proxy's resident memory before it and at its peak.
+//! own (as for throughput), with the proxy's resident memory before it and at its peak during
+//! it (the peak is reset just before: cheops's start, which loads its eBPF programs, does not
+//! count).
 use serde_json::{json, Value};
 
 use crate::{
@@ -31,7 +33,10 @@ pub fn measure(stage: &Stage, name: &str, proxy: Option<Proxy>) -> anyhow::Resul
     let _rule = stage.redirect(proxy);
     let rss_before = server
         .as_ref()
-        .map(|s| procfs::usage(s.pid).map(|u| u.rss_kib))
+        .map(|s| {
+            procfs::reset_peak_rss(s.pid)?;
+            procfs::usage(s.pid).map(|u| u.rss_kib)
+        })
         .transpose()?;
     let bytes = LARGE_BYTES.to_string();
     let report = stage.load(

@@ -13,6 +13,7 @@ use anyhow::{bail, ensure, Context};
 use serde_json::{json, Value};
 
 use crate::{
+    callgrind,
     servers::{self, Proxy, BODY_BYTES, BODY_PATH, SERVICE},
     Stage,
 };
@@ -51,10 +52,16 @@ pub const COUNTED: [(&str, Proxy); 3] = [
     ("nginx-nat", Proxy::Nginx),
 ];
 
-/// Instructions and system calls per request of `proxy`.
-pub fn measure(stage: &Stage, proxy: Proxy, plan: &Plan) -> anyhow::Result<Value> {
+/// Instructions and system calls per request of `proxy`; cheops's callgrind dump of the longer
+/// run is kept as `profile` (for `callgrind_annotate`).
+pub fn measure(
+    stage: &Stage,
+    proxy: Proxy,
+    plan: &Plan,
+    profile_out: &Path,
+) -> anyhow::Result<Value> {
     let _rule = stage.redirect(Some(proxy));
-    let mut profile = Vec::new();
+    let mut profile = (Vec::new(), Vec::new());
     let syscalls = {
         let server = stage.start(proxy, &[])?;
         stage.count(plan.warmup)?;
@@ -81,7 +88,11 @@ pub fn measure(stage: &Stage, proxy: Proxy, plan: &Plan) -> anyhow::Result<Value
         stage.count(plan.long)?;
         let long = dump(server.pid, dir.path())?;
         if matches!(proxy, Proxy::CheopsNat | Proxy::CheopsEbpf) {
-            profile = top_functions(&newest_dump(dir.path())?, plan.long)?;
+            let dump = newest_dump(dir.path())?;
+            std::fs::copy(&dump, profile_out).with_context(|| {
+                format!("copying {} to {}", dump.display(), profile_out.display())
+            })?;
+            profile = top_functions(&dump, plan.long)?;
         }
         per_request(short, long, plan)
     };
@@ -89,7 +100,8 @@ pub fn measure(stage: &Stage, proxy: Proxy, plan: &Plan) -> anyhow::Result<Value
         "instructions_per_request": instructions,
         "syscalls_per_request": syscalls,
         "requests": [plan.short, plan.long],
-        "profile": profile,
+        "profile": profile.0,
+        "profile_by_crate": profile.1,
     }))
 }
 
@@ -148,30 +160,20 @@ fn syscalls_over(stage: &Stage, pid: u32, requests: u32) -> anyhow::Result<u64> 
 }
 
 /// Where the instructions of `requests` went, from a callgrind dump: (instructions per
-/// request, function) of the functions with the most instructions of their own.
-fn top_functions(dump: &Path, requests: u32) -> anyhow::Result<Vec<(f64, String)>> {
-    let annotated = Command::new("callgrind_annotate")
-        .args(["--inclusive=no", "--threshold=90"])
-        .arg(dump)
-        .stderr(Stdio::null())
-        .output()
-        .context("running callgrind_annotate (Debian package valgrind)")?;
-    let text = String::from_utf8_lossy(&annotated.stdout);
-    // Lines as `12,345 (3.21%)  file:function [object]`, after the totals.
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let (count, rest) = line.trim().split_once(' ')?;
-            let count: f64 = count.replace(',', "").parse().ok()?;
-            let (_, function) = rest.split_once(")  ")?;
-            let function = function.split(" [").next()?.trim();
-            // `file:function`, the function's path holding `::` of its own.
-            let function = function.split_once(':').map_or(function, |(_, f)| f);
-            Some((count / f64::from(requests), function.to_owned()))
-        })
-        .filter(|(_, function)| !function.is_empty() && function != "PROGRAM TOTALS")
-        .take(20)
-        .collect())
+/// request, name) of the functions with the most instructions of their own, and of every
+/// crate.
+fn top_functions(
+    dump: &Path,
+    requests: u32,
+) -> anyhow::Result<(callgrind::Profile, callgrind::Profile)> {
+    let text =
+        std::fs::read_to_string(dump).with_context(|| format!("reading {}", dump.display()))?;
+    let costs = callgrind::self_costs(&text);
+    let crates = callgrind::by_crate(&costs);
+    Ok((
+        callgrind::per_request(costs, requests, 25),
+        callgrind::per_request(crates, requests, 12),
+    ))
 }
 
 /// `perf ARGS -p PID -o OUT` while `requests` are served.

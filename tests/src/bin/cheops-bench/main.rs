@@ -11,6 +11,7 @@
 //! Writes raw results as one JSON file.
 mod across;
 mod bodies;
+mod callgrind;
 mod cost;
 mod procfs;
 mod servers;
@@ -34,12 +35,23 @@ struct Cli {
     /// A reduced run (short durations) to check the harness: well under 90 seconds.
     #[arg(long)]
     quick: bool,
-    /// Only the instructions and system calls per request (to compare builds quickly).
+    /// Only one part, to compare builds quickly: `costs` (instructions and system calls per
+    /// request) or `bodies` (the large download and upload).
     #[arg(long)]
-    costs_only: bool,
+    only: Option<Part>,
+    /// Only these proxies' costs (`cheops-nat`, `haproxy-nat`, `nginx-nat`; all by default).
+    #[arg(long, value_delimiter = ',')]
+    counted: Vec<String>,
     /// Where to write the results (JSON).
     #[arg(long)]
     out: PathBuf,
+}
+
+/// A part of the benchmark run on its own.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Part {
+    Costs,
+    Bodies,
 }
 
 /// How long and how hard each measurement runs.
@@ -130,7 +142,8 @@ fn main() -> anyhow::Result<()> {
     let stage = Stage::new()?;
     let cores = stage.cores;
     let mut scenarios = Vec::new();
-    for scenario in SCENARIOS.iter().filter(|_| !cli.costs_only) {
+    let runs = |part: Part| cli.only.is_none_or(|only| only == part);
+    for scenario in SCENARIOS.iter().filter(|_| cli.only.is_none()) {
         ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
         eprintln!("bench: {}", scenario.title);
         scenarios.push(
@@ -140,7 +153,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let mut large_bodies = Vec::new();
-    for (name, proxy) in bodies::PATHS.into_iter().filter(|_| !cli.costs_only) {
+    for (name, proxy) in bodies::PATHS.into_iter().filter(|_| runs(Part::Bodies)) {
         ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
         eprintln!(
             "bench: a {} MiB download, {name}",
@@ -154,15 +167,20 @@ fn main() -> anyhow::Result<()> {
     }
     let cost_plan = cost::Plan::new(cli.quick);
     let mut costs = serde_json::Map::new();
-    for (name, proxy) in cost::COUNTED {
+    let counted = cost::COUNTED.into_iter().filter(|(name, _)| {
+        runs(Part::Costs) && (cli.counted.is_empty() || cli.counted.iter().any(|c| c == name))
+    });
+    for (name, proxy) in counted {
         ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
         eprintln!("bench: instructions and system calls per request, {name}");
-        let cost = cost::measure(&stage, proxy, &cost_plan)
+        let profile_out = cli.out.with_file_name(format!("callgrind.{name}.out"));
+        let cost = cost::measure(&stage, proxy, &cost_plan, &profile_out)
             .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
         costs.insert(name.to_owned(), cost);
     }
-    if cli.costs_only {
-        std::fs::write(&cli.out, serde_json::to_string_pretty(&costs)?)?;
+    if cli.only.is_some() {
+        let part = json!({"costs": costs, "large_bodies": large_bodies});
+        std::fs::write(&cli.out, serde_json::to_string_pretty(&part)?)?;
         return Ok(());
     }
     eprintln!("bench: connect() with and without the connect hook");

@@ -43,6 +43,17 @@ pub fn usage(pid: u32) -> anyhow::Result<Usage> {
     Ok(usage)
 }
 
+/// Starts the peak resident memory (VmHWM) of a process and all its descendants again from
+/// their resident memory now, so that a peak read later is one reached since (not, say, while
+/// cheops loaded its eBPF programs at start).
+pub fn reset_peak_rss(pid: u32) -> anyhow::Result<()> {
+    for pid in tree(pid)? {
+        let path = format!("/proc/{pid}/clear_refs");
+        std::fs::write(&path, "5").with_context(|| format!("writing 5 to {path}"))?;
+    }
+    Ok(())
+}
+
 /// The peak resident memory (VmHWM) of a process and all its descendants.
 pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let mut peak = 0;

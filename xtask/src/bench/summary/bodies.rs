@@ -80,7 +80,9 @@ impl Summary {
             "\n## A 300 MiB download, the proxy on its own core\n\n\
              One GET of a 300 MiB file (the origin sends it from the page cache) on a new \
              connection; nginx as a proxy with `proxy_buffering off` for it (otherwise it \
-             spools the body to disk). Memory: the proxy's VmRSS before, and its VmHWM after.\n\n\
+             spools the body to disk). Memory: the proxy's VmRSS before, and its VmHWM after, \
+             reset just before the download (`5` written to /proc/PID/clear_refs) so that \
+             start-up, when cheops loads its eBPF programs, does not count.\n\n\
              | path | MiB/s | / direct | proxy memory before (MiB) | proxy peak (MiB) |\n\
              |---|---:|---:|---:|---:|\n",
         );
