@@ -94,10 +94,10 @@ impl<S: Sites> Instance<'_, S> {
         answer
     }
 
-    /// This site's local ID for `meta`, replica or cross, while that ID still names it. Once
-    /// the resource was deleted here (even by a delete whose record a crash prevented), the
-    /// instance may give its ID to a new resource (json-server gives the highest ID plus one),
-    /// and nothing sent for `meta` may reach that one.
+    /// This site's local ID for `meta`, replica or cross, unless that ID names another resource
+    /// now. Once the resource was deleted here (even by a delete whose record a crash
+    /// prevented), the instance may give its ID to a new resource (json-server gives the
+    /// highest ID plus one), and nothing sent for `meta` may reach that one.
     pub fn live_local_id(&self, meta: &MetaId) -> Result<Option<LocalId>, StoreError> {
         let found = match self.store.replicant(meta)? {
             Some(replicant) => replicant
@@ -113,8 +113,11 @@ impl<S: Sites> Instance<'_, S> {
         let Some((service, local_id)) = found else {
             return Ok(None);
         };
+        // No mapping is no proof of anything: a create that reaches this site after its
+        // leader recorded the delete maps no ID (a deleted resource's never are).
         let named = self.store.meta_of(&service, self.site, &local_id)?;
-        Ok((named.as_ref() == Some(meta)).then_some(local_id))
+        let given_to_another = named.is_some_and(|named| named != *meta);
+        Ok((!given_to_another).then_some(local_id))
     }
 
     /// The same, `None` when the store cannot tell (to read with).
