@@ -3,7 +3,7 @@
 //! at scrape time. Recording is one lock-free-ish family lookup on the data path.
 use std::{
     sync::atomic::{AtomicU64, Ordering},
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -90,22 +90,44 @@ pub struct RequestLabels {
     pub outcome: &'static str,
 }
 
+/// The label `outcome` of an answer's status.
+fn outcome_of(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
 impl RequestLabels {
     pub fn new(service: &str, collaboration: Collaboration, site: &str, status: u16) -> Self {
-        let outcome = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
         RequestLabels {
             service: service.to_owned(),
             collaboration: collaboration.as_str(),
             site: site.to_owned(),
-            outcome,
+            outcome: outcome_of(status),
         }
     }
+}
+
+/// How many label sets one connection keeps the histograms of: a connection's requests come
+/// in a few (collaborations, outcomes, serving sites); past that they are looked up each time.
+const KEPT_PER_CONNECTION: usize = 8;
+
+/// The request histograms one connection (one service) counted its requests in, kept so that
+/// its next requests find theirs without a family lookup (labels made, hashed, locked).
+#[derive(Default)]
+pub struct RequestHistograms {
+    kept: Mutex<Vec<KeptHistogram>>,
+}
+
+struct KeptHistogram {
+    collaboration: Collaboration,
+    outcome: &'static str,
+    site: String,
+    histogram: Histogram,
 }
 
 /// A gRPC call's labels: its request's, with the method called and the status it ended with
@@ -244,10 +266,36 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_request(&self, labels: &RequestLabels, elapsed: Duration) {
-        self.requests
-            .get_or_create(labels)
-            .observe(elapsed.as_secs_f64());
+    /// A request of `service` answered `status` by `site` after `elapsed`, counted in the
+    /// histogram `kept` has for its labels, or in the family's (then kept).
+    pub fn record_request(
+        &self,
+        kept: &RequestHistograms,
+        service: &str,
+        collaboration: Collaboration,
+        site: &str,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let outcome = outcome_of(status);
+        let mut kept = kept.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = kept
+            .iter()
+            .find(|k| k.collaboration == collaboration && k.outcome == outcome && k.site == site);
+        if let Some(found) = found {
+            return found.histogram.observe(elapsed.as_secs_f64());
+        }
+        let labels = RequestLabels::new(service, collaboration, site, status);
+        let histogram = self.requests.get_or_create(&labels).clone();
+        histogram.observe(elapsed.as_secs_f64());
+        if kept.len() < KEPT_PER_CONNECTION {
+            kept.push(KeptHistogram {
+                collaboration,
+                outcome,
+                site: labels.site,
+                histogram,
+            });
+        }
     }
 
     /// A gRPC call that ended with `grpc_status` after `elapsed`; `request` its request's labels.
@@ -413,4 +461,54 @@ fn encode_peers(peers: &Peers, encoder: &mut DescriptorEncoder) -> Result<(), st
             .encode(round_trip.encode_family(&[("peer", peer.name.as_str())])?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count line of the request histogram with these labels, in the rendered metrics.
+    fn count_of(metrics: &Metrics, labels: &str) -> Option<String> {
+        let prefix = format!("cheops_request_duration_seconds_count{{{labels}}} ");
+        let text = metrics.render();
+        let line = text.lines().find(|line| line.starts_with(&prefix))?;
+        Some(line[prefix.len()..].to_owned())
+    }
+
+    #[test]
+    fn requests_counted_through_kept_histograms_land_in_their_labels_series() {
+        let metrics = Metrics::new(None, Arc::default(), None);
+        let (first, second) = (RequestHistograms::default(), RequestHistograms::default());
+        let elapsed = Duration::from_millis(1);
+        for kept in [&first, &first, &second] {
+            metrics.record_request(kept, "catalog", Collaboration::Local, "Paris", 200, elapsed);
+        }
+        metrics.record_request(
+            &first,
+            "catalog",
+            Collaboration::Local,
+            "Paris",
+            503,
+            elapsed,
+        );
+        metrics.record_request(
+            &first,
+            "catalog",
+            Collaboration::Sharing,
+            "Rome",
+            201,
+            elapsed,
+        );
+        let local = r#"service="catalog",collaboration="local",site="Paris""#;
+        assert_eq!(
+            count_of(&metrics, &format!(r#"{local},outcome="2xx""#)).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            count_of(&metrics, &format!(r#"{local},outcome="5xx""#)).as_deref(),
+            Some("1")
+        );
+        let shared = r#"service="catalog",collaboration="sharing",site="Rome",outcome="2xx""#;
+        assert_eq!(count_of(&metrics, shared).as_deref(), Some("1"));
+    }
 }

@@ -220,7 +220,7 @@ impl Chain {
                 // whole exchange's state, from future to future.
                 let sent =
                     Box::pin(owned.send(request, service.local, self.settings.connect_timeout));
-                within(limit, sent).await.map(|answer| {
+                owned.answer_timer.within(limit, sent).await.map(|answer| {
                     answer.map_err(|error| (error.is_connect(), InstanceError::from(error)))
                 })
             }

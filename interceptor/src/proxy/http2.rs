@@ -23,7 +23,8 @@ use super::{request::WorkloadRequests, sniff::HTTP2_PREFACE, upstream::OwnedUpst
 use crate::{
     config::{ProxySettings, Service},
     http::{empty_body, ProxyBody},
-    limits::{self, Slots},
+    limits::{self, KeySlots},
+    metrics::RequestHistograms,
 };
 
 const FRAME_HEADER_LEN: usize = 9;
@@ -44,18 +45,21 @@ pub struct WorkloadConnection {
     /// What serves its requests now: read once per request, so a request keeps the
     /// configuration it started with and the next one takes a reloaded one.
     pub requests: CurrentRequests,
-    /// The workload's requests in flight, capped (`proxy.max_requests_per_workload`).
-    pub in_flight: Arc<Slots<u64>>,
+    /// The workload's requests in flight, capped (`proxy.max_requests_per_workload`), shared
+    /// with its other connections.
+    pub in_flight: Arc<KeySlots<u64>>,
     pub service: Arc<Service>,
     pub cgroup_id: u64,
     /// Its own connection to the instance (HTTP/1.1, one request at a time); none in HTTP/2.
     pub owned: Option<Arc<OwnedUpstream>>,
+    /// The request histograms its requests were counted in.
+    pub histograms: Arc<RequestHistograms>,
 }
 
 impl WorkloadConnection {
     /// Serves `request`, holding one of its workload's slots until the answer's head.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
-        let Some(_slot) = self.in_flight.try_take(self.cgroup_id) else {
+        let Some(_slot) = self.in_flight.try_take() else {
             return limits::refused(format!(
                 "service '{}': this workload has {} requests in flight already \
                  (`proxy.max_requests_per_workload`); retry later",
@@ -69,6 +73,7 @@ impl WorkloadConnection {
                 &self.service,
                 self.cgroup_id,
                 self.owned.as_deref(),
+                &self.histograms,
             )
             .await
     }

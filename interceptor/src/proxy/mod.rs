@@ -16,6 +16,7 @@ mod replay;
 mod request;
 mod routes;
 mod sniff;
+mod timer;
 mod upstream;
 mod workers;
 
@@ -26,7 +27,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -210,10 +211,11 @@ impl Proxy {
         let routes = self.routes.clone();
         http2::WorkloadConnection {
             requests: Arc::new(move || routes.load().requests.clone()),
-            in_flight: self.in_flight.clone(),
+            in_flight: self.in_flight.of(cgroup_id),
             service,
             cgroup_id,
             owned,
+            histograms: Arc::default(),
         }
     }
 
@@ -239,7 +241,7 @@ impl Proxy {
             }
         });
         let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
+            .timer(timer::KeptTimer::default())
             .header_read_timeout(self.settings.header_read_timeout)
             .max_buf_size(self.settings.max_header_bytes)
             .keep_alive(true)

@@ -4,8 +4,10 @@
 use std::{sync::atomic::Ordering, sync::Arc, time::Instant};
 
 use hyper::{
-    body::Incoming, header::HeaderName, http::request::Parts, HeaderMap, Method, Request, Response,
-    StatusCode, Uri,
+    body::Incoming,
+    header::{HeaderName, HeaderValue},
+    http::request::Parts,
+    HeaderMap, Method, Request, Response, StatusCode, Uri,
 };
 use tracing::info;
 
@@ -20,7 +22,7 @@ use crate::{
     config::{CarrierSettings, Service},
     http::{error_response, remove_headers, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
     intercept::NO_WORKLOAD,
-    metrics::{Collaboration, Metrics, ProxyCounters, RequestLabels},
+    metrics::{Collaboration, Metrics, ProxyCounters, RequestHistograms, RequestLabels},
     peer::{
         wire::{FORWARDED_BY, FORWARDED_SERVICE, INSTANCE_HTTP2, NOT_DELIVERED},
         Peers,
@@ -117,44 +119,61 @@ impl Unavailable {
     }
 }
 
-/// When a request came, and whether it is a gRPC call (read before its headers go on).
+/// When a request came, whether it is a gRPC call (read before its headers go on), and the
+/// histograms of its connection.
 #[derive(Clone, Copy)]
-struct Received {
+struct Received<'a> {
     at: Instant,
     grpc: bool,
+    histograms: &'a Arc<RequestHistograms>,
 }
 
 /// What a request's log line and metrics say of it: nothing is copied for the log line unless
-/// `info` is enabled (the labels are the metrics').
+/// `info` is enabled, and what is kept is shared, not copied (a gRPC call's is written when
+/// the call ends).
 struct RequestLine {
-    labels: RequestLabels,
+    service: Arc<Service>,
+    collaboration: Collaboration,
+    /// The site that served, as the answer names it (`none` when none did).
+    served_by: HeaderValue,
     method: Method,
     uri: Uri,
     scope: Option<String>,
     status: u16,
     started: Instant,
+    histograms: Arc<RequestHistograms>,
 }
 
 impl RequestLine {
     /// `grpc`: how the gRPC call ended, its method being the path.
     fn write(self, metrics: &Metrics, grpc: Option<CallEnd>) {
         let elapsed = self.started.elapsed();
-        metrics.record_request(&self.labels, elapsed);
+        let site = self.served_by.to_str().unwrap_or("none");
+        let service = self.service.name.as_str();
+        metrics.record_request(
+            &self.histograms,
+            service,
+            self.collaboration,
+            site,
+            self.status,
+            elapsed,
+        );
         let grpc_status = grpc.map(CallEnd::label);
         let path = self.uri.path();
         if let Some(status) = &grpc_status {
-            metrics.record_grpc_call(&self.labels, path, status, elapsed);
+            let labels = RequestLabels::new(service, self.collaboration, site, self.status);
+            metrics.record_grpc_call(&labels, path, status, elapsed);
         }
         info!(
-            service = %self.labels.service,
+            service = %service,
             method = %self.method,
             path = %path,
             scope = self.scope.as_deref().map(tracing::field::display),
-            collaboration = %self.labels.collaboration,
+            collaboration = %self.collaboration.as_str(),
             status = self.status,
             grpc_method = grpc_status.as_ref().map(|_| tracing::field::display(path)),
             grpc_status = grpc_status.as_deref().map(tracing::field::display),
-            served_by = %self.labels.site,
+            served_by = %site,
             elapsed_us = elapsed.as_micros() as u64,
             "request"
         );
@@ -166,9 +185,10 @@ impl WorkloadRequests {
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        service: &Service,
+        service: &Arc<Service>,
         cgroup_id: u64,
         owned: Option<&OwnedUpstream>,
+        histograms: &Arc<RequestHistograms>,
     ) -> Response<ProxyBody> {
         self.counters.http_requests.fetch_add(1, Ordering::Relaxed);
         let at = Instant::now();
@@ -179,6 +199,7 @@ impl WorkloadRequests {
         let received = Received {
             at,
             grpc: grpc::is_grpc(&parts.headers),
+            histograms,
         };
         let (plan, scope) = match self.decide(&mut parts.headers, service, cgroup_id).await {
             Ok(decision) => decision,
@@ -301,13 +322,17 @@ impl WorkloadRequests {
     fn log_request(
         &self,
         parts: &Parts,
-        service: &Service,
+        service: &Arc<Service>,
         scope: Option<&dsl::Scope>,
         collaboration: Collaboration,
         received: Received,
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
-        let Received { at: started, grpc } = received;
+        let Received {
+            at: started,
+            grpc,
+            histograms,
+        } = received;
         let response = if grpc {
             grpc::in_grpc_form(response)
         } else {
@@ -317,10 +342,13 @@ impl WorkloadRequests {
         let served_by = response
             .headers()
             .get(SERVED_BY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none");
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("none"));
         let line = RequestLine {
-            labels: RequestLabels::new(&service.name, collaboration, served_by, status),
+            service: service.clone(),
+            collaboration,
+            served_by,
+            histograms: histograms.clone(),
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             scope: scope

@@ -24,6 +24,7 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::timer::KeptTimer;
 use crate::http::ProxyBody;
 
 type Connection = http1::Connection<TokioIo<TcpStream>, ProxyBody>;
@@ -42,6 +43,8 @@ struct Open {
 #[derive(Default)]
 pub struct OwnedUpstream {
     idle: Arc<Mutex<Option<Open>>>,
+    /// What bounds the wait for each answer.
+    pub answer_timer: KeptTimer,
 }
 
 /// Why a request did not get an answer from the instance.

@@ -1,0 +1,152 @@
+//! A timer kept by a connection for one purpose (the wait for a request's head, for the
+//! instance's answer), set again for each request rather than made anew: a timer pushed later
+//! stays in the runtime's timer wheel, one atomic operation, while a new one is registered in
+//! the wheel and taken out of it again, under the driver's lock, each time.
+use std::{
+    future::{poll_fn, Future},
+    pin::{pin, Pin},
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::time::Sleep;
+
+type Kept = Arc<Mutex<Option<Pin<Box<Sleep>>>>>;
+
+/// One connection's timer for one purpose. Each wait takes it and gives it back when done; a
+/// wait that starts while another holds it (never, for one purpose of an HTTP/1.1 connection)
+/// gets a timer of its own.
+#[derive(Clone, Default)]
+pub struct KeptTimer {
+    kept: Kept,
+}
+
+/// A wait on a `KeptTimer`, which gives the timer back when dropped.
+pub struct KeptSleep {
+    sleep: Option<Pin<Box<Sleep>>>,
+    kept: Kept,
+}
+
+impl KeptTimer {
+    /// A wait until `deadline`.
+    pub fn sleep_until(&self, deadline: tokio::time::Instant) -> KeptSleep {
+        let taken = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let sleep = match taken {
+            Some(mut sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        KeptSleep {
+            sleep: Some(sleep),
+            kept: self.kept.clone(),
+        }
+    }
+
+    /// `work`, given up after `limit` when there is one: `Err(limit)` then (as
+    /// `tokio::time::timeout`, `work` is polled first).
+    pub async fn within<T>(
+        &self,
+        limit: Option<Duration>,
+        work: impl Future<Output = T>,
+    ) -> Result<T, Duration> {
+        let Some(limit) = limit else {
+            return Ok(work.await);
+        };
+        let mut sleep = self.sleep_until(tokio::time::Instant::now() + limit);
+        let mut work = pin!(work);
+        poll_fn(|cx| {
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(done));
+            }
+            Pin::new(&mut sleep).poll(cx).map(|()| Err(limit))
+        })
+        .await
+    }
+}
+
+impl Future for KeptSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl Drop for KeptSleep {
+    fn drop(&mut self) {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.is_none() {
+            *kept = self.sleep.take();
+        }
+    }
+}
+
+impl hyper::rt::Sleep for KeptSleep {}
+
+impl hyper::rt::Timer for KeptTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(self.sleep_until(tokio::time::Instant::now() + duration))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(KeptTimer::sleep_until(self, deadline.into()))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
+        match sleep.as_mut().downcast_mut_pin::<KeptSleep>() {
+            Some(kept) => {
+                if let Some(sleep) = &mut kept.get_mut().sleep {
+                    sleep.as_mut().reset(new_deadline.into());
+                }
+            }
+            None => *sleep = hyper::rt::Timer::sleep_until(self, new_deadline),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHORT: Duration = Duration::from_millis(30);
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_kept_timer_bounds_each_wait_by_its_own_deadline() {
+        let timer = KeptTimer::default();
+        assert_eq!(timer.within(Some(LONG), async { 7 }).await, Ok(7));
+        // The timer given back was set for a minute: the next wait is not held to that.
+        let started = Instant::now();
+        let late = timer.within(Some(SHORT), tokio::time::sleep(LONG)).await;
+        assert_eq!(late, Err(SHORT));
+        assert!(started.elapsed() >= SHORT, "fired before its deadline");
+        let started = Instant::now();
+        hyper::rt::Timer::sleep(&timer, SHORT).await;
+        assert!(started.elapsed() >= SHORT, "fired before its deadline");
+    }
+
+    #[tokio::test]
+    async fn a_wait_while_the_timer_is_held_gets_its_own() {
+        let timer = KeptTimer::default();
+        let now = tokio::time::Instant::now();
+        let long = timer.sleep_until(now + LONG);
+        timer.sleep_until(now + SHORT).await;
+        drop(long);
+        let answered = timer.within(Some(SHORT), tokio::time::sleep(LONG)).await;
+        assert_eq!(answered, Err(SHORT));
+    }
+}
