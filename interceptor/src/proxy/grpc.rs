@@ -2,21 +2,16 @@
 //! gRPC's form (HTTP 200, `grpc-status`, `grpc-message`), which gRPC clients report as the
 //! status it is, where a plain 502 reads as a protocol error; the call's deadline bounds the
 //! wait for an answer; and the status a call ends with is read off its trailers for the log.
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{task::Poll, time::Duration};
 
-use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{
-    body::{Body, Frame, SizeHint},
     header::{self, HeaderName, HeaderValue},
     HeaderMap, Response, StatusCode,
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use super::hooked::{BodyHook, Hooked, Polled};
 use crate::http::{empty_body, CheopsAnswer, ProxyBody, SERVED_BY};
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -150,10 +145,10 @@ impl CallEnd {
 
 type OnEnd = Box<dyn FnOnce(CallEnd) + Send + Sync>;
 
-/// A gRPC answer's body, relayed as it is, that calls `on_end` once with how the call ended:
-/// at its trailers, at its end, or when it is dropped before (the client cancelled).
+/// What watches a gRPC answer's body, relayed as it is: it calls `on_end` once with how the
+/// call ended: at its trailers, at its end, or when it is dropped before (the client
+/// cancelled).
 struct Watched {
-    inner: ProxyBody,
     on_end: Option<OnEnd>,
 }
 
@@ -165,16 +160,9 @@ impl Watched {
     }
 }
 
-impl Body for Watched {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
+impl BodyHook<ProxyBody> for Watched {
+    fn polled(&mut self, polled: &Polled<ProxyBody>) {
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     let end = status_of(trailers).map_or(CallEnd::NoStatus, CallEnd::Status);
@@ -184,20 +172,9 @@ impl Body for Watched {
             Poll::Ready(Some(Err(_)) | None) => self.end(CallEnd::NoStatus),
             Poll::Pending => {}
         }
-        polled
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
+    fn dropped(&mut self, _body: &ProxyBody) {
         self.end(CallEnd::Cancelled);
     }
 }
@@ -212,17 +189,19 @@ pub fn when_ended(
         on_end(CallEnd::Status(code));
         return response;
     }
-    response.map(|inner| {
-        Watched {
-            inner,
-            on_end: Some(Box::new(on_end)),
-        }
-        .boxed()
-    })
+    let watched = Watched {
+        on_end: Some(Box::new(on_end)),
+    };
+    response.map(|body| Hooked::new(body, watched).boxed())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::{pin::Pin, task::Context};
+
+    use bytes::Bytes;
+    use hyper::body::{Body, Frame};
+
     use super::*;
     use crate::http::error_response;
 

@@ -7,6 +7,7 @@
 mod chain;
 mod content;
 mod grpc;
+mod hooked;
 mod http2;
 mod inbound;
 mod outcome;

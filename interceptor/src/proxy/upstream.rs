@@ -15,16 +15,18 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use hyper::{
-    body::{Body, Frame, Incoming, SizeHint},
+    body::{Body, Incoming},
     client::conn::{http1, TrySendError},
     Request, Response,
 };
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::timer::KeptTimer;
+use super::{
+    hooked::{BodyHook, Hooked, Polled},
+    timer::KeptTimer,
+};
 use crate::http::ProxyBody;
 
 type Connection = http1::Connection<TokioIo<TcpStream>, ProxyBody>;
@@ -92,14 +94,12 @@ impl OwnedUpstream {
         loop {
             match open.send(request).await {
                 Ok(response) => {
-                    let (head, body) = response.into_parts();
-                    let body = OwnedBody {
-                        body,
+                    let driving = Driving {
                         open: Mutex::new(Some(open)),
                         ended: false,
                         idle: self.idle.clone(),
                     };
-                    return Ok(Response::from_parts(head, ProxyBody::new(body)));
+                    return Ok(response.map(|body| ProxyBody::new(Hooked::new(body, driving))));
                 }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => {
@@ -163,12 +163,8 @@ impl Open {
         })
         .await;
         self.body_sent.store(false, Ordering::Relaxed);
-        let request = request.map(|body| {
-            ProxyBody::new(Sent {
-                body,
-                sent: self.body_sent.clone(),
-            })
-        });
+        let sent = Sent(self.body_sent.clone());
+        let request = request.map(|body| ProxyBody::new(Hooked::new(body, sent)));
         let mut answer = std::pin::pin!(self.sender.try_send_request(request));
         poll_fn(|cx| {
             self.drive(cx);
@@ -178,10 +174,9 @@ impl Open {
     }
 }
 
-/// An answer's body, which drives its connection as it is read, and gives the connection back
-/// for the next request once read to the end.
-struct OwnedBody {
-    body: Incoming,
+/// What an answer's body from an owned connection does as it is read: it drives the
+/// connection, and gives it back for the next request once the body was read to the end.
+struct Driving {
     /// Never locked: only reached through `&mut self` (`get_mut`); the mutex makes the body
     /// `Sync`, as the proxy's body type must be, which the connection is not.
     open: Mutex<Option<Open>>,
@@ -189,41 +184,25 @@ struct OwnedBody {
     idle: Arc<Mutex<Option<Open>>>,
 }
 
-impl Body for OwnedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        if let Some(open) = this.open.get_mut().expect("never poisoned") {
+impl BodyHook<Incoming> for Driving {
+    fn before_poll(&mut self, cx: &mut Context<'_>) {
+        if let Some(open) = self.open.get_mut().expect("never poisoned") {
             open.drive(cx);
         }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            this.ended = true;
+    }
+
+    fn polled(&mut self, polled: &Polled<Incoming>) {
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
         }
-        frame
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for OwnedBody {
     /// A body read to the end leaves its connection for the next request; one dropped before
     /// (the client went away) closes it, as the instance is still sending. An answer that came
     /// before the request's body was all sent (an early 413, a server that discards uploads)
     /// leaves the connection sending it, in a task of its own until it is done.
-    fn drop(&mut self) {
-        if !(self.ended || self.body.is_end_stream()) {
+    fn dropped(&mut self, body: &Incoming) {
+        if !(self.ended || body.is_end_stream()) {
             return;
         }
         let open = self.open.get_mut().expect("never poisoned").take();
@@ -250,36 +229,19 @@ impl Drop for OwnedBody {
     }
 }
 
-/// A request's body, which says when the connection took all of it.
-struct Sent {
-    body: ProxyBody,
-    sent: Arc<AtomicBool>,
-}
+/// What a request's body tells: when the connection took all of it.
+struct Sent(Arc<AtomicBool>);
 
-impl Body for Sent {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            self.sent.store(true, Ordering::Relaxed);
+impl BodyHook<ProxyBody> for Sent {
+    fn polled(&mut self, polled: &Polled<ProxyBody>) {
+        if let Poll::Ready(None) = polled {
+            self.0.store(true, Ordering::Relaxed);
         }
-        frame
     }
 
-    fn is_end_stream(&self) -> bool {
-        let end = self.body.is_end_stream();
+    fn end_asked(&self, end: bool) {
         if end {
-            self.sent.store(true, Ordering::Relaxed);
+            self.0.store(true, Ordering::Relaxed);
         }
-        end
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
