@@ -224,17 +224,21 @@ impl Proxy {
     /// instance (`upstream`); after an upgrade to HTTP/2, the streams share the pooled one.
     async fn serve_http(&self, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
         let owned = Arc::new(OwnedUpstream::default());
-        let workload = self.workload(service, cgroup_id, Some(owned));
-        let settings = self.settings.clone();
+        // Shared by its requests: one pointer copied per request, not each of its parts.
+        let shared = Arc::new((
+            self.workload(service, cgroup_id, Some(owned)),
+            self.settings.clone(),
+        ));
         let handler = hyper::service::service_fn(move |request| {
-            let workload = workload.clone();
-            let settings = settings.clone();
+            let shared = shared.clone();
             async move {
+                let (workload, settings) = &*shared;
                 if let Some(first_stream) = http2::h2c_request(&request) {
                     let workload = http2::WorkloadConnection {
                         owned: None,
-                        ..workload
+                        ..workload.clone()
                     };
+                    let settings = settings.clone();
                     let response = http2::upgrade(request, first_stream, workload, settings);
                     return Ok::<_, Infallible>(response);
                 }
