@@ -128,8 +128,8 @@ impl Chain {
         service: &Service,
         sites: &[String],
         owned: Option<&OwnedUpstream>,
+        grpc: bool,
     ) -> Response<ProxyBody> {
-        let grpc = grpc::is_grpc(&parts.headers);
         let mut body = match body {
             // A gRPC call may stream both ways for ever: it streams to the first site at once.
             RequestBody::Streamed(Some(body)) if sites.len() > 1 && grpc => {
@@ -156,7 +156,7 @@ impl Chain {
             let last = at + 1 == sites.len();
             let request = request_for_attempt(parts, next_body, last);
             let mut attempt = if *site == self.site {
-                self.attempt_local(request, service, owned).await
+                self.attempt_local(request, service, owned, grpc).await
             } else {
                 self.attempt_peer(site, request, service).await
             };
@@ -196,10 +196,11 @@ impl Chain {
         mut request: Request<ProxyBody>,
         service: &Service,
         owned: Option<&OwnedUpstream>,
+        grpc: bool,
     ) -> Attempt {
         self.token_scopes
             .remember_passed_on(request.headers_mut(), &self.carriers);
-        let limit = answer_limit(request.headers(), self.settings.response_timeout);
+        let limit = answer_limit(request.headers(), grpc, self.settings.response_timeout);
         let instance = || InstanceOf {
             service: service.name.clone(),
             address: service.local,
@@ -325,8 +326,8 @@ impl Chain {
 
 /// How long to wait for an instance's answer: a gRPC call as long as its own deadline, if it
 /// has one; any other request up to `configured`.
-fn answer_limit(headers: &HeaderMap, configured: Duration) -> Option<Duration> {
-    if grpc::is_grpc(headers) {
+fn answer_limit(headers: &HeaderMap, grpc: bool, configured: Duration) -> Option<Duration> {
+    if grpc {
         grpc::deadline(headers)
     } else {
         Some(configured)

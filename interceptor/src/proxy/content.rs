@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::{
     chain::{Attempt, Chain},
+    grpc,
     outcome::{Failed, Outcome},
 };
 use crate::{
@@ -72,6 +73,7 @@ pub async fn to_replicas(
     }
     let mut senders = Vec::with_capacity(targets.len());
     let mut attempts = Vec::with_capacity(targets.len());
+    let grpc = grpc::is_grpc(&parts.headers);
     for (site, target) in &targets {
         let (sender, receiver) = mpsc::channel(FRAMES_IN_FLIGHT);
         senders.push(Some(sender));
@@ -85,7 +87,7 @@ pub async fn to_replicas(
         };
         attempts.push(async move {
             if *site == chain.site {
-                chain.attempt_local(request, service, None).await
+                chain.attempt_local(request, service, None, grpc).await
             } else {
                 chain.attempt_peer(site, request, service).await
             }

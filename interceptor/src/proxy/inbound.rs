@@ -230,9 +230,11 @@ impl PeerApi {
                 Err(response) => *response,
             };
         }
+        let grpc = grpc::is_grpc(&parts.headers);
+        let request = Request::from_parts(parts, body.boxed());
         let attempt = self
             .chain
-            .attempt_local(Request::from_parts(parts, body.boxed()), &service, None)
+            .attempt_local(request, &service, None, grpc)
             .await;
         if let Some(response) = attempt.response {
             return response;

@@ -301,7 +301,7 @@ impl WorkloadRequests {
                 (
                     collaboration,
                     self.chain
-                        .run(&mut parts, body, service, &sites, owned)
+                        .run(&mut parts, body, service, &sites, owned, received.grpc)
                         .await,
                 )
             }
