@@ -28,20 +28,49 @@ pub const PATHS: [(&str, Proxy); 3] = [
 /// one per connection, a proxy perhaps two.
 const OPEN_FILES: u64 = 65536;
 
-/// Lets this process, and every one it starts, open `OPEN_FILES` files (it runs as root).
-pub fn raise_open_files_limit() -> anyhow::Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: OPEN_FILES,
-        rlim_max: OPEN_FILES,
+/// Lets this process, and every one it starts, open `OPEN_FILES` files, or as many as its
+/// hard limit allows when it may not raise that (no CAP_SYS_RESOURCE, as in some
+/// containers); returns the limit set.
+pub fn raise_open_files_limit() -> anyhow::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: setrlimit reads a valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+    // SAFETY: getrlimit writes a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         anyhow::bail!(
-            "raising the open files limit to {OPEN_FILES}: {}",
+            "reading the open files limit: {}",
             std::io::Error::last_os_error()
         );
     }
-    Ok(())
+    for wanted in [OPEN_FILES.max(limit.rlim_max), limit.rlim_max] {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: wanted,
+        };
+        // SAFETY: setrlimit reads a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(wanted);
+        }
+    }
+    anyhow::bail!(
+        "raising the open files limit to {}: {}",
+        limit.rlim_max,
+        std::io::Error::last_os_error()
+    )
+}
+
+/// The idle connections measured: `wanted`, or fewer when the open files limit would not let
+/// a proxy that keeps an upstream connection for each one hold them all.
+pub fn connections_within(wanted: usize, open_files: u64) -> usize {
+    let most = (open_files.saturating_sub(256) / 2) as usize;
+    if most < wanted {
+        eprintln!(
+            "bench: the open files limit ({open_files}) allows {most} idle connections, not \
+             {wanted}: measuring {most}"
+        );
+    }
+    wanted.min(most)
 }
 
 /// `connections` idle connections through every proxy; a proxy that fails says why in its
@@ -58,8 +87,12 @@ pub fn measure_all(stage: &Stage, connections: usize) -> Vec<Value> {
 }
 
 fn measure(stage: &Stage, name: &str, proxy: Proxy, connections: usize) -> anyhow::Result<Value> {
-    // Room for the check's connection and the proxy's own.
-    let room = connections + 64;
+    // Room for the check's connection and the proxy's own; nginx also closes idle keep-alive
+    // connections once fewer than 1/16 of its `worker_connections` are free.
+    let room = match proxy {
+        Proxy::Nginx => connections + connections / 8 + 64,
+        _ => connections + 64,
+    };
     let server = procfs::on_cpu(stage.cores.own, || {
         servers::proxy_holding(&stage.netns, proxy, &stage.workload, &[], room)
     })?;

@@ -149,7 +149,7 @@ fn main() -> anyhow::Result<()> {
     // Proxies log no request in this benchmark; the cheops agents inherit this.
     std::env::set_var("RUST_LOG", "warn");
     survive_ctrl_c();
-    idle::raise_open_files_limit()?;
+    let open_files = idle::raise_open_files_limit()?;
     let plan = Plan::new(cli.quick);
     let machine_before = machine()?;
     let stage = Stage::new()?;
@@ -183,7 +183,10 @@ fn main() -> anyhow::Result<()> {
         false => Vec::new(),
     };
     let idle = match runs(Part::Idle) {
-        true => idle::measure_all(&stage, plan.idle_connections),
+        true => {
+            let connections = idle::connections_within(plan.idle_connections, open_files);
+            idle::measure_all(&stage, connections)
+        }
         false => Vec::new(),
     };
     let grpc_plan = grpc::Plan::new(cli.quick);
