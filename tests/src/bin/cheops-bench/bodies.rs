@@ -66,11 +66,11 @@ pub fn measure(
         Direction::Upload => ("upload", UPLOAD_SERVICE, UPLOAD_PATH),
     };
     let _rule = stage.redirect_service(proxy, service);
-    let rss_before = server
+    let before = server
         .as_ref()
         .map(|s| {
             procfs::reset_peak_rss(s.pid)?;
-            procfs::usage(s.pid).map(|u| u.rss_kib)
+            procfs::usage(s.pid)
         })
         .transpose()?;
     let bytes = LARGE_BYTES.to_string();
@@ -94,11 +94,20 @@ pub fn measure(
         .as_ref()
         .map(|s| procfs::peak_rss_kib(s.pid))
         .transpose()?;
+    // The share of its core the proxy used: near 1, it was the limit.
+    let cpu_seconds = match (&server, before) {
+        (Some(server), Some(before)) => {
+            Some(procfs::usage(server.pid)?.cpu_seconds - before.cpu_seconds)
+        }
+        _ => None,
+    };
     Ok(json!({
         "name": name,
         "bytes": LARGE_BYTES,
         "mib_per_second": report["mib_per_second"],
-        "rss_before_kib": rss_before,
+        "seconds": report["seconds"],
+        "proxy_cpu_seconds": cpu_seconds,
+        "rss_before_kib": before.map(|u| u.rss_kib),
         "rss_peak_kib": rss_peak,
     }))
 }
