@@ -68,28 +68,11 @@ enum Mode {
         requests: u32,
     },
     /// One large body downloaded on a new connection (throughput).
-    Download {
-        #[arg(long)]
-        address: SocketAddr,
-        #[arg(long)]
-        path: String,
-        #[arg(long)]
-        bytes: u64,
-    },
+    Download(LargeBody),
     /// One large body uploaded on a new connection (throughput).
-    Upload {
-        #[arg(long)]
-        address: SocketAddr,
-        #[arg(long)]
-        path: String,
-        #[arg(long)]
-        bytes: u64,
-    },
+    Upload(LargeBody),
     /// An origin that reads each request's whole body, then answers with its length.
-    Sink {
-        #[arg(long, required = true)]
-        listen: Vec<SocketAddr>,
-    },
+    Sink(Listen),
     /// Many keep-alive connections, one request each, held idle until stdin closes; a first
     /// report when all are open, a second one (how many stayed open) at the end.
     Idle {
@@ -107,10 +90,7 @@ enum Mode {
         rate: u32,
     },
     /// A gRPC origin answering every unary call with its own message.
-    GrpcOrigin {
-        #[arg(long, required = true)]
-        listen: Vec<SocketAddr>,
-    },
+    GrpcOrigin(Listen),
     /// connect()+close() in a loop (the cost of the connect hook).
     Connect {
         #[arg(long)]
@@ -118,6 +98,24 @@ enum Mode {
         #[arg(long)]
         count: u32,
     },
+}
+
+/// One large body to or from `address`.
+#[derive(Args)]
+struct LargeBody {
+    #[arg(long)]
+    address: SocketAddr,
+    #[arg(long)]
+    path: String,
+    #[arg(long)]
+    bytes: u64,
+}
+
+/// Where a server listens.
+#[derive(Args)]
+struct Listen {
+    #[arg(long, required = true)]
+    listen: Vec<SocketAddr>,
 }
 
 #[derive(Args, Clone)]
@@ -165,23 +163,15 @@ fn main() -> anyhow::Result<()> {
             };
             count(&target, requests)?
         }
-        Mode::Download {
-            address,
-            path,
-            bytes,
-        } => download(address, &path, bytes)?,
-        Mode::Upload {
-            address,
-            path,
-            bytes,
-        } => upload::upload(address, &path, bytes)?,
-        Mode::Sink { listen } => upload::sink(&listen)?,
+        Mode::Download(body) => download(&body)?,
+        Mode::Upload(body) => upload::upload(&body)?,
+        Mode::Sink(Listen { listen }) => upload::sink(&listen)?,
         Mode::Idle {
             target,
             connections,
         } => idle::idle(&target, connections)?,
         Mode::Grpc { target, rate } => grpc::calls(&target, rate)?,
-        Mode::GrpcOrigin { listen } => grpc::origin(&listen)?,
+        Mode::GrpcOrigin(Listen { listen }) => grpc::origin(&listen)?,
         Mode::Connect { address, count } => connect_loop(address, count)?,
     };
     println!("{report}");
@@ -330,7 +320,12 @@ fn count(target: &Target, requests: u32) -> anyhow::Result<serde_json::Value> {
 }
 
 /// One GET of a large body on a new connection: how fast it came, to its last byte.
-fn download(address: SocketAddr, path: &str, bytes: u64) -> anyhow::Result<serde_json::Value> {
+fn download(body: &LargeBody) -> anyhow::Result<serde_json::Value> {
+    let LargeBody {
+        address,
+        ref path,
+        bytes,
+    } = *body;
     runtime()?.block_on(async {
         let target = Target {
             address,

@@ -19,6 +19,8 @@ use hyper::{
 };
 use serde_json::json;
 
+use crate::LargeBody;
+
 /// The size of the chunks sent: one buffer of zeros, shared by all of them.
 const CHUNK: usize = 64 * 1024;
 
@@ -55,7 +57,12 @@ impl Body for Zeros {
 
 /// One POST of `bytes` bytes to `path` on a new connection: how fast it went, from the first
 /// byte sent to the origin's answer (sent once it has read the whole body).
-pub fn upload(address: SocketAddr, path: &str, bytes: u64) -> anyhow::Result<serde_json::Value> {
+pub fn upload(body: &LargeBody) -> anyhow::Result<serde_json::Value> {
+    let LargeBody {
+        address,
+        ref path,
+        bytes,
+    } = *body;
     crate::runtime()?.block_on(async {
         let mut sender = crate::handshake(address).await?;
         let request = Request::post(path)
