@@ -370,6 +370,25 @@ mod tests {
             "met"
         );
         assert_eq!(status(&summary, "gRPC unary proxy CPU"), "met");
+        let md = summary.markdown(&raw, "cargo xtask bench", "plot.svg");
+        for section in [
+            "## A 300 MiB upload",
+            "## 10000 idle keep-alive connections",
+            "## gRPC unary calls",
+        ] {
+            assert!(md.contains(section), "{section} in {md}");
+        }
+        // Its KiB per idle connection, and its gRPC latency, added latency and CPU per call.
+        assert!(
+            md.contains("| cheops-ebpf | 8.0 | 37.3 | 3.0 | 1.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| cheops-ebpf | 120.0 | 120.0 | 120.0 | 120.0 | 20.0 | 20.0 | 20.0 |"),
+            "{md}"
+        );
+        let svg = crate::bench::plot::latency_distributions(&summary);
+        assert!(svg.contains("gRPC, cheops-ebpf"), "{svg}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! whether cheops's memory stayed flat while the body went through.
 use serde_json::Value;
 
-use super::{number, ratio, times, Summary, CHEOPS, DIRECT};
+use super::{number, optional, ratio, times, Summary, CHEOPS, DIRECT};
 
 /// The proxy's memory may grow by this much during a large body and still count as flat: a
 /// few buffers, not the body.
@@ -13,6 +13,8 @@ pub struct Large {
     pub mib_per_second: f64,
     /// The proxy's resident memory before the download, and its peak (KiB).
     pub rss_kib: Option<[f64; 2]>,
+    /// The share of its core the proxy used meanwhile (near 1: it was the limit).
+    pub cpu_share: Option<f64>,
 }
 
 /// The large bodies under `key` of the raw results (`large_bodies`: downloads,
@@ -31,6 +33,10 @@ pub fn from_raw(raw: &Value, key: &str) -> anyhow::Result<Vec<Large>> {
                 name: large["name"].as_str().unwrap_or("?").to_owned(),
                 mib_per_second: number(large, "/mib_per_second")?,
                 rss_kib: before.zip(peak).map(|(b, p)| [b, p]),
+                cpu_share: large["proxy_cpu_seconds"]
+                    .as_f64()
+                    .zip(large["seconds"].as_f64())
+                    .and_then(|(cpu, wall)| ratio(cpu, wall)),
             })
         })
         .collect()
@@ -64,21 +70,24 @@ impl Summary {
             "\n## A 300 MiB {what}, the proxy on its own core\n\n\
              {how} Memory: the proxy's VmRSS before, and its VmHWM after, reset just before the \
              {what} (`5` written to /proc/PID/clear_refs) so that start-up, when cheops loads \
-             its eBPF programs, does not count.\n\n\
-             | path | MiB/s | / direct | proxy memory before (MiB) | proxy peak (MiB) |\n\
-             |---|---:|---:|---:|---:|\n",
+             its eBPF programs, does not count. Proxy CPU: the share of its core it used \
+             (utime+stime over the wall time): near 1, the proxy was the limit; well below, \
+             the client and origin on the shared core were.\n\n\
+             | path | MiB/s | / direct | proxy memory before (MiB) | proxy peak (MiB) | proxy CPU |\n\
+             |---|---:|---:|---:|---:|---:|\n",
         );
         let direct = large(bodies, DIRECT).map(|d| d.mib_per_second);
         for body in bodies {
             let mib = |kib: f64| format!("{:.1}", kib / 1024.0);
             md += &format!(
-                "| {} | {:.0} | {} | {} | {} |\n",
+                "| {} | {:.0} | {} | {} | {} | {} |\n",
                 self.title(&body.name),
                 body.mib_per_second,
                 times(direct.and_then(|d| ratio(body.mib_per_second, d))),
                 body.rss_kib
                     .map_or("-".to_owned(), |[before, _]| mib(before)),
                 body.rss_kib.map_or("-".to_owned(), |[_, peak]| mib(peak)),
+                optional(body.cpu_share, 2),
             );
         }
         md
