@@ -23,17 +23,6 @@ pub enum Plan {
     FirstOf(Vec<Plan>),
 }
 
-impl Plan {
-    /// How many parts this plan gives a flattened chain of its own kind (an upper bound for
-    /// the others), so that flattening allocates once.
-    fn width(&self) -> usize {
-        match self {
-            Plan::AllOf(parts) | Plan::FirstOf(parts) => parts.len(),
-            _ => 1,
-        }
-    }
-}
-
 /// Measured round trips between sites.
 pub trait RoundTrips {
     /// The round trip from `from` to `to`, if it was measured.
@@ -93,9 +82,7 @@ pub(crate) fn plan(
 ) -> Plan {
     match location {
         LocExpr::Site(site) => Plan::Site(site.name.as_str().to_owned()),
-        LocExpr::Around { site, within } => {
-            first_of(around(site.name.as_str(), *within, round_trips))
-        }
+        LocExpr::Around { site, within } => around(site.name.as_str(), *within, round_trips),
         LocExpr::Chain(op, parts) => {
             let parts = parts
                 .iter()
@@ -117,49 +104,67 @@ pub(crate) fn plan(
     }
 }
 
-/// `center` then the sites measured within `within` of it, nearest first (ties by name, so
-/// that the plan does not depend on the order of measurement).
-fn around(center: &str, within: Duration, round_trips: &impl RoundTrips) -> Vec<Plan> {
+/// Tries `center` then the sites measured within `within` of it, nearest first (ties by
+/// name, so that the plan does not depend on the order of measurement).
+fn around(center: &str, within: Duration, round_trips: &impl RoundTrips) -> Plan {
     let mut near: Vec<(Duration, &str)> = round_trips
         .measured_from(center)
         .filter(|&(site, round_trip)| site != center && round_trip <= within)
         .map(|(site, round_trip)| (round_trip, site))
         .collect();
+    if near.is_empty() {
+        return Plan::Site(center.to_owned());
+    }
     near.sort_unstable();
-    std::iter::once(center)
-        .chain(near.into_iter().map(|(_, site)| site))
-        .map(|site| Plan::Site(site.to_owned()))
-        .collect()
+    let sites = std::iter::once(center).chain(near.into_iter().map(|(_, site)| site));
+    Plan::FirstOf(sites.map(|site| Plan::Site(site.to_owned())).collect())
 }
 
 /// Otherwise over `parts`, simplified: nested alternatives flattened, a part already tried
 /// dropped, a single part standing for itself.
 fn first_of(parts: Vec<Plan>) -> Plan {
-    let mut flat: Vec<Plan> = Vec::with_capacity(parts.iter().map(Plan::width).sum());
-    let mut try_once = |part: Plan| {
-        if !flat.contains(&part) {
-            flat.push(part);
-        }
-    };
-    for part in parts {
-        match part {
-            Plan::FirstOf(inner) => inner.into_iter().for_each(&mut try_once),
-            other => try_once(other),
+    let mut flat = flatten(parts, |part| match part {
+        Plan::FirstOf(inner) => Some(inner),
+        _ => None,
+    });
+    let mut kept = 0;
+    for at in 0..flat.len() {
+        if !flat[..kept].contains(&flat[at]) {
+            flat.swap(kept, at);
+            kept += 1;
         }
     }
+    flat.truncate(kept);
     single_or(flat, Plan::FirstOf)
 }
 
 /// Replication over `parts`, nested replications flattened.
 fn all_of(parts: Vec<Plan>) -> Plan {
-    let mut flat = Vec::with_capacity(parts.iter().map(Plan::width).sum());
-    for part in parts {
-        match part {
-            Plan::AllOf(inner) => flat.extend(inner),
-            other => flat.push(other),
+    let flat = flatten(parts, |part| match part {
+        Plan::AllOf(inner) => Some(inner),
+        _ => None,
+    });
+    single_or(flat, Plan::AllOf)
+}
+
+/// `parts` with the parts of each one that `nested` opens spliced in its place; `parts`
+/// itself when none opens, so that the usual plan is built without another vector.
+fn flatten(mut parts: Vec<Plan>, nested: fn(&mut Plan) -> Option<&mut Vec<Plan>>) -> Vec<Plan> {
+    if !parts.iter_mut().any(|part| nested(part).is_some()) {
+        return parts;
+    }
+    let width = parts
+        .iter_mut()
+        .map(|part| nested(part).map_or(1, |inner| inner.len()))
+        .sum();
+    let mut flat = Vec::with_capacity(width);
+    for mut part in parts {
+        match nested(&mut part) {
+            Some(inner) => flat.append(inner),
+            None => flat.push(part),
         }
     }
-    single_or(flat, Plan::AllOf)
+    flat
 }
 
 fn single_or(mut parts: Vec<Plan>, many: fn(Vec<Plan>) -> Plan) -> Plan {
