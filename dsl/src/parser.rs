@@ -12,6 +12,7 @@ use crate::json;
 use crate::lexer::Lexer;
 use crate::token::{Kind, Token};
 use crate::tree::{Entry, LocExpr, Name, Op, Scope, Site, Span, Written};
+use crate::usual;
 
 /// Deepest nesting of parentheses accepted: far more than any real scope needs, and few
 /// enough that recursion never threatens the stack.
@@ -48,6 +49,14 @@ impl Scope {
 }
 
 fn scope_lang(input: &str) -> Result<Written, ScopeError> {
+    match usual::scope_lang(input) {
+        Some(written) => Ok(written),
+        None => from_tokens(input),
+    }
+}
+
+/// Any scope-lang text, token by token, with what is wrong in it told precisely.
+pub(crate) fn from_tokens(input: &str) -> Result<Written, ScopeError> {
     let mut parser = Parser::new(input, |at| at)?;
     let written = match (parser.peek(), parser.peek_second()) {
         (Kind::LBrace, _) => parser.braced()?,

@@ -184,7 +184,7 @@ impl Entry {
 
 /// Entries as read, each with where it was written (its key, or the whole bare location):
 /// the spans apart, so that the entries become the scope's as they are.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Written {
     pub entries: Vec<Entry>,
     pub spans: SmallVec<[Span; 8]>,
