@@ -13,6 +13,11 @@ pub(crate) fn is_word_char(c: char) -> bool {
     WORD.contains(c)
 }
 
+/// The ASCII characters of a bare word, as a byte.
+pub(crate) fn is_word_byte(byte: u8) -> bool {
+    WORD.ascii.get(usize::from(byte)) == Some(&true)
+}
+
 /// A kind of character that the lexer runs over: ASCII looked up in a table (the lexer's inner
 /// loop, since names are most of a scope's text), the rest decoded and tested.
 struct Class {

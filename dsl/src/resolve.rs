@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::tree::{LocExpr, Op, Scope, Site};
 
@@ -80,62 +81,69 @@ pub(crate) fn plan(
     prime: Option<&Site>,
     round_trips: &impl RoundTrips,
 ) -> Plan {
+    let plans = |parts: &[LocExpr]| {
+        let plan_of = |part| plan(part, prime, round_trips);
+        parts.iter().map(plan_of).collect()
+    };
     match location {
         LocExpr::Site(site) => Plan::Site(site.name.as_str().to_owned()),
-        LocExpr::Around { site, within } => around(site.name.as_str(), *within, round_trips),
-        LocExpr::Chain(op, parts) => {
-            let parts = parts
-                .iter()
-                .map(|part| plan(part, prime, round_trips))
-                .collect();
-            match op {
-                Op::Otherwise => first_of(parts),
-                Op::Replicate => all_of(parts),
-                Op::Cross => Plan::SpreadOver {
-                    parts,
-                    prime: prime
-                        .unwrap_or_else(|| location.first_site())
-                        .name
-                        .as_str()
-                        .to_owned(),
-                },
+        LocExpr::Around { .. } | LocExpr::Chain(Op::Otherwise, _) => {
+            let mut tries = SmallVec::<[Plan; 4]>::new();
+            try_in_turn(location, prime, round_trips, &mut tries);
+            match tries.len() {
+                1 => tries.swap_remove(0),
+                _ => Plan::FirstOf(tries.into_vec()),
             }
         }
+        LocExpr::Chain(Op::Replicate, parts) => all_of(plans(parts)),
+        LocExpr::Chain(Op::Cross, parts) => Plan::SpreadOver {
+            parts: plans(parts),
+            prime: prime
+                .unwrap_or_else(|| location.first_site())
+                .name
+                .as_str()
+                .to_owned(),
+        },
     }
 }
 
-/// Tries `center` then the sites measured within `within` of it, nearest first (ties by
-/// name, so that the plan does not depend on the order of measurement).
-fn around(center: &str, within: Duration, round_trips: &impl RoundTrips) -> Plan {
-    let mut near: Vec<(Duration, &str)> = round_trips
+/// Adds what `location` tries in turn to `tries`: the parts of alternatives and the sites
+/// around a center spliced in, a plan already tried left out.
+fn try_in_turn(
+    location: &LocExpr,
+    prime: Option<&Site>,
+    round_trips: &impl RoundTrips,
+    tries: &mut SmallVec<[Plan; 4]>,
+) {
+    let mut try_once = |plan: Plan| {
+        if !tries.contains(&plan) {
+            tries.push(plan);
+        }
+    };
+    match location {
+        LocExpr::Around { site, within } => around(site.name.as_str(), *within, round_trips)
+            .for_each(|site| try_once(Plan::Site(site.to_owned()))),
+        LocExpr::Chain(Op::Otherwise, parts) => parts
+            .iter()
+            .for_each(|part| try_in_turn(part, prime, round_trips, tries)),
+        other => try_once(plan(other, prime, round_trips)),
+    }
+}
+
+/// `center` then the sites measured within `within` of it, nearest first (ties by name, so
+/// that the plan does not depend on the order of measurement).
+fn around<'a>(
+    center: &'a str,
+    within: Duration,
+    round_trips: &'a impl RoundTrips,
+) -> impl Iterator<Item = &'a str> {
+    let mut near: SmallVec<[(Duration, &str); 8]> = round_trips
         .measured_from(center)
         .filter(|&(site, round_trip)| site != center && round_trip <= within)
         .map(|(site, round_trip)| (round_trip, site))
         .collect();
-    if near.is_empty() {
-        return Plan::Site(center.to_owned());
-    }
     near.sort_unstable();
-    let sites = std::iter::once(center).chain(near.into_iter().map(|(_, site)| site));
-    Plan::FirstOf(sites.map(|site| Plan::Site(site.to_owned())).collect())
-}
-
-/// Otherwise over `parts`, simplified: nested alternatives flattened, a part already tried
-/// dropped, a single part standing for itself.
-fn first_of(parts: Vec<Plan>) -> Plan {
-    let mut flat = flatten(parts, |part| match part {
-        Plan::FirstOf(inner) => Some(inner),
-        _ => None,
-    });
-    let mut kept = 0;
-    for at in 0..flat.len() {
-        if !flat[..kept].contains(&flat[at]) {
-            flat.swap(kept, at);
-            kept += 1;
-        }
-    }
-    flat.truncate(kept);
-    single_or(flat, Plan::FirstOf)
+    std::iter::once(center).chain(near.into_iter().map(|(_, site)| site))
 }
 
 /// Replication over `parts`, nested replications flattened.

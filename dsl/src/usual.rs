@@ -6,6 +6,7 @@
 
 use crate::check;
 use crate::duration;
+use crate::lexer::is_word_byte;
 use crate::tree::{Entry, LocExpr, Name, Op, Site, Span, Written};
 
 /// Deepest nesting read here; deeper scopes go to the parser, which refuses the deepest.
@@ -143,9 +144,11 @@ impl Reader<'_> {
             end = self.word_end(end + 1);
         }
         // White space left before a word would have to be folded: the parser's work.
-        let next = self.text.get(end).copied().unwrap_or(b',');
-        if next.is_ascii_whitespace() && self.word_end(self.space_end(end)) > self.space_end(end) {
-            return None;
+        if self.text.get(end).is_some_and(u8::is_ascii_whitespace) {
+            let next = self.space_end(end);
+            if self.text.get(next).is_some_and(|&byte| is_word_byte(byte)) {
+                return None;
+            }
         }
         self.pos = end;
         self.last_end = end;
@@ -199,10 +202,6 @@ impl Reader<'_> {
         self.last_end = self.pos;
         true
     }
-}
-
-fn is_word_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.')
 }
 
 fn op_of(byte: u8) -> Option<Op> {
