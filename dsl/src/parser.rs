@@ -23,9 +23,13 @@ const PRIME: &str = "prime";
 
 /// Reads a scope: a JSON object of strings if the input is exactly that, else scope-lang.
 pub fn parse(input: &str) -> Result<Scope, ScopeError> {
-    let written = match json::object_of_strings(input) {
-        Some(members) => from_json(members),
-        None => scope_lang(input),
+    // The usual reader takes no '"', so no JSON object but `{}`, which reads the same either way.
+    let written = match usual::scope_lang(input) {
+        Some(written) => Ok(written),
+        None => match json::object_of_strings(input) {
+            Some(members) => from_json(members),
+            None => from_tokens(input),
+        },
     };
     let written = written
         .and_then(|written| check::entries(&written).map(|()| written))
@@ -45,13 +49,6 @@ impl Scope {
             source: String::new(),
         };
         parse(&unchecked.to_string())
-    }
-}
-
-fn scope_lang(input: &str) -> Result<Written, ScopeError> {
-    match usual::scope_lang(input) {
-        Some(written) => Ok(written),
-        None => from_tokens(input),
     }
 }
 

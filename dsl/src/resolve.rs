@@ -88,11 +88,11 @@ pub(crate) fn plan(
     match location {
         LocExpr::Site(site) => Plan::Site(site.name.as_str().to_owned()),
         LocExpr::Around { .. } | LocExpr::Chain(Op::Otherwise, _) => {
-            let mut tries = SmallVec::<[Plan; 4]>::new();
+            let mut tries = Vec::new();
             try_in_turn(location, prime, round_trips, &mut tries);
             match tries.len() {
                 1 => tries.swap_remove(0),
-                _ => Plan::FirstOf(tries.into_vec()),
+                _ => Plan::FirstOf(tries),
             }
         }
         LocExpr::Chain(Op::Replicate, parts) => all_of(plans(parts)),
@@ -113,7 +113,7 @@ fn try_in_turn(
     location: &LocExpr,
     prime: Option<&Site>,
     round_trips: &impl RoundTrips,
-    tries: &mut SmallVec<[Plan; 4]>,
+    tries: &mut Vec<Plan>,
 ) {
     let mut try_once = |plan: Plan| {
         if !tries.contains(&plan) {
@@ -121,8 +121,11 @@ fn try_in_turn(
         }
     };
     match location {
-        LocExpr::Around { site, within } => around(site.name.as_str(), *within, round_trips)
-            .for_each(|site| try_once(Plan::Site(site.to_owned()))),
+        LocExpr::Around { site, within } => {
+            around(site.name.as_str(), *within, round_trips, |site| {
+                try_once(Plan::Site(site.to_owned()))
+            })
+        }
         LocExpr::Chain(Op::Otherwise, parts) => parts
             .iter()
             .for_each(|part| try_in_turn(part, prime, round_trips, tries)),
@@ -130,20 +133,22 @@ fn try_in_turn(
     }
 }
 
-/// `center` then the sites measured within `within` of it, nearest first (ties by name, so
-/// that the plan does not depend on the order of measurement).
+/// Visits `center` then the sites measured within `within` of it, nearest first (ties by
+/// name, so that the plan does not depend on the order of measurement).
 fn around<'a>(
     center: &'a str,
     within: Duration,
     round_trips: &'a impl RoundTrips,
-) -> impl Iterator<Item = &'a str> {
+    mut visit: impl FnMut(&'a str),
+) {
     let mut near: SmallVec<[(Duration, &str); 8]> = round_trips
         .measured_from(center)
         .filter(|&(site, round_trip)| site != center && round_trip <= within)
         .map(|(site, round_trip)| (round_trip, site))
         .collect();
     near.sort_unstable();
-    std::iter::once(center).chain(near.into_iter().map(|(_, site)| site))
+    visit(center);
+    near.iter().for_each(|&(_, site)| visit(site));
 }
 
 /// Replication over `parts`, nested replications flattened.

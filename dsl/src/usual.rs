@@ -76,31 +76,35 @@ impl Reader<'_> {
     }
 
     fn location(&mut self) -> Option<LocExpr> {
-        self.chain(Op::Otherwise)
+        let first = self.atom()?;
+        self.chain_from(Op::Otherwise, first)
     }
 
-    /// Parts joined by `op`, each part bound tighter than `op`, as the parser joins them.
-    fn chain(&mut self, op: Op) -> Option<LocExpr> {
-        let first = self.operand(op)?;
-        if !self.at_op(op) {
+    /// The chain of `op` or of a tighter operator that `first` starts, as the parser joins
+    /// them; the tighter chains are looked for only when such an operator follows, so that a
+    /// site alone costs one look.
+    fn chain_from(&mut self, op: Op, mut first: LocExpr) -> Option<LocExpr> {
+        let Some(next) = self.next_op().filter(|&next| next >= op) else {
             return Some(first);
+        };
+        if next > op {
+            first = self.chain_from(tighter(op)?, first)?;
+            if self.next_op() != Some(op) {
+                return Some(first);
+            }
         }
         let mut parts = Vec::with_capacity(4);
         parts.push(first);
         while self.take_op(op) {
-            parts.push(self.operand(op)?);
+            let atom = self.atom()?;
+            parts.push(match tighter(op) {
+                Some(inner) => self.chain_from(inner, atom)?,
+                None => atom,
+            });
         }
         let chain = LocExpr::chain(op, parts);
         check::chain_sites(&chain).ok()?;
         Some(chain)
-    }
-
-    fn operand(&mut self, op: Op) -> Option<LocExpr> {
-        match op {
-            Op::Otherwise => self.chain(Op::Replicate),
-            Op::Replicate => self.chain(Op::Cross),
-            Op::Cross => self.atom(),
-        }
     }
 
     /// A site, `( location )` or `around(site, duration)`.
@@ -140,8 +144,13 @@ impl Reader<'_> {
         if end == start {
             return None;
         }
-        while self.text.get(end) == Some(&b' ') && self.word_end(end + 1) > end + 1 {
-            end = self.word_end(end + 1);
+        // Words joined by one space are one name.
+        while self.text.get(end) == Some(&b' ') {
+            let next = self.word_end(end + 1);
+            if next == end + 1 {
+                break;
+            }
+            end = next;
         }
         // White space left before a word would have to be folded: the parser's work.
         if self.text.get(end).is_some_and(u8::is_ascii_whitespace) {
@@ -157,16 +166,16 @@ impl Reader<'_> {
 
     /// The end of the ASCII word characters from `from` on.
     fn word_end(&self, from: usize) -> usize {
-        let mut at = from;
-        while self.text.get(at).is_some_and(|&byte| is_word_byte(byte)) {
-            at += 1;
-        }
-        at
+        self.end_of(from, is_word_byte)
     }
 
     fn space_end(&self, from: usize) -> usize {
+        self.end_of(from, |byte| byte.is_ascii_whitespace())
+    }
+
+    fn end_of(&self, from: usize, inside: impl Fn(u8) -> bool) -> usize {
         let mut at = from;
-        while self.text.get(at).is_some_and(u8::is_ascii_whitespace) {
+        while self.text.get(at).is_some_and(|&byte| inside(byte)) {
             at += 1;
         }
         at
@@ -187,20 +196,30 @@ impl Reader<'_> {
         found
     }
 
-    fn at_op(&mut self, op: Op) -> bool {
+    /// The operator that comes next, if one does.
+    fn next_op(&mut self) -> Option<Op> {
         self.skip_space();
-        self.text.get(self.pos).and_then(|&byte| op_of(byte)) == Some(op)
+        self.text.get(self.pos).and_then(|&byte| op_of(byte))
     }
 
     /// Takes `op` if it comes next; `|` and `||` are older spellings of `;`.
     fn take_op(&mut self, op: Op) -> bool {
-        if !self.at_op(op) {
+        if self.next_op() != Some(op) {
             return false;
         }
         let doubled = self.text[self.pos] == b'|' && self.text.get(self.pos + 1) == Some(&b'|');
         self.pos += 1 + usize::from(doubled);
         self.last_end = self.pos;
         true
+    }
+}
+
+/// The operator that binds next tighter than `op`.
+fn tighter(op: Op) -> Option<Op> {
+    match op {
+        Op::Otherwise => Some(Op::Replicate),
+        Op::Replicate => Some(Op::Cross),
+        Op::Cross => None,
     }
 }
 
@@ -270,6 +289,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
         // The usual scope is read here, to the parser's entries and spans; what the parser
         // refuses (a site twice in a chain) is not.
         #[test]
