@@ -198,3 +198,19 @@ fn char_at(text: &str, at: usize) -> Option<char> {
         None => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{is_word_byte, SPACE, WORD};
+
+    #[test]
+    fn tables_say_what_the_predicates_say() {
+        for byte in 0..=u8::MAX {
+            let c = char::from(byte);
+            let word = c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+            assert_eq!(WORD.contains(c), word, "{c:?}");
+            assert_eq!(SPACE.contains(c), c.is_whitespace(), "{c:?}");
+            assert_eq!(is_word_byte(byte), word && byte.is_ascii(), "{c:?}");
+        }
+    }
+}
