@@ -3,7 +3,8 @@
 //! explain, and resolve into a plan for one call. No I/O.
 //!
 //! Read in this order: `tree` (what a scope is), `token`, `lexer`, `duration` and `parser`
-//! (reading one; `usual` reads the usual scope faster), `check` and `hints` (refusing bad ones), `print`, `resolve`, `explain`.
+//! (reading one), `usual` (reading the usual one faster), `check` and `hints` (refusing bad
+//! ones), `print`, `resolve`, `explain`.
 #![forbid(unsafe_code)]
 
 mod check;
