@@ -25,7 +25,9 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   handles kept per connection instead of labels made, hashed and looked up per request; the \
   in-flight slot one atomic operation per request instead of a locked hash map; one timer per \
   connection for the header wait and one for the answer, set again per request (a later \
-  deadline stays in the timer wheel) instead of two registered and removed per request: 44,601 \
+  deadline stays in the timer wheel) instead of two registered and removed per request \
+  (-2,200, and -1.2 system calls); a connection's parts shared behind one pointer rather than \
+  each cloned per request (-300); whether a request is a gRPC call read once (-200): 44,180 \
   instructions and 6.00 system calls per request.\n\
 - What would close the rest: an HTTP/1.1 fast path of our own for the common request (no \
   scope, one local site): parse the head once with httparse, act on the few headers cheops \
