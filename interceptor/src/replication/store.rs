@@ -31,6 +31,8 @@ pub enum StoreError {
         key: String,
         cause: serde_json::Error,
     },
+    #[error("the store {} stopped before it recorded an answer", store.display())]
+    Interrupted { store: PathBuf },
     #[error("the store's log has no operation {seq}, yet a site is said to miss it")]
     NoOperation { seq: u64 },
     #[error(
@@ -437,6 +439,11 @@ impl Store {
         })
     }
 
+    /// Whether `site` has yet to apply operation `seq`.
+    pub fn is_pending(&self, site: &str, seq: u64) -> Result<bool, StoreError> {
+        self.read(|txn| Ok(txn.open_table(PENDING)?.get((site, seq))?.is_some()))
+    }
+
     /// Every site that has operations to apply, with how many.
     pub fn pending_by_site(&self) -> Result<BTreeMap<String, usize>, StoreError> {
         self.read(|txn| {
@@ -450,34 +457,56 @@ impl Store {
         })
     }
 
-    /// Records that `site` applied operation `seq` with `applied`, and what that teaches about
-    /// the replicant (the replica's local ID after a create), in one durable step.
-    pub fn settle(&self, seq: u64, site: &str, applied: &Applied) -> Result<(), StoreError> {
+    /// Records that each `(seq, site, applied)`'s site applied operation `seq` with `applied`,
+    /// and what that teaches about the replicant (the replica's local ID after a create), all
+    /// in one durable step: answers that arrive together share one commit, and an operation
+    /// answered by several sites is read and written once.
+    pub fn settle_all(&self, settled: &[(u64, &str, &Applied)]) -> Result<(), StoreError> {
+        let mut by_seq: BTreeMap<u64, Vec<(&str, &Applied)>> = BTreeMap::new();
+        for &(seq, site, applied) in settled {
+            by_seq.entry(seq).or_default().push((site, applied));
+        }
         self.write(|txn| {
-            let mut log = txn.open_table(LOG)?;
-            let mut operation: Operation = {
-                let bytes = log
-                    .get(seq)?
-                    .ok_or_else(|| StoreError::NoOperation { seq })?;
-                self.decode(seq, bytes.value())?
-            };
+            for (seq, answers) in &by_seq {
+                self.settle_in(txn, *seq, answers)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn settle_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        seq: u64,
+        answers: &[(&str, &Applied)],
+    ) -> Result<(), StoreError> {
+        let mut log = txn.open_table(LOG)?;
+        let mut operation: Operation = {
+            let bytes = log
+                .get(seq)?
+                .ok_or_else(|| StoreError::NoOperation { seq })?;
+            self.decode(seq, bytes.value())?
+        };
+        let mut pending = txn.open_table(PENDING)?;
+        for &(site, applied) in answers {
             operation
                 .applied
                 .insert(site.to_owned(), Some(applied.status));
-            let bytes = encode(seq, &operation)?;
-            log.insert(seq, bytes.as_slice())?;
-            let mut pending = txn.open_table(PENDING)?;
             pending.remove((site, seq))?;
-            drop(log);
-            drop(pending);
-            if let Change::Create(_) = operation.change {
-                let table = txn.open_table(REPLICANTS)?;
-                let found = table
-                    .get(operation.meta_id.as_str())?
-                    .map(|bytes| self.decode::<Replicant>(&operation.meta_id, bytes.value()))
-                    .transpose()?;
-                drop(table);
-                if let Some(mut replicant) = found {
+        }
+        let bytes = encode(seq, &operation)?;
+        log.insert(seq, bytes.as_slice())?;
+        drop(log);
+        drop(pending);
+        if let Change::Create(_) = operation.change {
+            let table = txn.open_table(REPLICANTS)?;
+            let found = table
+                .get(operation.meta_id.as_str())?
+                .map(|bytes| self.decode::<Replicant>(&operation.meta_id, bytes.value()))
+                .transpose()?;
+            drop(table);
+            if let Some(mut replicant) = found {
+                for &(site, applied) in answers {
                     if let Some(replica) = replicant.replica_mut(site) {
                         match &applied.local_id {
                             Some(local_id) => {
@@ -487,11 +516,11 @@ impl Store {
                             None => replica.state = ReplicaState::Failed(applied.status),
                         }
                     }
-                    self.put_replicant_in(txn, &replicant)?;
                 }
+                self.put_replicant_in(txn, &replicant)?;
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Drops the replicas whose instance refused the create, in one step with reading them:
