@@ -208,28 +208,27 @@ impl Log {
             Ok(None) => return,
             Err(cause) => return warn!("the mapping of {meta_id} was not sent: {cause}"),
         };
-        let others: Vec<String> = replicant
-            .replicas
-            .iter()
-            .map(|r| r.site.clone())
-            .filter(|site| *site != self.site)
-            .collect();
+        let others = replicant.sites_but(&self.site);
         if others.is_empty() {
             return;
         }
-        let mapping = match self.store.append(None, meta_id, Change::Map, &others) {
-            Ok(mapping) => mapping,
-            Err(cause) => return warn!("the mapping of {meta_id} was not sent: {cause}"),
-        };
-        for site in others {
+        match self.store.append(None, meta_id, Change::Map, &others) {
+            Ok(mapping) => self.send_mapping(&mapping, to),
+            Err(cause) => warn!("the mapping of {meta_id} was not sent: {cause}"),
+        }
+    }
+
+    /// Sends `mapping`, appended to the log, to each of its sites (`map_unless_carried`).
+    pub fn send_mapping<D: Deliver>(self: &Arc<Self>, mapping: &Operation, to: &Arc<D>) {
+        for site in mapping.applied.keys().cloned() {
             // Held weakly while it waits: a replicator that stops meanwhile leaves the mapping
             // to its replay.
             let (log, to) = (Arc::downgrade(self), Arc::downgrade(to));
-            let wait = self.mapping_wait;
+            let (wait, seq) = (self.mapping_wait, mapping.seq);
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 if let (Some(log), Some(to)) = (log.upgrade(), to.upgrade()) {
-                    log.map_unless_carried(to, site, mapping.seq).await;
+                    log.map_unless_carried(to, site, seq).await;
                 }
             });
         }

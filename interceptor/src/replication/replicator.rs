@@ -399,13 +399,15 @@ impl<S: Sites> Replicator<S> {
                 Err(cause) => return self.store_failed(cause),
             };
         let results = self.log.apply_everywhere(self, &operation, &sites).await;
-        match self.store.drop_refused(&meta_id) {
+        match self.store.drop_refused(&meta_id, &self.site) {
             // Refused by every site: nothing was made, the client gets the application's answer.
             Ok(None) => chosen(&self.site, &results)
                 .cloned()
                 .unwrap_or_else(|| Answer::from_cheops(502, "no site answered".into())),
-            Ok(Some(_)) => {
-                self.log.map_everywhere(&meta_id, self);
+            Ok(Some(mapping)) => {
+                if let Some(mapping) = mapping {
+                    self.log.send_mapping(&mapping, self);
+                }
                 self.composed(&meta_id, &results)
             }
             Err(cause) => self.store_failed(cause),

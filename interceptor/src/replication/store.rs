@@ -403,22 +403,32 @@ impl Store {
                 let merged = self.merged(txn, replicant)?;
                 self.put_replicant_in(txn, &merged)?;
             }
-            let mut log = txn.open_table(LOG)?;
-            let seq = log.last()?.map_or(1, |(seq, _)| seq.value() + 1);
-            let operation = Operation {
-                seq,
-                meta_id: meta_id.clone(),
-                change,
-                applied: sites.iter().map(|site| (site.clone(), None)).collect(),
-            };
-            let bytes = encode(seq, &operation)?;
-            log.insert(seq, bytes.as_slice())?;
-            let mut pending = txn.open_table(PENDING)?;
-            for site in sites {
-                pending.insert((site.as_str(), seq), ())?;
-            }
-            Ok(operation)
+            self.append_in(txn, meta_id, change, sites)
         })
+    }
+
+    fn append_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        meta_id: &MetaId,
+        change: Change,
+        sites: &[String],
+    ) -> Result<Operation, StoreError> {
+        let mut log = txn.open_table(LOG)?;
+        let seq = log.last()?.map_or(1, |(seq, _)| seq.value() + 1);
+        let operation = Operation {
+            seq,
+            meta_id: meta_id.clone(),
+            change,
+            applied: sites.iter().map(|site| (site.clone(), None)).collect(),
+        };
+        let bytes = encode(seq, &operation)?;
+        log.insert(seq, bytes.as_slice())?;
+        let mut pending = txn.open_table(PENDING)?;
+        for site in sites {
+            pending.insert((site.as_str(), seq), ())?;
+        }
+        Ok(operation)
     }
 
     /// Up to `limit` operations that `site` has yet to apply, in log order.
@@ -525,8 +535,14 @@ impl Store {
 
     /// Drops the replicas whose instance refused the create, in one step with reading them:
     /// a create that every replica refused leaves no replicant (`None`), one that some refused
-    /// keeps the replicas that exist or may still be made (pending).
-    pub fn drop_refused(&self, meta_id: &MetaId) -> Result<Option<Replicant>, StoreError> {
+    /// keeps the replicas that exist or may still be made (pending), and, in the same step,
+    /// appends the mapping (`Change::Map`) for each of them but `leader` (`None` if there is
+    /// no other).
+    pub fn drop_refused(
+        &self,
+        meta_id: &MetaId,
+        leader: &str,
+    ) -> Result<Option<Option<Operation>>, StoreError> {
         self.write(|txn| {
             let found = txn
                 .open_table(REPLICANTS)?
@@ -544,7 +560,16 @@ impl Store {
                 return Ok(None);
             }
             self.put_replicant_in(txn, &replicant)?;
-            Ok(Some(replicant))
+            let others = replicant.sites_but(leader);
+            if others.is_empty() {
+                return Ok(Some(None));
+            }
+            Ok(Some(Some(self.append_in(
+                txn,
+                meta_id,
+                Change::Map,
+                &others,
+            )?)))
         })
     }
 
