@@ -6,16 +6,16 @@ use crate::hints;
 use crate::tree::{Entry, LocExpr, Op, Scope, Written};
 
 /// Services named once; one bare entry and one prime at most; the prime a site of every cross.
-pub(crate) fn entries(written: &[Written]) -> Result<(), ScopeError> {
+pub(crate) fn entries(written: &Written) -> Result<(), ScopeError> {
     // Keys that cannot collide: a service is never named "" nor "prime".
-    let repeat = first_repeat(written, |(entry, _)| match entry {
+    let repeat = first_repeat(&written.entries, |entry| match entry {
         Entry::Service { service, .. } => Some(service.as_str()),
         Entry::Bare(_) => Some(""),
         Entry::Prime(_) => Some("prime"),
     });
     if let Some((first, second)) = repeat {
-        let first_at = written[first].1.start + 1;
-        let (entry, span) = &written[second];
+        let first_at = written.spans[first].start + 1;
+        let (entry, span) = (&written.entries[second], &written.spans[second]);
         let error = match entry {
             Entry::Service { service, .. } => ScopeError::new(
                 ErrorKind::ServiceTwice {
@@ -31,18 +31,18 @@ pub(crate) fn entries(written: &[Written]) -> Result<(), ScopeError> {
         };
         return Err(error);
     }
-    prime_in_crosses(written)
+    prime_in_crosses(&written.entries)
 }
 
-fn prime_in_crosses(written: &[Written]) -> Result<(), ScopeError> {
-    let Some(prime) = written.iter().find_map(|(entry, _)| match entry {
+fn prime_in_crosses(entries: &[Entry]) -> Result<(), ScopeError> {
+    let Some(prime) = entries.iter().find_map(|entry| match entry {
         Entry::Prime(site) => Some(site),
         _ => None,
     }) else {
         return Ok(());
     };
     let mut crosses = Vec::new();
-    for location in written.iter().filter_map(|(entry, _)| entry.location()) {
+    for location in entries.iter().filter_map(Entry::location) {
         location.each_cross(&mut |cross| crosses.push(cross));
     }
     if crosses.is_empty() {

@@ -3,7 +3,8 @@
 //! explain, and resolve into a plan for one call. No I/O.
 //!
 //! Read in this order: `tree` (what a scope is), `token`, `lexer`, `duration` and `parser`
-//! (reading one), `check` and `hints` (refusing bad ones), `print`, `resolve`, `explain`.
+//! (reading one), `usual` (reading the usual one faster), `check` and `hints` (refusing bad
+//! ones), `print`, `resolve`, `explain`.
 #![forbid(unsafe_code)]
 
 mod check;
@@ -18,6 +19,7 @@ mod print;
 mod resolve;
 mod token;
 mod tree;
+mod usual;
 
 pub use error::{ErrorKind, ScopeError};
 pub use explain::{explain, words, Explanation, ServicePlan};

@@ -2,6 +2,8 @@
 //! JSON object of strings, `service/site`), and refuses what the grammar does not allow.
 //! A scope built in code (`Scope::new`) is read here too, from its canonical form.
 
+use smallvec::SmallVec;
+
 use crate::check;
 use crate::duration;
 use crate::error::{ErrorKind, ScopeError};
@@ -10,6 +12,7 @@ use crate::json;
 use crate::lexer::Lexer;
 use crate::token::{Kind, Token};
 use crate::tree::{Entry, LocExpr, Name, Op, Scope, Site, Span, Written};
+use crate::usual;
 
 /// Deepest nesting of parentheses accepted: far more than any real scope needs, and few
 /// enough that recursion never threatens the stack.
@@ -20,15 +23,19 @@ const PRIME: &str = "prime";
 
 /// Reads a scope: a JSON object of strings if the input is exactly that, else scope-lang.
 pub fn parse(input: &str) -> Result<Scope, ScopeError> {
-    let written = match json::object_of_strings(input) {
-        Some(members) => from_json(members),
-        None => scope_lang(input),
+    // The usual reader takes no '"', so no JSON object but `{}`, which reads the same either way.
+    let written = match usual::scope_lang(input) {
+        Some(written) => Ok(written),
+        None => match json::object_of_strings(input) {
+            Some(members) => from_json(members),
+            None => from_tokens(input),
+        },
     };
     let written = written
         .and_then(|written| check::entries(&written).map(|()| written))
         .map_err(|error| error.in_input(input))?;
     Ok(Scope {
-        entries: written.into_iter().map(|(entry, _)| entry).collect(),
+        entries: written.entries,
         source: input.to_owned(),
     })
 }
@@ -45,7 +52,8 @@ impl Scope {
     }
 }
 
-fn scope_lang(input: &str) -> Result<Vec<Written>, ScopeError> {
+/// Any scope-lang text, token by token, with what is wrong in it told precisely.
+pub(crate) fn from_tokens(input: &str) -> Result<Written, ScopeError> {
     let mut parser = Parser::new(input, |at| at)?;
     let written = match (parser.peek(), parser.peek_second()) {
         (Kind::LBrace, _) => parser.braced()?,
@@ -56,23 +64,22 @@ fn scope_lang(input: &str) -> Result<Vec<Written>, ScopeError> {
     Ok(written)
 }
 
-fn from_json(members: Vec<json::Member>) -> Result<Vec<Written>, ScopeError> {
-    members
-        .into_iter()
-        .map(|member| {
-            let service = match Name::new(member.key) {
-                Some(service) => service,
-                None if member.key_span.start == member.key_span.end => {
-                    return Err(ScopeError::new(ErrorKind::EmptyName, member.key_span))
-                }
-                None => return Err(ScopeError::new(ErrorKind::QuoteInName, member.key_span)),
-            };
-            let mut value = Parser::new(&member.value, |i: usize| member.value_at[i])?;
-            let entry = value.keyed(service)?;
-            value.end("the end of the value")?;
-            Ok((entry, member.key_span))
-        })
-        .collect()
+fn from_json(members: Vec<json::Member>) -> Result<Written, ScopeError> {
+    let mut written = Written::default();
+    for member in members {
+        let service = match Name::new(&member.key) {
+            Some(service) => service,
+            None if member.key_span.start == member.key_span.end => {
+                return Err(ScopeError::new(ErrorKind::EmptyName, member.key_span))
+            }
+            None => return Err(ScopeError::new(ErrorKind::QuoteInName, member.key_span)),
+        };
+        let mut value = Parser::new(&member.value, |i: usize| member.value_at[i])?;
+        let entry = value.keyed(service)?;
+        value.end("the end of the value")?;
+        written.push(entry, member.key_span);
+    }
+    Ok(written)
 }
 
 struct Parser<'a, F> {
@@ -85,7 +92,7 @@ struct Parser<'a, F> {
     /// Where the last token taken ended.
     last_end: usize,
     /// The brackets open around the next token, innermost last, for "not closed" errors.
-    open: Vec<(char, Span)>,
+    open: SmallVec<[(char, Span); 8]>,
 }
 
 impl<'a, F: Fn(usize) -> usize> Parser<'a, F> {
@@ -99,7 +106,7 @@ impl<'a, F: Fn(usize) -> usize> Parser<'a, F> {
             following,
             previous_op: None,
             last_end: 0,
-            open: Vec::new(),
+            open: SmallVec::new(),
         })
     }
 
@@ -129,46 +136,52 @@ impl<'a, F: Fn(usize) -> usize> Parser<'a, F> {
     }
 
     /// `{` [entry (`,` entry)* [`,`]] `}`
-    fn braced(&mut self) -> Result<Vec<Written>, ScopeError> {
+    fn braced(&mut self) -> Result<Written, ScopeError> {
         self.open_bracket('{')?;
-        let mut written = Vec::new();
+        let mut written = Written::default();
         while *self.peek() != Kind::RBrace {
-            let entry = self.entry()?;
+            let (entry, span) = self.entry()?;
             match self.peek() {
                 Kind::Comma => {
                     self.bump()?;
                 }
                 Kind::RBrace => {}
-                _ => return Err(self.after_entry(&entry.0, "',' or '}'")),
+                _ => return Err(self.after_entry(&entry, "',' or '}'")),
             }
-            written.push(entry);
+            written.push(entry, span);
         }
         self.close_bracket()?;
         Ok(written)
     }
 
     /// entry (`,` entry)*
-    fn unbraced(&mut self) -> Result<Vec<Written>, ScopeError> {
-        let mut written = vec![self.entry()?];
+    fn unbraced(&mut self) -> Result<Written, ScopeError> {
+        let mut written = Written::default();
         loop {
+            let (entry, span) = self.entry()?;
+            written.push(entry, span);
             match self.peek() {
                 Kind::Comma => {
                     self.bump()?;
                 }
                 Kind::End => return Ok(written),
-                _ => return Err(self.after_entry(&written[written.len() - 1].0, "',' or the end")),
+                _ => {
+                    return Err(self.after_entry(
+                        &written.entries[written.entries.len() - 1],
+                        "',' or the end",
+                    ))
+                }
             }
             if *self.peek() == Kind::End {
                 return Err(self.unexpected("an entry after ','").with_hint(Some(
                     "a trailing ',' is allowed only inside braces".to_owned(),
                 )));
             }
-            written.push(self.entry()?);
         }
     }
 
     /// The earlier `service/site` form, which stands alone.
-    fn service_slash_site(&mut self) -> Result<Vec<Written>, ScopeError> {
+    fn service_slash_site(&mut self) -> Result<Written, ScopeError> {
         let (service, span) = self.name()?;
         self.bump()?;
         let site = self.site()?;
@@ -177,11 +190,13 @@ impl<'a, F: Fn(usize) -> usize> Parser<'a, F> {
                 .unexpected("the end after 'service/site'")
                 .with_hint(Some(hints::SLASH_FORM.to_owned())));
         }
-        Ok(vec![(keyed_site(service, site), span)])
+        let mut written = Written::default();
+        written.push(keyed_site(service, site), span);
+        Ok(written)
     }
 
     /// `name: location` or a bare location.
-    fn entry(&mut self) -> Result<Written, ScopeError> {
+    fn entry(&mut self) -> Result<(Entry, Span), ScopeError> {
         match (self.peek(), self.peek_second()) {
             (Kind::Name { .. }, Kind::Colon) => {
                 let (service, span) = self.name()?;
@@ -328,13 +343,12 @@ impl<'a, F: Fn(usize) -> usize> Parser<'a, F> {
 
     fn name(&mut self) -> Result<(Name, Span), ScopeError> {
         let span = self.span();
-        let text = match &mut self.current.kind {
-            // The tree owns the name from now on.
-            Kind::Name { text, .. } => std::mem::take(text).into_owned(),
+        let name = match &self.current.kind {
+            Kind::Name { text, .. } => Name::read(text),
             _ => return Err(self.unexpected("a name")),
         };
         self.bump()?;
-        let name = Name::new(text).ok_or_else(|| ScopeError::new(ErrorKind::EmptyName, span))?;
+        let name = name.ok_or_else(|| ScopeError::new(ErrorKind::EmptyName, span))?;
         Ok((name, span))
     }
 

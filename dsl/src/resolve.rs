@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::tree::{LocExpr, Op, Scope, Site};
 
@@ -21,17 +22,6 @@ pub enum Plan {
     SpreadOver { parts: Vec<Plan>, prime: String },
     /// Otherwise: the first part, the next only if it failed.
     FirstOf(Vec<Plan>),
-}
-
-impl Plan {
-    /// How many parts this plan gives a flattened chain of its own kind (an upper bound for
-    /// the others), so that flattening allocates once.
-    fn width(&self) -> usize {
-        match self {
-            Plan::AllOf(parts) | Plan::FirstOf(parts) => parts.len(),
-            _ => 1,
-        }
-    }
 }
 
 /// Measured round trips between sites.
@@ -91,75 +81,103 @@ pub(crate) fn plan(
     prime: Option<&Site>,
     round_trips: &impl RoundTrips,
 ) -> Plan {
+    let plans = |parts: &[LocExpr]| {
+        let plan_of = |part| plan(part, prime, round_trips);
+        parts.iter().map(plan_of).collect()
+    };
     match location {
         LocExpr::Site(site) => Plan::Site(site.name.as_str().to_owned()),
-        LocExpr::Around { site, within } => {
-            first_of(around(site.name.as_str(), *within, round_trips))
-        }
-        LocExpr::Chain(op, parts) => {
-            let parts = parts
-                .iter()
-                .map(|part| plan(part, prime, round_trips))
-                .collect();
-            match op {
-                Op::Otherwise => first_of(parts),
-                Op::Replicate => all_of(parts),
-                Op::Cross => Plan::SpreadOver {
-                    parts,
-                    prime: prime
-                        .unwrap_or_else(|| location.first_site())
-                        .name
-                        .as_str()
-                        .to_owned(),
-                },
+        LocExpr::Around { .. } | LocExpr::Chain(Op::Otherwise, _) => {
+            let mut tries = Vec::new();
+            try_in_turn(location, prime, round_trips, &mut tries);
+            match tries.len() {
+                1 => tries.swap_remove(0),
+                _ => Plan::FirstOf(tries),
             }
         }
+        LocExpr::Chain(Op::Replicate, parts) => all_of(plans(parts)),
+        LocExpr::Chain(Op::Cross, parts) => Plan::SpreadOver {
+            parts: plans(parts),
+            prime: prime
+                .unwrap_or_else(|| location.first_site())
+                .name
+                .as_str()
+                .to_owned(),
+        },
     }
 }
 
-/// `center` then the sites measured within `within` of it, nearest first (ties by name, so
-/// that the plan does not depend on the order of measurement).
-fn around(center: &str, within: Duration, round_trips: &impl RoundTrips) -> Vec<Plan> {
-    let mut near: Vec<(Duration, &str)> = round_trips
+/// Adds what `location` tries in turn to `tries`: the parts of alternatives and the sites
+/// around a center spliced in, a plan already tried left out.
+fn try_in_turn(
+    location: &LocExpr,
+    prime: Option<&Site>,
+    round_trips: &impl RoundTrips,
+    tries: &mut Vec<Plan>,
+) {
+    let mut try_once = |plan: Plan| {
+        if !tries.contains(&plan) {
+            tries.push(plan);
+        }
+    };
+    match location {
+        LocExpr::Around { site, within } => {
+            around(site.name.as_str(), *within, round_trips, |site| {
+                try_once(Plan::Site(site.to_owned()))
+            })
+        }
+        LocExpr::Chain(Op::Otherwise, parts) => parts
+            .iter()
+            .for_each(|part| try_in_turn(part, prime, round_trips, tries)),
+        other => try_once(plan(other, prime, round_trips)),
+    }
+}
+
+/// Visits `center` then the sites measured within `within` of it, nearest first (ties by
+/// name, so that the plan does not depend on the order of measurement).
+fn around<'a>(
+    center: &'a str,
+    within: Duration,
+    round_trips: &'a impl RoundTrips,
+    mut visit: impl FnMut(&'a str),
+) {
+    let mut near: SmallVec<[(Duration, &str); 8]> = round_trips
         .measured_from(center)
         .filter(|&(site, round_trip)| site != center && round_trip <= within)
         .map(|(site, round_trip)| (round_trip, site))
         .collect();
     near.sort_unstable();
-    std::iter::once(center)
-        .chain(near.into_iter().map(|(_, site)| site))
-        .map(|site| Plan::Site(site.to_owned()))
-        .collect()
-}
-
-/// Otherwise over `parts`, simplified: nested alternatives flattened, a part already tried
-/// dropped, a single part standing for itself.
-fn first_of(parts: Vec<Plan>) -> Plan {
-    let mut flat: Vec<Plan> = Vec::with_capacity(parts.iter().map(Plan::width).sum());
-    let mut try_once = |part: Plan| {
-        if !flat.contains(&part) {
-            flat.push(part);
-        }
-    };
-    for part in parts {
-        match part {
-            Plan::FirstOf(inner) => inner.into_iter().for_each(&mut try_once),
-            other => try_once(other),
-        }
-    }
-    single_or(flat, Plan::FirstOf)
+    visit(center);
+    near.iter().for_each(|&(_, site)| visit(site));
 }
 
 /// Replication over `parts`, nested replications flattened.
 fn all_of(parts: Vec<Plan>) -> Plan {
-    let mut flat = Vec::with_capacity(parts.iter().map(Plan::width).sum());
-    for part in parts {
-        match part {
-            Plan::AllOf(inner) => flat.extend(inner),
-            other => flat.push(other),
+    let flat = flatten(parts, |part| match part {
+        Plan::AllOf(inner) => Some(inner),
+        _ => None,
+    });
+    single_or(flat, Plan::AllOf)
+}
+
+/// `parts` with the parts of each one that `nested` opens spliced in its place; `parts`
+/// itself when none opens, so that the usual plan is built without another vector.
+fn flatten(mut parts: Vec<Plan>, nested: fn(&mut Plan) -> Option<&mut Vec<Plan>>) -> Vec<Plan> {
+    if !parts.iter_mut().any(|part| nested(part).is_some()) {
+        return parts;
+    }
+    let width = parts
+        .iter_mut()
+        .map(|part| nested(part).map_or(1, |inner| inner.len()))
+        .sum();
+    let mut flat = Vec::with_capacity(width);
+    for mut part in parts {
+        match nested(&mut part) {
+            Some(inner) => flat.append(inner),
+            None => flat.push(part),
         }
     }
-    single_or(flat, Plan::AllOf)
+    flat
 }
 
 fn single_or(mut parts: Vec<Plan>, many: fn(Vec<Plan>) -> Plan) -> Plan {

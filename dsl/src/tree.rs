@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use compact_str::CompactString;
+use smallvec::SmallVec;
+
 /// Bytes `start..end` of the input where something was written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Span {
@@ -18,15 +21,24 @@ impl Span {
 }
 
 /// A service or site name: never empty, never containing '"' (so that it can always be
-/// printed, bare or quoted).
+/// printed, bare or quoted). Kept inline up to 24 bytes, so that reading the usual name
+/// allocates nothing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(String);
+pub struct Name(CompactString);
 
 impl Name {
     /// `None` for a text that no scope could spell: empty, or containing '"'.
-    pub fn new(text: impl Into<String>) -> Option<Name> {
-        let text = text.into();
-        (!text.is_empty() && !text.contains('"')).then_some(Name(text))
+    pub fn new(text: impl AsRef<str>) -> Option<Name> {
+        let text = text.as_ref();
+        if text.contains('"') {
+            return None;
+        }
+        Name::read(text)
+    }
+
+    /// A name as the lexer reads it, which holds no '"' (a quote ends it); `None` if empty.
+    pub(crate) fn read(text: &str) -> Option<Name> {
+        (!text.is_empty()).then(|| Name(CompactString::new(text)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -170,8 +182,20 @@ impl Entry {
     }
 }
 
-/// An entry and where it was written (its key, or the whole bare location).
-pub(crate) type Written = (Entry, Span);
+/// Entries as read, each with where it was written (its key, or the whole bare location):
+/// the spans apart, so that the entries become the scope's as they are.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    pub entries: Vec<Entry>,
+    pub spans: SmallVec<[Span; 8]>,
+}
+
+impl Written {
+    pub fn push(&mut self, entry: Entry, span: Span) {
+        self.entries.push(entry);
+        self.spans.push(span);
+    }
+}
 
 /// A checked scope: what it says, and the text it was read from (for errors about it).
 #[derive(Clone, Debug)]

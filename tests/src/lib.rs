@@ -15,6 +15,7 @@ pub mod netns;
 pub mod node;
 pub mod openstack;
 pub mod process;
+pub mod replicated;
 pub mod sites;
 pub mod soak;
 pub mod tmpfs;

@@ -1,6 +1,7 @@
 //! The latency distributions as an SVG line plot, written by hand (xtask stays light): latency
 //! (log scale) against percentile on the "nines" scale (50, 90, 99, 99.9, 99.99), as
-//! HdrHistogram plots show them, so that tails are as visible as medians.
+//! HdrHistogram plots show them, so that tails are as visible as medians. gRPC unary calls,
+//! at the same rate on one core, are dashed, in the colour of the same path's HTTP/1.1 line.
 use super::summary::Summary;
 
 const WIDTH: f64 = 860.0;
@@ -15,11 +16,44 @@ const COLOURS: [&str; 6] = [
     "#444444", "#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd",
 ];
 
-pub fn latency_distributions(summary: &Summary) -> String {
-    let values = summary
+/// One line: its legend, its points, its colour, and whether it is dashed.
+struct Series<'a> {
+    title: String,
+    distribution: &'a [[f64; 2]],
+    colour: &'static str,
+    dashed: bool,
+}
+
+fn series(summary: &Summary) -> Vec<Series<'_>> {
+    let colour = |index: usize| COLOURS[index % COLOURS.len()];
+    let mut all: Vec<Series> = summary
         .rows
         .iter()
-        .flat_map(|row| row.distribution.iter().map(|point| point[1]))
+        .enumerate()
+        .map(|(index, row)| Series {
+            title: row.title.clone(),
+            distribution: &row.distribution,
+            colour: colour(index),
+            dashed: false,
+        })
+        .collect();
+    all.extend(summary.grpc.iter().map(|grpc| {
+        let index = summary.rows.iter().position(|row| row.name == grpc.name);
+        Series {
+            title: format!("gRPC, {}", summary.title(&grpc.name)),
+            distribution: &grpc.distribution,
+            colour: colour(index.unwrap_or(summary.rows.len())),
+            dashed: true,
+        }
+    }));
+    all
+}
+
+pub fn latency_distributions(summary: &Summary) -> String {
+    let series = series(summary);
+    let values = series
+        .iter()
+        .flat_map(|line| line.distribution.iter().map(|point| point[1]))
         .filter(|v| *v > 0.0);
     let (low, high) = values.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     // Whole decades around the data, so the ticks fall on 10, 100, 1000 µs...
@@ -80,9 +114,14 @@ pub fn latency_distributions(summary: &Summary) -> String {
         TOP + plot_height / 2.0,
         TOP + plot_height / 2.0,
     );
-    for (index, row) in summary.rows.iter().enumerate() {
-        let colour = COLOURS[index % COLOURS.len()];
-        let points: Vec<String> = row
+    for (index, line) in series.iter().enumerate() {
+        let colour = line.colour;
+        let dash = if line.dashed {
+            " stroke-dasharray=\"6 4\""
+        } else {
+            ""
+        };
+        let points: Vec<String> = line
             .distribution
             .iter()
             .map(|[percentile, micros]| format!("{:.1},{:.1}", x(*percentile), y(*micros)))
@@ -90,14 +129,14 @@ pub fn latency_distributions(summary: &Summary) -> String {
         let legend_y = TOP + 20.0 + index as f64 * 22.0;
         let legend_x = LEFT + plot_width + 16.0;
         svg += &format!(
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n\
-             <line x1=\"{legend_x}\" x2=\"{}\" y1=\"{legend_y}\" y2=\"{legend_y}\" stroke=\"{colour}\" stroke-width=\"3\"/>\n\
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n\
+             <line x1=\"{legend_x}\" x2=\"{}\" y1=\"{legend_y}\" y2=\"{legend_y}\" stroke=\"{colour}\" stroke-width=\"3\"{dash}/>\n\
              <text x=\"{}\" y=\"{}\">{}</text>\n",
             points.join(" "),
             legend_x + 22.0,
             legend_x + 28.0,
             legend_y + 4.0,
-            row.title
+            line.title
         );
     }
     svg += "</svg>\n";

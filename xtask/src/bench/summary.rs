@@ -4,6 +4,8 @@
 mod across;
 mod bodies;
 mod costs;
+mod grpc;
+mod idle;
 mod markdown;
 mod targets;
 mod text;
@@ -14,6 +16,8 @@ use serde_json::Value;
 use across::Across;
 use bodies::Large;
 use costs::Cost;
+use grpc::Grpc;
+use idle::Idle;
 
 /// The scenario every other one is compared against, and the product path.
 const DIRECT: &str = "direct";
@@ -53,6 +57,12 @@ pub struct Summary {
     pub costs: Vec<Cost>,
     /// The large download, by path.
     pub bodies: Vec<Large>,
+    /// The large upload, by path.
+    pub uploads: Vec<Large>,
+    /// Idle keep-alive connections, by proxy.
+    pub idle: Vec<Idle>,
+    /// gRPC unary calls, by path.
+    pub grpc: Vec<Grpc>,
     /// Medians of the scope language's parse + resolve and of its serde_json baseline (ns).
     pub scope_language: Option<[f64; 2]>,
 }
@@ -111,7 +121,10 @@ impl Summary {
             connect,
             across,
             costs: costs::from_raw(raw)?,
-            bodies: bodies::from_raw(raw)?,
+            bodies: bodies::from_raw(raw, "large_bodies")?,
+            uploads: bodies::from_raw(raw, "large_uploads")?,
+            idle: idle::from_raw(raw)?,
+            grpc: grpc::from_raw(raw)?,
             scope_language: raw["scope_language"]["parse_and_resolve_ns"]
                 .as_f64()
                 .zip(raw["scope_language"]["baseline_ns"].as_f64())
@@ -124,7 +137,7 @@ impl Summary {
     }
 
     /// The title of scenario `name`, or its name when it has no row.
-    fn title<'a>(&'a self, name: &'a str) -> &'a str {
+    pub fn title<'a>(&'a self, name: &'a str) -> &'a str {
         self.find(name).map_or(name, |row| &row.title)
     }
 
@@ -309,6 +322,73 @@ mod tests {
         raw["across_sites"] = json!({"meshes": [mesh(16, 25_000.0)]});
         let summary = Summary::from_results(&raw).unwrap();
         assert_eq!(status(&summary, "16 sites"), "not met");
+    }
+
+    #[test]
+    fn uploads_idle_connections_and_grpc_calls_have_targets_against_nginx() {
+        let mut raw = results(&[("direct", 100.0, None)]);
+        let upload = |name: &str, mib: f64| {
+            json!({"name": name, "mib_per_second": mib, "rss_before_kib": 8192,
+                   "rss_peak_kib": 9216})
+        };
+        raw["large_uploads"] = json!([
+            upload("direct", 1000.0),
+            upload(CHEOPS, 900.0),
+            upload("nginx-nat", 500.0),
+        ]);
+        let idle = |name: &str, kib: f64| {
+            json!({"name": name, "connections": 10000, "rss_before_kib": 8192,
+                   "rss_idle_kib": 8192.0 + kib * 10000.0, "kib_per_connection": kib,
+                   "files_per_connection": 1.0})
+        };
+        raw["idle_connections"] = json!([idle(CHEOPS, 3.0), idle("nginx-nat", 2.5)]);
+        let call = |name: &str, micros: f64, cpu: Option<f64>| {
+            json!({"name": name, "latency": {"latency_us": {"p50": micros, "p90": micros,
+                   "p99": micros, "max": micros}, "distribution": [[50.0, micros]]},
+                   "proxy": cpu.map(|cpu| json!({"cpu_us_per_call": cpu}))})
+        };
+        raw["grpc_unary"] = json!({"paths": [
+            call("direct", 100.0, None),
+            call(CHEOPS, 120.0, Some(20.0)),
+            call("nginx-nat", 150.0, Some(40.0)),
+        ]});
+        let summary = Summary::from_results(&raw).unwrap();
+        // 900 against 1000 and 500 MiB/s: 0.9x direct, but only 1.8x nginx.
+        assert_eq!(
+            status(&summary, "upload through cheops >= 0.8x direct"),
+            "met"
+        );
+        assert_eq!(
+            status(&summary, "upload through cheops >= 2x nginx"),
+            "not met"
+        );
+        assert_eq!(status(&summary, "during the upload"), "met");
+        assert_eq!(status(&summary, "memory per connection"), "not met");
+        // cheops adds 20 µs, nginx 50: 0.4x; half nginx's CPU per call.
+        assert_eq!(
+            status(&summary, "gRPC unary latency cheops adds at p50"),
+            "met"
+        );
+        assert_eq!(status(&summary, "gRPC unary proxy CPU"), "met");
+        let md = summary.markdown(&raw, "cargo xtask bench", "plot.svg");
+        for section in [
+            "## A 300 MiB upload",
+            "## 10000 idle keep-alive connections",
+            "## gRPC unary calls",
+        ] {
+            assert!(md.contains(section), "{section} in {md}");
+        }
+        // Its KiB per idle connection, and its gRPC latency, added latency and CPU per call.
+        assert!(
+            md.contains("| cheops-ebpf | 8.0 | 37.3 | 3.0 | 1.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| cheops-ebpf | 120.0 | 120.0 | 120.0 | 120.0 | 20.0 | 20.0 | 20.0 |"),
+            "{md}"
+        );
+        let svg = crate::bench::plot::latency_distributions(&summary);
+        assert!(svg.contains("gRPC, cheops-ebpf"), "{svg}");
     }
 
     #[test]

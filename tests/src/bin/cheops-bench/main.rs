@@ -4,8 +4,10 @@
 //! behind an nftables REDIRECT rule. For each, `cheops-load` measures latency at a fixed rate
 //! with every process on one core, then throughput at saturation with the proxy moved to a
 //! core of its own; /proc gives the proxy's CPU time and memory. Then a 300 MiB download
-//! through each path (`bodies`), and what each proxy spends per request, counted rather than
-//! timed (`cost`: instructions, system calls). Last, a connect() loop in and out of the
+//! and a 300 MiB upload through each path (`bodies`), 10,000 idle keep-alive connections
+//! through each proxy (`idle`: memory per connection), gRPC unary calls at a fixed rate
+//! (`grpc`), and what each proxy spends per request, counted rather than timed (`cost`:
+//! instructions, system calls). Last, a connect() loop in and out of the
 //! workload cgroup prices the connect hook. Then, across sites (`across`): replicated
 //! creates and gathered lists over meshes of 2 to 16 sites with an emulated WAN round trip.
 //! Writes raw results as one JSON file.
@@ -13,6 +15,8 @@ mod across;
 mod bodies;
 mod callgrind;
 mod cost;
+mod grpc;
+mod idle;
 mod procfs;
 mod servers;
 
@@ -27,7 +31,9 @@ use anyhow::{bail, ensure, Context};
 use cheops_tests::{cgroup::Cgroup, nat::NatRedirect, netns::Netns, require_root, unique_name};
 use clap::Parser;
 use serde_json::{json, Value};
-use servers::{Proxy, Server, BODY_BYTES, BODY_PATH, ORIGIN, PROXY_PORT, SERVICE};
+use servers::{
+    Proxy, Server, BODY_BYTES, BODY_PATH, GRPC_SERVICE, ORIGIN, PROXY_PORT, SERVICE, UPLOAD_SERVICE,
+};
 
 #[derive(Parser)]
 #[command(name = "cheops-bench")]
@@ -36,7 +42,8 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Only one part, to compare builds quickly: `costs` (instructions and system calls per
-    /// request), `bodies` (the large download and upload) or `across` (replicated creates and
+    /// request), `bodies` (the large download), `upload` (the large upload), `idle` (idle
+    /// keep-alive connections), `grpc` (gRPC unary calls) or `across` (replicated creates and
     /// lists over several sites).
     #[arg(long)]
     only: Option<Part>,
@@ -56,6 +63,9 @@ struct Cli {
 enum Part {
     Costs,
     Bodies,
+    Upload,
+    Idle,
+    Grpc,
     Across,
 }
 
@@ -67,6 +77,7 @@ struct Plan {
     saturation_connections: usize,
     connects: u32,
     warmup_seconds: f64,
+    idle_connections: usize,
 }
 
 impl Plan {
@@ -80,6 +91,7 @@ impl Plan {
             // 60 s: 10,000 each stays under the namespace's 55,000 ephemeral ports.
             connects: if quick { 2000 } else { 10000 },
             warmup_seconds: 0.5,
+            idle_connections: if quick { 2000 } else { 10_000 },
         }
     }
 }
@@ -148,6 +160,7 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&cli.out, serde_json::to_string_pretty(&part)?)?;
         return Ok(());
     }
+    let open_files = idle::raise_open_files_limit()?;
     let plan = Plan::new(cli.quick);
     let machine_before = machine()?;
     let stage = Stage::new()?;
@@ -172,10 +185,26 @@ fn main() -> anyhow::Result<()> {
         );
         // A failure here is reported, not fatal: the rest of the run still says something.
         large_bodies.push(
-            bodies::measure(&stage, name, proxy)
+            bodies::measure(&stage, name, proxy, bodies::Direction::Download)
                 .unwrap_or_else(|e| json!({"name": name, "error": format!("{e:#}")})),
         );
     }
+    let uploads = match runs(Part::Upload) {
+        true => bodies::uploads(&stage)?,
+        false => Vec::new(),
+    };
+    let idle = match runs(Part::Idle) {
+        true => {
+            let connections = idle::connections_within(plan.idle_connections, open_files);
+            idle::measure_all(&stage, connections)
+        }
+        false => Vec::new(),
+    };
+    let grpc_plan = grpc::Plan::new(cli.quick);
+    let grpc = match runs(Part::Grpc) {
+        true => grpc::measure_all(&stage, &grpc_plan)?,
+        false => Vec::new(),
+    };
     let cost_plan = cost::Plan::new(cli.quick);
     let mut costs = serde_json::Map::new();
     let counted = cost::COUNTED.into_iter().filter(|(name, _)| {
@@ -190,7 +219,13 @@ fn main() -> anyhow::Result<()> {
         costs.insert(name.to_owned(), cost);
     }
     if cli.only.is_some() {
-        let part = json!({"costs": costs, "large_bodies": large_bodies});
+        let part = json!({
+            "costs": costs,
+            "large_bodies": large_bodies,
+            "large_uploads": uploads,
+            "idle_connections": idle,
+            "grpc_unary": grpc,
+        });
         std::fs::write(&cli.out, serde_json::to_string_pretty(&part)?)?;
         return Ok(());
     }
@@ -220,23 +255,19 @@ fn main() -> anyhow::Result<()> {
         "connect": connect,
         "costs": costs,
         "large_bodies": large_bodies,
+        "large_uploads": uploads,
+        "idle_connections": idle,
+        "grpc_unary": {
+            "rate": grpc_plan.rate,
+            "seconds": grpc_plan.seconds,
+            "message_bytes": grpc::MESSAGE_BYTES,
+            "paths": grpc,
+        },
         "across_sites": across_sites,
         "not_measured": [
             {
                 "name": "sockmap acceleration",
                 "why": "not built yet: no sk_msg program between the application and cheops",
-            },
-            {
-                "name": "a 300 MiB upload",
-                "why": "not built yet: it needs an origin that reads a whole body before answering (nginx answers first and discards)",
-            },
-            {
-                "name": "10,000 idle keep-alive connections",
-                "why": "not built yet",
-            },
-            {
-                "name": "gRPC unary calls against nginx's grpc_pass",
-                "why": "not built yet: it needs a gRPC origin in the benchmark's namespace",
             },
         ],
     });
@@ -270,8 +301,10 @@ impl Stage {
             bail!("the benchmark needs two CPUs (a shared one and one for the proxy); this process may use {cpus:?}");
         };
         let netns = Netns::create(&unique_name("bench"));
-        let service: std::net::SocketAddr = SERVICE.parse()?;
-        netns.add_loopback_address(&format!("{}/32", service.ip()));
+        for service in [SERVICE, UPLOAD_SERVICE, GRPC_SERVICE] {
+            let service: std::net::SocketAddr = service.parse()?;
+            netns.add_loopback_address(&format!("{}/32", service.ip()));
+        }
         // The connect() loops open tens of thousands of connections: let TIME_WAIT ports be
         // reused rather than run out.
         let sysctl = netns
@@ -380,6 +413,11 @@ impl Stage {
     /// The nftables REDIRECT rule that sends the service's connections to `proxy`, for the
     /// proxies reached that way.
     fn redirect(&self, proxy: Option<Proxy>) -> Option<NatRedirect> {
+        self.redirect_service(proxy, SERVICE)
+    }
+
+    /// The same for the connections to `service`.
+    fn redirect_service(&self, proxy: Option<Proxy>, service: &str) -> Option<NatRedirect> {
         matches!(
             proxy,
             Some(Proxy::CheopsNat | Proxy::Haproxy | Proxy::Nginx)
@@ -387,7 +425,7 @@ impl Stage {
         .then(|| {
             NatRedirect::add(
                 &self.netns,
-                SERVICE.parse().expect("an address"),
+                service.parse().expect("an address"),
                 PROXY_PORT,
             )
         })

@@ -68,6 +68,17 @@ pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     Ok(peak)
 }
 
+/// The open files (sockets included) of a process and all its descendants.
+pub fn open_files(pid: u32) -> anyhow::Result<u64> {
+    let mut files = 0;
+    for pid in tree(pid)? {
+        let listing = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .with_context(|| format!("listing the open files of process {pid}"))?;
+        files += listing.count() as u64;
+    }
+    Ok(files)
+}
+
 /// Moves every thread of `pid` and of its descendants onto `cpu`.
 pub fn move_to_cpu(pid: u32, cpu: usize) -> anyhow::Result<()> {
     for pid in tree(pid)? {

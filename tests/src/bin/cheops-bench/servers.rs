@@ -3,7 +3,7 @@
 //! proxies compared: cheops (eBPF or NAT interception), HAProxy and nginx. Every proxy listens
 //! on the same port and forwards to the same origin over kept-alive connections, logs no
 //! request (cheops runs with RUST_LOG=warn), and uses one worker thread.
-use std::{net::SocketAddr, process::Command, time::Duration};
+use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use cheops_tests::{
     agent::{meshed_service, meshed_workload, site_config, Agent},
@@ -24,6 +24,17 @@ pub const ORIGIN: &str = "127.0.0.1:8080";
 pub const PROXY_PORT: u16 = 15001;
 pub const BODY_PATH: &str = "/1k";
 pub const BODY_BYTES: usize = 1024;
+/// Where uploads go: a service of its own, whose local instance reads bodies to their end.
+pub const UPLOAD_SERVICE: &str = "198.18.0.11:80";
+pub const SINK: &str = "127.0.0.1:8081";
+pub const UPLOAD_PATH: &str = "/upload";
+/// The gRPC service, and its local instance.
+pub const GRPC_SERVICE: &str = "198.18.0.12:50051";
+pub const GRPC_ORIGIN: &str = "127.0.0.1:50051";
+/// Connections each proxy may hold at once, unless a scenario needs more.
+pub const CONNECTIONS: usize = 4096;
+/// Connections the origin may hold: a proxy may hold one to it per idle client connection.
+const ORIGIN_CONNECTIONS: usize = 16384;
 
 /// The proxies compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,28 +90,70 @@ pub fn origin(netns: &Netns) -> Server {
         "server {{ listen {ORIGIN}; listen {SERVICE}; root {}/www; location / {{ }} }}",
         dir.path().display()
     );
+    let command = netns.command("nginx");
+    let listen = ORIGIN;
     nginx(
         netns,
-        netns.command("nginx"),
+        command,
         "nginx origin",
         dir,
         &http,
-        ORIGIN,
+        listen,
+        ORIGIN_CONNECTIONS,
     )
+}
+
+/// `cheops-load ARGS` as a server (the upload sink, the gRPC origin) listening at `listen`.
+pub fn load_program(
+    netns: &Netns,
+    name: &str,
+    load_bin: &Path,
+    args: &[&str],
+    listen: &str,
+) -> Server {
+    let mut command = netns.command(load_bin.to_str().expect("a UTF-8 path"));
+    command.args(args);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let log = dir.path().join("output.log");
+    let process = Process::spawn(name, command, Some(&log));
+    wait_for_listener_within(
+        netns,
+        listen.parse().expect("an address"),
+        Duration::from_secs(10),
+    );
+    Server {
+        pid: process.pid(),
+        _running: Running::Process {
+            _process: process,
+            _dir: dir,
+        },
+    }
 }
 
 /// Starts `proxy`, under the command `under` when not empty (valgrind); cheops with eBPF
 /// intercepts the processes of `workload`.
 pub fn proxy(netns: &Netns, proxy: Proxy, workload: &Cgroup, under: &[String]) -> Server {
+    proxy_holding(netns, proxy, workload, under, CONNECTIONS)
+}
+
+/// `proxy`, allowed to hold `connections` client connections at once.
+pub fn proxy_holding(
+    netns: &Netns,
+    proxy: Proxy,
+    workload: &Cgroup,
+    under: &[String],
+    connections: usize,
+) -> Server {
     match proxy {
         Proxy::CheopsEbpf => cheops(
             netns,
             InterceptionMode::Ebpf,
             vec![meshed_workload(workload)],
             under,
+            connections,
         ),
-        Proxy::CheopsNat => cheops(netns, InterceptionMode::Nat, Vec::new(), under),
-        Proxy::Haproxy => haproxy(netns, under),
+        Proxy::CheopsNat => cheops(netns, InterceptionMode::Nat, Vec::new(), under, connections),
+        Proxy::Haproxy => haproxy(netns, under, connections),
         Proxy::Nginx => {
             let http = format!(
                 "upstream origin {{ server {ORIGIN}; keepalive 32; keepalive_requests 1000000; }}\n\
@@ -111,11 +164,25 @@ pub fn proxy(netns: &Netns, proxy: Proxy, workload: &Cgroup, under: &[String]) -
                  location {LARGE_PATH} {{\n\
                    proxy_pass http://origin; proxy_http_version 1.1;\n\
                    proxy_set_header Connection \"\"; proxy_buffering off;\n\
+                 }}\n\
+                 location {UPLOAD_PATH} {{\n\
+                   proxy_pass http://{SINK}; proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\"; proxy_request_buffering off;\n\
+                   client_max_body_size 0; add_header X-Forwarded-By nginx;\n\
                  }} }}"
             );
             let dir = tempfile::tempdir().expect("temporary directory");
             let command = program(netns, under, "nginx");
-            nginx(netns, command, "nginx proxy", dir, &http, &proxy_address())
+            let listen = proxy_address();
+            nginx(
+                netns,
+                command,
+                "nginx proxy",
+                dir,
+                &http,
+                &listen,
+                connections,
+            )
         }
     }
 }
@@ -136,20 +203,53 @@ fn program(netns: &Netns, under: &[String], program: &str) -> Command {
     }
 }
 
+/// nginx forwarding gRPC (`grpc_pass`) to the gRPC origin over kept-alive connections.
+pub fn nginx_grpc(netns: &Netns) -> Server {
+    let http = format!(
+        "upstream grpc_origin {{ server {GRPC_ORIGIN}; keepalive 32; keepalive_requests 1000000; }}\n\
+         server {{ listen {} http2; http2_max_requests 1000000; location / {{\n\
+           grpc_pass grpc://grpc_origin; add_header X-Forwarded-By nginx;\n\
+         }} }}",
+        proxy_address()
+    );
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let command = netns.command("nginx");
+    let listen = proxy_address();
+    nginx(
+        netns,
+        command,
+        "nginx gRPC proxy",
+        dir,
+        &http,
+        &listen,
+        CONNECTIONS,
+    )
+}
+
 fn cheops(
     netns: &Netns,
     interception: InterceptionMode,
     workloads: Vec<Workload>,
     under: &[String],
+    connections: usize,
 ) -> Server {
     let mut config = site_config("bench");
     config.proxy.port = PROXY_PORT;
     config.proxy.interception = interception;
-    config.services.push(meshed_service(
-        "origin",
-        SERVICE.parse().expect("an address"),
-        ORIGIN.parse().expect("an address"),
-    ));
+    config.proxy.max_connections_per_workload = connections;
+    // Idle keep-alive connections stay open as long as nginx's and HAProxy's (300 s below).
+    config.proxy.header_read_timeout = Duration::from_secs(300);
+    for (name, address, local) in [
+        ("origin", SERVICE, ORIGIN),
+        ("sink", UPLOAD_SERVICE, SINK),
+        ("grpc", GRPC_SERVICE, GRPC_ORIGIN),
+    ] {
+        config.services.push(meshed_service(
+            name,
+            address.parse().expect("an address"),
+            local.parse().expect("an address"),
+        ));
+    }
     config.workloads = workloads;
     // The agent is started as CHEOPS_BIN says: a script that runs it under `under`.
     let wrapper = tempfile::tempdir().expect("temporary directory");
@@ -186,11 +286,13 @@ fn nginx(
     dir: tempfile::TempDir,
     http: &str,
     listen: &str,
+    connections: usize,
 ) -> Server {
+    // Its open files limit is the benchmark's, raised for all it starts.
     let conf = format!(
         "daemon off; master_process off; user root;\n\
          pid {dir}/nginx.pid; error_log {dir}/error.log warn;\n\
-         events {{ worker_connections 4096; }}\n\
+         events {{ worker_connections {connections}; }}\n\
          http {{ access_log off; keepalive_timeout 300s; keepalive_requests 1000000;\n\
          client_body_temp_path {dir}; proxy_temp_path {dir};\n{http}\n}}\n",
         dir = dir.path().display()
@@ -199,14 +301,17 @@ fn nginx(
     start(netns, name, command, dir, "nginx.conf", &conf, listen)
 }
 
-fn haproxy(netns: &Netns, under: &[String]) -> Server {
+fn haproxy(netns: &Netns, under: &[String], connections: usize) -> Server {
     let conf = format!(
-        "global\n  nbthread 1\n  maxconn 8192\n\
+        "global\n  nbthread 1\n  maxconn {}\n\
          defaults\n  mode http\n  option http-keep-alive\n  http-reuse always\n\
          \x20 timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n\
          frontend mesh\n  bind {}\n  default_backend origin\n\
+         \x20 use_backend sink if {{ path_beg {UPLOAD_PATH} }}\n\
          \x20 http-response set-header X-Forwarded-By haproxy\n\
-         backend origin\n  server local {ORIGIN}\n",
+         backend origin\n  server local {ORIGIN}\n\
+         backend sink\n  server local {SINK}\n",
+        connections,
         proxy_address()
     );
     let mut command = program(netns, under, "haproxy");

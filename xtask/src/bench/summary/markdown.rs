@@ -183,6 +183,8 @@ impl Summary {
             }
         }
         md += &self.bodies_markdown();
+        md += &self.idle_markdown();
+        md += &self.grpc_markdown(raw);
         md += &self.costs_markdown(raw);
         md += "\n## Targets (issue 14, the data plane)\n\n| target | measured | status |\n|---|---:|---|\n";
         for Target {

@@ -69,7 +69,8 @@ impl Summary {
             times(instructions),
             "counted, no target".to_owned(),
         );
-        for (target, measured, met) in self.body_targets() {
+        let added = [self.idle_targets(), self.grpc_targets()];
+        for (target, measured, met) in self.body_targets().into_iter().chain(added.concat()) {
             add(&target, measured, verdict(met));
         }
         let memory = self
@@ -100,22 +101,6 @@ impl Summary {
             }),
             verdict(scope.map(|[ns, _]| ns < 1000.0)),
         );
-        for (target, why) in [
-            (
-                "300 MiB upload through cheops >= 0.8x direct and >= 2x nginx",
-                "not measured: the scenario is not built yet",
-            ),
-            (
-                "10,000 idle keep-alive connections: cheops's memory per connection <= nginx's",
-                "not measured: the scenario is not built yet",
-            ),
-            (
-                "gRPC unary added latency and CPU per call against nginx's grpc_pass",
-                "not measured: the scenario is not built yet",
-            ),
-        ] {
-            add(target, "-".to_owned(), why.to_owned());
-        }
         targets
     }
 

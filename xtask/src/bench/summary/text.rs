@@ -58,13 +58,17 @@ impl Summary {
                 text += &format!("  {}\n", line.join("  "));
             }
         }
-        for large in &self.bodies {
-            text += &format!(
-                "300 MiB download, {:<28} {:>8.0} MiB/s\n",
-                self.title(&large.name),
-                large.mib_per_second
-            );
+        for (what, bodies) in [("download", &self.bodies), ("upload", &self.uploads)] {
+            for large in bodies {
+                text += &format!(
+                    "300 MiB {what}, {:<28} {:>8.0} MiB/s\n",
+                    self.title(&large.name),
+                    large.mib_per_second
+                );
+            }
         }
+        text += &self.idle_text();
+        text += &self.grpc_text();
         if !self.costs.is_empty() {
             text += "\ncounted per request (the machine's load does not move these)\n";
             for cost in &self.costs {
@@ -143,11 +147,24 @@ impl Summary {
             "ratios": ratios,
             "targets": targets,
             "connect": connect,
-            "large_download": self.bodies.iter().map(|l| json!({
-                "path": l.name,
-                "mib_per_second": l.mib_per_second,
-                "proxy_rss_kib_before_and_peak": l.rss_kib,
+            "large_download": large_json(&self.bodies),
+            "large_upload": large_json(&self.uploads),
+            "idle_connections": self.idle.iter().map(|i| json!({
+                "proxy": i.name,
+                "connections": i.connections,
+                "proxy_rss_kib_before_and_idle": i.rss_kib,
+                "kib_per_connection": i.kib_per_connection,
+                "open_files_per_connection": i.files_per_connection,
             })).collect::<Vec<_>>(),
+            "grpc_unary": self.grpc.iter().map(|g| {
+                let added = self.grpc_added(&g.name);
+                json!({
+                    "path": g.name,
+                    "latency_us": {"p50": g.latency[0], "p90": g.latency[1], "p99": g.latency[2], "max": g.latency[3]},
+                    "added_over_direct_us": added.map(|a| json!({"p50": a[0], "p99": a[2]})),
+                    "proxy_cpu_us_per_call": g.cpu_us_per_call,
+                })
+            }).collect::<Vec<_>>(),
             "costs_per_request": self.costs.iter().map(|c| json!({
                 "proxy": c.name,
                 "instructions": c.instructions,
@@ -164,4 +181,17 @@ impl Summary {
             })).collect::<Vec<_>>(),
         }))?)
     }
+}
+
+fn large_json(bodies: &[super::Large]) -> Vec<Value> {
+    bodies
+        .iter()
+        .map(|l| {
+            json!({
+                "path": l.name,
+                "mib_per_second": l.mib_per_second,
+                "proxy_rss_kib_before_and_peak": l.rss_kib,
+            })
+        })
+        .collect()
 }

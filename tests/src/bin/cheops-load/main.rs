@@ -6,9 +6,18 @@
 //! - `count`: a given number of requests, one after another on one connection, untimed: for
 //!   counting what a proxy spends on them (instructions, system calls);
 //! - `download`: one large body on a new connection: its throughput;
+//! - `upload`: one large body sent on a new connection: its throughput (`sink` is the origin
+//!   that reads it, see `upload.rs`);
+//! - `idle`: many keep-alive connections, one request each, then held idle (`idle.rs`);
+//! - `grpc`: gRPC unary calls at a fixed rate on one HTTP/2 connection (`grpc-origin` answers
+//!   them, see `grpc.rs`);
 //! - `connect`: a connect()+close() loop timing connect() alone.
 //!
 //! Every answer must be a 200 with the expected body size, or it counts as an error.
+mod grpc;
+mod idle;
+mod upload;
+
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},
@@ -19,7 +28,7 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
-use hyper::{client::conn::http1::SendRequest, Request, StatusCode};
+use hyper::{body::Incoming, client::conn::http1::SendRequest, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
@@ -59,14 +68,29 @@ enum Mode {
         requests: u32,
     },
     /// One large body downloaded on a new connection (throughput).
-    Download {
+    Download(LargeBody),
+    /// One large body uploaded on a new connection (throughput).
+    Upload(LargeBody),
+    /// An origin that reads each request's whole body, then answers with its length.
+    Sink(Listen),
+    /// Many keep-alive connections, one request each, held idle until stdin closes; a first
+    /// report when all are open, a second one (how many stayed open) at the end.
+    Idle {
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
-        address: SocketAddr,
-        #[arg(long)]
-        path: String,
-        #[arg(long)]
-        bytes: u64,
+        connections: usize,
     },
+    /// gRPC unary calls at a fixed rate on one HTTP/2 connection (latency).
+    Grpc {
+        #[command(flatten)]
+        target: Target,
+        /// Calls per second.
+        #[arg(long)]
+        rate: u32,
+    },
+    /// A gRPC origin answering every unary call with its own message.
+    GrpcOrigin(Listen),
     /// connect()+close() in a loop (the cost of the connect hook).
     Connect {
         #[arg(long)]
@@ -74,6 +98,24 @@ enum Mode {
         #[arg(long)]
         count: u32,
     },
+}
+
+/// One large body to or from `address`.
+#[derive(Args)]
+struct LargeBody {
+    #[arg(long)]
+    address: SocketAddr,
+    #[arg(long)]
+    path: String,
+    #[arg(long)]
+    bytes: u64,
+}
+
+/// Where a server listens.
+#[derive(Args)]
+struct Listen {
+    #[arg(long, required = true)]
+    listen: Vec<SocketAddr>,
 }
 
 #[derive(Args, Clone)]
@@ -121,11 +163,15 @@ fn main() -> anyhow::Result<()> {
             };
             count(&target, requests)?
         }
-        Mode::Download {
-            address,
-            path,
-            bytes,
-        } => download(address, &path, bytes)?,
+        Mode::Download(body) => download(&body)?,
+        Mode::Upload(body) => upload::upload(&body)?,
+        Mode::Sink(Listen { listen }) => upload::sink(&listen)?,
+        Mode::Idle {
+            target,
+            connections,
+        } => idle::idle(&target, connections)?,
+        Mode::Grpc { target, rate } => grpc::calls(&target, rate)?,
+        Mode::GrpcOrigin(Listen { listen }) => grpc::origin(&listen)?,
         Mode::Connect { address, count } => connect_loop(address, count)?,
     };
     println!("{report}");
@@ -140,41 +186,82 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn fixed_rate(target: &Target, rate: u32) -> anyhow::Result<serde_json::Value> {
-    if rate == 0 {
-        bail!("--rate must be at least 1 request per second");
-    }
-    // tokio's timer ticks in milliseconds, too coarse for a schedule in microseconds: this
-    // thread sleeps itself, with the kernel's default 50 µs timer slack removed. Blocking the
-    // runtime between requests is harmless: the one connection is idle then.
-    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and only affects this thread.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let mut schedule = Schedule::new(rate, target)?;
     runtime()?.block_on(async {
         let mut sender = open(target).await?;
-        let mut latencies = histogram();
-        let mut errors = 0u64;
-        let start = Instant::now() + interval;
-        let measure_from = start + Duration::from_secs_f64(target.warmup);
-        let end = measure_from + Duration::from_secs_f64(target.seconds);
-        for n in 0u32.. {
-            let due = start + interval * n;
-            if due >= end {
-                break;
-            }
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
+        while let Some(due) = schedule.wait() {
             let ok = request(&mut sender, target).await;
-            if due >= measure_from {
-                latencies.saturating_record(due.elapsed().as_nanos() as u64);
-                errors += u64::from(!ok);
-            }
+            schedule.record(due, ok);
             if !ok {
                 sender = open(target).await?;
             }
         }
-        Ok(report(&latencies, errors, target.seconds))
+        Ok(schedule.report())
     })
+}
+
+/// An open-loop schedule at a fixed rate: when each request is due, and the latencies measured
+/// from then (after the warm-up), so that a slow answer also delays the ones behind it.
+struct Schedule {
+    interval: Duration,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    next: u32,
+    latencies: Histogram<u64>,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Schedule {
+    fn new(rate: u32, target: &Target) -> anyhow::Result<Schedule> {
+        if rate == 0 {
+            bail!("--rate must be at least 1 request per second");
+        }
+        // tokio's timer ticks in milliseconds, too coarse for a schedule in microseconds: this
+        // thread sleeps itself, with the kernel's default 50 µs timer slack removed. Blocking
+        // the runtime between requests is harmless: the one connection is idle then.
+        // SAFETY: PR_SET_TIMERSLACK takes a plain integer and only affects this thread.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+        let start = Instant::now() + interval;
+        let measure_from = start + Duration::from_secs_f64(target.warmup);
+        Ok(Schedule {
+            interval,
+            start,
+            measure_from,
+            end: measure_from + Duration::from_secs_f64(target.seconds),
+            next: 0,
+            latencies: histogram(),
+            errors: 0,
+            seconds: target.seconds,
+        })
+    }
+
+    /// Sleeps until the next request is due and returns when that was; `None` at the end.
+    fn wait(&mut self) -> Option<Instant> {
+        let due = self.start + self.interval * self.next;
+        self.next += 1;
+        if due >= self.end {
+            return None;
+        }
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        Some(due)
+    }
+
+    fn record(&mut self, due: Instant, ok: bool) {
+        if due >= self.measure_from {
+            self.latencies
+                .saturating_record(due.elapsed().as_nanos() as u64);
+            self.errors += u64::from(!ok);
+        }
+    }
+
+    fn report(&self) -> serde_json::Value {
+        report(&self.latencies, self.errors, self.seconds)
+    }
 }
 
 fn saturate(target: &Target, connections: usize) -> anyhow::Result<serde_json::Value> {
@@ -233,7 +320,12 @@ fn count(target: &Target, requests: u32) -> anyhow::Result<serde_json::Value> {
 }
 
 /// One GET of a large body on a new connection: how fast it came, to its last byte.
-fn download(address: SocketAddr, path: &str, bytes: u64) -> anyhow::Result<serde_json::Value> {
+fn download(body: &LargeBody) -> anyhow::Result<serde_json::Value> {
+    let LargeBody {
+        address,
+        ref path,
+        bytes,
+    } = *body;
     runtime()?.block_on(async {
         let target = Target {
             address,
@@ -249,11 +341,7 @@ fn download(address: SocketAddr, path: &str, bytes: u64) -> anyhow::Result<serde
         let started = Instant::now();
         let response = sender.send_request(request).await?;
         let status = response.status();
-        let mut body = response.into_body();
-        let mut received = 0u64;
-        while let Some(frame) = body.frame().await {
-            received += frame?.data_ref().map_or(0, |d| d.len() as u64);
-        }
+        let received = body_length(response.into_body()).await?;
         let seconds = started.elapsed().as_secs_f64();
         if status != StatusCode::OK || received != bytes {
             bail!("GET {path}: answered {status} with {received} bytes, not {bytes}");
@@ -280,17 +368,45 @@ fn connect_loop(address: SocketAddr, count: u32) -> anyhow::Result<serde_json::V
     Ok(report(&latencies, 0, started.elapsed().as_secs_f64()))
 }
 
+/// Reads `body` to its end: how many bytes it had.
+async fn body_length(mut body: Incoming) -> Result<u64, hyper::Error> {
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        received += frame?.data_ref().map_or(0, |d| d.len() as u64);
+    }
+    Ok(received)
+}
+
 /// One keep-alive HTTP/1.1 connection to the target.
 async fn open(target: &Target) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(target.address)
+    handshake(target.address).await
+}
+
+/// One keep-alive HTTP/1.1 connection to `address`, for requests with bodies of type `B`.
+async fn handshake<B>(address: SocketAddr) -> anyhow::Result<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(address)
         .await
-        .with_context(|| format!("connecting to {}", target.address))?;
+        .with_context(|| format!("connecting to {address}"))?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .context("HTTP/1.1 handshake")?;
     tokio::spawn(connection);
     Ok(sender)
+}
+
+/// The answer's headers that show which proxy it went through (`x-…`), as `name: value`.
+fn marks(headers: &hyper::HeaderMap) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-"))
+        .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("?")))
+        .collect()
 }
 
 /// Sends one GET and reads the whole answer: whether it was the expected one.
@@ -334,4 +450,38 @@ fn report(latencies: &Histogram<u64>, errors: u64, seconds: f64) -> serde_json::
         },
         "distribution": distribution,
     })
+}
+
+/// Accepts connections on every `listen` address and runs `serve_connection` on each, until a
+/// listener fails.
+async fn serve<F, Serving>(
+    listen: &[SocketAddr],
+    serve_connection: F,
+) -> anyhow::Result<serde_json::Value>
+where
+    F: Fn(TokioIo<tokio::net::TcpStream>) -> Serving + Clone + Send + 'static,
+    Serving: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut listeners = tokio::task::JoinSet::new();
+    for &address in listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address}"))?;
+        let serve_connection = serve_connection.clone();
+        listeners.spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(failed) => return failed,
+                };
+                // Latency matters here as much as in the clients.
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(TokioIo::new(stream)));
+            }
+        });
+    }
+    match listeners.join_next().await {
+        Some(failed) => Err(failed?).context("accepting a connection"),
+        None => bail!("no address to listen on"),
+    }
 }
