@@ -22,15 +22,17 @@ const FIRST_RELAY_PORT: u16 = 16000;
 
 /// How many sites, and how many requests of each kind are timed.
 pub struct Plan {
-    pub site_counts: &'static [usize],
+    pub site_counts: Vec<usize>,
     pub creates: usize,
     pub lists: usize,
 }
 
 impl Plan {
-    pub fn new(quick: bool) -> Plan {
+    /// `sites`: the site counts to measure; empty for the default ones.
+    pub fn new(quick: bool, sites: &[usize]) -> Plan {
+        let default: &[usize] = if quick { &[2, 4] } else { &[2, 4, 8, 16] };
         Plan {
-            site_counts: if quick { &[2, 4] } else { &[2, 4, 8, 16] },
+            site_counts: if sites.is_empty() { default } else { sites }.to_vec(),
             creates: 20,
             lists: 10,
         }

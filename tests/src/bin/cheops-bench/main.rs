@@ -43,9 +43,13 @@ struct Cli {
     quick: bool,
     /// Only one part, to compare builds quickly: `costs` (instructions and system calls per
     /// request), `bodies` (the large download), `upload` (the large upload), `idle` (idle
-    /// keep-alive connections) or `grpc` (gRPC unary calls).
+    /// keep-alive connections), `grpc` (gRPC unary calls) or `across` (replicated creates and
+    /// lists over several sites).
     #[arg(long)]
     only: Option<Part>,
+    /// The meshes' site counts across sites (2,4,8,16 by default; 2,4 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    sites: Vec<usize>,
     /// Only these proxies' costs (`cheops-nat`, `haproxy-nat`, `nginx-nat`; all by default).
     #[arg(long, value_delimiter = ',')]
     counted: Vec<String>,
@@ -62,6 +66,7 @@ enum Part {
     Upload,
     Idle,
     Grpc,
+    Across,
 }
 
 /// How long and how hard each measurement runs.
@@ -149,6 +154,12 @@ fn main() -> anyhow::Result<()> {
     // Proxies log no request in this benchmark; the cheops agents inherit this.
     std::env::set_var("RUST_LOG", "warn");
     survive_ctrl_c();
+    let across_plan = across::Plan::new(cli.quick, &cli.sites);
+    if cli.only == Some(Part::Across) {
+        let part = json!({"across_sites": across_sites(&across_plan)?});
+        std::fs::write(&cli.out, serde_json::to_string_pretty(&part)?)?;
+        return Ok(());
+    }
     let open_files = idle::raise_open_files_limit()?;
     let plan = Plan::new(cli.quick);
     let machine_before = machine()?;
@@ -221,16 +232,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!("bench: connect() with and without the connect hook");
     let connect = stage.connect_cost(&plan).context("measuring connect()")?;
     drop(stage);
-    let across_plan = across::Plan::new(cli.quick);
-    let mut meshes = Vec::new();
-    for &sites in across_plan.site_counts {
-        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
-        eprintln!("bench: replicated creates and lists over {sites} sites");
-        meshes.push(
-            across::measure(sites, &across_plan)
-                .with_context(|| format!("across {sites} sites"))?,
-        );
-    }
+    let across_sites = across_sites(&across_plan)?;
     let results = json!({
         "quick": cli.quick,
         "finished_unix": SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
@@ -261,13 +263,7 @@ fn main() -> anyhow::Result<()> {
             "message_bytes": grpc::MESSAGE_BYTES,
             "paths": grpc,
         },
-        "across_sites": {
-            "emulated_round_trip_ms": across::ROUND_TRIP.as_millis(),
-            "warmup_creates": across::WARMUP,
-            "creates": across_plan.creates,
-            "lists": across_plan.lists,
-            "meshes": meshes,
-        },
+        "across_sites": across_sites,
         "not_measured": [
             {
                 "name": "sockmap acceleration",
@@ -278,6 +274,24 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&cli.out, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", cli.out.display()))?;
     Ok(())
+}
+
+/// Replicated creates and lists over meshes of each of `plan`'s site counts.
+fn across_sites(plan: &across::Plan) -> anyhow::Result<Value> {
+    let mut meshes = Vec::new();
+    for &sites in &plan.site_counts {
+        ensure!(sites >= 2, "--sites {sites}: a mesh needs at least 2 sites");
+        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
+        eprintln!("bench: replicated creates and lists over {sites} sites");
+        meshes.push(across::measure(sites, plan).with_context(|| format!("across {sites} sites"))?);
+    }
+    Ok(json!({
+        "emulated_round_trip_ms": across::ROUND_TRIP.as_millis(),
+        "warmup_creates": across::WARMUP,
+        "creates": plan.creates,
+        "lists": plan.lists,
+        "meshes": meshes,
+    }))
 }
 
 impl Stage {
