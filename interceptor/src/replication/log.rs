@@ -245,8 +245,9 @@ impl Log {
                 };
                 // A site whose instance refused the create takes no part in the replicant.
                 let taking_part = local_id.is_some().then_some(&replicant);
+                let created = local_id.is_some().then_some(self.site.as_str());
                 self.store
-                    .record_applied(op_id, &applied, taking_part, None, None)
+                    .record_applied(op_id, &applied, taking_part, None, None, created)
                     .map_err(refused)?;
                 Ok(Reply {
                     answer: here.named(&rule, answer, &replicant.meta_id, local_id.as_ref()),
@@ -267,7 +268,7 @@ impl Log {
                         local_id: None,
                     };
                     self.store
-                        .record_applied(op_id, &applied, Some(&replicant), None, None)
+                        .record_applied(op_id, &applied, Some(&replicant), None, None, None)
                         .map_err(refused)?;
                     return Ok(Reply {
                         answer: Answer::from_cheops(
@@ -291,7 +292,7 @@ impl Log {
                 let gone = deleting && (answer.is_success() || answer.status == 404);
                 let forget = gone.then_some((self.site.as_str(), &local_id));
                 self.store
-                    .record_applied(op_id, &applied, Some(&replicant), None, forget)
+                    .record_applied(op_id, &applied, Some(&replicant), None, forget, None)
                     .map_err(refused)?;
                 Ok(Reply {
                     answer: here.named(&rule, answer, &replicant.meta_id, Some(&local_id)),
@@ -374,7 +375,7 @@ impl Log {
             local_id: None,
         };
         self.store
-            .record_applied(op_id, &applied, replicant, cross, None)
+            .record_applied(op_id, &applied, replicant, cross, None, None)
             .map_err(|cause| self.refused(cause))?;
         Ok(Reply {
             answer: Answer::from_cheops(204, done),

@@ -229,24 +229,37 @@ impl Store {
         self.with_db(|db| work(&db.begin_read()?))
     }
 
+    /// Writes `replicant`, and the local IDs that name it. A local ID that names another
+    /// resource already keeps naming it, unless its site is one of `claiming`: that site's
+    /// instance has just given the ID to this resource (a create's answer), so the other one
+    /// is gone from it. Anything else that carries a local ID (a mapping, the record of a
+    /// write) may be older than what the ID names now.
     fn put_replicant_in(
         &self,
         txn: &redb::WriteTransaction,
         replicant: &Replicant,
+        claiming: &[&str],
     ) -> Result<(), StoreError> {
         let bytes = encode(&replicant.meta_id, replicant)?;
         let mut replicants = txn.open_table(REPLICANTS)?;
         replicants.insert(replicant.meta_id.as_str(), bytes.as_slice())?;
         let mut local_ids = txn.open_table(LOCAL_IDS)?;
+        let meta_id = replicant.meta_id.as_str();
         for replica in &replicant.replicas {
-            if let Some(local_id) = &replica.local_id {
-                // A deleted resource's local IDs are forgotten, site by site, as each
-                // applies the delete (`record_applied`): never named again.
-                if !replicant.deleted {
-                    let key = local_key(&replicant.service, &replica.site, local_id)?;
-                    local_ids.insert(key.as_str(), replicant.meta_id.as_str())?;
+            // A deleted resource's local IDs are forgotten, site by site, as each applies the
+            // delete (`record_applied`): never named again.
+            let (Some(local_id), false) = (&replica.local_id, replicant.deleted) else {
+                continue;
+            };
+            let key = local_key(&replicant.service, &replica.site, local_id)?;
+            let named = local_ids.get(key.as_str())?.map(|m| m.value().to_owned());
+            if let Some(other) = named.filter(|other| other != meta_id) {
+                if !claiming.contains(&replica.site.as_str()) {
+                    continue;
                 }
+                tracing::warn!(site = %replica.site, %local_id, "the instance gave the local ID of {other} to {meta_id}: {other} is gone from it (deleted before a crash, or lost by the instance)");
             }
+            local_ids.insert(key.as_str(), meta_id)?;
         }
         Ok(())
     }
@@ -399,7 +412,7 @@ impl Store {
         self.write(|txn| {
             if let Some(replicant) = replicant {
                 let merged = self.merged(txn, replicant)?;
-                self.put_replicant_in(txn, &merged)?;
+                self.put_replicant_in(txn, &merged, &[])?;
             }
             let mut log = txn.open_table(LOG)?;
             let seq = log.last()?.map_or(1, |(seq, _)| seq.value() + 1);
@@ -487,7 +500,9 @@ impl Store {
                             None => replica.state = ReplicaState::Failed(applied.status),
                         }
                     }
-                    self.put_replicant_in(txn, &replicant)?;
+                    // Its instance just gave the local ID, if there is one.
+                    let created = applied.local_id.is_some().then_some(site);
+                    self.put_replicant_in(txn, &replicant, created.as_slice())?;
                 }
             }
             Ok(())
@@ -514,7 +529,7 @@ impl Store {
                 txn.open_table(REPLICANTS)?.remove(meta_id.as_str())?;
                 return Ok(None);
             }
-            self.put_replicant_in(txn, &replicant)?;
+            self.put_replicant_in(txn, &replicant, &[])?;
             Ok(Some(replicant))
         })
     }
@@ -532,7 +547,8 @@ impl Store {
 
     /// Records that this site applied `op_id`, with the replicant or cross registration it
     /// changed, in one durable step: a later copy of the same operation is then not applied.
-    /// `forget`: the (site, local ID) of `replicant` that the operation deleted.
+    /// `forget`: the (site, local ID) of `replicant` that the operation deleted. `created`:
+    /// this site, when its instance has just given `replicant` its local ID here.
     pub fn record_applied(
         &self,
         op_id: &str,
@@ -540,11 +556,12 @@ impl Store {
         replicant: Option<&Replicant>,
         cross: Option<&CrossRecord>,
         forget: Option<(&str, &LocalId)>,
+        created: Option<&str>,
     ) -> Result<(), StoreError> {
         self.write(|txn| {
             if let Some(replicant) = replicant {
                 let merged = self.merged(txn, replicant)?;
-                self.put_replicant_in(txn, &merged)?;
+                self.put_replicant_in(txn, &merged, created.as_slice())?;
                 if let Some((site, local_id)) = forget {
                     let meta_id = &replicant.meta_id;
                     self.forget_local_in(txn, &replicant.service, site, local_id, meta_id)?;

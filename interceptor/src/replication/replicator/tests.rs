@@ -14,6 +14,7 @@ use crate::replication::{ids::LocalId, log::lock};
 
 mod crash;
 mod cross;
+mod lost;
 mod partitions;
 
 /// A REST collection `/pods` as json-server keeps it; IDs are numbers above `first_id` unless
@@ -243,6 +244,16 @@ impl Test {
             .serve(&plan, call)
             .await
             .expect("the replicator serves this request")
+    }
+
+    /// Creates the pod `name` at `site`, replicated at `sites`; its meta-ID.
+    pub(super) async fn create_pod(&self, site: &str, sites: &[&str], name: &str) -> String {
+        let body = json!({ "name": name });
+        meta_of(
+            &self
+                .request(site, all_of(sites), "POST", "/pods", body)
+                .await,
+        )
     }
 
     pub(super) async fn unscoped(

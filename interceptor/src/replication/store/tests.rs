@@ -99,7 +99,7 @@ fn an_applied_operation_is_remembered_with_the_local_id_it_gave() {
         local_id: Some(LocalId::Text("k".into())),
     };
     store
-        .record_applied("Site1#1", &applied, Some(&mine), None, None)
+        .record_applied("Site1#1", &applied, Some(&mine), None, None, Some("Site2"))
         .unwrap();
     assert_eq!(store.applied("Site1#1").unwrap(), Some(applied));
     assert_eq!(store.applied("Site1#2").unwrap(), None);

@@ -98,17 +98,7 @@ async fn a_replica_that_dies_before_its_instance_got_the_call_applies_it_after_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_offered_again_after_its_id_was_given_to_another_resource_leaves_that_one() {
     let test = Test::new();
-    let pair = |sites: [&str; 2]| all_of(&sites);
-    let a = test
-        .request(
-            "Site1",
-            pair(["Site1", "Site2"]),
-            "POST",
-            "/pods",
-            json!({"name": "a"}),
-        )
-        .await;
-    let a = meta_of(&a);
+    let a = test.create_pod("Site1", &["Site1", "Site2"], "a").await;
     // Site2's instance deletes `a`, then its daemon dies before recording it; Site1's log
     // keeps the delete for Site2, and Site1 is cut off before Site2 is back.
     test.crash_after_instance("Site2");
@@ -121,16 +111,7 @@ async fn a_delete_offered_again_after_its_id_was_given_to_another_resource_leave
     test.heal("Site2");
     // Back, Site2 first gets a create from another leader: its instance gives it the ID that
     // `a` had (the highest plus one).
-    let b = test
-        .request(
-            "Site3",
-            pair(["Site2", "Site3"]),
-            "POST",
-            "/pods",
-            json!({"name": "b"}),
-        )
-        .await;
-    let b = meta_of(&b);
+    let b = test.create_pod("Site3", &["Site2", "Site3"], "b").await;
     test.heal("Site1");
     test.converge().await;
     let held = test.state("Site2");
