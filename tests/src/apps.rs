@@ -4,6 +4,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::OnceLock,
     time::Duration,
 };
 
@@ -49,7 +50,7 @@ pub fn echo_server(netns: &Netns, address: SocketAddr) -> Process {
     process
 }
 
-/// The path of one of the Python clients in tests/clients.
+/// The path of one of the scripts in tests/clients.
 pub fn client_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("clients")
@@ -114,11 +115,15 @@ impl JsonServer {
         JsonServer { process, dir }
     }
 
+    /// json-server through `json_server.js`, which saves `db.json` before each answer, as an
+    /// instance killed on purpose must not lose what it acknowledged.
     fn spawn(netns: &Netns, address: SocketAddr, dir: &Path) -> Process {
-        let mut command = netns.command("json-server");
+        let mut command = netns.command("node");
         command
-            .args(["--host", &address.ip().to_string()])
-            .args(["--port", &address.port().to_string()])
+            .env("NODE_PATH", global_node_modules())
+            .arg(client_script("json_server.js"))
+            .arg(address.ip().to_string())
+            .arg(address.port().to_string())
             .arg(dir.join("db.json"))
             .current_dir(dir);
         let process = Process::spawn("json-server", command, Some(&dir.join("log")));
@@ -126,8 +131,8 @@ impl JsonServer {
         process
     }
 
-    /// Starts it again after `stop`, on the data it had written (json-server keeps every
-    /// change in its `db.json`).
+    /// Starts it again after `stop`, on the data it had written (`db.json`, saved before each
+    /// answer).
     pub fn start_again(&mut self, netns: &Netns, address: SocketAddr) {
         self.process.kill_9();
         self.process = JsonServer::spawn(netns, address, self.dir.path());
@@ -150,6 +155,18 @@ impl JsonServer {
     pub fn stop(&mut self) {
         self.process.kill_9();
     }
+}
+
+/// Where npm installs global packages (json-server), asked once.
+fn global_node_modules() -> &'static str {
+    static ROOT: OnceLock<String> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let output = std::process::Command::new("npm")
+            .args(["root", "-g"])
+            .output()
+            .expect("npm, to find json-server (scripts/setup-toolchain.sh installs both)");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    })
 }
 
 /// nginx (Debian) as a front service: listens at `listen` and sends every request to
