@@ -220,9 +220,12 @@ impl<S: Sites> Replicator<S> {
                 if writes {
                     return self.write_through_leader(&replicant, call).await;
                 }
-                let here = replicant
-                    .replica(&self.site)
-                    .and_then(|r| r.local_id.clone());
+                // Not the recorded local ID alone: the instance may have lost the resource
+                // and given its ID to another (`live_local_id`).
+                let here = match self.instance().live_local_id(&replicant.meta_id) {
+                    Ok(here) => here,
+                    Err(cause) => return self.store_failed(cause),
+                };
                 match here {
                     Some(local_id) => {
                         call.target = rule.item.with_id(&call.target, &local_id.to_string());

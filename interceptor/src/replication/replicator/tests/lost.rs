@@ -17,6 +17,13 @@ async fn writes_to_a_resource_its_instance_lost_never_reach_the_one_given_its_id
     assert_eq!(lost.map(|item| item["name"].clone()), Some(json!("a")));
     // The next create at Site2 gets `a`'s ID there.
     let b = test.create_pod("Site2", &["Site2", "Site3"], "b").await;
+    // Read at Site2, `a` comes from Site3, which still holds it, not from the ID given to `b`.
+    let read = test
+        .unscoped("Site2", "GET", &format!("/pods/{a}"), Value::Null)
+        .await;
+    assert_eq!(read.status, 200, "{read:?}");
+    let read: Value = serde_json::from_str(&read.body).unwrap();
+    assert_eq!(read["name"], "a", "{read}");
     // `a` is gone at Site2: its update is answered 404 there and must leave `b` alone; so
     // must its delete. `b`'s own update reaches `b` at Site2.
     write(&test, "Site3", &a, "PATCH", json!({"v": 1})).await;
