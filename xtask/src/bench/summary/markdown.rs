@@ -38,15 +38,30 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
 - The download's memory: the 42 MiB peak of the last report was cheops's start, when it \
   loads its eBPF programs (about 44 MiB for a moment, 10 MiB after), not the download: the \
   peak is now reset just before the download.\n\
-- Replicated create over 16 sites, from the code (not yet measured apart): the leader \
-  writes the operation to its store, sends it to every site at once (one round trip), then \
-  settles each site's answer in a write transaction of its own (a redb commit, so an fsync \
-  each, one at a time behind the store's single writer, each re-encoding the operation with \
-  its body), and each replica site also commits its own apply. 16 sites mean 16 commits in \
-  a row after the round trip; on this machine, 16 json-servers on 2 busy cores add their \
-  own queueing. What would close it: settle the answers that arrive together in one \
-  transaction (one fsync per batch), and measure the mesh with `perf trace -s` on S1 to \
-  confirm the count of fsyncs.\n\
+- Replicated create over 16 sites, measured (fsyncs counted per agent with perf on the fsync \
+  tracepoints): the leader commits 4 + 2N times per create, one after the other (its append, \
+  its own apply's intent and result, one settle per replica's answer, the mapping, one settle \
+  per answer to the mapping): 36 at 16 sites; each other site commits 3 times. A group commit \
+  of the answers that arrive together, with the mapping carried by the next operation, brought \
+  the leader to 13 commits at 16 sites and the ratio from 4.1-5.2x to 3.8-4.3x in runs on a \
+  loaded machine. It is not in this build: a soak loss first laid at its door was the \
+  instance's own (docs/reliability.md, seed 31), and it comes back next. The rest is the \
+  machine: a 16-site gathered list, which writes nothing, costs 2.45x here, with 16 agents, 16 \
+  json-servers and 30 relay processes on 2 cores.\n\
+- The 300 MiB upload: every proxy is far from direct here (direct, the client and the sink \
+  share one core and nothing is copied between them; through a proxy each byte is copied into \
+  and out of user space and crosses cores twice). Only the kernel forwarding the body \
+  (`splice(2)` or a sockmap redirect once the head is handled) could come near direct; it \
+  needs the body out of hyper's hands, which the fast path above would give.\n\
+- Idle connections: each idle client connection keeps its own upstream connection in cheops \
+  (2 open files), and each of the two hyper connections keeps an 8 KiB read buffer and an 8 \
+  KiB write buffer: about 32 KiB of the 39.5, the rest its tasks and timers. nginx frees its \
+  buffers while a connection is idle and pools upstream connections. What would close it: \
+  buffers of our own released when idle (the same fast path), and the upstream connection \
+  handed back to a per-worker pool when the client goes idle.\n\
+- gRPC unary: cheops adds less latency at p50 than `grpc_pass`, but spends 1.5x its CPU per \
+  call: two HTTP/2 codecs (h2), a pool checkout and a task per call; a perf profile spreads it \
+  over h2 (20%), allocation (16%), tokio (14%) and cheops's own code (12%).\n\
 - Timings on this machine move with the other work on it: the counts above do not, and are \
   the ones to compare builds with.\n";
 
