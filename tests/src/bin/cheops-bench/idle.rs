@@ -104,7 +104,7 @@ fn measure(stage: &Stage, name: &str, proxy: Proxy, connections: usize) -> anyho
         .command(stage.load_bin.to_str().context("UTF-8 path")?);
     command
         .args(["idle", "--address", SERVICE, "--path", BODY_PATH])
-        .args(["--body-bytes", &BODY_BYTES.to_string(), "--seconds", "0"])
+        .args(["--body-bytes", &BODY_BYTES.to_string()])
         .args(["--connections", &connections.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());

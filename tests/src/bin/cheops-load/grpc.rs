@@ -14,7 +14,7 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 
-use crate::{Schedule, Target};
+use crate::{Schedule, Target, Timing};
 
 /// One gRPC message (uncompressed) of `message` bytes.
 fn framed(message: &[u8]) -> Bytes {
@@ -27,8 +27,8 @@ fn framed(message: &[u8]) -> Bytes {
 
 /// Calls at `rate` per second, the message `target.body_bytes` long, to `target.path` (the
 /// method, `/package.Service/Method`).
-pub fn calls(target: &Target, rate: u32) -> anyhow::Result<serde_json::Value> {
-    let mut schedule = Schedule::new(rate, target)?;
+pub fn calls(target: &Target, timing: &Timing, rate: u32) -> anyhow::Result<serde_json::Value> {
+    let mut schedule = Schedule::new(rate, timing)?;
     let call = framed(&vec![b'x'; target.body_bytes]);
     crate::runtime()?.block_on(async {
         let stream = tokio::net::TcpStream::connect(target.address)

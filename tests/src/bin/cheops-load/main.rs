@@ -45,6 +45,8 @@ enum Mode {
     Rate {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        timing: Timing,
         /// Requests per second.
         #[arg(long)]
         rate: u32,
@@ -53,17 +55,15 @@ enum Mode {
     Saturate {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        timing: Timing,
         #[arg(long, default_value_t = 16)]
         connections: usize,
     },
     /// A number of requests on one connection, one after another (costs, not timings).
     Count {
-        #[arg(long)]
-        address: SocketAddr,
-        #[arg(long, default_value = "/")]
-        path: String,
-        #[arg(long)]
-        body_bytes: usize,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         requests: u32,
     },
@@ -85,6 +85,8 @@ enum Mode {
     Grpc {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        timing: Timing,
         /// Calls per second.
         #[arg(long)]
         rate: u32,
@@ -118,6 +120,7 @@ struct Listen {
     listen: Vec<SocketAddr>,
 }
 
+/// What each request goes to, and the answer it must get.
 #[derive(Args, Clone)]
 struct Target {
     /// Where to connect (what the application dials: interception may send it elsewhere).
@@ -128,6 +131,11 @@ struct Target {
     /// The size every answer's body must have.
     #[arg(long)]
     body_bytes: usize,
+}
+
+/// How long a timed run lasts.
+#[derive(Args, Clone)]
+struct Timing {
     /// Seconds measured, after the warm-up.
     #[arg(long)]
     seconds: f64,
@@ -143,26 +151,17 @@ fn histogram() -> Histogram<u64> {
 
 fn main() -> anyhow::Result<()> {
     let report = match Cli::parse().mode {
-        Mode::Rate { target, rate } => fixed_rate(&target, rate)?,
+        Mode::Rate {
+            target,
+            timing,
+            rate,
+        } => fixed_rate(&target, &timing, rate)?,
         Mode::Saturate {
             target,
+            timing,
             connections,
-        } => saturate(&target, connections)?,
-        Mode::Count {
-            address,
-            path,
-            body_bytes,
-            requests,
-        } => {
-            let target = Target {
-                address,
-                path,
-                body_bytes,
-                seconds: 0.0,
-                warmup: 0.0,
-            };
-            count(&target, requests)?
-        }
+        } => saturate(&target, &timing, connections)?,
+        Mode::Count { target, requests } => count(&target, requests)?,
         Mode::Download(body) => download(&body)?,
         Mode::Upload(body) => upload::upload(&body)?,
         Mode::Sink(Listen { listen }) => upload::sink(&listen)?,
@@ -170,7 +169,11 @@ fn main() -> anyhow::Result<()> {
             target,
             connections,
         } => idle::idle(&target, connections)?,
-        Mode::Grpc { target, rate } => grpc::calls(&target, rate)?,
+        Mode::Grpc {
+            target,
+            timing,
+            rate,
+        } => grpc::calls(&target, &timing, rate)?,
         Mode::GrpcOrigin(Listen { listen }) => grpc::origin(&listen)?,
         Mode::Connect { address, count } => connect_loop(address, count)?,
     };
@@ -185,8 +188,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the tokio runtime")
 }
 
-fn fixed_rate(target: &Target, rate: u32) -> anyhow::Result<serde_json::Value> {
-    let mut schedule = Schedule::new(rate, target)?;
+fn fixed_rate(target: &Target, timing: &Timing, rate: u32) -> anyhow::Result<serde_json::Value> {
+    let mut schedule = Schedule::new(rate, timing)?;
     runtime()?.block_on(async {
         let mut sender = open(target).await?;
         while let Some(due) = schedule.wait() {
@@ -214,7 +217,7 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn new(rate: u32, target: &Target) -> anyhow::Result<Schedule> {
+    fn new(rate: u32, timing: &Timing) -> anyhow::Result<Schedule> {
         if rate == 0 {
             bail!("--rate must be at least 1 request per second");
         }
@@ -225,16 +228,16 @@ impl Schedule {
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
         let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
         let start = Instant::now() + interval;
-        let measure_from = start + Duration::from_secs_f64(target.warmup);
+        let measure_from = start + Duration::from_secs_f64(timing.warmup);
         Ok(Schedule {
             interval,
             start,
             measure_from,
-            end: measure_from + Duration::from_secs_f64(target.seconds),
+            end: measure_from + Duration::from_secs_f64(timing.seconds),
             next: 0,
             latencies: histogram(),
             errors: 0,
-            seconds: target.seconds,
+            seconds: timing.seconds,
         })
     }
 
@@ -264,10 +267,14 @@ impl Schedule {
     }
 }
 
-fn saturate(target: &Target, connections: usize) -> anyhow::Result<serde_json::Value> {
+fn saturate(
+    target: &Target,
+    timing: &Timing,
+    connections: usize,
+) -> anyhow::Result<serde_json::Value> {
     runtime()?.block_on(async {
-        let measure_from = Instant::now() + Duration::from_secs_f64(target.warmup);
-        let end = measure_from + Duration::from_secs_f64(target.seconds);
+        let measure_from = Instant::now() + Duration::from_secs_f64(timing.warmup);
+        let end = measure_from + Duration::from_secs_f64(timing.seconds);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..connections.max(1) {
             let target = target.clone();
@@ -301,7 +308,7 @@ fn saturate(target: &Target, connections: usize) -> anyhow::Result<serde_json::V
                 .expect("histograms of the same bounds");
             errors += connection_errors;
         }
-        Ok(report(&latencies, errors, target.seconds))
+        Ok(report(&latencies, errors, timing.seconds))
     })
 }
 
@@ -327,14 +334,7 @@ fn download(body: &LargeBody) -> anyhow::Result<serde_json::Value> {
         bytes,
     } = *body;
     runtime()?.block_on(async {
-        let target = Target {
-            address,
-            path: path.to_owned(),
-            body_bytes: 0,
-            seconds: 0.0,
-            warmup: 0.0,
-        };
-        let mut sender = open(&target).await?;
+        let mut sender = handshake::<Empty<Bytes>>(address).await?;
         let request = Request::get(path)
             .header(hyper::header::HOST, address.ip().to_string())
             .body(Empty::new())?;
