@@ -201,10 +201,6 @@ impl Chain {
         self.token_scopes
             .remember_passed_on(request.headers_mut(), &self.carriers);
         let limit = answer_limit(request.headers(), grpc, self.settings.response_timeout);
-        let instance = || InstanceOf {
-            service: service.name.clone(),
-            address: service.local,
-        };
         let answer = match owned.filter(|_| request.version() != Version::HTTP_2) {
             Some(owned) => {
                 // Origin-form, as the pooled client would send it.
@@ -250,7 +246,7 @@ impl Chain {
                 })
             }
         };
-        let outcome = match answer {
+        let failed = match answer {
             Ok(Ok(mut response)) => {
                 remove_hop_by_hop_headers(response.headers_mut());
                 response
@@ -261,19 +257,10 @@ impl Chain {
                     response: Some(response),
                 };
             }
-            Ok(Err((true, cause))) => Outcome::NotDelivered(NotDelivered::Instance {
-                instance: instance(),
-                cause,
-            }),
-            Ok(Err((false, cause))) => Outcome::Failed(Failed::Instance {
-                instance: instance(),
-                cause,
-            }),
-            Err(after) => Outcome::Failed(Failed::Timeout {
-                instance: instance(),
-                after,
-            }),
+            Ok(Err(failed)) => Ok(failed),
+            Err(after) => Err(after),
         };
+        let outcome = instance_failure(service, failed);
         self.counters
             .upstream_errors
             .fetch_add(1, Ordering::Relaxed);
@@ -321,6 +308,23 @@ impl Chain {
                 Attempt::failed(Outcome::NotDelivered(cause.into()))
             }
         }
+    }
+}
+
+/// Why this site's instance of `service` did not serve: `Err(after)` when it did not answer
+/// in time, else whether the request never reached it, and the cause.
+pub(super) fn instance_failure(
+    service: &Service,
+    failed: Result<(bool, InstanceError), Duration>,
+) -> Outcome {
+    let instance = InstanceOf {
+        service: service.name.clone(),
+        address: service.local,
+    };
+    match failed {
+        Ok((true, cause)) => Outcome::NotDelivered(NotDelivered::Instance { instance, cause }),
+        Ok((false, cause)) => Outcome::Failed(Failed::Instance { instance, cause }),
+        Err(after) => Outcome::Failed(Failed::Timeout { instance, after }),
     }
 }
 

@@ -2,12 +2,7 @@
 //! starts with the preface) or through an HTTP/1.1 `Upgrade: h2c`. Each stream is a request
 //! of its own, handled like an HTTP/1.1 one: its own scope, its own route, streamed both ways
 //! under HTTP/2's flow control, trailers included.
-use std::{
-    convert::Infallible,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::{convert::Infallible, sync::Arc};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hyper::{
@@ -16,10 +11,12 @@ use hyper::{
     Request, Response, StatusCode, Version,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tracing::debug;
 
-use super::{request::WorkloadRequests, sniff::HTTP2_PREFACE, upstream::OwnedUpstream};
+use super::{
+    replayed::Replayed, request::WorkloadRequests, sniff::HTTP2_PREFACE, upstream::OwnedUpstream,
+};
 use crate::{
     config::{ProxySettings, Service},
     http::{empty_body, ProxyBody},
@@ -254,50 +251,7 @@ async fn with_first_stream<I: AsyncRead + Unpin>(
     let mut replayed = BytesMut::from(&start[..]);
     replayed.put_slice(&settings);
     replayed.put(first_stream);
-    Ok(Replayed {
-        first: replayed.freeze(),
-        io,
-    })
-}
-
-/// A connection whose first bytes were read already: they are read again first.
-struct Replayed<I> {
-    first: Bytes,
-    io: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Replayed<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.first.is_empty() {
-            return Pin::new(&mut self.io).poll_read(cx, buf);
-        }
-        let len = self.first.len().min(buf.remaining());
-        let chunk = self.first.split_to(len);
-        buf.put_slice(&chunk);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Replayed<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+    Ok(Replayed::new(replayed.freeze(), io))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! other sites ask of this one arrives through the peer API (`inbound`).
 mod chain;
 mod content;
+mod fast;
 mod grpc;
 mod hooked;
 mod http2;
@@ -14,6 +15,7 @@ mod outcome;
 pub mod plan;
 mod relay;
 mod replay;
+mod replayed;
 mod request;
 mod routes;
 mod sniff;
@@ -28,6 +30,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -45,6 +48,7 @@ use crate::{
     scope::{tokens::TokenScopes, workloads::WorkloadScopes},
     tls::SiteTls,
 };
+use replayed::Replayed;
 pub use routes::Routing;
 use routes::{Lasting, Routes};
 use sniff::{sniff, Protocol};
@@ -220,15 +224,23 @@ impl Proxy {
         }
     }
 
-    /// HTTP/1.1: one request after another, so the connection owns its own connection to the
-    /// instance (`upstream`); after an upgrade to HTTP/2, the streams share the pooled one.
+    /// HTTP/1.1: one request after another. The fast path (`fast`) serves them while it can;
+    /// from the first it leaves, hyper serves the rest of the connection, which then owns its
+    /// own connection to the instance (`upstream`); after an upgrade to HTTP/2, the streams
+    /// share the pooled one. A service with resource rules is served by hyper throughout.
     async fn serve_http(&self, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
-        let owned = Arc::new(OwnedUpstream::default());
+        let mut workload = self.workload(service, cgroup_id, None);
+        let (stream, read) = if workload.service.resources.is_empty() {
+            match fast::serve(stream, &workload, &self.settings).await {
+                Some(handed) => (handed.stream, handed.read),
+                None => return,
+            }
+        } else {
+            (stream, Bytes::new())
+        };
+        workload.owned = Some(Arc::new(OwnedUpstream::default()));
         // Shared by its requests: one pointer copied per request, not each of its parts.
-        let shared = Arc::new((
-            self.workload(service, cgroup_id, Some(owned)),
-            self.settings.clone(),
-        ));
+        let shared = Arc::new((workload, self.settings.clone()));
         let handler = hyper::service::service_fn(move |request| {
             let shared = shared.clone();
             async move {
@@ -250,7 +262,7 @@ impl Proxy {
             .header_read_timeout(self.settings.header_read_timeout)
             .max_buf_size(self.settings.max_header_bytes)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), handler)
+            .serve_connection(TokioIo::new(Replayed::new(read, stream)), handler)
             .with_upgrades();
         if let Err(err) = connection.await {
             debug!("client connection ended: {err}");

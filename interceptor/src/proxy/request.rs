@@ -49,6 +49,14 @@ static PEER_MARKERS: [HeaderName; 4] = [
     INSTANCE_HTTP2,
 ];
 
+/// Removes from a workload's request what does not go on: the headers of its hop, and those
+/// with which sites speak to one another (only the peer API takes forwarded requests: a
+/// workload cannot pose as a site).
+pub(super) fn strip_for_instance(headers: &mut HeaderMap) {
+    remove_hop_by_hop_headers(headers);
+    remove_headers(headers, &PEER_MARKERS);
+}
+
 /// What serving a workload's requests takes.
 pub struct WorkloadRequests {
     pub site: String,
@@ -131,22 +139,22 @@ struct Received<'a> {
 /// What a request's log line and metrics say of it: nothing is copied for the log line unless
 /// `info` is enabled, and what is kept is shared, not copied (a gRPC call's is written when
 /// the call ends).
-struct RequestLine {
-    service: Arc<Service>,
-    collaboration: Collaboration,
+pub(super) struct RequestLine {
+    pub service: Arc<Service>,
+    pub collaboration: Collaboration,
     /// The site that served, as the answer names it (`none` when none did).
-    served_by: HeaderValue,
-    method: Method,
-    uri: Uri,
-    scope: Option<String>,
-    status: u16,
-    started: Instant,
-    histograms: Arc<RequestHistograms>,
+    pub served_by: HeaderValue,
+    pub method: Method,
+    pub uri: Uri,
+    pub scope: Option<String>,
+    pub status: u16,
+    pub started: Instant,
+    pub histograms: Arc<RequestHistograms>,
 }
 
 impl RequestLine {
     /// `grpc`: how the gRPC call ended, its method being the path.
-    fn write(self, metrics: &Metrics, grpc: Option<CallEnd>) {
+    pub fn write(self, metrics: &Metrics, grpc: Option<CallEnd>) {
         let elapsed = self.started.elapsed();
         let site = self.served_by.to_str().unwrap_or("none");
         let service = self.service.name.as_str();
@@ -193,9 +201,7 @@ impl WorkloadRequests {
         self.counters.http_requests.fetch_add(1, Ordering::Relaxed);
         let at = Instant::now();
         let (mut parts, body) = request.into_parts();
-        remove_hop_by_hop_headers(&mut parts.headers);
-        // Only the peer API takes forwarded requests: a workload cannot pose as a site.
-        remove_headers(&mut parts.headers, &PEER_MARKERS);
+        strip_for_instance(&mut parts.headers);
         let received = Received {
             at,
             grpc: grpc::is_grpc(&parts.headers),
@@ -363,6 +369,21 @@ impl WorkloadRequests {
         }
         let metrics = self.metrics.clone();
         grpc::when_ended(response, move |end| line.write(&metrics, Some(end)))
+    }
+
+    /// When the scope in `headers` plans this site alone, the scope it came with (none:
+    /// local), rewritten in `headers` for the instance; `None` for any other plan or a scope
+    /// that cannot be used, which `handle` serves.
+    pub(super) async fn local_plan(
+        &self,
+        headers: &mut HeaderMap,
+        service: &Service,
+        cgroup_id: u64,
+    ) -> Option<Option<dsl::Scope>> {
+        match self.decide(headers, service, cgroup_id).await {
+            Ok((dsl::Plan::Site(site), scope)) if site == self.site => Some(scope),
+            _ => None,
+        }
     }
 
     /// The plan for this request and the scope it came with (none: local), with its scope

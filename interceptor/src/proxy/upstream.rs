@@ -58,6 +58,13 @@ pub enum UpstreamError {
     ConnectTimeout(Duration),
     #[error(transparent)]
     Http(hyper::Error),
+    /// The fast path's own exchange (`fast`): as hyper's client would say it.
+    #[error("connection closed before message completed")]
+    Closed,
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("invalid HTTP answer: {0}")]
+    BadAnswer(String),
 }
 
 impl UpstreamError {

@@ -1,0 +1,457 @@
+//! HTTP/1.1's common request served without hyper: each head is parsed once (`head`), the
+//! request goes to this site's instance over a connection the workload connection keeps, and
+//! the answer's body is relayed by its framing (`body`). It takes a request in HTTP/1.1 whose
+//! body is absent or of a `Content-Length` up to `MAX_BODY`, with no upgrade nor expectation,
+//! not gRPC, whose scope plans this site alone; the same decisions as hyper's path
+//! (`WorkloadRequests::local_plan`), the same changes to its headers, the same answers, log
+//! line and metrics. Any other request, and the rest of its connection, goes to hyper with the
+//! bytes read of it replayed first. Its buffers are taken when there is something to read and
+//! given back when the connection is idle.
+mod body;
+mod head;
+
+use std::{
+    io::ErrorKind,
+    sync::atomic::Ordering,
+    task::{Context, Poll, Waker},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{
+    header::{self, HeaderValue},
+    Method, Response, StatusCode,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tracing::debug;
+
+use super::{
+    chain::instance_failure,
+    http2::WorkloadConnection,
+    outcome::InstanceError,
+    plan,
+    request::{strip_for_instance, RequestLine},
+    timer::KeptTimer,
+    upstream::UpstreamError,
+};
+use crate::{
+    config::ProxySettings,
+    http::{error_response, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
+    metrics::Collaboration,
+    peer::wire::header_value,
+};
+use body::Relayed;
+use head::{Answer, AnswerHead, BodyLength, Framing, Parsed, RequestHead};
+
+/// The largest request body the fast path takes, read whole before the request is sent.
+const MAX_BODY: u64 = 64 * 1024;
+/// What a connection reads with when bytes come.
+const READS: usize = 8 * 1024;
+/// The largest head of an answer read (as hyper's client's buffer).
+const MAX_ANSWER_HEAD: usize = 400 * 1024;
+
+/// A connection that the fast path hands to hyper, with the bytes read of it and not served.
+pub struct HandOver {
+    pub stream: TcpStream,
+    pub read: Bytes,
+}
+
+/// Serves `stream`'s requests while the fast path can; the connection to hand to hyper when a
+/// request is one it leaves; `None` once the connection ended.
+pub async fn serve(
+    stream: TcpStream,
+    workload: &WorkloadConnection,
+    settings: &ProxySettings,
+) -> Option<HandOver> {
+    let mut connection = Connection {
+        client: stream,
+        workload,
+        settings,
+        instance: None,
+    };
+    let head_timer = KeptTimer::default();
+    let answer_timer = KeptTimer::default();
+    // What the client sent and was not served yet; no buffer while there is nothing.
+    let mut read = Vec::new();
+    loop {
+        let wait = Some(settings.header_read_timeout);
+        let limit = settings.max_header_bytes;
+        // As hyper: the wait for a head starts when the last answer was sent; past it, the
+        // connection is closed.
+        let head = head_timer
+            .within(wait, read_head(&mut connection.client, &mut read, limit))
+            .await;
+        let next = match head {
+            Err(_) | Ok(ReadHead::Closed) => Next::Close,
+            Ok(ReadHead::ToHyper) => Next::ToHyper,
+            Ok(ReadHead::Fast(head)) => connection.serve(head, &mut read, &answer_timer).await,
+        };
+        match next {
+            Next::KeepAlive if read.is_empty() => read = Vec::new(),
+            Next::KeepAlive => {}
+            Next::Close => {
+                let _ = connection.client.shutdown().await;
+                return None;
+            }
+            Next::ToHyper => {
+                return Some(HandOver {
+                    stream: connection.client,
+                    read: read.into(),
+                })
+            }
+        }
+    }
+}
+
+enum ReadHead {
+    Fast(RequestHead),
+    ToHyper,
+    Closed,
+}
+
+/// Reads until `read` holds a whole head, or what hyper must answer (more than `limit` bytes
+/// without one, a malformed one, one the fast path leaves).
+async fn read_head(client: &mut TcpStream, read: &mut Vec<u8>, limit: usize) -> ReadHead {
+    loop {
+        if !read.is_empty() {
+            match head::parse_request(read) {
+                Parsed::Fast(head) => return ReadHead::Fast(head),
+                Parsed::NotFast => return ReadHead::ToHyper,
+                Parsed::Partial if read.len() >= limit => return ReadHead::ToHyper,
+                Parsed::Partial => {}
+            }
+        }
+        match read_more(client, read).await {
+            Ok(0) if read.is_empty() => return ReadHead::Closed,
+            Ok(0) => return ReadHead::ToHyper,
+            Ok(_) => {}
+            Err(_) => return ReadHead::Closed,
+        }
+    }
+}
+
+/// Reads what the client sent into `read`, taking a buffer only once something came.
+async fn read_more(client: &mut TcpStream, read: &mut Vec<u8>) -> std::io::Result<usize> {
+    loop {
+        client.readable().await?;
+        if read.capacity() - read.len() < READS / 2 {
+            read.reserve(READS.max(read.len()));
+        }
+        match client.try_read_buf(read) {
+            Err(error) if error.kind() == ErrorKind::WouldBlock => continue,
+            done => return done,
+        }
+    }
+}
+
+enum Next {
+    KeepAlive,
+    Close,
+    ToHyper,
+}
+
+struct Connection<'a> {
+    client: TcpStream,
+    workload: &'a WorkloadConnection,
+    settings: &'a ProxySettings,
+    /// The connection to the instance, kept between requests.
+    instance: Option<TcpStream>,
+}
+
+/// Why an exchange with the instance gave no answer: whether the request never reached it,
+/// and why.
+type NoAnswer = (bool, UpstreamError);
+
+impl Connection<'_> {
+    /// Serves one request whose head is at the start of `read`, unless hyper must; `timer`
+    /// bounds the wait for its answer.
+    async fn serve(&mut self, head: RequestHead, read: &mut Vec<u8>, timer: &KeptTimer) -> Next {
+        if head.body_len > MAX_BODY {
+            return Next::ToHyper;
+        }
+        let workload = self.workload;
+        let Some(slot) = workload.in_flight.try_take() else {
+            // Refused by hyper's path, as every other request past the cap.
+            return Next::ToHyper;
+        };
+        let requests = (workload.requests)();
+        let at = Instant::now();
+        let RequestHead {
+            method,
+            uri,
+            mut headers,
+            len,
+            body_len,
+            close,
+        } = head;
+        let service = &workload.service;
+        strip_for_instance(&mut headers);
+        let Some(scope) = requests
+            .local_plan(&mut headers, service, workload.cgroup_id)
+            .await
+        else {
+            return Next::ToHyper;
+        };
+        requests
+            .counters
+            .http_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let chain = &requests.chain;
+        chain
+            .token_scopes
+            .remember_passed_on(&mut headers, &chain.carriers);
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, header_value(&service.local.to_string()));
+        }
+        let mut request = Vec::with_capacity(len + 256);
+        head::encode_request(&mut request, &method, &uri, &headers);
+        let body_end = len + body_len as usize;
+        let limit = Some(self.settings.response_timeout);
+        let exchange = async {
+            if read_body(&mut self.client, read, body_end).await.is_err() {
+                return None;
+            }
+            request.extend_from_slice(&read[len..body_end]);
+            Some(self.exchange(&request, &method).await)
+        };
+        let answered = timer.within(limit, exchange).await;
+        drop(slot);
+        let answered = match answered {
+            Ok(None) => return Next::Close,
+            Ok(Some(answered)) => answered.map_err(Ok),
+            Err(after) => Err(Err(after)),
+        };
+        read.drain(..body_end.min(read.len()));
+        let line = RequestLine {
+            service: service.clone(),
+            collaboration: Collaboration::Local,
+            served_by: HeaderValue::from_static("none"),
+            method,
+            uri,
+            scope: scope
+                .filter(|_| tracing::enabled!(tracing::Level::INFO))
+                .map(|scope| scope.to_string()),
+            status: 0,
+            started: at,
+            histograms: workload.histograms.clone(),
+        };
+        let (instance, mut answer_read, answer) = match answered {
+            Ok(answered) => answered,
+            Err(failed) => {
+                chain
+                    .counters
+                    .upstream_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                let failed =
+                    failed.map(|(never_sent, error)| (never_sent, InstanceError::from(error)));
+                let tried = [(chain.site.clone(), instance_failure(service, failed))];
+                let response = error_response(
+                    StatusCode::BAD_GATEWAY,
+                    plan::none_served(&service.name, &tried),
+                );
+                return self.answer_ourselves(response, line, close).await;
+            }
+        };
+        let AnswerHead {
+            status,
+            reason,
+            http11,
+            mut headers,
+            body,
+            keep_alive,
+            len: answer_len,
+        } = answer;
+        remove_hop_by_hop_headers(&mut headers);
+        headers.insert(SERVED_BY, chain.site_header.clone());
+        if close {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let mut out = Vec::with_capacity(answer_len + 128);
+        let answer = Answer {
+            status,
+            reason: reason.as_deref(),
+            http11,
+            headers: &headers,
+            body: body.map(|framing| match framing {
+                Framing::Length(len) => BodyLength::Known(len),
+                Framing::Chunked | Framing::UntilClose => BodyLength::Unknown,
+            }),
+        };
+        let to = head::encode_answer(&mut out, &answer, &line.method);
+        let method = line.method.clone();
+        RequestLine {
+            served_by: chain.site_header.clone(),
+            status: status.as_u16(),
+            ..line
+        }
+        .write(&requests.metrics, None);
+        let mut instance = instance;
+        let from = body.unwrap_or(Framing::Length(0));
+        let relayed = body::relay(
+            &mut instance,
+            &mut self.client,
+            &mut out,
+            &mut answer_read,
+            answer_len,
+            from,
+            to,
+        )
+        .await;
+        match relayed {
+            Ok(Relayed { instance_reusable }) => {
+                if instance_reusable && keep_alive {
+                    self.instance = Some(instance);
+                }
+                if close || to == Framing::UntilClose {
+                    return Next::Close;
+                }
+                Next::KeepAlive
+            }
+            Err(error) => {
+                debug!(service = %service.name, %method, "answer not relayed to its end: {error}");
+                Next::Close
+            }
+        }
+    }
+
+    /// Sends `request` to the instance, over the kept connection when it is still open (once
+    /// more over a new one when it closed before taking it), and reads the answer's head,
+    /// passing over interim (1xx) answers as hyper's client does.
+    async fn exchange(
+        &mut self,
+        request: &[u8],
+        method: &Method,
+    ) -> Result<(TcpStream, Vec<u8>, AnswerHead), NoAnswer> {
+        let mut instance = match self.instance.take().filter(still_open) {
+            Some(kept) => match kept.try_write(request) {
+                Ok(len) => Some((kept, len)),
+                Err(error) if error.kind() == ErrorKind::WouldBlock => Some((kept, 0)),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let mut written = 0;
+        let mut stream = match instance.take() {
+            Some((kept, len)) => {
+                written = len;
+                kept
+            }
+            None => self.connect().await?,
+        };
+        stream
+            .write_all(&request[written..])
+            .await
+            .map_err(|error| (false, UpstreamError::Io(error)))?;
+        let mut read = Vec::with_capacity(READS);
+        loop {
+            if !read.is_empty() {
+                let parsed = head::parse_answer(&read, method)
+                    .map_err(|bad| (false, UpstreamError::BadAnswer(bad.to_string())))?;
+                match parsed {
+                    Some(answer) if answer.status.is_informational() => {
+                        read.drain(..answer.len);
+                        continue;
+                    }
+                    Some(answer) => return Ok((stream, read, answer)),
+                    None if read.len() >= MAX_ANSWER_HEAD => {
+                        let error = UpstreamError::BadAnswer("its head is too large".into());
+                        return Err((false, error));
+                    }
+                    None => {}
+                }
+            }
+            if read.capacity() - read.len() < READS / 2 {
+                read.reserve(READS.max(read.len()));
+            }
+            match stream.read_buf(&mut read).await {
+                Ok(0) => return Err((false, UpstreamError::Closed)),
+                Ok(_) => {}
+                Err(error) => return Err((false, UpstreamError::Io(error))),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<TcpStream, NoAnswer> {
+        let address = self.workload.service.local;
+        let limit = self.settings.connect_timeout;
+        let stream = match tokio::time::timeout(limit, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err((true, UpstreamError::Connect(error))),
+            Err(_) => return Err((true, UpstreamError::ConnectTimeout(limit))),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Writes an answer made by cheops itself (its body whole), and logs its line.
+    async fn answer_ourselves(
+        &mut self,
+        response: Response<ProxyBody>,
+        line: RequestLine,
+        close: bool,
+    ) -> Next {
+        let (mut parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if close {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let answer = Answer {
+            status: parts.status,
+            reason: None,
+            http11: true,
+            headers: &parts.headers,
+            body: (!body.is_empty()).then_some(BodyLength::Known(body.len() as u64)),
+        };
+        let mut out = Vec::with_capacity(256 + body.len());
+        head::encode_answer(&mut out, &answer, &line.method);
+        out.extend_from_slice(&body);
+        let metrics = (self.workload.requests)().metrics.clone();
+        RequestLine {
+            status: parts.status.as_u16(),
+            ..line
+        }
+        .write(&metrics, None);
+        if self.client.write_all(&out).await.is_err() || close {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+}
+
+/// Reads the client's body until `read` holds `end` bytes.
+async fn read_body(client: &mut TcpStream, read: &mut Vec<u8>, end: usize) -> Result<(), ()> {
+    if read.len() < end {
+        read.reserve(end - read.len());
+    }
+    while read.len() < end {
+        match client.read_buf(read).await {
+            Ok(0) | Err(_) => return Err(()),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether a kept connection to the instance can carry a request: the instance did not close
+/// it nor send anything since. Looked at without a system call while nothing came.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut context = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut context) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut byte = [0u8; 1];
+            matches!(stream.try_read(&mut byte), Err(error) if error.kind() == ErrorKind::WouldBlock)
+        }
+    }
+}
