@@ -308,17 +308,26 @@ mod tests {
     }
 
     async fn proxy_with(local: SocketAddr, settings: ProxySettings) -> SocketAddr {
-        let service = Service {
+        proxy_serving(catalog(local), settings).await
+    }
+
+    /// The service the tests' workloads dial, whose instance is at `local`.
+    pub(super) fn catalog(local: SocketAddr) -> Service {
+        Service {
             name: "catalog".into(),
             address: "198.18.0.10:80".parse().unwrap(),
             local,
             resources: Vec::new(),
             inbound: false,
-        };
+        }
+    }
+
+    /// A proxy at site Paris for `service` alone, with no peers nor workload scopes.
+    pub(super) fn proxy_of(service: &Service, settings: ProxySettings) -> Arc<Proxy> {
         let counters = Arc::new(ProxyCounters::default());
         let metrics = Arc::new(Metrics::new(None, counters.clone(), None));
         let peers = Peers::new("Paris".into(), &[], None, Default::default()).unwrap();
-        let proxy = Arc::new(Proxy::new(ProxyParts {
+        Arc::new(Proxy::new(ProxyParts {
             site: "Paris".into(),
             settings,
             peers: Arc::new(peers),
@@ -334,7 +343,13 @@ mod tests {
                 replicator: None,
             },
             workers: Workers::inline(),
-        }));
+        }))
+    }
+
+    /// `proxy_of` serving on an ephemeral loopback port, where every connection dialled
+    /// `service`.
+    pub(super) async fn proxy_serving(service: Service, settings: ProxySettings) -> SocketAddr {
+        let proxy = proxy_of(&service, settings);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(proxy.serve(listener, Arc::new(Dialled(service.address))));
@@ -342,7 +357,7 @@ mod tests {
     }
 
     /// A loopback address where nothing listens: bound, then dropped.
-    async fn nothing_listening() -> SocketAddr {
+    pub(super) async fn nothing_listening() -> SocketAddr {
         TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap()

@@ -9,6 +9,8 @@
 //! given back when the connection is idle.
 mod body;
 mod head;
+#[cfg(test)]
+mod tests;
 
 use std::{
     io::ErrorKind,
@@ -107,6 +109,8 @@ pub async fn serve(
     }
 }
 
+// Moved once per request: a box would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum ReadHead {
     Fast(RequestHead),
     ToHyper,
@@ -119,6 +123,8 @@ async fn read_head(client: &mut TcpStream, read: &mut Vec<u8>, limit: usize) -> 
     loop {
         if !read.is_empty() {
             match head::parse_request(read) {
+                // Past the limit, hyper answers 431 (it never reads that much for one head).
+                Parsed::Fast(head) if head.len > limit => return ReadHead::ToHyper,
                 Parsed::Fast(head) => return ReadHead::Fast(head),
                 Parsed::NotFast => return ReadHead::ToHyper,
                 Parsed::Partial if read.len() >= limit => return ReadHead::ToHyper,
