@@ -43,7 +43,7 @@ use super::{
 use crate::{
     config::ProxySettings,
     http::{error_response, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
-    metrics::Collaboration,
+    metrics::{Collaboration, Metrics},
     peer::wire::header_value,
 };
 use body::Relayed;
@@ -213,7 +213,7 @@ impl Connection<'_> {
         if !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, header_value(&service.local.to_string()));
         }
-        let mut request = Vec::with_capacity(len + 256);
+        let mut request = Vec::with_capacity(len + 256 + body_len as usize);
         head::encode_request(&mut request, &method, &uri, &headers);
         let body_end = len + body_len as usize;
         let limit = Some(self.settings.response_timeout);
@@ -231,6 +231,8 @@ impl Connection<'_> {
             Ok(Some(answered)) => answered.map_err(Ok),
             Err(after) => Err(Err(after)),
         };
+        // A body not all read (no answer in time) leaves the connection unusable after this.
+        let close = close || read.len() < body_end;
         read.drain(..body_end.min(read.len()));
         let line = RequestLine {
             service: service.clone(),
@@ -259,7 +261,9 @@ impl Connection<'_> {
                     StatusCode::BAD_GATEWAY,
                     plan::none_served(&service.name, &tried),
                 );
-                return self.answer_ourselves(response, line, close).await;
+                return self
+                    .answer_ourselves(response, line, close, &requests.metrics)
+                    .await;
             }
         };
         let AnswerHead {
@@ -288,7 +292,6 @@ impl Connection<'_> {
             }),
         };
         let to = head::encode_answer(&mut out, &answer, &line.method);
-        let method = line.method.clone();
         RequestLine {
             served_by: chain.site_header.clone(),
             status: status.as_u16(),
@@ -318,7 +321,7 @@ impl Connection<'_> {
                 Next::KeepAlive
             }
             Err(error) => {
-                debug!(service = %service.name, %method, "answer not relayed to its end: {error}");
+                debug!(service = %service.name, "answer not relayed to its end: {error}");
                 Next::Close
             }
         }
@@ -399,6 +402,7 @@ impl Connection<'_> {
         response: Response<ProxyBody>,
         line: RequestLine,
         close: bool,
+        metrics: &Metrics,
     ) -> Next {
         let (mut parts, body) = response.into_parts();
         let body = body
@@ -421,12 +425,11 @@ impl Connection<'_> {
         let mut out = Vec::with_capacity(256 + body.len());
         head::encode_answer(&mut out, &answer, &line.method);
         out.extend_from_slice(&body);
-        let metrics = (self.workload.requests)().metrics.clone();
         RequestLine {
             status: parts.status.as_u16(),
             ..line
         }
-        .write(&metrics, None);
+        .write(metrics, None);
         if self.client.write_all(&out).await.is_err() || close {
             return Next::Close;
         }
