@@ -243,8 +243,8 @@ impl Summary {
         }
         let mut md = format!(
             "## Added latency, compared within interleaved rounds (µs)\n\n\
-             After the long runs, every path ran {} times more for {} s each, in an order that \
-             rotates, so that a burst of other work falls on one round rather than on one path. \
+             After the long runs, every path ran again in {} rounds of {} s each, in an order \
+             that rotates, so that a burst of other work falls on one round rather than on one path. \
              What a path adds is taken against direct in the same round; the median over the \
              rounds is what the ratios and targets below use.\n\n\
              | scenario | added p50, each round | median | added p99, each round | median |\n\
