@@ -180,7 +180,7 @@ impl Proxy {
             }
             Protocol::Http2 => {
                 let workload = self.workload(service, intercepted.cgroup_id, None);
-                http2::serve(stream, workload, &self.settings, true).await
+                Box::pin(http2::serve(stream, workload, &self.settings, true)).await
             }
             Protocol::Opaque => {
                 self.counters.tcp_relays.fetch_add(1, Ordering::Relaxed);
@@ -229,7 +229,7 @@ impl Proxy {
     /// own connection to the instance (`upstream`); after an upgrade to HTTP/2, the streams
     /// share the pooled one. A service with resource rules is served by hyper throughout.
     async fn serve_http(&self, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
-        let mut workload = self.workload(service, cgroup_id, None);
+        let workload = self.workload(service, cgroup_id, None);
         let (stream, read) = if workload.service.resources.is_empty() {
             match fast::serve(stream, &workload, &self.settings).await {
                 Some(handed) => (handed.stream, handed.read),
@@ -238,6 +238,17 @@ impl Proxy {
         } else {
             (stream, Bytes::new())
         };
+        // Boxed: a connection the fast path serves does not hold hyper's state as well.
+        Box::pin(self.serve_with_hyper(stream, read, workload)).await
+    }
+
+    /// The rest of an HTTP/1.1 connection, `read` the bytes already read of it, with hyper.
+    async fn serve_with_hyper(
+        &self,
+        stream: TcpStream,
+        read: Bytes,
+        mut workload: http2::WorkloadConnection,
+    ) {
         workload.owned = Some(Arc::new(OwnedUpstream::default()));
         // Shared by its requests: one pointer copied per request, not each of its parts.
         let shared = Arc::new((workload, self.settings.clone()));

@@ -90,7 +90,10 @@ pub async fn serve(
         let next = match head {
             Err(_) | Ok(ReadHead::Closed) => Next::Close,
             Ok(ReadHead::ToHyper) => Next::ToHyper,
-            Ok(ReadHead::Fast(head)) => connection.serve(head, &mut read, &answer_timer).await,
+            // Boxed: an idle connection then holds a small future, not one sized for a request.
+            Ok(ReadHead::Fast(head)) => {
+                Box::pin(connection.serve(head, &mut read, &answer_timer)).await
+            }
         };
         match next {
             Next::KeepAlive if read.is_empty() => read = Vec::new(),
