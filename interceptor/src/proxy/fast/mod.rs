@@ -90,10 +90,7 @@ pub async fn serve(
         let next = match head {
             Err(_) | Ok(ReadHead::Closed) => Next::Close,
             Ok(ReadHead::ToHyper) => Next::ToHyper,
-            // Boxed: an idle connection then holds a small future, not one sized for a request.
-            Ok(ReadHead::Fast(head)) => {
-                Box::pin(connection.serve(head, &mut read, &answer_timer)).await
-            }
+            Ok(ReadHead::Fast(head)) => connection.serve(head, &mut read, &answer_timer).await,
         };
         match next {
             Next::KeepAlive if read.is_empty() => read = Vec::new(),
@@ -264,9 +261,9 @@ impl Connection<'_> {
                     StatusCode::BAD_GATEWAY,
                     plan::none_served(&service.name, &tried),
                 );
-                return self
-                    .answer_ourselves(response, line, close, &requests.metrics)
-                    .await;
+                let answer = self.answer_ourselves(response, line, close, &requests.metrics);
+                // Boxed, as errors are rare: the request's state stays small.
+                return Box::pin(answer).await;
             }
         };
         let AnswerHead {
@@ -352,7 +349,8 @@ impl Connection<'_> {
                 written = len;
                 kept
             }
-            None => self.connect().await?,
+            // Boxed, as a connection is rarely opened: the request's state stays small.
+            None => Box::pin(self.connect()).await?,
         };
         stream
             .write_all(&request[written..])
