@@ -246,10 +246,8 @@ mod tests {
         let unfinished = decoded(Framing::Chunked, b"5\r\nhello\r\n", 4);
         assert_eq!(unfinished, (b"hello".to_vec(), false));
         assert!(Decoder::new(Framing::Chunked).next(b"zz\r\n").is_err());
-        assert!(Decoder::new(Framing::Chunked)
-            .next(b"1\r\naXX")
-            .and_then(|_| Decoder::ChunkEnd.next(b"XX"))
-            .is_err());
+        // A chunk's data not followed by its line end.
+        assert!(Decoder::ChunkEnd.next(b"XX").is_err());
     }
 
     #[test]
@@ -258,7 +256,6 @@ mod tests {
             decoded(Framing::Length(5), b"helloNEXT", 3),
             (b"hello".to_vec(), true)
         );
-        assert_eq!(decoded(Framing::Length(0), b"", 1), (Vec::new(), false));
         assert!(matches!(
             Decoder::new(Framing::Length(0)).next(b""),
             Ok(Step::Done { consumed: 0 })
