@@ -57,16 +57,18 @@ pub fn parse_request(bytes: &[u8]) -> Parsed {
     if !target.starts_with('/') || target.len() > MAX_TARGET_LEN {
         return Parsed::NotFast;
     }
+    // The head copied once: the target and the header values are slices of it.
+    let head = Shared::new(bytes, len);
     let (Ok(method), Ok(uri)) = (
         Method::from_bytes(method.as_bytes()),
-        Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes())),
+        Uri::from_maybe_shared(head.slice(target.as_bytes())),
     ) else {
         return Parsed::NotFast;
     };
     if method == Method::CONNECT {
         return Parsed::NotFast;
     }
-    let Some(headers) = header_map(request.headers) else {
+    let Some(headers) = header_map(request.headers, &head) else {
         return Parsed::NotFast;
     };
     let not_fast = [header::TRANSFER_ENCODING, header::EXPECT, header::UPGRADE];
@@ -97,11 +99,32 @@ pub fn parse_request(bytes: &[u8]) -> Parsed {
     })
 }
 
-fn header_map(fields: &[httparse::Header<'_>]) -> Option<HeaderMap> {
+/// A head read into a buffer, copied once so that its parts share the copy, as hyper's do.
+struct Shared<'a> {
+    read: &'a [u8],
+    copy: Bytes,
+}
+
+impl Shared<'_> {
+    fn new(read: &[u8], len: usize) -> Shared<'_> {
+        Shared {
+            read,
+            copy: Bytes::copy_from_slice(&read[..len]),
+        }
+    }
+
+    /// `part`, a slice of the buffer the head was read into, as the same bytes of the copy.
+    fn slice(&self, part: &[u8]) -> Bytes {
+        let at = part.as_ptr() as usize - self.read.as_ptr() as usize;
+        self.copy.slice(at..at + part.len())
+    }
+}
+
+fn header_map(fields: &[httparse::Header<'_>], head: &Shared<'_>) -> Option<HeaderMap> {
     let mut headers = HeaderMap::with_capacity(fields.len());
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(field.value).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(field.value)).ok()?;
         headers.append(name, value);
     }
     Some(headers)
@@ -191,7 +214,7 @@ pub fn parse_answer(bytes: &[u8], method: &Method) -> Result<Option<AnswerHead>,
         .filter(|reason| Some(*reason) != status.canonical_reason())
         .map(|reason| Bytes::copy_from_slice(reason.as_bytes()));
     let http11 = answer.version == Some(1);
-    let headers = header_map(answer.headers).ok_or(BadAnswer::Field)?;
+    let headers = header_map(answer.headers, &Shared::new(bytes, len)).ok_or(BadAnswer::Field)?;
     let connection = headers.get_all(header::CONNECTION);
     let keep_alive = if http11 {
         !connection.iter().any(|value| has_token(value, "close"))
