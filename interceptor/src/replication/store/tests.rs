@@ -54,7 +54,7 @@ fn the_log_survives_reopening_and_keeps_what_each_site_has_to_apply() {
             status: 201,
             local_id: Some(LocalId::Number(4)),
         };
-        store.settle(1, "Site2", &applied).unwrap();
+        store.settle_all(&[(1, "Site2", &applied)]).unwrap();
     }
     let store = Store::open(&path).unwrap();
     let seqs = |site| -> Vec<u64> {
