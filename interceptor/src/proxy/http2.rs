@@ -50,7 +50,8 @@ pub struct WorkloadConnection {
     pub in_flight: Arc<KeySlots<u64>>,
     pub service: Arc<Service>,
     pub cgroup_id: u64,
-    /// Its own connection to the instance (HTTP/1.1, one request at a time); none in HTTP/2.
+    /// Its own connection to the instance: HTTP/1.1, one request at a time, or HTTP/2, shared
+    /// by its streams; none after an upgrade to HTTP/2 (the pooled client serves those).
     pub owned: Option<Arc<OwnedUpstream>>,
     /// The request histograms its requests were counted in.
     pub histograms: Arc<RequestHistograms>,
@@ -81,15 +82,19 @@ impl WorkloadConnection {
 
 /// Serves one workload connection that speaks HTTP/2 until it closes. `instance_http2`: the
 /// client chose HTTP/2 knowing the service speaks it, so the instance is spoken to in HTTP/2
-/// too; after an upgrade, the instance is spoken to as the client first did, in HTTP/1.1.
+/// too, over a connection of this one's own; after an upgrade, the instance is spoken to as
+/// the client first did, in HTTP/1.1.
 pub async fn serve<I>(
     io: I,
-    workload: WorkloadConnection,
+    mut workload: WorkloadConnection,
     settings: &ProxySettings,
     instance_http2: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if instance_http2 {
+        workload.owned = Some(Arc::default());
+    }
     let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let workload = workload.clone();
         if !instance_http2 {
