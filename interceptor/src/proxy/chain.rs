@@ -159,7 +159,9 @@ impl Chain {
             let mut attempt = if *site == self.site {
                 self.attempt_local(request, service, owned, grpc).await
             } else {
-                self.attempt_peer(site, request, service).await
+                // Boxed: the peer link's exchange is large, and would make every request's
+                // future (copied whole when its task is spawned) as large.
+                Box::pin(self.attempt_peer(site, request, service)).await
             };
             let unavailable = match (&attempt.outcome, &attempt.response) {
                 (Outcome::Answered(_), Some(response)) if grpc => {

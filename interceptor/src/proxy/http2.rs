@@ -309,6 +309,22 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Replayed<I> {
 mod tests {
     use super::*;
 
+    /// The size of the future `make` returns, without making one.
+    fn future_size<A, F: std::future::Future>(_make: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// hyper spawns a task per stream, and a task's future is copied whole as it is spawned
+    /// and run: what is large and rare (the replicator's work, a peer's exchange, opening a
+    /// connection) is boxed, so that a call's future stays small (it was 11 KiB).
+    #[test]
+    fn a_calls_future_stays_small() {
+        let size = future_size(
+            |(w, r): (WorkloadConnection, Request<Incoming>)| async move { w.handle(r).await },
+        );
+        assert!(size < 5 * 1024, "a call's future takes {size} bytes");
+    }
+
     #[test]
     fn hpack_integers_use_the_prefix_then_seven_bit_groups() {
         // RFC 7541, C.1.1 and C.1.2.

@@ -29,9 +29,14 @@ struct Open {
 /// The HTTP/2 connection to the instance of one workload connection, kept between its calls.
 #[derive(Default)]
 pub struct OwnedHttp2 {
-    /// A lock held across a connect, so that calls arriving together share one connection.
-    open: Mutex<Option<Open>>,
+    open: std::sync::Mutex<Option<Open>>,
+    /// Held across a connect, so that calls arriving together share one connection.
+    connecting: Mutex<()>,
 }
+
+/// What a call is sent with: the connection's sender, its `:authority`, and whether it was
+/// opened for this call.
+type Sending = (SendRequest<ProxyBody>, Authority, bool);
 
 impl OwnedHttp2 {
     /// Sends `request` (its path taken, its `:authority` set to `address`, as the pooled
@@ -44,7 +49,12 @@ impl OwnedHttp2 {
         address: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let (mut sender, authority, mut fresh) = self.sender(address, connect_timeout).await?;
+        // Opening is boxed: the handshake's state is large, and every call's future (copied
+        // whole when its task is spawned) would carry it.
+        let (mut sender, authority, mut fresh) = match self.kept(address) {
+            Some(kept) => kept,
+            None => Box::pin(self.opened(address, connect_timeout)).await?,
+        };
         *request.uri_mut() = on_instance(request.uri(), authority)?;
         loop {
             match sender.try_send_request(request).await {
@@ -53,8 +63,9 @@ impl OwnedHttp2 {
                     Some(unsent) if !fresh => {
                         debug!("the instance's HTTP/2 connection closed: sending on a new one");
                         request = unsent;
-                        *self.open.lock().await = None;
-                        (sender, _, fresh) = self.sender(address, connect_timeout).await?;
+                        self.open.lock().expect("never poisoned").take();
+                        (sender, _, fresh) =
+                            Box::pin(self.opened(address, connect_timeout)).await?;
                     }
                     _ => return Err(UpstreamError::Http(error.into_error())),
                 },
@@ -62,24 +73,29 @@ impl OwnedHttp2 {
         }
     }
 
-    /// What sends on the kept connection to `address` (opened if there is none, or it
-    /// closed), its `:authority`, and whether it was opened now.
-    async fn sender(
+    /// The kept connection to `address`, if it is still open.
+    fn kept(&self, address: SocketAddr) -> Option<Sending> {
+        let open = self.open.lock().expect("never poisoned");
+        let kept = open
+            .as_ref()
+            .filter(|o| o.address == address && !o.sender.is_closed())?;
+        Some((kept.sender.clone(), kept.authority.clone(), false))
+    }
+
+    /// The kept connection to `address`, opened unless another call just did.
+    async fn opened(
         &self,
         address: SocketAddr,
         connect_timeout: Duration,
-    ) -> Result<(SendRequest<ProxyBody>, Authority, bool), UpstreamError> {
-        let mut open = self.open.lock().await;
-        if let Some(kept) = open
-            .as_ref()
-            .filter(|o| o.address == address && !o.sender.is_closed())
-        {
-            return Ok((kept.sender.clone(), kept.authority.clone(), false));
+    ) -> Result<Sending, UpstreamError> {
+        let _connecting = self.connecting.lock().await;
+        if let Some(kept) = self.kept(address) {
+            return Ok(kept);
         }
         let opened = connect(address, connect_timeout).await?;
-        let handed = (opened.sender.clone(), opened.authority.clone(), true);
-        *open = Some(opened);
-        Ok(handed)
+        let sending = (opened.sender.clone(), opened.authority.clone(), true);
+        *self.open.lock().expect("never poisoned") = Some(opened);
+        Ok(sending)
     }
 }
 
