@@ -3,7 +3,8 @@
 //! forwarding path compared: none (direct), cheops behind eBPF, and cheops, HAProxy and nginx
 //! behind an nftables REDIRECT rule. For each, `cheops-load` measures latency at a fixed rate
 //! with every process on one core, then throughput at saturation with the proxy moved to a
-//! core of its own; /proc gives the proxy's CPU time and memory. Then a 300 MiB download
+//! core of its own; /proc gives the proxy's CPU time and memory; then every path again in short
+//! interleaved rounds (`latency`). Then a 300 MiB download
 //! and a 300 MiB upload through each path (`bodies`), 10,000 idle keep-alive connections
 //! through each proxy (`idle`: memory per connection), gRPC unary calls at a fixed rate
 //! (`grpc`), and what each proxy spends per request, counted rather than timed (`cost`:
@@ -17,6 +18,7 @@ mod callgrind;
 mod cost;
 mod grpc;
 mod idle;
+mod latency;
 mod procfs;
 mod servers;
 
@@ -74,6 +76,9 @@ enum Part {
 struct Plan {
     rate: u32,
     latency_seconds: f64,
+    /// Short runs of every path after the long ones, interleaved (`latency`).
+    latency_rounds: usize,
+    round_seconds: f64,
     saturation_seconds: f64,
     saturation_connections: usize,
     connects: u32,
@@ -86,6 +91,8 @@ impl Plan {
         Plan {
             rate: 1000,
             latency_seconds: if quick { 3.0 } else { 20.0 },
+            latency_rounds: if quick { 1 } else { 4 },
+            round_seconds: if quick { 2.0 } else { 5.0 },
             saturation_seconds: if quick { 2.0 } else { 10.0 },
             saturation_connections: 16,
             // Four cases, and cheops's relays for the redirected one, all within TIME_WAIT's
@@ -163,7 +170,7 @@ fn main() -> anyhow::Result<()> {
     }
     let open_files = idle::raise_open_files_limit()?;
     let plan = Plan::new(cli.quick);
-    let machine_before = machine()?;
+    let machine_before = procfs::machine()?;
     let stage = Stage::new()?;
     let cores = stage.cores;
     let mut scenarios = Vec::new();
@@ -176,6 +183,12 @@ fn main() -> anyhow::Result<()> {
                 .run(scenario, &plan)
                 .with_context(|| format!("scenario {}", scenario.name))?,
         );
+    }
+    if cli.only.is_none() {
+        let rounds = stage.latency_rounds(&plan)?;
+        for (scenario, rounds) in scenarios.iter_mut().zip(rounds) {
+            scenario["latency_rounds"] = json!(rounds);
+        }
     }
     let mut large_bodies = Vec::new();
     for (name, proxy) in bodies::PATHS.into_iter().filter(|_| runs(Part::Bodies)) {
@@ -244,10 +257,12 @@ fn main() -> anyhow::Result<()> {
         "quick": cli.quick,
         "finished_unix": SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
         "machine": machine_before,
-        "load_average_after": load_average()?,
+        "load_average_after": procfs::load_average()?,
         "plan": {
             "rate": plan.rate,
             "latency_seconds": plan.latency_seconds,
+            "latency_rounds": plan.latency_rounds,
+            "round_seconds": plan.round_seconds,
             "saturation_seconds": plan.saturation_seconds,
             "saturation_connections": plan.saturation_connections,
             "connects": plan.connects,
@@ -345,50 +360,19 @@ impl Stage {
     }
 
     fn run(&self, scenario: &Scenario, plan: &Plan) -> anyhow::Result<Value> {
-        let Cores { shared, own } = self.cores;
-        let server = match scenario.proxy {
-            Some(proxy) => Some(procfs::on_cpu(shared, || {
-                servers::proxy(&self.netns, proxy, &self.workload, &[])
-            })?),
-            None => None,
-        };
-        // The client runs in the workload cgroup in every scenario, so that all are scheduled
-        // alike; the eBPF programs are attached to it only while cheops with eBPF runs.
-        let meshed = true;
-        let _rule = self.redirect(scenario.proxy);
-        self.check_path(scenario.proxy)?;
-
-        let target = |seconds: f64| {
-            [
-                "--address".to_owned(),
-                SERVICE.to_owned(),
-                "--path".to_owned(),
-                BODY_PATH.to_owned(),
-                "--body-bytes".to_owned(),
-                BODY_BYTES.to_string(),
-                "--seconds".to_owned(),
-                seconds.to_string(),
-                "--warmup".to_owned(),
-                plan.warmup_seconds.to_string(),
-            ]
-        };
-        let server = server.as_ref();
-        let rate = plan.rate.to_string();
-        let (latency, at_rate) = self.load_measuring(
-            server,
-            meshed,
-            &["rate", "--rate", &rate],
-            &target(plan.latency_seconds),
-        )?;
+        let Cores { own, .. } = self.cores;
+        let serving = self.serve(scenario)?;
+        let server = serving.server.as_ref();
+        let (latency, at_rate) = self.at_rate(server, plan, plan.latency_seconds)?;
         if let Some(server) = server {
             procfs::move_to_cpu(server.pid, own)?;
         }
         let connections = plan.saturation_connections.to_string();
         let (saturation, saturated) = self.load_measuring(
             server,
-            meshed,
+            true,
             &["saturate", "--connections", &connections],
-            &target(plan.saturation_seconds),
+            &target(plan, plan.saturation_seconds),
         )?;
 
         let proxy = match (at_rate, saturated) {
@@ -416,6 +400,40 @@ impl Stage {
             "saturation": saturation,
             "proxy": proxy,
         }))
+    }
+
+    /// `scenario`'s proxy started (on the shared core) and its connections steered to it, the
+    /// path checked. The client runs in the workload cgroup in every scenario, so that all are
+    /// scheduled alike; the eBPF programs are attached to it only while cheops with eBPF runs.
+    fn serve(&self, scenario: &Scenario) -> anyhow::Result<Serving> {
+        let server = match scenario.proxy {
+            Some(proxy) => Some(procfs::on_cpu(self.cores.shared, || {
+                servers::proxy(&self.netns, proxy, &self.workload, &[])
+            })?),
+            None => None,
+        };
+        let serving = Serving {
+            _rule: self.redirect(scenario.proxy),
+            server,
+        };
+        self.check_path(scenario.proxy)?;
+        Ok(serving)
+    }
+
+    /// Requests at the plan's fixed rate for `seconds` (latency), and what `server` used.
+    fn at_rate(
+        &self,
+        server: Option<&Server>,
+        plan: &Plan,
+        seconds: f64,
+    ) -> anyhow::Result<(Value, Option<procfs::Usage>)> {
+        let rate = plan.rate.to_string();
+        self.load_measuring(
+            server,
+            true,
+            &["rate", "--rate", &rate],
+            &target(plan, seconds),
+        )
     }
 
     /// The nftables REDIRECT rule that sends the service's connections to `proxy`, for the
@@ -554,6 +572,28 @@ impl Stage {
     }
 }
 
+/// A scenario's proxy while it serves; the rule goes before the proxy.
+struct Serving {
+    _rule: Option<NatRedirect>,
+    server: Option<Server>,
+}
+
+/// cheops-load's target: the service's 1 KiB answer, for `seconds` after the warm-up.
+fn target(plan: &Plan, seconds: f64) -> [String; 10] {
+    [
+        "--address".to_owned(),
+        SERVICE.to_owned(),
+        "--path".to_owned(),
+        BODY_PATH.to_owned(),
+        "--body-bytes".to_owned(),
+        BODY_BYTES.to_string(),
+        "--seconds".to_owned(),
+        seconds.to_string(),
+        "--warmup".to_owned(),
+        plan.warmup_seconds.to_string(),
+    ]
+}
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Ctrl-C reaches the whole foreground process group: the servers and the load generator stop
@@ -566,41 +606,4 @@ fn survive_ctrl_c() {
     }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { libc::signal(libc::SIGINT, note as *const () as libc::sighandler_t) };
-}
-
-/// The machine, for the report: noise on a shared machine shows in its load average.
-fn machine() -> anyhow::Result<Value> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned());
-    let version = |program: &str, arg: &str| {
-        Command::new(program).arg(arg).output().ok().map(|o| {
-            let text = [o.stdout, o.stderr].concat();
-            String::from_utf8_lossy(&text)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned()
-        })
-    };
-    Ok(json!({
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
-        "cpu_model": model,
-        "cpus": std::thread::available_parallelism()?.get(),
-        "load_average_before": load_average()?,
-        "nginx": version("nginx", "-v"),
-        "haproxy": version("haproxy", "-v"),
-    }))
-}
-
-/// The 1-minute load average.
-fn load_average() -> anyhow::Result<f64> {
-    let text = std::fs::read_to_string("/proc/loadavg")?;
-    Ok(text
-        .split_whitespace()
-        .next()
-        .and_then(|f| f.parse().ok())
-        .unwrap_or(0.0))
 }

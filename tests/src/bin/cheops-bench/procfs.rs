@@ -1,9 +1,11 @@
 //! What the benchmark reads and sets on processes through /proc and the scheduler: CPU time
 //! and resident memory of a whole process tree (nginx works in a child of its master), and
-//! which core a process tree, or the next child we start, runs on.
-use std::{collections::HashMap, path::Path};
+//! which core a process tree, or the next child we start, runs on; and the machine itself
+//! (CPU model, kernel, load average) for the report.
+use std::{collections::HashMap, path::Path, process::Command};
 
 use anyhow::{bail, Context};
+use serde_json::{json, Value};
 
 /// CPU time (user + system) and resident memory of a process and all its descendants.
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +183,43 @@ fn stat_fields(stat: &str) -> Vec<&str> {
 
 fn read(path: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+}
+
+/// The machine, for the report: noise on a shared machine shows in its load average.
+pub fn machine() -> anyhow::Result<Value> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned());
+    let version = |program: &str, arg: &str| {
+        Command::new(program).arg(arg).output().ok().map(|o| {
+            let text = [o.stdout, o.stderr].concat();
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+    };
+    Ok(json!({
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
+        "cpu_model": model,
+        "cpus": std::thread::available_parallelism()?.get(),
+        "load_average_before": load_average()?,
+        "nginx": version("nginx", "-v"),
+        "haproxy": version("haproxy", "-v"),
+    }))
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg")?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0.0))
 }
 
 #[cfg(test)]

@@ -142,6 +142,7 @@ impl Summary {
             );
         }
         md += &format!("\n![latency distributions]({plot})\n\n");
+        md += &self.rounds_markdown(plan);
         md += "## Throughput, the proxy on its own core; CPU and memory at 1,000 requests/s\n\n\
                | scenario | requests/s | proxy's share of its core | requests per proxy CPU-second | proxy CPU µs per request | proxy memory (MiB) |\n\
                |---|---:|---:|---:|---:|---:|\n";
@@ -233,6 +234,44 @@ impl Summary {
 
     /// The instructions and system calls per request, with how they were counted and the
     /// profile of cheops over the same requests.
+    /// What each path added over direct in each interleaved round, and the medians that the
+    /// ratios and targets use; nothing for results without rounds.
+    fn rounds_markdown(&self, plan: &Value) -> String {
+        let direct = &self.find(DIRECT).expect("checked when built").rounds;
+        if direct.is_empty() {
+            return String::new();
+        }
+        let mut md = format!(
+            "## Added latency, compared within interleaved rounds (µs)\n\n\
+             After the long runs, every path ran again in {} rounds of {} s each, in an order \
+             that rotates, so that a burst of other work falls on one round rather than on one path. \
+             What a path adds is taken against direct in the same round; the median over the \
+             rounds is what the ratios and targets below use.\n\n\
+             | scenario | added p50, each round | median | added p99, each round | median |\n\
+             |---|---|---:|---|---:|\n",
+            direct.len(),
+            plan["round_seconds"],
+        );
+        for row in self.rows.iter().filter(|r| r.name != DIRECT) {
+            let each = |i: usize| {
+                let added: Vec<String> = (row.rounds.iter().zip(direct))
+                    .map(|(r, d)| format!("{:.0}", r[i] - d[i]))
+                    .collect();
+                added.join(", ")
+            };
+            let median = self.added_in_rounds(row);
+            md += &format!(
+                "| {} | {} | {:.0} | {} | {:.0} |\n",
+                row.title,
+                each(0),
+                median[0],
+                each(1),
+                median[1]
+            );
+        }
+        md + "\n"
+    }
+
     fn costs_markdown(&self, raw: &Value) -> String {
         if self.costs.is_empty() {
             return String::new();

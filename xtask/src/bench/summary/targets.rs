@@ -55,8 +55,8 @@ impl Summary {
             let value = self.worst(index, true);
             add(
                 &format!(
-                    "latency cheops adds at {percentile} (1,000 req/s) <= 0.8x what nginx and \
-                     HAProxy add"
+                    "latency cheops adds at {percentile} (1,000 req/s, median of the interleaved \
+                     rounds) <= 0.8x what nginx and HAProxy add"
                 ),
                 times(value),
                 verdict(value.map(|v| v <= 0.8)),

@@ -105,11 +105,13 @@ impl Summary {
             .iter()
             .map(|row| {
                 let added = self.added(row);
+                let in_rounds = self.added_in_rounds(row);
                 json!({
                     "name": row.name,
                     "title": row.title,
                     "latency_us_one_core": {"p50": row.latency[0], "p90": row.latency[1], "p99": row.latency[2], "max": row.latency[3]},
                     "added_over_direct_us": {"p50": added[0], "p90": added[1], "p99": added[2], "max": added[3]},
+                    "added_over_direct_in_rounds_us": {"p50": in_rounds[0], "p99": in_rounds[1]},
                     "throughput_per_second_proxy_own_core": row.throughput,
                     "proxy": row.proxy.as_ref().map(|p| json!({
                         "cpu_us_per_request": p.cpu_us_per_request,
