@@ -6,16 +6,17 @@
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
+    sync::atomic::Ordering,
     time::Duration,
 };
 
 use anyhow::{bail, ensure, Context};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::{
     callgrind, grpc,
     servers::{self, Proxy, BODY_BYTES, BODY_PATH, GRPC_SERVICE, SERVICE},
-    Stage,
+    Stage, INTERRUPTED,
 };
 
 /// How many requests each count runs over.
@@ -95,6 +96,35 @@ pub const COUNTED: [Counted; 6] = [
         calls: Calls::GrpcUnary,
     },
 ];
+
+/// The counts `selected` names (all of `COUNTED` when empty): HTTP/1.1's and gRPC's apart,
+/// by name; one that fails says why in its entry. cheops's callgrind dumps are kept beside
+/// `out`.
+pub fn measure_selected(
+    stage: &Stage,
+    quick: bool,
+    selected: &[String],
+    out: &Path,
+) -> anyhow::Result<(Map<String, Value>, Map<String, Value>)> {
+    let plan = Plan::new(quick);
+    let (mut costs, mut grpc_costs) = (Map::new(), Map::new());
+    let chosen = COUNTED
+        .iter()
+        .filter(|counted| selected.is_empty() || selected.iter().any(|c| c == counted.name));
+    for counted in chosen {
+        let name = counted.name;
+        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
+        eprintln!("bench: instructions and system calls per request, {name}");
+        let profile_out = out.with_file_name(format!("callgrind.{name}.out"));
+        let cost = measure(stage, counted, &plan, &profile_out)
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        match counted.calls {
+            Calls::Http1 => costs.insert(name.to_owned(), cost),
+            Calls::GrpcUnary => grpc_costs.insert(name.to_owned(), cost),
+        };
+    }
+    Ok((costs, grpc_costs))
+}
 
 /// Instructions and system calls per request of what `counted` names; cheops's callgrind dump
 /// of the longer run is kept as `profile` (for `callgrind_annotate`).

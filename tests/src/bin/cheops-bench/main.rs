@@ -219,24 +219,10 @@ fn main() -> anyhow::Result<()> {
         true => grpc::measure_all(&stage, &grpc_plan)?,
         false => Vec::new(),
     };
-    let cost_plan = cost::Plan::new(cli.quick);
-    let (mut costs, mut grpc_costs) = (serde_json::Map::new(), serde_json::Map::new());
-    let counted = cost::COUNTED.iter().filter(|counted| {
-        runs(Part::Costs)
-            && (cli.counted.is_empty() || cli.counted.iter().any(|c| c == counted.name))
-    });
-    for counted in counted {
-        let name = counted.name;
-        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
-        eprintln!("bench: instructions and system calls per request, {name}");
-        let profile_out = cli.out.with_file_name(format!("callgrind.{name}.out"));
-        let cost = cost::measure(&stage, counted, &cost_plan, &profile_out)
-            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
-        match counted.calls {
-            cost::Calls::Http1 => costs.insert(name.to_owned(), cost),
-            cost::Calls::GrpcUnary => grpc_costs.insert(name.to_owned(), cost),
-        };
-    }
+    let (costs, grpc_costs) = match runs(Part::Costs) {
+        true => cost::measure_selected(&stage, cli.quick, &cli.counted, &cli.out)?,
+        false => Default::default(),
+    };
     if cli.only.is_some() {
         let part = json!({
             "costs": costs,
