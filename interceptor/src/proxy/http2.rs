@@ -100,7 +100,8 @@ pub async fn serve<I>(
         if !instance_http2 {
             *request.version_mut() = Version::HTTP_11;
         }
-        async move { Ok::<_, Infallible>(workload.handle(request).await) }
+        // Boxed: hyper spawns a task per stream, copied whole as it is spawned and run.
+        Box::pin(async move { Ok::<_, Infallible>(workload.handle(request).await) })
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())

@@ -3,7 +3,18 @@
 //! connection out of a pool. It is opened at the first call, opened again if it closed, and
 //! closes with the workload's connection. Its streams are concurrent, as the workload's are,
 //! so the connection is driven by a task of its own, one per connection rather than per call.
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    future::{poll_fn, Future},
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::Poll,
+    time::Duration,
+};
+
+use futures_util::{
+    future::FusedFuture, stream::FuturesUnordered, task::AtomicWaker, FutureExt, StreamExt,
+};
 
 use hyper::{
     body::Incoming,
@@ -11,7 +22,7 @@ use hyper::{
     http::uri::{Authority, Scheme},
     Request, Response, Uri,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, sync::Mutex};
 use tracing::debug;
 
@@ -99,6 +110,55 @@ impl OwnedHttp2 {
     }
 }
 
+type Given = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where hyper's HTTP/2 client runs what it spawns (the connection, and per call a future that
+/// sends it and one that pipes its body when not all of it is there): inside the connection's
+/// own task, beside it, rather than each in a tokio task of its own (a task made, scheduled
+/// and freed, per call).
+#[derive(Clone, Default)]
+struct InConnectionTask {
+    given: Arc<(std::sync::Mutex<Vec<Given>>, AtomicWaker)>,
+}
+
+impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for InConnectionTask {
+    fn execute(&self, future: F) {
+        let (futures, waker) = &*self.given;
+        futures
+            .lock()
+            .expect("never poisoned")
+            .push(Box::pin(future));
+        waker.wake();
+    }
+}
+
+impl InConnectionTask {
+    /// Runs `connection` and what hyper gives this executor, until all are done.
+    async fn drive(self, connection: impl Future<Output = ()>) {
+        let (given, waker) = &*self.given;
+        let mut connection = std::pin::pin!(connection.fuse());
+        let mut running = FuturesUnordered::new();
+        poll_fn(|cx| {
+            waker.register(cx.waker());
+            let _ = connection.as_mut().poll(cx);
+            // What polling gives (a call's sending, then its body's piping) is polled at once.
+            loop {
+                running.extend(std::mem::take(&mut *given.lock().expect("never poisoned")));
+                while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+                if given.lock().expect("never poisoned").is_empty() {
+                    break;
+                }
+            }
+            if connection.is_terminated() && running.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
 /// `uri`'s path and query, on the instance `authority`, in plain HTTP.
 fn on_instance(uri: &Uri, authority: Authority) -> Result<Uri, UpstreamError> {
     let mut parts = hyper::http::uri::Parts::default();
@@ -120,15 +180,16 @@ async fn connect(address: SocketAddr, limit: Duration) -> Result<Open, UpstreamE
         Err(_) => return Err(UpstreamError::ConnectTimeout(limit)),
     };
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+    let executor = InConnectionTask::default();
+    let (sender, connection) = http2::Builder::new(executor.clone())
         .handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::Http)?;
-    tokio::spawn(async move {
+    tokio::spawn(executor.drive(async move {
         if let Err(err) = connection.await {
             debug!("the instance's HTTP/2 connection ended: {err}");
         }
-    });
+    }));
     let authority = Authority::try_from(address.to_string())
         .map_err(|err| UpstreamError::BadTarget(err.into()))?;
     Ok(Open {
@@ -148,6 +209,7 @@ mod tests {
     use bytes::Bytes;
     use http_body_util::BodyExt;
     use hyper::{header::HeaderValue, Method};
+    use hyper_util::rt::TokioExecutor;
     use tokio::{net::TcpListener, task::JoinHandle};
 
     use super::*;
@@ -215,6 +277,50 @@ mod tests {
         assert_eq!(a.unwrap(), authority);
         assert_eq!(b.unwrap(), authority);
         assert_eq!(instance.accepted.load(Ordering::SeqCst), 1);
+        // It closes with its owner (the workload's connection): nothing is left running.
+        drop(owned);
+        let closed = async {
+            while !instance.connections.lock().unwrap()[0].is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), closed)
+            .await
+            .expect("the instance's connection closes when its owner is dropped");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_comes_after_the_call_was_sent_is_piped_to_the_instance() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let echo = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                let body = request.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>(Response::new(full_body(body)))
+            });
+            let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), echo);
+            drop(connection.await);
+        });
+        let (sending, parts) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let frames = futures_util::stream::unfold(parts, |mut parts| async move {
+            let part = parts.recv().await?;
+            Some((Ok::<_, hyper::Error>(hyper::body::Frame::data(part)), parts))
+        });
+        let mut request = Request::new(BodyExt::boxed(http_body_util::StreamBody::new(frames)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = Uri::from_static("http://198.18.0.10/pkg.Service/Stream");
+        let owned = OwnedHttp2::default();
+        let answer = owned.send(request, address, Duration::from_secs(2));
+        let late = async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            sending.send(Bytes::from_static(b"late ")).await.unwrap();
+            sending.send(Bytes::from_static(b"parts")).await.unwrap();
+        };
+        let (answer, ()) = tokio::join!(answer, late);
+        let echoed = answer.unwrap().into_body().collect().await.unwrap();
+        assert_eq!(echoed.to_bytes(), "late parts");
     }
 
     #[tokio::test]
