@@ -64,16 +64,18 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   grpc-cheops-nat,grpc-nginx-nat,grpc-origin`), it spent 226,800 instructions, against 36,100 \
   for `grpc_pass` and 43,100 for the gRPC origin alone (one HTTP/2 server): over half was \
   memcpy, tokio copying each call's 11 KiB future whole as hyper spawned a task per stream and \
-  ran it. Done: the large and rare parts of that future boxed (the replicator's work, a peer's \
-  exchange, opening a connection) and `within` holding its work once (under 4 KiB); each \
-  workload HTTP/2 connection owning an HTTP/2 connection to the instance, shared by its \
-  streams, instead of a pool checkout per call; the gRPC call histograms kept per connection \
-  instead of labels made and looked up per call: 107,300 instructions and 8.05 system calls \
-  per call (from 8.25; nginx 11.9). What is left is mostly the two HTTP/2 codecs (h2: 43,500 \
-  per call, as much as the origin's whole cost), tokio (11,400: hyper's client spawns a task \
-  per call to send it and another to pipe its body) and `http`'s header maps (10,800); \
-  cheops's own code is 4,600. What would close more: the h2 crate's client used directly, each \
-  call sent from its stream's own task (no client dispatch, no task per call).\n\
+  ran it. Done: each workload HTTP/2 connection owning an HTTP/2 connection to the instance, \
+  shared by its streams, instead of a pool checkout per call (-7,500); the large and rare \
+  parts of the call's future boxed (the replicator's work, a peer's exchange, opening a \
+  connection) and `within` holding its work once (under 4 KiB), the gRPC call histograms kept \
+  per connection instead of labels made and looked up per call (-112,000); hyper's HTTP/2 \
+  client running what it spawns per call (sending it, piping its body) inside the instance \
+  connection's task instead of tokio tasks of their own, the stream's handler boxed (-4,000): \
+  103,300 instructions and 7.62 system calls per call (from 8.25; nginx 11.9). What is left is \
+  mostly the two HTTP/2 codecs (h2: 43,800 per call, as much as the origin's whole cost), \
+  `http`'s header maps (10,800), memcpy (10,500, mostly h2 moving frames) and tokio (9,900); \
+  cheops's own code is 4,700. What would close more: the h2 crate's client used directly, each \
+  call sent from its stream's own task (no client dispatch, channel and callback per call).\n\
 - Timings on this machine move with the other work on it: the counts above do not, and are \
   the ones to compare builds with.\n";
 
