@@ -19,6 +19,7 @@ mod routes;
 mod sniff;
 mod timer;
 mod upstream;
+mod upstream_http2;
 mod workers;
 
 use std::{
