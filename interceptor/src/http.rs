@@ -1,9 +1,10 @@
 //! HTTP plumbing that every part shares: the body type the proxy sends, its constructors, the
 //! answers cheops gives itself, the headers that belong to one hop only, and the pooled client
 //! to this site's instances.
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
+use futures_util::{future::Either, FutureExt};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::{
     header::{self, HeaderName, HeaderValue},
@@ -56,14 +57,18 @@ fn pooled_client(connect_timeout: Duration, http2_only: bool) -> InstanceClient 
         .build(connector)
 }
 
-/// `work`, given up after `limit` when there is one: `Err(limit)` then.
-pub async fn within<T>(
+/// `work`, given up after `limit` when there is one: `Err(limit)` then. Not an `async fn`,
+/// which would hold `work` twice (its argument, and the timeout made of it): a request's
+/// future is copied whole when its task is spawned.
+pub fn within<F: Future>(
     limit: Option<Duration>,
-    work: impl std::future::Future<Output = T>,
-) -> Result<T, Duration> {
+    work: F,
+) -> impl Future<Output = Result<F::Output, Duration>> {
     match limit {
-        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| limit),
-        None => Ok(work.await),
+        Some(limit) => {
+            Either::Left(tokio::time::timeout(limit, work).map(move |done| done.map_err(|_| limit)))
+        }
+        None => Either::Right(work.map(Ok)),
     }
 }
 

@@ -121,6 +121,8 @@ const KEPT_PER_CONNECTION: usize = 8;
 #[derive(Default)]
 pub struct RequestHistograms {
     kept: Mutex<Vec<KeptHistogram>>,
+    /// The same for the gRPC calls of an HTTP/2 connection: a few methods, a few statuses.
+    kept_grpc: Mutex<Vec<(GrpcLabels, Histogram)>>,
 }
 
 struct KeptHistogram {
@@ -298,24 +300,45 @@ impl Metrics {
         }
     }
 
-    /// A gRPC call that ended with `grpc_status` after `elapsed`; `request` its request's labels.
+    /// A gRPC call to `service`'s `method` that ended with `grpc_status` after `elapsed`,
+    /// counted in the histogram `kept` holds for its labels, if it holds one.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_grpc_call(
         &self,
-        request: &RequestLabels,
+        kept: &RequestHistograms,
+        service: &str,
+        collaboration: Collaboration,
+        site: &str,
         method: &str,
         grpc_status: &str,
         elapsed: Duration,
     ) {
+        let mut kept = kept
+            .kept_grpc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let found = kept.iter().find(|(labels, _)| {
+            labels.collaboration == collaboration.as_str()
+                && labels.grpc_status == grpc_status
+                && labels.method == method
+                && labels.site == site
+                && labels.service == service
+        });
+        if let Some((_, histogram)) = found {
+            return histogram.observe(elapsed.as_secs_f64());
+        }
         let labels = GrpcLabels {
-            service: request.service.clone(),
+            service: service.to_owned(),
             method: method.to_owned(),
-            collaboration: request.collaboration,
-            site: request.site.clone(),
+            collaboration: collaboration.as_str(),
+            site: site.to_owned(),
             grpc_status: grpc_status.to_owned(),
         };
-        self.grpc_calls
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        let histogram = self.grpc_calls.get_or_create(&labels).clone();
+        histogram.observe(elapsed.as_secs_f64());
+        if kept.len() < KEPT_PER_CONNECTION {
+            kept.push((labels, histogram));
+        }
     }
 
     pub fn render(&self) -> String {
@@ -510,5 +533,39 @@ mod tests {
         );
         let shared = r#"service="catalog",collaboration="sharing",site="Rome",outcome="2xx""#;
         assert_eq!(count_of(&metrics, shared).as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn grpc_calls_counted_through_kept_histograms_land_in_their_labels_series() {
+        let metrics = Metrics::new(None, Arc::default(), None);
+        let kept = RequestHistograms::default();
+        let elapsed = Duration::from_millis(1);
+        let call = |method, status| {
+            metrics.record_grpc_call(
+                &kept,
+                "kv",
+                Collaboration::Local,
+                "Paris",
+                method,
+                status,
+                elapsed,
+            );
+        };
+        call("/kv.KV/Get", "0");
+        call("/kv.KV/Get", "0");
+        call("/kv.KV/Get", "14");
+        call("/kv.KV/Put", "0");
+        let series = |method: &str, status: &str| {
+            let labels = format!(
+                r#"service="kv",method="{method}",collaboration="local",site="Paris",grpc_status="{status}""#
+            );
+            let line = format!("cheops_grpc_call_duration_seconds_count{{{labels}}} ");
+            let text = metrics.render();
+            let found = text.lines().find_map(|l| l.strip_prefix(line.as_str()));
+            found.map(str::to_owned)
+        };
+        assert_eq!(series("/kv.KV/Get", "0").as_deref(), Some("2"));
+        assert_eq!(series("/kv.KV/Get", "14").as_deref(), Some("1"));
+        assert_eq!(series("/kv.KV/Put", "0").as_deref(), Some("1"));
     }
 }

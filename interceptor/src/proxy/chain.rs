@@ -1,5 +1,6 @@
 //! The chain of attempts: a request tried at each site of its route in turn, at this site's
-//! instance through the pooled client or at a peer through its cheops, until one serves or
+//! instance (over the workload connection's own connection, or the pooled client) or at a
+//! peer through its cheops, until one serves or
 //! `plan::after` says to stop.
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -158,7 +159,9 @@ impl Chain {
             let mut attempt = if *site == self.site {
                 self.attempt_local(request, service, owned, grpc).await
             } else {
-                self.attempt_peer(site, request, service).await
+                // Boxed: the peer link's exchange is large, and would make every request's
+                // future (copied whole when its task is spawned) as large.
+                Box::pin(self.attempt_peer(site, request, service)).await
             };
             let unavailable = match (&attempt.outcome, &attempt.response) {
                 (Outcome::Answered(_), Some(response)) if grpc => {
@@ -190,7 +193,8 @@ impl Chain {
     }
 
     /// Sends `request` to this site's instance of `service`: over `owned`, the workload
-    /// connection's own, for HTTP/1.1, else through the pooled clients.
+    /// connection's own (HTTP/1.1, or HTTP/2 shared by its streams), else through the pooled
+    /// clients.
     pub async fn attempt_local(
         &self,
         mut request: Request<ProxyBody>,
@@ -201,7 +205,18 @@ impl Chain {
         self.token_scopes
             .remember_passed_on(request.headers_mut(), &self.carriers);
         let limit = answer_limit(request.headers(), grpc, self.settings.response_timeout);
-        let answer = match owned.filter(|_| request.version() != Version::HTTP_2) {
+        let answer = match owned {
+            // The workload connection's own HTTP/2 connection, shared by its streams.
+            Some(owned) if request.version() == Version::HTTP_2 => {
+                let sent = owned
+                    .http2
+                    .send(request, service.local, self.settings.connect_timeout);
+                within(limit, sent).await.map(|answer| {
+                    answer
+                        .map(|response| response.map(BodyExt::boxed))
+                        .map_err(|error| (error.is_connect(), InstanceError::from(error)))
+                })
+            }
             Some(owned) => {
                 // Origin-form, as the pooled client would send it.
                 let path_and_query = request.uri().path_and_query().cloned();

@@ -2,7 +2,7 @@
 //! gRPC's form (HTTP 200, `grpc-status`, `grpc-message`), which gRPC clients report as the
 //! status it is, where a plain 502 reads as a protocol error; the call's deadline bounds the
 //! wait for an answer; and the status a call ends with is read off its trailers for the log.
-use std::{task::Poll, time::Duration};
+use std::{borrow::Cow, task::Poll, time::Duration};
 
 use http_body_util::BodyExt;
 use hyper::{
@@ -133,12 +133,20 @@ pub enum CallEnd {
     Cancelled,
 }
 
+/// The labels of gRPC's status codes (0 to 16), made once rather than per call.
+const CODE_LABELS: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
+
 impl CallEnd {
-    pub fn label(self) -> String {
+    pub fn label(self) -> Cow<'static, str> {
         match self {
-            CallEnd::Status(code) => code.to_string(),
-            CallEnd::NoStatus => "none".into(),
-            CallEnd::Cancelled => "cancelled".into(),
+            CallEnd::Status(code) => match CODE_LABELS.get(code as usize) {
+                Some(label) => Cow::Borrowed(label),
+                None => Cow::Owned(code.to_string()),
+            },
+            CallEnd::NoStatus => Cow::Borrowed("none"),
+            CallEnd::Cancelled => Cow::Borrowed("cancelled"),
         }
     }
 }
@@ -224,6 +232,15 @@ mod tests {
             "application/grpc-web"
         )])));
         assert!(!is_grpc(&headers(&[("content-type", "application/json")])));
+    }
+
+    #[test]
+    fn a_calls_end_is_labelled_by_its_code_or_how_it_ended() {
+        assert_eq!(CallEnd::Status(0).label(), "0");
+        assert_eq!(CallEnd::Status(14).label(), "14");
+        assert_eq!(CallEnd::Status(99).label(), "99");
+        assert_eq!(CallEnd::NoStatus.label(), "none");
+        assert_eq!(CallEnd::Cancelled.label(), "cancelled");
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct WorkloadConnection {
     pub in_flight: Arc<KeySlots<u64>>,
     pub service: Arc<Service>,
     pub cgroup_id: u64,
-    /// Its own connection to the instance (HTTP/1.1, one request at a time); none in HTTP/2.
+    /// Its own connection to the instance: HTTP/1.1, one request at a time, or HTTP/2, shared
+    /// by its streams; none after an upgrade to HTTP/2 (the pooled client serves those).
     pub owned: Option<Arc<OwnedUpstream>>,
     /// The request histograms its requests were counted in.
     pub histograms: Arc<RequestHistograms>,
@@ -78,21 +79,26 @@ impl WorkloadConnection {
 
 /// Serves one workload connection that speaks HTTP/2 until it closes. `instance_http2`: the
 /// client chose HTTP/2 knowing the service speaks it, so the instance is spoken to in HTTP/2
-/// too; after an upgrade, the instance is spoken to as the client first did, in HTTP/1.1.
+/// too, over a connection of this one's own; after an upgrade, the instance is spoken to as
+/// the client first did, in HTTP/1.1.
 pub async fn serve<I>(
     io: I,
-    workload: WorkloadConnection,
+    mut workload: WorkloadConnection,
     settings: &ProxySettings,
     instance_http2: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if instance_http2 {
+        workload.owned = Some(Arc::default());
+    }
     let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let workload = workload.clone();
         if !instance_http2 {
             *request.version_mut() = Version::HTTP_11;
         }
-        async move { Ok::<_, Infallible>(workload.handle(request).await) }
+        // Boxed: hyper spawns a task per stream, copied whole as it is spawned and run.
+        Box::pin(async move { Ok::<_, Infallible>(workload.handle(request).await) })
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -257,6 +263,22 @@ async fn with_first_stream<I: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of the future `make` returns, without making one.
+    fn future_size<A, F: std::future::Future>(_make: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// hyper spawns a task per stream, and a task's future is copied whole as it is spawned
+    /// and run: what is large and rare (the replicator's work, a peer's exchange, opening a
+    /// connection) is boxed, so that a call's future stays small (it was 11 KiB).
+    #[test]
+    fn a_calls_future_stays_small() {
+        let size = future_size(
+            |(w, r): (WorkloadConnection, Request<Incoming>)| async move { w.handle(r).await },
+        );
+        assert!(size < 5 * 1024, "a call's future takes {size} bytes");
+    }
 
     #[test]
     fn hpack_integers_use_the_prefix_then_seven_bit_groups() {

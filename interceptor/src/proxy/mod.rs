@@ -21,6 +21,7 @@ mod routes;
 mod sniff;
 mod timer;
 mod upstream;
+mod upstream_http2;
 mod workers;
 
 use std::{

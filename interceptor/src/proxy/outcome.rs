@@ -5,7 +5,6 @@ use std::{error::Error, fmt, net::SocketAddr, time::Duration};
 use hyper::{http::uri::InvalidUri, StatusCode};
 use hyper_util::client::legacy;
 
-use super::upstream::UpstreamError;
 use crate::peer;
 
 /// How one attempt at one site went.
@@ -93,6 +92,36 @@ pub enum Failed {
     },
     #[error(transparent)]
     Peer(#[from] peer::MaybeDelivered),
+}
+
+/// Why a request did not get an answer from the instance.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connecting failed: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error(transparent)]
+    Http(hyper::Error),
+    #[error("bad request target: {0}")]
+    BadTarget(hyper::http::Error),
+    /// The fast path's own exchange (`fast`): as hyper's client would say it.
+    #[error("connection closed before message completed")]
+    Closed,
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("invalid HTTP answer: {0}")]
+    BadAnswer(String),
+}
+
+impl UpstreamError {
+    /// The request never left: the instance could not be reached.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_)
+        )
+    }
 }
 
 /// Why this site's instance gave no answer, through the pooled client or the workload

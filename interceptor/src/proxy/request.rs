@@ -22,7 +22,7 @@ use crate::{
     config::{CarrierSettings, Service},
     http::{error_response, remove_headers, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
     intercept::NO_WORKLOAD,
-    metrics::{Collaboration, Metrics, ProxyCounters, RequestHistograms, RequestLabels},
+    metrics::{Collaboration, Metrics, ProxyCounters, RequestHistograms},
     peer::{
         wire::{FORWARDED_BY, FORWARDED_SERVICE, INSTANCE_HTTP2, NOT_DELIVERED},
         Peers,
@@ -169,8 +169,15 @@ impl RequestLine {
         let grpc_status = grpc.map(CallEnd::label);
         let path = self.uri.path();
         if let Some(status) = &grpc_status {
-            let labels = RequestLabels::new(service, self.collaboration, site, self.status);
-            metrics.record_grpc_call(&labels, path, status, elapsed);
+            metrics.record_grpc_call(
+                &self.histograms,
+                service,
+                self.collaboration,
+                site,
+                path,
+                status,
+                elapsed,
+            );
         }
         info!(
             service = %service,
@@ -232,14 +239,16 @@ impl WorkloadRequests {
             _ => ContentRoute::AsRouted,
         };
         if let ContentRoute::Replicas { meta_id, targets } = content {
-            let response = content::to_replicas(
+            // Boxed, as the replicator's work below: their states are large, and would make
+            // every request's future (copied whole when its task is spawned) as large.
+            let response = Box::pin(content::to_replicas(
                 &self.chain,
                 &parts,
                 body,
                 service,
                 meta_id.as_str(),
                 targets,
-            )
+            ))
             .await;
             return self.log_request(
                 &parts,
@@ -274,7 +283,7 @@ impl WorkloadRequests {
                 Ok(call) => call,
                 Err(response) => return refused(*response),
             };
-            if let Some(answer) = replicator.serve(&plan, call).await {
+            if let Some(answer) = Box::pin(replicator.serve(&plan, call)).await {
                 let collaboration = match plan {
                     dsl::Plan::SpreadOver { .. } => Collaboration::Cross,
                     _ => Collaboration::Replication,

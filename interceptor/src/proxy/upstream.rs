@@ -2,7 +2,8 @@
 //! requests come one after another, so the connection to the instance is driven inside the
 //! workload connection's own task, while a request waits for its answer and while the answer's
 //! body streams back: no pool to check a connection out of, and no other task to wake, per
-//! request. The pooled client (`http::instance_client`) serves every other case.
+//! request. A workload connection in HTTP/2 owns an HTTP/2 connection instead
+//! (`upstream_http2`). The pooled client (`http::instance_client`) serves every other case.
 use std::{
     future::{poll_fn, Future},
     net::SocketAddr,
@@ -25,7 +26,9 @@ use tokio::net::TcpStream;
 
 use super::{
     hooked::{BodyHook, Hooked, Polled},
+    outcome::UpstreamError,
     timer::KeptTimer,
+    upstream_http2::OwnedHttp2,
 };
 use crate::http::ProxyBody;
 
@@ -47,34 +50,9 @@ pub struct OwnedUpstream {
     idle: Arc<Mutex<Option<Open>>>,
     /// What bounds the wait for each answer.
     pub answer_timer: KeptTimer,
-}
-
-/// Why a request did not get an answer from the instance.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("connecting failed: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("no connection within {0:?}")]
-    ConnectTimeout(Duration),
-    #[error(transparent)]
-    Http(hyper::Error),
-    /// The fast path's own exchange (`fast`): as hyper's client would say it.
-    #[error("connection closed before message completed")]
-    Closed,
-    #[error("{0}")]
-    Io(std::io::Error),
-    #[error("invalid HTTP answer: {0}")]
-    BadAnswer(String),
-}
-
-impl UpstreamError {
-    /// The request never left: the instance could not be reached.
-    pub fn is_connect(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_)
-        )
-    }
+    /// For a workload connection in HTTP/2 (whose HTTP/1.1 parts above are then unused): the
+    /// HTTP/2 connection its streams share.
+    pub http2: OwnedHttp2,
 }
 
 impl OwnedUpstream {

@@ -31,7 +31,18 @@ pub enum Message {
         op_id: String,
         replicant: Option<Replicant>,
         change: Change,
+        /// The mappings (`Change::Map`) just before it in the log, applied first, in order:
+        /// they travel with the next operation instead of a round trip of their own.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mappings: Vec<Mapping>,
     },
+}
+
+/// A mapping of the leader's log that travels with a later operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mapping {
+    pub op_id: String,
+    pub replicant: Option<Replicant>,
 }
 
 /// A site's answer to a message; `local_id` is the ID its instance gave a created resource.

@@ -99,23 +99,42 @@ impl<S: Sites> Instance<'_, S> {
     /// prevented), the instance may give its ID to a new resource (json-server gives the
     /// highest ID plus one), and nothing sent for `meta` may reach that one.
     pub fn live_local_id(&self, meta: &MetaId) -> Result<Option<LocalId>, StoreError> {
-        let found = match self.store.replicant(meta)? {
-            Some(replicant) => replicant
-                .replica(self.site)
-                .and_then(|replica| replica.local_id.clone())
-                .map(|local_id| (replicant.service, local_id)),
-            None => self
-                .store
-                .cross(meta)?
-                .filter(|record| record.site == self.site)
-                .map(|record| (record.service, record.local_id)),
-        };
-        let Some((service, local_id)) = found else {
-            return Ok(None);
-        };
+        if let Some(replicant) = self.store.replicant(meta)? {
+            return self.live_replica_id(&replicant);
+        }
+        let found = self
+            .store
+            .cross(meta)?
+            .filter(|record| record.site == self.site);
+        match found {
+            Some(record) => self.unless_given_to_another(meta, &record.service, record.local_id),
+            None => Ok(None),
+        }
+    }
+
+    /// `live_local_id` of a replicant read from the store already.
+    pub fn live_replica_id(&self, replicant: &Replicant) -> Result<Option<LocalId>, StoreError> {
+        let local_id = replicant
+            .replica(self.site)
+            .and_then(|r| r.local_id.clone());
+        match local_id {
+            Some(local_id) => {
+                self.unless_given_to_another(&replicant.meta_id, &replicant.service, local_id)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// `local_id`, this site's ID of `meta`, unless it names another resource now.
+    fn unless_given_to_another(
+        &self,
+        meta: &MetaId,
+        service: &str,
+        local_id: LocalId,
+    ) -> Result<Option<LocalId>, StoreError> {
         // No mapping is no proof of anything: a create that reaches this site after its
         // leader recorded the delete maps no ID (a deleted resource's never are).
-        let named = self.store.meta_of(&service, self.site, &local_id)?;
+        let named = self.store.meta_of(service, self.site, &local_id)?;
         let given_to_another = named.is_some_and(|named| named != *meta);
         Ok((!given_to_another).then_some(local_id))
     }

@@ -12,17 +12,21 @@ use tracing::{debug, info, warn};
 
 use super::{
     call::{Answer, Call},
-    exchange::{Deliver, Message, Reply, Sites, Unreached},
+    exchange::{Deliver, Mapping, Message, Reply, Sites, Unreached},
     ids::{LocalId, MetaId},
     instance::{Instance, Refusal},
     reconcile,
     records::{Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant},
+    settles::Settles,
     store::{Store, StoreError},
 };
 use crate::resources::{classify, Addressed, ResourceRule};
 
 /// Operations a drain takes from the log at once.
 const DRAIN_BATCH: usize = 32;
+/// How long a mapping waits, by default, for an operation to travel with
+/// (`Log::map_unless_carried`).
+const MAPPING_WAIT: Duration = Duration::from_millis(100);
 
 type Waiter = oneshot::Sender<Result<Reply, Unreached>>;
 
@@ -30,7 +34,11 @@ type Waiter = oneshot::Sender<Result<Reply, Unreached>>;
 pub struct Log {
     site: String,
     store: Arc<Store>,
+    /// Replicas' answers, recorded in the log together.
+    settles: Settles,
     replica_timeout: Duration,
+    /// How long a mapping waits for an operation to travel with.
+    pub(super) mapping_wait: Duration,
     /// One drain at a time per site, so that a site gets the log in order.
     drains: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Requests waiting for their operation to be applied at a site.
@@ -41,8 +49,10 @@ impl Log {
     pub fn new(site: String, store: Arc<Store>, replica_timeout: Duration) -> Log {
         Log {
             site,
+            settles: Settles::new(store.clone()),
             store,
             replica_timeout,
+            mapping_wait: MAPPING_WAIT,
             drains: Mutex::default(),
             waiting: Mutex::default(),
         }
@@ -91,61 +101,103 @@ impl Log {
                 Ok(operations) => operations,
                 Err(cause) => return warn!(%site, "replay stopped: {cause}"),
             };
-            for operation in operations {
-                let replicant = match &operation.change {
-                    Change::Register(_) | Change::Forget(_) => None,
-                    _ => match self.store.replicant(&operation.meta_id) {
-                        Ok(replicant) => replicant,
-                        Err(cause) => return warn!(%site, "replay stopped: {cause}"),
-                    },
-                };
-                let message = Message::Apply {
-                    op_id: operation.op_id(&self.site),
-                    replicant,
-                    change: operation.change.clone(),
-                };
-                match to.deliver(&site, message, self.replica_timeout).await {
-                    Ok(reply) => {
-                        let applied = Applied {
-                            status: reply.answer.status,
-                            local_id: reply.local_id.clone(),
-                        };
-                        if let Err(cause) = self.store.settle(operation.seq, &site, &applied) {
-                            return warn!(%site, "replay stopped: {cause}");
-                        }
-                        let waiter = lock(&self.waiting).remove(&(operation.seq, site.clone()));
-                        match waiter {
-                            Some(waiter) => {
-                                let _ = waiter.send(Ok(reply));
-                            }
-                            // A create applied after its request was answered: the request
-                            // sent the mapping without this replica, so it goes again.
-                            None if reply.local_id.is_some() => {
-                                if let Change::Create(_) = operation.change {
-                                    self.map_everywhere(&operation.meta_id, &to);
-                                }
-                            }
-                            None => {}
-                        }
-                    }
-                    Err(cause) => {
-                        debug!(%site, seq = operation.seq, "operation left for later: {cause}");
-                        let mut waiting = lock(&self.waiting);
-                        let theirs: Vec<_> = waiting
-                            .keys()
-                            .filter(|(_, s)| *s == site)
-                            .cloned()
-                            .collect();
-                        for key in theirs {
-                            if let Some(waiter) = waiting.remove(&key) {
-                                let _ = waiter.send(Err(cause.clone()));
-                            }
-                        }
-                        return;
-                    }
+            for (mappings, operation) in with_mappings(operations) {
+                if !self.apply_at(&to, &site, mappings, operation).await {
+                    return;
                 }
             }
         }
+    }
+
+    /// Delivers `operation` to `site` with the `mappings` before it, and settles the answer.
+    /// `false`: it did not reach the site.
+    async fn apply_at<D: Deliver>(
+        self: &Arc<Self>,
+        to: &Arc<D>,
+        site: &str,
+        mappings: Vec<Operation>,
+        operation: Operation,
+    ) -> bool {
+        let message = match self.message(&operation, &mappings) {
+            Ok(message) => message,
+            Err(cause) => {
+                warn!(%site, "replay stopped: {cause}");
+                return false;
+            }
+        };
+        let reply = match to.deliver(site, message, self.replica_timeout).await {
+            Ok(reply) => reply,
+            Err(cause) => {
+                debug!(%site, seq = operation.seq, "operation left for later: {cause}");
+                let mut waiting = lock(&self.waiting);
+                let theirs: Vec<_> = waiting.keys().filter(|(_, s)| s == site).cloned().collect();
+                for key in theirs {
+                    if let Some(waiter) = waiting.remove(&key) {
+                        let _ = waiter.send(Err(cause.clone()));
+                    }
+                }
+                return false;
+            }
+        };
+        let mapped = Applied {
+            status: 204,
+            local_id: None,
+        };
+        let mut answers: Vec<(u64, Applied)> =
+            mappings.iter().map(|m| (m.seq, mapped.clone())).collect();
+        answers.push((
+            operation.seq,
+            Applied {
+                status: reply.answer.status,
+                local_id: reply.local_id.clone(),
+            },
+        ));
+        if let Err(cause) = self.settles.settle(site, answers).await {
+            warn!(%site, "replay stopped: {cause}");
+            return false;
+        }
+        let waiter = lock(&self.waiting).remove(&(operation.seq, site.to_owned()));
+        match waiter {
+            Some(waiter) => {
+                let _ = waiter.send(Ok(reply));
+            }
+            // A create applied after its request was answered: the request sent the mapping
+            // without this replica, so it goes again.
+            None if reply.local_id.is_some() => {
+                if let Change::Create(_) = operation.change {
+                    self.map_everywhere(&operation.meta_id, to);
+                }
+            }
+            None => {}
+        }
+        true
+    }
+
+    /// The message that applies `operation`, with the `mappings` before it, at a replica.
+    fn message(
+        &self,
+        operation: &Operation,
+        mappings: &[Operation],
+    ) -> Result<Message, StoreError> {
+        let mappings = mappings
+            .iter()
+            .map(|mapping| {
+                Ok(Mapping {
+                    op_id: mapping.op_id(&self.site),
+                    replicant: self.store.replicant(&mapping.meta_id)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let replicant = match &operation.change {
+            Change::Register(_) | Change::Forget(_) => None,
+            _ => self.store.replicant(&operation.meta_id)?,
+        };
+        Ok(Message::Apply {
+            op_id: operation.op_id(&self.site),
+            replicant,
+            change: operation.change.clone(),
+            mappings,
+        })
     }
 
     /// Appends a `Map` of `meta_id` for every replica but this site (its leader), and starts
@@ -156,20 +208,38 @@ impl Log {
             Ok(None) => return,
             Err(cause) => return warn!("the mapping of {meta_id} was not sent: {cause}"),
         };
-        let others: Vec<String> = replicant
-            .replicas
-            .iter()
-            .map(|r| r.site.clone())
-            .filter(|site| *site != self.site)
-            .collect();
+        let others = replicant.sites_but(&self.site);
         if others.is_empty() {
             return;
         }
-        if let Err(cause) = self.store.append(None, meta_id, Change::Map, &others) {
-            return warn!("the mapping of {meta_id} was not sent: {cause}");
+        match self.store.append(None, meta_id, Change::Map, &others) {
+            Ok(mapping) => self.send_mapping(&mapping, to),
+            Err(cause) => warn!("the mapping of {meta_id} was not sent: {cause}"),
         }
-        for site in others {
-            tokio::spawn(self.clone().drain(to.clone(), site));
+    }
+
+    /// Sends `mapping`, appended to the log, to each of its sites (`map_unless_carried`).
+    pub fn send_mapping<D: Deliver>(self: &Arc<Self>, mapping: &Operation, to: &Arc<D>) {
+        for site in mapping.applied.keys().cloned() {
+            // Held weakly while it waits: a replicator that stops meanwhile leaves the mapping
+            // to its replay.
+            let (log, to) = (Arc::downgrade(self), Arc::downgrade(to));
+            let (wait, seq) = (self.mapping_wait, mapping.seq);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if let (Some(log), Some(to)) = (log.upgrade(), to.upgrade()) {
+                    log.map_unless_carried(to, site, seq).await;
+                }
+            });
+        }
+    }
+
+    /// A mapping waits `mapping_wait` for the next operation to `site`, to travel with it (a
+    /// round trip of its own would hold up that operation, a create's next one in particular:
+    /// replicas only need it to know each other's IDs); then, if none carried it, goes alone.
+    async fn map_unless_carried<D: Deliver>(self: Arc<Self>, to: Arc<D>, site: String, seq: u64) {
+        if !matches!(self.store.is_pending(&site, seq), Ok(false)) {
+            self.drain(to, site).await;
         }
     }
 
@@ -389,6 +459,23 @@ impl Log {
             op_id: op_id.to_owned(),
         }
     }
+}
+
+/// `operations`, in log order, as messages: each mapping travels with the operation after it
+/// (the last mappings with the last of them).
+fn with_mappings(operations: Vec<Operation>) -> Vec<(Vec<Operation>, Operation)> {
+    let mut messages = Vec::new();
+    let mut mappings = Vec::new();
+    for operation in operations {
+        match operation.change {
+            Change::Map => mappings.push(operation),
+            _ => messages.push((std::mem::take(&mut mappings), operation)),
+        }
+    }
+    if let Some(last) = mappings.pop() {
+        messages.push((mappings, last));
+    }
+    messages
 }
 
 /// A poisoned lock only means another request panicked; the map itself is still whole.

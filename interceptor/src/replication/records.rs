@@ -29,6 +29,15 @@ impl Replicant {
     pub fn replica_mut(&mut self, site: &str) -> Option<&mut Replica> {
         self.replicas.iter_mut().find(|r| r.site == site)
     }
+
+    /// The sites of its replicas but `site` (its leader's, for the mapping).
+    pub fn sites_but(&self, site: &str) -> Vec<String> {
+        self.replicas
+            .iter()
+            .map(|r| r.site.clone())
+            .filter(|other| other != site)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

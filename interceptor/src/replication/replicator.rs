@@ -80,6 +80,15 @@ impl<S: Sites> Replicator<S> {
         self
     }
 
+    /// Mappings wait `wait` for an operation to travel with (replays send them at once).
+    #[cfg(test)]
+    pub(crate) fn holding_mappings(mut self, wait: Duration) -> Replicator<S> {
+        Arc::get_mut(&mut self.log)
+            .expect("a new replicator's log is its own")
+            .mapping_wait = wait;
+        self
+    }
+
     fn rules(&self, service: &str) -> Arc<[ResourceRule]> {
         self.rules
             .load()
@@ -172,15 +181,23 @@ impl<S: Sites> Replicator<S> {
                 op_id,
                 replicant,
                 change,
+                mappings,
             } => {
                 // Run to completion in a task of its own: if the leader's connection drops
                 // (it crashed), the operation is still recorded as applied once it was.
                 let replicator = self.clone();
                 let applying = tokio::spawn(async move {
                     let _one_at_a_time = replicator.applying.lock().await;
+                    let here = replicator.instance();
+                    for mapping in mappings {
+                        let (op_id, replicant) = (mapping.op_id, mapping.replicant);
+                        let log = &replicator.log;
+                        log.apply_once(&here, &op_id, replicant, Change::Map)
+                            .await?;
+                    }
                     replicator
                         .log
-                        .apply_once(&replicator.instance(), &op_id, replicant, change)
+                        .apply_once(&here, &op_id, replicant, change)
                         .await
                 });
                 applying.await.unwrap_or_else(|failed| {
@@ -221,8 +238,8 @@ impl<S: Sites> Replicator<S> {
                     return self.write_through_leader(&replicant, call).await;
                 }
                 // Not the recorded local ID alone: the instance may have lost the resource
-                // and given its ID to another (`live_local_id`).
-                let here = match self.instance().live_local_id(&replicant.meta_id) {
+                // and given its ID to another (`live_replica_id`).
+                let here = match self.instance().live_replica_id(&replicant) {
                     Ok(here) => here,
                     Err(cause) => return self.store_failed(cause),
                 };
@@ -239,12 +256,7 @@ impl<S: Sites> Replicator<S> {
                         ),
                     ),
                     None => {
-                        let elsewhere = replicant
-                            .replicas
-                            .iter()
-                            .map(|r| r.site.clone())
-                            .filter(|site| *site != self.site)
-                            .collect();
+                        let elsewhere = replicant.sites_but(&self.site);
                         self.gather().first_found(elsewhere, call).await
                     }
                 }
@@ -385,13 +397,15 @@ impl<S: Sites> Replicator<S> {
                 Err(cause) => return self.store_failed(cause),
             };
         let results = self.log.apply_everywhere(self, &operation, &sites).await;
-        match self.store.drop_refused(&meta_id) {
+        match self.store.drop_refused(&meta_id, &self.site) {
             // Refused by every site: nothing was made, the client gets the application's answer.
             Ok(None) => chosen(&self.site, &results)
                 .cloned()
                 .unwrap_or_else(|| Answer::from_cheops(502, "no site answered".into())),
-            Ok(Some(_)) => {
-                self.log.map_everywhere(&meta_id, self);
+            Ok(Some(mapping)) => {
+                if let Some(mapping) = mapping {
+                    self.log.send_mapping(&mapping, self);
+                }
                 self.composed(&meta_id, &results)
             }
             Err(cause) => self.store_failed(cause),

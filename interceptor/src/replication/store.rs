@@ -31,6 +31,8 @@ pub enum StoreError {
         key: String,
         cause: serde_json::Error,
     },
+    #[error("the store {} stopped before it recorded an answer", store.display())]
+    Interrupted { store: PathBuf },
     #[error("the store's log has no operation {seq}, yet a site is said to miss it")]
     NoOperation { seq: u64 },
     #[error(
@@ -414,22 +416,32 @@ impl Store {
                 let merged = self.merged(txn, replicant)?;
                 self.put_replicant_in(txn, &merged, &[])?;
             }
-            let mut log = txn.open_table(LOG)?;
-            let seq = log.last()?.map_or(1, |(seq, _)| seq.value() + 1);
-            let operation = Operation {
-                seq,
-                meta_id: meta_id.clone(),
-                change,
-                applied: sites.iter().map(|site| (site.clone(), None)).collect(),
-            };
-            let bytes = encode(seq, &operation)?;
-            log.insert(seq, bytes.as_slice())?;
-            let mut pending = txn.open_table(PENDING)?;
-            for site in sites {
-                pending.insert((site.as_str(), seq), ())?;
-            }
-            Ok(operation)
+            self.append_in(txn, meta_id, change, sites)
         })
+    }
+
+    fn append_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        meta_id: &MetaId,
+        change: Change,
+        sites: &[String],
+    ) -> Result<Operation, StoreError> {
+        let mut log = txn.open_table(LOG)?;
+        let seq = log.last()?.map_or(1, |(seq, _)| seq.value() + 1);
+        let operation = Operation {
+            seq,
+            meta_id: meta_id.clone(),
+            change,
+            applied: sites.iter().map(|site| (site.clone(), None)).collect(),
+        };
+        let bytes = encode(seq, &operation)?;
+        log.insert(seq, bytes.as_slice())?;
+        let mut pending = txn.open_table(PENDING)?;
+        for site in sites {
+            pending.insert((site.as_str(), seq), ())?;
+        }
+        Ok(operation)
     }
 
     /// Up to `limit` operations that `site` has yet to apply, in log order.
@@ -450,6 +462,11 @@ impl Store {
         })
     }
 
+    /// Whether `site` has yet to apply operation `seq`.
+    pub fn is_pending(&self, site: &str, seq: u64) -> Result<bool, StoreError> {
+        self.read(|txn| Ok(txn.open_table(PENDING)?.get((site, seq))?.is_some()))
+    }
+
     /// Every site that has operations to apply, with how many.
     pub fn pending_by_site(&self) -> Result<BTreeMap<String, usize>, StoreError> {
         self.read(|txn| {
@@ -463,56 +480,16 @@ impl Store {
         })
     }
 
-    /// Records that `site` applied operation `seq` with `applied`, and what that teaches about
-    /// the replicant (the replica's local ID after a create), in one durable step.
-    pub fn settle(&self, seq: u64, site: &str, applied: &Applied) -> Result<(), StoreError> {
-        self.write(|txn| {
-            let mut log = txn.open_table(LOG)?;
-            let mut operation: Operation = {
-                let bytes = log
-                    .get(seq)?
-                    .ok_or_else(|| StoreError::NoOperation { seq })?;
-                self.decode(seq, bytes.value())?
-            };
-            operation
-                .applied
-                .insert(site.to_owned(), Some(applied.status));
-            let bytes = encode(seq, &operation)?;
-            log.insert(seq, bytes.as_slice())?;
-            let mut pending = txn.open_table(PENDING)?;
-            pending.remove((site, seq))?;
-            drop(log);
-            drop(pending);
-            if let Change::Create(_) = operation.change {
-                let table = txn.open_table(REPLICANTS)?;
-                let found = table
-                    .get(operation.meta_id.as_str())?
-                    .map(|bytes| self.decode::<Replicant>(&operation.meta_id, bytes.value()))
-                    .transpose()?;
-                drop(table);
-                if let Some(mut replicant) = found {
-                    if let Some(replica) = replicant.replica_mut(site) {
-                        match &applied.local_id {
-                            Some(local_id) => {
-                                replica.local_id = Some(local_id.clone());
-                                replica.state = ReplicaState::Ok;
-                            }
-                            None => replica.state = ReplicaState::Failed(applied.status),
-                        }
-                    }
-                    // Its instance just gave the local ID, if there is one.
-                    let created = applied.local_id.is_some().then_some(site);
-                    self.put_replicant_in(txn, &replicant, created.as_slice())?;
-                }
-            }
-            Ok(())
-        })
-    }
-
     /// Drops the replicas whose instance refused the create, in one step with reading them:
     /// a create that every replica refused leaves no replicant (`None`), one that some refused
-    /// keeps the replicas that exist or may still be made (pending).
-    pub fn drop_refused(&self, meta_id: &MetaId) -> Result<Option<Replicant>, StoreError> {
+    /// keeps the replicas that exist or may still be made (pending), and, in the same step,
+    /// appends the mapping (`Change::Map`) for each of them but `leader` (`None` if there is
+    /// no other).
+    pub fn drop_refused(
+        &self,
+        meta_id: &MetaId,
+        leader: &str,
+    ) -> Result<Option<Option<Operation>>, StoreError> {
         self.write(|txn| {
             let found = txn
                 .open_table(REPLICANTS)?
@@ -530,7 +507,16 @@ impl Store {
                 return Ok(None);
             }
             self.put_replicant_in(txn, &replicant, &[])?;
-            Ok(Some(replicant))
+            let others = replicant.sites_but(leader);
+            if others.is_empty() {
+                return Ok(Some(None));
+            }
+            Ok(Some(Some(self.append_in(
+                txn,
+                meta_id,
+                Change::Map,
+                &others,
+            )?)))
         })
     }
 
@@ -593,5 +579,6 @@ impl Store {
     }
 }
 
+mod settle;
 #[cfg(test)]
 mod tests;

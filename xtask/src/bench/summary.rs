@@ -57,6 +57,8 @@ pub struct Summary {
     pub across: Vec<Across>,
     /// Instructions and system calls per request, by proxy.
     pub costs: Vec<Cost>,
+    /// The same per gRPC unary call: by proxy, and of the gRPC origin alone.
+    pub grpc_costs: Vec<Cost>,
     /// The large download, by path.
     pub bodies: Vec<Large>,
     /// The large upload, by path.
@@ -122,7 +124,8 @@ impl Summary {
             rows,
             connect,
             across,
-            costs: costs::from_raw(raw)?,
+            costs: costs::from_raw(raw, "costs")?,
+            grpc_costs: costs::from_raw(raw, "grpc_costs")?,
             bodies: bodies::from_raw(raw, "large_bodies")?,
             uploads: bodies::from_raw(raw, "large_uploads")?,
             idle: idle::from_raw(raw)?,
@@ -382,6 +385,14 @@ mod tests {
             call(CHEOPS, 120.0, Some(20.0)),
             call("nginx-nat", 150.0, Some(40.0)),
         ]});
+        let counted = |instructions: f64| {
+            json!({"instructions_per_request": instructions, "syscalls_per_request": 4.0,
+                   "requests": [200, 1000]})
+        };
+        raw["grpc_costs"] = json!({
+            "grpc-cheops-nat": counted(60_000.0),
+            "grpc-nginx-nat": counted(40_000.0),
+        });
         let summary = Summary::from_results(&raw).unwrap();
         // 900 against 1000 and 500 MiB/s: 0.9x direct, but only 1.8x nginx.
         assert_eq!(
@@ -415,6 +426,11 @@ mod tests {
         );
         assert!(
             md.contains("| cheops-ebpf | 120.0 | 120.0 | 120.0 | 120.0 | 20.0 | 20.0 | 20.0 |"),
+            "{md}"
+        );
+        // Its instructions per gRPC call, against nginx's grpc_pass.
+        assert!(
+            md.contains("| cheops, nftables REDIRECT | 60000 | 4.00 | 1.50x |"),
             "{md}"
         );
         let svg = crate::bench::plot::latency_distributions(&summary);

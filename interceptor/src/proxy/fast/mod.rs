@@ -34,11 +34,10 @@ use tracing::debug;
 use super::{
     chain::instance_failure,
     http2::WorkloadConnection,
-    outcome::InstanceError,
+    outcome::{InstanceError, UpstreamError},
     plan,
     request::{strip_for_instance, RequestLine},
     timer::KeptTimer,
-    upstream::UpstreamError,
 };
 use crate::{
     config::ProxySettings,

@@ -103,6 +103,8 @@ struct Mesh {
     /// Sites whose daemon dies right after their instance applies the next call.
     crashing: Mutex<HashSet<String>>,
     replicators: Mutex<HashMap<String, Arc<Replicator<Link>>>>,
+    /// `Apply` messages delivered, by site.
+    applies: Mutex<HashMap<String, usize>>,
 }
 
 pub(super) struct Link {
@@ -149,6 +151,9 @@ impl Sites for Link {
         } else {
             Ok(lock(&self.mesh.replicators)[site].clone())
         };
+        if target.is_ok() && matches!(message, Message::Apply { .. }) {
+            *lock(&self.mesh.applies).entry(site.to_owned()).or_default() += 1;
+        }
         let site = site.to_owned();
         async move {
             let replicator = target?;
@@ -204,7 +209,10 @@ impl Test {
             // (a cut link or a crash answers at once all the same).
             Duration::from_secs(5),
         )
-        .waiting_for_leaders(LEADER_WAIT);
+        .waiting_for_leaders(LEADER_WAIT)
+        // Mappings go with the next operation or when the test converges (a replay), never
+        // at a time the machine's load decides.
+        .holding_mappings(Duration::from_secs(3600));
         lock(&self.mesh.replicators).insert(site.to_owned(), Arc::new(replicator));
     }
 
@@ -294,6 +302,11 @@ impl Test {
                 (meta.to_string(), item)
             })
             .collect()
+    }
+
+    /// The `Apply` messages `site` got from other sites.
+    pub(super) fn applies(&self, site: &str) -> usize {
+        lock(&self.mesh.applies).get(site).copied().unwrap_or(0)
     }
 
     fn received(&self, site: &str, method: &str) -> usize {

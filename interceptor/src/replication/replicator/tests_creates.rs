@@ -113,3 +113,30 @@ async fn every_replica_holds_the_whole_mapping_also_after_catching_up() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_travels_with_the_next_create_in_one_message() {
+    let test = Test::new();
+    let scope = all_of(&["Site1", "Site2", "Site3"]);
+    let create = |name: &str| {
+        let scope = scope.clone();
+        let body = json!({ "name": name });
+        let test = &test;
+        async move { test.request("Site1", scope, "POST", "/pods", body).await }
+    };
+    let first = MetaId::parse(&meta_of(&create("m1").await)).unwrap();
+    let second = MetaId::parse(&meta_of(&create("m2").await)).unwrap();
+    // The first create, then the second with the first's mapping: two messages, not three.
+    assert_eq!(test.applies("Site2"), 2);
+    assert_eq!(test.applies("Site3"), 2);
+    // The second's mapping goes on its own, once no operation came to carry it.
+    test.converge().await;
+    assert_eq!(test.applies("Site2"), 3);
+    for meta in [&first, &second] {
+        let leader = test.at("Site1").store.replicant(meta).unwrap().unwrap();
+        for site in SITES {
+            let held = test.at(site).store.replicant(meta).unwrap().unwrap();
+            assert_eq!(held.replicas, leader.replicas, "{site}");
+        }
+    }
+}

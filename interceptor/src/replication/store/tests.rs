@@ -54,7 +54,7 @@ fn the_log_survives_reopening_and_keeps_what_each_site_has_to_apply() {
             status: 201,
             local_id: Some(LocalId::Number(4)),
         };
-        store.settle(1, "Site2", &applied).unwrap();
+        store.settle_all(&[(1, "Site2", &applied)]).unwrap();
     }
     let store = Store::open(&path).unwrap();
     let seqs = |site| -> Vec<u64> {
@@ -113,6 +113,46 @@ fn an_applied_operation_is_remembered_with_the_local_id_it_gave() {
         known.replica("Site2").unwrap().local_id,
         Some(LocalId::Text("k".into()))
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_settled_create_takes_over_the_local_id_its_replica_gave_and_nothing_else_takes_it_back() {
+    let dir = tempdir();
+    let store = Store::open(&dir.join("s.redb")).unwrap();
+    let sites = ["Site1".to_owned(), "Site2".to_owned()];
+    let created = |local_id| Applied {
+        status: 201,
+        local_id: Some(LocalId::Number(local_id)),
+    };
+    // Creates `meta`, its answers settled together: `at_site1` at Site1, and 4 at Site2.
+    let create = |meta: &MetaId, at_site1| {
+        let change = Change::Create(call("POST", "/pods"));
+        let replicant = replicant(meta);
+        let seq = store
+            .append(Some(&replicant), meta, change, &sites)
+            .unwrap()
+            .seq;
+        let answers = [
+            (seq, "Site1", &created(at_site1)),
+            (seq, "Site2", &created(4)),
+        ];
+        store.settle_all(&answers).unwrap();
+    };
+    let named = || store.meta_of("pods", "Site2", &LocalId::Number(4)).unwrap();
+    let lost = MetaId::generate(MetaIdShape::Cheops);
+    create(&lost, 7);
+    assert_eq!(named(), Some(lost.clone()));
+    // Site2's instance lost it, and gave its ID to the next create.
+    let next = MetaId::generate(MetaIdShape::Cheops);
+    create(&next, 8);
+    assert_eq!(named(), Some(next.clone()));
+    // The lost one's records (a mapping, a write's) no longer take the ID back.
+    let known = store.replicant(&lost).unwrap().unwrap();
+    store
+        .append(Some(&known), &lost, Change::Map, &sites[1..])
+        .unwrap();
+    assert_eq!(named(), Some(next));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -36,7 +36,7 @@ pub enum Direction {
 pub fn uploads(stage: &Stage) -> anyhow::Result<Vec<Value>> {
     let args = ["sink", "--listen", SINK, "--listen", UPLOAD_SERVICE];
     let _sink = procfs::on_cpu(stage.cores.shared, || {
-        servers::load_program(&stage.netns, "sink", &stage.load_bin, &args, SINK)
+        servers::load_program(&stage.netns, "sink", &stage.load_bin, &args, SINK, &[])
     })?;
     Ok(PATHS
         .into_iter()

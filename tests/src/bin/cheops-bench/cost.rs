@@ -6,16 +6,17 @@
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
+    sync::atomic::Ordering,
     time::Duration,
 };
 
 use anyhow::{bail, ensure, Context};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::{
-    callgrind,
-    servers::{self, Proxy, BODY_BYTES, BODY_PATH, SERVICE},
-    Stage,
+    callgrind, grpc,
+    servers::{self, Proxy, BODY_BYTES, BODY_PATH, GRPC_SERVICE, SERVICE},
+    Stage, INTERRUPTED,
 };
 
 /// How many requests each count runs over.
@@ -43,30 +44,116 @@ impl Plan {
     }
 }
 
-/// The proxies counted, all reached through the same nftables REDIRECT rule: cheops's
+/// What the counted requests are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Calls {
+    /// GETs of the 1 KiB body, HTTP/1.1.
+    Http1,
+    /// gRPC unary calls (`cheops-load grpc-count`) to the gRPC origin, HTTP/2.
+    GrpcUnary,
+}
+
+/// One process counted: a proxy on the path of `calls`, or, with no proxy, the gRPC origin
+/// itself (the direct path: what serving the calls costs without a proxy).
+pub struct Counted {
+    pub name: &'static str,
+    pub proxy: Option<Proxy>,
+    pub calls: Calls,
+}
+
+/// What is counted; the proxies all reached through the same nftables REDIRECT rule: cheops's
 /// per-request path is the same under eBPF (whose lookup is per connection, and whose loader
 /// valgrind does not follow).
-pub const COUNTED: [(&str, Proxy); 3] = [
-    ("cheops-nat", Proxy::CheopsNat),
-    ("haproxy-nat", Proxy::Haproxy),
-    ("nginx-nat", Proxy::Nginx),
+pub const COUNTED: [Counted; 6] = [
+    Counted {
+        name: "cheops-nat",
+        proxy: Some(Proxy::CheopsNat),
+        calls: Calls::Http1,
+    },
+    Counted {
+        name: "haproxy-nat",
+        proxy: Some(Proxy::Haproxy),
+        calls: Calls::Http1,
+    },
+    Counted {
+        name: "nginx-nat",
+        proxy: Some(Proxy::Nginx),
+        calls: Calls::Http1,
+    },
+    Counted {
+        name: "grpc-cheops-nat",
+        proxy: Some(Proxy::CheopsNat),
+        calls: Calls::GrpcUnary,
+    },
+    Counted {
+        name: "grpc-nginx-nat",
+        proxy: Some(Proxy::Nginx),
+        calls: Calls::GrpcUnary,
+    },
+    Counted {
+        name: "grpc-origin",
+        proxy: None,
+        calls: Calls::GrpcUnary,
+    },
 ];
 
-/// Instructions and system calls per request of `proxy`; cheops's callgrind dump of the longer
-/// run is kept as `profile` (for `callgrind_annotate`).
+/// The counts `selected` names (all of `COUNTED` when empty): HTTP/1.1's and gRPC's apart,
+/// by name; one that fails says why in its entry. cheops's callgrind dumps are kept beside
+/// `out`.
+pub fn measure_selected(
+    stage: &Stage,
+    quick: bool,
+    selected: &[String],
+    out: &Path,
+) -> anyhow::Result<(Map<String, Value>, Map<String, Value>)> {
+    let plan = Plan::new(quick);
+    let (mut costs, mut grpc_costs) = (Map::new(), Map::new());
+    let chosen = COUNTED
+        .iter()
+        .filter(|counted| selected.is_empty() || selected.iter().any(|c| c == counted.name));
+    for counted in chosen {
+        let name = counted.name;
+        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
+        eprintln!("bench: instructions and system calls per request, {name}");
+        let profile_out = out.with_file_name(format!("callgrind.{name}.out"));
+        let cost = measure(stage, counted, &plan, &profile_out)
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        match counted.calls {
+            Calls::Http1 => costs.insert(name.to_owned(), cost),
+            Calls::GrpcUnary => grpc_costs.insert(name.to_owned(), cost),
+        };
+    }
+    Ok((costs, grpc_costs))
+}
+
+/// Instructions and system calls per request of what `counted` names; cheops's callgrind dump
+/// of the longer run is kept as `profile` (for `callgrind_annotate`).
 pub fn measure(
     stage: &Stage,
-    proxy: Proxy,
+    counted: &Counted,
     plan: &Plan,
     profile_out: &Path,
 ) -> anyhow::Result<Value> {
-    let _rule = stage.redirect(Some(proxy));
+    let service = match counted.calls {
+        Calls::Http1 => SERVICE,
+        Calls::GrpcUnary => GRPC_SERVICE,
+    };
+    let _rule = stage.redirect_service(counted.proxy, service);
+    // The gRPC origin behind the proxy counted (when it is not the one counted).
+    let _origin = match counted {
+        Counted {
+            proxy: Some(_),
+            calls: Calls::GrpcUnary,
+            ..
+        } => Some(grpc::start_origin(stage, &[])?),
+        _ => None,
+    };
     let mut profile = (Vec::new(), Vec::new());
     let syscalls = {
-        let server = stage.start(proxy, &[])?;
-        stage.count(plan.warmup)?;
-        let short = syscalls_over(stage, server.pid, plan.short)?;
-        let long = syscalls_over(stage, server.pid, plan.long)?;
+        let server = stage.start(counted, &[])?;
+        stage.count(counted.calls, plan.warmup)?;
+        let short = syscalls_over(stage, counted.calls, server.pid, plan.short)?;
+        let long = syscalls_over(stage, counted.calls, server.pid, plan.long)?;
         per_request(short, long, plan)
     };
     let instructions = {
@@ -80,14 +167,14 @@ pub fn measure(
             "--compress-pos=no".to_owned(),
             format!("--callgrind-out-file={}", out.display()),
         ];
-        let server = stage.start(proxy, &valgrind)?;
-        stage.count(plan.warmup)?;
+        let server = stage.start(counted, &valgrind)?;
+        stage.count(counted.calls, plan.warmup)?;
         dump(server.pid, dir.path())?;
-        stage.count(plan.short)?;
+        stage.count(counted.calls, plan.short)?;
         let short = dump(server.pid, dir.path())?;
-        stage.count(plan.long)?;
+        stage.count(counted.calls, plan.long)?;
         let long = dump(server.pid, dir.path())?;
-        if matches!(proxy, Proxy::CheopsNat | Proxy::CheopsEbpf) {
+        if matches!(counted.proxy, Some(Proxy::CheopsNat | Proxy::CheopsEbpf)) {
             let dump = newest_dump(dir.path())?;
             std::fs::copy(&dump, profile_out).with_context(|| {
                 format!("copying {} to {}", dump.display(), profile_out.display())
@@ -110,25 +197,43 @@ fn per_request(short: u64, long: u64, plan: &Plan) -> f64 {
 }
 
 impl Stage {
-    /// Starts `proxy` (under `under`) on the shared core, as for the latency runs: one worker.
-    fn start(&self, proxy: Proxy, under: &[String]) -> anyhow::Result<servers::Server> {
-        crate::procfs::on_cpu(self.cores.shared, || {
-            servers::proxy(&self.netns, proxy, &self.workload, under)
-        })
+    /// Starts what `counted` names (under `under`) on the shared core, as for the latency
+    /// runs: one worker.
+    fn start(&self, counted: &Counted, under: &[String]) -> anyhow::Result<servers::Server> {
+        match (counted.proxy, counted.calls) {
+            (None, _) => grpc::start_origin(self, under),
+            (Some(Proxy::Nginx), Calls::GrpcUnary) => {
+                crate::procfs::on_cpu(self.cores.shared, || {
+                    servers::nginx_grpc(&self.netns, under)
+                })
+            }
+            (Some(proxy), _) => crate::procfs::on_cpu(self.cores.shared, || {
+                servers::proxy(&self.netns, proxy, &self.workload, under)
+            }),
+        }
     }
 
     /// `requests` one after another on one connection from the workload cgroup, all answered.
-    fn count(&self, requests: u32) -> anyhow::Result<()> {
+    fn count(&self, calls: Calls, requests: u32) -> anyhow::Result<()> {
+        let (mode, address, path, body_bytes) = match calls {
+            Calls::Http1 => ("count", SERVICE, BODY_PATH, BODY_BYTES),
+            Calls::GrpcUnary => (
+                "grpc-count",
+                GRPC_SERVICE,
+                grpc::METHOD,
+                grpc::MESSAGE_BYTES,
+            ),
+        };
         let requests = requests.to_string();
-        let body_bytes = BODY_BYTES.to_string();
+        let body_bytes = body_bytes.to_string();
         self.load(
             true,
             &[
-                "count",
+                mode,
                 "--address",
-                SERVICE,
+                address,
                 "--path",
-                BODY_PATH,
+                path,
                 "--body-bytes",
                 &body_bytes,
                 "--requests",
@@ -141,7 +246,7 @@ impl Stage {
 }
 
 /// The system calls `pid`'s threads make while `requests` are served.
-fn syscalls_over(stage: &Stage, pid: u32, requests: u32) -> anyhow::Result<u64> {
+fn syscalls_over(stage: &Stage, calls: Calls, pid: u32, requests: u32) -> anyhow::Result<u64> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("perf.csv");
     perf_over(
@@ -149,6 +254,7 @@ fn syscalls_over(stage: &Stage, pid: u32, requests: u32) -> anyhow::Result<u64> 
         &["stat", "-x", ",", "-e", "raw_syscalls:sys_enter"],
         pid,
         &out,
+        calls,
         requests,
     )?;
     let text =
@@ -182,6 +288,7 @@ fn perf_over(
     args: &[&str],
     pid: u32,
     out: &Path,
+    calls: Calls,
     requests: u32,
 ) -> anyhow::Result<()> {
     let perf = Command::new("perf")
@@ -197,7 +304,7 @@ fn perf_over(
     let perf = Perf(perf);
     // perf attaches to every thread before the first request.
     std::thread::sleep(Duration::from_millis(300));
-    stage.count(requests)?;
+    stage.count(calls, requests)?;
     perf.stop()
 }
 

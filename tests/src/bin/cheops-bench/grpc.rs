@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::{
     bodies::check_marks,
     procfs,
-    servers::{self, Proxy, GRPC_ORIGIN, GRPC_SERVICE},
+    servers::{self, Proxy, Server, GRPC_ORIGIN, GRPC_SERVICE},
     Stage,
 };
 
@@ -20,7 +20,7 @@ pub const PATHS: [(&str, Option<Proxy>); 3] = [
 ];
 
 /// The method called, and the size of each message (request and answer).
-const METHOD: &str = "/cheops.bench.Echo/Unary";
+pub const METHOD: &str = "/cheops.bench.Echo/Unary";
 pub const MESSAGE_BYTES: usize = 128;
 
 /// How hard and how long the calls run.
@@ -43,22 +43,7 @@ impl Plan {
 /// The calls through every path, the gRPC origin started for them; a path that fails says
 /// why in its entry and the others are still measured.
 pub fn measure_all(stage: &Stage, plan: &Plan) -> anyhow::Result<Vec<Value>> {
-    let args = [
-        "grpc-origin",
-        "--listen",
-        GRPC_ORIGIN,
-        "--listen",
-        GRPC_SERVICE,
-    ];
-    let _origin = procfs::on_cpu(stage.cores.shared, || {
-        servers::load_program(
-            &stage.netns,
-            "gRPC origin",
-            &stage.load_bin,
-            &args,
-            GRPC_ORIGIN,
-        )
-    })?;
+    let _origin = start_origin(stage, &[])?;
     Ok(PATHS
         .into_iter()
         .map(|(name, proxy)| {
@@ -72,10 +57,32 @@ pub fn measure_all(stage: &Stage, plan: &Plan) -> anyhow::Result<Vec<Value>> {
         .collect())
 }
 
+/// The gRPC origin on the shared core, at its own address and at the service's (the direct
+/// path), run by `under` when not empty (valgrind).
+pub fn start_origin(stage: &Stage, under: &[String]) -> anyhow::Result<Server> {
+    let args = [
+        "grpc-origin",
+        "--listen",
+        GRPC_ORIGIN,
+        "--listen",
+        GRPC_SERVICE,
+    ];
+    procfs::on_cpu(stage.cores.shared, || {
+        servers::load_program(
+            &stage.netns,
+            "gRPC origin",
+            &stage.load_bin,
+            &args,
+            GRPC_ORIGIN,
+            under,
+        )
+    })
+}
+
 fn measure(stage: &Stage, name: &str, proxy: Option<Proxy>, plan: &Plan) -> anyhow::Result<Value> {
     let server = match proxy {
         Some(Proxy::Nginx) => Some(procfs::on_cpu(stage.cores.shared, || {
-            servers::nginx_grpc(&stage.netns)
+            servers::nginx_grpc(&stage.netns, &[])
         })?),
         Some(proxy) => Some(procfs::on_cpu(stage.cores.shared, || {
             servers::proxy(&stage.netns, proxy, &stage.workload, &[])

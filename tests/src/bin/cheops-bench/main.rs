@@ -52,7 +52,8 @@ struct Cli {
     /// The meshes' site counts across sites (2,4,8,16 by default; 2,4 with --quick).
     #[arg(long, value_delimiter = ',')]
     sites: Vec<usize>,
-    /// Only these proxies' costs (`cheops-nat`, `haproxy-nat`, `nginx-nat`; all by default).
+    /// Only these costs (`cheops-nat`, `haproxy-nat`, `nginx-nat`; gRPC unary calls:
+    /// `grpc-cheops-nat`, `grpc-nginx-nat`, `grpc-origin`; all by default).
     #[arg(long, value_delimiter = ',')]
     counted: Vec<String>,
     /// Where to write the results (JSON).
@@ -218,22 +219,14 @@ fn main() -> anyhow::Result<()> {
         true => grpc::measure_all(&stage, &grpc_plan)?,
         false => Vec::new(),
     };
-    let cost_plan = cost::Plan::new(cli.quick);
-    let mut costs = serde_json::Map::new();
-    let counted = cost::COUNTED.into_iter().filter(|(name, _)| {
-        runs(Part::Costs) && (cli.counted.is_empty() || cli.counted.iter().any(|c| c == name))
-    });
-    for (name, proxy) in counted {
-        ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted (Ctrl-C)");
-        eprintln!("bench: instructions and system calls per request, {name}");
-        let profile_out = cli.out.with_file_name(format!("callgrind.{name}.out"));
-        let cost = cost::measure(&stage, proxy, &cost_plan, &profile_out)
-            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
-        costs.insert(name.to_owned(), cost);
-    }
+    let (costs, grpc_costs) = match runs(Part::Costs) {
+        true => cost::measure_selected(&stage, cli.quick, &cli.counted, &cli.out)?,
+        false => Default::default(),
+    };
     if cli.only.is_some() {
         let part = json!({
             "costs": costs,
+            "grpc_costs": grpc_costs,
             "large_bodies": large_bodies,
             "large_uploads": uploads,
             "idle_connections": idle,
@@ -269,6 +262,7 @@ fn main() -> anyhow::Result<()> {
         "scenarios": scenarios,
         "connect": connect,
         "costs": costs,
+        "grpc_costs": grpc_costs,
         "large_bodies": large_bodies,
         "large_uploads": uploads,
         "idle_connections": idle,

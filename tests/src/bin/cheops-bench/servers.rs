@@ -103,23 +103,26 @@ pub fn origin(netns: &Netns) -> Server {
     )
 }
 
-/// `cheops-load ARGS` as a server (the upload sink, the gRPC origin) listening at `listen`.
+/// `cheops-load ARGS` as a server (the upload sink, the gRPC origin) listening at `listen`,
+/// run by `under` when not empty (valgrind).
 pub fn load_program(
     netns: &Netns,
     name: &str,
     load_bin: &Path,
     args: &[&str],
     listen: &str,
+    under: &[String],
 ) -> Server {
-    let mut command = netns.command(load_bin.to_str().expect("a UTF-8 path"));
+    let mut command = program(netns, under, load_bin.to_str().expect("a UTF-8 path"));
     command.args(args);
     let dir = tempfile::tempdir().expect("temporary directory");
     let log = dir.path().join("output.log");
     let process = Process::spawn(name, command, Some(&log));
+    // Long enough under valgrind on a busy machine; a running one answers at once.
     wait_for_listener_within(
         netns,
         listen.parse().expect("an address"),
-        Duration::from_secs(10),
+        Duration::from_secs(60),
     );
     Server {
         pid: process.pid(),
@@ -203,8 +206,9 @@ fn program(netns: &Netns, under: &[String], program: &str) -> Command {
     }
 }
 
-/// nginx forwarding gRPC (`grpc_pass`) to the gRPC origin over kept-alive connections.
-pub fn nginx_grpc(netns: &Netns) -> Server {
+/// nginx forwarding gRPC (`grpc_pass`) to the gRPC origin over kept-alive connections, run by
+/// `under` when not empty (valgrind).
+pub fn nginx_grpc(netns: &Netns, under: &[String]) -> Server {
     let http = format!(
         "upstream grpc_origin {{ server {GRPC_ORIGIN}; keepalive 32; keepalive_requests 1000000; }}\n\
          server {{ listen {} http2; http2_max_requests 1000000; location / {{\n\
@@ -213,7 +217,7 @@ pub fn nginx_grpc(netns: &Netns) -> Server {
         proxy_address()
     );
     let dir = tempfile::tempdir().expect("temporary directory");
-    let command = netns.command("nginx");
+    let command = program(netns, under, "nginx");
     let listen = proxy_address();
     nginx(
         netns,

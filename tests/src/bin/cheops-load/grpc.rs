@@ -31,16 +31,7 @@ pub fn calls(target: &Target, timing: &Timing, rate: u32) -> anyhow::Result<serd
     let mut schedule = Schedule::new(rate, timing)?;
     let call = framed(&vec![b'x'; target.body_bytes]);
     crate::runtime()?.block_on(async {
-        let stream = tokio::net::TcpStream::connect(target.address)
-            .await
-            .with_context(|| format!("connecting to {}", target.address))?;
-        stream.set_nodelay(true)?;
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .context("HTTP/2 handshake")?;
-        tokio::spawn(connection);
-        let uri = format!("http://{}{}", target.address, target.path);
+        let (mut sender, uri) = open(target).await?;
         let mut marks = None;
         while let Some(due) = schedule.wait() {
             let answer = unary(&mut sender, &uri, &call).await;
@@ -54,6 +45,38 @@ pub fn calls(target: &Target, timing: &Timing, rate: u32) -> anyhow::Result<serd
         report["marks"] = json!(marks);
         Ok(report)
     })
+}
+
+/// `calls` unary calls one after another on one connection, untimed: for counting what a
+/// proxy spends on them (instructions, system calls).
+pub fn count(target: &Target, calls: u32) -> anyhow::Result<serde_json::Value> {
+    let call = framed(&vec![b'x'; target.body_bytes]);
+    crate::runtime()?.block_on(async {
+        let (mut sender, uri) = open(target).await?;
+        let mut errors = 0u64;
+        for _ in 0..calls {
+            let echoed = unary(&mut sender, &uri, &call).await;
+            if !echoed.is_ok_and(|(_, echoed)| echoed) {
+                errors += 1;
+            }
+        }
+        Ok(json!({ "requests": calls, "errors": errors }))
+    })
+}
+
+/// One HTTP/2 connection (cleartext, prior knowledge) to the target, and the URI of its
+/// method.
+async fn open(target: &Target) -> anyhow::Result<(SendRequest<Full<Bytes>>, String)> {
+    let stream = tokio::net::TcpStream::connect(target.address)
+        .await
+        .with_context(|| format!("connecting to {}", target.address))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .context("HTTP/2 handshake")?;
+    tokio::spawn(connection);
+    Ok((sender, format!("http://{}{}", target.address, target.path)))
 }
 
 /// One unary call: the answer's headers, and whether it echoed `call` with `grpc-status: 0`.

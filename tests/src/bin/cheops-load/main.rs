@@ -10,7 +10,7 @@
 //!   that reads it, see `upload.rs`);
 //! - `idle`: many keep-alive connections, one request each, then held idle (`idle.rs`);
 //! - `grpc`: gRPC unary calls at a fixed rate on one HTTP/2 connection (`grpc-origin` answers
-//!   them, see `grpc.rs`);
+//!   them, see `grpc.rs`); `grpc-count`: a given number of them, untimed, as `count`;
 //! - `connect`: a connect()+close() loop timing connect() alone.
 //!
 //! Every answer must be a 200 with the expected body size, or it counts as an error.
@@ -90,6 +90,13 @@ enum Mode {
         /// Calls per second.
         #[arg(long)]
         rate: u32,
+    },
+    /// A number of gRPC unary calls on one HTTP/2 connection, one after another (costs).
+    GrpcCount {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        requests: u32,
     },
     /// A gRPC origin answering every unary call with its own message.
     GrpcOrigin(Listen),
@@ -174,6 +181,7 @@ fn main() -> anyhow::Result<()> {
             timing,
             rate,
         } => grpc::calls(&target, &timing, rate)?,
+        Mode::GrpcCount { target, requests } => grpc::count(&target, requests)?,
         Mode::GrpcOrigin(Listen { listen }) => grpc::origin(&listen)?,
         Mode::Connect { address, count } => connect_loop(address, count)?,
     };

@@ -1,6 +1,6 @@
 //! What each proxy spends per request, counted (instructions by callgrind, system calls by
 //! the raw_syscalls tracepoint): the figures the machine's load cannot move.
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::number;
 
@@ -13,9 +13,10 @@ pub struct Cost {
     pub requests: [u64; 2],
 }
 
-/// The counts in the raw results, if any were made.
-pub fn from_raw(raw: &Value) -> anyhow::Result<Vec<Cost>> {
-    let Some(costs) = raw["costs"].as_object() else {
+/// The counts under `key` in the raw results (`costs`: HTTP/1.1 requests, `grpc_costs`: gRPC
+/// unary calls), if any were made.
+pub fn from_raw(raw: &Value, key: &str) -> anyhow::Result<Vec<Cost>> {
+    let Some(costs) = raw[key].as_object() else {
         return Ok(Vec::new());
     };
     costs
@@ -32,4 +33,24 @@ pub fn from_raw(raw: &Value) -> anyhow::Result<Vec<Cost>> {
             })
         })
         .collect()
+}
+
+impl Cost {
+    /// Its line in the terminal summary.
+    pub fn text_line(&self, title: &str) -> String {
+        format!(
+            "  {title:<28} {:>10.0} instructions {:>6.2} system calls\n",
+            self.instructions, self.syscalls
+        )
+    }
+
+    /// Its entry in the summary's JSON.
+    pub fn json(&self) -> Value {
+        json!({
+            "proxy": self.name,
+            "instructions": self.instructions,
+            "system_calls": self.syscalls,
+            "requests_counted": self.requests,
+        })
+    }
 }

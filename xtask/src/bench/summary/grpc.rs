@@ -97,7 +97,7 @@ impl Summary {
 
     pub fn grpc_markdown(&self, raw: &Value) -> String {
         if self.grpc.is_empty() {
-            return String::new();
+            return self.grpc_costs_markdown();
         }
         let unary = &raw["grpc_unary"];
         let mut md = format!(
@@ -123,6 +123,52 @@ impl Summary {
                 optional(path.cpu_us_per_call, 1),
             );
         }
+        md + &self.grpc_costs_markdown()
+    }
+
+    /// The instructions and system calls per call, counted as per HTTP/1.1 request.
+    fn grpc_costs_markdown(&self) -> String {
+        let Some(first) = self.grpc_costs.first() else {
+            return String::new();
+        };
+        let [short, long] = first.requests;
+        let nginx = self
+            .grpc_costs
+            .iter()
+            .find(|c| c.name == COUNTED_NGINX)
+            .map(|c| c.instructions);
+        let mut md = format!(
+            "\nCounted per call, as per HTTP/1.1 request below (callgrind and the \
+             raw_syscalls tracepoint; {short} calls, then {long}, on one HTTP/2 connection, the \
+             difference divided by the {} calls between them); cheops and nginx behind the same \
+             nftables REDIRECT rule, and the gRPC origin counted alone for reference (one HTTP/2 \
+             server; a proxy is an HTTP/2 server and a client):\n\n\
+             | counted | instructions per call | system calls per call | instructions / nginx |\n\
+             |---|---:|---:|---:|\n",
+            long.saturating_sub(short)
+        );
+        for cost in &self.grpc_costs {
+            md += &format!(
+                "| {} | {:.0} | {:.2} | {} |\n",
+                counted_title(&cost.name),
+                cost.instructions,
+                cost.syscalls,
+                times(nginx.and_then(|n| ratio(cost.instructions, n))),
+            );
+        }
         md
+    }
+}
+
+/// nginx's `grpc_pass` among the gRPC counts.
+const COUNTED_NGINX: &str = "grpc-nginx-nat";
+
+/// What each gRPC count (`cheops-bench --counted`) was of.
+pub fn counted_title(name: &str) -> &str {
+    match name {
+        "grpc-cheops-nat" => "cheops, nftables REDIRECT",
+        COUNTED_NGINX => "nginx grpc_pass, nftables REDIRECT",
+        "grpc-origin" => "the gRPC origin alone (no proxy)",
+        other => other,
     }
 }

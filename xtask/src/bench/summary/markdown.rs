@@ -14,64 +14,81 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   decisions as before read and change (scope carriers, policy, hop-by-hop and peer-marker \
   headers, Host), written to the instance over the connection the client's connection keeps, \
   and the answer's head parsed once and written as hyper wrote it; bodies are copied by their \
-  framing. What is left is `http`'s header map (every name hashed as it goes in, looked up \
-  and removed: about a fifth), the allocator and memcpy (`libc`), httparse, tokio polling \
-  the two sockets, and cheops's own code. Any other request, and the rest of its connection, \
-  is served by hyper as before (it parses and writes each head twice).\n\
+  framing. What is left is `http`'s header map (every name hashed as it goes in, looked up and \
+  removed: about a fifth), the allocator and memcpy (`libc`), httparse, tokio polling the two \
+  sockets, and cheops's own code. Any other request, and the rest of its connection, is served \
+  by hyper as before (it parses and writes each head twice).\n\
 - Done in this round (instructions per request, callgrind, about, from 52,965 before): one \
-  single-threaded runtime per core (`proxy.workers`) instead of one multi-threaded runtime \
-  (no work-stealing bookkeeping, no wake-up across threads: -1,000); hop-by-hop and \
-  peer-marker headers removed only when present, found by one look at the names rather \
-  than a hash and probe per name (-2,900); the request's headers moved into its last \
-  attempt instead of copied (-800); the token header's name made once instead of per \
-  request (-1,100); the instance exchange boxed so that timeouts move a pointer, not its state \
-  (-700). Then, from 46,823 (and 7.23 system calls per request): the metrics' histogram \
-  handles kept per connection instead of labels made, hashed and looked up per request; the \
-  in-flight slot one atomic operation per request instead of a locked hash map; one timer per \
-  connection for the header wait and one for the answer, set again per request (a later \
-  deadline stays in the timer wheel) instead of two registered and removed per request \
-  (-2,200, and -1.2 system calls); a connection's parts shared behind one pointer rather than \
-  each cloned per request (-300); whether a request is a gRPC call read once (-200): 44,180 \
-  instructions and 6.00 system calls per request (44,256 with the same hour's changes \
-  elsewhere merged in). Then the fast path: from 44,262 to 29,278 instructions per request (-34%); its \
-  system calls per request varied from 5.7 to 6.6 over four counts on this loaded machine \
-  (hyper's path: 6.00 both times), not yet explained (wake-ups between its steps, most \
-  likely).\n\
+  single-threaded runtime per core (`proxy.workers`) instead of one multi-threaded runtime (no \
+  work-stealing bookkeeping, no wake-up across threads: -1,000); hop-by-hop and peer-marker \
+  headers removed only when present, found by one look at the names rather than a hash and \
+  probe per name (-2,900); the request's headers moved into its last attempt instead of copied \
+  (-800); the token header's name made once instead of per request (-1,100); the instance \
+  exchange boxed so that timeouts move a pointer, not its state (-700). Then, from 46,823 (and \
+  7.23 system calls per request): the metrics' histogram handles kept per connection instead of \
+  labels made, hashed and looked up per request; the in-flight slot one atomic operation per \
+  request instead of a locked hash map; one timer per connection for the header wait and one \
+  for the answer, set again per request (a later deadline stays in the timer wheel) instead of \
+  two registered and removed per request (-2,200, and -1.2 system calls); a connection's parts \
+  shared behind one pointer rather than each cloned per request (-300); whether a request is a \
+  gRPC call read once (-200): 44,180 instructions and 6.00 system calls per request (44,256 \
+  with the same hour's changes elsewhere merged in). Then the fast path: from 44,262 to about \
+  28,000 instructions per request (27,967 and 28,137 in two counts, -37%). Its system calls per \
+  request vary with timing, from 5.7 to 6.6 over six counts on this loaded machine (hyper's \
+  path: 6.00 each time): the read that follows an answer finds the next request when it has \
+  come already, else it is one call more. Clearing the readiness after a short read, as tokio's \
+  own reads do, gave 6.00 each time but 1,500 more instructions (the task then always waits for \
+  the poller): not kept.\n\
 - What would close the rest: the fast path acting on the head's fields as they lie in its \
   buffer instead of a header map (the decisions read a few names: the scope carriers, the \
-  hop-by-hop headers, Host), writing the unchanged fields' bytes on as they came, as nginx \
-  does (most of `http`'s share and of the allocations); it needs the carriers and the \
-  policy to read fields rather than a map.\n\
+  hop-by-hop headers, Host), writing the unchanged fields' bytes on as they came, as nginx does \
+  (most of `http`'s share and of the allocations); it needs the carriers and the policy to read \
+  fields rather than a map.\n\
 - The download's memory: the 42 MiB peak of the last report was cheops's start, when it \
-  loads its eBPF programs (about 44 MiB for a moment, 10 MiB after), not the download: the \
-  peak is now reset just before the download.\n\
-- Replicated create over 16 sites, measured (fsyncs counted per agent with perf on the fsync \
-  tracepoints): the leader commits 4 + 2N times per create, one after the other (its append, \
-  its own apply's intent and result, one settle per replica's answer, the mapping, one settle \
-  per answer to the mapping): 36 at 16 sites; each other site commits 3 times. A group commit \
-  of the answers that arrive together, with the mapping carried by the next operation, brought \
-  the leader to 13 commits at 16 sites and the ratio from 4.1-5.2x to 3.8-4.3x in runs on a \
-  loaded machine. It is not in this build: a soak loss first laid at its door was the \
-  instance's own (docs/reliability.md, seed 31), and it comes back next. The rest is the \
-  machine: a 16-site gathered list, which writes nothing, costs 2.45x here, with 16 agents, 16 \
-  json-servers and 30 relay processes on 2 cores.\n\
+  loads its eBPF programs (about 44 MiB for a moment, 10 MiB after), not the download: the peak \
+  is now reset just before the download.\n\
+- Replicated create over 16 sites, measured (fsyncs counted per agent with perf on the \
+  fsync tracepoints): the leader commits 4 + 2N times per create, one after the other (its \
+  append, its own apply's intent and result, one settle per replica's answer, the mapping, one \
+  settle per answer to the mapping): 36 at 16 sites; each other site commits 3 times. A group \
+  commit of the answers that arrive together, with the mapping carried by the next operation, \
+  brought the leader to 13 commits at 16 sites and the ratio from 4.1-5.2x to 3.8-4.3x in runs \
+  on a loaded machine. Taken out while a soak loss was laid at its door (the instance's own: \
+  docs/reliability.md, seed 31), it is back: 11.8 to 12.9 commits per create at the leader at \
+  16 sites, 36.0 without it, in runs back to back. The rest is the machine: a 16-site gathered \
+  list, which writes nothing, costs 2.45x here, with 16 agents, 16 json-servers and 30 relay \
+  processes on 2 cores.\n\
 - The 300 MiB upload: every proxy is far from direct here (direct, the client and the sink \
   share one core and nothing is copied between them; through a proxy each byte is copied into \
   and out of user space and crosses cores twice). Only the kernel forwarding the body \
-  (`splice(2)` or a sockmap redirect once the head is handled) could come near direct. The \
-  fast path takes request bodies up to 64 KiB (read whole, then sent with the head); a larger \
-  upload still goes through hyper: streaming it on the fast path, with `splice(2)` between \
-  the sockets, is the next step.\n\
-- Idle connections: on the fast path, an idle connection holds no buffer (its read buffer is \
-  taken when bytes come and given back once they are served; the answer's are the request's \
-  own) and a small future (a request's state is boxed while it runs): 10.1 KiB per \
-  connection in a quick run, against 39.6 with hyper's two connections and their 8 KiB read \
-  and write buffers each (the same run). It still keeps its own upstream connection (2 open \
-  files). nginx pools upstream connections: what would close the rest is the upstream \
-  connection handed back to a per-worker pool when the client goes idle, and a smaller task.\n\
-- gRPC unary: cheops adds less latency at p50 than `grpc_pass`, but spends 1.5x its CPU per \
-  call: two HTTP/2 codecs (h2), a pool checkout and a task per call; a perf profile spreads it \
-  over h2 (20%), allocation (16%), tokio (14%) and cheops's own code (12%).\n\
+  (`splice(2)` or a sockmap redirect once the head is handled) could come near direct. The fast \
+  path takes request bodies up to 64 KiB (read whole, then sent with the head); a larger upload \
+  still goes through hyper: streaming it on the fast path, with `splice(2)` between the \
+  sockets, is the next step.\n\
+- Idle connections: on the fast path, an idle connection holds no buffer (its read buffer \
+  is taken when bytes come and given back once they are served; the answer's are the request's \
+  own) and a smaller future (hyper's state, and a request's rare parts, boxed): 10.1 KiB per \
+  connection in a quick run, against 39.6 with hyper's two connections and their 8 KiB read and \
+  write buffers each (the same run). It still keeps its own upstream connection (2 open files). \
+  nginx pools upstream connections: what would close the rest is the upstream connection handed \
+  back to a per-worker pool when the client goes idle, and a smaller task.\n\
+- gRPC unary: cheops adds less latency at p50 than `grpc_pass`, but spent 1.5x its CPU per \
+  call. Counted per call (`cheops-bench --only costs --counted \
+  grpc-cheops-nat,grpc-nginx-nat,grpc-origin`), it spent 226,800 instructions, against 36,100 \
+  for `grpc_pass` and 43,100 for the gRPC origin alone (one HTTP/2 server): over half was \
+  memcpy, tokio copying each call's 11 KiB future whole as hyper spawned a task per stream and \
+  ran it. Done: each workload HTTP/2 connection owning an HTTP/2 connection to the instance, \
+  shared by its streams, instead of a pool checkout per call (-7,500); the large and rare parts \
+  of the call's future boxed (the replicator's work, a peer's exchange, opening a connection) \
+  and `within` holding its work once (under 4 KiB), the gRPC call histograms kept per \
+  connection instead of labels made and looked up per call (-112,000); hyper's HTTP/2 client \
+  running what it spawns per call (sending it, piping its body) inside the instance \
+  connection's task instead of tokio tasks of their own, the stream's handler boxed (-4,000): \
+  103,300 instructions and 7.62 system calls per call (from 8.25; nginx 11.9). What is left is \
+  mostly the two HTTP/2 codecs (h2: 43,800 per call, as much as the origin's whole cost), \
+  `http`'s header maps (10,800), memcpy (10,500, mostly h2 moving frames) and tokio (9,900); \
+  cheops's own code is 4,700. What would close more: the h2 crate's client used directly, each \
+  call sent from its stream's own task (no client dispatch, channel and callback per call).\n\
 - Timings on this machine move with the other work on it: the counts above do not, and are \
   the ones to compare builds with.\n";
 
@@ -85,36 +102,13 @@ impl Summary {
             "Generated by `{command}` (as root, from the workspace); do not edit by hand, run it again.\n\n"
         );
         if self.quick {
-            md += "> **Quick run**: short durations, to check the harness. Not for comparing: run \
-                   `cargo xtask bench` on a quiet machine for the reference numbers.\n\n";
+            md += "> **Quick run**: short durations, to check the harness. Not for comparing: run                  `cargo xtask bench` on a quiet machine for the reference numbers.\n\n";
         }
         if let Some(busy) = &self.busy {
             md += &format!("> **Busy machine**: {busy}\n\n");
         }
         md += &format!(
-            "## How\n\n\
-             - Machine: {} ({} CPUs), Linux {}; {}; {}. Load average (1 min) {} before, {} after: \
-             other work on the machine shows as noise.\n\
-             - One network namespace. The origin is nginx serving a 1 KiB file at {}. The client \
-             (`cheops-load`, tests crate: hyper, one keep-alive HTTP/1.1 connection) dials the \
-             service address {}, and each scenario decides where that goes: straight \
-             to the origin (direct), to cheops through the eBPF connect hook (client in the \
-             workload cgroup), or to cheops, HAProxy or nginx through an nftables REDIRECT rule \
-             (how sidecar meshes intercept).\n\
-             - **Latency is measured with every process on one core** (CPU {}): {} requests/s, \
-             open loop, for {} s after {} s of warm-up; each latency counts from when the \
-             request was due, so a late answer also delays those queued behind it. On these \
-             virtual machines a wake-up across cores costs more than a proxy does, which is why.\n\
-             - **Throughput is measured with the proxy on its own core** (CPU {}), the client \
-             ({} connections, closed loop, {} s) and the origin sharing the other. When the \
-             proxy used less than all of its core, the client side was the limit, and \
-             *requests per proxy CPU-second* is the per-core capacity to compare.\n\
-             - CPU per request and memory: the proxy's utime+stime from /proc/PID/stat (10 ms \
-             ticks) over the latency run, and its VmRSS at the end of it, at 1,000 requests/s.\n\
-             - Same footing for all: no request logs (cheops with RUST_LOG=warn, nginx without \
-             access log, HAProxy without log), one worker each, kept-alive connections to the \
-             origin. HAProxy and nginx forward to a fixed backend; cheops also looks up which \
-             service each connection dialled.\n\n",
+            "## How\n\n           - Machine: {} ({} CPUs), Linux {}; {}; {}. Load average (1 min) {} before, {} after:            other work on the machine shows as noise.\n           - One network namespace. The origin is nginx serving a 1 KiB file at {}. The client            (`cheops-load`, tests crate: hyper, one keep-alive HTTP/1.1 connection) dials the            service address {}, and each scenario decides where that goes: straight            to the origin (direct), to cheops through the eBPF connect hook (client in the            workload cgroup), or to cheops, HAProxy or nginx through an nftables REDIRECT rule            (how sidecar meshes intercept).\n           - **Latency is measured with every process on one core** (CPU {}): {} requests/s,            open loop, for {} s after {} s of warm-up; each latency counts from when the            request was due, so a late answer also delays those queued behind it. On these            virtual machines a wake-up across cores costs more than a proxy does, which is why.\n           - **Throughput is measured with the proxy on its own core** (CPU {}), the client            ({} connections, closed loop, {} s) and the origin sharing the other. When the            proxy used less than all of its core, the client side was the limit, and            *requests per proxy CPU-second* is the per-core capacity to compare.\n           - CPU per request and memory: the proxy's utime+stime from /proc/PID/stat (10 ms            ticks) over the latency run, and its VmRSS at the end of it, at 1,000 requests/s.\n           - Same footing for all: no request logs (cheops with RUST_LOG=warn, nginx without            access log, HAProxy without log), one worker each, kept-alive connections to the            origin. HAProxy and nginx forward to a fixed backend; cheops also looks up which            service each connection dialled.\n\n",
             text(&machine["cpu_model"]),
             text(&machine["cpus"]),
             text(&machine["kernel"]),
@@ -133,9 +127,7 @@ impl Summary {
             text(&plan["saturation_seconds"]),
         );
         let direct = self.find(DIRECT).expect("checked when built").latency;
-        md += "## Latency at 1,000 requests/s, everything on one core (µs)\n\n\
-               | scenario | p50 | p90 | p99 | max | added p50 | added p99 | p50 / direct | p99 / direct |\n\
-               |---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        md += "## Latency at 1,000 requests/s, everything on one core (µs)\n\n             | scenario | p50 | p90 | p99 | max | added p50 | added p99 | p50 / direct | p99 / direct |\n             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for row in &self.rows {
             let added = self.added(row);
             md += &format!(
@@ -153,9 +145,7 @@ impl Summary {
         }
         md += &format!("\n![latency distributions]({plot})\n\n");
         md += &self.rounds_markdown(plan);
-        md += "## Throughput, the proxy on its own core; CPU and memory at 1,000 requests/s\n\n\
-               | scenario | requests/s | proxy's share of its core | requests per proxy CPU-second | proxy CPU µs per request | proxy memory (MiB) |\n\
-               |---|---:|---:|---:|---:|---:|\n";
+        md += "## Throughput, the proxy on its own core; CPU and memory at 1,000 requests/s\n\n             | scenario | requests/s | proxy's share of its core | requests per proxy CPU-second | proxy CPU µs per request | proxy memory (MiB) |\n             |---|---:|---:|---:|---:|---:|\n";
         for row in &self.rows {
             let proxy = row.proxy.as_ref();
             md += &format!(
@@ -171,10 +161,7 @@ impl Summary {
                 optional(proxy.map(|p| p.rss_mib), 1),
             );
         }
-        md += "\n## cheops with eBPF, as a ratio of the others (same run)\n\n\
-               Below 1 is better for latency, CPU and memory; above 1 is better for requests per CPU-second.\n\n\
-               | against | added p50 | added p99 | requests per CPU-second | CPU per request | memory |\n\
-               |---|---:|---:|---:|---:|---:|\n";
+        md += "\n## cheops with eBPF, as a ratio of the others (same run)\n\n             Below 1 is better for latency, CPU and memory; above 1 is better for requests per CPU-second.\n\n             | against | added p50 | added p99 | requests per CPU-second | CPU per request | memory |\n             |---|---:|---:|---:|---:|---:|\n";
         for other in ["cheops-nat"].iter().chain(&PEERS) {
             if let (Some(r), Some(row)) = (self.ratios(other), self.find(other)) {
                 md += &format!(
@@ -191,16 +178,7 @@ impl Summary {
         if !self.across.is_empty() {
             let across = &raw["across_sites"];
             md += &format!(
-                "\n## Across sites: replicated create and gathered list\n\n\
-                 A mesh of N sites (network namespaces joined by a hub; cheops, json-server as the \
-                 `catalog` service whose `/pods` are replicated resources). S1 reaches every other \
-                 site, and every other site reaches S1, through a relay in the hub that adds {} ms \
-                 to each round trip; the round trip below is the one S1's heartbeats measured. \
-                 From S1's workload, curl times {} creates scoped over all N sites \
-                 (`X-Scope: {{catalog: S1 & ... & SN}}`, S1 leading; every one answers 201 after \
-                 all replicas) after {} warm-up creates, then {} lists of `/pods` gathered from \
-                 all N. If the fan-out is parallel a create costs about one round trip whatever N.\n\n\
-                 | {} |\n|{}\n",
+                "\n## Across sites: replicated create and gathered list\n\n               A mesh of N sites (network namespaces joined by a hub; cheops, json-server as the                `catalog` service whose `/pods` are replicated resources). S1 reaches every other                site, and every other site reaches S1, through a relay in the hub that adds {} ms                to each round trip; the round trip below is the one S1's heartbeats measured.                From S1's workload, curl times {} creates scoped over all N sites                (`X-Scope: {{catalog: S1 & ... & SN}}`, S1 leading; every one answers 201 after                all replicas) after {} warm-up creates, then {} lists of `/pods` gathered from                all N. If the fan-out is parallel a create costs about one round trip whatever N.\n\n               | {} |\n|{}\n",
                 text(&across["emulated_round_trip_ms"]),
                 text(&across["creates"]),
                 text(&across["warmup_creates"]),
@@ -226,8 +204,7 @@ impl Summary {
             md += &format!("| {target} | {measured} | {status} |\n");
         }
         md += &format!(
-            "\n## What the connect hook adds to connect() (µs, {} connect+close each)\n\n\
-             | connect() | p50 | p99 |\n|---|---:|---:|\n",
+            "\n## What the connect hook adds to connect() (µs, {} connect+close each)\n\n           | connect() | p50 | p99 |\n|---|---:|---:|\n",
             text(&plan["connects"])
         );
         for (what, p50, p99) in &self.connect {
@@ -252,13 +229,7 @@ impl Summary {
             return String::new();
         }
         let mut md = format!(
-            "## Added latency, compared within interleaved rounds (µs)\n\n\
-             After the long runs, every path ran again in {} rounds of {} s each, in an order \
-             that rotates, so that a burst of other work falls on one round rather than on one path. \
-             What a path adds is taken against direct in the same round; the median over the \
-             rounds is what the ratios and targets below use.\n\n\
-             | scenario | added p50, each round | median | added p99, each round | median |\n\
-             |---|---|---:|---|---:|\n",
+            "## Added latency, compared within interleaved rounds (µs)\n\n           After the long runs, every path ran again in {} rounds of {} s each, in an order            that rotates, so that a burst of other work falls on one round rather than on one path.            What a path adds is taken against direct in the same round; the median over the            rounds is what the ratios and targets below use.\n\n           | scenario | added p50, each round | median | added p99, each round | median |\n           |---|---|---:|---|---:|\n",
             direct.len(),
             plan["round_seconds"],
         );
@@ -288,17 +259,7 @@ impl Summary {
         }
         let [short, long] = self.costs[0].requests;
         let mut md = format!(
-            "\n## Counted per request: what the machine's load cannot move\n\n\
-             Each proxy serves, on one kept-alive connection, {short} requests and then {long}, \
-             after a warm-up; the counts over the two runs are subtracted and divided by the \
-             {} requests between them, so start-up, the connection and idle timers cancel. \
-             Instructions: the proxy runs under valgrind's callgrind (`callgrind_control --dump` \
-             around each run; every thread counted). System calls: the proxy runs as usual and \
-             `perf stat -e raw_syscalls:sys_enter -p PID` counts its threads over each run. \
-             cheops is counted behind the nftables REDIRECT rule, as the others: its \
-             per-request path is the same under eBPF, whose lookup is per connection.\n\n\
-             | proxy | instructions per request | system calls per request | instructions / nginx | instructions / HAProxy |\n\
-             |---|---:|---:|---:|---:|\n",
+            "\n## Counted per request: what the machine's load cannot move\n\n           Each proxy serves, on one kept-alive connection, {short} requests and then {long},            after a warm-up; the counts over the two runs are subtracted and divided by the            {} requests between them, so start-up, the connection and idle timers cancel.            Instructions: the proxy runs under valgrind's callgrind (`callgrind_control --dump`            around each run; every thread counted). System calls: the proxy runs as usual and            `perf stat -e raw_syscalls:sys_enter -p PID` counts its threads over each run.            cheops is counted behind the nftables REDIRECT rule, as the others: its            per-request path is the same under eBPF, whose lookup is per connection.\n\n           | proxy | instructions per request | system calls per request | instructions / nginx | instructions / HAProxy |\n           |---|---:|---:|---:|---:|\n",
             long.saturating_sub(short)
         );
         let of = |name: &str| {
@@ -321,9 +282,7 @@ impl Summary {
         let profile = &raw["costs"]["cheops-nat"];
         md += &profile_table(
             &profile["profile_by_crate"],
-            "Where cheops's instructions go, by crate (callgrind over the longer run: each \
-             function's instructions of its own, summed by the crate it belongs to; `libc` is \
-             the allocator and memcpy, `std` Rust's standard library), per request",
+            "Where cheops's instructions go, by crate (callgrind over the longer run: each            function's instructions of its own, summed by the crate it belongs to; `libc` is            the allocator and memcpy, `std` Rust's standard library), per request",
             "crate",
         );
         md += &profile_table(

@@ -5,7 +5,7 @@ use super::{
     across::{Across, ACROSS_HEADER},
     optional,
     targets::Target,
-    Summary, CHEOPS, PEERS,
+    Cost, Summary, CHEOPS, PEERS,
 };
 
 impl Summary {
@@ -72,12 +72,13 @@ impl Summary {
         if !self.costs.is_empty() {
             text += "\ncounted per request (the machine's load does not move these)\n";
             for cost in &self.costs {
-                text += &format!(
-                    "  {:<28} {:>10.0} instructions {:>6.2} system calls\n",
-                    self.title(&cost.name),
-                    cost.instructions,
-                    cost.syscalls
-                );
+                text += &cost.text_line(self.title(&cost.name));
+            }
+        }
+        if !self.grpc_costs.is_empty() {
+            text += "\ncounted per gRPC unary call\n";
+            for cost in &self.grpc_costs {
+                text += &cost.text_line(super::grpc::counted_title(&cost.name));
             }
         }
         text += "\ntargets (cheops eBPF against nginx and HAProxy, same run)\n";
@@ -167,12 +168,8 @@ impl Summary {
                     "proxy_cpu_us_per_call": g.cpu_us_per_call,
                 })
             }).collect::<Vec<_>>(),
-            "costs_per_request": self.costs.iter().map(|c| json!({
-                "proxy": c.name,
-                "instructions": c.instructions,
-                "system_calls": c.syscalls,
-                "requests_counted": c.requests,
-            })).collect::<Vec<_>>(),
+            "costs_per_request": self.costs.iter().map(Cost::json).collect::<Vec<_>>(),
+            "costs_per_grpc_call": self.grpc_costs.iter().map(Cost::json).collect::<Vec<_>>(),
             "across_sites": self.across.iter().map(|a| json!({
                 "sites": a.sites,
                 "round_trip_us": a.round_trip_us,

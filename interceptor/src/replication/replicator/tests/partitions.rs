@@ -129,6 +129,7 @@ async fn an_operation_delivered_twice_is_applied_once() {
             op_id: "Site1#99".into(),
             replicant: replicant.clone(),
             change: Change::Write(call.clone()),
+            mappings: Vec::new(),
         };
         test.at("Site2").handle(message).await.unwrap();
     }
