@@ -412,6 +412,9 @@ mod tests {
         );
         assert_eq!(status(&summary, "gRPC unary proxy CPU"), "met");
         let md = summary.markdown(&raw, "cargo xtask bench", "plot.svg");
+        // Markdown reads an indented line as code: the source's line breaks must not show.
+        let indented = md.lines().find(|line| line.starts_with("  "));
+        assert_eq!(indented, None, "{md}");
         for section in [
             "## A 300 MiB upload",
             "## 10000 idle keep-alive connections",
