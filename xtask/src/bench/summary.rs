@@ -412,8 +412,11 @@ mod tests {
         );
         assert_eq!(status(&summary, "gRPC unary proxy CPU"), "met");
         let md = summary.markdown(&raw, "cargo xtask bench", "plot.svg");
-        // Markdown reads an indented line as code: the source's line breaks must not show.
-        let indented = md.lines().find(|line| line.starts_with("  "));
+        // Markdown reads an indented line as code: the source's line breaks must not show,
+        // at a line's start or within it.
+        let indented = md
+            .lines()
+            .find(|line| line.starts_with("  ") || line.contains("     "));
         assert_eq!(indented, None, "{md}");
         for section in [
             "## A 300 MiB upload",

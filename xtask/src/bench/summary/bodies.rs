@@ -56,8 +56,13 @@ impl Summary {
 
     /// The large download and upload as Markdown sections.
     pub fn bodies_markdown(&self) -> String {
-        let download = "One GET of a 300 MiB file (the origin sends it from the page cache) on a             new connection; nginx as a proxy with `proxy_buffering off` for it (otherwise it             spools the body to disk).";
-        let upload = "One POST of a 300 MiB body (zeros, in 64 KiB chunks) on a new             connection, timed to the answer, which the origin (`cheops-load sink`, a small             hyper server) sends once it has read the whole body; nginx as a proxy with             `proxy_request_buffering off` for it (otherwise it spools the body to disk first),             HAProxy as it is.";
+        let download = "One GET of a 300 MiB file (the origin sends it from the page cache) on \
+            a new connection; nginx as a proxy with `proxy_buffering off` for it (otherwise it \
+            spools the body to disk).";
+        let upload = "One POST of a 300 MiB body (zeros, in 64 KiB chunks) on a new connection, \
+            timed to the answer, which the origin (`cheops-load sink`, a small hyper server) sends \
+            once it has read the whole body; nginx as a proxy with `proxy_request_buffering off` \
+            for it (otherwise it spools the body to disk first), HAProxy as it is.";
         self.large_markdown(&self.bodies, "download", download)
             + &self.large_markdown(&self.uploads, "upload", upload)
     }
