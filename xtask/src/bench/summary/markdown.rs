@@ -44,6 +44,18 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   hop-by-hop headers, Host), writing the unchanged fields' bytes on as they came, as nginx does \
   (most of `http`'s share and of the allocations); it needs the carriers and the policy to read \
   fields rather than a map.\n\
+- Timed, per request: with the fast path, cheops's CPU per request at 1,000 requests/s is \
+  nginx's (1.00x) and below HAProxy's (0.74x), where the last report had it at 1.59x; the \
+  0.8x target is not met. Requests per CPU-second at saturation (0.95x nginx) are the noisiest \
+  figure here: in this run cheops behind the NAT rule did more per CPU-second than behind \
+  eBPF, which only the machine explains. Added latency, the median of the interleaved \
+  rounds, is 1.35x nginx's and 0.87x HAProxy's at p50, while cheops's own rounds spread from \
+  17 to 90 µs. What would close them is what closes the count of instructions (above), the \
+  figure that load does not move.\n\
+- The 300 MiB download: cheops relays it at 1.47x nginx's throughput (2x is the target), \
+  1.79x and 2.69x in the two reports before: this ratio moves from run to run. Past the \
+  answer's head, the fast path copies the body through user space in reads of up to 64 KiB; \
+  `splice(2)` between the two sockets would keep it in the kernel.\n\
 - The download's memory: the 42 MiB peak of the last report was cheops's start, when it \
   loads its eBPF programs (about 44 MiB for a moment, 10 MiB after), not the download: the peak \
   is now reset just before the download.\n\
@@ -72,8 +84,12 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   write buffers each (the same run). It still keeps its own upstream connection (2 open files). \
   nginx pools upstream connections: what would close the rest is the upstream connection handed \
   back to a per-worker pool when the client goes idle, and a smaller task.\n\
-- gRPC unary: cheops adds less latency at p50 than `grpc_pass`, but spent 1.5x its CPU per \
-  call. Counted per call (`cheops-bench --only costs --counted \
+- gRPC unary: in this run cheops added 2.06x `grpc_pass`'s latency at p50 and spent 1.86x \
+  its CPU per call; the last report, on the build before and a quieter machine, had 0.72x \
+  and 1.49x. Back to back here (`cheops-bench --only grpc`, four runs alternating the two \
+  builds), this build used 151 and 162 µs of CPU per call and the build before 172 and 179 \
+  (nginx 81 to 90): the machine moved between the reports, and this build is cheaper. \
+  Counted per call (`cheops-bench --only costs --counted \
   grpc-cheops-nat,grpc-nginx-nat,grpc-origin`), it spent 226,800 instructions, against 36,100 \
   for `grpc_pass` and 43,100 for the gRPC origin alone (one HTTP/2 server): over half was \
   memcpy, tokio copying each call's 11 KiB future whole as hyper spawned a task per stream and \
