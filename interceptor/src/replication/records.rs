@@ -22,6 +22,29 @@ pub struct Replicant {
 }
 
 impl Replicant {
+    /// A resource just created over `sites` and led by `leader`: no replica holds it yet.
+    pub fn created(
+        meta_id: MetaId,
+        service: String,
+        leader: String,
+        sites: &[String],
+    ) -> Replicant {
+        Replicant {
+            meta_id,
+            service,
+            leader,
+            replicas: sites
+                .iter()
+                .map(|site| Replica {
+                    site: site.clone(),
+                    local_id: None,
+                    state: ReplicaState::Pending,
+                })
+                .collect(),
+            deleted: false,
+        }
+    }
+
     pub fn replica(&self, site: &str) -> Option<&Replica> {
         self.replicas.iter().find(|r| r.site == site)
     }

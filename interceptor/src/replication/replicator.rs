@@ -18,7 +18,7 @@ use super::{
     instance::{Instance, Known, Refusal, RuleSet},
     lists::ListShape,
     log::Log,
-    records::{Change, CrossRecord, Replica, ReplicaState, Replicant},
+    records::{Change, CrossRecord, Replicant},
     store::{Store, StoreError},
 };
 use crate::resources::{classify, Addressed, ResourceRule};
@@ -374,20 +374,12 @@ impl<S: Sites> Replicator<S> {
             Ok(meta_id) => meta_id,
             Err(cause) => return self.store_failed(cause),
         };
-        let replicant = Replicant {
-            meta_id: meta_id.clone(),
-            service: call.service.clone(),
-            leader: self.site.clone(),
-            replicas: sites
-                .iter()
-                .map(|site| Replica {
-                    site: site.clone(),
-                    local_id: None,
-                    state: ReplicaState::Pending,
-                })
-                .collect(),
-            deleted: false,
-        };
+        let replicant = Replicant::created(
+            meta_id.clone(),
+            call.service.clone(),
+            self.site.clone(),
+            &sites,
+        );
         let operation =
             match self
                 .store

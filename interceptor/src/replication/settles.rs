@@ -98,7 +98,7 @@ mod tests {
     use crate::replication::{
         call::Call,
         ids::{LocalId, MetaId},
-        records::{Change, Replica, ReplicaState, Replicant},
+        records::{Change, ReplicaState, Replicant},
     };
     use crate::resources::MetaIdShape;
 
@@ -115,20 +115,7 @@ mod tests {
         let store = Arc::new(Store::open(&dir.join("s.redb")).unwrap());
         let meta = MetaId::generate(MetaIdShape::Cheops);
         let sites: Vec<String> = (1..=16).map(|i| format!("S{i}")).collect();
-        let replicant = Replicant {
-            meta_id: meta.clone(),
-            service: "pods".into(),
-            leader: "S1".into(),
-            replicas: sites
-                .iter()
-                .map(|site| Replica {
-                    site: site.clone(),
-                    local_id: None,
-                    state: ReplicaState::Pending,
-                })
-                .collect(),
-            deleted: false,
-        };
+        let replicant = Replicant::created(meta.clone(), "pods".into(), "S1".into(), &sites);
         let call = Call {
             service: "pods".into(),
             method: "POST".into(),

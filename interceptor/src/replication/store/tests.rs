@@ -2,23 +2,12 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::replication::{call::Call, records::Replica};
+use crate::replication::call::Call;
 use crate::resources::MetaIdShape;
 
 fn replicant(meta_id: &MetaId) -> Replicant {
-    Replicant {
-        meta_id: meta_id.clone(),
-        service: "pods".into(),
-        leader: "Site1".into(),
-        replicas: ["Site1", "Site2"]
-            .map(|site| Replica {
-                site: site.into(),
-                local_id: None,
-                state: ReplicaState::Pending,
-            })
-            .into(),
-        deleted: false,
-    }
+    let sites = ["Site1".to_owned(), "Site2".to_owned()];
+    Replicant::created(meta_id.clone(), "pods".into(), "Site1".into(), &sites)
 }
 
 fn call(method: &str, target: &str) -> Call {
