@@ -180,7 +180,7 @@ impl Proxy {
                     .await
             }
             Protocol::Http2 => {
-                let workload = self.workload(service, intercepted.cgroup_id, None);
+                let workload = self.workload(service, intercepted.cgroup_id);
                 Box::pin(http2::serve(stream, workload, &self.settings, true)).await
             }
             Protocol::Opaque => {
@@ -208,19 +208,15 @@ impl Proxy {
         }
     }
 
-    fn workload(
-        &self,
-        service: Arc<Service>,
-        cgroup_id: u64,
-        owned: Option<Arc<OwnedUpstream>>,
-    ) -> http2::WorkloadConnection {
+    /// A workload connection's parts; no connection to the instance of its own yet.
+    fn workload(&self, service: Arc<Service>, cgroup_id: u64) -> http2::WorkloadConnection {
         let routes = self.routes.clone();
         http2::WorkloadConnection {
             requests: Arc::new(move || routes.load().requests.clone()),
             in_flight: self.in_flight.of(cgroup_id),
             service,
             cgroup_id,
-            owned,
+            owned: None,
             histograms: Arc::default(),
         }
     }
@@ -230,7 +226,7 @@ impl Proxy {
     /// own connection to the instance (`upstream`); after an upgrade to HTTP/2, the streams
     /// share the pooled one. A service with resource rules is served by hyper throughout.
     async fn serve_http(&self, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
-        let workload = self.workload(service, cgroup_id, None);
+        let workload = self.workload(service, cgroup_id);
         let (stream, read) = if workload.service.resources.is_empty() {
             match fast::serve(stream, &workload, &self.settings).await {
                 Some(handed) => (handed.stream, handed.read),

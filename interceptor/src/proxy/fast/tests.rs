@@ -248,7 +248,7 @@ async fn the_fast_path_serves_the_common_request_and_hands_over_the_rest_with_it
             client.shutdown().await.unwrap();
         }
         let (stream, _) = listener.accept().await.unwrap();
-        let workload = proxy.workload(Arc::new(service.clone()), 1, None);
+        let workload = proxy.workload(Arc::new(service.clone()), 1);
         let settings = settings();
         let handed = super::serve(stream, &workload, &settings).await;
         let mut answer = [0u8; 15];
