@@ -8,13 +8,14 @@
 //! bytes read of it replayed first. Its buffers are taken when there is something to read and
 //! given back when the connection is idle.
 mod body;
+mod fields;
 mod head;
 #[cfg(test)]
 mod tests;
 
 use std::{
     io::ErrorKind,
-    sync::atomic::Ordering,
+    sync::{atomic::Ordering, Arc},
     task::{Context, Poll, Waker},
     time::Instant,
 };
@@ -23,7 +24,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{
     header::{self, HeaderValue},
-    Method, Response, StatusCode,
+    HeaderMap, Response, StatusCode,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -36,17 +37,20 @@ use super::{
     http2::WorkloadConnection,
     outcome::{InstanceError, UpstreamError},
     plan,
-    request::{strip_for_instance, RequestLine},
+    request::{strip_for_instance, RequestLine, WorkloadRequests},
     timer::KeptTimer,
 };
 use crate::{
     config::ProxySettings,
-    http::{error_response, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
+    http::{error_response, ProxyBody},
     metrics::{Collaboration, Metrics},
     peer::wire::header_value,
 };
 use body::Relayed;
-use head::{Answer, AnswerHead, BodyLength, Framing, Parsed, RequestHead};
+use head::{
+    Answer, AnswerHead, AnswerRead, AnswerTo, BodyLength, Framing, Parsed, RequestFields,
+    RequestHead,
+};
 
 /// The largest request body the fast path takes, read whole before the request is sent.
 const MAX_BODY: u64 = 64 * 1024;
@@ -84,12 +88,18 @@ pub async fn serve(
         // As hyper: the wait for a head starts when the last answer was sent; past it, the
         // connection is closed.
         let head = head_timer
-            .within(wait, read_head(&mut connection.client, &mut read, limit))
+            .within(
+                wait,
+                read_head(&mut connection.client, &mut read, limit, workload),
+            )
             .await;
         let next = match head {
             Err(_) | Ok(ReadHead::Closed) => Next::Close,
             Ok(ReadHead::ToHyper) => Next::ToHyper,
-            Ok(ReadHead::Fast(head)) => connection.serve(head, &mut read, &answer_timer).await,
+            Ok(ReadHead::Fast(head, requests)) => {
+                let request = connection.serve(head, requests, &mut read, &answer_timer);
+                request.await
+            }
         };
         match next {
             Next::KeepAlive if read.is_empty() => read = Vec::new(),
@@ -111,20 +121,28 @@ pub async fn serve(
 // Moved once per request: a box would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 enum ReadHead {
-    Fast(RequestHead),
+    /// With what serves it (read once per request: a reload applies from the next).
+    Fast(RequestHead, Arc<WorkloadRequests>),
     ToHyper,
     Closed,
 }
 
 /// Reads until `read` holds a whole head, or what hyper must answer (more than `limit` bytes
 /// without one, a malformed one, one the fast path leaves).
-async fn read_head(client: &mut TcpStream, read: &mut Vec<u8>, limit: usize) -> ReadHead {
+async fn read_head(
+    client: &mut TcpStream,
+    read: &mut Vec<u8>,
+    limit: usize,
+    workload: &WorkloadConnection,
+) -> ReadHead {
     loop {
         if !read.is_empty() {
-            match head::parse_request(read) {
+            let requests = (workload.requests)();
+            let token_header = requests.carriers.token_header_name();
+            match head::parse_request(read, token_header, MAX_BODY) {
                 // Past the limit, hyper answers 431 (it never reads that much for one head).
                 Parsed::Fast(head) if head.len > limit => return ReadHead::ToHyper,
-                Parsed::Fast(head) => return ReadHead::Fast(head),
+                Parsed::Fast(head) => return ReadHead::Fast(head, requests),
                 Parsed::NotFast => return ReadHead::ToHyper,
                 Parsed::Partial if read.len() >= limit => return ReadHead::ToHyper,
                 Parsed::Partial => {}
@@ -174,7 +192,13 @@ type NoAnswer = (bool, UpstreamError);
 impl Connection<'_> {
     /// Serves one request whose head is at the start of `read`, unless hyper must; `timer`
     /// bounds the wait for its answer.
-    async fn serve(&mut self, head: RequestHead, read: &mut Vec<u8>, timer: &KeptTimer) -> Next {
+    async fn serve(
+        &mut self,
+        head: RequestHead,
+        requests: Arc<WorkloadRequests>,
+        read: &mut Vec<u8>,
+        timer: &KeptTimer,
+    ) -> Next {
         if head.body_len > MAX_BODY {
             return Next::ToHyper;
         }
@@ -183,18 +207,28 @@ impl Connection<'_> {
             // Refused by hyper's path, as every other request past the cap.
             return Next::ToHyper;
         };
-        let requests = (workload.requests)();
         let at = Instant::now();
         let RequestHead {
             method,
             uri,
-            mut headers,
+            fields,
             len,
             body_len,
             close,
         } = head;
         let service = &workload.service;
-        strip_for_instance(&mut headers);
+        // The fields the decisions read and rewrite: a request with no scope carrier has none,
+        // its head being written already; they add theirs after it.
+        let (mut request, has_host, mut headers) = match fields {
+            RequestFields::Written { head, host } => (head, host, HeaderMap::new()),
+            RequestFields::Map(mut headers) => {
+                strip_for_instance(&mut headers);
+                let mut request = Vec::with_capacity(len + 256 + body_len as usize);
+                let target = uri.path_and_query().map_or("/", |p| p.as_str());
+                head::request_line(&mut request, &method, target);
+                (request, false, headers)
+            }
+        };
         let Some(scope) = requests
             .local_plan(&mut headers, service, workload.cgroup_id)
             .await
@@ -209,11 +243,10 @@ impl Connection<'_> {
         chain
             .token_scopes
             .remember_passed_on(&mut headers, &chain.carriers);
-        if !headers.contains_key(header::HOST) {
+        if !has_host && !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, header_value(&service.local.to_string()));
         }
-        let mut request = Vec::with_capacity(len + 256 + body_len as usize);
-        head::encode_request(&mut request, &method, &uri, &headers);
+        head::end_request(&mut request, &headers);
         let body_end = len + body_len as usize;
         let limit = Some(self.settings.response_timeout);
         let exchange = async {
@@ -221,7 +254,12 @@ impl Connection<'_> {
                 return None;
             }
             request.extend_from_slice(&read[len..body_end]);
-            Some(self.exchange(&request, &method).await)
+            let to = AnswerTo {
+                method: &method,
+                served_by: &chain.site_header,
+                close,
+            };
+            Some(self.exchange(&request, &to).await)
         };
         let answered = timer.within(limit, exchange).await;
         drop(slot);
@@ -267,30 +305,12 @@ impl Connection<'_> {
         };
         let AnswerHead {
             status,
-            reason,
-            http11,
-            mut headers,
             body,
             keep_alive,
             len: answer_len,
+            head: mut out,
+            to,
         } = answer;
-        remove_hop_by_hop_headers(&mut headers);
-        headers.insert(SERVED_BY, chain.site_header.clone());
-        if close {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        let mut out = Vec::with_capacity(answer_len + 128);
-        let answer = Answer {
-            status,
-            reason: reason.as_deref(),
-            http11,
-            headers: &headers,
-            body: body.map(|framing| match framing {
-                Framing::Length(len) => BodyLength::Known(len),
-                Framing::Chunked | Framing::UntilClose => BodyLength::Unknown,
-            }),
-        };
-        let to = head::encode_answer(&mut out, &answer, &line.method);
         RequestLine {
             served_by: chain.site_header.clone(),
             status: status.as_u16(),
@@ -332,7 +352,7 @@ impl Connection<'_> {
     async fn exchange(
         &mut self,
         request: &[u8],
-        method: &Method,
+        to: &AnswerTo<'_>,
     ) -> Result<(TcpStream, Vec<u8>, AnswerHead), NoAnswer> {
         let mut instance = match self.instance.take().filter(still_open) {
             Some(kept) => match kept.try_write(request) {
@@ -358,19 +378,19 @@ impl Connection<'_> {
         let mut read = Vec::with_capacity(READS);
         loop {
             if !read.is_empty() {
-                let parsed = head::parse_answer(&read, method)
+                let parsed = head::parse_answer(&read, to)
                     .map_err(|bad| (false, UpstreamError::BadAnswer(bad.to_string())))?;
                 match parsed {
-                    Some(answer) if answer.status.is_informational() => {
-                        read.drain(..answer.len);
+                    AnswerRead::Interim(len) => {
+                        read.drain(..len);
                         continue;
                     }
-                    Some(answer) => return Ok((stream, read, answer)),
-                    None if read.len() >= MAX_ANSWER_HEAD => {
+                    AnswerRead::Final(answer) => return Ok((stream, read, answer)),
+                    AnswerRead::Partial if read.len() >= MAX_ANSWER_HEAD => {
                         let error = UpstreamError::BadAnswer("its head is too large".into());
                         return Err((false, error));
                     }
-                    None => {}
+                    AnswerRead::Partial => {}
                 }
             }
             if read.capacity() - read.len() < READS / 2 {
@@ -415,15 +435,19 @@ impl Connection<'_> {
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        let headers = &parts.headers;
         let answer = Answer {
             status: parts.status,
             reason: None,
             http11: true,
-            headers: &parts.headers,
+            has_date: headers.contains_key(header::DATE),
             body: (!body.is_empty()).then_some(BodyLength::Known(body.len() as u64)),
         };
+        let fields = headers
+            .iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
         let mut out = Vec::with_capacity(256 + body.len());
-        head::encode_answer(&mut out, &answer, &line.method);
+        head::encode_answer(&mut out, &answer, fields, &line.method);
         out.extend_from_slice(&body);
         RequestLine {
             status: parts.status.as_u16(),

@@ -1,0 +1,168 @@
+//! A head's header fields where they lie in the buffer they were read into, in the order a
+//! `HeaderMap` made of them gives them: each name once, where it first came, its values after
+//! it; a removal moves the last name into the removed one's place (`HeaderMap::remove`), and
+//! an insertion replaces a name where it is or adds it last. The fast path writes what hyper
+//! would write of a map, without building one.
+use hyper::header::HeaderName;
+
+use super::head::MAX_HEADERS;
+use crate::http::HeaderTable;
+
+/// At most as many fields as are added to a head: `te`, `x-cheops-site`, `connection`.
+const MAX_ADDED: usize = 3;
+/// An entry of `order` from this up names an added field.
+const ADDED: u8 = 128;
+
+pub struct Fields<'a> {
+    fields: &'a [httparse::Header<'a>],
+    /// The names, in a map's order: the index in `fields` of a name's first field, or `ADDED`
+    /// plus an index in `added`.
+    order: [u8; MAX_HEADERS + MAX_ADDED],
+    names: usize,
+    added: [(&'a [u8], &'a [u8]); MAX_ADDED],
+    added_len: usize,
+    /// Whether a name comes in more than one field (then its other fields are looked for).
+    repeated: bool,
+}
+
+/// Whether two names are one, as `HeaderName`s (in any case).
+pub fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.eq_ignore_ascii_case(b)
+}
+
+impl<'a> Fields<'a> {
+    /// `fields`: at most `MAX_HEADERS`, as httparse reads them.
+    pub fn new(fields: &'a [httparse::Header<'a>]) -> Fields<'a> {
+        let mut table = Fields {
+            fields,
+            order: [0; MAX_HEADERS + MAX_ADDED],
+            names: 0,
+            added: [(&[], &[]); MAX_ADDED],
+            added_len: 0,
+            repeated: false,
+        };
+        // A name's length and last letter: two names unlike in them are not one name, so most
+        // heads are read without comparing names.
+        let mut seen = 0u64;
+        for (i, field) in fields.iter().enumerate() {
+            let name = field.name.as_bytes();
+            let last = name.last().map_or(0, u8::to_ascii_lowercase) as usize;
+            let bit = 1u64 << ((name.len() + last) % 64);
+            if seen & bit != 0 && table.position(name).is_some() {
+                table.repeated = true;
+                continue;
+            }
+            seen |= bit;
+            table.order[table.names] = i as u8;
+            table.names += 1;
+        }
+        table
+    }
+
+    fn name_of(&self, entry: u8) -> &'a [u8] {
+        match entry.checked_sub(ADDED) {
+            Some(added) => self.added[added as usize].0,
+            None => self.fields[entry as usize].name.as_bytes(),
+        }
+    }
+
+    /// Where `name` is in `order`.
+    fn position(&self, name: &[u8]) -> Option<usize> {
+        self.order[..self.names]
+            .iter()
+            .position(|&entry| same_name(self.name_of(entry), name))
+    }
+
+    /// The values of the name at `entry`, in order.
+    fn entry_values(&self, entry: u8) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let (first, rest) = match entry.checked_sub(ADDED) {
+            Some(added) => (self.added[added as usize].1, &[][..]),
+            None => {
+                let at = entry as usize;
+                let rest = if self.repeated {
+                    &self.fields[at + 1..]
+                } else {
+                    &[][..]
+                };
+                (self.fields[at].value, rest)
+            }
+        };
+        let name = self.name_of(entry);
+        std::iter::once(first).chain(
+            rest.iter()
+                .filter(move |field| same_name(field.name.as_bytes(), name))
+                .map(|field| field.value),
+        )
+    }
+
+    /// The values of `name`, in order.
+    pub fn get_all(&self, name: &[u8]) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let entry = self.position(name).map(|at| self.order[at]);
+        entry
+            .map(|entry| self.entry_values(entry))
+            .into_iter()
+            .flatten()
+    }
+
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.position(name).is_some()
+    }
+
+    /// Removes every field of `name`.
+    pub fn remove_name(&mut self, name: &[u8]) {
+        if let Some(at) = self.position(name) {
+            self.names -= 1;
+            self.order[at] = self.order[self.names];
+        }
+    }
+
+    /// Sets `name` (in lower case) to `value` alone: where the name is, or last.
+    pub fn set(&mut self, name: &'a [u8], value: &'a [u8]) {
+        assert!(
+            self.added_len < MAX_ADDED,
+            "more fields added than a head gets"
+        );
+        let entry = ADDED + self.added_len as u8;
+        self.added[self.added_len] = (name, value);
+        self.added_len += 1;
+        match self.position(name) {
+            Some(at) => self.order[at] = entry,
+            None => {
+                self.order[self.names] = entry;
+                self.names += 1;
+            }
+        }
+    }
+
+    /// Every field, in a map's order: `(name, value)`.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
+        self.order[..self.names].iter().flat_map(move |&entry| {
+            let name = self.name_of(entry);
+            self.entry_values(entry).map(move |value| (name, value))
+        })
+    }
+}
+
+impl HeaderTable for Fields<'_> {
+    fn present_among(&self, names: &[HeaderName]) -> u32 {
+        self.order[..self.names].iter().fold(0, |bits, &entry| {
+            let name = self.name_of(entry);
+            names
+                .iter()
+                .position(|n| same_name(n.as_str().as_bytes(), name))
+                .map_or(bits, |i| bits | 1 << i)
+        })
+    }
+
+    fn values(&self, name: &HeaderName) -> impl Iterator<Item = &[u8]> {
+        self.get_all(name.as_str().as_bytes())
+    }
+
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_name(name.as_str().as_bytes());
+    }
+
+    fn insert(&mut self, name: &'static HeaderName, value: &'static str) {
+        self.set(name.as_str().as_bytes(), value.as_bytes());
+    }
+}
