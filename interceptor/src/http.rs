@@ -145,14 +145,15 @@ impl HeaderTable for HeaderMap {
     }
 }
 
-/// A header value as text, when it is (`HeaderValue::to_str`: visible ASCII and tabs).
-pub fn value_text(value: &[u8]) -> Option<&str> {
-    let visible = |b: &u8| *b == b'\t' || (32..127).contains(b);
-    value
-        .iter()
-        .all(visible)
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
+/// Whether a header value is text (`HeaderValue::to_str`: visible ASCII and tabs).
+pub fn is_text(value: &[u8]) -> bool {
+    value.iter().all(|b| *b == b'\t' || (32..127).contains(b))
+}
+
+/// The comma-separated parts of a header value that is text (`Connection`), trimmed.
+pub fn value_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let parts = is_text(value).then(|| value.split(|b| *b == b','));
+    parts.into_iter().flatten().map(<[u8]>::trim_ascii)
 }
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
@@ -176,16 +177,14 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
     if is_present(&header::CONNECTION) {
         let named_in_connection: Vec<HeaderName> = headers
             .values(&header::CONNECTION)
-            .filter_map(value_text)
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
+            .flat_map(value_tokens)
             // Those are removed below anyway (`keep-alive`, most often).
             .filter(|name| {
                 !HOP_BY_HOP
                     .iter()
-                    .any(|n| n.as_str().eq_ignore_ascii_case(name))
+                    .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
             })
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect();
         for name in &named_in_connection {
             headers.remove(name);

@@ -12,7 +12,7 @@ use hyper::{
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::hooked::{BodyHook, Hooked, Polled};
-use crate::http::{empty_body, value_text, CheopsAnswer, ProxyBody, SERVED_BY};
+use crate::http::{empty_body, is_text, CheopsAnswer, ProxyBody, SERVED_BY};
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
@@ -41,9 +41,9 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// Whether a request's (first) `Content-Type` is gRPC's.
 pub fn is_grpc_type(content_type: Option<&[u8]>) -> bool {
-    content_type.and_then(value_text).is_some_and(|v| {
-        v.strip_prefix("application/grpc")
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+    content_type.filter(|v| is_text(v)).is_some_and(|v| {
+        v.strip_prefix(b"application/grpc")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"+") || rest.starts_with(b";"))
     })
 }
 

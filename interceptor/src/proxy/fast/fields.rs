@@ -23,6 +23,15 @@ pub struct Fields<'a> {
     added_len: usize,
     /// Whether a name comes in more than one field (then its other fields are looked for).
     repeated: bool,
+    /// A bit for the `signature` of every name present (and of some removed): most names
+    /// looked for are told absent without comparing names.
+    seen: u64,
+}
+
+/// A name's length and last letter: two names unlike in them are not one name.
+fn signature(name: &[u8]) -> u64 {
+    let last = name.last().map_or(0, u8::to_ascii_lowercase) as usize;
+    1 << ((name.len() + last) % 64)
 }
 
 /// Whether two names are one, as `HeaderName`s (in any case).
@@ -40,19 +49,15 @@ impl<'a> Fields<'a> {
             added: [(&[], &[]); MAX_ADDED],
             added_len: 0,
             repeated: false,
+            seen: 0,
         };
-        // A name's length and last letter: two names unlike in them are not one name, so most
-        // heads are read without comparing names.
-        let mut seen = 0u64;
         for (i, field) in fields.iter().enumerate() {
             let name = field.name.as_bytes();
-            let last = name.last().map_or(0, u8::to_ascii_lowercase) as usize;
-            let bit = 1u64 << ((name.len() + last) % 64);
-            if seen & bit != 0 && table.position(name).is_some() {
+            if table.position(name).is_some() {
                 table.repeated = true;
                 continue;
             }
-            seen |= bit;
+            table.seen |= signature(name);
             table.order[table.names] = i as u8;
             table.names += 1;
         }
@@ -68,6 +73,9 @@ impl<'a> Fields<'a> {
 
     /// Where `name` is in `order`.
     fn position(&self, name: &[u8]) -> Option<usize> {
+        if self.seen & signature(name) == 0 {
+            return None;
+        }
         self.order[..self.names]
             .iter()
             .position(|&entry| same_name(self.name_of(entry), name))
@@ -130,27 +138,66 @@ impl<'a> Fields<'a> {
             None => {
                 self.order[self.names] = entry;
                 self.names += 1;
+                self.seen |= signature(name);
             }
         }
     }
 
     /// Every field, in a map's order: `(name, value)`.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
-        self.order[..self.names].iter().flat_map(move |&entry| {
-            let name = self.name_of(entry);
-            self.entry_values(entry).map(move |value| (name, value))
-        })
+    pub fn iter(&self) -> Iter<'_, 'a> {
+        Iter {
+            table: self,
+            next: 0,
+            more_of: None,
+        }
+    }
+}
+
+/// The fields of a head in a map's order.
+pub struct Iter<'t, 'a> {
+    table: &'t Fields<'a>,
+    /// The next name in `order`.
+    next: usize,
+    /// A name whose fields are looked for from this index on.
+    more_of: Option<(&'a [u8], usize)>,
+}
+
+impl<'a> Iterator for Iter<'_, 'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let table = self.table;
+        if let Some((name, from)) = self.more_of.take() {
+            let more = table.fields[from..]
+                .iter()
+                .position(|field| same_name(field.name.as_bytes(), name));
+            if let Some(at) = more {
+                self.more_of = Some((name, from + at + 1));
+                return Some((name, table.fields[from + at].value));
+            }
+        }
+        let entry = *table.order[..table.names].get(self.next)?;
+        self.next += 1;
+        let name = table.name_of(entry);
+        match entry.checked_sub(ADDED) {
+            Some(added) => Some((name, table.added[added as usize].1)),
+            None => {
+                if table.repeated {
+                    self.more_of = Some((name, entry as usize + 1));
+                }
+                Some((name, table.fields[entry as usize].value))
+            }
+        }
     }
 }
 
 impl HeaderTable for Fields<'_> {
     fn present_among(&self, names: &[HeaderName]) -> u32 {
-        self.order[..self.names].iter().fold(0, |bits, &entry| {
-            let name = self.name_of(entry);
-            names
-                .iter()
-                .position(|n| same_name(n.as_str().as_bytes(), name))
-                .map_or(bits, |i| bits | 1 << i)
+        names.iter().enumerate().fold(0, |bits, (i, name)| {
+            match self.contains(name.as_str().as_bytes()) {
+                true => bits | 1 << i,
+                false => bits,
+            }
         })
     }
 

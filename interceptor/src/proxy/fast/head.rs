@@ -13,7 +13,7 @@ use hyper::{
 
 use super::fields::{same_name, Fields};
 use crate::{
-    http::{remove_hop_by_hop_headers, value_text, SERVED_BY},
+    http::{remove_hop_by_hop_headers, value_tokens, SERVED_BY},
     proxy::{grpc, request::strip_for_instance},
     scope::carriers::CARRIER_HEADERS,
 };
@@ -181,10 +181,7 @@ fn content_length(digits: &[u8]) -> Option<u64> {
 
 /// Whether a comma-separated header value (`Connection`) holds `token`.
 fn has_token(value: &[u8], token: &str) -> bool {
-    value_text(value).is_some_and(|text| {
-        text.split(',')
-            .any(|part| part.trim().eq_ignore_ascii_case(token))
-    })
+    value_tokens(value).any(|part| part.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// The request line sent to the instance: origin-form.
@@ -329,11 +326,9 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
 
 /// Whether the last of a comma-separated value is `token` (`Transfer-Encoding`).
 fn has_token_last(value: &[u8], token: &str) -> bool {
-    value_text(value).is_some_and(|text| {
-        text.rsplit(',')
-            .next()
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case(token))
-    })
+    value_tokens(value)
+        .last()
+        .is_some_and(|last| last.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// An answer's `Content-Length`, every one alike, or none.
@@ -440,9 +435,8 @@ pub fn encode_answer<'f>(
 
 /// A field as hyper writes it: its name in lower case.
 fn write_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    let at = dst.len();
-    dst.extend_from_slice(name);
-    dst[at..].make_ascii_lowercase();
+    dst.reserve(name.len() + value.len() + 4);
+    dst.extend(name.iter().map(u8::to_ascii_lowercase));
     dst.extend_from_slice(b": ");
     dst.extend_from_slice(value);
     dst.extend_from_slice(b"\r\n");
