@@ -23,15 +23,21 @@ pub struct Fields<'a> {
     added_len: usize,
     /// Whether a name comes in more than one field (then its other fields are looked for).
     repeated: bool,
+    /// The `signature` of each name in `order`.
+    signatures: [u32; MAX_HEADERS + MAX_ADDED],
     /// A bit for the `signature` of every name present (and of some removed): most names
     /// looked for are told absent without comparing names.
     seen: u64,
 }
 
 /// A name's length and last letter: two names unlike in them are not one name.
-fn signature(name: &[u8]) -> u64 {
-    let last = name.last().map_or(0, u8::to_ascii_lowercase) as usize;
-    1 << ((name.len() + last) % 64)
+fn signature(name: &[u8]) -> u32 {
+    let last = name.last().map_or(0, u8::to_ascii_lowercase);
+    (name.len() as u32) << 8 | u32::from(last)
+}
+
+fn seen_bit(signature: u32) -> u64 {
+    1 << ((signature ^ signature >> 8) % 64)
 }
 
 /// Whether two names are one, as `HeaderName`s (in any case).
@@ -49,6 +55,7 @@ impl<'a> Fields<'a> {
             added: [(&[], &[]); MAX_ADDED],
             added_len: 0,
             repeated: false,
+            signatures: [0; MAX_HEADERS + MAX_ADDED],
             seen: 0,
         };
         for (i, field) in fields.iter().enumerate() {
@@ -57,9 +64,7 @@ impl<'a> Fields<'a> {
                 table.repeated = true;
                 continue;
             }
-            table.seen |= signature(name);
-            table.order[table.names] = i as u8;
-            table.names += 1;
+            table.push(i as u8, name);
         }
         table
     }
@@ -73,12 +78,29 @@ impl<'a> Fields<'a> {
 
     /// Where `name` is in `order`.
     fn position(&self, name: &[u8]) -> Option<usize> {
-        if self.seen & signature(name) == 0 {
+        let signature = signature(name);
+        if self.seen & seen_bit(signature) == 0 {
             return None;
         }
-        self.order[..self.names]
-            .iter()
-            .position(|&entry| same_name(self.name_of(entry), name))
+        let signatures = &self.signatures[..self.names];
+        let mut from = 0;
+        while let Some(found) = signatures[from..].iter().position(|s| *s == signature) {
+            let at = from + found;
+            if same_name(self.name_of(self.order[at]), name) {
+                return Some(at);
+            }
+            from = at + 1;
+        }
+        None
+    }
+
+    /// Adds a name last.
+    fn push(&mut self, entry: u8, name: &[u8]) {
+        let signature = signature(name);
+        self.order[self.names] = entry;
+        self.signatures[self.names] = signature;
+        self.names += 1;
+        self.seen |= seen_bit(signature);
     }
 
     /// The values of the name at `entry`, in order.
@@ -121,6 +143,7 @@ impl<'a> Fields<'a> {
         if let Some(at) = self.position(name) {
             self.names -= 1;
             self.order[at] = self.order[self.names];
+            self.signatures[at] = self.signatures[self.names];
         }
     }
 
@@ -135,11 +158,7 @@ impl<'a> Fields<'a> {
         self.added_len += 1;
         match self.position(name) {
             Some(at) => self.order[at] = entry,
-            None => {
-                self.order[self.names] = entry;
-                self.names += 1;
-                self.seen |= signature(name);
-            }
+            None => self.push(entry, name),
         }
     }
 

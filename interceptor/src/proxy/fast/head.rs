@@ -435,8 +435,9 @@ pub fn encode_answer<'f>(
 
 /// A field as hyper writes it: its name in lower case.
 fn write_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    dst.reserve(name.len() + value.len() + 4);
-    dst.extend(name.iter().map(u8::to_ascii_lowercase));
+    let at = dst.len();
+    dst.extend_from_slice(name);
+    dst[at..].make_ascii_lowercase();
     dst.extend_from_slice(b": ");
     dst.extend_from_slice(value);
     dst.extend_from_slice(b"\r\n");
