@@ -24,19 +24,19 @@ pub struct Fields<'a> {
     /// Whether a name comes in more than one field (then its other fields are looked for).
     repeated: bool,
     /// The `signature` of each name in `order`.
-    signatures: [u32; MAX_HEADERS + MAX_ADDED],
+    signatures: [u16; MAX_HEADERS + MAX_ADDED],
     /// A bit for the `signature` of every name present (and of some removed): most names
     /// looked for are told absent without comparing names.
     seen: u64,
 }
 
-/// A name's length and last letter: two names unlike in them are not one name.
-fn signature(name: &[u8]) -> u32 {
+/// A name's length (its low byte) and last letter: two names unlike in them are not one name.
+fn signature(name: &[u8]) -> u16 {
     let last = name.last().map_or(0, u8::to_ascii_lowercase);
-    (name.len() as u32) << 8 | u32::from(last)
+    (name.len() as u16) << 8 | u16::from(last)
 }
 
-fn seen_bit(signature: u32) -> u64 {
+fn seen_bit(signature: u16) -> u64 {
     1 << ((signature ^ signature >> 8) % 64)
 }
 

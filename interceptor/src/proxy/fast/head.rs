@@ -97,11 +97,13 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         },
         (Some(_), Some(_)) => return Parsed::NotFast,
     };
-    let connection = || fields.get_all(b"connection");
-    if connection().any(|value| has_token(value, "upgrade")) {
-        return Parsed::NotFast;
+    let mut close = false;
+    for token in fields.get_all(b"connection").flat_map(value_tokens) {
+        if token.eq_ignore_ascii_case(b"upgrade") {
+            return Parsed::NotFast;
+        }
+        close |= token.eq_ignore_ascii_case(b"close");
     }
-    let close = connection().any(|value| has_token(value, "close"));
     let carried = CARRIER_HEADERS
         .iter()
         .chain([token_header])
