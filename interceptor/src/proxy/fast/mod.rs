@@ -1,5 +1,6 @@
-//! HTTP/1.1's common request served without hyper: each head is parsed once (`head`), the
-//! request goes to this site's instance over a connection the workload connection keeps, and
+//! HTTP/1.1's common request served without hyper: each head is parsed once (`head`) and its
+//! fields used where they lie in the read buffer (`fields`: a map is built only for a request
+//! that carries a scope header, which the decisions read and rewrite), the request goes to this site's instance over a connection the workload connection keeps, and
 //! the answer's body is relayed by its framing (`body`). It takes a request in HTTP/1.1 whose
 //! body is absent or of a `Content-Length` up to `MAX_BODY`, with no upgrade nor expectation,
 //! not gRPC, whose scope plans this site alone; the same decisions as hyper's path
