@@ -5,9 +5,10 @@
 //! would write of a map, without building one.
 use hyper::header::HeaderName;
 
-use super::head::MAX_HEADERS;
 use crate::http::HeaderTable;
 
+/// As many header fields as hyper's HTTP/1 parser takes (fewer than `ADDED`).
+pub const MAX_HEADERS: usize = 100;
 /// At most as many fields as are added to a head: `te`, `x-cheops-site`, `connection`.
 const MAX_ADDED: usize = 3;
 /// An entry of `order` from this up names an added field.
@@ -230,5 +231,76 @@ impl HeaderTable for Fields<'_> {
 
     fn insert(&mut self, name: &'static HeaderName, value: &'static str) {
         self.set(name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::{
+        header::{self, HeaderValue},
+        HeaderMap,
+    };
+
+    use super::*;
+    use crate::http::{remove_headers, remove_hop_by_hop_headers, HOP_BY_HOP};
+
+    /// `(name, value)` in lower case, as written.
+    fn written<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(String, String)> {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).to_lowercase();
+        fields.map(|(n, v)| (text(n), text(v))).collect()
+    }
+
+    /// Heads whose fields a map orders in its own way: repeated names in any case, names
+    /// removed from the middle (the last name takes their place), names set again.
+    const HEADS: [&str; 4] = [
+        "A: 1\r\nConnection: x-b, keep-alive\r\nx-B: 2\r\nc: 3\r\na: 4\r\nTE: trailers\r\nD: 5\r\n",
+        "Keep-Alive: 1\r\nE: 1\r\nUpgrade: x\r\nF: 2\r\ne: 3\r\nx-cheops-site: there\r\n",
+        "te: gzip\r\nTE: trailers\r\nconnection: close, TE\r\nG: 1\r\n",
+        "H: 1\r\nX-Cheops-Service: s\r\nh: 2\r\nTransfer-Encoding: chunked\r\nI: 3\r\n",
+    ];
+
+    #[test]
+    fn the_fields_go_in_the_order_a_map_of_them_gives_after_the_same_changes() {
+        for head in HEADS {
+            let mut parsed = [httparse::EMPTY_HEADER; 16];
+            let bytes = format!("{head}\r\n");
+            httparse::parse_headers(bytes.as_bytes(), &mut parsed).unwrap();
+            let parsed: Vec<_> = parsed
+                .into_iter()
+                .take_while(|f| !f.name.is_empty())
+                .collect();
+            let mut map = HeaderMap::new();
+            for field in &parsed {
+                let name = HeaderName::from_bytes(field.name.as_bytes()).unwrap();
+                map.append(name, HeaderValue::from_bytes(field.value).unwrap());
+            }
+            let mut fields = Fields::new(&parsed);
+            let as_map = |map: &HeaderMap| {
+                written(
+                    map.iter()
+                        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+                )
+            };
+            assert_eq!(written(fields.iter()), as_map(&map), "{head:?}");
+            remove_hop_by_hop_headers(&mut fields);
+            remove_hop_by_hop_headers(&mut map);
+            assert_eq!(written(fields.iter()), as_map(&map), "{head:?}");
+            let peers = [HeaderName::from_static("x-cheops-service")];
+            remove_headers(&mut fields, &peers);
+            remove_headers(&mut map, &peers);
+            fields.set(b"x-cheops-site", b"here");
+            map.insert("x-cheops-site", HeaderValue::from_static("here"));
+            fields.set(b"connection", b"close");
+            map.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            assert_eq!(written(fields.iter()), as_map(&map), "{head:?}");
+            for name in HOP_BY_HOP.iter().chain([&header::HOST]) {
+                let values = |of: Vec<&[u8]>| written(of.into_iter().map(|v| (v, v)));
+                assert_eq!(
+                    values(fields.values(name).collect()),
+                    values(HeaderTable::values(&map, name).collect()),
+                    "{name} in {head:?}"
+                );
+            }
+        }
     }
 }

@@ -11,15 +11,13 @@ use hyper::{
     HeaderMap, Method, StatusCode, Uri,
 };
 
-use super::fields::{same_name, Fields};
+use super::fields::{same_name, Fields, MAX_HEADERS};
 use crate::{
     http::{remove_hop_by_hop_headers, value_tokens, SERVED_BY},
     proxy::{grpc, request::strip_for_instance},
     scope::carriers::CARRIER_HEADERS,
 };
 
-/// As many header fields as hyper's HTTP/1 parser takes.
-pub const MAX_HEADERS: usize = 100;
 /// The longest request target hyper takes (longer ones it answers 414).
 const MAX_TARGET_LEN: usize = u16::MAX as usize - 1;
 /// The longest header name `HeaderName` takes.
