@@ -78,11 +78,19 @@ impl<'a> Fields<'a> {
     }
 
     /// Where `name` is in `order`.
+    // Inlined: most names looked for are absent, told so by `seen` alone.
+    #[inline(always)]
     fn position(&self, name: &[u8]) -> Option<usize> {
         let signature = signature(name);
         if self.seen & seen_bit(signature) == 0 {
             return None;
         }
+        self.find(name, signature)
+    }
+
+    /// Where `name`, of `signature`, is in `order`.
+    #[inline(never)]
+    fn find(&self, name: &[u8], signature: u16) -> Option<usize> {
         let signatures = &self.signatures[..self.names];
         let mut from = 0;
         while let Some(found) = signatures[from..].iter().position(|s| *s == signature) {
