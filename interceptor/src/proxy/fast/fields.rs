@@ -41,9 +41,32 @@ fn seen_bit(signature: u16) -> u64 {
     1 << ((signature ^ signature >> 8) % 64)
 }
 
-/// Whether two names are one, as `HeaderName`s (in any case).
+/// Whether two names are one, as `HeaderName`s (in any case); eight letters at a time.
 pub fn same_name(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.eq_ignore_ascii_case(b)
+    if a.len() != b.len() {
+        return false;
+    }
+    let Some(last) = a.len().checked_sub(8) else {
+        return a.eq_ignore_ascii_case(b);
+    };
+    let word = |bytes: &[u8], at: usize| {
+        let eight: [u8; 8] = bytes[at..at + 8].try_into().unwrap_or_default();
+        lower_case(u64::from_le_bytes(eight))
+    };
+    // The last eight overlap the others when the length is not a multiple of eight.
+    (0..last).step_by(8).all(|at| word(a, at) == word(b, at)) && word(a, last) == word(b, last)
+}
+
+/// Eight bytes with their ASCII capitals in lower case (as `u8::to_ascii_lowercase`).
+fn lower_case(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let below_128 = word & (0x7f * ONES);
+    // A byte's high bit once it is past `@`, and once it is past `Z` (no carries: each sum
+    // stays under 256).
+    let past_at = below_128 + (0x80 - u64::from(b'A')) * ONES;
+    let past_z = below_128 + (0x80 - u64::from(b'Z') - 1) * ONES;
+    let capitals = past_at & !past_z & !word & (0x80 * ONES);
+    word | capitals >> 2
 }
 
 impl<'a> Fields<'a> {
@@ -266,6 +289,39 @@ mod tests {
         "te: gzip\r\nTE: trailers\r\nconnection: close, TE\r\nG: 1\r\n",
         "H: 1\r\nX-Cheops-Service: s\r\nh: 2\r\nTransfer-Encoding: chunked\r\nI: 3\r\n",
     ];
+
+    #[test]
+    fn names_are_alike_in_any_case_and_only_then() {
+        let names: [&[u8]; 6] = [
+            b"te",
+            b"x-cheops-site",
+            b"content-length",
+            b"@[`{",
+            b"ab",
+            b"",
+        ];
+        for (i, a) in names.iter().enumerate() {
+            for (j, b) in names.iter().enumerate() {
+                let upper = b.to_ascii_uppercase();
+                assert_eq!(same_name(a, b), i == j);
+                assert_eq!(
+                    same_name(a, &upper),
+                    a.eq_ignore_ascii_case(&upper),
+                    "{a:?}"
+                );
+            }
+        }
+        // Every byte against every other in one word: as `eq_ignore_ascii_case`.
+        for x in 0..=255u8 {
+            for y in 0..=255u8 {
+                let (a, b) = (
+                    [b'a', b'b', b'c', b'd', x, b'e', b'f', b'g', b'h'],
+                    [b'A', b'b', b'C', b'd', y, b'E', b'f', b'g', b'H'],
+                );
+                assert_eq!(same_name(&a, &b), a.eq_ignore_ascii_case(&b), "{x} {y}");
+            }
+        }
+    }
 
     #[test]
     fn the_fields_go_in_the_order_a_map_of_them_gives_after_the_same_changes() {
