@@ -12,6 +12,8 @@ mod body;
 mod head;
 mod splice;
 #[cfg(test)]
+mod streamed_tests;
+#[cfg(test)]
 mod tests;
 mod upload;
 
