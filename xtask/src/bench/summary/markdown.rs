@@ -225,8 +225,9 @@ impl Summary {
                 "\n## Across sites: replicated create and gathered list\n\nA mesh of N sites (network \
                  namespaces joined by a hub; cheops, json-server as the `catalog` service whose `/pods` \
                  are replicated resources). S1 reaches every other site, and every other site reaches \
-                 S1, through a relay in the hub that adds {} ms to each round trip; the round trip \
-                 below is the one S1's heartbeats measured. From S1's workload, curl times {} creates \
+                 S1, through a relay in the hub that adds {} ms to each round trip (a thread of the \
+                 bench itself, since the kernel has no netem); the round trip below is the one S1's \
+                 heartbeats measured. From S1's workload, curl times {} creates \
                  scoped over all N sites (`X-Scope: {{catalog: S1 & ... & SN}}`, S1 leading; every \
                  one answers 201 after all replicas) after {} warm-up creates, then {} lists of `/pods` \
                  gathered from all N. If the fan-out is parallel a create costs about one round trip \
