@@ -57,7 +57,7 @@ pub enum Parsed {
 }
 
 /// The request in `bytes`; `token_header`: the header the auth token (a scope carrier) is in;
-/// `body_room`: the room to keep in the instance's head for the body.
+/// `body_room`: at most the room to keep after the instance's head for the body.
 pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut fields);
@@ -116,7 +116,8 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         RequestFields::Map(headers)
     } else {
         strip_for_instance(&mut fields);
-        let mut head = Vec::with_capacity(len + 256 + body_room as usize);
+        let room = body_len.min(body_room) as usize;
+        let mut head = Vec::with_capacity(len + 256 + room);
         request_line(&mut head, &method, target);
         for (name, value) in fields.iter() {
             write_field(&mut head, name, value);
@@ -249,6 +250,7 @@ pub enum BadAnswer {
 
 /// What the client's head says besides the answer: the request's method, the site that
 /// served (`x-cheops-site`), whether the client's connection closes after it.
+#[derive(Clone, Copy)]
 pub struct AnswerTo<'a> {
     pub method: &'a Method,
     pub served_by: &'a HeaderValue,
