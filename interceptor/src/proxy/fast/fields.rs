@@ -41,11 +41,15 @@ fn seen_bit(signature: u16) -> u64 {
     1 << ((signature ^ signature >> 8) % 64)
 }
 
-/// Whether two names are one, as `HeaderName`s (in any case); eight letters at a time.
+/// Whether two names are one, as `HeaderName`s (in any case).
+// Inlined: most names compared are of other lengths, or the same slice (a name's next field).
+#[inline(always)]
 pub fn same_name(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
+    a.len() == b.len() && (a.as_ptr() == b.as_ptr() || same_letters(a, b))
+}
+
+/// Whether two names of one length are one, in any case; eight letters at a time.
+fn same_letters(a: &[u8], b: &[u8]) -> bool {
     let Some(last) = a.len().checked_sub(8) else {
         return a.eq_ignore_ascii_case(b);
     };

@@ -120,7 +120,7 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         let mut head = Vec::with_capacity(len + 256 + room);
         request_line(&mut head, &method, target);
         for (name, value) in fields.iter() {
-            write_field(&mut head, name, value);
+            write_field(&mut head, name, value, bytes);
         }
         let host = fields.contains(b"host");
         RequestFields::Written { head, host }
@@ -198,7 +198,7 @@ pub fn request_line(dst: &mut Vec<u8>, method: &Method, target: &str) {
 /// whose framing is its `Content-Length` or no body), and the head's end.
 pub fn end_request(dst: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
-        write_field(dst, name.as_str().as_bytes(), value.as_bytes());
+        write_field(dst, name.as_str().as_bytes(), value.as_bytes(), &[]);
     }
     dst.extend_from_slice(b"\r\n");
 }
@@ -317,7 +317,7 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
             Framing::Chunked | Framing::UntilClose => BodyLength::Unknown,
         }),
     };
-    let framing = encode_answer(&mut head, &client, fields.iter(), to.method);
+    let framing = encode_answer(&mut head, &client, fields.iter(), to.method, bytes);
     Ok(AnswerRead::Final(AnswerHead {
         status,
         body,
@@ -368,11 +368,13 @@ pub struct Answer<'a> {
 
 /// Writes the answer's head, its fields `(name, value)` in the order of a `HeaderMap`'s, as
 /// hyper's HTTP/1 server does, and tells how its body goes; `Length(0)` when it has none.
+/// `read`: the buffer the fields lie in, if they do (their lines are then copied whole).
 pub fn encode_answer<'f>(
     dst: &mut Vec<u8>,
     answer: &Answer<'_>,
     fields: impl Iterator<Item = (&'f [u8], &'f [u8])>,
     method: &Method,
+    read: &[u8],
 ) -> Framing {
     let status = answer.status;
     dst.extend_from_slice(if answer.http11 {
@@ -408,7 +410,7 @@ pub fn encode_answer<'f>(
                 None => continue,
             }
         }
-        write_field(dst, name, value);
+        write_field(dst, name, value, read);
     }
     let framing = framing.unwrap_or_else(|| match answer.body {
         Some(BodyLength::Unknown) if can_chunk => {
@@ -417,7 +419,7 @@ pub fn encode_answer<'f>(
         }
         Some(BodyLength::Unknown) => Framing::UntilClose,
         Some(BodyLength::Known(len)) if !no_content && len > 0 => {
-            write_field(dst, b"content-length", len.to_string().as_bytes());
+            write_field(dst, b"content-length", len.to_string().as_bytes(), &[]);
             Framing::Length(len)
         }
         _ => {
@@ -428,7 +430,7 @@ pub fn encode_answer<'f>(
         }
     });
     if !answer.has_date {
-        write_field(dst, b"date", &now_as_http_date());
+        write_field(dst, b"date", &now_as_http_date(), &[]);
     }
     dst.extend_from_slice(b"\r\n");
     if head || no_content {
@@ -437,14 +439,30 @@ pub fn encode_answer<'f>(
     framing
 }
 
-/// A field as hyper writes it: its name in lower case.
-fn write_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// A field as hyper writes it: `name: value\r\n`, its name in lower case; copied in one go
+/// when its line in `read`, the buffer it was read into, is in that form already.
+fn write_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8], read: &[u8]) {
     let at = dst.len();
-    dst.extend_from_slice(name);
-    dst[at..].make_ascii_lowercase();
-    dst.extend_from_slice(b": ");
-    dst.extend_from_slice(value);
-    dst.extend_from_slice(b"\r\n");
+    match raw_line(read, name, value) {
+        Some(line) => dst.extend_from_slice(line),
+        None => {
+            dst.reserve(name.len() + value.len() + 4);
+            for part in [name, b": ", value, b"\r\n"] {
+                dst.extend_from_slice(part);
+            }
+        }
+    }
+    dst[at..at + name.len()].make_ascii_lowercase();
+}
+
+/// The line `name: value\r\n` where `name` lies in `read`, if its bytes are that.
+fn raw_line<'r>(read: &'r [u8], name: &[u8], value: &[u8]) -> Option<&'r [u8]> {
+    let start = (name.as_ptr() as usize).checked_sub(read.as_ptr() as usize)?;
+    let value_at = name.len() + 2;
+    let line = read.get(start..start + value_at + value.len() + 2)?;
+    let contiguous = value.as_ptr() as usize == name.as_ptr() as usize + value_at;
+    (contiguous && line[name.len()..value_at] == *b": " && line.ends_with(b"\r\n"))
+        .then_some(line)
 }
 
 /// Now as an HTTP date, formatted once a second per thread (as hyper keeps its own).

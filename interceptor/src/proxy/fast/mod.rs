@@ -504,7 +504,7 @@ impl Connection<'_> {
             .iter()
             .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
         let mut out = Vec::with_capacity(256 + body.len());
-        head::encode_answer(&mut out, &answer, fields, &line.method);
+        head::encode_answer(&mut out, &answer, fields, &line.method, &[]);
         out.extend_from_slice(&body);
         RequestLine {
             status: parts.status.as_u16(),
