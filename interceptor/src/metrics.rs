@@ -291,6 +291,8 @@ impl Metrics {
         let histogram = self.requests.get_or_create(&labels).clone();
         histogram.observe(elapsed.as_secs_f64());
         if kept.len() < KEPT_PER_CONNECTION {
+            // One at a time: most connections see one label set, and each holds its own.
+            kept.reserve_exact(1);
             kept.push(KeptHistogram {
                 collaboration,
                 outcome,

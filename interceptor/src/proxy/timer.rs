@@ -3,8 +3,8 @@
 //! stays in the runtime's timer wheel, one atomic operation, while a new one is registered in
 //! the wheel and taken out of it again, under the driver's lock, each time.
 use std::{
-    future::{poll_fn, Future},
-    pin::{pin, Pin},
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -49,25 +49,40 @@ impl KeptTimer {
         }
     }
 
-    /// `work`, given up after `limit` when there is one: `Err(limit)` then (as
-    /// `tokio::time::timeout`, `work` is polled first).
-    pub async fn within<T>(
-        &self,
-        limit: Option<Duration>,
-        work: impl Future<Output = T>,
-    ) -> Result<T, Duration> {
-        let Some(limit) = limit else {
-            return Ok(work.await);
-        };
-        let mut sleep = self.sleep_until(tokio::time::Instant::now() + limit);
-        let mut work = pin!(work);
-        poll_fn(|cx| {
-            if let Poll::Ready(done) = work.as_mut().poll(cx) {
-                return Poll::Ready(Ok(done));
-            }
-            Pin::new(&mut sleep).poll(cx).map(|()| Err(limit))
-        })
-        .await
+    /// `work`, given up after `limit` (counted from now) when there is one: `Err(limit)` then
+    /// (as `tokio::time::timeout`, `work` is polled first).
+    pub fn within<F: Future>(&self, limit: Option<Duration>, work: F) -> Within<F> {
+        let now = tokio::time::Instant::now();
+        Within {
+            work,
+            sleep: limit.map(|limit| (self.sleep_until(now + limit), limit)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What `KeptTimer::within` gives: a future of its own rather than an `async fn`'s, which
+    /// would hold `work` twice (as its argument and as the value it pins), in every
+    /// connection's task.
+    pub struct Within<F> {
+        #[pin]
+        work: F,
+        sleep: Option<(KeptSleep, Duration)>,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, Duration>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(done) = this.work.poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        match this.sleep {
+            Some((sleep, limit)) => Pin::new(sleep).poll(cx).map(|()| Err(*limit)),
+            None => Poll::Pending,
+        }
     }
 }
 
