@@ -45,7 +45,7 @@ use crate::{
     config::{ProxySettings, Service},
     intercept::{Intercepted, OriginalDestinations},
     limits::{self, Slots},
-    metrics::{Metrics, ProxyCounters},
+    metrics::{Metrics, ProxyCounters, RequestHistograms},
     peer::Peers,
     scope::{tokens::TokenScopes, workloads::WorkloadScopes},
     tls::SiteTls,
@@ -234,10 +234,10 @@ impl Proxy {
         http2::WorkloadConnection {
             requests: self.requests.clone(),
             in_flight: self.in_flight.of(cgroup_id),
+            histograms: RequestHistograms::of_this_thread(&service.name),
             service,
             cgroup_id,
             owned: None,
-            histograms: Arc::default(),
         }
     }
 

@@ -83,8 +83,9 @@ pub fn serve<'a>(
     // Not an `async fn`, which would hold the connection twice (as its argument and as a
     // local) through the whole of it.
     async move {
-        // The wait for a head and the wait for its answer, one after the other.
+        // The wait for each head; those for the answers are the thread's.
         let timer = KeptTimer::default();
+        let answer_timer = KeptTimer::for_answers_on_this_thread();
         // What the client sent and was not served yet; no buffer while there is nothing.
         let mut read = Vec::new();
         let closed = loop {
@@ -96,7 +97,9 @@ pub fn serve<'a>(
             // Boxed: the connection's task, idle most of its life, is not the size of a
             // request's state (nor is the head kept in it: it is gone after this statement).
             let serving = match head.await {
-                Ok(ReadHead::Fast(head)) => Box::pin(connection.serve(head, &mut read, &timer)),
+                Ok(ReadHead::Fast(head)) => {
+                    Box::pin(connection.serve(head, &mut read, &answer_timer))
+                }
                 Ok(ReadHead::ToHyper) => break false,
                 Err(_) | Ok(ReadHead::Closed) => break true,
             };
