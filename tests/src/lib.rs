@@ -19,6 +19,7 @@ pub mod replicated;
 pub mod sites;
 pub mod soak;
 pub mod tmpfs;
+pub mod wan;
 
 use std::{
     path::PathBuf,

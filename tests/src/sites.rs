@@ -3,12 +3,7 @@
 //! WAN relays that add latency between two sites, and a site's link can be cut and healed.
 use std::{net::Ipv4Addr, time::Duration};
 
-use crate::{
-    apps::{client_script, wait_for_listener},
-    netns::Netns,
-    process::Process,
-    unique_name,
-};
+use crate::{netns::Netns, unique_name, wan::WanRelay};
 
 /// The hub's address on the bridge, where relays listen.
 pub const HUB_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
@@ -29,7 +24,7 @@ pub struct Topology {
 
 /// A relay in the hub that delays a site-to-site path; stopped when dropped.
 pub struct Relay {
-    _process: Process,
+    _relay: WanRelay,
     pub address: std::net::SocketAddr,
 }
 
@@ -124,16 +119,9 @@ impl Topology {
     /// round trip through it. Sites reach the target through it when configured to.
     pub fn relay(&self, port: u16, target: &str, target_port: u16, round_trip: Duration) -> Relay {
         let address = std::net::SocketAddr::from((HUB_ADDRESS, port));
-        let mut command = self.hub.command("python3");
-        command
-            .arg(client_script("wan_relay.py"))
-            .arg(address.to_string())
-            .arg(format!("{}:{target_port}", self.site(target).address))
-            .arg(round_trip.as_millis().to_string());
-        let process = Process::spawn(&format!("relay to {target}"), command, None);
-        wait_for_listener(&self.hub, address);
+        let target = std::net::SocketAddr::from((self.site(target).address, target_port));
         Relay {
-            _process: process,
+            _relay: WanRelay::start(self.hub.name(), address, target, round_trip),
             address,
         }
     }

@@ -11,6 +11,7 @@ mod grpc;
 mod hooked;
 mod http2;
 mod inbound;
+mod linger;
 mod outcome;
 pub mod plan;
 mod relay;
@@ -34,10 +35,7 @@ use std::{
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::{
@@ -213,20 +211,14 @@ impl Proxy {
 
     /// A connection past its workload's cap: an HTTP/1 client is answered `503` with
     /// `Retry-After` once its request arrived; any other is closed.
-    async fn refuse_connection(&self, mut stream: TcpStream, service: &Service) {
+    async fn refuse_connection(&self, stream: TcpStream, service: &Service) {
         let max = self.connections.max();
         debug!(service = %service.name, "refusing a connection: its workload holds {max}");
         if sniff(&stream).await != Protocol::Http1 {
             return;
         }
-        // Read what was sent, so that closing does not reset the connection under the answer.
-        let mut request = vec![0u8; 16 * 1024];
-        let limit = self.settings.header_read_timeout;
-        let _ = tokio::time::timeout(limit, stream.read(&mut request)).await;
         let answer = limits::refused_connection_bytes(&service.name, max);
-        if stream.write_all(&answer).await.is_ok() {
-            let _ = stream.shutdown().await;
-        }
+        linger::answer_then_close(stream, &answer, self.settings.header_read_timeout).await
     }
 
     /// A workload connection's parts; no connection to the instance of its own yet.
@@ -274,6 +266,8 @@ impl Proxy {
         mut workload: http2::WorkloadConnection,
     ) {
         workload.owned = Some(Arc::new(OwnedUpstream::default()));
+        // To close it gracefully if hyper ends it on an error (a 431) as the client still sends.
+        let handle = linger::second_handle(&stream);
         // Shared by its requests: one pointer copied per request, not each of its parts.
         let shared = Arc::new((workload, self.settings.clone()));
         let handler = hyper::service::service_fn(move |request| {
@@ -301,6 +295,7 @@ impl Proxy {
             .with_upgrades();
         if let Err(err) = connection.await {
             debug!("client connection ended: {err}");
+            linger::close_gracefully(handle).await;
         }
     }
 }

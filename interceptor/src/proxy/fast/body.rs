@@ -1,13 +1,18 @@
 //! An answer's body relayed from the instance to the client: read by the framing the instance
 //! gave it (its length, chunks, or up to the end of the connection) and written by the framing
 //! the client was told (`head::encode_answer`). Chunks are passed on as they come, under a size
-//! line of their own: extensions and trailers go, as hyper drops them too.
+//! line of their own: extensions and trailers go, as hyper drops them too. A large body of a
+//! known length, and one up to the end of the connection, go from socket to socket in the
+//! kernel (`splice`) once what came with the head is written.
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::tcp::{ReadHalf, WriteHalf},
 };
 
-use super::head::Framing;
+use super::{
+    head::Framing,
+    splice::{Pipe, SpliceError},
+};
 
 /// At most what is gathered before it is written to the client; a larger piece of the body is
 /// written as it lies in the read buffer, not copied.
@@ -28,6 +33,8 @@ pub enum RelayError {
     Instance(std::io::Error),
     #[error("writing to the client: {0}")]
     Client(std::io::Error),
+    #[error("the client ended the request's body before its end")]
+    ClientCut,
 }
 
 /// Where reading a body stands.
@@ -131,14 +138,22 @@ pub struct Relayed {
 /// Writes `out` (the answer's head, and what else was gathered) and the body that follows the
 /// head in `read[start..]` and on `instance`, framed as `to`. `read` is the instance's buffer.
 pub async fn relay(
-    instance: &mut TcpStream,
-    client: &mut TcpStream,
+    instance: &mut ReadHalf<'_>,
+    client: &mut WriteHalf<'_>,
     out: &mut Vec<u8>,
     read: &mut Vec<u8>,
     start: usize,
     from: Framing,
     to: Framing,
 ) -> Result<Relayed, RelayError> {
+    if spliced(from, to, read.len() - start) {
+        // Without a pipe (out of descriptors), the body goes through user space below.
+        if let Ok(pipe) = Pipe::new() {
+            // Boxed: the request's state stays small for the common, small answer.
+            let here = &read[start..];
+            return Box::pin(relay_spliced(instance, client, pipe, out, here, from, to)).await;
+        }
+    }
     let mut decoder = Decoder::new(from);
     let mut at = start;
     loop {
@@ -195,7 +210,78 @@ pub async fn relay(
     }
 }
 
-async fn flush(client: &mut TcpStream, out: &mut Vec<u8>) -> Result<(), RelayError> {
+/// Whether the rest of a body goes through the kernel: one of a length with more than
+/// `LARGE_READS` still to come after the `here` bytes read, or one up to the end of the
+/// connection (never the client's, as one of a length or in chunks).
+fn spliced(from: Framing, to: Framing, here: usize) -> bool {
+    match (from, to) {
+        (Framing::Length(len), Framing::Length(told)) => {
+            len == told && len > (here + LARGE_READS) as u64
+        }
+        (Framing::UntilClose, Framing::UntilClose | Framing::Chunked) => true,
+        _ => false,
+    }
+}
+
+/// `relay` for a body that `spliced` picked: `out` and `here` (what came with the head), then
+/// the rest through `pipe`.
+async fn relay_spliced(
+    instance: &mut ReadHalf<'_>,
+    client: &mut WriteHalf<'_>,
+    mut pipe: Pipe,
+    out: &mut Vec<u8>,
+    here: &[u8],
+    from: Framing,
+    to: Framing,
+) -> Result<Relayed, RelayError> {
+    let chunked = to == Framing::Chunked;
+    if chunked && !here.is_empty() {
+        out.extend_from_slice(format!("{:X}\r\n", here.len()).as_bytes());
+    }
+    out.extend_from_slice(here);
+    if chunked && !here.is_empty() {
+        out.extend_from_slice(b"\r\n");
+    }
+    flush(client, out).await?;
+    if let Framing::Length(len) = from {
+        let mut left = len - here.len() as u64;
+        let forwarded = pipe.forward(instance.as_ref(), client.as_ref(), &mut left);
+        forwarded.await.map_err(|error| match error {
+            SpliceError::Closed => RelayError::InstanceClosed,
+            SpliceError::From(error) => RelayError::Instance(error),
+            SpliceError::To(error) => RelayError::Client(error),
+        })?;
+        return Ok(Relayed {
+            instance_reusable: true,
+        });
+    }
+    loop {
+        let taken = pipe.fill(instance.as_ref(), u64::MAX).await;
+        match taken.map_err(RelayError::Instance)? {
+            0 => break,
+            taken if chunked => {
+                out.extend_from_slice(format!("{taken:X}\r\n").as_bytes());
+                flush(client, out).await?;
+            }
+            _ => {}
+        }
+        pipe.drain(client.as_ref())
+            .await
+            .map_err(RelayError::Client)?;
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    flush(client, out).await?;
+    Ok(Relayed {
+        instance_reusable: false,
+    })
+}
+
+async fn flush(client: &mut WriteHalf<'_>, out: &mut Vec<u8>) -> Result<(), RelayError> {
     if !out.is_empty() {
         client.write_all(out).await.map_err(RelayError::Client)?;
         out.clear();

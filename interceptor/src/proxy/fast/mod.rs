@@ -1,7 +1,8 @@
 //! HTTP/1.1's common request served without hyper: each head is parsed once (`head`), the
-//! request goes to this site's instance over a connection the workload connection keeps, and
+//! request goes to this site's instance over a connection of its thread's `pool`, and
 //! the answer's body is relayed by its framing (`body`). It takes a request in HTTP/1.1 whose
-//! body is absent or of a `Content-Length` up to `MAX_BODY`, with no upgrade nor expectation,
+//! body is absent or of a `Content-Length` (read whole up to `MAX_BODY`, larger ones streamed
+//! through the kernel: `upload`, `splice`), with no upgrade nor expectation,
 //! not gRPC, whose scope plans this site alone; the same decisions as hyper's path
 //! (`WorkloadRequests::local_plan`), the same changes to its headers, the same answers, log
 //! line and metrics. Any other request, and the rest of its connection, goes to hyper with the
@@ -14,8 +15,12 @@ mod head;
 mod pool;
 #[cfg(test)]
 mod pooling_tests;
+mod splice;
+#[cfg(test)]
+mod streamed_tests;
 #[cfg(test)]
 mod tests;
+mod upload;
 
 use std::{
     future::{poll_fn, Future},
@@ -52,10 +57,12 @@ use crate::{
     metrics::{Collaboration, Metrics},
     peer::wire::header_value,
 };
-use body::Relayed;
+use body::{RelayError, Relayed};
 use head::{Answer, AnswerHead, BodyLength, Framing, Parsed, RequestHead};
+use upload::Upload;
 
-/// The largest request body the fast path takes, read whole before the request is sent.
+/// The largest request body read whole before the request is sent; a larger one goes on from
+/// socket to socket once the head is sent (`upload`).
 const MAX_BODY: u64 = 64 * 1024;
 /// What a connection reads with when bytes come.
 const READS: usize = 8 * 1024;
@@ -221,9 +228,20 @@ impl Connection<'_> {
     /// Serves one request whose head is at the start of `read`, unless hyper must; `timer`
     /// bounds the wait for its answer.
     async fn serve(&mut self, head: RequestHead, read: &mut Vec<u8>, timer: &KeptTimer) -> Next {
-        if head.body_len > MAX_BODY {
-            return Next::ToHyper;
-        }
+        // What of the body is sent with the head: all of it, or what came with the head when
+        // the rest is streamed.
+        let (inline, mut upload) = match head.body_len {
+            small @ ..=MAX_BODY => (small as usize, None),
+            large => {
+                let inline = read.len() - head.len;
+                let inline = inline.min(usize::try_from(large).unwrap_or(usize::MAX));
+                match Upload::new(large - inline as u64) {
+                    Ok(upload) => (inline, Some(upload)),
+                    // No pipe (out of descriptors): hyper streams it.
+                    Err(_) => return Next::ToHyper,
+                }
+            }
+        };
         let workload = self.workload;
         let Some(slot) = workload.in_flight.try_take() else {
             // Refused by hyper's path, as every other request past the cap.
@@ -236,7 +254,7 @@ impl Connection<'_> {
             uri,
             mut headers,
             len,
-            body_len,
+            body_len: _,
             close,
         } = head;
         let service = &workload.service;
@@ -258,26 +276,29 @@ impl Connection<'_> {
         if !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, header_value(&service.local.to_string()));
         }
-        let mut request = Vec::with_capacity(len + 256 + body_len as usize);
+        let mut request = Vec::with_capacity(len + 256 + inline);
         head::encode_request(&mut request, &method, &uri, &headers);
-        let body_end = len + body_len as usize;
+        let body_end = len + inline;
         let limit = Some(self.settings.response_timeout);
         let exchange = async {
             if read_body(&mut self.client, read, body_end).await.is_err() {
                 return None;
             }
             request.extend_from_slice(&read[len..body_end]);
-            Some(self.exchange(&request, &method).await)
+            Some(self.exchange(&request, &method, upload.as_mut()).await)
         };
         let answered = timer.within(limit, exchange).await;
         drop(slot);
         let answered = match answered {
             Ok(None) => return Next::Close,
+            _ if upload.as_ref().is_some_and(Upload::cut_by_client) => return Next::Close,
             Ok(Some(answered)) => answered.map_err(Ok),
             Err(after) => Err(Err(after)),
         };
-        // A body not all read (no answer in time) leaves the connection unusable after this.
-        let close = close || read.len() < body_end;
+        // A body not all read (no answer in time, or an answer before its end) leaves the
+        // connection unusable after this.
+        let streamed_whole = upload.as_ref().is_none_or(Upload::whole);
+        let close = close || read.len() < body_end || !streamed_whole;
         read.drain(..body_end.min(read.len()));
         let line = RequestLine {
             service: service.clone(),
@@ -345,19 +366,31 @@ impl Connection<'_> {
         .write(&requests.metrics, None);
         let mut instance = instance;
         let from = body.unwrap_or(Framing::Length(0));
-        let relayed = body::relay(
-            &mut instance,
-            &mut self.client,
+        let (client_read, mut client_write) = self.client.split();
+        let (mut instance_read, instance_write) = instance.split();
+        let relay = body::relay(
+            &mut instance_read,
+            &mut client_write,
             &mut out,
             &mut answer_read,
             answer_len,
             from,
             to,
-        )
-        .await;
+        );
+        let relayed = match upload.as_mut() {
+            // The instance answered before it took the whole body, which goes on meanwhile.
+            Some(upload) if !streamed_whole => {
+                let (client, instance) = (client_read.as_ref(), instance_write.as_ref());
+                Box::pin(upload.alongside(client, instance, relay))
+                    .await
+                    .unwrap_or(Err(RelayError::ClientCut))
+            }
+            _ => relay.await,
+        };
+        let streamed_whole = upload.as_ref().is_none_or(Upload::whole);
         match relayed {
             Ok(Relayed { instance_reusable }) => {
-                if instance_reusable && keep_alive {
+                if instance_reusable && keep_alive && streamed_whole {
                     pool::give_back(service.local, instance, at);
                 }
                 if close || to == Framing::UntilClose {
@@ -375,11 +408,12 @@ impl Connection<'_> {
     /// Sends `request` to the instance, over a connection of this thread's pool when one is
     /// still open (once more over a new one when it closed before taking any of it, as hyper's
     /// pool does), and reads the answer's head, passing over interim (1xx) answers as hyper's
-    /// client does.
+    /// client does. The rest of a streamed body goes on from the client meanwhile (`upload`).
     async fn exchange(
         &mut self,
         request: &[u8],
         method: &Method,
+        mut upload: Option<&mut Upload>,
     ) -> Result<(TcpStream, Vec<u8>, AnswerHead), NoAnswer> {
         let mut instance = match pool::take(self.workload.service.local) {
             Some(kept) => match kept.try_write(request) {
@@ -423,7 +457,21 @@ impl Connection<'_> {
             if read.capacity() - read.len() < READS / 2 {
                 read.reserve(READS.max(read.len()));
             }
-            match stream.read_buf(&mut read).await {
+            let more = match upload.as_deref_mut() {
+                Some(upload) => {
+                    let (mut from, to) = stream.split();
+                    let reading = from.read_buf(&mut read);
+                    let reading = upload.alongside(&self.client, to.as_ref(), reading);
+                    // Boxed, as large bodies are rare: the request's state stays small.
+                    match Box::pin(reading).await {
+                        Ok(more) => more,
+                        // The caller sees the cut and closes the connection.
+                        Err(_) => return Err((false, UpstreamError::Closed)),
+                    }
+                }
+                None => stream.read_buf(&mut read).await,
+            };
+            match more {
                 Ok(0) => return Err((false, UpstreamError::Closed)),
                 Ok(_) => {}
                 Err(error) => return Err((false, UpstreamError::Io(error))),

@@ -82,10 +82,14 @@ pub fn origin(netns: &Netns) -> Server {
         vec![b'x'; BODY_BYTES],
     )
     .expect("writing the 1 KiB answer");
-    // The large body: a sparse file, served from the page cache.
-    std::fs::File::create(dir.path().join("www").join(&LARGE_PATH[1..]))
+    // The large body: a sparse file, read through once here so that the origin serves it from
+    // the page cache to every path. Otherwise the first path measured (direct) paid for
+    // filling the cache: 139 MiB/s direct against 1661 through cheops, measured second.
+    let large = dir.path().join("www").join(&LARGE_PATH[1..]);
+    std::fs::File::create(&large)
         .and_then(|file| file.set_len(LARGE_BYTES))
-        .expect("writing the large answer");
+        .and_then(|()| std::io::copy(&mut std::fs::File::open(&large)?, &mut std::io::sink()))
+        .expect("writing the large answer and reading it into the page cache");
     let http = format!(
         "server {{ listen {ORIGIN}; listen {SERVICE}; root {}/www; location / {{ }} }}",
         dir.path().display()

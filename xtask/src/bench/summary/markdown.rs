@@ -8,13 +8,13 @@ use super::{
 /// Where a target not met stands, from the profiles behind this report.
 const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
 - Per request, the tables above say where. The common HTTP/1.1 request (no upgrade nor \
-  expectation, a body absent or of a `Content-Length` up to 64 KiB, a scope that plans this \
+  expectation, a body absent or of a `Content-Length`, a scope that plans this \
   site alone, a service without resource rules) is served by cheops's own fast path \
   (`proxy/fast/`): its head is parsed once with httparse into a header map, which the same \
   decisions as before read and change (scope carriers, policy, hop-by-hop and peer-marker \
   headers, Host), written to the instance over the connection the client's connection keeps, \
   and the answer's head parsed once and written as hyper wrote it; bodies are copied by their \
-  framing. What is left is `http`'s header map (every name hashed as it goes in, looked up and \
+  framing, and large ones moved from socket to socket in the kernel (below). What is left is `http`'s header map (every name hashed as it goes in, looked up and \
   removed: about a fifth), the allocator and memcpy (`libc`), httparse, tokio polling the two \
   sockets, and cheops's own code. Any other request, and the rest of its connection, is served \
   by hyper as before (it parses and writes each head twice).\n\
@@ -52,10 +52,19 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   rounds, is 1.35x nginx's and 0.87x HAProxy's at p50, while cheops's own rounds spread from \
   17 to 90 µs. What would close them is what closes the count of instructions (above), the \
   figure that load does not move.\n\
-- The 300 MiB download: cheops relays it at 1.47x nginx's throughput (2x is the target), \
-  1.79x and 2.69x in the two reports before: this ratio moves from run to run. Past the \
-  answer's head, the fast path copies the body through user space in reads of up to 64 KiB; \
-  `splice(2)` between the two sockets would keep it in the kernel.\n\
+- The 300 MiB download: its direct baseline of the report of 2 December (139 MiB/s, against \
+  1661 through cheops) was the page cache being filled while direct, the first path, was \
+  timed; the file is now read through before any path is. Past the answer's head, the fast \
+  path now moves a body of a known length (more than 64 KiB still to come) and one that ends \
+  with the connection from the instance's socket to the client's with `splice(2)` through a \
+  1 MiB pipe, never through user space. Quick runs alternating the two builds on a loaded \
+  machine (`cheops-bench --only bodies --quick`, 6 each, medians): cheops's share of its core \
+  from 0.28 to 0.18, 0.48x to 0.50x direct and 2.40x to 2.41x nginx; another 6 each: 0.26 to \
+  0.17, 0.50x to 0.64x direct, 2.08x to 2.80x nginx. The proxy's core is now mostly idle: the \
+  limit is the shared core, where the client and the origin do what they do direct, plus a \
+  wake-up across cores (on these virtual machines, a halted virtual CPU woken) per piece that \
+  goes through. Pipes of 64 KiB and 4 MiB, and `SO_RCVLOWAT` (256 KiB, 1 MiB) on the socket \
+  read from to wake cheops less often, gave nothing this noise could tell apart.\n\
 - The download's memory: the 42 MiB peak of the last report was cheops's start, when it \
   loads its eBPF programs (about 44 MiB for a moment, 10 MiB after), not the download: the peak \
   is now reset just before the download.\n\
@@ -70,13 +79,20 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   16 sites, 36.0 without it, in runs back to back. The rest is the machine: a 16-site gathered \
   list, which writes nothing, costs 2.45x here, with 16 agents, 16 json-servers and 30 relay \
   processes on 2 cores.\n\
-- The 300 MiB upload: every proxy is far from direct here (direct, the client and the sink \
-  share one core and nothing is copied between them; through a proxy each byte is copied into \
-  and out of user space and crosses cores twice). Only the kernel forwarding the body \
-  (`splice(2)` or a sockmap redirect once the head is handled) could come near direct. The fast \
-  path takes request bodies up to 64 KiB (read whole, then sent with the head); a larger upload \
-  still goes through hyper: streaming it on the fast path, with `splice(2)` between the \
-  sockets, is the next step.\n\
+- The 300 MiB upload: the fast path takes a request body of any `Content-Length`. Past \
+  64 KiB, what came with the head is sent with it, and the rest goes from the client's socket \
+  to the instance's with `splice(2)` while the answer's head is awaited (within \
+  `proxy.response_timeout`, as on hyper's path), and on while the answer is relayed when the \
+  instance answers first (a client that ends the body early closes the exchange, unanswered, \
+  as before; the connection closes after an answer that came before the body's end). In the \
+  same quick runs (`--only upload --quick`, 6 each): cheops's share of its core from 0.38 to \
+  0.19, 0.35x to 0.39x direct, 1.81x to 1.89x nginx; another 6 each: 0.36 to 0.17, 0.35x to \
+  0.41x direct, 1.83x to 2.43x nginx; its memory grows by 0.3 MiB during the upload (1.0 \
+  before). As for the download, the shared core where the client and the sink run is the \
+  limit, not the proxy: direct, the client's bytes reach the sink on the same core; through \
+  any proxy, each piece wakes the proxy's core and then the sink. A sockmap redirect (an \
+  `sk_skb` verdict program) would forward in the softirq of the sending side, on that same \
+  shared core, adding its work there: not built.\n\
 - Idle connections: on the fast path, an idle connection holds no buffer (its read buffer \
   is taken when bytes come and given back once they are served; the answer's are the request's \
   own) and a smaller future (hyper's state, and a request's rare parts, boxed): 10.1 KiB per \
@@ -225,8 +241,9 @@ impl Summary {
                 "\n## Across sites: replicated create and gathered list\n\nA mesh of N sites (network \
                  namespaces joined by a hub; cheops, json-server as the `catalog` service whose `/pods` \
                  are replicated resources). S1 reaches every other site, and every other site reaches \
-                 S1, through a relay in the hub that adds {} ms to each round trip; the round trip \
-                 below is the one S1's heartbeats measured. From S1's workload, curl times {} creates \
+                 S1, through a relay in the hub that adds {} ms to each round trip (a thread of the \
+                 bench itself, since the kernel has no netem); the round trip below is the one S1's \
+                 heartbeats measured. From S1's workload, curl times {} creates \
                  scoped over all N sites (`X-Scope: {{catalog: S1 & ... & SN}}`, S1 leading; every \
                  one answers 201 after all replicas) after {} warm-up creates, then {} lists of `/pods` \
                  gathered from all N. If the fan-out is parallel a create costs about one round trip \
