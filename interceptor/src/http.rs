@@ -97,7 +97,7 @@ pub fn is_framing_header(name: &str) -> bool {
 }
 
 /// Connection-level headers belong to one hop; the proxy's connections have their own.
-static HOP_BY_HOP: [HeaderName; 8] = [
+pub static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -108,12 +108,60 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// A head's header fields as the rules on which ones go on need them: a `HeaderMap`, or the
+/// fast path's fields read in place (`proxy::fast`), so that one piece of code decides for
+/// both.
+pub trait HeaderTable {
+    /// Which of `names` (at most 32) the head carries: bit `i` for `names[i]`.
+    fn present_among(&self, names: &[HeaderName]) -> u32;
+    /// The values of `name`, in order.
+    fn values(&self, name: &HeaderName) -> impl Iterator<Item = &[u8]>;
+    /// Removes every field of `name`.
+    fn remove(&mut self, name: &HeaderName);
+    /// Sets `name` to `value` alone.
+    fn insert(&mut self, name: &'static HeaderName, value: &'static str);
+}
+
+impl HeaderTable for HeaderMap {
+    fn present_among(&self, names: &[HeaderName]) -> u32 {
+        self.keys().fold(0, |bits, name| {
+            names
+                .iter()
+                .position(|n| n == name)
+                .map_or(bits, |i| bits | 1 << i)
+        })
+    }
+
+    fn values(&self, name: &HeaderName) -> impl Iterator<Item = &[u8]> {
+        self.get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+
+    fn remove(&mut self, name: &HeaderName) {
+        HeaderMap::remove(self, name);
+    }
+
+    fn insert(&mut self, name: &'static HeaderName, value: &'static str) {
+        HeaderMap::insert(self, name, HeaderValue::from_static(value));
+    }
+}
+
+/// Whether a header value is text (`HeaderValue::to_str`: visible ASCII and tabs).
+pub fn is_text(value: &[u8]) -> bool {
+    value.iter().all(|b| *b == b'\t' || (32..127).contains(b))
+}
+
+/// The comma-separated parts of a header value that is text (`Connection`), trimmed.
+pub fn value_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let parts = is_text(value).then(|| value.split(|b| *b == b','));
+    parts.into_iter().flatten().map(<[u8]>::trim_ascii)
+}
+
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 /// `te: trailers` stays: gRPC servers require it, and every hop of cheops relays trailers.
-pub fn remove_hop_by_hop_headers(headers: &mut HeaderMap) {
+pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
     // Most messages carry none, or only `connection: keep-alive`: one look at the names
     // present costs less than a removal (a hash and a probe) of each name.
-    let present = present_among(headers, &HOP_BY_HOP);
+    let present = headers.present_among(&HOP_BY_HOP);
     if present == 0 {
         return;
     }
@@ -123,24 +171,22 @@ pub fn remove_hop_by_hop_headers(headers: &mut HeaderMap) {
             .position(|n| n == name)
             .is_some_and(|i| present & (1 << i) != 0)
     };
+    let te = &HOP_BY_HOP[4];
     let trailers_accepted =
-        is_present(&header::TE) && headers.get(header::TE).is_some_and(|te| te == "trailers");
+        is_present(te) && headers.values(te).next() == Some(b"trailers".as_slice());
     if is_present(&header::CONNECTION) {
         let named_in_connection: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
+            .values(&header::CONNECTION)
+            .flat_map(value_tokens)
             // Those are removed below anyway (`keep-alive`, most often).
             .filter(|name| {
                 !HOP_BY_HOP
                     .iter()
-                    .any(|n| n.as_str().eq_ignore_ascii_case(name))
+                    .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
             })
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect();
-        for name in named_in_connection {
+        for name in &named_in_connection {
             headers.remove(name);
         }
     }
@@ -150,27 +196,17 @@ pub fn remove_hop_by_hop_headers(headers: &mut HeaderMap) {
         }
     }
     if trailers_accepted {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(te, "trailers");
     }
 }
 
 /// Removes every header named in `names`, looking first whether any is there.
-pub fn remove_headers(headers: &mut HeaderMap, names: &[HeaderName]) {
-    if present_among(headers, names) != 0 {
+pub fn remove_headers(headers: &mut impl HeaderTable, names: &[HeaderName]) {
+    if headers.present_among(names) != 0 {
         for name in names {
             headers.remove(name);
         }
     }
-}
-
-/// Which of `names` (at most 32) `headers` carries: bit `i` for `names[i]`.
-fn present_among(headers: &HeaderMap, names: &[HeaderName]) -> u32 {
-    headers.keys().fold(0, |bits, name| {
-        names
-            .iter()
-            .position(|n| n == name)
-            .map_or(bits, |i| bits | 1 << i)
-    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use hyper::{
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::hooked::{BodyHook, Hooked, Polled};
-use crate::http::{empty_body, CheopsAnswer, ProxyBody, SERVED_BY};
+use crate::http::{empty_body, is_text, CheopsAnswer, ProxyBody, SERVED_BY};
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
@@ -36,13 +36,15 @@ const MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 /// Whether a request (or answer) with these headers is a gRPC call: `application/grpc`, with
 /// or without a `+proto`-style suffix or parameters.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.strip_prefix("application/grpc")
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
-        })
+    is_grpc_type(headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes))
+}
+
+/// Whether a request's (first) `Content-Type` is gRPC's.
+pub fn is_grpc_type(content_type: Option<&[u8]>) -> bool {
+    content_type.filter(|v| is_text(v)).is_some_and(|v| {
+        v.strip_prefix(b"application/grpc")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"+") || rest.starts_with(b";"))
+    })
 }
 
 /// The status in `headers` (trailers, or the head of a trailers-only answer).

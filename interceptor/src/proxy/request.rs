@@ -20,7 +20,10 @@ use super::{
 };
 use crate::{
     config::{CarrierSettings, Service},
-    http::{error_response, remove_headers, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
+    http::{
+        error_response, remove_headers, remove_hop_by_hop_headers, HeaderTable, ProxyBody,
+        SERVED_BY,
+    },
     intercept::NO_WORKLOAD,
     metrics::{Collaboration, Metrics, ProxyCounters, RequestHistograms},
     peer::{
@@ -52,7 +55,7 @@ static PEER_MARKERS: [HeaderName; 4] = [
 /// Removes from a workload's request what does not go on: the headers of its hop, and those
 /// with which sites speak to one another (only the peer API takes forwarded requests: a
 /// workload cannot pose as a site).
-pub(super) fn strip_for_instance(headers: &mut HeaderMap) {
+pub(super) fn strip_for_instance(headers: &mut impl HeaderTable) {
     remove_hop_by_hop_headers(headers);
     remove_headers(headers, &PEER_MARKERS);
 }

@@ -18,6 +18,9 @@ const TOKEN_SUFFIX: &str = "!SCOPE!";
 /// caller's own token (a service's) is in the token header.
 const SUBJECT_TOKEN: HeaderName = HeaderName::from_static("x-subject-token");
 
+/// The headers a scope may come in besides the auth token's (whose name is configured).
+pub static CARRIER_HEADERS: [HeaderName; 3] = [SCOPE_HEADER, BAGGAGE, SUBJECT_TOKEN];
+
 /// What W3C baggage values may not hold unencoded (anything outside `baggage-octet`).
 const BAGGAGE_ESCAPED: &AsciiSet = &CONTROLS
     .add(b' ')

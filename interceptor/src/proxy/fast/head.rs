@@ -1,8 +1,8 @@
-//! The heads of the fast path, read once with `httparse` and written as hyper writes them: a
-//! request the fast path takes (`parse_request`), the head it sends to the instance
-//! (`encode_request`), the instance's answer (`parse_answer`) and the head the client gets
-//! (`encode_answer`, hyper's server encoding of the same answer: names in lower case, its
-//! framing header, `date` when the answer has none).
+//! The heads of the fast path, read once with `httparse` and written as hyper writes them,
+//! from the fields where they lie in the read buffer (`fields`): a request the fast path
+//! takes (`parse_request`, which writes what goes on to the instance), the instance's answer
+//! (`parse_answer`, which writes the head the client gets: hyper's server encoding of the same
+//! answer: names in lower case, its framing header, `date` when the answer has none).
 use std::{cell::RefCell, time::SystemTime};
 
 use bytes::Bytes;
@@ -11,24 +11,38 @@ use hyper::{
     HeaderMap, Method, StatusCode, Uri,
 };
 
-use crate::proxy::grpc;
+use super::fields::{same_name, Fields, MAX_HEADERS};
+use crate::{
+    http::{remove_hop_by_hop_headers, value_tokens, SERVED_BY},
+    proxy::{grpc, request::strip_for_instance},
+    scope::carriers::CARRIER_HEADERS,
+};
 
-/// As many header fields as hyper's HTTP/1 parser takes.
-const MAX_HEADERS: usize = 100;
 /// The longest request target hyper takes (longer ones it answers 414).
 const MAX_TARGET_LEN: usize = u16::MAX as usize - 1;
+/// The longest header name `HeaderName` takes.
+const MAX_NAME_LEN: usize = u16::MAX as usize;
 
 /// A request the fast path serves: HTTP/1.1, origin-form, no upgrade nor expectation, a body
 /// absent or of a `Content-Length`.
 pub struct RequestHead {
     pub method: Method,
     pub uri: Uri,
-    pub headers: HeaderMap,
+    pub fields: RequestFields,
     /// The length of the head, in bytes; the body follows.
     pub len: usize,
     pub body_len: u64,
     /// The client asked to close the connection after this request.
     pub close: bool,
+}
+
+/// A request's header fields, as the decisions on it need them.
+pub enum RequestFields {
+    /// A request that carries no scope: the head for the instance written up to the fields
+    /// that the decisions add (its own, without those `strip_for_instance` removes).
+    Written { head: Vec<u8>, host: bool },
+    /// A request with a header that carries a scope, which the decisions read and rewrite.
+    Map(HeaderMap),
 }
 
 /// What the bytes read so far hold.
@@ -42,7 +56,9 @@ pub enum Parsed {
     Fast(RequestHead),
 }
 
-pub fn parse_request(bytes: &[u8]) -> Parsed {
+/// The request in `bytes`; `token_header`: the header the auth token (a scope carrier) is in;
+/// `body_room`: at most the room to keep after the instance's head for the body.
+pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut fields);
     let len = match request.parse(bytes) {
@@ -57,25 +73,22 @@ pub fn parse_request(bytes: &[u8]) -> Parsed {
     if !target.starts_with('/') || target.len() > MAX_TARGET_LEN {
         return Parsed::NotFast;
     }
-    // The head copied once: the target and the header values are slices of it.
-    let head = Shared::new(bytes, len);
-    let (Ok(method), Ok(uri)) = (
-        Method::from_bytes(method.as_bytes()),
-        Uri::from_maybe_shared(head.slice(target.as_bytes())),
-    ) else {
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::NotFast;
     };
-    if method == Method::CONNECT {
+    if method == Method::CONNECT || !names_fit(request.headers) {
         return Parsed::NotFast;
     }
-    let Some(headers) = header_map(request.headers, &head) else {
-        return Parsed::NotFast;
-    };
+    let mut fields = Fields::new(request.headers);
     let not_fast = [header::TRANSFER_ENCODING, header::EXPECT, header::UPGRADE];
-    if not_fast.iter().any(|name| headers.contains_key(name)) || grpc::is_grpc(&headers) {
+    if not_fast
+        .iter()
+        .any(|name| fields.contains(name.as_str().as_bytes()))
+        || grpc::is_grpc_type(fields.get_all(b"content-type").next())
+    {
         return Parsed::NotFast;
     }
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let mut lengths = fields.get_all(b"content-length");
     let body_len = match (lengths.next(), lengths.next()) {
         (None, _) => 0,
         (Some(length), None) => match content_length(length) {
@@ -84,19 +97,50 @@ pub fn parse_request(bytes: &[u8]) -> Parsed {
         },
         (Some(_), Some(_)) => return Parsed::NotFast,
     };
-    let connection = headers.get_all(header::CONNECTION);
-    if connection.iter().any(|value| has_token(value, "upgrade")) {
-        return Parsed::NotFast;
+    let mut close = false;
+    for token in fields.get_all(b"connection").flat_map(value_tokens) {
+        if token.eq_ignore_ascii_case(b"upgrade") {
+            return Parsed::NotFast;
+        }
+        close |= token.eq_ignore_ascii_case(b"close");
     }
-    let close = connection.iter().any(|value| has_token(value, "close"));
+    let carried = CARRIER_HEADERS
+        .iter()
+        .chain([token_header])
+        .any(|name| fields.contains(name.as_str().as_bytes()));
+    let fields = if carried {
+        // The decisions read a scope: they take a map, as hyper's path gives them.
+        let Some(headers) = header_map(request.headers, &Shared::new(bytes, len)) else {
+            return Parsed::NotFast;
+        };
+        RequestFields::Map(headers)
+    } else {
+        strip_for_instance(&mut fields);
+        let room = body_len.min(body_room) as usize;
+        let mut head = Vec::with_capacity(len + 256 + room);
+        request_line(&mut head, &method, target);
+        for (name, value) in fields.iter() {
+            write_field(&mut head, name, value);
+        }
+        let host = fields.contains(b"host");
+        RequestFields::Written { head, host }
+    };
+    let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes())) else {
+        return Parsed::NotFast;
+    };
     Parsed::Fast(RequestHead {
         method,
         uri,
-        headers,
+        fields,
         len,
         body_len,
         close,
     })
+}
+
+/// Whether every name is one `HeaderName` takes (httparse takes the same letters).
+fn names_fit(fields: &[httparse::Header<'_>]) -> bool {
+    fields.iter().all(|field| field.name.len() <= MAX_NAME_LEN)
 }
 
 /// A head read into a buffer, copied once so that its parts share the copy, as hyper's do.
@@ -131,8 +175,7 @@ fn header_map(fields: &[httparse::Header<'_>], head: &Shared<'_>) -> Option<Head
 }
 
 /// A `Content-Length` as hyper reads it: digits only.
-fn content_length(value: &HeaderValue) -> Option<u64> {
-    let digits = value.as_bytes();
+fn content_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -140,22 +183,22 @@ fn content_length(value: &HeaderValue) -> Option<u64> {
 }
 
 /// Whether a comma-separated header value (`Connection`) holds `token`.
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value.to_str().is_ok_and(|text| {
-        text.split(',')
-            .any(|part| part.trim().eq_ignore_ascii_case(token))
-    })
+fn has_token(value: &[u8], token: &str) -> bool {
+    value_tokens(value).any(|part| part.eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// The head sent to the instance: origin-form, `headers` as they are (hyper's client adds
-/// nothing to a request whose framing is its `Content-Length` or no body).
-pub fn encode_request(dst: &mut Vec<u8>, method: &Method, uri: &Uri, headers: &HeaderMap) {
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+/// The request line sent to the instance: origin-form.
+pub fn request_line(dst: &mut Vec<u8>, method: &Method, target: &str) {
     for part in [method.as_str(), " ", target, " HTTP/1.1\r\n"] {
         dst.extend_from_slice(part.as_bytes());
     }
+}
+
+/// `headers` as they are, after a request line (hyper's client adds nothing to a request
+/// whose framing is its `Content-Length` or no body), and the head's end.
+pub fn end_request(dst: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
-        write_field(dst, name.as_str(), value.as_bytes());
+        write_field(dst, name.as_str().as_bytes(), value.as_bytes());
     }
     dst.extend_from_slice(b"\r\n");
 }
@@ -169,18 +212,27 @@ pub enum Framing {
     UntilClose,
 }
 
-/// An instance's answer.
+/// An instance's answer, and the head the client gets of it.
 pub struct AnswerHead {
     pub status: StatusCode,
-    /// Its reason phrase when it is not the status's own (hyper relays it).
-    pub reason: Option<Bytes>,
-    pub http11: bool,
-    pub headers: HeaderMap,
     /// How its body comes; `None`: it has none.
     pub body: Option<Framing>,
     /// Whether the instance keeps the connection open after it.
     pub keep_alive: bool,
     pub len: usize,
+    /// The head the client gets.
+    pub head: Vec<u8>,
+    /// How the client gets its body.
+    pub to: Framing,
+}
+
+/// What the bytes read of an answer hold.
+pub enum AnswerRead {
+    /// Part of a head: read on.
+    Partial,
+    /// An interim (1xx) answer of this length, passed over as hyper's client does.
+    Interim(usize),
+    Final(AnswerHead),
 }
 
 /// Why an answer cannot be read.
@@ -196,73 +248,97 @@ pub enum BadAnswer {
     Switching,
 }
 
-/// An answer to a request of `method` in `bytes`: `None` while its head is incomplete.
-pub fn parse_answer(bytes: &[u8], method: &Method) -> Result<Option<AnswerHead>, BadAnswer> {
+/// What the client's head says besides the answer: the request's method, the site that
+/// served (`x-cheops-site`), whether the client's connection closes after it.
+#[derive(Clone, Copy)]
+pub struct AnswerTo<'a> {
+    pub method: &'a Method,
+    pub served_by: &'a HeaderValue,
+    pub close: bool,
+}
+
+/// The answer in `bytes`, and the head the client gets of it.
+pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAnswer> {
+    let served_by = SERVED_BY;
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut fields);
     let len = match answer.parse(bytes)? {
         httparse::Status::Complete(len) => len,
-        httparse::Status::Partial => return Ok(None),
+        httparse::Status::Partial => return Ok(AnswerRead::Partial),
     };
     let status = StatusCode::from_u16(answer.code.unwrap_or_default())
         .map_err(|_| BadAnswer::Parse(httparse::Error::Status))?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(BadAnswer::Switching);
     }
+    if !names_fit(answer.headers) {
+        return Err(BadAnswer::Field);
+    }
+    if status.is_informational() {
+        return Ok(AnswerRead::Interim(len));
+    }
     let reason = answer
         .reason
         .filter(|reason| Some(*reason) != status.canonical_reason())
-        .map(|reason| Bytes::copy_from_slice(reason.as_bytes()));
+        .map(str::as_bytes);
     let http11 = answer.version == Some(1);
-    let headers = header_map(answer.headers, &Shared::new(bytes, len)).ok_or(BadAnswer::Field)?;
-    let connection = headers.get_all(header::CONNECTION);
+    let mut fields = Fields::new(answer.headers);
+    let connection = || fields.get_all(b"connection");
     let keep_alive = if http11 {
-        !connection.iter().any(|value| has_token(value, "close"))
+        !connection().any(|value| has_token(value, "close"))
     } else {
-        connection
-            .iter()
-            .any(|value| has_token(value, "keep-alive"))
+        connection().any(|value| has_token(value, "keep-alive"))
     };
-    let has_body = !(method == Method::HEAD
+    let has_body = !(*to.method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED);
-    let body = match headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
+    let body = match fields.get_all(b"transfer-encoding").last() {
         _ if !has_body => None,
         Some(last) if has_token_last(last, "chunked") => Some(Framing::Chunked),
         Some(_) => Some(Framing::UntilClose),
-        None => answer_length(&headers)?.map_or(Some(Framing::UntilClose), |length| {
+        None => answer_length(&fields)?.map_or(Some(Framing::UntilClose), |length| {
             (length > 0).then_some(Framing::Length(length))
         }),
     };
-    Ok(Some(AnswerHead {
+    remove_hop_by_hop_headers(&mut fields);
+    fields.set(served_by.as_str().as_bytes(), to.served_by.as_bytes());
+    if to.close {
+        fields.set(b"connection", b"close");
+    }
+    let mut head = Vec::with_capacity(len + 128);
+    let client = Answer {
         status,
         reason,
         http11,
-        headers,
+        has_date: fields.contains(b"date"),
+        body: body.map(|framing| match framing {
+            Framing::Length(len) => BodyLength::Known(len),
+            Framing::Chunked | Framing::UntilClose => BodyLength::Unknown,
+        }),
+    };
+    let framing = encode_answer(&mut head, &client, fields.iter(), to.method);
+    Ok(AnswerRead::Final(AnswerHead {
+        status,
         body,
         keep_alive,
         len,
+        head,
+        to: framing,
     }))
 }
 
 /// Whether the last of a comma-separated value is `token` (`Transfer-Encoding`).
-fn has_token_last(value: &HeaderValue, token: &str) -> bool {
-    value.to_str().is_ok_and(|text| {
-        text.rsplit(',')
-            .next()
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case(token))
-    })
+fn has_token_last(value: &[u8], token: &str) -> bool {
+    value_tokens(value)
+        .last()
+        .is_some_and(|last| last.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// An answer's `Content-Length`, every one alike, or none.
-fn answer_length(headers: &HeaderMap) -> Result<Option<u64>, BadAnswer> {
+fn answer_length(fields: &Fields<'_>) -> Result<Option<u64>, BadAnswer> {
     let mut found = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    for value in fields.get_all(b"content-length") {
         let length = content_length(value).ok_or(BadAnswer::Length)?;
         if found.is_some_and(|found| found != length) {
             return Err(BadAnswer::Length);
@@ -280,18 +356,24 @@ pub enum BodyLength {
     Unknown,
 }
 
-/// What the client gets in answer to a request of `method`.
+/// What the client gets in answer to a request, besides its fields.
 pub struct Answer<'a> {
     pub status: StatusCode,
     pub reason: Option<&'a [u8]>,
     pub http11: bool,
-    pub headers: &'a HeaderMap,
+    /// Whether its fields hold a `date`.
+    pub has_date: bool,
     pub body: Option<BodyLength>,
 }
 
-/// Writes the answer's head as hyper's HTTP/1 server does, and tells how its body goes;
-/// `Length(0)` when it has none.
-pub fn encode_answer(dst: &mut Vec<u8>, answer: &Answer<'_>, method: &Method) -> Framing {
+/// Writes the answer's head, its fields `(name, value)` in the order of a `HeaderMap`'s, as
+/// hyper's HTTP/1 server does, and tells how its body goes; `Length(0)` when it has none.
+pub fn encode_answer<'f>(
+    dst: &mut Vec<u8>,
+    answer: &Answer<'_>,
+    fields: impl Iterator<Item = (&'f [u8], &'f [u8])>,
+    method: &Method,
+) -> Framing {
     let status = answer.status;
     dst.extend_from_slice(if answer.http11 {
         b"HTTP/1.1 "
@@ -309,11 +391,11 @@ pub fn encode_answer(dst: &mut Vec<u8>, answer: &Answer<'_>, method: &Method) ->
     let no_content = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
     let can_chunk = answer.http11 && !head && !no_content;
     let mut framing = None;
-    let mut previous = None;
-    for (name, value) in answer.headers {
-        let again = previous == Some(name);
+    let mut previous: Option<&[u8]> = None;
+    for (name, value) in fields {
+        let again = previous.is_some_and(|previous| same_name(previous, name));
         previous = Some(name);
-        if name == header::CONTENT_LENGTH {
+        if same_name(name, b"content-length") {
             // As hyper: with a body, its first length stands; without, only HEAD keeps them.
             match answer.body {
                 Some(_) if again => continue,
@@ -326,7 +408,7 @@ pub fn encode_answer(dst: &mut Vec<u8>, answer: &Answer<'_>, method: &Method) ->
                 None => continue,
             }
         }
-        write_field(dst, name.as_str(), value.as_bytes());
+        write_field(dst, name, value);
     }
     let framing = framing.unwrap_or_else(|| match answer.body {
         Some(BodyLength::Unknown) if can_chunk => {
@@ -335,7 +417,7 @@ pub fn encode_answer(dst: &mut Vec<u8>, answer: &Answer<'_>, method: &Method) ->
         }
         Some(BodyLength::Unknown) => Framing::UntilClose,
         Some(BodyLength::Known(len)) if !no_content && len > 0 => {
-            write_field(dst, "content-length", len.to_string().as_bytes());
+            write_field(dst, b"content-length", len.to_string().as_bytes());
             Framing::Length(len)
         }
         _ => {
@@ -345,9 +427,8 @@ pub fn encode_answer(dst: &mut Vec<u8>, answer: &Answer<'_>, method: &Method) ->
             Framing::Length(0)
         }
     });
-    let headers = answer.headers;
-    if !headers.contains_key(header::DATE) {
-        write_field(dst, "date", &now_as_http_date());
+    if !answer.has_date {
+        write_field(dst, b"date", &now_as_http_date());
     }
     dst.extend_from_slice(b"\r\n");
     if head || no_content {
@@ -356,8 +437,11 @@ pub fn encode_answer(dst: &mut Vec<u8>, answer: &Answer<'_>, method: &Method) ->
     framing
 }
 
-fn write_field(dst: &mut Vec<u8>, name: &str, value: &[u8]) {
-    dst.extend_from_slice(name.as_bytes());
+/// A field as hyper writes it: its name in lower case.
+fn write_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let at = dst.len();
+    dst.extend_from_slice(name);
+    dst[at..].make_ascii_lowercase();
     dst.extend_from_slice(b": ");
     dst.extend_from_slice(value);
     dst.extend_from_slice(b"\r\n");

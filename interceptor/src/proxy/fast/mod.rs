@@ -1,16 +1,19 @@
-//! HTTP/1.1's common request served without hyper: each head is parsed once (`head`), the
-//! request goes to this site's instance over a connection of its thread's `pool`, and
-//! the answer's body is relayed by its framing (`body`). It takes a request in HTTP/1.1 whose
-//! body is absent or of a `Content-Length` (read whole up to `MAX_BODY`, larger ones streamed
-//! through the kernel: `upload`, `splice`), with no upgrade nor expectation,
-//! not gRPC, whose scope plans this site alone; the same decisions as hyper's path
-//! (`WorkloadRequests::local_plan`), the same changes to its headers, the same answers, log
-//! line and metrics. Any other request, and the rest of its connection, goes to hyper with the
-//! bytes read of it replayed first. An idle connection holds little: no buffer (taken when
-//! bytes come, given back once they are served), no connection to the instance (taken from its
-//! thread's `pool` for a request, given back after the answer), one timer, and a task whose
-//! state for a request is boxed while it is served.
+//! HTTP/1.1's common request served without hyper: each head is parsed once (`head`) and its
+//! fields used where they lie in the read buffer (`fields`: a map is built only for a request
+//! that carries a scope header, which the decisions read and rewrite), the request goes to
+//! this site's instance over a connection of its thread's `pool`, and the answer's body is
+//! relayed by its framing (`body`). It takes a request in HTTP/1.1 whose body is absent or of
+//! a `Content-Length` (read whole up to `MAX_BODY`, larger ones streamed through the kernel:
+//! `upload`, `splice`), with no upgrade nor expectation, not gRPC, whose scope plans this site
+//! alone; the same decisions as hyper's path (`WorkloadRequests::local_plan`), the same
+//! changes to its headers, the same answers, log line and metrics. Any other request, and the
+//! rest of its connection, goes to hyper with the bytes read of it replayed first. An idle
+//! connection holds little: no buffer (taken when bytes come, given back once they are
+//! served), no connection to the instance (taken from its thread's `pool` for a request, given
+//! back after the answer), one timer, and a task whose state for a request is boxed while it
+//! is served.
 mod body;
+mod fields;
 mod head;
 mod pool;
 #[cfg(test)]
@@ -26,7 +29,7 @@ use std::{
     future::{poll_fn, Future},
     io::ErrorKind,
     mem::MaybeUninit,
-    sync::atomic::Ordering,
+    sync::{atomic::Ordering, Arc},
     task::{ready, Context, Poll},
     time::Instant,
 };
@@ -35,7 +38,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{
     header::{self, HeaderValue},
-    Method, Response, StatusCode,
+    HeaderMap, Response, StatusCode,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -48,17 +51,20 @@ use super::{
     http2::WorkloadConnection,
     outcome::{InstanceError, UpstreamError},
     plan,
-    request::{strip_for_instance, RequestLine},
+    request::{strip_for_instance, RequestLine, WorkloadRequests},
     timer::KeptTimer,
 };
 use crate::{
     config::ProxySettings,
-    http::{error_response, remove_hop_by_hop_headers, ProxyBody, SERVED_BY},
+    http::{error_response, ProxyBody},
     metrics::{Collaboration, Metrics},
     peer::wire::header_value,
 };
 use body::{RelayError, Relayed};
-use head::{Answer, AnswerHead, BodyLength, Framing, Parsed, RequestHead};
+use head::{
+    Answer, AnswerHead, AnswerRead, AnswerTo, BodyLength, Framing, Parsed, RequestFields,
+    RequestHead,
+};
 use upload::Upload;
 
 /// The largest request body read whole before the request is sent; a larger one goes on from
@@ -100,12 +106,15 @@ pub fn serve<'a>(
             let limit = settings.max_header_bytes;
             // As hyper: the wait for a head starts when the last answer was sent; past it, the
             // connection is closed.
-            let head = timer.within(wait, read_head(&connection.client, &mut read, limit));
+            let head = timer.within(
+                wait,
+                read_head(&connection.client, &mut read, limit, workload),
+            );
             // Boxed: the connection's task, idle most of its life, is not the size of a
             // request's state (nor is the head kept in it: it is gone after this statement).
             let serving = match head.await {
-                Ok(ReadHead::Fast(head)) => {
-                    Box::pin(connection.serve(head, &mut read, &answer_timer))
+                Ok(ReadHead::Fast(head, requests)) => {
+                    Box::pin(connection.serve(head, requests, &mut read, &answer_timer))
                 }
                 Ok(ReadHead::ToHyper) => break false,
                 Err(_) | Ok(ReadHead::Closed) => break true,
@@ -131,7 +140,8 @@ pub fn serve<'a>(
 // Moved once per request: a box would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 enum ReadHead {
-    Fast(RequestHead),
+    /// With what serves it (read once per request: a reload applies from the next).
+    Fast(RequestHead, Arc<WorkloadRequests>),
     ToHyper,
     Closed,
 }
@@ -143,16 +153,19 @@ fn read_head<'a>(
     client: &'a TcpStream,
     read: &'a mut Vec<u8>,
     limit: usize,
+    workload: &'a WorkloadConnection,
 ) -> impl Future<Output = ReadHead> + Send + 'a {
     // Whether `read` holds bytes not parsed yet.
     let mut unparsed = !read.is_empty();
     poll_fn(move |cx| loop {
         if unparsed {
             unparsed = false;
-            match head::parse_request(read) {
+            let requests = (workload.requests)();
+            let token_header = requests.carriers.token_header_name();
+            match head::parse_request(read, token_header, MAX_BODY) {
                 // Past the limit, hyper answers 431 (it never reads that much for one head).
                 Parsed::Fast(head) if head.len > limit => return Poll::Ready(ReadHead::ToHyper),
-                Parsed::Fast(head) => return Poll::Ready(ReadHead::Fast(head)),
+                Parsed::Fast(head) => return Poll::Ready(ReadHead::Fast(head, requests)),
                 Parsed::NotFast => return Poll::Ready(ReadHead::ToHyper),
                 Parsed::Partial if read.len() >= limit => return Poll::Ready(ReadHead::ToHyper),
                 Parsed::Partial => {}
@@ -227,7 +240,13 @@ type NoAnswer = (bool, UpstreamError);
 impl Connection<'_> {
     /// Serves one request whose head is at the start of `read`, unless hyper must; `timer`
     /// bounds the wait for its answer.
-    async fn serve(&mut self, head: RequestHead, read: &mut Vec<u8>, timer: &KeptTimer) -> Next {
+    async fn serve(
+        &mut self,
+        head: RequestHead,
+        requests: Arc<WorkloadRequests>,
+        read: &mut Vec<u8>,
+        timer: &KeptTimer,
+    ) -> Next {
         // What of the body is sent with the head: all of it, or what came with the head when
         // the rest is streamed.
         let (inline, mut upload) = match head.body_len {
@@ -247,18 +266,28 @@ impl Connection<'_> {
             // Refused by hyper's path, as every other request past the cap.
             return Next::ToHyper;
         };
-        let requests = (workload.requests)();
         let at = Instant::now();
         let RequestHead {
             method,
             uri,
-            mut headers,
+            fields,
             len,
             body_len: _,
             close,
         } = head;
         let service = &workload.service;
-        strip_for_instance(&mut headers);
+        // The fields the decisions read and rewrite: a request with no scope carrier has none,
+        // its head being written already; they add theirs after it.
+        let (mut request, has_host, mut headers) = match fields {
+            RequestFields::Written { head, host } => (head, host, HeaderMap::new()),
+            RequestFields::Map(mut headers) => {
+                strip_for_instance(&mut headers);
+                let mut request = Vec::with_capacity(len + 256 + inline);
+                let target = uri.path_and_query().map_or("/", |p| p.as_str());
+                head::request_line(&mut request, &method, target);
+                (request, false, headers)
+            }
+        };
         let Some(scope) = requests
             .local_plan(&mut headers, service, workload.cgroup_id)
             .await
@@ -273,11 +302,10 @@ impl Connection<'_> {
         chain
             .token_scopes
             .remember_passed_on(&mut headers, &chain.carriers);
-        if !headers.contains_key(header::HOST) {
+        if !has_host && !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, header_value(&service.local.to_string()));
         }
-        let mut request = Vec::with_capacity(len + 256 + inline);
-        head::encode_request(&mut request, &method, &uri, &headers);
+        head::end_request(&mut request, &headers);
         let body_end = len + inline;
         let limit = Some(self.settings.response_timeout);
         let exchange = async {
@@ -285,7 +313,12 @@ impl Connection<'_> {
                 return None;
             }
             request.extend_from_slice(&read[len..body_end]);
-            Some(self.exchange(&request, &method, upload.as_mut()).await)
+            let to = AnswerTo {
+                method: &method,
+                served_by: &chain.site_header,
+                close,
+            };
+            Some(self.exchange(&request, &to, upload.as_mut()).await)
         };
         let answered = timer.within(limit, exchange).await;
         drop(slot);
@@ -334,30 +367,12 @@ impl Connection<'_> {
         };
         let AnswerHead {
             status,
-            reason,
-            http11,
-            mut headers,
             body,
             keep_alive,
             len: answer_len,
+            head: mut out,
+            to,
         } = answer;
-        remove_hop_by_hop_headers(&mut headers);
-        headers.insert(SERVED_BY, chain.site_header.clone());
-        if close {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        let mut out = Vec::with_capacity(answer_len + 128);
-        let answer = Answer {
-            status,
-            reason: reason.as_deref(),
-            http11,
-            headers: &headers,
-            body: body.map(|framing| match framing {
-                Framing::Length(len) => BodyLength::Known(len),
-                Framing::Chunked | Framing::UntilClose => BodyLength::Unknown,
-            }),
-        };
-        let to = head::encode_answer(&mut out, &answer, &line.method);
         RequestLine {
             served_by: chain.site_header.clone(),
             status: status.as_u16(),
@@ -412,7 +427,7 @@ impl Connection<'_> {
     async fn exchange(
         &mut self,
         request: &[u8],
-        method: &Method,
+        to: &AnswerTo<'_>,
         mut upload: Option<&mut Upload>,
     ) -> Result<(TcpStream, Vec<u8>, AnswerHead), NoAnswer> {
         let mut instance = match pool::take(self.workload.service.local) {
@@ -439,19 +454,25 @@ impl Connection<'_> {
         let mut read = Vec::with_capacity(READS);
         loop {
             if !read.is_empty() {
-                let parsed = head::parse_answer(&read, method)
+                // An answer before the body's end: the client's connection closes after it.
+                let cut_short = upload.as_deref().is_some_and(|upload| !upload.whole());
+                let to = AnswerTo {
+                    close: to.close || cut_short,
+                    ..*to
+                };
+                let parsed = head::parse_answer(&read, &to)
                     .map_err(|bad| (false, UpstreamError::BadAnswer(bad.to_string())))?;
                 match parsed {
-                    Some(answer) if answer.status.is_informational() => {
-                        read.drain(..answer.len);
+                    AnswerRead::Interim(len) => {
+                        read.drain(..len);
                         continue;
                     }
-                    Some(answer) => return Ok((stream, read, answer)),
-                    None if read.len() >= MAX_ANSWER_HEAD => {
+                    AnswerRead::Final(answer) => return Ok((stream, read, answer)),
+                    AnswerRead::Partial if read.len() >= MAX_ANSWER_HEAD => {
                         let error = UpstreamError::BadAnswer("its head is too large".into());
                         return Err((false, error));
                     }
-                    None => {}
+                    AnswerRead::Partial => {}
                 }
             }
             if read.capacity() - read.len() < READS / 2 {
@@ -510,15 +531,19 @@ impl Connection<'_> {
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        let headers = &parts.headers;
         let answer = Answer {
             status: parts.status,
             reason: None,
             http11: true,
-            headers: &parts.headers,
+            has_date: headers.contains_key(header::DATE),
             body: (!body.is_empty()).then_some(BodyLength::Known(body.len() as u64)),
         };
+        let fields = headers
+            .iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
         let mut out = Vec::with_capacity(256 + body.len());
-        head::encode_answer(&mut out, &answer, &line.method);
+        head::encode_answer(&mut out, &answer, fields, &line.method);
         out.extend_from_slice(&body);
         RequestLine {
             status: parts.status.as_u16(),

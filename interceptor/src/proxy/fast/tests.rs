@@ -95,6 +95,12 @@ async fn answer_requests(mut stream: TcpStream, seen: Seen) {
                 let _ = stream.write_all(answer.as_bytes()).await;
                 return;
             }
+            // Repeated names in any case, a name Connection lists, cheops's own, two lengths.
+            "/odd" => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\
+                 X-Cheops-Site: Elsewhere\r\nConnection: X-Gone, Keep-Alive\r\n\
+                 set-cookie: b=2\r\nX-Gone: 1\r\nContent-length: 2\r\nTE: trailers\r\n\
+                 X-Spaced:   a  b \t\r\nSET-COOKIE: c=3\r\nX-Last: z\r\n\r\nok"
+                .into(),
             "/no-content" => "HTTP/1.1 204 No Content\r\n\r\n".into(),
             "/not-modified" => "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n".into(),
             "/reason" => "HTTP/1.1 200 Fine Indeed\r\nContent-Length: 0\r\n\r\n".into(),
@@ -144,7 +150,28 @@ fn settings() -> ProxySettings {
 }
 
 /// Conversations, each on a connection of its own, that end with the proxy closing it.
-const CONVERSATIONS: [&str; 5] = [
+const CONVERSATIONS: [&str; 8] = [
+    // No scope: repeated names in any case, names that Connection lists (the last names take
+    // their places), hop-by-hop and peer headers, odd white space, answers likewise.
+    "GET /odd HTTP/1.1\r\nHost: catalog\r\nX-Rep: 1\r\nConnection: X-Drop , keep-alive,x-two\r\n\
+     Accept: a\r\nx-rep: 2\r\nX-Drop: 1\r\nTE: trailers\r\nX-TWO: 2\r\nX-REP: 3\r\n\
+     X-Cheops-Not-Delivered: 1\r\nX-Padded:  v  w\t \r\nKeep-Alive: timeout=5\r\n\
+     Accept: b\r\nX-Tail: t\r\n\r\n\
+     GET /te HTTP/1.1\r\nHost: catalog\r\nTE: gzip\r\nte: trailers\r\nX-After: 1\r\n\r\n\
+     GET /te2 HTTP/1.1\r\nhost: catalog\r\nte: trailers\r\nX-Cheops-Instance-Http2: 1\r\n\
+     X-After: 1\r\n\r\n\
+     GET /baggage HTTP/1.1\r\nHost: catalog\r\nbaggage: k=v\r\nX-Auth-Token: t0k\r\n\
+     Connection: x-auth-token\r\n\r\n\
+     GET /token HTTP/1.1\r\nHost: catalog\r\nX-Auth-Token: t0k!SCOPE!{catalog: Paris}\r\n\
+     Accept: */*\r\n\r\n\
+     GET /CLOSE HTTP/1.1\r\nHost: catalog\r\nConnection: x-y, Close\r\n\r\n",
+    // Two lengths alike, and unlike (hyper's, handed over), then more.
+    "POST /lengths HTTP/1.1\r\nHost: catalog\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi\
+     POST /unlike HTTP/1.1\r\nHost: catalog\r\nContent-Length: 2\r\ncontent-length: 3\r\n\r\nhey\
+     GET /after HTTP/1.1\r\nHost: catalog\r\nConnection: close\r\n\r\n",
+    // A folded header line (obs-fold): hyper's answer.
+    "GET /first HTTP/1.1\r\nHost: catalog\r\n\r\n\
+     GET /folded HTTP/1.1\r\nHost: catalog\r\nX-Folded: a\r\n b\r\nConnection: close\r\n\r\n",
     // Pipelined: scope, hop-by-hop and peer headers, bodies, HEAD, every framing of answers.
     "GET /length HTTP/1.1\r\nHost: catalog\r\nX-Scope: {catalog: Paris}\r\n\
      Connection: keep-alive, x-private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\n\

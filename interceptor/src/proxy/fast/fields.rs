@@ -1,0 +1,370 @@
+//! A head's header fields where they lie in the buffer they were read into, in the order a
+//! `HeaderMap` made of them gives them: each name once, where it first came, its values after
+//! it; a removal moves the last name into the removed one's place (`HeaderMap::remove`), and
+//! an insertion replaces a name where it is or adds it last. The fast path writes what hyper
+//! would write of a map, without building one.
+use hyper::header::HeaderName;
+
+use crate::http::HeaderTable;
+
+/// As many header fields as hyper's HTTP/1 parser takes (fewer than `ADDED`).
+pub const MAX_HEADERS: usize = 100;
+/// At most as many fields as are added to a head: `te`, `x-cheops-site`, `connection`.
+const MAX_ADDED: usize = 3;
+/// An entry of `order` from this up names an added field.
+const ADDED: u8 = 128;
+
+pub struct Fields<'a> {
+    fields: &'a [httparse::Header<'a>],
+    /// The names, in a map's order: the index in `fields` of a name's first field, or `ADDED`
+    /// plus an index in `added`.
+    order: [u8; MAX_HEADERS + MAX_ADDED],
+    names: usize,
+    added: [(&'a [u8], &'a [u8]); MAX_ADDED],
+    added_len: usize,
+    /// Whether a name comes in more than one field (then its other fields are looked for).
+    repeated: bool,
+    /// The `signature` of each name in `order`.
+    signatures: [u16; MAX_HEADERS + MAX_ADDED],
+    /// A bit for the `signature` of every name present (and of some removed): most names
+    /// looked for are told absent without comparing names.
+    seen: u64,
+}
+
+/// A name's length (its low byte) and last letter: two names unlike in them are not one name.
+fn signature(name: &[u8]) -> u16 {
+    let last = name.last().map_or(0, u8::to_ascii_lowercase);
+    (name.len() as u16) << 8 | u16::from(last)
+}
+
+fn seen_bit(signature: u16) -> u64 {
+    1 << ((signature ^ signature >> 8) % 64)
+}
+
+/// Whether two names are one, as `HeaderName`s (in any case); eight letters at a time.
+pub fn same_name(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let Some(last) = a.len().checked_sub(8) else {
+        return a.eq_ignore_ascii_case(b);
+    };
+    let word = |bytes: &[u8], at: usize| {
+        let eight: [u8; 8] = bytes[at..at + 8].try_into().unwrap_or_default();
+        lower_case(u64::from_le_bytes(eight))
+    };
+    // The last eight overlap the others when the length is not a multiple of eight.
+    (0..last).step_by(8).all(|at| word(a, at) == word(b, at)) && word(a, last) == word(b, last)
+}
+
+/// Eight bytes with their ASCII capitals in lower case (as `u8::to_ascii_lowercase`).
+fn lower_case(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let below_128 = word & (0x7f * ONES);
+    // A byte's high bit once it is past `@`, and once it is past `Z` (no carries: each sum
+    // stays under 256).
+    let past_at = below_128 + (0x80 - u64::from(b'A')) * ONES;
+    let past_z = below_128 + (0x80 - u64::from(b'Z') - 1) * ONES;
+    let capitals = past_at & !past_z & !word & (0x80 * ONES);
+    word | capitals >> 2
+}
+
+impl<'a> Fields<'a> {
+    /// `fields`: at most `MAX_HEADERS`, as httparse reads them.
+    pub fn new(fields: &'a [httparse::Header<'a>]) -> Fields<'a> {
+        let mut table = Fields {
+            fields,
+            order: [0; MAX_HEADERS + MAX_ADDED],
+            names: 0,
+            added: [(&[], &[]); MAX_ADDED],
+            added_len: 0,
+            repeated: false,
+            signatures: [0; MAX_HEADERS + MAX_ADDED],
+            seen: 0,
+        };
+        for (i, field) in fields.iter().enumerate() {
+            let name = field.name.as_bytes();
+            if table.position(name).is_some() {
+                table.repeated = true;
+                continue;
+            }
+            table.push(i as u8, name);
+        }
+        table
+    }
+
+    fn name_of(&self, entry: u8) -> &'a [u8] {
+        match entry.checked_sub(ADDED) {
+            Some(added) => self.added[added as usize].0,
+            None => self.fields[entry as usize].name.as_bytes(),
+        }
+    }
+
+    /// Where `name` is in `order`.
+    // Inlined: most names looked for are absent, told so by `seen` alone.
+    #[inline(always)]
+    fn position(&self, name: &[u8]) -> Option<usize> {
+        let signature = signature(name);
+        if self.seen & seen_bit(signature) == 0 {
+            return None;
+        }
+        self.find(name, signature)
+    }
+
+    /// Where `name`, of `signature`, is in `order`.
+    #[inline(never)]
+    fn find(&self, name: &[u8], signature: u16) -> Option<usize> {
+        let signatures = &self.signatures[..self.names];
+        let mut from = 0;
+        while let Some(found) = signatures[from..].iter().position(|s| *s == signature) {
+            let at = from + found;
+            if same_name(self.name_of(self.order[at]), name) {
+                return Some(at);
+            }
+            from = at + 1;
+        }
+        None
+    }
+
+    /// Adds a name last.
+    fn push(&mut self, entry: u8, name: &[u8]) {
+        let signature = signature(name);
+        self.order[self.names] = entry;
+        self.signatures[self.names] = signature;
+        self.names += 1;
+        self.seen |= seen_bit(signature);
+    }
+
+    /// The values of the name at `entry`, in order.
+    fn entry_values(&self, entry: u8) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let (first, rest) = match entry.checked_sub(ADDED) {
+            Some(added) => (self.added[added as usize].1, &[][..]),
+            None => {
+                let at = entry as usize;
+                let rest = if self.repeated {
+                    &self.fields[at + 1..]
+                } else {
+                    &[][..]
+                };
+                (self.fields[at].value, rest)
+            }
+        };
+        let name = self.name_of(entry);
+        std::iter::once(first).chain(
+            rest.iter()
+                .filter(move |field| same_name(field.name.as_bytes(), name))
+                .map(|field| field.value),
+        )
+    }
+
+    /// The values of `name`, in order.
+    pub fn get_all(&self, name: &[u8]) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let entry = self.position(name).map(|at| self.order[at]);
+        entry
+            .map(|entry| self.entry_values(entry))
+            .into_iter()
+            .flatten()
+    }
+
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.position(name).is_some()
+    }
+
+    /// Removes every field of `name`.
+    pub fn remove_name(&mut self, name: &[u8]) {
+        if let Some(at) = self.position(name) {
+            self.names -= 1;
+            self.order[at] = self.order[self.names];
+            self.signatures[at] = self.signatures[self.names];
+        }
+    }
+
+    /// Sets `name` (in lower case) to `value` alone: where the name is, or last.
+    pub fn set(&mut self, name: &'a [u8], value: &'a [u8]) {
+        assert!(
+            self.added_len < MAX_ADDED,
+            "more fields added than a head gets"
+        );
+        let entry = ADDED + self.added_len as u8;
+        self.added[self.added_len] = (name, value);
+        self.added_len += 1;
+        match self.position(name) {
+            Some(at) => self.order[at] = entry,
+            None => self.push(entry, name),
+        }
+    }
+
+    /// Every field, in a map's order: `(name, value)`.
+    pub fn iter(&self) -> Iter<'_, 'a> {
+        Iter {
+            table: self,
+            next: 0,
+            more_of: None,
+        }
+    }
+}
+
+/// The fields of a head in a map's order.
+pub struct Iter<'t, 'a> {
+    table: &'t Fields<'a>,
+    /// The next name in `order`.
+    next: usize,
+    /// A name whose fields are looked for from this index on.
+    more_of: Option<(&'a [u8], usize)>,
+}
+
+impl<'a> Iterator for Iter<'_, 'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let table = self.table;
+        if let Some((name, from)) = self.more_of.take() {
+            let more = table.fields[from..]
+                .iter()
+                .position(|field| same_name(field.name.as_bytes(), name));
+            if let Some(at) = more {
+                self.more_of = Some((name, from + at + 1));
+                return Some((name, table.fields[from + at].value));
+            }
+        }
+        let entry = *table.order[..table.names].get(self.next)?;
+        self.next += 1;
+        let name = table.name_of(entry);
+        match entry.checked_sub(ADDED) {
+            Some(added) => Some((name, table.added[added as usize].1)),
+            None => {
+                if table.repeated {
+                    self.more_of = Some((name, entry as usize + 1));
+                }
+                Some((name, table.fields[entry as usize].value))
+            }
+        }
+    }
+}
+
+impl HeaderTable for Fields<'_> {
+    fn present_among(&self, names: &[HeaderName]) -> u32 {
+        names.iter().enumerate().fold(0, |bits, (i, name)| {
+            match self.contains(name.as_str().as_bytes()) {
+                true => bits | 1 << i,
+                false => bits,
+            }
+        })
+    }
+
+    fn values(&self, name: &HeaderName) -> impl Iterator<Item = &[u8]> {
+        self.get_all(name.as_str().as_bytes())
+    }
+
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_name(name.as_str().as_bytes());
+    }
+
+    fn insert(&mut self, name: &'static HeaderName, value: &'static str) {
+        self.set(name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::{
+        header::{self, HeaderValue},
+        HeaderMap,
+    };
+
+    use super::*;
+    use crate::http::{remove_headers, remove_hop_by_hop_headers, HOP_BY_HOP};
+
+    /// `(name, value)` in lower case, as written.
+    fn written<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(String, String)> {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).to_lowercase();
+        fields.map(|(n, v)| (text(n), text(v))).collect()
+    }
+
+    /// Heads whose fields a map orders in its own way: repeated names in any case, names
+    /// removed from the middle (the last name takes their place), names set again.
+    const HEADS: [&str; 4] = [
+        "A: 1\r\nConnection: x-b, keep-alive\r\nx-B: 2\r\nc: 3\r\na: 4\r\nTE: trailers\r\nD: 5\r\n",
+        "Keep-Alive: 1\r\nE: 1\r\nUpgrade: x\r\nF: 2\r\ne: 3\r\nx-cheops-site: there\r\n",
+        "te: gzip\r\nTE: trailers\r\nconnection: close, TE\r\nG: 1\r\n",
+        "H: 1\r\nX-Cheops-Service: s\r\nh: 2\r\nTransfer-Encoding: chunked\r\nI: 3\r\n",
+    ];
+
+    #[test]
+    fn names_are_alike_in_any_case_and_only_then() {
+        let names: [&[u8]; 6] = [
+            b"te",
+            b"x-cheops-site",
+            b"content-length",
+            b"@[`{",
+            b"ab",
+            b"",
+        ];
+        for (i, a) in names.iter().enumerate() {
+            for (j, b) in names.iter().enumerate() {
+                let upper = b.to_ascii_uppercase();
+                assert_eq!(same_name(a, b), i == j);
+                assert_eq!(
+                    same_name(a, &upper),
+                    a.eq_ignore_ascii_case(&upper),
+                    "{a:?}"
+                );
+            }
+        }
+        // Every byte against every other in one word: as `eq_ignore_ascii_case`.
+        for x in 0..=255u8 {
+            for y in 0..=255u8 {
+                let (a, b) = (
+                    [b'a', b'b', b'c', b'd', x, b'e', b'f', b'g', b'h'],
+                    [b'A', b'b', b'C', b'd', y, b'E', b'f', b'g', b'H'],
+                );
+                assert_eq!(same_name(&a, &b), a.eq_ignore_ascii_case(&b), "{x} {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_fields_go_in_the_order_a_map_of_them_gives_after_the_same_changes() {
+        for head in HEADS {
+            let mut parsed = [httparse::EMPTY_HEADER; 16];
+            let bytes = format!("{head}\r\n");
+            httparse::parse_headers(bytes.as_bytes(), &mut parsed).unwrap();
+            let parsed: Vec<_> = parsed
+                .into_iter()
+                .take_while(|f| !f.name.is_empty())
+                .collect();
+            let mut map = HeaderMap::new();
+            for field in &parsed {
+                let name = HeaderName::from_bytes(field.name.as_bytes()).unwrap();
+                map.append(name, HeaderValue::from_bytes(field.value).unwrap());
+            }
+            let mut fields = Fields::new(&parsed);
+            let as_map = |map: &HeaderMap| {
+                written(
+                    map.iter()
+                        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+                )
+            };
+            assert_eq!(written(fields.iter()), as_map(&map), "{head:?}");
+            remove_hop_by_hop_headers(&mut fields);
+            remove_hop_by_hop_headers(&mut map);
+            assert_eq!(written(fields.iter()), as_map(&map), "{head:?}");
+            let peers = [HeaderName::from_static("x-cheops-service")];
+            remove_headers(&mut fields, &peers);
+            remove_headers(&mut map, &peers);
+            fields.set(b"x-cheops-site", b"here");
+            map.insert("x-cheops-site", HeaderValue::from_static("here"));
+            fields.set(b"connection", b"close");
+            map.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            assert_eq!(written(fields.iter()), as_map(&map), "{head:?}");
+            for name in HOP_BY_HOP.iter().chain([&header::HOST]) {
+                let values = |of: Vec<&[u8]>| written(of.into_iter().map(|v| (v, v)));
+                assert_eq!(
+                    values(fields.values(name).collect()),
+                    values(HeaderTable::values(&map, name).collect()),
+                    "{name} in {head:?}"
+                );
+            }
+        }
+    }
+}
