@@ -2,6 +2,7 @@
 //! and outcome, with a latency histogram; the kernel programs' and the proxy's counters are read
 //! at scrape time. Recording is one lock-free-ish family lookup on the data path.
 use std::{
+    cell::RefCell,
     sync::atomic::{AtomicU64, Ordering},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -112,17 +113,39 @@ impl RequestLabels {
     }
 }
 
-/// How many label sets one connection keeps the histograms of: a connection's requests come
-/// in a few (collaborations, outcomes, serving sites); past that they are looked up each time.
-const KEPT_PER_CONNECTION: usize = 8;
+/// How many label sets are kept the histograms of, per service and thread: a service's
+/// requests come in a few (collaborations, outcomes, serving sites); past that they are looked
+/// up each time.
+const KEPT_PER_SERVICE: usize = 16;
 
-/// The request histograms one connection (one service) counted its requests in, kept so that
-/// its next requests find theirs without a family lookup (labels made, hashed, locked).
+/// The request histograms one service's connections on one thread counted their requests in,
+/// kept so that their next requests find theirs without a family lookup (labels made, hashed,
+/// locked).
 #[derive(Default)]
 pub struct RequestHistograms {
     kept: Mutex<Vec<KeptHistogram>>,
     /// The same for the gRPC calls of an HTTP/2 connection: a few methods, a few statuses.
     kept_grpc: Mutex<Vec<(GrpcLabels, Histogram)>>,
+}
+
+impl RequestHistograms {
+    /// Those of `service` on this thread, shared by its connections there: one connection's own
+    /// would be held through all the time it is idle, and a data-plane thread serves its
+    /// connections one poll at a time, so they are never locked by two at once.
+    pub fn of_this_thread(service: &str) -> Arc<RequestHistograms> {
+        thread_local! {
+            static KEPT: RefCell<Vec<(String, Arc<RequestHistograms>)>> =
+                const { RefCell::new(Vec::new()) };
+        }
+        KEPT.with_borrow_mut(|kept| {
+            if let Some((_, histograms)) = kept.iter().find(|(name, _)| name == service) {
+                return histograms.clone();
+            }
+            let histograms = Arc::<RequestHistograms>::default();
+            kept.push((service.to_owned(), histograms.clone()));
+            histograms
+        })
+    }
 }
 
 struct KeptHistogram {
@@ -290,7 +313,7 @@ impl Metrics {
         let labels = RequestLabels::new(service, collaboration, site, status);
         let histogram = self.requests.get_or_create(&labels).clone();
         histogram.observe(elapsed.as_secs_f64());
-        if kept.len() < KEPT_PER_CONNECTION {
+        if kept.len() < KEPT_PER_SERVICE {
             kept.push(KeptHistogram {
                 collaboration,
                 outcome,
@@ -336,7 +359,7 @@ impl Metrics {
         };
         let histogram = self.grpc_calls.get_or_create(&labels).clone();
         histogram.observe(elapsed.as_secs_f64());
-        if kept.len() < KEPT_PER_CONNECTION {
+        if kept.len() < KEPT_PER_SERVICE {
             kept.push((labels, histogram));
         }
     }

@@ -27,6 +27,7 @@ mod workers;
 
 use std::{
     convert::Infallible,
+    future::Future,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
 };
@@ -42,7 +43,7 @@ use crate::{
     config::{ProxySettings, Service},
     intercept::{Intercepted, OriginalDestinations},
     limits::{self, Slots},
-    metrics::{Metrics, ProxyCounters},
+    metrics::{Metrics, ProxyCounters, RequestHistograms},
     peer::Peers,
     scope::{tokens::TokenScopes, workloads::WorkloadScopes},
     tls::SiteTls,
@@ -57,6 +58,8 @@ pub use workers::Workers;
 pub struct Proxy {
     /// What the running configuration routes with; replaced whole by a reload.
     routes: Arc<ArcSwap<Routes>>,
+    /// What serves requests in the running configuration, shared by every connection.
+    requests: http2::CurrentRequests,
     /// What routes are built from and what outlives a reload.
     lasting: Lasting,
     settings: ProxySettings,
@@ -110,9 +113,13 @@ impl Proxy {
             token_scopes,
             metrics,
         };
-        let routes = lasting.routes(routing, &settings, &counters);
+        let routes = Arc::new(ArcSwap::from_pointee(
+            lasting.routes(routing, &settings, &counters),
+        ));
+        let current = routes.clone();
         Proxy {
-            routes: Arc::new(ArcSwap::from_pointee(routes)),
+            requests: Arc::new(move || current.load().requests.clone()),
+            routes,
             lasting,
             connections: Slots::new(settings.max_connections_per_workload),
             in_flight: Slots::new(settings.max_requests_per_workload),
@@ -138,52 +145,66 @@ impl Proxy {
         loop {
             let (stream, client) = next_connection(&listener, "a connection").await;
             let intercepted = destinations.take(&stream, client);
+            self.counters.connections.fetch_add(1, Ordering::Relaxed);
+            let Some((service, cgroup_id)) = self.dialled(client, intercepted) else {
+                continue;
+            };
             let proxy = self.clone();
             self.workers.serve(stream, move |stream| {
-                proxy.handle_connection(stream, client, intercepted)
+                proxy.handle_connection(stream, service, cgroup_id)
             });
         }
     }
 
-    async fn handle_connection(
-        self: Arc<Self>,
-        stream: TcpStream,
+    /// The service a redirected connection dialled, and its workload's cgroup; `None` (it is
+    /// closed) when it was not redirected, or to no configured service.
+    fn dialled(
+        &self,
         client: SocketAddr,
         intercepted: Option<Intercepted>,
-    ) {
-        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+    ) -> Option<(Arc<Service>, u64)> {
         let Some(intercepted) = intercepted else {
             self.counters.not_redirected.fetch_add(1, Ordering::Relaxed);
             warn!(%client, "closing a connection that was not redirected by the kernel programs");
-            return;
+            return None;
         };
-        let routes = self.routes.load_full();
-        let Some(service) = routes
+        let routes = self.routes.load();
+        let dialled = routes
             .services
             .iter()
-            .find(|s| s.address == intercepted.service)
-        else {
+            .find(|s| s.address == intercepted.service);
+        if dialled.is_none() {
             self.counters.not_redirected.fetch_add(1, Ordering::Relaxed);
             warn!(%client, dialled = %intercepted.service, "closing a redirected connection to an address that is no configured service");
-            return;
-        };
-        let service = service.clone();
+        }
+        Some((dialled?.clone(), intercepted.cgroup_id))
+    }
+
+    /// Serves a connection to its end. Not an `async fn`, which would hold its arguments
+    /// twice: the task of every connection, idle or not, is the size of this future.
+    fn handle_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        service: Arc<Service>,
+        cgroup_id: u64,
+    ) -> impl Future<Output = ()> + Send {
         let _ = stream.set_nodelay(true);
-        let Some(_connection) = self.connections.try_take(intercepted.cgroup_id) else {
-            return self.refuse_connection(stream, &service).await;
-        };
-        match sniff(&stream).await {
-            Protocol::Http1 => {
-                self.serve_http(stream, service, intercepted.cgroup_id)
-                    .await
-            }
-            Protocol::Http2 => {
-                let workload = self.workload(service, intercepted.cgroup_id);
-                Box::pin(http2::serve(stream, workload, &self.settings, true)).await
-            }
-            Protocol::Opaque => {
-                self.counters.tcp_relays.fetch_add(1, Ordering::Relaxed);
-                relay::relay_tcp(stream, &service, self.settings.connect_timeout).await
+        async move {
+            let Some(_connection) = self.connections.try_take(cgroup_id) else {
+                return Box::pin(self.refuse_connection(stream, &service)).await;
+            };
+            // Each protocol but the fast path's is boxed: the task's size is its largest state.
+            match sniff(&stream).await {
+                Protocol::Http1 => self.serve_http(stream, service, cgroup_id).await,
+                Protocol::Http2 => {
+                    let workload = self.workload(service, cgroup_id);
+                    Box::pin(http2::serve(stream, workload, &self.settings, true)).await
+                }
+                Protocol::Opaque => {
+                    self.counters.tcp_relays.fetch_add(1, Ordering::Relaxed);
+                    let timeout = self.settings.connect_timeout;
+                    Box::pin(relay::relay_tcp(stream, &service, timeout)).await
+                }
             }
         }
     }
@@ -202,14 +223,13 @@ impl Proxy {
 
     /// A workload connection's parts; no connection to the instance of its own yet.
     fn workload(&self, service: Arc<Service>, cgroup_id: u64) -> http2::WorkloadConnection {
-        let routes = self.routes.clone();
         http2::WorkloadConnection {
-            requests: Arc::new(move || routes.load().requests.clone()),
+            requests: self.requests.clone(),
             in_flight: self.in_flight.of(cgroup_id),
+            histograms: RequestHistograms::of_this_thread(&service.name),
             service,
             cgroup_id,
             owned: None,
-            histograms: Arc::default(),
         }
     }
 
@@ -217,18 +237,25 @@ impl Proxy {
     /// from the first it leaves, hyper serves the rest of the connection, which then owns its
     /// own connection to the instance (`upstream`); after an upgrade to HTTP/2, the streams
     /// share the pooled one. A service with resource rules is served by hyper throughout.
-    async fn serve_http(&self, stream: TcpStream, service: Arc<Service>, cgroup_id: u64) {
+    fn serve_http(
+        &self,
+        stream: TcpStream,
+        service: Arc<Service>,
+        cgroup_id: u64,
+    ) -> impl Future<Output = ()> + Send + '_ {
         let workload = self.workload(service, cgroup_id);
-        let (stream, read) = if workload.service.resources.is_empty() {
-            match fast::serve(stream, &workload, &self.settings).await {
-                Some(handed) => (handed.stream, handed.read),
-                None => return,
-            }
-        } else {
-            (stream, Bytes::new())
-        };
-        // Boxed: a connection the fast path serves does not hold hyper's state as well.
-        Box::pin(self.serve_with_hyper(stream, read, workload)).await
+        async move {
+            let (stream, read) = if workload.service.resources.is_empty() {
+                match fast::serve(stream, &workload, &self.settings).await {
+                    Some(handed) => (handed.stream, handed.read),
+                    None => return,
+                }
+            } else {
+                (stream, Bytes::new())
+            };
+            // Boxed: a connection the fast path serves does not hold hyper's state as well.
+            Box::pin(self.serve_with_hyper(stream, read, workload)).await
+        }
     }
 
     /// The rest of an HTTP/1.1 connection, `read` the bytes already read of it, with hyper.
@@ -274,321 +301,4 @@ impl Proxy {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{collections::HashMap, time::Duration};
-
-    use super::*;
-    use crate::config::CarrierSettings;
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper::{
-        body::Incoming,
-        header::{self, HeaderValue},
-        HeaderMap, Request, Response, StatusCode,
-    };
-    use hyper_util::rt::TokioExecutor;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// Every connection "dialled" `service`: the kernel's part, replaced.
-    struct Dialled(SocketAddr);
-
-    impl OriginalDestinations for Dialled {
-        fn take(&self, _connection: &TcpStream, _client: SocketAddr) -> Option<Intercepted> {
-            Some(Intercepted {
-                service: self.0,
-                cgroup_id: 1,
-            })
-        }
-    }
-
-    /// A proxy on an ephemeral loopback port for one service whose instance is at `local`.
-    async fn proxy_for(local: SocketAddr) -> SocketAddr {
-        let settings = ProxySettings {
-            response_timeout: Duration::from_secs(2),
-            ..ProxySettings::default()
-        };
-        proxy_with(local, settings).await
-    }
-
-    async fn proxy_with(local: SocketAddr, settings: ProxySettings) -> SocketAddr {
-        proxy_serving(catalog(local), settings).await
-    }
-
-    /// The service the tests' workloads dial, whose instance is at `local`.
-    pub(super) fn catalog(local: SocketAddr) -> Service {
-        Service {
-            name: "catalog".into(),
-            address: "198.18.0.10:80".parse().unwrap(),
-            local,
-            resources: Vec::new(),
-            inbound: false,
-        }
-    }
-
-    /// A proxy at site Paris for `service` alone, with no peers nor workload scopes.
-    pub(super) fn proxy_of(service: &Service, settings: ProxySettings) -> Arc<Proxy> {
-        let counters = Arc::new(ProxyCounters::default());
-        let metrics = Arc::new(Metrics::new(None, counters.clone(), None));
-        let peers = Peers::new("Paris".into(), &[], None, Default::default()).unwrap();
-        Arc::new(Proxy::new(ProxyParts {
-            site: "Paris".into(),
-            settings,
-            peers: Arc::new(peers),
-            workload_scopes: Arc::new(WorkloadScopes::new(Vec::new()).unwrap()),
-            token_scopes: Arc::new(TokenScopes::default()),
-            counters,
-            metrics,
-            routing: Routing {
-                services: vec![service.clone()],
-                carriers: CarrierSettings::default(),
-                inbound_policy: None,
-                peer_services: HashMap::new(),
-                replicator: None,
-            },
-            workers: Workers::inline(),
-        }))
-    }
-
-    /// `proxy_of` serving on an ephemeral loopback port, where every connection dialled
-    /// `service`.
-    pub(super) async fn proxy_serving(service: Service, settings: ProxySettings) -> SocketAddr {
-        let proxy = proxy_of(&service, settings);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(proxy.serve(listener, Arc::new(Dialled(service.address))));
-        address
-    }
-
-    /// A loopback address where nothing listens: bound, then dropped.
-    pub(super) async fn nothing_listening() -> SocketAddr {
-        TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    }
-
-    async fn exchange(proxy: SocketAddr, request: &str) -> String {
-        let mut client = TcpStream::connect(proxy).await.unwrap();
-        client.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = String::new();
-        client.read_to_string(&mut answer).await.unwrap();
-        answer
-    }
-
-    #[tokio::test]
-    async fn forwards_to_the_local_instance_and_names_the_site() {
-        let instance = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let local = instance.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut stream, _) = instance.accept().await.unwrap();
-            let mut request = vec![0u8; 4096];
-            let len = stream.read(&mut request).await.unwrap();
-            let request = String::from_utf8_lossy(&request[..len]).to_string();
-            let body = if request.starts_with("GET /items?x=1 HTTP/1.1")
-                && request.contains("x-scope: {a: Paris}")
-            {
-                "seen"
-            } else {
-                "wrong request"
-            };
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(answer.as_bytes()).await.unwrap();
-        });
-        let proxy = proxy_for(local).await;
-        let answer = exchange(proxy, "GET /items?x=1 HTTP/1.1\r\nhost: catalog\r\nx-scope: {a: Paris}\r\nconnection: close\r\n\r\n").await;
-        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
-        assert!(answer.contains("x-cheops-site: Paris"), "{answer}");
-        assert!(answer.ends_with("seen"), "{answer}");
-    }
-
-    /// An instance that speaks HTTP/2 only (prior knowledge, as gRPC servers): each call is
-    /// answered with its own body, then trailers that say which `te` it came with.
-    async fn http2_instance() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let answer = hyper::service::service_fn(|request: Request<Incoming>| async move {
-                    let te = request.headers().get(header::TE).cloned();
-                    let body = request.into_body().collect().await?.to_bytes();
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-                    trailers.insert("x-te", te.unwrap_or(HeaderValue::from_static("none")));
-                    let body = Full::new(body)
-                        .with_trailers(async move { Some(Ok::<_, Infallible>(trailers)) });
-                    Ok::<_, hyper::Error>(Response::new(body))
-                });
-                let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), answer);
-                tokio::spawn(connection);
-            }
-        });
-        address
-    }
-
-    /// A gRPC-style call over HTTP/2 with prior knowledge: the answer's head, body and trailers.
-    async fn http2_call(proxy: SocketAddr) -> (hyper::http::response::Parts, Bytes, HeaderMap) {
-        let stream = TcpStream::connect(proxy).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let request = Request::post("http://198.18.0.10/pkg.Service/Call")
-            .header(header::CONTENT_TYPE, "application/grpc")
-            .header(header::TE, "trailers")
-            .body(Full::new(Bytes::from_static(b"message")))
-            .unwrap();
-        let (head, body) = sender.send_request(request).await.unwrap().into_parts();
-        let body = body.collect().await.unwrap();
-        let trailers = body.trailers().cloned().unwrap_or_default();
-        (head, body.to_bytes(), trailers)
-    }
-
-    #[tokio::test]
-    async fn an_http2_call_reaches_an_http2_instance_and_its_trailers_come_back() {
-        let proxy = proxy_for(http2_instance().await).await;
-        let (head, body, trailers) = http2_call(proxy).await;
-        assert_eq!(head.status, StatusCode::OK);
-        assert_eq!(head.headers["x-cheops-site"], "Paris");
-        assert_eq!(body, "message");
-        assert_eq!(trailers["grpc-status"], "0");
-        assert_eq!(trailers["x-te"], "trailers");
-    }
-
-    #[tokio::test]
-    async fn a_grpc_call_that_cannot_be_served_gets_a_grpc_status_naming_the_site() {
-        let local = nothing_listening().await;
-        let (head, body, _) = http2_call(proxy_for(local).await).await;
-        assert_eq!(head.status, StatusCode::OK);
-        assert_eq!(head.headers["grpc-status"], "14");
-        let message = head.headers["grpc-message"].to_str().unwrap();
-        assert!(
-            message.contains("service 'catalog': site Paris:"),
-            "{message}"
-        );
-        assert!(body.is_empty());
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_instance_gets_a_502_naming_the_service_and_site() {
-        let local = nothing_listening().await;
-        let proxy = proxy_for(local).await;
-        let answer = exchange(
-            proxy,
-            "GET / HTTP/1.1\r\nhost: catalog\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
-        assert!(
-            answer.contains("service 'catalog': site Paris:"),
-            "{answer}"
-        );
-    }
-
-    /// An instance that answers every request `200 ok` on keep-alive connections, or never
-    /// answers at all (`stalled`).
-    async fn instance(stalled: bool) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let answer = hyper::service::service_fn(move |_request| async move {
-                    if stalled {
-                        std::future::pending::<()>().await;
-                    }
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), answer),
-                );
-            }
-        });
-        address
-    }
-
-    /// Sends one keep-alive request on `client` and reads its answer's head.
-    async fn ask(client: &mut TcpStream) -> String {
-        client
-            .write_all(b"GET /items HTTP/1.1\r\nhost: catalog\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = vec![0u8; 4096];
-        let len = tokio::time::timeout(Duration::from_secs(2), client.read(&mut answer))
-            .await
-            .expect("an answer in time")
-            .unwrap();
-        String::from_utf8_lossy(&answer[..len]).into_owned()
-    }
-
-    #[tokio::test]
-    async fn a_connection_past_the_workload_cap_gets_503_with_retry_after_and_others_go_on() {
-        let settings = ProxySettings {
-            max_connections_per_workload: 2,
-            ..ProxySettings::default()
-        };
-        let proxy = proxy_with(instance(false).await, settings).await;
-        let mut first = TcpStream::connect(proxy).await.unwrap();
-        let mut second = TcpStream::connect(proxy).await.unwrap();
-        assert!(ask(&mut first).await.starts_with("HTTP/1.1 200"));
-        assert!(ask(&mut second).await.starts_with("HTTP/1.1 200"));
-        let refused = ask(&mut TcpStream::connect(proxy).await.unwrap()).await;
-        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-        assert!(refused.contains("retry-after: 1"), "{refused}");
-        assert!(
-            refused.contains("`proxy.max_connections_per_workload`"),
-            "{refused}"
-        );
-        // The connections held keep being served; one closed frees its slot.
-        assert!(ask(&mut first).await.starts_with("HTTP/1.1 200"));
-        drop(second);
-        let mut again = None;
-        for _ in 0..50 {
-            let mut third = TcpStream::connect(proxy).await.unwrap();
-            if ask(&mut third).await.starts_with("HTTP/1.1 200") {
-                again = Some(third);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(
-            again.is_some(),
-            "a closed connection's slot was not given back"
-        );
-    }
-
-    #[tokio::test]
-    async fn requests_past_the_workload_cap_are_refused_at_once_while_others_hang() {
-        let settings = ProxySettings {
-            max_requests_per_workload: 2,
-            response_timeout: Duration::from_secs(30),
-            ..ProxySettings::default()
-        };
-        let proxy = proxy_with(instance(true).await, settings).await;
-        let mut hanging = Vec::new();
-        for _ in 0..2 {
-            let mut client = TcpStream::connect(proxy).await.unwrap();
-            client
-                .write_all(b"GET /items HTTP/1.1\r\nhost: catalog\r\n\r\n")
-                .await
-                .unwrap();
-            hanging.push(client);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let started = std::time::Instant::now();
-        let refused = ask(&mut TcpStream::connect(proxy).await.unwrap()).await;
-        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-        assert!(refused.contains("retry-after: 1"), "{refused}");
-        assert!(
-            refused.contains("`proxy.max_requests_per_workload`"),
-            "{refused}"
-        );
-        assert!(started.elapsed() < Duration::from_secs(1), "refused late");
-    }
-}
+mod tests;

@@ -1,10 +1,11 @@
-//! A timer kept by a connection for one purpose (the wait for a request's head, for the
-//! instance's answer), set again for each request rather than made anew: a timer pushed later
+//! A timer kept for one purpose (a connection's wait for a request's head, a thread's waits for
+//! the instance's answers), set again for each wait rather than made anew: a timer pushed later
 //! stays in the runtime's timer wheel, one atomic operation, while a new one is registered in
-//! the wheel and taken out of it again, under the driver's lock, each time.
+//! the wheel and taken out of it again, under the driver's lock, each time (and one set earlier
+//! than the driver's next wake-up wakes the driver, a system call).
 use std::{
-    future::{poll_fn, Future},
-    pin::{pin, Pin},
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -12,11 +13,10 @@ use std::{
 
 use tokio::time::Sleep;
 
-type Kept = Arc<Mutex<Option<Pin<Box<Sleep>>>>>;
+type Kept = Arc<Mutex<Vec<Pin<Box<Sleep>>>>>;
 
-/// One connection's timer for one purpose. Each wait takes it and gives it back when done; a
-/// wait that starts while another holds it (never, for one purpose of an HTTP/1.1 connection)
-/// gets a timer of its own.
+/// Timers for one purpose. Each wait takes the one given back last and gives it back when
+/// done; a wait that starts while every one is held gets a timer of its own, kept after it.
 #[derive(Clone, Default)]
 pub struct KeptTimer {
     kept: Kept,
@@ -29,13 +29,23 @@ pub struct KeptSleep {
 }
 
 impl KeptTimer {
+    /// This thread's timers for the waits for the instance's answers, shared by its HTTP/1.1
+    /// connections, so that an idle one holds none. Every wait is of the same span, so the
+    /// timer a wait takes is always pushed later, never earlier.
+    pub fn for_answers_on_this_thread() -> KeptTimer {
+        thread_local! {
+            static ANSWERS: KeptTimer = KeptTimer::default();
+        }
+        ANSWERS.with(KeptTimer::clone)
+    }
+
     /// A wait until `deadline`.
     pub fn sleep_until(&self, deadline: tokio::time::Instant) -> KeptSleep {
         let taken = self
             .kept
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take();
+            .pop();
         let sleep = match taken {
             Some(mut sleep) => {
                 sleep.as_mut().reset(deadline);
@@ -49,25 +59,40 @@ impl KeptTimer {
         }
     }
 
-    /// `work`, given up after `limit` when there is one: `Err(limit)` then (as
-    /// `tokio::time::timeout`, `work` is polled first).
-    pub async fn within<T>(
-        &self,
-        limit: Option<Duration>,
-        work: impl Future<Output = T>,
-    ) -> Result<T, Duration> {
-        let Some(limit) = limit else {
-            return Ok(work.await);
-        };
-        let mut sleep = self.sleep_until(tokio::time::Instant::now() + limit);
-        let mut work = pin!(work);
-        poll_fn(|cx| {
-            if let Poll::Ready(done) = work.as_mut().poll(cx) {
-                return Poll::Ready(Ok(done));
-            }
-            Pin::new(&mut sleep).poll(cx).map(|()| Err(limit))
-        })
-        .await
+    /// `work`, given up after `limit` (counted from now) when there is one: `Err(limit)` then
+    /// (as `tokio::time::timeout`, `work` is polled first).
+    pub fn within<F: Future>(&self, limit: Option<Duration>, work: F) -> Within<F> {
+        let now = tokio::time::Instant::now();
+        Within {
+            work,
+            sleep: limit.map(|limit| (self.sleep_until(now + limit), limit)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What `KeptTimer::within` gives: a future of its own rather than an `async fn`'s, which
+    /// would hold `work` twice (as its argument and as the value it pins), in every
+    /// connection's task.
+    pub struct Within<F> {
+        #[pin]
+        work: F,
+        sleep: Option<(KeptSleep, Duration)>,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, Duration>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(done) = this.work.poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        match this.sleep {
+            Some((sleep, limit)) => Pin::new(sleep).poll(cx).map(|()| Err(*limit)),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -84,9 +109,9 @@ impl Future for KeptSleep {
 
 impl Drop for KeptSleep {
     fn drop(&mut self) {
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.is_none() {
-            *kept = self.sleep.take();
+        if let Some(sleep) = self.sleep.take() {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            kept.push(sleep);
         }
     }
 }

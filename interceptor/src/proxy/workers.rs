@@ -66,10 +66,12 @@ impl Workers {
             Err(err) => return warn!("handing a connection to a proxy thread failed: {err}"),
         };
         self.runtimes[turn].spawn(async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => serve(stream).await,
-                Err(err) => warn!("a proxy thread could not take a connection: {err}"),
-            }
+            // Not `match`ed around the await: the task would hold the result all along.
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(err) => return warn!("a proxy thread could not take a connection: {err}"),
+            };
+            serve(stream).await
         });
     }
 }

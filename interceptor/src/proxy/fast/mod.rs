@@ -1,18 +1,23 @@
 //! HTTP/1.1's common request served without hyper: each head is parsed once (`head`) and its
 //! fields used where they lie in the read buffer (`fields`: a map is built only for a request
 //! that carries a scope header, which the decisions read and rewrite), the request goes to
-//! this site's instance over a connection the workload connection keeps, and the answer's
-//! body is relayed by its framing (`body`). It takes a request in HTTP/1.1 whose body is
-//! absent or of a `Content-Length` (read whole up to `MAX_BODY`, larger ones streamed through
-//! the kernel: `upload`, `splice`), with no upgrade nor expectation, not gRPC, whose scope
-//! plans this site alone; the same decisions as hyper's path (`WorkloadRequests::local_plan`),
-//! the same changes to its headers, the same answers, log line and metrics. Any other request,
-//! and the rest of its connection, goes to hyper with the bytes read of it replayed first. Its
-//! buffers are taken when there is something to read and given back when the connection is
-//! idle.
+//! this site's instance over a connection of its thread's `pool`, and the answer's body is
+//! relayed by its framing (`body`). It takes a request in HTTP/1.1 whose body is absent or of
+//! a `Content-Length` (read whole up to `MAX_BODY`, larger ones streamed through the kernel:
+//! `upload`, `splice`), with no upgrade nor expectation, not gRPC, whose scope plans this site
+//! alone; the same decisions as hyper's path (`WorkloadRequests::local_plan`), the same
+//! changes to its headers, the same answers, log line and metrics. Any other request, and the
+//! rest of its connection, goes to hyper with the bytes read of it replayed first. An idle
+//! connection holds little: no buffer (taken when bytes come, given back once they are
+//! served), no connection to the instance (taken from its thread's `pool` for a request, given
+//! back after the answer), one timer, and a task whose state for a request is boxed while it
+//! is served.
 mod body;
 mod fields;
 mod head;
+mod pool;
+#[cfg(test)]
+mod pooling_tests;
 mod splice;
 #[cfg(test)]
 mod streamed_tests;
@@ -21,9 +26,11 @@ mod tests;
 mod upload;
 
 use std::{
+    future::{poll_fn, Future},
     io::ErrorKind,
+    mem::MaybeUninit,
     sync::{atomic::Ordering, Arc},
-    task::{Context, Poll, Waker},
+    task::{ready, Context, Poll},
     time::Instant,
 };
 
@@ -76,54 +83,57 @@ pub struct HandOver {
 
 /// Serves `stream`'s requests while the fast path can; the connection to hand to hyper when a
 /// request is one it leaves; `None` once the connection ended.
-pub async fn serve(
+pub fn serve<'a>(
     stream: TcpStream,
-    workload: &WorkloadConnection,
-    settings: &ProxySettings,
-) -> Option<HandOver> {
+    workload: &'a WorkloadConnection,
+    settings: &'a ProxySettings,
+) -> impl Future<Output = Option<HandOver>> + Send + 'a {
     let mut connection = Connection {
         client: stream,
         workload,
         settings,
-        instance: None,
     };
-    let head_timer = KeptTimer::default();
-    let answer_timer = KeptTimer::default();
-    // What the client sent and was not served yet; no buffer while there is nothing.
-    let mut read = Vec::new();
-    loop {
-        let wait = Some(settings.header_read_timeout);
-        let limit = settings.max_header_bytes;
-        // As hyper: the wait for a head starts when the last answer was sent; past it, the
-        // connection is closed.
-        let head = head_timer
-            .within(
+    // Not an `async fn`, which would hold the connection twice (as its argument and as a
+    // local) through the whole of it.
+    async move {
+        // The wait for each head; those for the answers are the thread's.
+        let timer = KeptTimer::default();
+        let answer_timer = KeptTimer::for_answers_on_this_thread();
+        // What the client sent and was not served yet; no buffer while there is nothing.
+        let mut read = Vec::new();
+        let closed = loop {
+            let wait = Some(settings.header_read_timeout);
+            let limit = settings.max_header_bytes;
+            // As hyper: the wait for a head starts when the last answer was sent; past it, the
+            // connection is closed.
+            let head = timer.within(
                 wait,
-                read_head(&mut connection.client, &mut read, limit, workload),
-            )
-            .await;
-        let next = match head {
-            Err(_) | Ok(ReadHead::Closed) => Next::Close,
-            Ok(ReadHead::ToHyper) => Next::ToHyper,
-            Ok(ReadHead::Fast(head, requests)) => {
-                let request = connection.serve(head, requests, &mut read, &answer_timer);
-                request.await
+                read_head(&connection.client, &mut read, limit, workload),
+            );
+            // Boxed: the connection's task, idle most of its life, is not the size of a
+            // request's state (nor is the head kept in it: it is gone after this statement).
+            let serving = match head.await {
+                Ok(ReadHead::Fast(head, requests)) => {
+                    Box::pin(connection.serve(head, requests, &mut read, &answer_timer))
+                }
+                Ok(ReadHead::ToHyper) => break false,
+                Err(_) | Ok(ReadHead::Closed) => break true,
+            };
+            match serving.await {
+                Next::KeepAlive if read.is_empty() => read = Vec::new(),
+                Next::KeepAlive => {}
+                Next::Close => break true,
+                Next::ToHyper => break false,
             }
         };
-        match next {
-            Next::KeepAlive if read.is_empty() => read = Vec::new(),
-            Next::KeepAlive => {}
-            Next::Close => {
-                let _ = connection.client.shutdown().await;
-                return None;
-            }
-            Next::ToHyper => {
-                return Some(HandOver {
-                    stream: connection.client,
-                    read: read.into(),
-                })
-            }
+        if closed {
+            let _ = connection.client.shutdown().await;
+            return None;
         }
+        Some(HandOver {
+            stream: connection.client,
+            read: read.into(),
+        })
     }
 }
 
@@ -137,47 +147,78 @@ enum ReadHead {
 }
 
 /// Reads until `read` holds a whole head, or what hyper must answer (more than `limit` bytes
-/// without one, a malformed one, one the fast path leaves).
-async fn read_head(
-    client: &mut TcpStream,
-    read: &mut Vec<u8>,
+/// without one, a malformed one, one the fast path leaves). Polled by hand: no state is kept
+/// in the connection's task but these references, while it waits for the next request.
+fn read_head<'a>(
+    client: &'a TcpStream,
+    read: &'a mut Vec<u8>,
     limit: usize,
-    workload: &WorkloadConnection,
-) -> ReadHead {
-    loop {
-        if !read.is_empty() {
+    workload: &'a WorkloadConnection,
+) -> impl Future<Output = ReadHead> + Send + 'a {
+    // Whether `read` holds bytes not parsed yet.
+    let mut unparsed = !read.is_empty();
+    poll_fn(move |cx| loop {
+        if unparsed {
+            unparsed = false;
             let requests = (workload.requests)();
             let token_header = requests.carriers.token_header_name();
             match head::parse_request(read, token_header, MAX_BODY) {
                 // Past the limit, hyper answers 431 (it never reads that much for one head).
-                Parsed::Fast(head) if head.len > limit => return ReadHead::ToHyper,
-                Parsed::Fast(head) => return ReadHead::Fast(head, requests),
-                Parsed::NotFast => return ReadHead::ToHyper,
-                Parsed::Partial if read.len() >= limit => return ReadHead::ToHyper,
+                Parsed::Fast(head) if head.len > limit => return Poll::Ready(ReadHead::ToHyper),
+                Parsed::Fast(head) => return Poll::Ready(ReadHead::Fast(head, requests)),
+                Parsed::NotFast => return Poll::Ready(ReadHead::ToHyper),
+                Parsed::Partial if read.len() >= limit => return Poll::Ready(ReadHead::ToHyper),
                 Parsed::Partial => {}
             }
         }
-        match read_more(client, read).await {
-            Ok(0) if read.is_empty() => return ReadHead::Closed,
-            Ok(0) => return ReadHead::ToHyper,
-            Ok(_) => {}
-            Err(_) => return ReadHead::Closed,
+        let head = match ready!(poll_read_more(client, read, cx)) {
+            Ok(0) if read.is_empty() => ReadHead::Closed,
+            Ok(0) => ReadHead::ToHyper,
+            Ok(_) => {
+                unparsed = true;
+                continue;
+            }
+            Err(_) => ReadHead::Closed,
+        };
+        return Poll::Ready(head);
+    })
+}
+
+/// Reads what the client sent into `read`, taking a buffer only once something came: the
+/// readiness left from the last request often finds nothing, and the wait that follows may
+/// last as long as the connection is idle.
+fn poll_read_more(
+    client: &TcpStream,
+    read: &mut Vec<u8>,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    loop {
+        ready!(client.poll_read_ready(cx))?;
+        let done = if read.is_empty() {
+            read_first(client, read)
+        } else {
+            if read.capacity() - read.len() < READS / 2 {
+                read.reserve(READS.max(read.len()));
+            }
+            client.try_read_buf(read)
+        };
+        match done {
+            Err(error) if error.kind() == ErrorKind::WouldBlock => continue,
+            done => return Poll::Ready(done),
         }
     }
 }
 
-/// Reads what the client sent into `read`, taking a buffer only once something came.
-async fn read_more(client: &mut TcpStream, read: &mut Vec<u8>) -> std::io::Result<usize> {
-    loop {
-        client.readable().await?;
-        if read.capacity() - read.len() < READS / 2 {
-            read.reserve(READS.max(read.len()));
-        }
-        match client.try_read_buf(read) {
-            Err(error) if error.kind() == ErrorKind::WouldBlock => continue,
-            done => return done,
-        }
-    }
+/// Reads into the empty `read` through a buffer on the stack, so that `read` is given memory
+/// (the size of what came) only when something came.
+fn read_first(client: &TcpStream, read: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut first = [MaybeUninit::<u8>::uninit(); READS];
+    let mut unfilled = &mut first[..];
+    let len = client.try_read_buf(&mut unfilled)?;
+    // SAFETY: `try_read_buf` initialised the first `len` bytes, as its count says.
+    let came = unsafe { std::slice::from_raw_parts(first.as_ptr().cast::<u8>(), len) };
+    read.extend_from_slice(came);
+    Ok(len)
 }
 
 enum Next {
@@ -190,8 +231,6 @@ struct Connection<'a> {
     client: TcpStream,
     workload: &'a WorkloadConnection,
     settings: &'a ProxySettings,
-    /// The connection to the instance, kept between requests.
-    instance: Option<TcpStream>,
 }
 
 /// Why an exchange with the instance gave no answer: whether the request never reached it,
@@ -367,7 +406,7 @@ impl Connection<'_> {
         match relayed {
             Ok(Relayed { instance_reusable }) => {
                 if instance_reusable && keep_alive && streamed_whole {
-                    self.instance = Some(instance);
+                    pool::give_back(service.local, instance, at);
                 }
                 if close || to == Framing::UntilClose {
                     return Next::Close;
@@ -381,17 +420,17 @@ impl Connection<'_> {
         }
     }
 
-    /// Sends `request` to the instance, over the kept connection when it is still open (once
-    /// more over a new one when it closed before taking it), and reads the answer's head,
-    /// passing over interim (1xx) answers as hyper's client does.
-    /// The rest of a streamed body goes on from the client meanwhile (`upload`).
+    /// Sends `request` to the instance, over a connection of this thread's pool when one is
+    /// still open (once more over a new one when it closed before taking any of it, as hyper's
+    /// pool does), and reads the answer's head, passing over interim (1xx) answers as hyper's
+    /// client does. The rest of a streamed body goes on from the client meanwhile (`upload`).
     async fn exchange(
         &mut self,
         request: &[u8],
         to: &AnswerTo<'_>,
         mut upload: Option<&mut Upload>,
     ) -> Result<(TcpStream, Vec<u8>, AnswerHead), NoAnswer> {
-        let mut instance = match self.instance.take().filter(still_open) {
+        let mut instance = match pool::take(self.workload.service.local) {
             Some(kept) => match kept.try_write(request) {
                 Ok(len) => Some((kept, len)),
                 Err(error) if error.kind() == ErrorKind::WouldBlock => Some((kept, 0)),
@@ -530,18 +569,4 @@ async fn read_body(client: &mut TcpStream, read: &mut Vec<u8>, end: usize) -> Re
         }
     }
     Ok(())
-}
-
-/// Whether a kept connection to the instance can carry a request: the instance did not close
-/// it nor send anything since. Looked at without a system call while nothing came.
-fn still_open(stream: &TcpStream) -> bool {
-    let mut context = Context::from_waker(Waker::noop());
-    match stream.poll_read_ready(&mut context) {
-        Poll::Pending => true,
-        Poll::Ready(Err(_)) => false,
-        Poll::Ready(Ok(())) => {
-            let mut byte = [0u8; 1];
-            matches!(stream.try_read(&mut byte), Err(error) if error.kind() == ErrorKind::WouldBlock)
-        }
-    }
 }

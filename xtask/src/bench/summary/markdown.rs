@@ -12,7 +12,7 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   site alone, a service without resource rules) is served by cheops's own fast path \
   (`proxy/fast/`): its head is parsed once with httparse into a header map, which the same \
   decisions as before read and change (scope carriers, policy, hop-by-hop and peer-marker \
-  headers, Host), written to the instance over the connection the client's connection keeps, \
+  headers, Host), written to the instance over a connection taken from its thread's pool, \
   and the answer's head parsed once and written as hyper wrote it; bodies are copied by their \
   framing, and large ones moved from socket to socket in the kernel (below). What is left is `http`'s header map (every name hashed as it goes in, looked up and \
   removed: about a fifth), the allocator and memcpy (`libc`), httparse, tokio polling the two \
@@ -93,13 +93,20 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   any proxy, each piece wakes the proxy's core and then the sink. A sockmap redirect (an \
   `sk_skb` verdict program) would forward in the softirq of the sending side, on that same \
   shared core, adding its work there: not built.\n\
-- Idle connections: on the fast path, an idle connection holds no buffer (its read buffer \
-  is taken when bytes come and given back once they are served; the answer's are the request's \
-  own) and a smaller future (hyper's state, and a request's rare parts, boxed): 10.1 KiB per \
-  connection in a quick run, against 39.6 with hyper's two connections and their 8 KiB read and \
-  write buffers each (the same run). It still keeps its own upstream connection (2 open files). \
-  nginx pools upstream connections: what would close the rest is the upstream connection handed \
-  back to a per-worker pool when the client goes idle, and a smaller task.\n\
+- Idle connections: an idle fast-path connection holds its socket's registration (256 bytes), \
+  its header-wait timer (about 200) and a 512-byte task, nothing else (heaptrack, 2,000 idle \
+  connections: 960 bytes of heap each, from 12,650). Its read buffer used to stay taken through \
+  the wait (8 KiB: the wait began with a read that found nothing); the connection to the \
+  instance is now taken from its thread's pool per request and given back once the answer was \
+  read whole (`proxy/fast/pool.rs`, as nginx's `keepalive`), so idle clients hold no upstream \
+  socket (1.03 open files per connection); the request's state is boxed while it is served and \
+  the task no longer holds futures twice (an `async fn`'s arguments), the histograms and the \
+  answer timers are kept per thread. Quick runs (2,000 connections, same run each): 10.1 KiB \
+  before, 1.48-1.52 KiB after, nginx 0.74-0.80, HAProxy 1.32-1.35; counted per request \
+  28,054 and 28,032 instructions before, 27,990 and 27,948 after. What is left above nginx is \
+  tokio's per-socket and per-task cells and glibc's overhead on them (about 550 bytes per \
+  connection beyond the heap): a smaller task (the sniffing state, 288 bytes, is its largest) \
+  and a timer not boxed would come nearer.\n\
 - gRPC unary: in this run cheops added 2.06x `grpc_pass`'s latency at p50 and spent 1.86x \
   its CPU per call; the last report, on the build before and a quieter machine, had 0.72x \
   and 1.49x. Back to back here (`cheops-bench --only grpc`, four runs alternating the two \
