@@ -108,6 +108,16 @@ fn same_letters(a: &[u8], b: &[u8]) -> bool {
     (0..last).step_by(8).all(|at| word(a, at) == word(b, at)) && word(a, last) == word(b, last)
 }
 
+/// `name`'s ASCII capitals put in lower case (as `make_ascii_lowercase`), eight at a time.
+pub fn make_lower_case(name: &mut [u8]) {
+    let mut words = name.chunks_exact_mut(8);
+    for word in &mut words {
+        let eight: [u8; 8] = (*word).try_into().unwrap_or_default();
+        word.copy_from_slice(&lower_case(u64::from_le_bytes(eight)).to_le_bytes());
+    }
+    words.into_remainder().make_ascii_lowercase();
+}
+
 /// Eight bytes with their ASCII capitals in lower case (as `u8::to_ascii_lowercase`).
 fn lower_case(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -385,6 +395,10 @@ mod tests {
                 );
             }
         }
+        let mut mixed: Vec<u8> = (0..=255).chain(b"X-Cheops-Site".iter().copied()).collect();
+        let expected = mixed.to_ascii_lowercase();
+        make_lower_case(&mut mixed);
+        assert_eq!(mixed, expected);
         // Every byte against every other in one word: as `eq_ignore_ascii_case`.
         for x in 0..=255u8 {
             for y in 0..=255u8 {

@@ -11,7 +11,7 @@ use hyper::{
     HeaderMap, Method, StatusCode, Uri,
 };
 
-use super::fields::{same_name, Fields, MAX_HEADERS};
+use super::fields::{make_lower_case, same_name, Fields, MAX_HEADERS};
 use crate::{
     http::{remove_hop_by_hop_headers, value_tokens, SERVED_BY},
     proxy::{grpc, request::strip_for_instance},
@@ -452,7 +452,7 @@ fn write_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8], read: &[u8]) {
             }
         }
     }
-    dst[at..at + name.len()].make_ascii_lowercase();
+    make_lower_case(&mut dst[at..at + name.len()]);
 }
 
 /// The line `name: value\r\n` where `name` lies in `read`, if its bytes are that.
