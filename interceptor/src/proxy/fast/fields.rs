@@ -14,49 +14,6 @@ const MAX_ADDED: usize = 3;
 /// An entry of `order` from this up names an added field.
 const ADDED: u8 = 128;
 
-/// The names the fast path and `remove_hop_by_hop_headers` look for: each name read is
-/// told whether it is one of them once, so that a look for them is a look in `known_at`.
-const KNOWN: [&[u8]; 13] = [
-    b"te",
-    b"host",
-    b"date",
-    b"expect",
-    b"upgrade",
-    b"trailer",
-    b"connection",
-    b"keep-alive",
-    b"content-type",
-    b"content-length",
-    b"transfer-encoding",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-];
-/// The class of a name in `order` that is not one of `KNOWN`.
-const UNKNOWN: u8 = u8::MAX;
-
-/// Which of `KNOWN` `name` is (in any case), if any: told by its length and last letter,
-/// then one comparison.
-fn known(name: &[u8]) -> Option<u8> {
-    let last = name.last().map_or(0, u8::to_ascii_lowercase);
-    let candidate = match (name.len(), last) {
-        (2, _) => 0,
-        (4, b't') => 1,
-        (4, _) => 2,
-        (6, _) => 3,
-        (7, b'e') => 4,
-        (7, _) => 5,
-        (10, b'n') => 6,
-        (10, _) => 7,
-        (12, _) => 8,
-        (14, _) => 9,
-        (17, _) => 10,
-        (18, _) => 11,
-        (19, _) => 12,
-        _ => return None,
-    };
-    same_name(KNOWN[candidate as usize], name).then_some(candidate)
-}
-
 pub struct Fields<'a> {
     fields: &'a [httparse::Header<'a>],
     /// The names, in a map's order: the index in `fields` of a name's first field, or `ADDED`
@@ -72,10 +29,6 @@ pub struct Fields<'a> {
     /// A bit for the `signature` of every name present (and of some removed): most names
     /// looked for are told absent without comparing names.
     seen: u64,
-    /// The index in `KNOWN` of each name in `order`, or `UNKNOWN`.
-    classes: [u8; MAX_HEADERS + MAX_ADDED],
-    /// For each of `KNOWN`, one more than its index in `order`; 0: absent.
-    known_at: [u8; KNOWN.len()],
 }
 
 /// A name's length (its low byte) and last letter: two names unlike in them are not one name.
@@ -142,21 +95,14 @@ impl<'a> Fields<'a> {
             repeated: false,
             signatures: [0; MAX_HEADERS + MAX_ADDED],
             seen: 0,
-            classes: [UNKNOWN; MAX_HEADERS + MAX_ADDED],
-            known_at: [0; KNOWN.len()],
         };
         for (i, field) in fields.iter().enumerate() {
             let name = field.name.as_bytes();
-            let class = known(name);
-            let again = match class {
-                Some(class) => table.known_at[class as usize] != 0,
-                None => table.position(name).is_some(),
-            };
-            if again {
+            if table.position(name).is_some() {
                 table.repeated = true;
                 continue;
             }
-            table.push(i as u8, name, class);
+            table.push(i as u8, name);
         }
         table
     }
@@ -176,10 +122,7 @@ impl<'a> Fields<'a> {
         if self.seen & seen_bit(signature) == 0 {
             return None;
         }
-        match known(name) {
-            Some(class) => (self.known_at[class as usize] as usize).checked_sub(1),
-            None => self.find(name, signature),
-        }
+        self.find(name, signature)
     }
 
     /// Where `name`, of `signature`, is in `order`.
@@ -197,15 +140,11 @@ impl<'a> Fields<'a> {
         None
     }
 
-    /// Adds a name, of `class` (`known(name)`), last.
-    fn push(&mut self, entry: u8, name: &[u8], class: Option<u8>) {
+    /// Adds a name last.
+    fn push(&mut self, entry: u8, name: &[u8]) {
         let signature = signature(name);
         self.order[self.names] = entry;
         self.signatures[self.names] = signature;
-        self.classes[self.names] = class.unwrap_or(UNKNOWN);
-        if let Some(class) = class {
-            self.known_at[class as usize] = self.names as u8 + 1;
-        }
         self.names += 1;
         self.seen |= seen_bit(signature);
     }
@@ -249,17 +188,8 @@ impl<'a> Fields<'a> {
     pub fn remove_name(&mut self, name: &[u8]) {
         if let Some(at) = self.position(name) {
             self.names -= 1;
-            if let Some(class) = self.known_at.get_mut(self.classes[at] as usize) {
-                *class = 0;
-            }
             self.order[at] = self.order[self.names];
             self.signatures[at] = self.signatures[self.names];
-            self.classes[at] = self.classes[self.names];
-            if let Some(class) = self.known_at.get_mut(self.classes[at] as usize) {
-                if at < self.names {
-                    *class = at as u8 + 1;
-                }
-            }
         }
     }
 
@@ -274,7 +204,7 @@ impl<'a> Fields<'a> {
         self.added_len += 1;
         match self.position(name) {
             Some(at) => self.order[at] = entry,
-            None => self.push(entry, name, known(name)),
+            None => self.push(entry, name),
         }
     }
 
