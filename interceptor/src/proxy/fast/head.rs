@@ -461,8 +461,7 @@ fn raw_line<'r>(read: &'r [u8], name: &[u8], value: &[u8]) -> Option<&'r [u8]> {
     let value_at = name.len() + 2;
     let line = read.get(start..start + value_at + value.len() + 2)?;
     let contiguous = value.as_ptr() as usize == name.as_ptr() as usize + value_at;
-    (contiguous && line[name.len()..value_at] == *b": " && line.ends_with(b"\r\n"))
-        .then_some(line)
+    (contiguous && line[name.len()..value_at] == *b": " && line.ends_with(b"\r\n")).then_some(line)
 }
 
 /// Now as an HTTP date, formatted once a second per thread (as hyper keeps its own).
