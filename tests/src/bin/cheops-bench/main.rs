@@ -315,10 +315,12 @@ impl Stage {
             netns.add_loopback_address(&format!("{}/32", service.ip()));
         }
         // The connect() loops open tens of thousands of connections: let TIME_WAIT ports be
-        // reused rather than run out.
+        // reused rather than run out. None is given cheops's ports (admin, proxy, inbound) or
+        // the gRPC origin's, which a connection left in TIME_WAIT would keep from binding.
         let sysctl = netns
             .command("sysctl")
             .args(["-q", "-w", "net.ipv4.ip_local_port_range=10000 65000"])
+            .args(["-w", "net.ipv4.ip_local_reserved_ports=15000-15010,50051"])
             .args(["-w", "net.ipv4.tcp_tw_reuse=1"])
             .status()?;
         ensure!(
