@@ -7,127 +7,104 @@ use super::{
 
 /// Where a target not met stands, from the profiles behind this report.
 const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
-- Per request, the tables above say where. The common HTTP/1.1 request (no upgrade nor \
-  expectation, a body absent or of a `Content-Length`, a scope that plans this \
-  site alone, a service without resource rules) is served by cheops's own fast path \
-  (`proxy/fast/`): its head is parsed once with httparse into a header map, which the same \
-  decisions as before read and change (scope carriers, policy, hop-by-hop and peer-marker \
-  headers, Host), written to the instance over a connection taken from its thread's pool, \
-  and the answer's head parsed once and written as hyper wrote it; bodies are copied by their \
-  framing, and large ones moved from socket to socket in the kernel (below). What is left is `http`'s header map (every name hashed as it goes in, looked up and \
-  removed: about a fifth), the allocator and memcpy (`libc`), httparse, tokio polling the two \
-  sockets, and cheops's own code. Any other request, and the rest of its connection, is served \
-  by hyper as before (it parses and writes each head twice).\n\
-- Done in this round (instructions per request, callgrind, about, from 52,965 before): one \
-  single-threaded runtime per core (`proxy.workers`) instead of one multi-threaded runtime (no \
-  work-stealing bookkeeping, no wake-up across threads: -1,000); hop-by-hop and peer-marker \
-  headers removed only when present, found by one look at the names rather than a hash and \
-  probe per name (-2,900); the request's headers moved into its last attempt instead of copied \
-  (-800); the token header's name made once instead of per request (-1,100); the instance \
-  exchange boxed so that timeouts move a pointer, not its state (-700). Then, from 46,823 (and \
-  7.23 system calls per request): the metrics' histogram handles kept per connection instead of \
-  labels made, hashed and looked up per request; the in-flight slot one atomic operation per \
-  request instead of a locked hash map; one timer per connection for the header wait and one \
-  for the answer, set again per request (a later deadline stays in the timer wheel) instead of \
-  two registered and removed per request (-2,200, and -1.2 system calls); a connection's parts \
-  shared behind one pointer rather than each cloned per request (-300); whether a request is a \
-  gRPC call read once (-200): 44,180 instructions and 6.00 system calls per request (44,256 \
-  with the same hour's changes elsewhere merged in). Then the fast path: from 44,262 to about \
-  28,000 instructions per request (27,967 and 28,137 in two counts, -37%). Its system calls per \
-  request vary with timing, from 5.7 to 6.6 over six counts on this loaded machine (hyper's \
-  path: 6.00 each time): the read that follows an answer finds the next request when it has \
-  come already, else it is one call more. Clearing the readiness after a short read, as tokio's \
-  own reads do, gave 6.00 each time but 1,500 more instructions (the task then always waits for \
-  the poller): not kept.\n\
-- What would close the rest: the fast path acting on the head's fields as they lie in its \
-  buffer instead of a header map (the decisions read a few names: the scope carriers, the \
-  hop-by-hop headers, Host), writing the unchanged fields' bytes on as they came, as nginx does \
-  (most of `http`'s share and of the allocations); it needs the carriers and the policy to read \
-  fields rather than a map.\n\
-- Timed, per request: with the fast path, cheops's CPU per request at 1,000 requests/s is \
-  nginx's (1.00x) and below HAProxy's (0.74x), where the last report had it at 1.59x; the \
-  0.8x target is not met. Requests per CPU-second at saturation (0.95x nginx) are the noisiest \
-  figure here: in this run cheops behind the NAT rule did more per CPU-second than behind \
-  eBPF, which only the machine explains. Added latency, the median of the interleaved \
-  rounds, is 1.35x nginx's and 0.87x HAProxy's at p50, while cheops's own rounds spread from \
-  17 to 90 µs. What would close them is what closes the count of instructions (above), the \
-  figure that load does not move.\n\
-- The 300 MiB download: its direct baseline of the report of 2 December (139 MiB/s, against \
-  1661 through cheops) was the page cache being filled while direct, the first path, was \
-  timed; the file is now read through before any path is. Past the answer's head, the fast \
-  path now moves a body of a known length (more than 64 KiB still to come) and one that ends \
-  with the connection from the instance's socket to the client's with `splice(2)` through a \
-  1 MiB pipe, never through user space. Quick runs alternating the two builds on a loaded \
-  machine (`cheops-bench --only bodies --quick`, 6 each, medians): cheops's share of its core \
-  from 0.28 to 0.18, 0.48x to 0.50x direct and 2.40x to 2.41x nginx; another 6 each: 0.26 to \
-  0.17, 0.50x to 0.64x direct, 2.08x to 2.80x nginx. The proxy's core is now mostly idle: the \
-  limit is the shared core, where the client and the origin do what they do direct, plus a \
-  wake-up across cores (on these virtual machines, a halted virtual CPU woken) per piece that \
-  goes through. Pipes of 64 KiB and 4 MiB, and `SO_RCVLOWAT` (256 KiB, 1 MiB) on the socket \
-  read from to wake cheops less often, gave nothing this noise could tell apart.\n\
-- The download's memory: the 42 MiB peak of the last report was cheops's start, when it \
-  loads its eBPF programs (about 44 MiB for a moment, 10 MiB after), not the download: the peak \
-  is now reset just before the download.\n\
-- Replicated create over 16 sites, measured (fsyncs counted per agent with perf on the \
-  fsync tracepoints): the leader commits 4 + 2N times per create, one after the other (its \
-  append, its own apply's intent and result, one settle per replica's answer, the mapping, one \
-  settle per answer to the mapping): 36 at 16 sites; each other site commits 3 times. A group \
-  commit of the answers that arrive together, with the mapping carried by the next operation, \
-  brought the leader to 13 commits at 16 sites and the ratio from 4.1-5.2x to 3.8-4.3x in runs \
-  on a loaded machine. Taken out while a soak loss was laid at its door (the instance's own: \
-  docs/reliability.md, seed 31), it is back: 11.8 to 12.9 commits per create at the leader at \
-  16 sites, 36.0 without it, in runs back to back. The rest is the machine: a 16-site gathered \
-  list, which writes nothing, costs 2.45x here, with 16 agents, 16 json-servers and 30 relay \
-  processes on 2 cores.\n\
-- The 300 MiB upload: the fast path takes a request body of any `Content-Length`. Past \
-  64 KiB, what came with the head is sent with it, and the rest goes from the client's socket \
-  to the instance's with `splice(2)` while the answer's head is awaited (within \
+- Per request, counted: the common HTTP/1.1 request (no upgrade nor expectation, a body \
+  absent or of a `Content-Length`, a scope that plans this site alone, a service without \
+  resource rules) is served by cheops's own fast path (`proxy/fast/`). Its head is parsed once \
+  with httparse and used where it lies in the read buffer (`fast/fields.rs`: the fields in the \
+  order a header map would give them, after the same removals); a header map is built only for \
+  a request that carries a scope (`X-Scope`, `baggage`, a token), so that carriers, tokens and \
+  policy keep one decision path. The request goes to the instance over a connection taken from \
+  its thread's pool; the answer's head is parsed once and written as hyper writes it, and its \
+  body relayed by its framing (large ones in the kernel, below). Any other request, and the \
+  rest of its connection, is served by hyper as before.\n\
+- Done in this round, instructions per request (quick counts, `cheops-bench --only costs \
+  --counted cheops-nat --quick`): the fields used in place instead of a header map, 28,097 to \
+  23,177 (`http`'s share 6,550 to 515, the allocator's about 2,850 to 1,350); a field line \
+  already as hyper writes it copied whole and names put in lower case eight letters at a time, \
+  22,609; the connection to the instance from a pool (below), about even. This run: 22,795, \
+  1.04x nginx and 0.66x HAProxy, from 28,052 (1.28x nginx) in the last report and 44,262 \
+  before the fast path.\n\
+- What is left, by function (table above): httparse (about 2,000), writing the fields on \
+  (`write_field`, 1,165), memcpy (1,011), finding names (`find`, `same_letters`, `Iter::next`: \
+  about 1,900), the allocator (about 1,450: six allocations a request, the two heads, the \
+  target's copy, the answer's read buffer), tokio polling two sockets, the timers. What would \
+  close it: one buffer per connection for both heads (no allocation per request), runs of \
+  untouched fields copied in one memcpy, names looked up by a class found once rather than \
+  compared.\n\
+- System calls per request vary with timing, from 5.7 to 6.7: the read that follows an \
+  answer finds the next request when it has come already, else it is one call more (hyper's \
+  path: 6.00 each time). Clearing the readiness after a short read, as tokio's own reads do, \
+  gave 6.00 each time but 1,500 more instructions: not kept.\n\
+- Timed, this run: the machine was slower and noisier than its load average says (direct's \
+  own p90 is 1.4 ms; the serde_json baseline of the scope-lang bench took 528 ns, against 328 \
+  in the last report). CPU per request 1.09x nginx's and 0.85x HAProxy's, added latency at p50 \
+  1.01x and 0.76x, at p99 0.78x and 0.74x (met). A full run 10 minutes earlier, on the same \
+  build (load average 2.1 when it began), gave 1.06x and 0.83x for CPU and 0.86x and 0.77x at \
+  p50. The count of instructions, which load does not move, is what these follow; a good part \
+  of the rest is the kernel's (loopback TCP, epoll: about 30% of cheops's CPU in a perf \
+  profile), which every proxy pays too.\n\
+- The 300 MiB download: the direct baseline of the last report (139 MiB/s, against 1661 \
+  through cheops) was the page cache being filled while direct, the first path, was timed; the \
+  file is now read through before any path is. Past the answer's head, the fast path moves a \
+  body of a known length (more than 64 KiB still to come), or one that ends with the \
+  connection, from the instance's socket to the client's with `splice(2)` through a 1 MiB \
+  pipe, never through user space: cheops's share of its core went from 0.28 to 0.18 in quick \
+  runs alternating the builds, and is 0.26 in this run, where nginx used 0.97 of its. This \
+  run: 0.50x direct and 1.34x nginx; the run 10 minutes earlier: 0.81x direct and 2.45x nginx, \
+  both targets met. The proxy is no longer the limit: the shared core is, where the client and \
+  the origin do what they do direct, plus a wake-up across cores per piece that goes through. \
+  Pipes of 64 KiB and 4 MiB and `SO_RCVLOWAT` gave nothing measurable. Answers the instance \
+  sends chunked are still copied through user space.\n\
+- The 300 MiB upload: the fast path takes a request body of any `Content-Length`. Past 64 \
+  KiB, what came with the head is sent with it and the rest goes from the client's socket to \
+  the instance's with `splice(2)` while the answer's head is awaited (within \
   `proxy.response_timeout`, as on hyper's path), and on while the answer is relayed when the \
-  instance answers first (a client that ends the body early closes the exchange, unanswered, \
-  as before; the connection closes after an answer that came before the body's end). In the \
-  same quick runs (`--only upload --quick`, 6 each): cheops's share of its core from 0.38 to \
-  0.19, 0.35x to 0.39x direct, 1.81x to 1.89x nginx; another 6 each: 0.36 to 0.17, 0.35x to \
-  0.41x direct, 1.83x to 2.43x nginx; its memory grows by 0.3 MiB during the upload (1.0 \
-  before). As for the download, the shared core where the client and the sink run is the \
-  limit, not the proxy: direct, the client's bytes reach the sink on the same core; through \
-  any proxy, each piece wakes the proxy's core and then the sink. A sockmap redirect (an \
-  `sk_skb` verdict program) would forward in the softirq of the sending side, on that same \
-  shared core, adding its work there: not built.\n\
-- Idle connections: an idle fast-path connection holds its socket's registration (256 bytes), \
-  its header-wait timer (about 200) and a 512-byte task, nothing else (heaptrack, 2,000 idle \
-  connections: 960 bytes of heap each, from 12,650). Its read buffer used to stay taken through \
-  the wait (8 KiB: the wait began with a read that found nothing); the connection to the \
-  instance is now taken from its thread's pool per request and given back once the answer was \
-  read whole (`proxy/fast/pool.rs`, as nginx's `keepalive`), so idle clients hold no upstream \
-  socket (1.03 open files per connection); the request's state is boxed while it is served and \
-  the task no longer holds futures twice (an `async fn`'s arguments), the histograms and the \
-  answer timers are kept per thread. Quick runs (2,000 connections, same run each): 10.1 KiB \
-  before, 1.48-1.52 KiB after, nginx 0.74-0.80, HAProxy 1.32-1.35; counted per request \
-  28,054 and 28,032 instructions before, 27,990 and 27,948 after. What is left above nginx is \
-  tokio's per-socket and per-task cells and glibc's overhead on them (about 550 bytes per \
-  connection beyond the heap): a smaller task (the sniffing state, 288 bytes, is its largest) \
-  and a timer not boxed would come nearer.\n\
-- gRPC unary: in this run cheops added 2.06x `grpc_pass`'s latency at p50 and spent 1.86x \
-  its CPU per call; the last report, on the build before and a quieter machine, had 0.72x \
-  and 1.49x. Back to back here (`cheops-bench --only grpc`, four runs alternating the two \
-  builds), this build used 151 and 162 µs of CPU per call and the build before 172 and 179 \
-  (nginx 81 to 90): the machine moved between the reports, and this build is cheaper. \
-  Counted per call (`cheops-bench --only costs --counted \
-  grpc-cheops-nat,grpc-nginx-nat,grpc-origin`), it spent 226,800 instructions, against 36,100 \
-  for `grpc_pass` and 43,100 for the gRPC origin alone (one HTTP/2 server): over half was \
-  memcpy, tokio copying each call's 11 KiB future whole as hyper spawned a task per stream and \
-  ran it. Done: each workload HTTP/2 connection owning an HTTP/2 connection to the instance, \
-  shared by its streams, instead of a pool checkout per call (-7,500); the large and rare parts \
-  of the call's future boxed (the replicator's work, a peer's exchange, opening a connection) \
-  and `within` holding its work once (under 4 KiB), the gRPC call histograms kept per \
-  connection instead of labels made and looked up per call (-112,000); hyper's HTTP/2 client \
-  running what it spawns per call (sending it, piping its body) inside the instance \
-  connection's task instead of tokio tasks of their own, the stream's handler boxed (-4,000): \
-  103,300 instructions and 7.62 system calls per call (from 8.25; nginx 11.9). What is left is \
-  mostly the two HTTP/2 codecs (h2: 43,800 per call, as much as the origin's whole cost), \
-  `http`'s header maps (10,800), memcpy (10,500, mostly h2 moving frames) and tokio (9,900); \
-  cheops's own code is 4,700. What would close more: the h2 crate's client used directly, each \
-  call sent from its stream's own task (no client dispatch, channel and callback per call).\n\
+  instance answers first (the connection then closes after the answer). This run: 2.50x nginx \
+  (met; the run before, 2.50x too), 0.41x direct (0.57x the run before), cheops using 0.28 of \
+  its core. As for the download, the shared core is the limit: direct, the client's bytes \
+  reach the sink on the same core; through any proxy, each piece wakes the proxy's core and \
+  then the sink's. A sockmap redirect (`sk_skb`) would forward in the softirq of the sending \
+  side, on that same shared core: not built.\n\
+- Idle connections: an idle fast-path connection holds its socket's registration (256 \
+  bytes), its header-wait timer (about 200) and a 512-byte task, nothing else (heaptrack, \
+  2,000 idle connections: 960 bytes of heap each, from 12,650). Its read buffer used to stay \
+  taken through the wait; the connection to the instance is now taken from its thread's pool \
+  per request and given back once the answer was read whole (`proxy/fast/pool.rs`, as nginx's \
+  `keepalive`; one the instance closed is never used), so an idle client holds no upstream \
+  socket; the request's state is boxed while it is served. This run: 1.2 KiB and 1.01 open \
+  files per connection (10.0 KiB and 2.00 in the last report), nginx 0.6 KiB, HAProxy 1.2. \
+  What is left above nginx is tokio's per-socket and per-task cells and glibc's overhead on \
+  them: a smaller task (the sniffing state, 288 bytes, is its largest) and a timer not boxed \
+  would come nearer.\n\
+- Replicated create over 16 sites: the leader commits about 12 times per create at 16 sites \
+  (a group commit of the replicas' answers; 36 without it), each replica 3 times, and a commit \
+  (fdatasync) takes about 2.3 ms on this disk. The WAN relays between sites were 30 Python \
+  processes at 16 sites, on the sites' 2 cores: they are now threads of the bench itself, in \
+  Rust, and the meshes heartbeat at cheops's default (every second) rather than the tests' 200 \
+  ms (1,200 TLS heartbeats a second at 16 sites). This run: 4.14x, with the gathered list, \
+  which commits nothing, at 3.60x; the run 10 minutes earlier: 1.98x and 1.95x. So what is \
+  left is mostly the machine (16 agents, 16 json-servers and 16 nginx on 2 cores), then the \
+  commits on the critical path: at 2 sites (1.51x here), the leader's append, the replica's \
+  intent and result, and the leader's settle, each about 2.3 ms beyond the round trip. What \
+  could still go: the replica recording a carried mapping in the intent's transaction; the \
+  leader answering once the replicas' answers are in and settling after (a replay after a \
+  crash asks the replicas again, and they answer \"applied already\"), which needs its own \
+  proof against loss and a soak.\n\
+- gRPC unary: counted, 104,092 instructions per call, against 36,151 for `grpc_pass` and \
+  43,270 for the gRPC origin alone (one HTTP/2 server): a proxy made of the h2 crate's server \
+  and client cannot come under 0.8x nginx by trimming. Done in the round before: the workload \
+  connection owns its HTTP/2 connection to the instance, and the call's future is boxed where \
+  large and rare (226,789 to 103,698). What is left is mostly the two HTTP/2 codecs (h2: about \
+  43,800 per call), header maps (10,800), memcpy and tokio. What would close it: frames \
+  relayed as they are, with only HEADERS decoded and encoded again (an HTTP/2 relay of our \
+  own, as nginx has): not started.\n\
+- scope-lang: 1,217 ns in this run against the serde_json map's 528 ns (2.3x), where the \
+  last report had 724 and 328 (2.2x): the machine, not the parser, moved; the 1 µs target \
+  holds on the last report's machine.\n\
+- Closing: a connection that hyper ends on an error while the client still sends (an \
+  oversized head's 431) is now shut down and drained before it is closed, as nginx's \
+  `lingering_close`, so that a client that sends its whole request before reading gets its \
+  answer instead of a reset.\n\
 - Timings on this machine move with the other work on it: the counts above do not, and are \
   the ones to compare builds with.\n";
 
