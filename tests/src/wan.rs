@@ -18,6 +18,9 @@ use tokio::{
 /// The most a relay reads at once, as one chunk.
 const CHUNK: usize = 64 * 1024;
 
+/// How long a relay waits for its port to be free again.
+const REBIND_PATIENCE: Duration = Duration::from_secs(3);
+
 /// A running relay; stopped, with every connection through it cut, when dropped.
 pub struct WanRelay {
     stop: Option<oneshot::Sender<()>>,
@@ -83,13 +86,26 @@ impl Drop for WanRelay {
 }
 
 /// Enters `namespace` (this thread only) and listens at `listen` there.
+///
+/// A relay replaced by another at the same port (a fault that changes a link's delay) closes
+/// its listener first, but a process that the test forks at that moment (a `curl`, from
+/// another thread) holds a copy of it until its `exec`: the port stays taken for that long,
+/// so binding is tried again for up to `REBIND_PATIENCE`.
 async fn bind_in(namespace: &File, listen: SocketAddr) -> io::Result<TcpListener> {
     // SAFETY: setns takes a file descriptor that `namespace` keeps open for the call, and
     // changes the network namespace of the calling thread only.
     if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    TcpListener::bind(listen).await
+    let patience = Instant::now() + REBIND_PATIENCE;
+    loop {
+        match TcpListener::bind(listen).await {
+            Err(error) if error.kind() == io::ErrorKind::AddrInUse && Instant::now() < patience => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            bound => return bound,
+        }
+    }
 }
 
 async fn accept(listener: TcpListener, target: SocketAddr, one_way: Duration) {
