@@ -318,7 +318,7 @@ impl Connection<'_> {
                 served_by: &chain.site_header,
                 close,
             };
-            Some(self.exchange(&request, &to, upload.as_mut()).await)
+            Some(self.exchange(&request, &to, at, upload.as_mut()).await)
         };
         let answered = timer.within(limit, exchange).await;
         drop(slot);
@@ -420,17 +420,19 @@ impl Connection<'_> {
         }
     }
 
-    /// Sends `request` to the instance, over a connection of this thread's pool when one is
-    /// still open (once more over a new one when it closed before taking any of it, as hyper's
-    /// pool does), and reads the answer's head, passing over interim (1xx) answers as hyper's
-    /// client does. The rest of a streamed body goes on from the client meanwhile (`upload`).
+    /// Sends `request`, which started `at`, to the instance, over a connection of this thread's
+    /// pool when one is still open (once more over a new one when it closed before taking any
+    /// of it, as hyper's pool does), and reads the answer's head, passing over interim (1xx)
+    /// answers as hyper's client does. The rest of a streamed body goes on from the client
+    /// meanwhile (`upload`).
     async fn exchange(
         &mut self,
         request: &[u8],
         to: &AnswerTo<'_>,
+        at: Instant,
         mut upload: Option<&mut Upload>,
     ) -> Result<(TcpStream, Vec<u8>, AnswerHead), NoAnswer> {
-        let mut instance = match pool::take(self.workload.service.local) {
+        let mut instance = match pool::take(self.workload.service.local, at) {
             Some(kept) => match kept.try_write(request) {
                 Ok(len) => Some((kept, len)),
                 Err(error) if error.kind() == ErrorKind::WouldBlock => Some((kept, 0)),

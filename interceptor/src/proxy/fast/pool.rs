@@ -33,14 +33,22 @@ thread_local! {
     static IDLE: RefCell<Vec<(SocketAddr, VecDeque<Idle>)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The connection to `instance` given back last that is still open, if any: those found closed
-/// meanwhile are dropped.
-pub fn take(instance: SocketAddr) -> Option<TcpStream> {
+/// The connection to `instance` given back last that is still open, for a request that
+/// starts `now`, if any: those found closed meanwhile, or idle too long, are dropped.
+pub fn take(instance: SocketAddr, now: Instant) -> Option<TcpStream> {
     IDLE.with_borrow_mut(|idle| {
         let (_, kept) = idle.iter_mut().find(|(address, _)| *address == instance)?;
-        std::iter::from_fn(|| kept.pop_back())
-            .map(|idle| idle.stream)
-            .find(still_open)
+        while let Some(idle) = kept.pop_back() {
+            if now.saturating_duration_since(idle.used) > IDLE_TIMEOUT {
+                // The others were given back before it: they have been idle as long.
+                kept.clear();
+                return None;
+            }
+            if still_open(&idle.stream) {
+                return Some(idle.stream);
+            }
+        }
+        None
     })
 }
 
@@ -103,13 +111,16 @@ mod tests {
         give_back(instance, first, now);
         give_back(instance, second, now);
         assert_eq!(
-            take(instance).unwrap().local_addr().unwrap(),
+            take(instance, now).unwrap().local_addr().unwrap(),
             second_address
         );
-        assert_eq!(take(instance).unwrap().local_addr().unwrap(), first_address);
-        assert!(take(instance).is_none());
+        assert_eq!(
+            take(instance, now).unwrap().local_addr().unwrap(),
+            first_address
+        );
+        assert!(take(instance, now).is_none());
         let elsewhere = "127.0.0.1:9".parse().unwrap();
-        assert!(take(elsewhere).is_none());
+        assert!(take(elsewhere, now).is_none());
     }
 
     #[tokio::test]
@@ -131,8 +142,12 @@ mod tests {
             .unwrap();
         // The reactor sees the close and the bytes on its next turn.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(take(instance).unwrap().local_addr().unwrap(), open_address);
-        assert!(take(instance).is_none());
+        let now = Instant::now();
+        assert_eq!(
+            take(instance, now).unwrap().local_addr().unwrap(),
+            open_address
+        );
+        assert!(take(instance, now).is_none());
     }
 
     #[tokio::test]
@@ -142,15 +157,30 @@ mod tests {
         let start = Instant::now();
         let (stale, _stale_far) = connected(&listener).await;
         give_back(instance, stale, start);
+        let later = start + IDLE_TIMEOUT + Duration::from_secs(1);
         let (fresh, _fresh_far) = connected(&listener).await;
         let fresh_address = fresh.local_addr().unwrap();
-        give_back(
-            instance,
-            fresh,
-            start + IDLE_TIMEOUT + Duration::from_secs(1),
+        give_back(instance, fresh, later);
+        assert_eq!(
+            take(instance, later).unwrap().local_addr().unwrap(),
+            fresh_address
         );
-        assert_eq!(take(instance).unwrap().local_addr().unwrap(), fresh_address);
-        assert!(take(instance).is_none(), "one idle too long was kept");
+        assert!(
+            take(instance, later).is_none(),
+            "one idle too long was kept"
+        );
+
+        // Found idle too long when a request would take it, with none given back since.
+        let (forgotten, _forgotten_far) = connected(&listener).await;
+        give_back(instance, forgotten, start);
+        assert!(
+            take(instance, later).is_none(),
+            "one idle too long was taken"
+        );
+        assert!(
+            take(instance, start).is_none(),
+            "one idle too long was kept"
+        );
 
         let mut far_ends = Vec::new();
         let mut first = None;
@@ -161,7 +191,7 @@ mod tests {
             give_back(instance, near, start);
         }
         let mut taken = Vec::new();
-        while let Some(stream) = take(instance) {
+        while let Some(stream) = take(instance, start) {
             taken.push(stream);
         }
         assert_eq!(taken.len(), MOST_IDLE);
