@@ -2,7 +2,6 @@
 //! function of the scope and the measured round trips, so that the proxy's decisions can be
 //! tested without a network.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -33,32 +32,61 @@ pub trait RoundTrips {
     fn measured_from(&self, from: &str) -> impl Iterator<Item = (&str, Duration)>;
 }
 
-/// Round trips in a map; a round trip is the same both ways, so one `insert` serves both.
+/// Round trips in sorted vectors; a round trip is the same both ways, so one `insert` serves
+/// both. A mesh has a handful of sites: a binary search in a short vector, and a walk along
+/// one, cost far less than a map's (the table is read on every call that `around` plans).
 #[derive(Clone, Debug, Default)]
 pub struct RoundTripTable {
-    from: BTreeMap<String, BTreeMap<String, Duration>>,
+    /// Each site measured from, by name, with the sites measured from it, by name.
+    from: Vec<(String, Vec<(String, Duration)>)>,
 }
 
 impl RoundTripTable {
     pub fn insert(&mut self, a: &str, b: &str, round_trip: Duration) {
         for (from, to) in [(a, b), (b, a)] {
-            self.from
-                .entry(from.to_owned())
-                .or_default()
-                .insert(to.to_owned(), round_trip);
+            let measured = entry(&mut self.from, from, Vec::new);
+            *entry(measured, to, Duration::default) = round_trip;
         }
+    }
+
+    /// The sites measured from `from`, by name.
+    fn measured(&self, from: &str) -> &[(String, Duration)] {
+        position(&self.from, from).map_or(&[], |at| &self.from[at].1)
     }
 }
 
 impl RoundTrips for RoundTripTable {
     fn between(&self, from: &str, to: &str) -> Option<Duration> {
-        self.from.get(from)?.get(to).copied()
+        let measured = self.measured(from);
+        let at = position(measured, to).ok()?;
+        Some(measured[at].1)
     }
 
     fn measured_from(&self, from: &str) -> impl Iterator<Item = (&str, Duration)> {
-        let measured = self.from.get(from).into_iter().flatten();
+        let measured = self.measured(from).iter();
         measured.map(|(to, round_trip)| (to.as_str(), *round_trip))
     }
+}
+
+/// Where `name` is in `sorted`, a vector sorted by name; else where it would go.
+fn position<V>(sorted: &[(String, V)], name: &str) -> Result<usize, usize> {
+    sorted.binary_search_by(|(other, _)| other.as_str().cmp(name))
+}
+
+/// The value of `name` in `sorted`, first inserted in its place as `absent()` if missing.
+fn entry<'a, V>(
+    sorted: &'a mut Vec<(String, V)>,
+    name: &str,
+    absent: impl FnOnce() -> V,
+) -> &'a mut V {
+    let at = match position(sorted, name) {
+        Ok(at) => at,
+        Err(at) => {
+            sorted.insert(at, (name.to_owned(), absent()));
+            at
+        }
+    };
+    &mut sorted[at].1
 }
 
 /// The plan for a call to `service` that arrived at `this_site`: the service's entry, else
@@ -141,11 +169,14 @@ fn around<'a>(
     round_trips: &'a impl RoundTrips,
     mut visit: impl FnMut(&'a str),
 ) {
-    let mut near: SmallVec<[(Duration, &str); 8]> = round_trips
-        .measured_from(center)
-        .filter(|&(site, round_trip)| site != center && round_trip <= within)
-        .map(|(site, round_trip)| (round_trip, site))
-        .collect();
+    // Filled in place: collecting would build the inline array apart and copy it in.
+    let mut near: SmallVec<[(Duration, &str); 8]> = SmallVec::new();
+    near.extend(
+        round_trips
+            .measured_from(center)
+            .filter(|&(site, round_trip)| site != center && round_trip <= within)
+            .map(|(site, round_trip)| (round_trip, site)),
+    );
     near.sort_unstable();
     visit(center);
     near.iter().for_each(|&(_, site)| visit(site));

@@ -187,7 +187,7 @@ impl Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     pub entries: Vec<Entry>,
-    pub spans: SmallVec<[Span; 8]>,
+    pub spans: SmallVec<[Span; 4]>,
 }
 
 impl Written {

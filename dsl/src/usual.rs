@@ -35,7 +35,7 @@ struct Reader<'a> {
     depth: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     /// `{` [entry (`,` entry)* [`,`]] `}`, or entry (`,` entry)*.
     fn entries(&mut self) -> Option<Written> {
         let mut written = Written::default();
@@ -60,12 +60,14 @@ impl Reader<'_> {
     fn entry(&mut self) -> Option<(Entry, Span)> {
         self.skip_space();
         let start = self.pos;
-        if let Some((service, span)) = self.name() {
+        if let Some(span) = self.name() {
             if self.eat(b':') {
                 // The parser reads `prime: site` and reports what follows `prime:`.
-                if service.as_str() == "prime" {
+                let service = self.written(span);
+                if service == "prime" {
                     return None;
                 }
+                let service = Name::read(service)?;
                 let location = self.location()?;
                 return Some((Entry::Service { service, location }, span));
             }
@@ -118,26 +120,39 @@ impl Reader<'_> {
             self.depth -= 1;
             return self.eat(b')').then_some(inner);
         }
-        let (name, span) = self.name()?;
-        if name.as_str() == "around" && self.eat(b'(') {
+        let span = self.name()?;
+        if self.written(span) == "around" && self.eat(b'(') {
             let site = self.site()?;
             if !self.eat(b',') {
                 return None;
             }
-            let (within, _) = self.name()?;
-            let within = duration::read(within.as_str()).ok()?;
+            let within = self.name()?;
+            let within = duration::read(self.written(within)).ok()?;
             return self.eat(b')').then_some(LocExpr::Around { site, within });
         }
-        Some(LocExpr::Site(Site { name, span }))
+        Some(LocExpr::Site(self.site_at(span)?))
     }
 
     fn site(&mut self) -> Option<Site> {
-        let (name, span) = self.name()?;
+        let span = self.name()?;
+        self.site_at(span)
+    }
+
+    /// The site named at `span`. Names are made only where they are kept, and read as spans
+    /// until then: a name just made and moved at once stalls the processor (its bytes,
+    /// stored narrow, are loaded wide before they have been written), and that stood out in
+    /// profiles of the usual scope.
+    fn site_at(&self, span: Span) -> Option<Site> {
+        let name = Name::read(self.written(span))?;
         Some(Site { name, span })
     }
 
-    /// Bare words joined by single spaces; `None` for anything else.
-    fn name(&mut self) -> Option<(Name, Span)> {
+    fn written(&self, span: Span) -> &'a str {
+        &self.input[span.start..span.end]
+    }
+
+    /// Where bare words joined by single spaces are written; `None` for anything else.
+    fn name(&mut self) -> Option<Span> {
         self.skip_space();
         let start = self.pos;
         let mut end = self.word_end(start);
@@ -161,7 +176,7 @@ impl Reader<'_> {
         }
         self.pos = end;
         self.last_end = end;
-        Some((Name::read(&self.input[start..end])?, Span::new(start, end)))
+        Some(Span::new(start, end))
     }
 
     /// The end of the ASCII word characters from `from` on.
