@@ -44,8 +44,7 @@ impl<'a> Reader<'a> {
             return Some(written);
         }
         loop {
-            let (entry, span) = self.entry()?;
-            written.push(entry, span);
+            self.entry(&mut written)?;
             if !self.eat(b',') {
                 break;
             }
@@ -56,8 +55,9 @@ impl<'a> Reader<'a> {
         (!braced || self.eat(b'}')).then_some(written)
     }
 
-    /// `name: location` or a bare location.
-    fn entry(&mut self) -> Option<(Entry, Span)> {
+    /// `name: location` or a bare location, added to `written` (built in place there rather
+    /// than returned: moving a fresh entry stalled the processor, as `site_at` tells).
+    fn entry(&mut self, written: &mut Written) -> Option<()> {
         self.skip_space();
         let start = self.pos;
         if let Some(span) = self.name() {
@@ -67,14 +67,16 @@ impl<'a> Reader<'a> {
                 if service == "prime" {
                     return None;
                 }
-                let service = Name::read(service)?;
                 let location = self.location()?;
-                return Some((Entry::Service { service, location }, span));
+                let service = Name::read(service)?;
+                written.push(Entry::Service { service, location }, span);
+                return Some(());
             }
         }
         self.pos = start;
         let location = self.location()?;
-        Some((Entry::Bare(location), Span::new(start, self.last_end)))
+        written.push(Entry::Bare(location), Span::new(start, self.last_end));
+        Some(())
     }
 
     fn location(&mut self) -> Option<LocExpr> {
