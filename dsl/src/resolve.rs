@@ -32,9 +32,10 @@ pub trait RoundTrips {
     fn measured_from(&self, from: &str) -> impl Iterator<Item = (&str, Duration)>;
 }
 
-/// Round trips in sorted vectors; a round trip is the same both ways, so one `insert` serves
-/// both. A mesh has a handful of sites: a binary search in a short vector, and a walk along
-/// one, cost far less than a map's (the table is read on every call that `around` plans).
+/// Round trips in vectors sorted by name; a round trip is the same both ways, so one `insert`
+/// serves both. A mesh has a handful of sites: a walk along a short vector, comparing lengths
+/// before bytes, costs far less than a map's descent and iteration (the table is read on
+/// every call that `around` plans).
 #[derive(Clone, Debug, Default)]
 pub struct RoundTripTable {
     /// Each site measured from, by name, with the sites measured from it, by name.
@@ -51,15 +52,15 @@ impl RoundTripTable {
 
     /// The sites measured from `from`, by name.
     fn measured(&self, from: &str) -> &[(String, Duration)] {
-        position(&self.from, from).map_or(&[], |at| &self.from[at].1)
+        let found = self.from.iter().find(|(other, _)| other == from);
+        found.map_or(&[], |(_, measured)| measured)
     }
 }
 
 impl RoundTrips for RoundTripTable {
     fn between(&self, from: &str, to: &str) -> Option<Duration> {
-        let measured = self.measured(from);
-        let at = position(measured, to).ok()?;
-        Some(measured[at].1)
+        let mut measured = self.measured(from).iter();
+        measured.find_map(|(other, round_trip)| (other == to).then_some(*round_trip))
     }
 
     fn measured_from(&self, from: &str) -> impl Iterator<Item = (&str, Duration)> {
@@ -68,18 +69,14 @@ impl RoundTrips for RoundTripTable {
     }
 }
 
-/// Where `name` is in `sorted`, a vector sorted by name; else where it would go.
-fn position<V>(sorted: &[(String, V)], name: &str) -> Result<usize, usize> {
-    sorted.binary_search_by(|(other, _)| other.as_str().cmp(name))
-}
-
-/// The value of `name` in `sorted`, first inserted in its place as `absent()` if missing.
+/// The value of `name` in `sorted`, a vector sorted by name, first inserted in its place as
+/// `absent()` if missing.
 fn entry<'a, V>(
     sorted: &'a mut Vec<(String, V)>,
     name: &str,
     absent: impl FnOnce() -> V,
 ) -> &'a mut V {
-    let at = match position(sorted, name) {
+    let at = match sorted.binary_search_by(|(other, _)| other.as_str().cmp(name)) {
         Ok(at) => at,
         Err(at) => {
             sorted.insert(at, (name.to_owned(), absent()));

@@ -111,16 +111,13 @@ impl<'a> Reader<'a> {
         Some(chain)
     }
 
-    /// A site, `( location )` or `around(site, duration)`.
+    /// A site, `( location )` or `around(site, duration)`. Inlined where it is read, the
+    /// usual site is built where it is kept rather than returned and moved: moving a site
+    /// just built stalls the processor (see `site_at`).
+    #[inline(always)]
     fn atom(&mut self) -> Option<LocExpr> {
         if self.eat(b'(') {
-            self.depth += 1;
-            if self.depth > NESTING {
-                return None;
-            }
-            let inner = self.location()?;
-            self.depth -= 1;
-            return self.eat(b')').then_some(inner);
+            return self.group();
         }
         let span = self.name()?;
         if self.written(span) == "around" && self.eat(b'(') {
@@ -133,6 +130,17 @@ impl<'a> Reader<'a> {
             return self.eat(b')').then_some(LocExpr::Around { site, within });
         }
         Some(LocExpr::Site(self.site_at(span)?))
+    }
+
+    /// `( location )`, after its '('.
+    fn group(&mut self) -> Option<LocExpr> {
+        self.depth += 1;
+        if self.depth > NESTING {
+            return None;
+        }
+        let inner = self.location()?;
+        self.depth -= 1;
+        self.eat(b')').then_some(inner)
     }
 
     fn site(&mut self) -> Option<Site> {
