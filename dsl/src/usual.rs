@@ -86,11 +86,18 @@ impl<'a> Reader<'a> {
 
     /// The chain of `op` or of a tighter operator that `first` starts, as the parser joins
     /// them; the tighter chains are looked for only when such an operator follows, so that a
-    /// site alone costs one look.
-    fn chain_from(&mut self, op: Op, mut first: LocExpr) -> Option<LocExpr> {
-        let Some(next) = self.next_op().filter(|&next| next >= op) else {
-            return Some(first);
-        };
+    /// site alone costs one look. Inlined, so that a site alone is not passed on and moved
+    /// back (such a move, just after it was built, stalls: see `site_at`).
+    #[inline(always)]
+    fn chain_from(&mut self, op: Op, first: LocExpr) -> Option<LocExpr> {
+        match self.next_op().filter(|&next| next >= op) {
+            Some(next) => self.chain(op, next, first),
+            None => Some(first),
+        }
+    }
+
+    /// The chain that `first` starts, `next` (`op` or a tighter operator) following it.
+    fn chain(&mut self, op: Op, next: Op, mut first: LocExpr) -> Option<LocExpr> {
         if next > op {
             first = self.chain_from(tighter(op)?, first)?;
             if self.next_op() != Some(op) {
