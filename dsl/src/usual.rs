@@ -156,9 +156,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The site named at `span`. Names are made only where they are kept, and read as spans
-    /// until then: a name just made and moved at once stalls the processor (its bytes,
-    /// stored narrow, are loaded wide before they have been written), and that stood out in
-    /// profiles of the usual scope.
+    /// until then: a name just made and moved at once stalls the processor (its bytes, stored
+    /// a few at a time, are loaded sixteen at a time, which waits until the stores are done),
+    /// and such stalls stood out in perf profiles of the usual scope.
     fn site_at(&self, span: Span) -> Option<Site> {
         let name = Name::read(self.written(span))?;
         Some(Site { name, span })
