@@ -65,14 +65,16 @@ impl Workers {
             Ok(stream) => stream,
             Err(err) => return warn!("handing a connection to a proxy thread failed: {err}"),
         };
-        self.runtimes[turn].spawn(async move {
-            // Not `match`ed around the await: the task would hold the result all along.
-            let stream = match TcpStream::from_std(stream) {
-                Ok(stream) => stream,
-                Err(err) => return warn!("a proxy thread could not take a connection: {err}"),
-            };
-            serve(stream).await
-        });
+        let runtime = &self.runtimes[turn];
+        // Registered with the worker's poller from here, so that its task is `serve`'s future
+        // alone: one that took the socket first would keep what it took it with, idle or not.
+        let on_worker = runtime.enter();
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(err) => return warn!("a proxy thread could not take a connection: {err}"),
+        };
+        drop(on_worker);
+        runtime.spawn(serve(stream));
     }
 }
 
