@@ -10,6 +10,8 @@ use std::{
 use tokio::{net::TcpStream, runtime::Handle};
 use tracing::warn;
 
+use super::fast::pool;
+
 pub struct Workers {
     /// Empty: connections are served on the runtime that accepted them.
     runtimes: Vec<Handle>,
@@ -37,6 +39,9 @@ impl Workers {
                     .enable_all()
                     .build()?;
                 let handle = runtime.handle().clone();
+                // The thread's idle connections to the instances are closed once stale, even
+                // while no request takes or gives back one.
+                handle.spawn(pool::sweep_regularly());
                 std::thread::Builder::new()
                     .name(format!("cheops-proxy-{index}"))
                     .spawn(move || runtime.block_on(std::future::pending::<()>()))?;

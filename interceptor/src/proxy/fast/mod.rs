@@ -15,7 +15,7 @@
 mod body;
 mod fields;
 mod head;
-mod pool;
+pub(super) mod pool;
 #[cfg(test)]
 mod pooling_tests;
 mod splice;
