@@ -194,8 +194,28 @@ impl Proxy {
                 return Box::pin(self.refuse_connection(stream, &service)).await;
             };
             // Each protocol but the fast path's is boxed: the task's size is its largest state.
-            match sniff(&stream).await {
-                Protocol::Http1 => self.serve_http(stream, service, cgroup_id).await,
+            // So is the sniffing, whose wait for the first bytes (a readiness future and a timer)
+            // is larger than the fast path's idle state, and is over once they came.
+            match Box::pin(sniff(&stream)).await {
+                Protocol::Http1 => {
+                    // HTTP/1.1: one request after another. The fast path (`fast`) serves them
+                    // while it can; from the first it leaves, hyper serves the rest of the
+                    // connection, which then owns its own connection to the instance
+                    // (`upstream`); after an upgrade to HTTP/2, the streams share the pooled
+                    // one. A service with resource rules is served by hyper throughout. Not a
+                    // function of its own, whose future would keep the stream once more.
+                    let workload = self.workload(service, cgroup_id);
+                    let (stream, read) = if workload.service.resources.is_empty() {
+                        match fast::serve(stream, &workload, &self.settings).await {
+                            Some(handed) => (handed.stream, handed.read),
+                            None => return,
+                        }
+                    } else {
+                        (stream, Bytes::new())
+                    };
+                    // Boxed: a connection the fast path serves does not hold hyper's state too.
+                    Box::pin(self.serve_with_hyper(stream, read, workload)).await
+                }
                 Protocol::Http2 => {
                     let workload = self.workload(service, cgroup_id);
                     Box::pin(http2::serve(stream, workload, &self.settings, true)).await
@@ -230,31 +250,6 @@ impl Proxy {
             service,
             cgroup_id,
             owned: None,
-        }
-    }
-
-    /// HTTP/1.1: one request after another. The fast path (`fast`) serves them while it can;
-    /// from the first it leaves, hyper serves the rest of the connection, which then owns its
-    /// own connection to the instance (`upstream`); after an upgrade to HTTP/2, the streams
-    /// share the pooled one. A service with resource rules is served by hyper throughout.
-    fn serve_http(
-        &self,
-        stream: TcpStream,
-        service: Arc<Service>,
-        cgroup_id: u64,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        let workload = self.workload(service, cgroup_id);
-        async move {
-            let (stream, read) = if workload.service.resources.is_empty() {
-                match fast::serve(stream, &workload, &self.settings).await {
-                    Some(handed) => (handed.stream, handed.read),
-                    None => return,
-                }
-            } else {
-                (stream, Bytes::new())
-            };
-            // Boxed: a connection the fast path serves does not hold hyper's state as well.
-            Box::pin(self.serve_with_hyper(stream, read, workload)).await
         }
     }
 

@@ -10,6 +10,8 @@ use std::{
 use tokio::{net::TcpStream, runtime::Handle};
 use tracing::warn;
 
+use super::fast::pool;
+
 pub struct Workers {
     /// Empty: connections are served on the runtime that accepted them.
     runtimes: Vec<Handle>,
@@ -37,6 +39,9 @@ impl Workers {
                     .enable_all()
                     .build()?;
                 let handle = runtime.handle().clone();
+                // The thread's idle connections to the instances are closed once stale, even
+                // while no request takes or gives back one.
+                handle.spawn(pool::sweep_regularly());
                 std::thread::Builder::new()
                     .name(format!("cheops-proxy-{index}"))
                     .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
@@ -65,14 +70,16 @@ impl Workers {
             Ok(stream) => stream,
             Err(err) => return warn!("handing a connection to a proxy thread failed: {err}"),
         };
-        self.runtimes[turn].spawn(async move {
-            // Not `match`ed around the await: the task would hold the result all along.
-            let stream = match TcpStream::from_std(stream) {
-                Ok(stream) => stream,
-                Err(err) => return warn!("a proxy thread could not take a connection: {err}"),
-            };
-            serve(stream).await
-        });
+        let runtime = &self.runtimes[turn];
+        // Registered with the worker's poller from here, so that its task is `serve`'s future
+        // alone: one that took the socket first would keep what it took it with, idle or not.
+        let on_worker = runtime.enter();
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(err) => return warn!("a proxy thread could not take a connection: {err}"),
+        };
+        drop(on_worker);
+        runtime.spawn(serve(stream));
     }
 }
 

@@ -15,7 +15,7 @@
 mod body;
 mod fields;
 mod head;
-mod pool;
+pub(super) mod pool;
 #[cfg(test)]
 mod pooling_tests;
 mod splice;
@@ -29,6 +29,7 @@ use std::{
     future::{poll_fn, Future},
     io::ErrorKind,
     mem::MaybeUninit,
+    pin::pin,
     sync::{atomic::Ordering, Arc},
     task::{ready, Context, Poll},
     time::Instant,
@@ -52,7 +53,7 @@ use super::{
     outcome::{InstanceError, UpstreamError},
     plan,
     request::{strip_for_instance, RequestLine, WorkloadRequests},
-    timer::KeptTimer,
+    timer::{within_on, KeptTimer},
 };
 use crate::{
     config::ProxySettings,
@@ -94,22 +95,21 @@ pub fn serve<'a>(
         settings,
     };
     // Not an `async fn`, which would hold the connection twice (as its argument and as a
-    // local) through the whole of it.
+    // local) through the whole of it; nor does the block use `workload` and `settings` but
+    // through it, which would keep them twice too.
     async move {
-        // The wait for each head; those for the answers are the thread's.
-        let timer = KeptTimer::default();
+        // The wait for each head, on a timer in the task itself, set again for each: one of
+        // its own would be one more allocation per connection. Those for the answers are the
+        // thread's.
+        let mut head_timer = pin!(tokio::time::sleep(connection.settings.header_read_timeout));
         let answer_timer = KeptTimer::for_answers_on_this_thread();
         // What the client sent and was not served yet; no buffer while there is nothing.
         let mut read = Vec::new();
         let closed = loop {
-            let wait = Some(settings.header_read_timeout);
-            let limit = settings.max_header_bytes;
             // As hyper: the wait for a head starts when the last answer was sent; past it, the
             // connection is closed.
-            let head = timer.within(
-                wait,
-                read_head(&connection.client, &mut read, limit, workload),
-            );
+            let wait = connection.settings.header_read_timeout;
+            let head = within_on(head_timer.as_mut(), wait, read_head(&connection, &mut read));
             // Boxed: the connection's task, idle most of its life, is not the size of a
             // request's state (nor is the head kept in it: it is gone after this statement).
             let serving = match head.await {
@@ -146,18 +146,23 @@ enum ReadHead {
     Closed,
 }
 
-/// Reads until `read` holds a whole head, or what hyper must answer (more than `limit` bytes
-/// without one, a malformed one, one the fast path leaves). Polled by hand: no state is kept
-/// in the connection's task but these references, while it waits for the next request.
+/// Reads until `read` holds a whole head, or what hyper must answer (more than
+/// `proxy.max_header_bytes` without one, a malformed one, one the fast path leaves). Polled by
+/// hand: no state is kept in the connection's task but these references, while it waits for
+/// the next request.
 fn read_head<'a>(
-    client: &'a TcpStream,
+    connection: &'a Connection<'_>,
     read: &'a mut Vec<u8>,
-    limit: usize,
-    workload: &'a WorkloadConnection,
 ) -> impl Future<Output = ReadHead> + Send + 'a {
     // Whether `read` holds bytes not parsed yet.
     let mut unparsed = !read.is_empty();
     poll_fn(move |cx| loop {
+        let Connection {
+            client,
+            workload,
+            settings,
+        } = connection;
+        let limit = settings.max_header_bytes;
         if unparsed {
             unparsed = false;
             let requests = (workload.requests)();

@@ -21,6 +21,10 @@ const MOST_IDLE: usize = 256;
 /// How long a connection is kept after the request that last used it started (hyper's pool's
 /// default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often each thread closes its kept connections that the instance closed or that were
+/// idle too long (`sweep`), which would otherwise stay open (in CLOSE_WAIT, for one the
+/// instance closed) until the thread next takes or gives back one to the same instance.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 struct Idle {
     stream: TcpStream,
@@ -73,6 +77,29 @@ pub fn give_back(instance: SocketAddr, stream: TcpStream, used: Instant) {
     })
 }
 
+/// Closes this thread's kept connections that the instance closed, or that were idle too long
+/// at `now`.
+fn sweep(now: Instant) {
+    IDLE.with_borrow_mut(|idle| {
+        for (_, kept) in idle.iter_mut() {
+            kept.retain(|idle| {
+                now.saturating_duration_since(idle.used) <= IDLE_TIMEOUT && still_open(&idle.stream)
+            });
+        }
+    })
+}
+
+/// Sweeps the kept connections of the thread whose runtime runs it, every `SWEEP_EVERY`, for as
+/// long as that runtime runs.
+pub async fn sweep_regularly() {
+    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        sweep(Instant::now());
+    }
+}
+
 /// Whether a kept connection to the instance can carry a request: the instance did not close
 /// it nor send anything since. Looked at without a system call while nothing came.
 fn still_open(stream: &TcpStream) -> bool {
@@ -90,7 +117,10 @@ fn still_open(stream: &TcpStream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::{io::AsyncWriteExt, net::TcpListener};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
 
     /// A connection to `listener`, and the listener's side of it.
     async fn connected(listener: &TcpListener) -> (TcpStream, TcpStream) {
@@ -199,5 +229,43 @@ mod tests {
         assert!(taken
             .iter()
             .all(|t| t.local_addr().unwrap() != first.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_sweep_closes_kept_connections_the_instance_closed_or_idle_too_long() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let instance = listener.local_addr().unwrap();
+        let (open, mut open_far) = connected(&listener).await;
+        let (closed, closed_far) = connected(&listener).await;
+        let open_address = open.local_addr().unwrap();
+        let now = Instant::now();
+        give_back(instance, open, now);
+        give_back(instance, closed, now);
+        drop(closed_far);
+        // The reactor sees the close on its next turn.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sweep(now);
+        let kept = |instance| {
+            IDLE.with_borrow(|idle| {
+                let found = idle.iter().find(|(address, _)| *address == instance);
+                found.map_or(0, |(_, kept)| kept.len())
+            })
+        };
+        assert_eq!(kept(instance), 1, "the one the instance closed was kept");
+        let open = take(instance, now).unwrap();
+        assert_eq!(open.local_addr().unwrap(), open_address);
+        give_back(instance, open, now);
+
+        // The open one is kept until it was idle too long, then closed.
+        sweep(now + IDLE_TIMEOUT);
+        assert_eq!(
+            kept(instance),
+            1,
+            "one idle for no longer than allowed was closed"
+        );
+        sweep(now + IDLE_TIMEOUT + Duration::from_secs(1));
+        assert_eq!(kept(instance), 0, "one idle too long was kept");
+        let mut byte = [0u8; 1];
+        assert_eq!(open_far.read(&mut byte).await.unwrap(), 0, "still open");
     }
 }
