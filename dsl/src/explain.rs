@@ -64,7 +64,7 @@ pub fn explain(
                 service: Some(service.to_owned()),
                 site: this_site.map(str::to_owned),
                 location: None,
-                plan: this_site.map(|site| Plan::Site(site.to_owned())),
+                plan: this_site.map(Plan::site),
                 words: match this_site {
                     Some(site) => format!("no entry: stays local, at {site}"),
                     None => "no entry: stays on the site where the call arrives".to_owned(),
@@ -154,7 +154,7 @@ impl Explanation {
 /// A plan in words: "replicate at Paris and Nantes".
 pub fn words(plan: &Plan) -> String {
     match plan {
-        Plan::Site(site) => format!("run at {site}"),
+        Plan::Site(site) => format!("run at {}", site.as_str()),
         Plan::AllOf(parts) => format!("replicate at {}", listed(parts, " and ")),
         Plan::SpreadOver { parts, prime } => {
             format!("spread over {} (prime {prime})", listed(parts, " and "))
@@ -171,7 +171,7 @@ fn listed(parts: &[Plan], last: &str) -> String {
             out.push_str(if at + 1 == parts.len() { last } else { ", " });
         }
         match part {
-            Plan::Site(site) => out.push_str(site),
+            Plan::Site(site) => out.push_str(site.as_str()),
             nested => {
                 let _ = write!(out, "({})", words(nested));
             }

@@ -7,20 +7,29 @@ use std::time::Duration;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::tree::{LocExpr, Op, Scope, Site};
+use crate::tree::{LocExpr, Name, Op, Scope, Site};
 
 /// What the proxy does with one call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Plan {
-    /// Forward to this site (or run here, if it is this site).
-    Site(String),
+    /// Forward to this site (or run here, if it is this site). A `Name`, kept inline, so that
+    /// planning the usual call allocates nothing per site.
+    Site(Name),
     /// Replication: every part.
     AllOf(Vec<Plan>),
     /// Cross: one resource spread over the parts, created at the prime site.
     SpreadOver { parts: Vec<Plan>, prime: String },
     /// Otherwise: the first part, the next only if it failed.
     FirstOf(Vec<Plan>),
+}
+
+impl Plan {
+    /// Forward to (or run at) the site named `name`, taken as given: the caller's own site
+    /// need not be a name a scope could spell.
+    pub fn site(name: &str) -> Plan {
+        Plan::Site(Name::carried(name))
+    }
 }
 
 /// Measured round trips between sites.
@@ -96,7 +105,7 @@ pub fn resolve(
 ) -> Plan {
     match scope.location_for(service) {
         Some(location) => plan(location, scope.prime(), round_trips),
-        None => Plan::Site(this_site.to_owned()),
+        None => Plan::site(this_site),
     }
 }
 
@@ -111,7 +120,7 @@ pub(crate) fn plan(
         parts.iter().map(plan_of).collect()
     };
     match location {
-        LocExpr::Site(site) => Plan::Site(site.name.as_str().to_owned()),
+        LocExpr::Site(site) => Plan::Site(site.name.clone()),
         LocExpr::Around { .. } | LocExpr::Chain(Op::Otherwise, _) => {
             let mut tries = Vec::new();
             try_in_turn(location, prime, round_trips, &mut tries);
@@ -148,7 +157,7 @@ fn try_in_turn(
     match location {
         LocExpr::Around { site, within } => {
             around(site.name.as_str(), *within, round_trips, |site| {
-                try_once(Plan::Site(site.to_owned()))
+                try_once(Plan::site(site))
             })
         }
         LocExpr::Chain(Op::Otherwise, parts) => parts

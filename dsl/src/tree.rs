@@ -21,8 +21,9 @@ impl Span {
 }
 
 /// A service or site name: never empty, never containing '"' (so that it can always be
-/// printed, bare or quoted). Kept inline up to 24 bytes, so that reading the usual name
-/// allocates nothing.
+/// printed, bare or quoted), except a site a plan carries as the caller gave it
+/// (`Plan::site`). Kept inline up to 24 bytes, so that reading the usual name allocates
+/// nothing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Name(CompactString);
 
@@ -39,6 +40,11 @@ impl Name {
     /// A name as the lexer reads it, which holds no '"' (a quote ends it); `None` if empty.
     pub(crate) fn read(text: &str) -> Option<Name> {
         (!text.is_empty()).then(|| Name(CompactString::new(text)))
+    }
+
+    /// `text` as it is, unchecked: a site that a plan only carries back to its caller.
+    pub(crate) fn carried(text: &str) -> Name {
+        Name(CompactString::new(text))
     }
 
     pub fn as_str(&self) -> &str {

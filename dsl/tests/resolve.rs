@@ -9,7 +9,7 @@ fn ms(millis: u64) -> Duration {
 }
 
 fn site(name: &str) -> Plan {
-    Plan::Site(name.to_owned())
+    Plan::site(name)
 }
 
 fn sites(names: &[&str]) -> Vec<Plan> {

@@ -1,7 +1,7 @@
 //! What the proxy does with a call, given its plan: the sites to try in order (sharing is a
 //! chain of one site, otherwise a longer one), when to go on to the next site, and what to
 //! answer when none served. Pure decisions; `chain` does the I/O.
-use dsl::Plan;
+use dsl::{Name, Plan};
 use hyper::Method;
 
 use super::outcome::Outcome;
@@ -15,11 +15,11 @@ pub enum Route {
 
 pub fn route(plan: &Plan) -> Route {
     match plan {
-        Plan::Site(site) => Route::Try(vec![site.clone()]),
+        Plan::Site(site) => Route::Try(vec![site.as_str().to_owned()]),
         Plan::FirstOf(parts) => parts
             .iter()
             .map(|part| match part {
-                Plan::Site(site) => Ok(site.clone()),
+                Plan::Site(site) => Ok(site.as_str().to_owned()),
                 other => Err(not_yet(other)),
             })
             .collect::<Result<_, _>>()
@@ -57,12 +57,14 @@ pub fn settle(plan: Plan, is_up: &dyn Fn(&str) -> bool) -> Plan {
         }
         Plan::SpreadOver { parts, prime } => {
             let held_prime = parts.iter().position(|part| names(part, &prime));
-            let chosen: Vec<Vec<String>> = parts
+            let chosen: Vec<Vec<Name>> = parts
                 .into_iter()
                 .map(|part| sites_in(vec![part], is_up))
                 .collect();
             let prime = match held_prime.and_then(|at| chosen.get(at)) {
-                Some(sites) if !sites.contains(&prime) => sites.first().cloned().unwrap_or(prime),
+                Some(sites) if !sites.iter().any(|site| site.as_str() == prime) => sites
+                    .first()
+                    .map_or(prime, |first| first.as_str().to_owned()),
                 _ => prime,
             };
             let sites = once_each(chosen.into_iter().flatten());
@@ -72,7 +74,7 @@ pub fn settle(plan: Plan, is_up: &dyn Fn(&str) -> bool) -> Plan {
 }
 
 /// The sites that `parts` of a collaboration stand for, each once, in order.
-fn sites_in(parts: Vec<Plan>, is_up: &dyn Fn(&str) -> bool) -> Vec<String> {
+fn sites_in(parts: Vec<Plan>, is_up: &dyn Fn(&str) -> bool) -> Vec<Name> {
     let mut sites = Vec::new();
     for part in parts {
         match part {
@@ -86,7 +88,7 @@ fn sites_in(parts: Vec<Plan>, is_up: &dyn Fn(&str) -> bool) -> Vec<String> {
     once_each(sites.into_iter())
 }
 
-fn once_each(sites: impl Iterator<Item = String>) -> Vec<String> {
+fn once_each(sites: impl Iterator<Item = Name>) -> Vec<Name> {
     let mut seen = Vec::new();
     for site in sites {
         if !seen.contains(&site) {
@@ -97,7 +99,7 @@ fn once_each(sites: impl Iterator<Item = String>) -> Vec<String> {
 }
 
 /// A collaboration over `sites`, or the one site when only one is left.
-fn one_or(mut sites: Vec<String>, many: impl FnOnce(Vec<Plan>) -> Plan) -> Plan {
+fn one_or(mut sites: Vec<Name>, many: impl FnOnce(Vec<Plan>) -> Plan) -> Plan {
     if sites.len() == 1 {
         return Plan::Site(sites.swap_remove(0));
     }
@@ -124,7 +126,7 @@ fn choose(mut parts: Vec<Plan>, is_up: &dyn Fn(&str) -> bool) -> Plan {
     let all_up = |plan: &Plan| {
         sites_in(vec![plan.clone()], &|_| true)
             .iter()
-            .all(|s| is_up(s))
+            .all(|site| is_up(site.as_str()))
     };
     let at = parts.iter().position(all_up).unwrap_or(0);
     if at < parts.len() {
@@ -213,7 +215,7 @@ mod tests {
 
     #[test]
     fn sharing_and_otherwise_become_chains_and_the_rest_waits() {
-        let site = |s: &str| Plan::Site(s.into());
+        let site = |s: &str| Plan::site(s);
         assert_eq!(route(&site("B")), sites(&["B"]));
         assert_eq!(
             route(&Plan::FirstOf(vec![site("B"), site("C")])),
@@ -243,15 +245,14 @@ mod tests {
 
     fn spread(names: &[&str], prime: &str) -> Plan {
         Plan::SpreadOver {
-            parts: names.iter().map(|s| Plan::Site(s.to_string())).collect(),
+            parts: names.iter().map(|s| Plan::site(s)).collect(),
             prime: prime.into(),
         }
     }
 
     #[test]
     fn nested_collaborations_settle_on_the_sites_that_are_up() {
-        let all =
-            |names: &[&str]| Plan::AllOf(names.iter().map(|s| Plan::Site(s.to_string())).collect());
+        let all = |names: &[&str]| Plan::AllOf(names.iter().map(|s| Plan::site(s)).collect());
         let every = ["A", "B", "C"];
         // An otherwise inside a replication: its first part that is up.
         assert_eq!(settled("{s: A & (B ; C)}", &every), all(&["A", "B"]));
@@ -268,14 +269,14 @@ mod tests {
             spread(&["B", "C"], "B")
         );
         // A collaboration in an otherwise: the first part wholly up.
-        assert_eq!(settled("{s: A ; B & C}", &every), Plan::Site("A".into()));
+        assert_eq!(settled("{s: A ; B & C}", &every), Plan::site("A"));
         assert_eq!(settled("{s: A ; B & C}", &["B", "C"]), all(&["B", "C"]));
         // One collaboration inside another: its sites join the outer one, once each.
         assert_eq!(settled("{s: A & (B % C)}", &every), all(&every));
         assert_eq!(settled("{s: (A & B) % C}", &every), spread(&every, "A"));
-        assert_eq!(settled("{s: A & (B ; A)}", &["A"]), Plan::Site("A".into()));
+        assert_eq!(settled("{s: A & (B ; A)}", &["A"]), Plan::site("A"));
         // What already runs is left alone: an otherwise of sites is tried in turn.
-        let chain = Plan::FirstOf(vec![Plan::Site("B".into()), Plan::Site("C".into())]);
+        let chain = Plan::FirstOf(vec![Plan::site("B"), Plan::site("C")]);
         assert_eq!(settled("{s: B ; C}", &[]), chain);
         assert_eq!(settled("{s: B & C}", &[]), all(&["B", "C"]));
     }

@@ -393,7 +393,7 @@ impl WorkloadRequests {
         cgroup_id: u64,
     ) -> Option<Option<dsl::Scope>> {
         match self.decide(headers, service, cgroup_id).await {
-            Ok((dsl::Plan::Site(site), scope)) if site == self.site => Some(scope),
+            Ok((dsl::Plan::Site(site), scope)) if site.as_str() == self.site => Some(scope),
             _ => None,
         }
     }
@@ -418,7 +418,7 @@ impl WorkloadRequests {
             token_scope: &|token| self.token_scopes.scope_of(token),
         };
         let Some(found) = carriers::extract(headers, &known, &self.carriers)? else {
-            return Ok((dsl::Plan::Site(self.site.clone()), None));
+            return Ok((dsl::Plan::site(&self.site), None));
         };
         found
             .scope

@@ -69,7 +69,7 @@ fn sites_of(parts: &[Plan], what: &str) -> Result<Vec<String>, String> {
     parts
         .iter()
         .map(|part| match part {
-            Plan::Site(site) => Ok(site.clone()),
+            Plan::Site(site) => Ok(site.as_str().to_owned()),
             _ => Err(format!(
                 "{what} over a nested collaboration is not supported: name single sites"
             )),
@@ -149,7 +149,7 @@ mod tests {
     }
 
     fn site(name: &str) -> Plan {
-        Plan::Site(name.into())
+        Plan::site(name)
     }
 
     fn names(sites: &[&str]) -> Vec<String> {

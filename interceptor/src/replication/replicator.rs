@@ -149,7 +149,7 @@ impl<S: Sites> Replicator<S> {
             _ => ListShape::default(),
         };
         match decide::decide(addressed, plan) {
-            Action::Route if *plan == Plan::Site(self.site.clone()) => {
+            Action::Route if matches!(plan, Plan::Site(site) if site.as_str() == self.site) => {
                 Some(self.serve_here(call, false).await)
             }
             Action::Route => None,

@@ -53,9 +53,9 @@ fn names(allowed: &[Collaborating]) -> String {
 pub fn check(policy: &ScopePolicy, plan: &Plan, this_site: &str) -> Result<(), Breach> {
     let check = Check { policy, this_site };
     match plan {
-        Plan::Site(site) if site != this_site => {
+        Plan::Site(site) if site.as_str() != this_site => {
             check.collaboration(Collaborating::Sharing)?;
-            check.site(site)
+            check.site(site.as_str())
         }
         plan => check.plan(plan),
     }
@@ -69,7 +69,7 @@ struct Check<'a> {
 impl Check<'_> {
     fn plan(&self, plan: &Plan) -> Result<(), Breach> {
         let (what, parts) = match plan {
-            Plan::Site(site) => return self.site(site),
+            Plan::Site(site) => return self.site(site.as_str()),
             Plan::FirstOf(parts) => (Collaborating::Otherwise, parts),
             Plan::AllOf(parts) => (Collaborating::Replication, parts),
             Plan::SpreadOver { parts, prime } => {

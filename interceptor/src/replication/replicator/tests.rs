@@ -271,7 +271,7 @@ impl Test {
         target: &str,
         body: Value,
     ) -> Answer {
-        self.request(site, Plan::Site(site.into()), method, target, body)
+        self.request(site, Plan::site(site), method, target, body)
             .await
     }
 
@@ -352,7 +352,7 @@ impl Drop for Test {
 }
 
 pub(super) fn all_of(sites: &[&str]) -> Plan {
-    Plan::AllOf(sites.iter().map(|s| Plan::Site(s.to_string())).collect())
+    Plan::AllOf(sites.iter().map(|s| Plan::site(s)).collect())
 }
 
 pub(super) fn body(answer: &Answer) -> Value {
@@ -472,7 +472,7 @@ async fn updates_and_deletes_by_meta_id_reach_each_sites_own_local_id() {
 async fn cross_resources_are_listed_once_from_any_site_and_served_where_they_live() {
     let test = Test::new();
     let cross = |prime: &str| Plan::SpreadOver {
-        parts: vec![Plan::Site("Site1".into()), Plan::Site("Site2".into())],
+        parts: vec![Plan::site("Site1"), Plan::site("Site2")],
         prime: prime.into(),
     };
     let one = test

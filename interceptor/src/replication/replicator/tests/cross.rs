@@ -6,10 +6,7 @@ use super::*;
 async fn a_cross_resource_deleted_where_it_lives_is_forgotten_by_every_site_of_its_expression() {
     let test = Test::new();
     let cross = Plan::SpreadOver {
-        parts: SITES
-            .iter()
-            .map(|site| Plan::Site(site.to_string()))
-            .collect(),
+        parts: SITES.iter().map(|site| Plan::site(site)).collect(),
         prime: "Site2".into(),
     };
     let created = test
