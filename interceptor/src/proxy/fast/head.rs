@@ -11,7 +11,10 @@ use hyper::{
     HeaderMap, Method, StatusCode, Uri,
 };
 
-use super::fields::{make_lower_case, same_name, Fields, MAX_HEADERS};
+use super::{
+    buffers,
+    fields::{make_lower_case, same_name, Fields, MAX_HEADERS},
+};
 use crate::{
     http::{remove_hop_by_hop_headers, value_tokens, SERVED_BY},
     proxy::{grpc, request::strip_for_instance},
@@ -117,7 +120,7 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
     } else {
         strip_for_instance(&mut fields);
         let room = body_len.min(body_room) as usize;
-        let mut head = Vec::with_capacity(len + 256 + room);
+        let mut head = buffers::take(len + 256 + room);
         request_line(&mut head, &method, target);
         for (name, value) in fields.iter() {
             write_field(&mut head, name, value, bytes);
@@ -306,7 +309,8 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
     if to.close {
         fields.set(b"connection", b"close");
     }
-    let mut head = Vec::with_capacity(len + 128);
+    // Room for what came of the body too, which is gathered after the head.
+    let mut head = buffers::take(bytes.len() + 128);
     let client = Answer {
         status,
         reason,
