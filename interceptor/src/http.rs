@@ -108,10 +108,18 @@ pub static HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Where `connection` and `te` are in `HOP_BY_HOP`.
+const CONNECTION_AT: usize = 0;
+const TE_AT: usize = 4;
+
 /// A head's header fields as the rules on which ones go on need them: a `HeaderMap`, or the
 /// fast path's fields read in place (`proxy::fast`), so that one piece of code decides for
 /// both.
 pub trait HeaderTable {
+    /// Which of `HOP_BY_HOP` the head carries: bit `i` for `HOP_BY_HOP[i]`.
+    fn hop_by_hop_present(&self) -> u32 {
+        self.present_among(&HOP_BY_HOP)
+    }
     /// Which of `names` (at most 32) the head carries: bit `i` for `names[i]`.
     fn present_among(&self, names: &[HeaderName]) -> u32;
     /// The values of `name`, in order.
@@ -161,22 +169,17 @@ pub fn value_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
     // Most messages carry none, or only `connection: keep-alive`: one look at the names
     // present costs less than a removal (a hash and a probe) of each name.
-    let present = headers.present_among(&HOP_BY_HOP);
+    let present = headers.hop_by_hop_present();
     if present == 0 {
         return;
     }
-    let is_present = |name: &HeaderName| {
-        HOP_BY_HOP
-            .iter()
-            .position(|n| n == name)
-            .is_some_and(|i| present & (1 << i) != 0)
-    };
-    let te = &HOP_BY_HOP[4];
+    let (connection, te) = (&HOP_BY_HOP[CONNECTION_AT], &HOP_BY_HOP[TE_AT]);
+    let is_present = |at: usize| present & (1 << at) != 0;
     let trailers_accepted =
-        is_present(te) && headers.values(te).next() == Some(b"trailers".as_slice());
-    if is_present(&header::CONNECTION) {
+        is_present(TE_AT) && headers.values(te).next() == Some(b"trailers".as_slice());
+    if is_present(CONNECTION_AT) {
         let named_in_connection: Vec<HeaderName> = headers
-            .values(&header::CONNECTION)
+            .values(connection)
             .flat_map(value_tokens)
             // Those are removed below anyway (`keep-alive`, most often).
             .filter(|name| {

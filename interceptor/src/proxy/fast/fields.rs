@@ -5,7 +5,7 @@
 //! would write of a map, without building one.
 use hyper::header::HeaderName;
 
-use crate::http::HeaderTable;
+use crate::http::{HeaderTable, HOP_BY_HOP};
 
 /// As many header fields as hyper's HTTP/1 parser takes (fewer than `ADDED`).
 pub const MAX_HEADERS: usize = 100;
@@ -13,6 +13,69 @@ pub const MAX_HEADERS: usize = 100;
 const MAX_ADDED: usize = 3;
 /// An entry of `order` from this up names an added field.
 const ADDED: u8 = 128;
+
+/// The names the fast path looks for by what they are: each name read is classed once, so
+/// that a look for one of them is a look at its place, not a search. The first ones are
+/// `HOP_BY_HOP`'s, in its order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Known {
+    Connection,
+    KeepAlive,
+    ProxyAuthenticate,
+    ProxyAuthorization,
+    Te,
+    Trailer,
+    TransferEncoding,
+    Upgrade,
+    ContentLength,
+    ContentType,
+    Host,
+    Date,
+    Expect,
+}
+
+/// The names of `Known`, in its order, in lower case.
+const KNOWN_NAMES: [&[u8]; 13] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"content-length",
+    b"content-type",
+    b"host",
+    b"date",
+    b"expect",
+];
+
+impl Known {
+    /// What `name` is, if one of these: told by its length and first letter, then one
+    /// comparison.
+    pub fn of(name: &[u8]) -> Option<Known> {
+        // A letter in lower case (any other byte is told apart by the comparison).
+        let first = name.first()? | 0x20;
+        let candidate = match (name.len(), first) {
+            (2, _) => Known::Te,
+            (4, b'h') => Known::Host,
+            (4, _) => Known::Date,
+            (6, _) => Known::Expect,
+            (7, b't') => Known::Trailer,
+            (7, _) => Known::Upgrade,
+            (10, b'c') => Known::Connection,
+            (10, _) => Known::KeepAlive,
+            (12, _) => Known::ContentType,
+            (14, _) => Known::ContentLength,
+            (17, _) => Known::TransferEncoding,
+            (18, _) => Known::ProxyAuthenticate,
+            (19, _) => Known::ProxyAuthorization,
+            _ => return None,
+        };
+        same_letters(KNOWN_NAMES[candidate as usize], name).then_some(candidate)
+    }
+}
 
 pub struct Fields<'a> {
     fields: &'a [httparse::Header<'a>],
@@ -29,6 +92,8 @@ pub struct Fields<'a> {
     /// A bit for the `signature` of every name present (and of some removed): most names
     /// looked for are told absent without comparing names.
     seen: u64,
+    /// For each of `Known`, one more than its place in `order`; 0: absent.
+    known: [u8; KNOWN_NAMES.len()],
 }
 
 /// A name's length (its low byte) and last letter: two names unlike in them are not one name.
@@ -95,14 +160,20 @@ impl<'a> Fields<'a> {
             repeated: false,
             signatures: [0; MAX_HEADERS + MAX_ADDED],
             seen: 0,
+            known: [0; KNOWN_NAMES.len()],
         };
         for (i, field) in fields.iter().enumerate() {
             let name = field.name.as_bytes();
-            if table.position(name).is_some() {
+            let known = Known::of(name);
+            let again = match known {
+                Some(known) => table.known[known as usize] != 0,
+                None => table.position(name).is_some(),
+            };
+            if again {
                 table.repeated = true;
                 continue;
             }
-            table.push(i as u8, name);
+            table.push(i as u8, name, known);
         }
         table
     }
@@ -125,6 +196,22 @@ impl<'a> Fields<'a> {
         self.find(name, signature)
     }
 
+    /// Where `known` is in `order`.
+    fn known_position(&self, known: Known) -> Option<usize> {
+        (self.known[known as usize] as usize).checked_sub(1)
+    }
+
+    /// Which of `Known` `name` is, if any, and where it is in `order` (told by its place when
+    /// it is one of `Known`).
+    fn place(&self, name: &[u8]) -> (Option<Known>, Option<usize>) {
+        let known = Known::of(name);
+        let at = match known {
+            Some(known) => self.known_position(known),
+            None => self.position(name),
+        };
+        (known, at)
+    }
+
     /// Where `name`, of `signature`, is in `order`.
     #[inline(never)]
     fn find(&self, name: &[u8], signature: u16) -> Option<usize> {
@@ -140,9 +227,12 @@ impl<'a> Fields<'a> {
         None
     }
 
-    /// Adds a name last.
-    fn push(&mut self, entry: u8, name: &[u8]) {
+    /// Adds a name, `known` if one of them, last.
+    fn push(&mut self, entry: u8, name: &[u8], known: Option<Known>) {
         let signature = signature(name);
+        if let Some(known) = known {
+            self.known[known as usize] = self.names as u8 + 1;
+        }
         self.order[self.names] = entry;
         self.signatures[self.names] = signature;
         self.names += 1;
@@ -171,9 +261,14 @@ impl<'a> Fields<'a> {
         )
     }
 
-    /// The values of `name`, in order.
-    pub fn get_all(&self, name: &[u8]) -> impl Iterator<Item = &'a [u8]> + use<'a> {
-        let entry = self.position(name).map(|at| self.order[at]);
+    /// The values of `known`, in order.
+    pub fn known_values(&self, known: Known) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        self.values_at(self.known_position(known))
+    }
+
+    /// The values of the name at `at` in `order`, if any.
+    fn values_at(&self, at: Option<usize>) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let entry = at.map(|at| self.order[at]);
         entry
             .map(|entry| self.entry_values(entry))
             .into_iter()
@@ -184,12 +279,26 @@ impl<'a> Fields<'a> {
         self.position(name).is_some()
     }
 
+    pub fn has(&self, known: Known) -> bool {
+        self.known[known as usize] != 0
+    }
+
     /// Removes every field of `name`.
     pub fn remove_name(&mut self, name: &[u8]) {
-        if let Some(at) = self.position(name) {
-            self.names -= 1;
-            self.order[at] = self.order[self.names];
-            self.signatures[at] = self.signatures[self.names];
+        let (known, Some(at)) = self.place(name) else {
+            return;
+        };
+        if let Some(known) = known {
+            self.known[known as usize] = 0;
+        }
+        self.names -= 1;
+        if at == self.names {
+            return;
+        }
+        self.order[at] = self.order[self.names];
+        self.signatures[at] = self.signatures[self.names];
+        if let Some(moved) = Known::of(self.name_of(self.order[at])) {
+            self.known[moved as usize] = at as u8 + 1;
         }
     }
 
@@ -202,9 +311,9 @@ impl<'a> Fields<'a> {
         let entry = ADDED + self.added_len as u8;
         self.added[self.added_len] = (name, value);
         self.added_len += 1;
-        match self.position(name) {
-            Some(at) => self.order[at] = entry,
-            None => self.push(entry, name),
+        match self.place(name) {
+            (_, Some(at)) => self.order[at] = entry,
+            (known, None) => self.push(entry, name, known),
         }
     }
 
@@ -257,6 +366,13 @@ impl<'a> Iterator for Iter<'_, 'a> {
 }
 
 impl HeaderTable for Fields<'_> {
+    fn hop_by_hop_present(&self) -> u32 {
+        self.known[..HOP_BY_HOP.len()]
+            .iter()
+            .enumerate()
+            .fold(0, |bits, (i, at)| bits | u32::from(*at != 0) << i)
+    }
+
     fn present_among(&self, names: &[HeaderName]) -> u32 {
         names.iter().enumerate().fold(0, |bits, (i, name)| {
             match self.contains(name.as_str().as_bytes()) {
@@ -267,7 +383,7 @@ impl HeaderTable for Fields<'_> {
     }
 
     fn values(&self, name: &HeaderName) -> impl Iterator<Item = &[u8]> {
-        self.get_all(name.as_str().as_bytes())
+        self.values_at(self.place(name.as_str().as_bytes()).1)
     }
 
     fn remove(&mut self, name: &HeaderName) {
@@ -338,6 +454,24 @@ mod tests {
                 );
                 assert_eq!(same_name(&a, &b), a.eq_ignore_ascii_case(&b), "{x} {y}");
             }
+        }
+    }
+
+    #[test]
+    fn known_names_are_told_in_any_case_and_only_they() {
+        for (i, name) in KNOWN_NAMES.iter().enumerate() {
+            let known = Known::of(name).unwrap();
+            assert_eq!(known as usize, i);
+            assert_eq!(Known::of(&name.to_ascii_uppercase()), Some(known));
+            let mut other = name.to_vec();
+            other[name.len() - 1] ^= 1;
+            assert_eq!(Known::of(&other), None, "{other:?}");
+        }
+        for (hop_by_hop, name) in HOP_BY_HOP.iter().zip(KNOWN_NAMES) {
+            assert_eq!(hop_by_hop.as_str().as_bytes(), name);
+        }
+        for other in [&b"server"[..], b"etag", b"x-cheops-site", b"", b"\xff"] {
+            assert_eq!(Known::of(other), None);
         }
     }
 

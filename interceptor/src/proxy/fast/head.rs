@@ -7,13 +7,13 @@ use std::{cell::RefCell, time::SystemTime};
 
 use bytes::Bytes;
 use hyper::{
-    header::{self, HeaderName, HeaderValue},
+    header::{HeaderName, HeaderValue},
     HeaderMap, Method, StatusCode, Uri,
 };
 
 use super::{
     buffers,
-    fields::{make_lower_case, same_name, Fields, MAX_HEADERS},
+    fields::{make_lower_case, same_name, Fields, Known, MAX_HEADERS},
 };
 use crate::{
     http::{remove_hop_by_hop_headers, value_tokens, SERVED_BY},
@@ -83,15 +83,13 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         return Parsed::NotFast;
     }
     let mut fields = Fields::new(request.headers);
-    let not_fast = [header::TRANSFER_ENCODING, header::EXPECT, header::UPGRADE];
-    if not_fast
-        .iter()
-        .any(|name| fields.contains(name.as_str().as_bytes()))
-        || grpc::is_grpc_type(fields.get_all(b"content-type").next())
+    let not_fast = [Known::TransferEncoding, Known::Expect, Known::Upgrade];
+    if not_fast.into_iter().any(|known| fields.has(known))
+        || grpc::is_grpc_type(fields.known_values(Known::ContentType).next())
     {
         return Parsed::NotFast;
     }
-    let mut lengths = fields.get_all(b"content-length");
+    let mut lengths = fields.known_values(Known::ContentLength);
     let body_len = match (lengths.next(), lengths.next()) {
         (None, _) => 0,
         (Some(length), None) => match content_length(length) {
@@ -101,7 +99,10 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         (Some(_), Some(_)) => return Parsed::NotFast,
     };
     let mut close = false;
-    for token in fields.get_all(b"connection").flat_map(value_tokens) {
+    for token in fields
+        .known_values(Known::Connection)
+        .flat_map(value_tokens)
+    {
         if token.eq_ignore_ascii_case(b"upgrade") {
             return Parsed::NotFast;
         }
@@ -125,7 +126,7 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         for (name, value) in fields.iter() {
             write_field(&mut head, name, value, bytes);
         }
-        let host = fields.contains(b"host");
+        let host = fields.has(Known::Host);
         RequestFields::Written { head, host }
     };
     let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes())) else {
@@ -286,7 +287,7 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
         .map(str::as_bytes);
     let http11 = answer.version == Some(1);
     let mut fields = Fields::new(answer.headers);
-    let connection = || fields.get_all(b"connection");
+    let connection = || fields.known_values(Known::Connection);
     let keep_alive = if http11 {
         !connection().any(|value| has_token(value, "close"))
     } else {
@@ -296,7 +297,7 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED);
-    let body = match fields.get_all(b"transfer-encoding").last() {
+    let body = match fields.known_values(Known::TransferEncoding).last() {
         _ if !has_body => None,
         Some(last) if has_token_last(last, "chunked") => Some(Framing::Chunked),
         Some(_) => Some(Framing::UntilClose),
@@ -315,7 +316,7 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
         status,
         reason,
         http11,
-        has_date: fields.contains(b"date"),
+        has_date: fields.has(Known::Date),
         body: body.map(|framing| match framing {
             Framing::Length(len) => BodyLength::Known(len),
             Framing::Chunked | Framing::UntilClose => BodyLength::Unknown,
@@ -342,7 +343,7 @@ fn has_token_last(value: &[u8], token: &str) -> bool {
 /// An answer's `Content-Length`, every one alike, or none.
 fn answer_length(fields: &Fields<'_>) -> Result<Option<u64>, BadAnswer> {
     let mut found = None;
-    for value in fields.get_all(b"content-length") {
+    for value in fields.known_values(Known::ContentLength) {
         let length = content_length(value).ok_or(BadAnswer::Length)?;
         if found.is_some_and(|found| found != length) {
             return Err(BadAnswer::Length);
