@@ -96,16 +96,28 @@ pub fn is_framing_header(name: &str) -> bool {
         || name.eq_ignore_ascii_case(header::TRANSFER_ENCODING.as_str())
 }
 
+/// The names of `HOP_BY_HOP`, compared with a header's tokens without making names of them.
+const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Connection-level headers belong to one hop; the proxy's connections have their own.
 pub static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+    HeaderName::from_static(HOP_BY_HOP_NAMES[0]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[1]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[2]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[3]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[4]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[5]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[6]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[7]),
 ];
 
 /// Where `connection` and `te` are in `HOP_BY_HOP`.
@@ -183,9 +195,9 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
             .flat_map(value_tokens)
             // Those are removed below anyway (`keep-alive`, most often).
             .filter(|name| {
-                !HOP_BY_HOP
+                !HOP_BY_HOP_NAMES
                     .iter()
-                    .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+                    .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
             })
             .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect();

@@ -7,6 +7,9 @@ use std::cell::RefCell;
 
 /// At most as many buffers kept per thread: as many as one request holds at once.
 const KEPT: usize = 4;
+/// The least a buffer holds, so that any kept one serves any use without growing: what a
+/// client's or an instance's connection is read with.
+const LEAST: usize = 8 * 1024;
 /// The largest buffer kept; a larger one (a large body's) is freed.
 const LARGEST_KEPT: usize = 16 * 1024;
 
@@ -22,7 +25,7 @@ pub fn take(capacity: usize) -> Vec<u8> {
             buffer.reserve(capacity);
             buffer
         }
-        None => Vec::with_capacity(capacity),
+        None => Vec::with_capacity(capacity.max(LEAST)),
     }
 }
 
@@ -47,7 +50,7 @@ mod tests {
     #[test]
     fn a_buffer_given_back_is_taken_again_empty_and_a_large_one_is_not_kept() {
         let mut buffer = take(100);
-        assert!(buffer.capacity() >= 100);
+        assert!(buffer.capacity() >= LEAST);
         buffer.extend_from_slice(b"a head");
         let at = buffer.as_ptr();
         give_back(buffer);

@@ -113,11 +113,22 @@ pub fn same_name(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && (a.as_ptr() == b.as_ptr() || same_letters(a, b))
 }
 
-/// Whether two names of one length are one, in any case; eight letters at a time.
+/// Whether two names of one length are one, in any case; eight letters at a time (four at a
+/// time in shorter names).
 fn same_letters(a: &[u8], b: &[u8]) -> bool {
-    let Some(last) = a.len().checked_sub(8) else {
+    let len = a.len();
+    if len < 4 {
         return a.eq_ignore_ascii_case(b);
-    };
+    }
+    if len < 8 {
+        let four = |bytes: &[u8], at: usize| {
+            let four: [u8; 4] = bytes[at..at + 4].try_into().unwrap_or_default();
+            lower_case(u64::from(u32::from_le_bytes(four)))
+        };
+        // The last four overlap the first when the length is not four.
+        return four(a, 0) == four(b, 0) && four(a, len - 4) == four(b, len - 4);
+    }
+    let last = len - 8;
     let word = |bytes: &[u8], at: usize| {
         let eight: [u8; 8] = bytes[at..at + 8].try_into().unwrap_or_default();
         lower_case(u64::from_le_bytes(eight))
@@ -126,14 +137,38 @@ fn same_letters(a: &[u8], b: &[u8]) -> bool {
     (0..last).step_by(8).all(|at| word(a, at) == word(b, at)) && word(a, last) == word(b, last)
 }
 
-/// `name`'s ASCII capitals put in lower case (as `make_ascii_lowercase`), eight at a time.
+/// `name`'s ASCII capitals put in lower case (as `make_ascii_lowercase`), eight at a time
+/// (four at a time in a shorter name); the last eight (or four) overlap the others when the
+/// length is not a multiple of them, as putting in lower case twice changes nothing.
 pub fn make_lower_case(name: &mut [u8]) {
-    let mut words = name.chunks_exact_mut(8);
-    for word in &mut words {
-        let eight: [u8; 8] = (*word).try_into().unwrap_or_default();
-        word.copy_from_slice(&lower_case(u64::from_le_bytes(eight)).to_le_bytes());
+    let len = name.len();
+    if len >= 8 {
+        let mut at = 0;
+        while at + 8 < len {
+            lower_case_eight(name, at);
+            at += 8;
+        }
+        lower_case_eight(name, len - 8);
+    } else if len >= 4 {
+        lower_case_four(name, 0);
+        lower_case_four(name, len - 4);
+    } else {
+        name.make_ascii_lowercase();
     }
-    words.into_remainder().make_ascii_lowercase();
+}
+
+fn lower_case_eight(name: &mut [u8], at: usize) {
+    let word = &mut name[at..at + 8];
+    let eight: [u8; 8] = (*word).try_into().unwrap_or_default();
+    word.copy_from_slice(&lower_case(u64::from_le_bytes(eight)).to_le_bytes());
+}
+
+fn lower_case_four(name: &mut [u8], at: usize) {
+    let word = &mut name[at..at + 4];
+    let four: [u8; 4] = (*word).try_into().unwrap_or_default();
+    // The four bytes above are 0, which `lower_case` leaves as they are.
+    let lower = lower_case(u64::from(u32::from_le_bytes(four))) as u32;
+    word.copy_from_slice(&lower.to_le_bytes());
 }
 
 /// Eight bytes with their ASCII capitals in lower case (as `u8::to_ascii_lowercase`).
@@ -150,6 +185,8 @@ fn lower_case(word: u64) -> u64 {
 
 impl<'a> Fields<'a> {
     /// `fields`: at most `MAX_HEADERS`, as httparse reads them.
+    // Inlined: the table is then made where the caller keeps it, not copied there.
+    #[inline(always)]
     pub fn new(fields: &'a [httparse::Header<'a>]) -> Fields<'a> {
         let mut table = Fields {
             fields,
@@ -445,6 +482,20 @@ mod tests {
         let expected = mixed.to_ascii_lowercase();
         make_lower_case(&mut mixed);
         assert_eq!(mixed, expected);
+        // Every length, the last word overlapping the others or not.
+        for len in 0..=20 {
+            let mut name: Vec<u8> = (b'>'..).take(len).collect();
+            let expected = name.to_ascii_lowercase();
+            make_lower_case(&mut name);
+            assert_eq!(name, expected);
+            let upper = name.to_ascii_uppercase();
+            assert!(same_name(&name, &upper));
+            let mut other = upper.clone();
+            if let Some(first) = other.first_mut() {
+                *first ^= 1;
+                assert!(!same_name(&name, &other), "{other:?}");
+            }
+        }
         // Every byte against every other in one word: as `eq_ignore_ascii_case`.
         for x in 0..=255u8 {
             for y in 0..=255u8 {
