@@ -132,6 +132,10 @@ pub trait HeaderTable {
     fn hop_by_hop_present(&self) -> u32 {
         self.present_among(&HOP_BY_HOP)
     }
+    /// Removes every field of `HOP_BY_HOP[at]`.
+    fn remove_hop_by_hop(&mut self, at: usize) {
+        self.remove(&HOP_BY_HOP[at]);
+    }
     /// Which of `names` (at most 32) the head carries: bit `i` for `names[i]`.
     fn present_among(&self, names: &[HeaderName]) -> u32;
     /// The values of `name`, in order.
@@ -190,24 +194,29 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
     let trailers_accepted =
         is_present(TE_AT) && headers.values(te).next() == Some(b"trailers".as_slice());
     if is_present(CONNECTION_AT) {
-        let named_in_connection: Vec<HeaderName> = headers
-            .values(connection)
-            .flat_map(value_tokens)
-            // Those are removed below anyway (`keep-alive`, most often).
-            .filter(|name| {
-                !HOP_BY_HOP_NAMES
+        // Gathered first, as removing fields changes those of `Connection` read.
+        let mut named_in_connection = Vec::new();
+        for value in headers.values(connection) {
+            for name in value_tokens(value) {
+                // Those are removed below anyway (`keep-alive`, most often).
+                let hop_by_hop = HOP_BY_HOP_NAMES
                     .iter()
-                    .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
-            })
-            .filter_map(|name| HeaderName::from_bytes(name).ok())
-            .collect();
+                    .any(|n| n.as_bytes().eq_ignore_ascii_case(name));
+                if hop_by_hop {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(name) {
+                    named_in_connection.push(name);
+                }
+            }
+        }
         for name in &named_in_connection {
             headers.remove(name);
         }
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(name);
+    for at in 0..HOP_BY_HOP.len() {
+        if is_present(at) {
+            headers.remove_hop_by_hop(at);
         }
     }
     if trailers_accepted {

@@ -52,6 +52,18 @@ const KNOWN_NAMES: [&[u8]; 13] = [
 ];
 
 impl Known {
+    /// Those of `HOP_BY_HOP`, in its order.
+    const HOP_BY_HOP: [Known; 8] = [
+        Known::Connection,
+        Known::KeepAlive,
+        Known::ProxyAuthenticate,
+        Known::ProxyAuthorization,
+        Known::Te,
+        Known::Trailer,
+        Known::TransferEncoding,
+        Known::Upgrade,
+    ];
+
     /// What `name` is, if one of these: told by its length and first letter, then one
     /// comparison.
     pub fn of(name: &[u8]) -> Option<Known> {
@@ -277,7 +289,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The values of the name at `entry`, in order.
-    fn entry_values(&self, entry: u8) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+    fn entry_values(&self, entry: u8) -> Values<'a> {
         let (first, rest) = match entry.checked_sub(ADDED) {
             Some(added) => (self.added[added as usize].1, &[][..]),
             None => {
@@ -290,26 +302,28 @@ impl<'a> Fields<'a> {
                 (self.fields[at].value, rest)
             }
         };
-        let name = self.name_of(entry);
-        std::iter::once(first).chain(
-            rest.iter()
-                .filter(move |field| same_name(field.name.as_bytes(), name))
-                .map(|field| field.value),
-        )
+        Values {
+            first: Some(first),
+            rest,
+            name: self.name_of(entry),
+        }
     }
 
     /// The values of `known`, in order.
-    pub fn known_values(&self, known: Known) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+    pub fn known_values(&self, known: Known) -> Values<'a> {
         self.values_at(self.known_position(known))
     }
 
     /// The values of the name at `at` in `order`, if any.
-    fn values_at(&self, at: Option<usize>) -> impl Iterator<Item = &'a [u8]> + use<'a> {
-        let entry = at.map(|at| self.order[at]);
-        entry
-            .map(|entry| self.entry_values(entry))
-            .into_iter()
-            .flatten()
+    fn values_at(&self, at: Option<usize>) -> Values<'a> {
+        match at {
+            Some(at) => self.entry_values(self.order[at]),
+            None => Values {
+                first: None,
+                rest: &[],
+                name: &[],
+            },
+        }
     }
 
     pub fn contains(&self, name: &[u8]) -> bool {
@@ -322,7 +336,13 @@ impl<'a> Fields<'a> {
 
     /// Removes every field of `name`.
     pub fn remove_name(&mut self, name: &[u8]) {
-        let (known, Some(at)) = self.place(name) else {
+        let (known, at) = self.place(name);
+        self.remove_at(known, at);
+    }
+
+    /// Removes every field of the name at `at` in `order`, if any, `known` if one of them.
+    fn remove_at(&mut self, known: Option<Known>, at: Option<usize>) {
+        let Some(at) = at else {
             return;
         };
         if let Some(known) = known {
@@ -361,6 +381,33 @@ impl<'a> Fields<'a> {
             next: 0,
             more_of: None,
         }
+    }
+}
+
+/// The values of one name, in order.
+pub struct Values<'a> {
+    first: Option<&'a [u8]>,
+    /// The fields after the first, among which the name's others are (none when no name
+    /// comes in more than one field).
+    rest: &'a [httparse::Header<'a>],
+    name: &'a [u8],
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        let name = self.name;
+        let at = self
+            .rest
+            .iter()
+            .position(|field| same_name(field.name.as_bytes(), name))?;
+        let value = self.rest[at].value;
+        self.rest = &self.rest[at + 1..];
+        Some(value)
     }
 }
 
@@ -408,6 +455,11 @@ impl HeaderTable for Fields<'_> {
             .iter()
             .enumerate()
             .fold(0, |bits, (i, at)| bits | u32::from(*at != 0) << i)
+    }
+
+    fn remove_hop_by_hop(&mut self, at: usize) {
+        let known = Known::HOP_BY_HOP[at];
+        self.remove_at(Some(known), self.known_position(known));
     }
 
     fn present_among(&self, names: &[HeaderName]) -> u32 {
