@@ -66,7 +66,21 @@ impl Known {
 
     /// What `name` is, if one of these: told by its length and first letter, then one
     /// comparison.
+    // Inlined: most names are of another length, told apart at once.
+    #[inline(always)]
     pub fn of(name: &[u8]) -> Option<Known> {
+        // Bit `n` set: some of these names are `n` letters long.
+        const LENGTHS: u32 =
+            1 << 2 | 1 << 4 | 1 << 6 | 1 << 7 | 1 << 10 | 1 << 12 | 1 << 14 | 7 << 17;
+        if name.len() >= 32 || LENGTHS >> name.len() & 1 == 0 {
+            return None;
+        }
+        Known::among_those_long(name)
+    }
+
+    /// What `name`, of a length that some of these have, is, if one of these.
+    #[inline(never)]
+    fn among_those_long(name: &[u8]) -> Option<Known> {
         // A letter in lower case (any other byte is told apart by the comparison).
         let first = name.first()? | 0x20;
         let candidate = match (name.len(), first) {
@@ -85,7 +99,7 @@ impl Known {
             (19, _) => Known::ProxyAuthorization,
             _ => return None,
         };
-        same_letters(KNOWN_NAMES[candidate as usize], name).then_some(candidate)
+        alike(KNOWN_NAMES[candidate as usize], name, true).then_some(candidate)
     }
 }
 
@@ -125,28 +139,44 @@ pub fn same_name(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && (a.as_ptr() == b.as_ptr() || same_letters(a, b))
 }
 
-/// Whether two names of one length are one, in any case; eight letters at a time (four at a
-/// time in shorter names).
+/// Whether two names of one length are one, in any case.
 fn same_letters(a: &[u8], b: &[u8]) -> bool {
+    alike(a, b, false)
+}
+
+/// Whether two names of one length are one, in any case, eight letters at a time (four at a
+/// time in shorter names); `a_lower`: `a` is in lower case already (only `b` is put in it).
+// Inlined: `a_lower` is known where it is called, and most names compared are short.
+#[inline(always)]
+fn alike(a: &[u8], b: &[u8], a_lower: bool) -> bool {
     let len = a.len();
+    let lower_a = |word: u64| if a_lower { word } else { lower_case(word) };
     if len < 4 {
         return a.eq_ignore_ascii_case(b);
     }
     if len < 8 {
         let four = |bytes: &[u8], at: usize| {
             let four: [u8; 4] = bytes[at..at + 4].try_into().unwrap_or_default();
-            lower_case(u64::from(u32::from_le_bytes(four)))
+            u64::from(u32::from_le_bytes(four))
         };
         // The last four overlap the first when the length is not four.
-        return four(a, 0) == four(b, 0) && four(a, len - 4) == four(b, len - 4);
+        return lower_a(four(a, 0)) == lower_case(four(b, 0))
+            && lower_a(four(a, len - 4)) == lower_case(four(b, len - 4));
     }
-    let last = len - 8;
     let word = |bytes: &[u8], at: usize| {
         let eight: [u8; 8] = bytes[at..at + 8].try_into().unwrap_or_default();
-        lower_case(u64::from_le_bytes(eight))
+        u64::from_le_bytes(eight)
     };
+    let same = |at: usize| lower_a(word(a, at)) == lower_case(word(b, at));
     // The last eight overlap the others when the length is not a multiple of eight.
-    (0..last).step_by(8).all(|at| word(a, at) == word(b, at)) && word(a, last) == word(b, last)
+    let mut at = 0;
+    while at + 8 < len {
+        if !same(at) {
+            return false;
+        }
+        at += 8;
+    }
+    same(len - 8)
 }
 
 /// `name`'s ASCII capitals put in lower case (as `make_ascii_lowercase`), eight at a time
@@ -423,6 +453,8 @@ pub struct Iter<'t, 'a> {
 impl<'a> Iterator for Iter<'_, 'a> {
     type Item = (&'a [u8], &'a [u8]);
 
+    // Inlined: called for every field written, it does little.
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         let table = self.table;
         if let Some((name, from)) = self.more_of.take() {

@@ -178,12 +178,15 @@ fn header_map(fields: &[httparse::Header<'_>], head: &Shared<'_>) -> Option<Head
     Some(headers)
 }
 
-/// A `Content-Length` as hyper reads it: digits only.
+/// A `Content-Length` as hyper reads it: digits only, at most `u64::MAX`.
 fn content_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    digits.iter().try_fold(0u64, |length, digit| {
+        let digit = digit.checked_sub(b'0').filter(|digit| *digit < 10)?;
+        length.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// Whether a comma-separated header value (`Connection`) holds `token`.
@@ -487,4 +490,34 @@ fn now_as_http_date() -> [u8; 29] {
         }
         cached.1
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_length;
+
+    #[test]
+    fn a_content_length_is_read_as_its_digits_parsed() {
+        let lengths = [
+            "",
+            "0",
+            "1024",
+            "007",
+            "18446744073709551615",
+            "18446744073709551616",
+            "+1",
+            "-1",
+            "1 ",
+            " 1",
+            "a",
+            "12a",
+            "1_0",
+            "١",
+        ];
+        for length in lengths {
+            let digits_only = !length.is_empty() && length.bytes().all(|b| b.is_ascii_digit());
+            let parsed = length.parse::<u64>().ok().filter(|_| digits_only);
+            assert_eq!(content_length(length.as_bytes()), parsed, "{length:?}");
+        }
+    }
 }
