@@ -239,6 +239,8 @@ mod tests {
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        assert_eq!(HOP_BY_HOP[CONNECTION_AT], header::CONNECTION);
+        assert_eq!(HOP_BY_HOP[TE_AT], header::TE);
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONNECTION,

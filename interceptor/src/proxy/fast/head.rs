@@ -13,7 +13,8 @@ use hyper::{
 
 use super::{
     buffers,
-    fields::{make_lower_case, same_name, Fields, Known, MAX_HEADERS},
+    fields::{Fields, MAX_HEADERS},
+    names::{make_lower_case, same_name, Known},
 };
 use crate::{
     http::{remove_hop_by_hop_headers, value_tokens, SERVED_BY},

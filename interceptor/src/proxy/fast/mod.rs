@@ -16,6 +16,7 @@ mod body;
 mod buffers;
 mod fields;
 mod head;
+mod names;
 mod pool;
 #[cfg(test)]
 mod pooling_tests;
