@@ -140,6 +140,8 @@ fn alike(a: &[u8], b: &[u8], a_lower: bool) -> bool {
 /// `name`'s ASCII capitals put in lower case (as `make_ascii_lowercase`), eight at a time
 /// (four at a time in a shorter name); the last eight (or four) overlap the others when the
 /// length is not a multiple of them, as putting in lower case twice changes nothing.
+// Inlined: called once for each field written, on a short name.
+#[inline]
 pub fn make_lower_case(name: &mut [u8]) {
     let len = name.len();
     if len >= 8 {
