@@ -54,7 +54,8 @@ impl Known {
 
     /// What `name` is, if one of these: told by its length and first letter, then one
     /// comparison.
-    // Inlined: most names are of another length, told apart at once.
+    // Inlined: most names are of another length or begin with another letter, told apart at
+    // once.
     #[inline(always)]
     pub fn of(name: &[u8]) -> Option<Known> {
         // Bit `n` set: some of these names are `n` letters long.
@@ -63,33 +64,34 @@ impl Known {
         if name.len() >= 32 || LENGTHS >> name.len() & 1 == 0 {
             return None;
         }
-        Known::among_those_long(name)
-    }
-
-    /// What `name`, of a length that some of these have, is, if one of these.
-    #[inline(never)]
-    fn among_those_long(name: &[u8]) -> Option<Known> {
         // A letter in lower case (any other byte is told apart by the comparison).
         let first = name.first()? | 0x20;
         let candidate = match (name.len(), first) {
-            (2, _) => Known::Te,
+            (2, b't') => Known::Te,
             (4, b'h') => Known::Host,
-            (4, _) => Known::Date,
-            (6, _) => Known::Expect,
+            (4, b'd') => Known::Date,
+            (6, b'e') => Known::Expect,
             (7, b't') => Known::Trailer,
-            (7, _) => Known::Upgrade,
+            (7, b'u') => Known::Upgrade,
             (10, b'c') => Known::Connection,
-            (10, _) => Known::KeepAlive,
-            (12, _) => Known::ContentType,
-            (14, _) => Known::ContentLength,
-            (17, _) => Known::TransferEncoding,
-            (18, _) => Known::ProxyAuthenticate,
-            (19, _) => Known::ProxyAuthorization,
+            (10, b'k') => Known::KeepAlive,
+            (12, b'c') => Known::ContentType,
+            (14, b'c') => Known::ContentLength,
+            (17, b't') => Known::TransferEncoding,
+            (18, b'p') => Known::ProxyAuthenticate,
+            (19, b'p') => Known::ProxyAuthorization,
             _ => return None,
         };
-        alike(KNOWN_NAMES[candidate as usize], name, true).then_some(candidate)
+        candidate.is(name).then_some(candidate)
+    }
+
+    /// Whether `name`, of this one's length, is this one.
+    #[inline(never)]
+    fn is(self, name: &[u8]) -> bool {
+        alike(KNOWN_NAMES[self as usize], name, true)
     }
 }
+
 /// Whether two names are one, as `HeaderName`s (in any case).
 // Inlined: most names compared are of other lengths, or the same slice (a name's next field).
 #[inline(always)]
