@@ -45,11 +45,12 @@ fn seen_bit(signature: u16) -> u64 {
 }
 
 impl<'a> Fields<'a> {
-    /// `fields`: at most `MAX_HEADERS`, as httparse reads them.
-    // Inlined: the table is then made where the caller keeps it, not copied there.
+    /// `fields`: at most `MAX_HEADERS`, as httparse reads them; none is found before `index`.
+    // Made apart from `index`, and inlined: the table is then made where the caller keeps it,
+    // not made in a local and copied there (a few hundred bytes).
     #[inline(always)]
     pub fn new(fields: &'a [httparse::Header<'a>]) -> Fields<'a> {
-        let mut table = Fields {
+        Fields {
             fields,
             order: [0; MAX_HEADERS + MAX_ADDED],
             names: 0,
@@ -59,21 +60,24 @@ impl<'a> Fields<'a> {
             signatures: [0; MAX_HEADERS + MAX_ADDED],
             seen: 0,
             known: [0; KNOWN_NAMES.len()],
-        };
-        for (i, field) in fields.iter().enumerate() {
+        }
+    }
+
+    /// Reads the names of the fields, so that they can be found.
+    pub fn index(&mut self) {
+        for (i, field) in self.fields.iter().enumerate() {
             let name = field.name.as_bytes();
             let known = Known::of(name);
             let again = match known {
-                Some(known) => table.known[known as usize] != 0,
-                None => table.position(name).is_some(),
+                Some(known) => self.known[known as usize] != 0,
+                None => self.position(name).is_some(),
             };
             if again {
-                table.repeated = true;
+                self.repeated = true;
                 continue;
             }
-            table.push(i as u8, name, known);
+            self.push(i as u8, name, known);
         }
-        table
     }
 
     fn name_of(&self, entry: u8) -> &'a [u8] {
@@ -376,6 +380,7 @@ mod tests {
                 map.append(name, HeaderValue::from_bytes(field.value).unwrap());
             }
             let mut fields = Fields::new(&parsed);
+            fields.index();
             let as_map = |map: &HeaderMap| {
                 written(
                     map.iter()

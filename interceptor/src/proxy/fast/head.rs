@@ -84,6 +84,7 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         return Parsed::NotFast;
     }
     let mut fields = Fields::new(request.headers);
+    fields.index();
     let not_fast = [Known::TransferEncoding, Known::Expect, Known::Upgrade];
     if not_fast.into_iter().any(|known| fields.has(known))
         || grpc::is_grpc_type(fields.known_values(Known::ContentType).next())
@@ -291,6 +292,7 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
         .map(str::as_bytes);
     let http11 = answer.version == Some(1);
     let mut fields = Fields::new(answer.headers);
+    fields.index();
     let connection = || fields.known_values(Known::Connection);
     let keep_alive = if http11 {
         !connection().any(|value| has_token(value, "close"))
