@@ -68,15 +68,16 @@ impl<'a> Fields<'a> {
         for (i, field) in self.fields.iter().enumerate() {
             let name = field.name.as_bytes();
             let known = Known::of(name);
+            let signature = signature(name);
             let again = match known {
                 Some(known) => self.known[known as usize] != 0,
-                None => self.position(name).is_some(),
+                None => self.signature_position(name, signature).is_some(),
             };
             if again {
                 self.repeated = true;
                 continue;
             }
-            self.push(i as u8, name, known);
+            self.push(i as u8, signature, known);
         }
     }
 
@@ -88,10 +89,16 @@ impl<'a> Fields<'a> {
     }
 
     /// Where `name` is in `order`.
-    // Inlined: most names looked for are absent, told so by `seen` alone.
     #[inline(always)]
     fn position(&self, name: &[u8]) -> Option<usize> {
-        let signature = signature(name);
+        self.signature_position(name, signature(name))
+    }
+
+    /// Where `name`, of `signature`, is in `order`, searched for (`find`) only when `seen`
+    /// does not tell it absent.
+    // Inlined: most names looked for are absent, told so by `seen` alone.
+    #[inline(always)]
+    fn signature_position(&self, name: &[u8], signature: u16) -> Option<usize> {
         if self.seen & seen_bit(signature) == 0 {
             return None;
         }
@@ -129,9 +136,8 @@ impl<'a> Fields<'a> {
         None
     }
 
-    /// Adds a name, `known` if one of them, last.
-    fn push(&mut self, entry: u8, name: &[u8], known: Option<Known>) {
-        let signature = signature(name);
+    /// Adds a name, of `signature`, `known` if one of them, last.
+    fn push(&mut self, entry: u8, signature: u16, known: Option<Known>) {
         if let Some(known) = known {
             self.known[known as usize] = self.names as u8 + 1;
         }
@@ -223,7 +229,7 @@ impl<'a> Fields<'a> {
         self.added_len += 1;
         match self.place(name) {
             (_, Some(at)) => self.order[at] = entry,
-            (known, None) => self.push(entry, name, known),
+            (known, None) => self.push(entry, signature(name), known),
         }
     }
 
