@@ -96,22 +96,46 @@ pub fn is_framing_header(name: &str) -> bool {
         || name.eq_ignore_ascii_case(header::TRANSFER_ENCODING.as_str())
 }
 
+/// The names of `HOP_BY_HOP`, compared with a header's tokens without making names of them.
+const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Connection-level headers belong to one hop; the proxy's connections have their own.
 pub static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+    HeaderName::from_static(HOP_BY_HOP_NAMES[0]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[1]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[2]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[3]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[4]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[5]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[6]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[7]),
 ];
+
+/// Where `connection` and `te` are in `HOP_BY_HOP`.
+const CONNECTION_AT: usize = 0;
+const TE_AT: usize = 4;
 
 /// A head's header fields as the rules on which ones go on need them: a `HeaderMap`, or the
 /// fast path's fields read in place (`proxy::fast`), so that one piece of code decides for
 /// both.
 pub trait HeaderTable {
+    /// Which of `HOP_BY_HOP` the head carries: bit `i` for `HOP_BY_HOP[i]`.
+    fn hop_by_hop_present(&self) -> u32 {
+        self.present_among(&HOP_BY_HOP)
+    }
+    /// Removes every field of `HOP_BY_HOP[at]`.
+    fn remove_hop_by_hop(&mut self, at: usize) {
+        self.remove(&HOP_BY_HOP[at]);
+    }
     /// Which of `names` (at most 32) the head carries: bit `i` for `names[i]`.
     fn present_among(&self, names: &[HeaderName]) -> u32;
     /// The values of `name`, in order.
@@ -161,38 +185,38 @@ pub fn value_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
     // Most messages carry none, or only `connection: keep-alive`: one look at the names
     // present costs less than a removal (a hash and a probe) of each name.
-    let present = headers.present_among(&HOP_BY_HOP);
+    let present = headers.hop_by_hop_present();
     if present == 0 {
         return;
     }
-    let is_present = |name: &HeaderName| {
-        HOP_BY_HOP
-            .iter()
-            .position(|n| n == name)
-            .is_some_and(|i| present & (1 << i) != 0)
-    };
-    let te = &HOP_BY_HOP[4];
+    let (connection, te) = (&HOP_BY_HOP[CONNECTION_AT], &HOP_BY_HOP[TE_AT]);
+    let is_present = |at: usize| present & (1 << at) != 0;
     let trailers_accepted =
-        is_present(te) && headers.values(te).next() == Some(b"trailers".as_slice());
-    if is_present(&header::CONNECTION) {
-        let named_in_connection: Vec<HeaderName> = headers
-            .values(&header::CONNECTION)
-            .flat_map(value_tokens)
-            // Those are removed below anyway (`keep-alive`, most often).
-            .filter(|name| {
-                !HOP_BY_HOP
+        is_present(TE_AT) && headers.values(te).next() == Some(b"trailers".as_slice());
+    if is_present(CONNECTION_AT) {
+        // Gathered first, as removing fields changes those of `Connection` read.
+        let mut named_in_connection = Vec::new();
+        for value in headers.values(connection) {
+            for name in value_tokens(value) {
+                // Those are removed below anyway (`keep-alive`, most often).
+                let hop_by_hop = HOP_BY_HOP_NAMES
                     .iter()
-                    .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
-            })
-            .filter_map(|name| HeaderName::from_bytes(name).ok())
-            .collect();
+                    .any(|n| n.as_bytes().eq_ignore_ascii_case(name));
+                if hop_by_hop {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(name) {
+                    named_in_connection.push(name);
+                }
+            }
+        }
         for name in &named_in_connection {
             headers.remove(name);
         }
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(name);
+    for at in 0..HOP_BY_HOP.len() {
+        if is_present(at) {
+            headers.remove_hop_by_hop(at);
         }
     }
     if trailers_accepted {
@@ -215,6 +239,8 @@ mod tests {
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        assert_eq!(HOP_BY_HOP[CONNECTION_AT], header::CONNECTION);
+        assert_eq!(HOP_BY_HOP[TE_AT], header::TE);
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONNECTION,

@@ -218,7 +218,8 @@ impl WorkloadRequests {
             histograms,
         };
         let (plan, scope) = match self.decide(&mut parts.headers, service, cgroup_id).await {
-            Ok(decision) => decision,
+            Ok(Some((plan, scope))) => (plan, Some(scope)),
+            Ok(None) => (dsl::Plan::site(&self.site), None),
             Err(refusal) => {
                 if let Refusal::Policy { who, breach, .. } = &refusal {
                     self.metrics.record_policy_refusal(breach.rule(), who);
@@ -393,19 +394,23 @@ impl WorkloadRequests {
         cgroup_id: u64,
     ) -> Option<Option<dsl::Scope>> {
         match self.decide(headers, service, cgroup_id).await {
-            Ok((dsl::Plan::Site(site), scope)) if site.as_str() == self.site => Some(scope),
+            Ok(None) => Some(None),
+            Ok(Some((dsl::Plan::Site(site), scope))) if site.as_str() == self.site => {
+                Some(Some(scope))
+            }
             _ => None,
         }
     }
 
-    /// The plan for this request and the scope it came with (none: local), with its scope
-    /// rewritten for the next hop; why the scope cannot be used, if it cannot (answered 400).
+    /// The plan for this request and the scope it came with, with its scope rewritten for the
+    /// next hop (`None`: it came with none, and this site serves it); why the scope cannot be
+    /// used, if it cannot (answered 400).
     async fn decide(
         &self,
         headers: &mut HeaderMap,
         service: &Service,
         cgroup_id: u64,
-    ) -> Result<(dsl::Plan, Option<dsl::Scope>), Refusal> {
+    ) -> Result<Option<(dsl::Plan, dsl::Scope)>, Refusal> {
         let defaults = match cgroup_id {
             NO_WORKLOAD => CgroupDefaults {
                 scope: None,
@@ -418,7 +423,7 @@ impl WorkloadRequests {
             token_scope: &|token| self.token_scopes.scope_of(token),
         };
         let Some(found) = carriers::extract(headers, &known, &self.carriers)? else {
-            return Ok((dsl::Plan::site(&self.site), None));
+            return Ok(None);
         };
         found
             .scope
@@ -441,6 +446,6 @@ impl WorkloadRequests {
             })?;
         }
         carriers::pass_on(headers, &found, &service.name, &self.carriers);
-        Ok((plan, Some(found.scope)))
+        Ok(Some((plan, found.scope)))
     }
 }

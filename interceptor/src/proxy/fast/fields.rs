@@ -5,7 +5,8 @@
 //! would write of a map, without building one.
 use hyper::header::HeaderName;
 
-use crate::http::HeaderTable;
+use super::names::{same_name, Known, KNOWN_NAMES};
+use crate::http::{HeaderTable, HOP_BY_HOP};
 
 /// As many header fields as hyper's HTTP/1 parser takes (fewer than `ADDED`).
 pub const MAX_HEADERS: usize = 100;
@@ -29,6 +30,8 @@ pub struct Fields<'a> {
     /// A bit for the `signature` of every name present (and of some removed): most names
     /// looked for are told absent without comparing names.
     seen: u64,
+    /// For each of `Known`, one more than its place in `order`; 0: absent.
+    known: [u8; KNOWN_NAMES.len()],
 }
 
 /// A name's length (its low byte) and last letter: two names unlike in them are not one name.
@@ -41,52 +44,13 @@ fn seen_bit(signature: u16) -> u64 {
     1 << ((signature ^ signature >> 8) % 64)
 }
 
-/// Whether two names are one, as `HeaderName`s (in any case).
-// Inlined: most names compared are of other lengths, or the same slice (a name's next field).
-#[inline(always)]
-pub fn same_name(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && (a.as_ptr() == b.as_ptr() || same_letters(a, b))
-}
-
-/// Whether two names of one length are one, in any case; eight letters at a time.
-fn same_letters(a: &[u8], b: &[u8]) -> bool {
-    let Some(last) = a.len().checked_sub(8) else {
-        return a.eq_ignore_ascii_case(b);
-    };
-    let word = |bytes: &[u8], at: usize| {
-        let eight: [u8; 8] = bytes[at..at + 8].try_into().unwrap_or_default();
-        lower_case(u64::from_le_bytes(eight))
-    };
-    // The last eight overlap the others when the length is not a multiple of eight.
-    (0..last).step_by(8).all(|at| word(a, at) == word(b, at)) && word(a, last) == word(b, last)
-}
-
-/// `name`'s ASCII capitals put in lower case (as `make_ascii_lowercase`), eight at a time.
-pub fn make_lower_case(name: &mut [u8]) {
-    let mut words = name.chunks_exact_mut(8);
-    for word in &mut words {
-        let eight: [u8; 8] = (*word).try_into().unwrap_or_default();
-        word.copy_from_slice(&lower_case(u64::from_le_bytes(eight)).to_le_bytes());
-    }
-    words.into_remainder().make_ascii_lowercase();
-}
-
-/// Eight bytes with their ASCII capitals in lower case (as `u8::to_ascii_lowercase`).
-fn lower_case(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let below_128 = word & (0x7f * ONES);
-    // A byte's high bit once it is past `@`, and once it is past `Z` (no carries: each sum
-    // stays under 256).
-    let past_at = below_128 + (0x80 - u64::from(b'A')) * ONES;
-    let past_z = below_128 + (0x80 - u64::from(b'Z') - 1) * ONES;
-    let capitals = past_at & !past_z & !word & (0x80 * ONES);
-    word | capitals >> 2
-}
-
 impl<'a> Fields<'a> {
-    /// `fields`: at most `MAX_HEADERS`, as httparse reads them.
+    /// `fields`: at most `MAX_HEADERS`, as httparse reads them; none is found before `index`.
+    // Made apart from `index`, and inlined: the table is then made where the caller keeps it,
+    // not made in a local and copied there (a few hundred bytes).
+    #[inline(always)]
     pub fn new(fields: &'a [httparse::Header<'a>]) -> Fields<'a> {
-        let mut table = Fields {
+        Fields {
             fields,
             order: [0; MAX_HEADERS + MAX_ADDED],
             names: 0,
@@ -95,16 +59,26 @@ impl<'a> Fields<'a> {
             repeated: false,
             signatures: [0; MAX_HEADERS + MAX_ADDED],
             seen: 0,
-        };
-        for (i, field) in fields.iter().enumerate() {
+            known: [0; KNOWN_NAMES.len()],
+        }
+    }
+
+    /// Reads the names of the fields, so that they can be found.
+    pub fn index(&mut self) {
+        for (i, field) in self.fields.iter().enumerate() {
             let name = field.name.as_bytes();
-            if table.position(name).is_some() {
-                table.repeated = true;
+            let known = Known::of(name);
+            let signature = signature(name);
+            let again = match known {
+                Some(known) => self.known[known as usize] != 0,
+                None => self.signature_position(name, signature).is_some(),
+            };
+            if again {
+                self.repeated = true;
                 continue;
             }
-            table.push(i as u8, name);
+            self.push(i as u8, signature, known);
         }
-        table
     }
 
     fn name_of(&self, entry: u8) -> &'a [u8] {
@@ -115,14 +89,36 @@ impl<'a> Fields<'a> {
     }
 
     /// Where `name` is in `order`.
-    // Inlined: most names looked for are absent, told so by `seen` alone.
     #[inline(always)]
     fn position(&self, name: &[u8]) -> Option<usize> {
-        let signature = signature(name);
+        self.signature_position(name, signature(name))
+    }
+
+    /// Where `name`, of `signature`, is in `order`, searched for (`find`) only when `seen`
+    /// does not tell it absent.
+    // Inlined: most names looked for are absent, told so by `seen` alone.
+    #[inline(always)]
+    fn signature_position(&self, name: &[u8], signature: u16) -> Option<usize> {
         if self.seen & seen_bit(signature) == 0 {
             return None;
         }
         self.find(name, signature)
+    }
+
+    /// Where `known` is in `order`.
+    fn known_position(&self, known: Known) -> Option<usize> {
+        (self.known[known as usize] as usize).checked_sub(1)
+    }
+
+    /// Which of `Known` `name` is, if any, and where it is in `order` (told by its place when
+    /// it is one of `Known`).
+    fn place(&self, name: &[u8]) -> (Option<Known>, Option<usize>) {
+        let known = Known::of(name);
+        let at = match known {
+            Some(known) => self.known_position(known),
+            None => self.position(name),
+        };
+        (known, at)
     }
 
     /// Where `name`, of `signature`, is in `order`.
@@ -140,9 +136,11 @@ impl<'a> Fields<'a> {
         None
     }
 
-    /// Adds a name last.
-    fn push(&mut self, entry: u8, name: &[u8]) {
-        let signature = signature(name);
+    /// Adds a name, of `signature`, `known` if one of them, last.
+    fn push(&mut self, entry: u8, signature: u16, known: Option<Known>) {
+        if let Some(known) = known {
+            self.known[known as usize] = self.names as u8 + 1;
+        }
         self.order[self.names] = entry;
         self.signatures[self.names] = signature;
         self.names += 1;
@@ -150,7 +148,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The values of the name at `entry`, in order.
-    fn entry_values(&self, entry: u8) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+    fn entry_values(&self, entry: u8) -> Values<'a> {
         let (first, rest) = match entry.checked_sub(ADDED) {
             Some(added) => (self.added[added as usize].1, &[][..]),
             None => {
@@ -163,33 +161,60 @@ impl<'a> Fields<'a> {
                 (self.fields[at].value, rest)
             }
         };
-        let name = self.name_of(entry);
-        std::iter::once(first).chain(
-            rest.iter()
-                .filter(move |field| same_name(field.name.as_bytes(), name))
-                .map(|field| field.value),
-        )
+        Values {
+            first: Some(first),
+            rest,
+            name: self.name_of(entry),
+        }
     }
 
-    /// The values of `name`, in order.
-    pub fn get_all(&self, name: &[u8]) -> impl Iterator<Item = &'a [u8]> + use<'a> {
-        let entry = self.position(name).map(|at| self.order[at]);
-        entry
-            .map(|entry| self.entry_values(entry))
-            .into_iter()
-            .flatten()
+    /// The values of `known`, in order.
+    pub fn known_values(&self, known: Known) -> Values<'a> {
+        self.values_at(self.known_position(known))
+    }
+
+    /// The values of the name at `at` in `order`, if any.
+    fn values_at(&self, at: Option<usize>) -> Values<'a> {
+        match at {
+            Some(at) => self.entry_values(self.order[at]),
+            None => Values {
+                first: None,
+                rest: &[],
+                name: &[],
+            },
+        }
     }
 
     pub fn contains(&self, name: &[u8]) -> bool {
         self.position(name).is_some()
     }
 
+    pub fn has(&self, known: Known) -> bool {
+        self.known[known as usize] != 0
+    }
+
     /// Removes every field of `name`.
     pub fn remove_name(&mut self, name: &[u8]) {
-        if let Some(at) = self.position(name) {
-            self.names -= 1;
-            self.order[at] = self.order[self.names];
-            self.signatures[at] = self.signatures[self.names];
+        let (known, at) = self.place(name);
+        self.remove_at(known, at);
+    }
+
+    /// Removes every field of the name at `at` in `order`, if any, `known` if one of them.
+    fn remove_at(&mut self, known: Option<Known>, at: Option<usize>) {
+        let Some(at) = at else {
+            return;
+        };
+        if let Some(known) = known {
+            self.known[known as usize] = 0;
+        }
+        self.names -= 1;
+        if at == self.names {
+            return;
+        }
+        self.order[at] = self.order[self.names];
+        self.signatures[at] = self.signatures[self.names];
+        if let Some(moved) = Known::of(self.name_of(self.order[at])) {
+            self.known[moved as usize] = at as u8 + 1;
         }
     }
 
@@ -202,9 +227,9 @@ impl<'a> Fields<'a> {
         let entry = ADDED + self.added_len as u8;
         self.added[self.added_len] = (name, value);
         self.added_len += 1;
-        match self.position(name) {
-            Some(at) => self.order[at] = entry,
-            None => self.push(entry, name),
+        match self.place(name) {
+            (_, Some(at)) => self.order[at] = entry,
+            (known, None) => self.push(entry, signature(name), known),
         }
     }
 
@@ -215,6 +240,33 @@ impl<'a> Fields<'a> {
             next: 0,
             more_of: None,
         }
+    }
+}
+
+/// The values of one name, in order.
+pub struct Values<'a> {
+    first: Option<&'a [u8]>,
+    /// The fields after the first, among which the name's others are (none when no name
+    /// comes in more than one field).
+    rest: &'a [httparse::Header<'a>],
+    name: &'a [u8],
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        let name = self.name;
+        let at = self
+            .rest
+            .iter()
+            .position(|field| same_name(field.name.as_bytes(), name))?;
+        let value = self.rest[at].value;
+        self.rest = &self.rest[at + 1..];
+        Some(value)
     }
 }
 
@@ -230,6 +282,8 @@ pub struct Iter<'t, 'a> {
 impl<'a> Iterator for Iter<'_, 'a> {
     type Item = (&'a [u8], &'a [u8]);
 
+    // Inlined: called for every field written, it does little.
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         let table = self.table;
         if let Some((name, from)) = self.more_of.take() {
@@ -257,6 +311,18 @@ impl<'a> Iterator for Iter<'_, 'a> {
 }
 
 impl HeaderTable for Fields<'_> {
+    fn hop_by_hop_present(&self) -> u32 {
+        self.known[..HOP_BY_HOP.len()]
+            .iter()
+            .enumerate()
+            .fold(0, |bits, (i, at)| bits | u32::from(*at != 0) << i)
+    }
+
+    fn remove_hop_by_hop(&mut self, at: usize) {
+        let known = Known::HOP_BY_HOP[at];
+        self.remove_at(Some(known), self.known_position(known));
+    }
+
     fn present_among(&self, names: &[HeaderName]) -> u32 {
         names.iter().enumerate().fold(0, |bits, (i, name)| {
             match self.contains(name.as_str().as_bytes()) {
@@ -267,7 +333,7 @@ impl HeaderTable for Fields<'_> {
     }
 
     fn values(&self, name: &HeaderName) -> impl Iterator<Item = &[u8]> {
-        self.get_all(name.as_str().as_bytes())
+        self.values_at(self.place(name.as_str().as_bytes()).1)
     }
 
     fn remove(&mut self, name: &HeaderName) {
@@ -305,43 +371,6 @@ mod tests {
     ];
 
     #[test]
-    fn names_are_alike_in_any_case_and_only_then() {
-        let names: [&[u8]; 6] = [
-            b"te",
-            b"x-cheops-site",
-            b"content-length",
-            b"@[`{",
-            b"ab",
-            b"",
-        ];
-        for (i, a) in names.iter().enumerate() {
-            for (j, b) in names.iter().enumerate() {
-                let upper = b.to_ascii_uppercase();
-                assert_eq!(same_name(a, b), i == j);
-                assert_eq!(
-                    same_name(a, &upper),
-                    a.eq_ignore_ascii_case(&upper),
-                    "{a:?}"
-                );
-            }
-        }
-        let mut mixed: Vec<u8> = (0..=255).chain(b"X-Cheops-Site".iter().copied()).collect();
-        let expected = mixed.to_ascii_lowercase();
-        make_lower_case(&mut mixed);
-        assert_eq!(mixed, expected);
-        // Every byte against every other in one word: as `eq_ignore_ascii_case`.
-        for x in 0..=255u8 {
-            for y in 0..=255u8 {
-                let (a, b) = (
-                    [b'a', b'b', b'c', b'd', x, b'e', b'f', b'g', b'h'],
-                    [b'A', b'b', b'C', b'd', y, b'E', b'f', b'g', b'H'],
-                );
-                assert_eq!(same_name(&a, &b), a.eq_ignore_ascii_case(&b), "{x} {y}");
-            }
-        }
-    }
-
-    #[test]
     fn the_fields_go_in_the_order_a_map_of_them_gives_after_the_same_changes() {
         for head in HEADS {
             let mut parsed = [httparse::EMPTY_HEADER; 16];
@@ -357,6 +386,7 @@ mod tests {
                 map.append(name, HeaderValue::from_bytes(field.value).unwrap());
             }
             let mut fields = Fields::new(&parsed);
+            fields.index();
             let as_map = |map: &HeaderMap| {
                 written(
                     map.iter()

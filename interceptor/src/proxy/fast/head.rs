@@ -7,11 +7,15 @@ use std::{cell::RefCell, time::SystemTime};
 
 use bytes::Bytes;
 use hyper::{
-    header::{self, HeaderName, HeaderValue},
+    header::{HeaderName, HeaderValue},
     HeaderMap, Method, StatusCode, Uri,
 };
 
-use super::fields::{make_lower_case, same_name, Fields, MAX_HEADERS};
+use super::{
+    buffers,
+    fields::{Fields, MAX_HEADERS},
+    names::{make_lower_case, same_name, Known},
+};
 use crate::{
     http::{remove_hop_by_hop_headers, value_tokens, SERVED_BY},
     proxy::{grpc, request::strip_for_instance},
@@ -80,15 +84,14 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         return Parsed::NotFast;
     }
     let mut fields = Fields::new(request.headers);
-    let not_fast = [header::TRANSFER_ENCODING, header::EXPECT, header::UPGRADE];
-    if not_fast
-        .iter()
-        .any(|name| fields.contains(name.as_str().as_bytes()))
-        || grpc::is_grpc_type(fields.get_all(b"content-type").next())
+    fields.index();
+    let not_fast = [Known::TransferEncoding, Known::Expect, Known::Upgrade];
+    if not_fast.into_iter().any(|known| fields.has(known))
+        || grpc::is_grpc_type(fields.known_values(Known::ContentType).next())
     {
         return Parsed::NotFast;
     }
-    let mut lengths = fields.get_all(b"content-length");
+    let mut lengths = fields.known_values(Known::ContentLength);
     let body_len = match (lengths.next(), lengths.next()) {
         (None, _) => 0,
         (Some(length), None) => match content_length(length) {
@@ -98,7 +101,10 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         (Some(_), Some(_)) => return Parsed::NotFast,
     };
     let mut close = false;
-    for token in fields.get_all(b"connection").flat_map(value_tokens) {
+    for token in fields
+        .known_values(Known::Connection)
+        .flat_map(value_tokens)
+    {
         if token.eq_ignore_ascii_case(b"upgrade") {
             return Parsed::NotFast;
         }
@@ -117,12 +123,12 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
     } else {
         strip_for_instance(&mut fields);
         let room = body_len.min(body_room) as usize;
-        let mut head = Vec::with_capacity(len + 256 + room);
+        let mut head = buffers::take(len + 256 + room);
         request_line(&mut head, &method, target);
         for (name, value) in fields.iter() {
             write_field(&mut head, name, value, bytes);
         }
-        let host = fields.contains(b"host");
+        let host = fields.has(Known::Host);
         RequestFields::Written { head, host }
     };
     let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes())) else {
@@ -174,12 +180,15 @@ fn header_map(fields: &[httparse::Header<'_>], head: &Shared<'_>) -> Option<Head
     Some(headers)
 }
 
-/// A `Content-Length` as hyper reads it: digits only.
+/// A `Content-Length` as hyper reads it: digits only, at most `u64::MAX`.
 fn content_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    digits.iter().try_fold(0u64, |length, digit| {
+        let digit = digit.checked_sub(b'0').filter(|digit| *digit < 10)?;
+        length.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// Whether a comma-separated header value (`Connection`) holds `token`.
@@ -283,7 +292,8 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
         .map(str::as_bytes);
     let http11 = answer.version == Some(1);
     let mut fields = Fields::new(answer.headers);
-    let connection = || fields.get_all(b"connection");
+    fields.index();
+    let connection = || fields.known_values(Known::Connection);
     let keep_alive = if http11 {
         !connection().any(|value| has_token(value, "close"))
     } else {
@@ -293,7 +303,7 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED);
-    let body = match fields.get_all(b"transfer-encoding").last() {
+    let body = match fields.known_values(Known::TransferEncoding).last() {
         _ if !has_body => None,
         Some(last) if has_token_last(last, "chunked") => Some(Framing::Chunked),
         Some(_) => Some(Framing::UntilClose),
@@ -306,12 +316,13 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
     if to.close {
         fields.set(b"connection", b"close");
     }
-    let mut head = Vec::with_capacity(len + 128);
+    // Room for what came of the body too, which is gathered after the head.
+    let mut head = buffers::take(bytes.len() + 128);
     let client = Answer {
         status,
         reason,
         http11,
-        has_date: fields.contains(b"date"),
+        has_date: fields.has(Known::Date),
         body: body.map(|framing| match framing {
             Framing::Length(len) => BodyLength::Known(len),
             Framing::Chunked | Framing::UntilClose => BodyLength::Unknown,
@@ -338,7 +349,7 @@ fn has_token_last(value: &[u8], token: &str) -> bool {
 /// An answer's `Content-Length`, every one alike, or none.
 fn answer_length(fields: &Fields<'_>) -> Result<Option<u64>, BadAnswer> {
     let mut found = None;
-    for value in fields.get_all(b"content-length") {
+    for value in fields.known_values(Known::ContentLength) {
         let length = content_length(value).ok_or(BadAnswer::Length)?;
         if found.is_some_and(|found| found != length) {
             return Err(BadAnswer::Length);
@@ -482,4 +493,34 @@ fn now_as_http_date() -> [u8; 29] {
         }
         cached.1
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_length;
+
+    #[test]
+    fn a_content_length_is_read_as_its_digits_parsed() {
+        let lengths = [
+            "",
+            "0",
+            "1024",
+            "007",
+            "18446744073709551615",
+            "18446744073709551616",
+            "+1",
+            "-1",
+            "1 ",
+            " 1",
+            "a",
+            "12a",
+            "1_0",
+            "١",
+        ];
+        for length in lengths {
+            let digits_only = !length.is_empty() && length.bytes().all(|b| b.is_ascii_digit());
+            let parsed = length.parse::<u64>().ok().filter(|_| digits_only);
+            assert_eq!(content_length(length.as_bytes()), parsed, "{length:?}");
+        }
+    }
 }

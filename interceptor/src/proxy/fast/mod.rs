@@ -13,8 +13,10 @@
 //! back after the answer), one timer, and a task whose state for a request is boxed while it
 //! is served.
 mod body;
+mod buffers;
 mod fields;
 mod head;
+mod names;
 pub(super) mod pool;
 #[cfg(test)]
 mod pooling_tests;
@@ -28,7 +30,6 @@ mod upload;
 use std::{
     future::{poll_fn, Future},
     io::ErrorKind,
-    mem::MaybeUninit,
     pin::pin,
     sync::{atomic::Ordering, Arc},
     task::{ready, Context, Poll},
@@ -120,7 +121,7 @@ pub fn serve<'a>(
                 Err(_) | Ok(ReadHead::Closed) => break true,
             };
             match serving.await {
-                Next::KeepAlive if read.is_empty() => read = Vec::new(),
+                Next::KeepAlive if read.is_empty() => buffers::give_back(std::mem::take(&mut read)),
                 Next::KeepAlive => {}
                 Next::Close => break true,
                 Next::ToHyper => break false,
@@ -214,16 +215,16 @@ fn poll_read_more(
     }
 }
 
-/// Reads into the empty `read` through a buffer on the stack, so that `read` is given memory
-/// (the size of what came) only when something came.
+/// Reads into the empty `read` through a buffer of this thread's (`buffers`), which `read`
+/// keeps only once something came.
 fn read_first(client: &TcpStream, read: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut first = [MaybeUninit::<u8>::uninit(); READS];
-    let mut unfilled = &mut first[..];
-    let len = client.try_read_buf(&mut unfilled)?;
-    // SAFETY: `try_read_buf` initialised the first `len` bytes, as its count says.
-    let came = unsafe { std::slice::from_raw_parts(first.as_ptr().cast::<u8>(), len) };
-    read.extend_from_slice(came);
-    Ok(len)
+    let mut buffer = buffers::take(READS);
+    let came = client.try_read_buf(&mut buffer);
+    match came {
+        Ok(len) if len > 0 => *read = buffer,
+        _ => buffers::give_back(buffer),
+    }
+    came
 }
 
 enum Next {
@@ -287,7 +288,7 @@ impl Connection<'_> {
             RequestFields::Written { head, host } => (head, host, HeaderMap::new()),
             RequestFields::Map(mut headers) => {
                 strip_for_instance(&mut headers);
-                let mut request = Vec::with_capacity(len + 256 + inline);
+                let mut request = buffers::take(len + 256 + inline);
                 let target = uri.path_and_query().map_or("/", |p| p.as_str());
                 head::request_line(&mut request, &method, target);
                 (request, false, headers)
@@ -327,6 +328,7 @@ impl Connection<'_> {
         };
         let answered = timer.within(limit, exchange).await;
         drop(slot);
+        buffers::give_back(request);
         let answered = match answered {
             Ok(None) => return Next::Close,
             _ if upload.as_ref().is_some_and(Upload::cut_by_client) => return Next::Close,
@@ -408,6 +410,8 @@ impl Connection<'_> {
             _ => relay.await,
         };
         let streamed_whole = upload.as_ref().is_none_or(Upload::whole);
+        buffers::give_back(out);
+        buffers::give_back(answer_read);
         match relayed {
             Ok(Relayed { instance_reusable }) => {
                 if instance_reusable && keep_alive && streamed_whole {
@@ -458,7 +462,7 @@ impl Connection<'_> {
             .write_all(&request[written..])
             .await
             .map_err(|error| (false, UpstreamError::Io(error)))?;
-        let mut read = Vec::with_capacity(READS);
+        let mut read = buffers::take(READS);
         loop {
             if !read.is_empty() {
                 // An answer before the body's end: the client's connection closes after it.
