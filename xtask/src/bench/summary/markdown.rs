@@ -17,94 +17,95 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   its thread's pool; the answer's head is parsed once and written as hyper writes it, and its \
   body relayed by its framing (large ones in the kernel, below). Any other request, and the \
   rest of its connection, is served by hyper as before.\n\
-- Done in this round, instructions per request (quick counts, `cheops-bench --only costs \
-  --counted cheops-nat --quick`): the fields used in place instead of a header map, 28,097 to \
-  23,177 (`http`'s share 6,550 to 515, the allocator's about 2,850 to 1,350); a field line \
-  already as hyper writes it copied whole and names put in lower case eight letters at a time, \
-  22,609; the connection to the instance from a pool (below), about even. This run: 22,795, \
-  1.04x nginx and 0.66x HAProxy, from 28,052 (1.28x nginx) in the last report and 44,262 \
-  before the fast path.\n\
-- What is left, by function (table above): httparse (about 2,000), writing the fields on \
-  (`write_field`, 1,165), memcpy (1,011), finding names (`find`, `same_letters`, `Iter::next`: \
-  about 1,900), the allocator (about 1,450: six allocations a request, the two heads, the \
-  target's copy, the answer's read buffer), tokio polling two sockets, the timers. What would \
-  close it: one buffer per connection for both heads (no allocation per request), runs of \
-  untouched fields copied in one memcpy, names looked up by a class found once rather than \
-  compared.\n\
-- System calls per request vary with timing, from 5.7 to 6.7: the read that follows an \
-  answer finds the next request when it has come already, else it is one call more (hyper's \
-  path: 6.00 each time). Clearing the readiness after a short read, as tokio's own reads do, \
-  gave 6.00 each time but 1,500 more instructions: not kept.\n\
-- Timed, this run: the machine was slower and noisier than its load average says (direct's \
-  own p90 is 1.4 ms; the serde_json baseline of the scope-lang bench took 528 ns, against 328 \
-  in the last report). CPU per request 1.09x nginx's and 0.85x HAProxy's, added latency at p50 \
-  1.01x and 0.76x, at p99 0.78x and 0.74x (met). A full run 10 minutes earlier, on the same \
-  build (load average 2.1 when it began), gave 1.06x and 0.83x for CPU and 0.86x and 0.77x at \
-  p50. The count of instructions, which load does not move, is what these follow; a good part \
-  of the rest is the kernel's (loopback TCP, epoll: about 30% of cheops's CPU in a perf \
-  profile), which every proxy pays too.\n\
-- The 300 MiB download: the direct baseline of the last report (139 MiB/s, against 1661 \
-  through cheops) was the page cache being filled while direct, the first path, was timed; the \
-  file is now read through before any path is. Past the answer's head, the fast path moves a \
-  body of a known length (more than 64 KiB still to come), or one that ends with the \
-  connection, from the instance's socket to the client's with `splice(2)` through a 1 MiB \
-  pipe, never through user space: cheops's share of its core went from 0.28 to 0.18 in quick \
-  runs alternating the builds, and is 0.26 in this run, where nginx used 0.97 of its. This \
-  run: 0.50x direct and 1.34x nginx; the run 10 minutes earlier: 0.81x direct and 2.45x nginx, \
-  both targets met. The proxy is no longer the limit: the shared core is, where the client and \
-  the origin do what they do direct, plus a wake-up across cores per piece that goes through. \
-  Pipes of 64 KiB and 4 MiB and `SO_RCVLOWAT` gave nothing measurable. Answers the instance \
-  sends chunked are still copied through user space.\n\
-- The 300 MiB upload: the fast path takes a request body of any `Content-Length`. Past 64 \
-  KiB, what came with the head is sent with it and the rest goes from the client's socket to \
-  the instance's with `splice(2)` while the answer's head is awaited (within \
-  `proxy.response_timeout`, as on hyper's path), and on while the answer is relayed when the \
-  instance answers first (the connection then closes after the answer). This run: 2.50x nginx \
-  (met; the run before, 2.50x too), 0.41x direct (0.57x the run before), cheops using 0.28 of \
-  its core. As for the download, the shared core is the limit: direct, the client's bytes \
-  reach the sink on the same core; through any proxy, each piece wakes the proxy's core and \
-  then the sink's. A sockmap redirect (`sk_skb`) would forward in the softirq of the sending \
-  side, on that same shared core: not built.\n\
-- Idle connections: an idle fast-path connection holds its socket's registration (256 \
-  bytes), its header-wait timer (about 200) and a 512-byte task, nothing else (heaptrack, \
-  2,000 idle connections: 960 bytes of heap each, from 12,650). Its read buffer used to stay \
-  taken through the wait; the connection to the instance is now taken from its thread's pool \
-  per request and given back once the answer was read whole (`proxy/fast/pool.rs`, as nginx's \
-  `keepalive`; one the instance closed is never used), so an idle client holds no upstream \
-  socket; the request's state is boxed while it is served. This run: 1.2 KiB and 1.01 open \
-  files per connection (10.0 KiB and 2.00 in the last report), nginx 0.6 KiB, HAProxy 1.2. \
-  What is left above nginx is tokio's per-socket and per-task cells and glibc's overhead on \
-  them: a smaller task (the sniffing state, 288 bytes, is its largest) and a timer not boxed \
-  would come nearer.\n\
-- Replicated create over 16 sites: the leader commits about 12 times per create at 16 sites \
-  (a group commit of the replicas' answers; 36 without it), each replica 3 times, and a commit \
-  (fdatasync) takes about 2.3 ms on this disk. The WAN relays between sites were 30 Python \
-  processes at 16 sites, on the sites' 2 cores: they are now threads of the bench itself, in \
-  Rust, and the meshes heartbeat at cheops's default (every second) rather than the tests' 200 \
-  ms (1,200 TLS heartbeats a second at 16 sites). This run: 4.14x, with the gathered list, \
-  which commits nothing, at 3.60x; the run 10 minutes earlier: 1.98x and 1.95x. So what is \
-  left is mostly the machine (16 agents, 16 json-servers and 16 nginx on 2 cores), then the \
-  commits on the critical path: at 2 sites (1.51x here), the leader's append, the replica's \
-  intent and result, and the leader's settle, each about 2.3 ms beyond the round trip. What \
-  could still go: the replica recording a carried mapping in the intent's transaction; the \
-  leader answering once the replicas' answers are in and settling after (a replay after a \
-  crash asks the replicas again, and they answer \"applied already\"), which needs its own \
-  proof against loss and a soak.\n\
-- gRPC unary: counted, 104,092 instructions per call, against 36,151 for `grpc_pass` and \
-  43,270 for the gRPC origin alone (one HTTP/2 server): a proxy made of the h2 crate's server \
-  and client cannot come under 0.8x nginx by trimming. Done in the round before: the workload \
-  connection owns its HTTP/2 connection to the instance, and the call's future is boxed where \
-  large and rare (226,789 to 103,698). What is left is mostly the two HTTP/2 codecs (h2: about \
-  43,800 per call), header maps (10,800), memcpy and tokio. What would close it: frames \
+- Done in this round, instructions per request (`cheops-bench --only costs --counted \
+  cheops-nat --quick`, two runs each): 23,138-23,179 before, 18,841-18,881 after. The four \
+  buffers of a request (the client's bytes, the two heads, the answer's read) are taken from a \
+  few kept per thread and given back, so a request allocates none and an idle connection still \
+  holds none (`fast/buffers.rs`; the allocator's share 3,581 to 1,810); the names the fast \
+  path looks for (hop-by-hop, `Content-Length`, `Host`...) are classed once when the head is \
+  indexed and found by their place, names are compared and put in lower case four or eight \
+  letters at a time (`fast/names.rs`), a name's values read by an iterator of their own, \
+  `Content-Length` read digit by digit, and a request with no scope is planned for this site \
+  without a copy of the site's name. This run: 18,609, 0.85x nginx and 0.54x HAProxy, from \
+  22,795 (1.04x nginx) in the last report and 44,262 before the fast path.\n\
+- What is left, per request: tokio's polling and timers (about 3,500: two timer resets, \
+  seven clock reads), httparse (about 2,000, mostly the answer's fields), writing the answer's \
+  head (about 1,650), the metrics of the request's line (about 620), its `Uri` for the log \
+  line (about 370), the boxed request state (about 230 and an allocation). Copying runs of \
+  untouched fields in one memcpy was tried: 250 instructions more than line by line, as \
+  putting names in lower case dominates. What would close the rest: one clock read and one \
+  timer per request, the log line's target kept as the bytes it came as, the answer's head \
+  passed on as it came when it needs no change. System calls per request: 6.57 (nginx 7.00).\n\
+- Timed, this run: CPU per request 1.20x nginx's and 0.98x HAProxy's, requests per \
+  CPU-second 1.08x and 1.16x, added latency at p50 0.93x and 0.75x, at p99 1.45x and 0.68x. \
+  Two full runs of the same code earlier the same afternoon (load average 1.6 and 2.0 when \
+  they began, against 0.16 for this one) gave, against the worse of the two, 0.95x and 1.33x \
+  for CPU per request, 1.11x and 1.07x for requests per CPU-second, 0.86x and 0.88x at p50, \
+  and at p99 no ratio (nginx added nothing measurable) and 1.21x: at 1,000 requests a second, \
+  cheops's CPU is about 0.5 s over the run, counted in 10 ms ticks, and one burst of other \
+  work moves it by a tenth. The count of instructions, which load does not move, is what these \
+  follow; a good part of the rest is the kernel's (loopback TCP, epoll: about 30% of cheops's \
+  CPU in a perf profile), which every proxy pays too.\n\
+- The 300 MiB download: past the answer's head, the fast path moves a body of a known length \
+  (more than 64 KiB still to come), or one that ends with the connection, from the instance's \
+  socket to the client's with `splice(2)` through a 1 MiB pipe, never through user space. This \
+  run: 0.92x direct (met) and 0.82x nginx (0.81x and 0.84x direct in the two runs before). On \
+  this machine nginx and HAProxy came near or above direct (1.12x and 1.31x): the direct path \
+  is the client and the origin on one core, where a proxy on its own core takes part of the \
+  work off it, so 2x nginx cannot be reached by any proxy here. The proxy is not the limit: \
+  the shared core is, where the client and the origin do what they do direct, plus a wake-up \
+  across cores per piece that goes through. Pipes of 64 KiB and 4 MiB and `SO_RCVLOWAT` gave \
+  nothing measurable. Answers the instance sends chunked are still copied through user space.\n\
+- The 300 MiB upload: past 64 KiB, what came with the head is sent with it and the rest goes \
+  from the client's socket to the instance's with `splice(2)` while the answer's head is \
+  awaited, and on while the answer is relayed when the instance answers first (the connection \
+  then closes after the answer). This run: 1.18x nginx, 0.64x direct. As for the download, the \
+  shared core is the limit: direct, the client's bytes reach the sink on the same core; \
+  through any proxy, each piece wakes the proxy's core and then the sink's (HAProxy 0.62x \
+  direct, nginx 0.54x; the two runs before: 0.60x and 0.59x direct for cheops). A sockmap \
+  redirect (`sk_skb`) would forward in the softirq of the sending side, on that same shared \
+  core: not built.\n\
+- Idle connections: 1.2 KiB per connection, nginx 0.6, HAProxy 1.2 (1.2, 0.6 and 1.2 in the \
+  last report). Done in this round: the wait for each head uses one timer inside the \
+  connection's task, reset for each wait (it was a timer of its own, three allocations), the \
+  protocol sniffing (288 bytes, the task's largest state, over once the first bytes came) is \
+  boxed, and the socket is registered with its worker's poller by the accepting thread, so the \
+  task is the connection's future alone (384 bytes, from 464). What an idle connection holds \
+  is now tokio's: its task (512 bytes, aligned to 128) and its socket's registration (256, \
+  aligned to 128), and glibc gives each 128-aligned block a 112-byte fragment in front that \
+  only small allocations reuse: about 1,024 bytes of heap. mimalloc gave 0.002 KiB per \
+  connection, but only by reusing what start-up had freed, with 57 MiB before any connection \
+  instead of 11: not kept. What would close it: one head timer per thread for all its idle \
+  connections (every head wait lasts as long: a queue of deadlines in arrival order), so that \
+  the task fits tokio's next smaller size. Each worker thread now also closes, every 10 s, the \
+  kept instance connections that the instance closed or that were idle past 90 s, instead of \
+  holding them in CLOSE_WAIT until the next request.\n\
+- Replicated create over 16 sites: 2.49x (3.06x for the gathered list, which commits \
+  nothing; 2.49x and 2.64x in the two runs before). The 2-site row's round trip is now read \
+  three heartbeat intervals after the mesh is up: the median S1 reports is the upper one of \
+  its latest heartbeats, and with only two it was the first, which paid for the TLS set-up (65 \
+  ms for a 20 ms link, a create at 0.52x); it is 24.5 ms here. The leader commits about 12 \
+  times per create at 16 sites (a group commit of the replicas' answers; 36 without it), each \
+  replica 3 times, and a commit (fdatasync) takes about 2.3 ms on this disk; the rest is the \
+  machine: 16 agents, 16 json-servers and 16 nginx on 2 cores. At 2 sites (1.53x), the commits \
+  on the critical path are the leader's append, the replica's intent and result, and the \
+  leader's settle, each about 2.3 ms beyond the round trip. What could still go: the replica \
+  recording a carried mapping in the intent's transaction; the leader answering once the \
+  replicas' answers are in and settling after (a replay after a crash asks the replicas again, \
+  and they answer \"applied already\"), which needs its own proof against loss and a soak.\n\
+- gRPC unary: 105,002 instructions per call, against 36,172 for `grpc_pass` and 43,241 for \
+  the gRPC origin alone (one HTTP/2 server): a proxy made of the h2 crate's server and client \
+  cannot come under 0.8x nginx by trimming. What is left is mostly the two HTTP/2 codecs (h2: \
+  about 43,800 per call), header maps (10,800), memcpy and tokio. What would close it: frames \
   relayed as they are, with only HEADERS decoded and encoded again (an HTTP/2 relay of our \
   own, as nginx has): not started.\n\
-- scope-lang: 1,217 ns in this run against the serde_json map's 528 ns (2.3x), where the \
-  last report had 724 and 328 (2.2x): the machine, not the parser, moved; the 1 µs target \
-  holds on the last report's machine.\n\
-- Closing: a connection that hyper ends on an error while the client still sends (an \
-  oversized head's 431) is now shut down and drained before it is closed, as nginx's \
-  `lingering_close`, so that a client that sends its whole request before reading gets its \
-  answer instead of a reset.\n\
+- scope-lang: 397 ns in this run against the serde_json map's 193 ns (2.1x): met (403 and \
+  410 ns in the two runs before). Done in this round (docs/scope-lang.md, \"Cost\"): 7,851 to \
+  6,484 instructions and 8 to 5 allocations per parse + resolve (callgrind and dhat): the \
+  round-trip table in sorted vectors walked by length first, names kept as spans of the text \
+  until stored, durations read as bytes, entries added in place, a plan's site held as a \
+  `Name` (inline up to 24 bytes) rather than a `String`. What is left: one stall per name in \
+  `compact_str`'s copy, and the scope's text, entries and chain vectors (5 allocations).\n\
 - Timings on this machine move with the other work on it: the counts above do not, and are \
   the ones to compare builds with.\n";
 
