@@ -186,6 +186,7 @@ fn lower_case(word: u64) -> u64 {
     let capitals = past_at & !past_z & !word & (0x80 * ONES);
     word | capitals >> 2
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,13 @@ struct Idle {
     used: Instant,
 }
 
+impl Idle {
+    /// Whether it has been kept past `IDLE_TIMEOUT` at `now`.
+    fn too_long_at(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.used) > IDLE_TIMEOUT
+    }
+}
+
 thread_local! {
     /// Per instance address, its idle connections, the one given back last at the back.
     static IDLE: RefCell<Vec<(SocketAddr, VecDeque<Idle>)>> = const { RefCell::new(Vec::new()) };
@@ -43,7 +50,7 @@ pub fn take(instance: SocketAddr, now: Instant) -> Option<TcpStream> {
     IDLE.with_borrow_mut(|idle| {
         let (_, kept) = idle.iter_mut().find(|(address, _)| *address == instance)?;
         while let Some(idle) = kept.pop_back() {
-            if now.saturating_duration_since(idle.used) > IDLE_TIMEOUT {
+            if idle.too_long_at(now) {
                 // The others were given back before it: they have been idle as long.
                 kept.clear();
                 return None;
@@ -68,9 +75,10 @@ pub fn give_back(instance: SocketAddr, stream: TcpStream, used: Instant) {
             }
         };
         let kept = &mut idle[at].1;
-        while kept.front().is_some_and(|oldest| {
-            kept.len() >= MOST_IDLE || used.saturating_duration_since(oldest.used) > IDLE_TIMEOUT
-        }) {
+        while kept
+            .front()
+            .is_some_and(|oldest| kept.len() >= MOST_IDLE || oldest.too_long_at(used))
+        {
             kept.pop_front();
         }
         kept.push_back(Idle { stream, used });
@@ -82,9 +90,7 @@ pub fn give_back(instance: SocketAddr, stream: TcpStream, used: Instant) {
 fn sweep(now: Instant) {
     IDLE.with_borrow_mut(|idle| {
         for (_, kept) in idle.iter_mut() {
-            kept.retain(|idle| {
-                now.saturating_duration_since(idle.used) <= IDLE_TIMEOUT && still_open(&idle.stream)
-            });
+            kept.retain(|idle| !idle.too_long_at(now) && still_open(&idle.stream));
         }
     })
 }
