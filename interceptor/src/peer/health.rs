@@ -7,7 +7,7 @@ use std::{
 };
 
 /// How many of the latest round trips the median is taken over.
-const SAMPLES: usize = 8;
+pub const ROUND_TRIP_SAMPLES: usize = 8;
 
 #[derive(Debug, Default)]
 pub struct Health {
@@ -35,7 +35,7 @@ impl Health {
         round_trip: Duration,
         reported: BTreeMap<String, Duration>,
     ) -> Change {
-        if self.round_trips.len() == SAMPLES {
+        if self.round_trips.len() == ROUND_TRIP_SAMPLES {
             self.round_trips.pop_front();
         }
         self.round_trips.push_back(round_trip);

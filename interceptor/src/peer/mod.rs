@@ -6,6 +6,7 @@
 //! (`certificates.rs`).
 mod certificates;
 mod health;
+pub use health::ROUND_TRIP_SAMPLES;
 #[cfg(test)]
 mod tests;
 pub mod wire;

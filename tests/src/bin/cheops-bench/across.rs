@@ -3,26 +3,27 @@
 //! site reaches S1, through a WAN relay adding `ROUND_TRIP`. From S1's workload, curl times
 //! creates replicated at all N sites (S1 leads them) and lists gathered from all N: the
 //! fan-out should cost about one round trip, not one per site.
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::{ensure, Context};
 use cheops_tests::{
     mesh::{pod_rule, Answer, Mesh, MeshOptions, CATALOG, PEER_PORT},
     sites::{Relay, Topology},
 };
-use interceptor::config::{PeerApiSettings, ReplicationSettings};
+use interceptor::{
+    config::{PeerApiSettings, ReplicationSettings},
+    peer::ROUND_TRIP_SAMPLES,
+};
 use serde_json::{json, Value};
 
 /// The emulated round trip between S1 and each other site.
 pub const ROUND_TRIP: Duration = Duration::from_millis(20);
 /// Creates sent before timing: the first connections to each peer are set up then.
 pub const WARMUP: usize = 2;
-/// Heartbeat intervals after the mesh is up before S1's round trips are read: three or more
-/// heartbeats answered since the first.
-const HEARTBEATS_BEFORE_READ: u32 = 3;
+/// Heartbeats answered after the timed requests before S1's round trips are read: more than
+/// half of those its median is taken over, so that the median is a quiet heartbeat's, not the
+/// first one's (which paid for the TLS set-up) nor one slowed by the creates.
+const QUIET_HEARTBEATS: usize = ROUND_TRIP_SAMPLES / 2 + 1;
 /// The first relay's port in the hub; each other site uses two (to it, and back to S1).
 const FIRST_RELAY_PORT: u16 = 16000;
 
@@ -81,10 +82,6 @@ pub fn measure(sites: usize, plan: &Plan) -> anyhow::Result<Value> {
         ..MeshOptions::default()
     };
     let mesh = Mesh::start_with(topology, &paths, &options);
-    // The first heartbeat to each peer paid for the TLS set-up; the median that S1 reports is
-    // the upper one of its latest, so it holds that one until three or more came.
-    let heartbeats_settled =
-        Instant::now() + PeerApiSettings::default().heartbeat_interval * HEARTBEATS_BEFORE_READ;
     let scope = format!("X-Scope: {{catalog: {}}}", names.join(" & "));
     for i in 0..WARMUP {
         let answer = Answer::from(curl(&mesh, &create(&scope, i, &["-i"])));
@@ -103,9 +100,10 @@ pub fn measure(sites: usize, plan: &Plan) -> anyhow::Result<Value> {
     let lists = (0..plan.lists)
         .map(|_| time(&mesh, &list, 200))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // The round trip is read last, once S1 has had heartbeats enough that their median is
-    // not the first one's.
-    std::thread::sleep(heartbeats_settled.saturating_duration_since(Instant::now()));
+    // The round trip is read last, once S1 has had quiet heartbeats enough (and half an
+    // interval more, for the last one's answer).
+    let interval = PeerApiSettings::default().heartbeat_interval;
+    std::thread::sleep(interval * QUIET_HEARTBEATS as u32 + interval / 2);
     let round_trips: Vec<f64> = mesh.peers_up("S1").values().map(|&us| us as f64).collect();
     ensure!(
         round_trips
