@@ -148,7 +148,8 @@ pub(super) struct RequestLine {
     /// The site that served, as the answer names it (`none` when none did).
     pub served_by: HeaderValue,
     pub method: Method,
-    pub uri: Uri,
+    /// Its target: `None` only when it is not logged (`info` off) and not a gRPC call.
+    pub uri: Option<Uri>,
     pub scope: Option<String>,
     pub status: u16,
     pub started: Instant,
@@ -156,9 +157,10 @@ pub(super) struct RequestLine {
 }
 
 impl RequestLine {
-    /// `grpc`: how the gRPC call ended, its method being the path.
-    pub fn write(self, metrics: &Metrics, grpc: Option<CallEnd>) {
-        let elapsed = self.started.elapsed();
+    /// `grpc`: how the gRPC call ended, its method being the path; `ended`: when the request's
+    /// time ended (its answer's head came, or its call ended).
+    pub fn write(self, metrics: &Metrics, grpc: Option<CallEnd>, ended: Instant) {
+        let elapsed = ended.saturating_duration_since(self.started);
         let site = self.served_by.to_str().unwrap_or("none");
         let service = self.service.name.as_str();
         metrics.record_request(
@@ -170,7 +172,7 @@ impl RequestLine {
             elapsed,
         );
         let grpc_status = grpc.map(CallEnd::label);
-        let path = self.uri.path();
+        let path = self.uri.as_ref().map_or("", Uri::path);
         if let Some(status) = &grpc_status {
             metrics.record_grpc_call(
                 &self.histograms,
@@ -369,7 +371,7 @@ impl WorkloadRequests {
             served_by,
             histograms: histograms.clone(),
             method: parts.method.clone(),
-            uri: parts.uri.clone(),
+            uri: Some(parts.uri.clone()),
             scope: scope
                 .filter(|_| tracing::enabled!(tracing::Level::INFO))
                 .map(ToString::to_string),
@@ -377,11 +379,13 @@ impl WorkloadRequests {
             started,
         };
         if !grpc {
-            line.write(&self.metrics, None);
+            line.write(&self.metrics, None, Instant::now());
             return response;
         }
         let metrics = self.metrics.clone();
-        grpc::when_ended(response, move |end| line.write(&metrics, Some(end)))
+        grpc::when_ended(response, move |end| {
+            line.write(&metrics, Some(end), Instant::now())
+        })
     }
 
     /// When the scope in `headers` plans this site alone, the scope it came with (none:

@@ -2,12 +2,14 @@
 //! the instance's answers), set again for each wait rather than made anew: a timer pushed later
 //! stays in the runtime's timer wheel, one atomic operation, while a new one is registered in
 //! the wheel and taken out of it again, under the driver's lock, each time (and one set earlier
-//! than the driver's next wake-up wakes the driver, a system call).
+//! than the driver's next wake-up wakes the driver, a system call). A kept timer is not even
+//! pushed later for each wait (`KeptSleep`): it goes off at the deadline of an earlier wait, and
+//! only then is it set to the wait's own, once in a span rather than once a wait.
 use std::{
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -22,9 +24,11 @@ pub struct KeptTimer {
     kept: Kept,
 }
 
-/// A wait on a `KeptTimer`, which gives the timer back when dropped.
+/// A wait on a `KeptTimer`, which gives the timer back when dropped. Its timer may be set
+/// earlier than `deadline` (for a wait before): when it goes off then, it is set to `deadline`.
 pub struct KeptSleep {
     sleep: Option<Pin<Box<Sleep>>>,
+    deadline: tokio::time::Instant,
     kept: Kept,
 }
 
@@ -39,7 +43,8 @@ impl KeptTimer {
         ANSWERS.with(KeptTimer::clone)
     }
 
-    /// A wait until `deadline`.
+    /// A wait until `deadline`. The timer taken is set again only when it would go off after
+    /// `deadline` (a shorter wait than the one before): one set earlier is left as it is.
     pub fn sleep_until(&self, deadline: tokio::time::Instant) -> KeptSleep {
         let taken = self
             .kept
@@ -48,13 +53,16 @@ impl KeptTimer {
             .pop();
         let sleep = match taken {
             Some(mut sleep) => {
-                sleep.as_mut().reset(deadline);
+                if sleep.deadline() > deadline {
+                    sleep.as_mut().reset(deadline);
+                }
                 sleep
             }
             None => Box::pin(tokio::time::sleep_until(deadline)),
         };
         KeptSleep {
             sleep: Some(sleep),
+            deadline,
             kept: self.kept.clone(),
         }
     }
@@ -62,10 +70,21 @@ impl KeptTimer {
     /// `work`, given up after `limit` (counted from now) when there is one: `Err(limit)` then
     /// (as `tokio::time::timeout`, `work` is polled first).
     pub fn within<F: Future>(&self, limit: Option<Duration>, work: F) -> Within<F> {
-        let now = tokio::time::Instant::now();
+        self.within_from(Instant::now(), limit, work)
+    }
+
+    /// `work`, given up after `limit` counted from `start` (a time read already: the clock is
+    /// not read again), as `within`.
+    pub fn within_from<F: Future>(
+        &self,
+        start: Instant,
+        limit: Option<Duration>,
+        work: F,
+    ) -> Within<F> {
+        let start = tokio::time::Instant::from_std(start);
         Within {
             work,
-            sleep: limit.map(|limit| (self.sleep_until(now + limit), limit)),
+            sleep: limit.map(|limit| (self.sleep_until(start + limit), limit)),
         }
     }
 }
@@ -115,9 +134,17 @@ impl Future for KeptSleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.sleep {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Ready(()),
+        let deadline = self.deadline;
+        let Some(sleep) = &mut self.sleep else {
+            return Poll::Ready(());
+        };
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= deadline {
+                return Poll::Ready(());
+            }
+            // Gone off at an earlier wait's deadline: this wait's own is later.
+            sleep.as_mut().reset(deadline);
         }
     }
 }
@@ -145,8 +172,10 @@ impl hyper::rt::Timer for KeptTimer {
     fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
         match sleep.as_mut().downcast_mut_pin::<KeptSleep>() {
             Some(kept) => {
-                if let Some(sleep) = &mut kept.get_mut().sleep {
-                    sleep.as_mut().reset(new_deadline.into());
+                let kept = kept.get_mut();
+                kept.deadline = new_deadline.into();
+                if let Some(sleep) = &mut kept.sleep {
+                    sleep.as_mut().reset(kept.deadline);
                 }
             }
             None => *sleep = hyper::rt::Timer::sleep_until(self, new_deadline),
@@ -177,6 +206,19 @@ mod tests {
         let started = Instant::now();
         hyper::rt::Timer::sleep(&timer, SHORT).await;
         assert!(started.elapsed() >= SHORT, "fired before its deadline");
+    }
+
+    #[tokio::test]
+    async fn a_timer_left_at_an_earlier_deadline_does_not_end_a_later_wait() {
+        let timer = KeptTimer::default();
+        assert_eq!(timer.within(Some(SHORT), async { 7 }).await, Ok(7));
+        // The timer kept goes off at the first wait's deadline, well before this one's.
+        let started = Instant::now();
+        let work = tokio::time::sleep(SHORT * 3);
+        assert_eq!(timer.within(Some(SHORT * 6), work).await, Ok(()));
+        let late = timer.within_from(started, Some(SHORT * 4), tokio::time::sleep(LONG));
+        assert_eq!(late.await, Err(SHORT * 4));
+        assert!(started.elapsed() >= SHORT * 4, "fired before its deadline");
     }
 
     #[tokio::test]

@@ -74,6 +74,14 @@ pub fn extract(
     settings: &CarrierSettings,
 ) -> Result<Option<Found>, CarrierError> {
     let workload_default = known.workload_default;
+    if headers.is_empty() {
+        // No header to read (the fast path's requests that carry none): only the workload's
+        // default can be found, told without looking for each header in turn.
+        let carrier = Carrier::Workload;
+        let read = settings.read.contains(&carrier);
+        let default = workload_default.filter(|_| read).cloned();
+        return Ok(default.map(|scope| Found { scope, carrier }));
+    }
     for &carrier in &settings.read {
         let text = match carrier {
             Carrier::Header => header_text(headers, &SCOPE_HEADER, carrier, settings)?,
@@ -168,6 +176,10 @@ pub fn token_with_scope(
     headers: &mut HeaderMap,
     settings: &CarrierSettings,
 ) -> Option<(String, String)> {
+    if headers.is_empty() {
+        // No token (the fast path's requests that carry no scope): told without a lookup.
+        return None;
+    }
     if let Some(stripped) = strip_token_suffix(headers, settings) {
         return Some(stripped);
     }
@@ -346,6 +358,10 @@ mod tests {
             Some(("{front: B}".into(), Carrier::Workload))
         );
         assert_eq!(found(&[], None), None);
+        assert_eq!(
+            found(&[], Some("{front: B}")),
+            Some(("{front: B}".into(), Carrier::Workload))
+        );
     }
 
     #[test]
@@ -356,11 +372,16 @@ mod tests {
             ..CarrierSettings::default()
         };
         let h = headers(&[("x-scope", "{catalog: B}")]);
+        let default = dsl::parse("{front: B}").ok();
         let known = Known {
-            workload_default: None,
+            workload_default: default.as_ref(),
             token_scope: &none,
         };
         assert!(extract(&h, &known, &settings).unwrap().is_none());
+        // Nor is the workload's default when it is not configured, with no header either.
+        assert!(extract(&HeaderMap::new(), &known, &settings)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -508,5 +529,6 @@ mod tests {
             token_with_scope(&mut headers(&[("x-scope", "{a: B}")]), &settings),
             None
         );
+        assert_eq!(token_with_scope(&mut HeaderMap::new(), &settings), None);
     }
 }

@@ -3,7 +3,10 @@
 //! takes (`parse_request`, which writes what goes on to the instance), the instance's answer
 //! (`parse_answer`, which writes the head the client gets: hyper's server encoding of the same
 //! answer: names in lower case, its framing header, `date` when the answer has none).
-use std::{cell::RefCell, time::SystemTime};
+use std::{
+    cell::RefCell,
+    time::{Duration, Instant, SystemTime},
+};
 
 use bytes::Bytes;
 use hyper::{
@@ -31,7 +34,8 @@ const MAX_NAME_LEN: usize = u16::MAX as usize;
 /// absent or of a `Content-Length`.
 pub struct RequestHead {
     pub method: Method,
-    pub uri: Uri,
+    /// Its target, made only for the log line (when `info` is on).
+    pub uri: Option<Uri>,
     pub fields: RequestFields,
     /// The length of the head, in bytes; the body follows.
     pub len: usize,
@@ -45,8 +49,9 @@ pub enum RequestFields {
     /// A request that carries no scope: the head for the instance written up to the fields
     /// that the decisions add (its own, without those `strip_for_instance` removes).
     Written { head: Vec<u8>, host: bool },
-    /// A request with a header that carries a scope, which the decisions read and rewrite.
-    Map(HeaderMap),
+    /// A request with a header that carries a scope, which the decisions read and rewrite;
+    /// the head for the instance written up to its fields.
+    Map { headers: HeaderMap, head: Vec<u8> },
 }
 
 /// What the bytes read so far hold.
@@ -74,7 +79,7 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
     else {
         return Parsed::NotFast;
     };
-    if !target.starts_with('/') || target.len() > MAX_TARGET_LEN {
+    if !plain_target(target) || target.len() > MAX_TARGET_LEN {
         return Parsed::NotFast;
     }
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
@@ -114,25 +119,33 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         .iter()
         .chain([token_header])
         .any(|name| fields.contains(name.as_str().as_bytes()));
-    let fields = if carried {
+    // The log line's path, as hyper's path logs it (a plain target always makes a `Uri`);
+    // nothing when it is not logged.
+    let uri = tracing::enabled!(tracing::Level::INFO)
+        .then(|| Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes())).ok())
+        .flatten();
+    let carried_map = if carried {
         // The decisions read a scope: they take a map, as hyper's path gives them.
         let Some(headers) = header_map(request.headers, &Shared::new(bytes, len)) else {
             return Parsed::NotFast;
         };
-        RequestFields::Map(headers)
+        Some(headers)
     } else {
         strip_for_instance(&mut fields);
-        let room = body_len.min(body_room) as usize;
-        let mut head = buffers::take(len + 256 + room);
-        request_line(&mut head, &method, target);
-        for (name, value) in fields.iter() {
-            write_field(&mut head, name, value, bytes);
-        }
-        let host = fields.has(Known::Host);
-        RequestFields::Written { head, host }
+        None
     };
-    let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes())) else {
-        return Parsed::NotFast;
+    let room = body_len.min(body_room) as usize;
+    let mut head = buffers::take(len + 256 + room);
+    request_line(&mut head, &method, target);
+    let fields = match carried_map {
+        Some(headers) => RequestFields::Map { headers, head },
+        None => {
+            for (name, value) in fields.iter() {
+                write_field(&mut head, name, value, bytes);
+            }
+            let host = fields.has(Known::Host);
+            RequestFields::Written { head, host }
+        }
     };
     Parsed::Fast(RequestHead {
         method,
@@ -142,6 +155,16 @@ pub fn parse_request(bytes: &[u8], token_header: &HeaderName, body_room: u64) ->
         body_len,
         close,
     })
+}
+
+/// Whether `target` is a path (and query) of the bytes that need no encoding in either, which
+/// hyper's `Uri` takes as they are (nothing cut, nothing to refuse): the fast path leaves any
+/// other target to hyper, which tells how it reads it, without making a `Uri` of each.
+fn plain_target(target: &str) -> bool {
+    target.starts_with('/')
+        && target
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"/?-._~%!$&'()*+,;=:@".contains(&byte))
 }
 
 /// Whether every name is one `HeaderName` takes (httparse takes the same letters).
@@ -233,6 +256,8 @@ pub struct AnswerHead {
     pub head: Vec<u8>,
     /// How the client gets its body.
     pub to: Framing,
+    /// When it was read (the end of the request's time, and the client's `date`).
+    pub at: Instant,
 }
 
 /// What the bytes read of an answer hold.
@@ -266,8 +291,8 @@ pub struct AnswerTo<'a> {
     pub close: bool,
 }
 
-/// The answer in `bytes`, and the head the client gets of it.
-pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAnswer> {
+/// The answer in `bytes`, read `at`, and the head the client gets of it.
+pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>, at: Instant) -> Result<AnswerRead, BadAnswer> {
     let served_by = SERVED_BY;
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut fields);
@@ -323,6 +348,7 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
         reason,
         http11,
         has_date: fields.has(Known::Date),
+        at,
         body: body.map(|framing| match framing {
             Framing::Length(len) => BodyLength::Known(len),
             Framing::Chunked | Framing::UntilClose => BodyLength::Unknown,
@@ -336,6 +362,7 @@ pub fn parse_answer(bytes: &[u8], to: &AnswerTo<'_>) -> Result<AnswerRead, BadAn
         len,
         head,
         to: framing,
+        at,
     }))
 }
 
@@ -374,6 +401,8 @@ pub struct Answer<'a> {
     pub http11: bool,
     /// Whether its fields hold a `date`.
     pub has_date: bool,
+    /// When it is sent (its `date`, when it has none).
+    pub at: Instant,
     pub body: Option<BodyLength>,
 }
 
@@ -441,7 +470,7 @@ pub fn encode_answer<'f>(
         }
     });
     if !answer.has_date {
-        write_field(dst, b"date", &now_as_http_date(), &[]);
+        write_field(dst, b"date", &http_date(answer.at), &[]);
     }
     dst.extend_from_slice(b"\r\n");
     if head || no_content {
@@ -475,29 +504,73 @@ fn raw_line<'r>(read: &'r [u8], name: &[u8], value: &[u8]) -> Option<&'r [u8]> {
     (contiguous && line[name.len()..value_at] == *b": " && line.ends_with(b"\r\n")).then_some(line)
 }
 
-/// Now as an HTTP date, formatted once a second per thread (as hyper keeps its own).
-fn now_as_http_date() -> [u8; 29] {
+/// `now` as an HTTP date, formatted once a second per thread (as hyper keeps its own): the
+/// wall clock is read only once `now` is past the second formatted last, which `now`, read
+/// already for the request's time, tells without a clock read of its own.
+fn http_date(now: Instant) -> [u8; 29] {
     thread_local! {
-        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+        /// The date formatted last, and when its second ends.
+        static CACHED: RefCell<Option<([u8; 29], Instant)>> = const { RefCell::new(None) };
     }
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    CACHED.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.0 != second {
-            let text = httpdate::fmt_http_date(now);
-            cached.1.copy_from_slice(&text.as_bytes()[..29]);
-            cached.0 = second;
+    CACHED.with_borrow_mut(|cached| match *cached {
+        Some((date, second_ends)) if now < second_ends => date,
+        _ => {
+            let wall = SystemTime::now();
+            let into_second = wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |since| since.subsec_nanos());
+            let second_ends = now + Duration::from_nanos(u64::from(1_000_000_000 - into_second));
+            let mut date = [0; 29];
+            date.copy_from_slice(&httpdate::fmt_http_date(wall).as_bytes()[..29]);
+            *cached = Some((date, second_ends));
+            date
         }
-        cached.1
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::content_length;
+    use hyper::Uri;
+
+    use std::time::{Instant, SystemTime};
+
+    use super::{content_length, http_date, plain_target};
+
+    #[test]
+    fn the_date_is_the_wall_clock_s_when_formatted_and_when_kept() {
+        for _ in 0..3 {
+            let before = httpdate::fmt_http_date(SystemTime::now());
+            let date = http_date(Instant::now());
+            let after = httpdate::fmt_http_date(SystemTime::now());
+            let date = std::str::from_utf8(&date).unwrap();
+            assert!(
+                date == before || date == after,
+                "{date}: {before} .. {after}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plain_target_is_one_uri_takes_as_it_is() {
+        let plain = [
+            "/",
+            "/1k",
+            "/a/b.c?x=1&y=%20z",
+            "/~me/(1)*!$';:@,+_-",
+            "/a?b?c=d",
+        ];
+        for target in plain {
+            assert!(plain_target(target), "{target}");
+            let uri: Uri = target.parse().unwrap();
+            assert_eq!(uri.path_and_query().unwrap().as_str(), target);
+        }
+        let others = [
+            "/a#b", "/a b", "/{a}", "/a|b", "/a^b", "/a`b", "/\u{e9}", "*", "a/b", "",
+        ];
+        for target in others {
+            assert!(!plain_target(target), "{target}");
+        }
+    }
 
     #[test]
     fn a_content_length_is_read_as_its_digits_parsed() {

@@ -286,18 +286,13 @@ impl Connection<'_> {
         // its head being written already; they add theirs after it.
         let (mut request, has_host, mut headers) = match fields {
             RequestFields::Written { head, host } => (head, host, HeaderMap::new()),
-            RequestFields::Map(mut headers) => {
+            RequestFields::Map { mut headers, head } => {
                 strip_for_instance(&mut headers);
-                let mut request = buffers::take(len + 256 + inline);
-                let target = uri.path_and_query().map_or("/", |p| p.as_str());
-                head::request_line(&mut request, &method, target);
-                (request, false, headers)
+                (head, false, headers)
             }
         };
-        let Some(scope) = requests
-            .local_plan(&mut headers, service, workload.cgroup_id)
-            .await
-        else {
+        let plan = requests.local_plan(&mut headers, service, workload.cgroup_id);
+        let (Some(scope), waited) = with_wait(plan).await else {
             return Next::ToHyper;
         };
         requests
@@ -314,6 +309,9 @@ impl Connection<'_> {
         head::end_request(&mut request, &headers);
         let body_end = len + inline;
         let limit = Some(self.settings.response_timeout);
+        // The wait for the answer starts once the request is decided, as on hyper's path: when
+        // the decisions waited, the time read when the request came is too early for it.
+        let decided = if waited { Instant::now() } else { at };
         let exchange = async {
             if read_body(&mut self.client, read, body_end).await.is_err() {
                 return None;
@@ -326,7 +324,7 @@ impl Connection<'_> {
             };
             Some(self.exchange(&request, &to, at, upload.as_mut()).await)
         };
-        let answered = timer.within(limit, exchange).await;
+        let answered = timer.within_from(decided, limit, exchange).await;
         drop(slot);
         buffers::give_back(request);
         let answered = match answered {
@@ -379,13 +377,14 @@ impl Connection<'_> {
             len: answer_len,
             head: mut out,
             to,
+            at: answer_at,
         } = answer;
         RequestLine {
             served_by: chain.site_header.clone(),
             status: status.as_u16(),
             ..line
         }
-        .write(&requests.metrics, None);
+        .write(&requests.metrics, None, answer_at);
         let mut instance = instance;
         let from = body.unwrap_or(Framing::Length(0));
         let (client_read, mut client_write) = self.client.split();
@@ -471,7 +470,7 @@ impl Connection<'_> {
                     close: to.close || cut_short,
                     ..*to
                 };
-                let parsed = head::parse_answer(&read, &to)
+                let parsed = head::parse_answer(&read, &to, Instant::now())
                     .map_err(|bad| (false, UpstreamError::BadAnswer(bad.to_string())))?;
                 match parsed {
                     AnswerRead::Interim(len) => {
@@ -543,11 +542,13 @@ impl Connection<'_> {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let headers = &parts.headers;
+        let now = Instant::now();
         let answer = Answer {
             status: parts.status,
             reason: None,
             http11: true,
             has_date: headers.contains_key(header::DATE),
+            at: now,
             body: (!body.is_empty()).then_some(BodyLength::Known(body.len() as u64)),
         };
         let fields = headers
@@ -560,12 +561,26 @@ impl Connection<'_> {
             status: parts.status.as_u16(),
             ..line
         }
-        .write(metrics, None);
+        .write(metrics, None, now);
         if self.client.write_all(&out).await.is_err() || close {
             return Next::Close;
         }
         Next::KeepAlive
     }
+}
+
+/// `future`'s output, and whether it waited (was not ready when first polled).
+async fn with_wait<F: Future>(future: F) -> (F::Output, bool) {
+    let mut future = pin!(future);
+    let mut waited = false;
+    poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(done) => Poll::Ready((done, waited)),
+        Poll::Pending => {
+            waited = true;
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Reads the client's body until `read` holds `end` bytes.

@@ -150,7 +150,7 @@ fn settings() -> ProxySettings {
 }
 
 /// Conversations, each on a connection of its own, that end with the proxy closing it.
-const CONVERSATIONS: [&str; 8] = [
+const CONVERSATIONS: [&str; 9] = [
     // No scope: repeated names in any case, names that Connection lists (the last names take
     // their places), hop-by-hop and peer headers, odd white space, answers likewise.
     "GET /odd HTTP/1.1\r\nHost: catalog\r\nX-Rep: 1\r\nConnection: X-Drop , keep-alive,x-two\r\n\
@@ -196,6 +196,11 @@ const CONVERSATIONS: [&str; 8] = [
     "GET /ws HTTP/1.1\r\nHost: catalog\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\
      POST /expect HTTP/1.1\r\nHost: catalog\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi\
      GET /after HTTP/1.1\r\nHost: catalog\r\nConnection: close\r\n\r\n",
+    // A target of every byte the fast path takes, then ones of other bytes, hyper's (handed
+    // over): its `Uri` cuts a fragment.
+    "GET /a%20b/c.d?x=1&y=(2)*!$';:@,+~_?z HTTP/1.1\r\nHost: catalog\r\n\r\n\
+     GET /json/{a}|x^y HTTP/1.1\r\nHost: catalog\r\n\r\n\
+     GET /frag#part HTTP/1.1\r\nHost: catalog\r\nConnection: close\r\n\r\n",
     // Handed over: a scope that names an unknown site (400), a chunked request.
     "GET /nowhere HTTP/1.1\r\nHost: catalog\r\nX-Scope: {catalog: Nowhere}\r\n\r\n\
      POST /chunked-request HTTP/1.1\r\nHost: catalog\r\nTransfer-Encoding: chunked\r\n\r\n\
