@@ -44,6 +44,11 @@ pub enum ConfigError {
     NoSite,
     #[error("`proxy.max_header_bytes` must be at least 8192")]
     HeaderLimitTooSmall,
+    #[error(
+        "`proxy.park_idle_after` must be shorter than `proxy.header_read_timeout` ({timeout:?}): \
+         a connection waiting for a request longer than that is closed, never parked"
+    )]
+    ParkAfterTimeout { timeout: Duration },
     #[error("`{key}` must be at least 1: with 0 nothing would ever be served")]
     ZeroCap { key: &'static str },
     #[error(
@@ -295,6 +300,11 @@ pub struct ProxySettings {
     /// How long a client may take to send a request's headers.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1.1 connection waits for its next request, with nothing of it read,
+    /// before it is parked: its task and its registration with the runtime are freed until it
+    /// is readable again. Below `header_read_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub park_idle_after: Duration,
     /// The largest request head (request line and headers) accepted, in bytes.
     pub max_header_bytes: usize,
     /// How long the local instance may take to connect.
@@ -328,6 +338,7 @@ impl Default for ProxySettings {
             port: 15001,
             interception: InterceptionMode::Ebpf,
             header_read_timeout: Duration::from_secs(10),
+            park_idle_after: Duration::from_secs(1),
             max_header_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
@@ -404,6 +415,11 @@ impl Config {
         }
         if self.proxy.max_header_bytes < 8192 {
             return Err(ConfigError::HeaderLimitTooSmall);
+        }
+        if self.proxy.park_idle_after >= self.proxy.header_read_timeout {
+            return Err(ConfigError::ParkAfterTimeout {
+                timeout: self.proxy.header_read_timeout,
+            });
         }
         for (key, cap) in [
             (

@@ -229,6 +229,7 @@ fn a_100_mib_response_streams_through_with_flat_memory() {
 fn bad_requests_get_clear_errors_and_leave_other_connections_alone() {
     let mut config = site_config(SITE);
     config.proxy.header_read_timeout = Duration::from_secs(1);
+    config.proxy.park_idle_after = Duration::from_millis(500);
     let node = start_node_with(&[service(0)], config, false);
     let mut command = node.netns.command("python3");
     command

@@ -54,6 +54,29 @@ fn names_the_service_configured_twice() {
 }
 
 #[test]
+fn parks_idle_connections_only_before_their_wait_for_a_head_ends() {
+    let parks = EXAMPLE.replace(
+        "header_read_timeout = \"3s\"",
+        "park_idle_after = \"2s\"\n    header_read_timeout = \"3s\"",
+    );
+    assert_eq!(
+        Config::parse(&parks).unwrap().proxy.park_idle_after,
+        Duration::from_secs(2)
+    );
+    let never = EXAMPLE.replace(
+        "header_read_timeout = \"3s\"",
+        "header_read_timeout = \"1s\"",
+    );
+    let err = Config::parse(&never).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "`proxy.park_idle_after` must be shorter than `proxy.header_read_timeout` (1s)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn refuses_a_service_that_would_loop_back_to_cheops() {
     let text = "site = \"A\"\n[[service]]\nname = \"s\"\naddress = \"127.0.0.1:80\"\nlocal = \"127.0.0.1:80\"\n";
     assert!(Config::parse(text)

@@ -13,6 +13,7 @@ mod http2;
 mod inbound;
 mod linger;
 mod outcome;
+mod park;
 pub mod plan;
 mod relay;
 mod replay;
@@ -42,7 +43,7 @@ use crate::{
     accept::next_connection,
     config::{ProxySettings, Service},
     intercept::{Intercepted, OriginalDestinations},
-    limits::{self, Slots},
+    limits::{self, Slot, Slots},
     metrics::{Metrics, ProxyCounters, RequestHistograms},
     peer::Peers,
     scope::{tokens::TokenScopes, workloads::WorkloadScopes},
@@ -190,7 +191,7 @@ impl Proxy {
     ) -> impl Future<Output = ()> + Send {
         let _ = stream.set_nodelay(true);
         async move {
-            let Some(_connection) = self.connections.try_take(cgroup_id) else {
+            let Some(slot) = self.connections.try_take(cgroup_id) else {
                 return Box::pin(self.refuse_connection(stream, &service)).await;
             };
             // Each protocol but the fast path's is boxed: the task's size is its largest state.
@@ -202,13 +203,17 @@ impl Proxy {
                     // while it can; from the first it leaves, hyper serves the rest of the
                     // connection, which then owns its own connection to the instance
                     // (`upstream`); after an upgrade to HTTP/2, the streams share the pooled
-                    // one. A service with resource rules is served by hyper throughout. Not a
-                    // function of its own, whose future would keep the stream once more.
+                    // one. A service with resource rules is served by hyper throughout. An idle
+                    // connection is parked (`park_http1`). Not a function of its own, whose
+                    // future would keep the stream once more.
                     let workload = self.workload(service, cgroup_id);
                     let (stream, read) = if workload.service.resources.is_empty() {
-                        match fast::serve(stream, &workload, &self.settings).await {
-                            Some(handed) => (handed.stream, handed.read),
-                            None => return,
+                        match fast::serve(stream, &workload, &self.settings, None).await {
+                            fast::Served::Closed => return,
+                            fast::Served::ToHyper(handed) => (handed.stream, handed.read),
+                            fast::Served::Idle(stream, deadline) => {
+                                return self.park_http1(stream, workload, slot, deadline)
+                            }
                         }
                     } else {
                         (stream, Bytes::new())
@@ -226,6 +231,45 @@ impl Proxy {
                     Box::pin(relay::relay_tcp(stream, &service, timeout)).await
                 }
             }
+        }
+    }
+
+    /// Parks an idle HTTP/1.1 connection (`park`) with its workload's parts and its connection
+    /// `slot`, held until it closes; once it sends, the fast path serves it again from its wait
+    /// for a head, which ends at `deadline`.
+    fn park_http1(
+        self: Arc<Self>,
+        stream: TcpStream,
+        workload: http2::WorkloadConnection,
+        slot: Slot<u64>,
+        deadline: tokio::time::Instant,
+    ) {
+        let resume = move |stream| {
+            tokio::spawn(self.resume_http1(stream, workload, slot, deadline));
+        };
+        park::park(stream, deadline, Box::new(resume));
+    }
+
+    /// A parked connection's task: as `handle_connection`'s for HTTP/1.1, from its wait for a
+    /// head. Not an `async fn`, which would hold its arguments twice.
+    #[allow(clippy::manual_async_fn)]
+    fn resume_http1(
+        self: Arc<Self>,
+        stream: TcpStream,
+        workload: http2::WorkloadConnection,
+        slot: Slot<u64>,
+        deadline: tokio::time::Instant,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            let (stream, read) =
+                match fast::serve(stream, &workload, &self.settings, Some(deadline)).await {
+                    fast::Served::Closed => return,
+                    fast::Served::ToHyper(handed) => (handed.stream, handed.read),
+                    fast::Served::Idle(stream, deadline) => {
+                        return self.park_http1(stream, workload, slot, deadline)
+                    }
+                };
+            Box::pin(self.serve_with_hyper(stream, read, workload)).await
         }
     }
 
@@ -295,5 +339,7 @@ impl Proxy {
     }
 }
 
+#[cfg(test)]
+mod park_tests;
 #[cfg(test)]
 mod tests;

@@ -34,7 +34,7 @@ async fn proxy_for(local: SocketAddr) -> SocketAddr {
     proxy_with(local, settings).await
 }
 
-async fn proxy_with(local: SocketAddr, settings: ProxySettings) -> SocketAddr {
+pub(super) async fn proxy_with(local: SocketAddr, settings: ProxySettings) -> SocketAddr {
     proxy_serving(catalog(local), settings).await
 }
 
@@ -217,7 +217,7 @@ async fn an_unreachable_instance_gets_a_502_naming_the_service_and_site() {
 
 /// An instance that answers every request `200 ok` on keep-alive connections, or never
 /// answers at all (`stalled`).
-async fn instance(stalled: bool) -> SocketAddr {
+pub(super) async fn instance(stalled: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -238,7 +238,7 @@ async fn instance(stalled: bool) -> SocketAddr {
 }
 
 /// Sends one keep-alive request on `client` and reads its answer's head.
-async fn ask(client: &mut TcpStream) -> String {
+pub(super) async fn ask(client: &mut TcpStream) -> String {
     client
         .write_all(b"GET /items HTTP/1.1\r\nhost: catalog\r\n\r\n")
         .await

@@ -89,25 +89,10 @@ impl KeptTimer {
     }
 }
 
-/// `work`, given up after `limit` as `KeptTimer::within`, on `timer`: one that its owner keeps
-/// in its own state and sets again for each wait (pushed later in the runtime's timer wheel,
-/// as a kept one), with no memory of its own besides.
-pub fn within_on<F: Future>(
-    mut timer: Pin<&mut Sleep>,
-    limit: Duration,
-    work: F,
-) -> Within<F, Pin<&mut Sleep>> {
-    timer.as_mut().reset(tokio::time::Instant::now() + limit);
-    Within {
-        work,
-        sleep: Some((timer, limit)),
-    }
-}
-
 pin_project_lite::pin_project! {
-    /// What `KeptTimer::within` and `within_on` give: a future of its own rather than an
-    /// `async fn`'s, which would hold `work` twice (as its argument and as the value it pins),
-    /// in every connection's task.
+    /// What `KeptTimer::within` gives: a future of its own rather than an `async fn`'s, which
+    /// would hold `work` twice (as its argument and as the value it pins), in every
+    /// connection's task.
     pub struct Within<F, S = KeptSleep> {
         #[pin]
         work: F,

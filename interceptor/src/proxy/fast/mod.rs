@@ -11,7 +11,8 @@
 //! connection holds little: no buffer (taken when bytes come, given back once they are
 //! served), no connection to the instance (taken from its thread's `pool` for a request, given
 //! back after the answer), one timer, and a task whose state for a request is boxed while it
-//! is served.
+//! is served; once idle for `proxy.park_idle_after`, not even that (`super::park`). The wait
+//! for a head is `waiting`'s.
 mod body;
 mod buffers;
 mod fields;
@@ -26,13 +27,13 @@ mod streamed_tests;
 #[cfg(test)]
 mod tests;
 mod upload;
+mod waiting;
 
 use std::{
-    future::{poll_fn, Future},
+    future::Future,
     io::ErrorKind,
     pin::pin,
     sync::{atomic::Ordering, Arc},
-    task::{ready, Context, Poll},
     time::Instant,
 };
 
@@ -45,6 +46,7 @@ use hyper::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
+    time,
 };
 use tracing::debug;
 
@@ -54,7 +56,7 @@ use super::{
     outcome::{InstanceError, UpstreamError},
     plan,
     request::{strip_for_instance, RequestLine, WorkloadRequests},
-    timer::{within_on, KeptTimer},
+    timer::KeptTimer,
 };
 use crate::{
     config::ProxySettings,
@@ -64,10 +66,10 @@ use crate::{
 };
 use body::{RelayError, Relayed};
 use head::{
-    Answer, AnswerHead, AnswerRead, AnswerTo, BodyLength, Framing, Parsed, RequestFields,
-    RequestHead,
+    Answer, AnswerHead, AnswerRead, AnswerTo, BodyLength, Framing, RequestFields, RequestHead,
 };
 use upload::Upload;
+use waiting::{wait_for_head, ReadHead, Waited};
 
 /// The largest request body read whole before the request is sent; a larger one goes on from
 /// socket to socket once the head is sent (`upload`).
@@ -83,13 +85,24 @@ pub struct HandOver {
     pub read: Bytes,
 }
 
-/// Serves `stream`'s requests while the fast path can; the connection to hand to hyper when a
-/// request is one it leaves; `None` once the connection ended.
+/// Where a connection is once the fast path stops serving it.
+pub enum Served {
+    Closed,
+    /// A request the fast path leaves: hyper serves the rest of the connection.
+    ToHyper(HandOver),
+    /// Idle for `proxy.park_idle_after` with nothing read: to be parked (`park`) until its
+    /// wait for the next head ends, at the deadline given.
+    Idle(TcpStream, time::Instant),
+}
+
+/// Serves `stream`'s requests while the fast path can, from its wait for a head; `resumed`: the
+/// deadline of that wait for a connection that was parked during it.
 pub fn serve<'a>(
     stream: TcpStream,
     workload: &'a WorkloadConnection,
     settings: &'a ProxySettings,
-) -> impl Future<Output = Option<HandOver>> + Send + 'a {
+    mut resumed: Option<time::Instant>,
+) -> impl Future<Output = Served> + Send + 'a {
     let mut connection = Connection {
         client: stream,
         workload,
@@ -107,19 +120,42 @@ pub fn serve<'a>(
         // What the client sent and was not served yet; no buffer while there is nothing.
         let mut read = Vec::new();
         let closed = loop {
-            // As hyper: the wait for a head starts when the last answer was sent; past it, the
-            // connection is closed.
-            let wait = connection.settings.header_read_timeout;
-            let head = within_on(head_timer.as_mut(), wait, read_head(&connection, &mut read));
+            // As hyper: the wait for a head starts when the last answer was sent and ends
+            // `header_read_timeout` later, closing the connection. One with nothing read is
+            // parked before, once idle for `park_idle_after`; a resumed one waits on until the
+            // deadline it had.
+            let parks = match resumed.take() {
+                Some(deadline) => {
+                    head_timer.as_mut().reset(deadline);
+                    false
+                }
+                None => {
+                    let ProxySettings {
+                        park_idle_after,
+                        header_read_timeout,
+                        ..
+                    } = *connection.settings;
+                    let parks = park_idle_after < header_read_timeout;
+                    let wait = if parks {
+                        park_idle_after
+                    } else {
+                        header_read_timeout
+                    };
+                    head_timer.as_mut().reset(time::Instant::now() + wait);
+                    parks
+                }
+            };
             // Boxed: the connection's task, idle most of its life, is not the size of a
             // request's state (nor is the head kept in it: it is gone after this statement).
-            let serving = match head.await {
-                Ok(ReadHead::Fast(head, requests)) => {
-                    Box::pin(connection.serve(head, requests, &mut read, &answer_timer))
-                }
-                Ok(ReadHead::ToHyper) => break false,
-                Err(_) | Ok(ReadHead::Closed) => break true,
-            };
+            let serving =
+                match wait_for_head(&connection, &mut read, head_timer.as_mut(), parks).await {
+                    Waited::Head(ReadHead::Fast(head, requests)) => {
+                        Box::pin(connection.serve(head, requests, &mut read, &answer_timer))
+                    }
+                    Waited::Head(ReadHead::ToHyper) => break false,
+                    Waited::Head(ReadHead::Closed) | Waited::TimedOut => break true,
+                    Waited::Idle(deadline) => return Served::Idle(connection.client, deadline),
+                };
             match serving.await {
                 Next::KeepAlive if read.is_empty() => buffers::give_back(std::mem::take(&mut read)),
                 Next::KeepAlive => {}
@@ -129,102 +165,13 @@ pub fn serve<'a>(
         };
         if closed {
             let _ = connection.client.shutdown().await;
-            return None;
+            return Served::Closed;
         }
-        Some(HandOver {
+        Served::ToHyper(HandOver {
             stream: connection.client,
             read: read.into(),
         })
     }
-}
-
-// Moved once per request: a box would cost an allocation each.
-#[allow(clippy::large_enum_variant)]
-enum ReadHead {
-    /// With what serves it (read once per request: a reload applies from the next).
-    Fast(RequestHead, Arc<WorkloadRequests>),
-    ToHyper,
-    Closed,
-}
-
-/// Reads until `read` holds a whole head, or what hyper must answer (more than
-/// `proxy.max_header_bytes` without one, a malformed one, one the fast path leaves). Polled by
-/// hand: no state is kept in the connection's task but these references, while it waits for
-/// the next request.
-fn read_head<'a>(
-    connection: &'a Connection<'_>,
-    read: &'a mut Vec<u8>,
-) -> impl Future<Output = ReadHead> + Send + 'a {
-    // Whether `read` holds bytes not parsed yet.
-    let mut unparsed = !read.is_empty();
-    poll_fn(move |cx| loop {
-        let Connection {
-            client,
-            workload,
-            settings,
-        } = connection;
-        let limit = settings.max_header_bytes;
-        if unparsed {
-            unparsed = false;
-            let requests = (workload.requests)();
-            let token_header = requests.carriers.token_header_name();
-            match head::parse_request(read, token_header, MAX_BODY) {
-                // Past the limit, hyper answers 431 (it never reads that much for one head).
-                Parsed::Fast(head) if head.len > limit => return Poll::Ready(ReadHead::ToHyper),
-                Parsed::Fast(head) => return Poll::Ready(ReadHead::Fast(head, requests)),
-                Parsed::NotFast => return Poll::Ready(ReadHead::ToHyper),
-                Parsed::Partial if read.len() >= limit => return Poll::Ready(ReadHead::ToHyper),
-                Parsed::Partial => {}
-            }
-        }
-        let head = match ready!(poll_read_more(client, read, cx)) {
-            Ok(0) if read.is_empty() => ReadHead::Closed,
-            Ok(0) => ReadHead::ToHyper,
-            Ok(_) => {
-                unparsed = true;
-                continue;
-            }
-            Err(_) => ReadHead::Closed,
-        };
-        return Poll::Ready(head);
-    })
-}
-
-/// Reads what the client sent into `read`, taking a buffer only once something came: the
-/// readiness left from the last request often finds nothing, and the wait that follows may
-/// last as long as the connection is idle.
-fn poll_read_more(
-    client: &TcpStream,
-    read: &mut Vec<u8>,
-    cx: &mut Context<'_>,
-) -> Poll<std::io::Result<usize>> {
-    loop {
-        ready!(client.poll_read_ready(cx))?;
-        let done = if read.is_empty() {
-            read_first(client, read)
-        } else {
-            if read.capacity() - read.len() < READS / 2 {
-                read.reserve(READS.max(read.len()));
-            }
-            client.try_read_buf(read)
-        };
-        match done {
-            Err(error) if error.kind() == ErrorKind::WouldBlock => continue,
-            done => return Poll::Ready(done),
-        }
-    }
-}
-
-/// Reads into the empty `read` through a buffer of this thread's (`buffers`), which `read`
-/// keeps only once something came.
-fn read_first(client: &TcpStream, read: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut buffer = buffers::take(READS);
-    let came = client.try_read_buf(&mut buffer);
-    match came {
-        Ok(len) if len > 0 => *read = buffer,
-        _ => buffers::give_back(buffer),
-    }
-    came
 }
 
 enum Next {

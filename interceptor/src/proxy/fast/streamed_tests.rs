@@ -170,7 +170,8 @@ async fn fast_proxy(instance: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
             let workload = proxy.workload(Arc::new(service.clone()), 1);
             let counted = counted.clone();
             tokio::spawn(async move {
-                if super::serve(stream, &workload, &settings()).await.is_some() {
+                let served = super::serve(stream, &workload, &settings(), None).await;
+                if matches!(served, super::Served::ToHyper(_)) {
                     counted.fetch_add(1, Ordering::SeqCst);
                 }
             });

@@ -282,13 +282,13 @@ async fn the_fast_path_serves_the_common_request_and_hands_over_the_rest_with_it
         let (stream, _) = listener.accept().await.unwrap();
         let workload = proxy.workload(Arc::new(service.clone()), 1);
         let settings = settings();
-        let handed = super::serve(stream, &workload, &settings).await;
+        let handed = super::serve(stream, &workload, &settings, None).await;
         let mut answer = [0u8; 15];
         client.read_exact(&mut answer).await.unwrap();
         assert_eq!(&answer, b"HTTP/1.1 200 OK");
         match (handed, handed_over) {
-            (None, None) => {}
-            (Some(handed), Some(left)) => {
+            (super::Served::Closed, None) => {}
+            (super::Served::ToHyper(handed), Some(left)) => {
                 // Pipelined bytes may come in several reads: those read are the start of `left`.
                 assert!(!handed.read.is_empty());
                 assert!(
@@ -297,7 +297,8 @@ async fn the_fast_path_serves_the_common_request_and_hands_over_the_rest_with_it
                     handed.read
                 );
             }
-            (handed, _) => panic!("handed over: {:?}", handed.map(|h| h.read)),
+            (super::Served::ToHyper(handed), None) => panic!("handed over: {:?}", handed.read),
+            _ => panic!("not served as it should"),
         }
         let seen = std::mem::take(&mut *seen.lock().unwrap());
         assert_eq!(seen.len(), 1, "{seen:?}");

@@ -1,7 +1,8 @@
 //! Idle keep-alive connections: `cheops-load idle` opens many connections through each proxy,
 //! each with one request answered, and holds them; the proxy's resident memory before and
-//! with all of them open, divided by their number, is its memory per idle connection. Its
-//! open files tell whether it keeps an upstream connection for each.
+//! with all of them open and idle for a few seconds (`IDLE_FOR`), divided by their number, is
+//! its memory per idle connection. Its open files tell whether it keeps an upstream connection
+//! for each.
 use std::{
     io::{BufRead, BufReader},
     process::Stdio,
@@ -23,6 +24,10 @@ pub const PATHS: [(&str, Proxy); 3] = [
     ("haproxy-nat", Proxy::Haproxy),
     ("nginx-nat", Proxy::Nginx),
 ];
+
+/// How long the connections are idle, all of them open, when the memory is read: the memory
+/// measured is that of connections idle for a few seconds.
+const IDLE_FOR: Duration = Duration::from_secs(3);
 
 /// Open files the benchmark's processes may have: a client, a proxy and the origin each hold
 /// one per connection, a proxy perhaps two.
@@ -114,8 +119,10 @@ fn measure(stage: &Stage, name: &str, proxy: Proxy, connections: usize) -> anyho
     let mut answers = BufReader::new(client.stdout.take().context("the client's stdout")?);
     let mut opened = String::new();
     answers.read_line(&mut opened)?;
-    // Whatever the proxy does once a connection is idle (buffers shrunk, timers set) is done.
-    std::thread::sleep(Duration::from_secs(1));
+    // Whatever the proxy does once a connection is idle (buffers shrunk, timers set) is done,
+    // and so is what it does to one idle for a few seconds: cheops parks a connection idle
+    // for `proxy.park_idle_after` (1 s), then gives the memory freed back a second later.
+    std::thread::sleep(IDLE_FOR);
     let with_idle = held(server.pid)?;
     drop(client.stdin.take());
     let mut last = String::new();
