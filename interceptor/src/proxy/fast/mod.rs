@@ -30,10 +30,11 @@ mod upload;
 mod waiting;
 
 use std::{
-    future::Future,
+    future::{poll_fn, Future},
     io::ErrorKind,
     pin::pin,
     sync::{atomic::Ordering, Arc},
+    task::Poll,
     time::Instant,
 };
 
