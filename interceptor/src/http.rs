@@ -218,10 +218,11 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
             headers.remove(name);
         }
     }
-    for at in 0..HOP_BY_HOP.len() {
-        if is_present(at) {
-            headers.remove_hop_by_hop(at);
-        }
+    // Those present only, in `HOP_BY_HOP`'s order: the lowest bit left first.
+    let mut left = present;
+    while left != 0 {
+        headers.remove_hop_by_hop(left.trailing_zeros() as usize);
+        left &= left - 1;
     }
     if trailers_accepted {
         headers.insert(te, "trailers");
