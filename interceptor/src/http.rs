@@ -197,6 +197,10 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
         // Gathered first, as removing fields changes those of `Connection` read.
         let mut named_in_connection = Vec::new();
         for value in headers.values(connection) {
+            // The most common value, one hop-by-hop name, told without splitting it.
+            if value.eq_ignore_ascii_case(b"keep-alive") {
+                continue;
+            }
             for name in value_tokens(value) {
                 // Those are removed below anyway (`keep-alive`, most often).
                 let hop_by_hop = HOP_BY_HOP_NAMES
@@ -214,10 +218,11 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
             headers.remove(name);
         }
     }
-    for at in 0..HOP_BY_HOP.len() {
-        if is_present(at) {
-            headers.remove_hop_by_hop(at);
-        }
+    // Those present only, in `HOP_BY_HOP`'s order: the lowest bit left first.
+    let mut left = present;
+    while left != 0 {
+        headers.remove_hop_by_hop(left.trailing_zeros() as usize);
+        left &= left - 1;
     }
     if trailers_accepted {
         headers.insert(te, "trailers");
@@ -261,5 +266,18 @@ mod tests {
         headers.insert(header::TE, HeaderValue::from_static("gzip"));
         remove_hop_by_hop_headers(&mut headers);
         assert!(!headers.contains_key(header::TE));
+    }
+
+    #[test]
+    fn a_connection_of_keep_alive_alone_goes_with_keep_alive_and_nothing_else() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        headers.append(header::CONNECTION, HeaderValue::from_static("x-private"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("x-scope", HeaderValue::from_static("a"));
+        remove_hop_by_hop_headers(&mut headers);
+        let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-scope"]);
     }
 }
