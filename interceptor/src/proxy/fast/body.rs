@@ -1,6 +1,6 @@
 //! An answer's body relayed from the instance to the client: read by the framing the instance
 //! gave it (its length, chunks, or up to the end of the connection) and written by the framing
-//! the client was told (`head::encode_answer`). Chunks are passed on as they come, under a size
+//! the client was told (`answer::encode_answer`). Chunks are passed on as they come, under a size
 //! line of their own: extensions and trailers go, as hyper drops them too. A large body of a
 //! known length, and one up to the end of the connection, go from socket to socket in the
 //! kernel (`splice`) once what came with the head is written.
@@ -10,7 +10,7 @@ use tokio::{
 };
 
 use super::{
-    head::Framing,
+    answer::Framing,
     splice::{Pipe, SpliceError},
 };
 

@@ -352,6 +352,17 @@ impl HeaderTable for Fields<'_> {
     }
 }
 
+/// A `Content-Length` as hyper reads it: digits only, at most `u64::MAX`.
+pub fn content_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |length, digit| {
+        let digit = digit.checked_sub(b'0').filter(|digit| *digit < 10)?;
+        length.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use hyper::{
@@ -441,6 +452,31 @@ mod tests {
                     "{name} in {head:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_content_length_is_read_as_its_digits_parsed() {
+        let lengths = [
+            "",
+            "0",
+            "1024",
+            "007",
+            "18446744073709551615",
+            "18446744073709551616",
+            "+1",
+            "-1",
+            "1 ",
+            " 1",
+            "a",
+            "12a",
+            "1_0",
+            "١",
+        ];
+        for length in lengths {
+            let digits_only = !length.is_empty() && length.bytes().all(|b| b.is_ascii_digit());
+            let parsed = length.parse::<u64>().ok().filter(|_| digits_only);
+            assert_eq!(content_length(length.as_bytes()), parsed, "{length:?}");
         }
     }
 }

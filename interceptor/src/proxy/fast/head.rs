@@ -1,13 +1,8 @@
 //! The heads of the fast path, read once with `httparse` and written as hyper writes them,
 //! from the fields where they lie in the read buffer (`fields`): a request the fast path
 //! takes (`parse_request`, which writes what goes on to the instance), the instance's answer
-//! (`parse_answer`, which writes the head the client gets: hyper's server encoding of the same
-//! answer: names in lower case, its framing header, `date` when the answer has none).
-use std::{
-    cell::RefCell,
-    mem::MaybeUninit,
-    time::{Duration, Instant, SystemTime},
-};
+//! (`parse_answer`, which has the head the client gets written by `answer`).
+use std::{mem::MaybeUninit, time::Instant};
 
 use bytes::Bytes;
 use hyper::{
@@ -16,9 +11,10 @@ use hyper::{
 };
 
 use super::{
+    answer::{encode_answer, write_field, Answer, BodyLength, Framing},
     buffers,
-    fields::{Fields, MAX_HEADERS},
-    names::{make_lower_case, same_name, Known},
+    fields::{content_length, Fields, MAX_HEADERS},
+    names::Known,
 };
 use crate::{
     http::{remove_hop_by_hop_headers, value_tokens, SERVED_BY},
@@ -206,17 +202,6 @@ fn header_map(fields: &[httparse::Header<'_>], head: &Shared<'_>) -> Option<Head
     Some(headers)
 }
 
-/// A `Content-Length` as hyper reads it: digits only, at most `u64::MAX`.
-fn content_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |length, digit| {
-        let digit = digit.checked_sub(b'0').filter(|digit| *digit < 10)?;
-        length.checked_mul(10)?.checked_add(u64::from(digit))
-    })
-}
-
 /// Whether a comma-separated header value (`Connection`) holds `token`.
 fn has_token(value: &[u8], token: &str) -> bool {
     value_tokens(value).any(|part| part.eq_ignore_ascii_case(token.as_bytes()))
@@ -236,15 +221,6 @@ pub fn end_request(dst: &mut Vec<u8>, headers: &HeaderMap) {
         write_field(dst, name.as_str().as_bytes(), value.as_bytes(), &[]);
     }
     dst.extend_from_slice(b"\r\n");
-}
-
-/// How a body is framed on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    Length(u64),
-    Chunked,
-    /// Up to the end of the connection.
-    UntilClose,
 }
 
 /// An instance's answer, and the head the client gets of it.
@@ -395,171 +371,11 @@ fn answer_length(fields: &Fields<'_>) -> Result<Option<u64>, BadAnswer> {
     Ok(found)
 }
 
-/// How hyper's server sends an answer's body: its length known, or not (a chunked or
-/// close-delimited answer from the instance); `None`: no body at all.
-#[derive(Clone, Copy)]
-pub enum BodyLength {
-    Known(u64),
-    Unknown,
-}
-
-/// What the client gets in answer to a request, besides its fields.
-pub struct Answer<'a> {
-    pub status: StatusCode,
-    pub reason: Option<&'a [u8]>,
-    pub http11: bool,
-    /// Whether its fields hold a `date`.
-    pub has_date: bool,
-    /// When it is sent (its `date`, when it has none).
-    pub at: Instant,
-    pub body: Option<BodyLength>,
-}
-
-/// Writes the answer's head, its fields `(name, value)` in the order of a `HeaderMap`'s, as
-/// hyper's HTTP/1 server does, and tells how its body goes; `Length(0)` when it has none.
-/// `read`: the buffer the fields lie in, if they do (their lines are then copied whole).
-pub fn encode_answer<'f>(
-    dst: &mut Vec<u8>,
-    answer: &Answer<'_>,
-    fields: impl Iterator<Item = (&'f [u8], &'f [u8])>,
-    method: &Method,
-    read: &[u8],
-) -> Framing {
-    let status = answer.status;
-    dst.extend_from_slice(if answer.http11 {
-        b"HTTP/1.1 "
-    } else {
-        b"HTTP/1.0 "
-    });
-    dst.extend_from_slice(status.as_str().as_bytes());
-    dst.push(b' ');
-    let reason = answer
-        .reason
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("<none>").as_bytes());
-    dst.extend_from_slice(reason);
-    dst.extend_from_slice(b"\r\n");
-    let head = *method == Method::HEAD;
-    let no_content = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
-    let can_chunk = answer.http11 && !head && !no_content;
-    let mut framing = None;
-    let mut previous: Option<&[u8]> = None;
-    for (name, value) in fields {
-        let again = previous.is_some_and(|previous| same_name(previous, name));
-        previous = Some(name);
-        if same_name(name, b"content-length") {
-            // As hyper: with a body, its first length stands; without, only HEAD keeps them.
-            match answer.body {
-                Some(_) if again => continue,
-                Some(BodyLength::Known(len)) => framing = Some(Framing::Length(len)),
-                Some(BodyLength::Unknown) => match content_length(value) {
-                    Some(len) => framing = Some(Framing::Length(len)),
-                    None => continue,
-                },
-                None if head => framing = Some(Framing::Length(0)),
-                None => continue,
-            }
-        }
-        write_field(dst, name, value, read);
-    }
-    let framing = framing.unwrap_or_else(|| match answer.body {
-        Some(BodyLength::Unknown) if can_chunk => {
-            dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            Framing::Chunked
-        }
-        Some(BodyLength::Unknown) => Framing::UntilClose,
-        Some(BodyLength::Known(len)) if !no_content && len > 0 => {
-            write_field(dst, b"content-length", len.to_string().as_bytes(), &[]);
-            Framing::Length(len)
-        }
-        _ => {
-            if !head && !no_content {
-                dst.extend_from_slice(b"content-length: 0\r\n");
-            }
-            Framing::Length(0)
-        }
-    });
-    if !answer.has_date {
-        write_field(dst, b"date", &http_date(answer.at), &[]);
-    }
-    dst.extend_from_slice(b"\r\n");
-    if head || no_content {
-        return Framing::Length(0);
-    }
-    framing
-}
-
-/// A field as hyper writes it: `name: value\r\n`, its name in lower case; copied in one go
-/// when its line in `read`, the buffer it was read into, is in that form already.
-// Inlined: called for each field of every answer, it costs little more than its call.
-#[inline(always)]
-fn write_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8], read: &[u8]) {
-    let at = dst.len();
-    match raw_line(read, name, value) {
-        Some(line) => dst.extend_from_slice(line),
-        None => {
-            dst.reserve(name.len() + value.len() + 4);
-            for part in [name, b": ", value, b"\r\n"] {
-                dst.extend_from_slice(part);
-            }
-        }
-    }
-    make_lower_case(&mut dst[at..at + name.len()]);
-}
-
-/// The line `name: value\r\n` where `name` lies in `read`, if its bytes are that.
-fn raw_line<'r>(read: &'r [u8], name: &[u8], value: &[u8]) -> Option<&'r [u8]> {
-    let start = (name.as_ptr() as usize).checked_sub(read.as_ptr() as usize)?;
-    let value_at = name.len() + 2;
-    let line = read.get(start..start + value_at + value.len() + 2)?;
-    let contiguous = value.as_ptr() as usize == name.as_ptr() as usize + value_at;
-    (contiguous && line[name.len()..value_at] == *b": " && line.ends_with(b"\r\n")).then_some(line)
-}
-
-/// `now` as an HTTP date, formatted once a second per thread (as hyper keeps its own): the
-/// wall clock is read only once `now` is past the second formatted last, which `now`, read
-/// already for the request's time, tells without a clock read of its own.
-fn http_date(now: Instant) -> [u8; 29] {
-    thread_local! {
-        /// The date formatted last, and when its second ends.
-        static CACHED: RefCell<Option<([u8; 29], Instant)>> = const { RefCell::new(None) };
-    }
-    CACHED.with_borrow_mut(|cached| match *cached {
-        Some((date, second_ends)) if now < second_ends => date,
-        _ => {
-            let wall = SystemTime::now();
-            let into_second = wall
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |since| since.subsec_nanos());
-            let second_ends = now + Duration::from_nanos(u64::from(1_000_000_000 - into_second));
-            let mut date = [0; 29];
-            date.copy_from_slice(&httpdate::fmt_http_date(wall).as_bytes()[..29]);
-            *cached = Some((date, second_ends));
-            date
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use hyper::Uri;
 
-    use std::time::{Instant, SystemTime};
-
-    use super::{content_length, http_date, plain_target};
-
-    #[test]
-    fn the_date_is_the_wall_clock_s_when_formatted_and_when_kept() {
-        for _ in 0..3 {
-            let before = httpdate::fmt_http_date(SystemTime::now());
-            let date = http_date(Instant::now());
-            let after = httpdate::fmt_http_date(SystemTime::now());
-            let date = std::str::from_utf8(&date).unwrap();
-            assert!(
-                date == before || date == after,
-                "{date}: {before} .. {after}"
-            );
-        }
-    }
+    use super::plain_target;
 
     #[test]
     fn a_plain_target_is_one_uri_takes_as_it_is() {
@@ -580,31 +396,6 @@ mod tests {
         ];
         for target in others {
             assert!(!plain_target(target), "{target}");
-        }
-    }
-
-    #[test]
-    fn a_content_length_is_read_as_its_digits_parsed() {
-        let lengths = [
-            "",
-            "0",
-            "1024",
-            "007",
-            "18446744073709551615",
-            "18446744073709551616",
-            "+1",
-            "-1",
-            "1 ",
-            " 1",
-            "a",
-            "12a",
-            "1_0",
-            "١",
-        ];
-        for length in lengths {
-            let digits_only = !length.is_empty() && length.bytes().all(|b| b.is_ascii_digit());
-            let parsed = length.parse::<u64>().ok().filter(|_| digits_only);
-            assert_eq!(content_length(length.as_bytes()), parsed, "{length:?}");
         }
     }
 }

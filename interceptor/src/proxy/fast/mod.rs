@@ -13,6 +13,7 @@
 //! back after the answer), one timer, and a task whose state for a request is boxed while it
 //! is served; once idle for `proxy.park_idle_after`, not even that (`super::park`). The wait
 //! for a head is `waiting`'s.
+mod answer;
 mod body;
 mod buffers;
 mod fields;
@@ -65,10 +66,9 @@ use crate::{
     metrics::{Collaboration, Metrics},
     peer::wire::header_value,
 };
+use answer::{Answer, BodyLength, Framing};
 use body::{RelayError, Relayed};
-use head::{
-    Answer, AnswerHead, AnswerRead, AnswerTo, BodyLength, Framing, RequestFields, RequestHead,
-};
+use head::{AnswerHead, AnswerRead, AnswerTo, RequestFields, RequestHead};
 use upload::Upload;
 use waiting::{wait_for_head, ReadHead, Waited};
 
@@ -503,7 +503,7 @@ impl Connection<'_> {
             .iter()
             .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
         let mut out = Vec::with_capacity(256 + body.len());
-        head::encode_answer(&mut out, &answer, fields, &line.method, &[]);
+        answer::encode_answer(&mut out, &answer, fields, &line.method, &[]);
         out.extend_from_slice(&body);
         RequestLine {
             status: parts.status.as_u16(),
