@@ -10,9 +10,10 @@ use tokio::{
 
 use super::{
     park::parked_here,
-    tests::{ask, instance, proxy_with},
+    routes::Routing,
+    tests::{ask, ask_with, catalog, instance, listening, proxy_of, proxy_with},
 };
-use crate::config::ProxySettings;
+use crate::config::{CarrierSettings, ProxySettings};
 
 const PARK_AFTER: Duration = Duration::from_millis(100);
 const HEAD_TIMEOUT: Duration = Duration::from_millis(800);
@@ -20,13 +21,16 @@ const HEAD_TIMEOUT: Duration = Duration::from_millis(800);
 /// A proxy that parks connections idle for `PARK_AFTER`, one workload holding at most
 /// `connections`.
 async fn parking_proxy(connections: usize) -> std::net::SocketAddr {
-    let settings = ProxySettings {
+    proxy_with(instance(false).await, parking(connections)).await
+}
+
+fn parking(connections: usize) -> ProxySettings {
+    ProxySettings {
         header_read_timeout: HEAD_TIMEOUT,
         park_idle_after: PARK_AFTER,
         max_connections_per_workload: connections,
         ..ProxySettings::default()
-    };
-    proxy_with(instance(false).await, settings).await
+    }
 }
 
 /// Waits past `PARK_AFTER`, and for the parker (on this thread, as the proxy's tasks).
@@ -105,4 +109,33 @@ async fn a_connection_with_part_of_a_head_read_is_not_parked() {
     let len = client.read(&mut answer).await.unwrap();
     let answer = String::from_utf8_lossy(&answer[..len]);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_parked_connection_s_next_request_takes_the_configuration_reloaded_meanwhile() {
+    let service = catalog(instance(false).await);
+    let proxy = proxy_of(&service, parking(4));
+    let address = listening(proxy.clone(), &service).await;
+    // A scope in a token header that the configuration does not read yet: ignored.
+    let scoped =
+        b"GET /items HTTP/1.1\r\nhost: catalog\r\nx-other-token: t!SCOPE!{catalog: Lyon}\r\n\r\n";
+    let (mut client, _) = parked_on(address).await;
+    let ignored = ask_with(&mut TcpStream::connect(address).await.unwrap(), scoped).await;
+    assert!(ignored.starts_with("HTTP/1.1 200"), "{ignored}");
+    proxy.reroute(Routing {
+        services: vec![service],
+        carriers: CarrierSettings {
+            token_header: "X-Other-Token".into(),
+            ..CarrierSettings::default()
+        },
+        inbound_policy: None,
+        peer_services: Default::default(),
+        replicator: None,
+    });
+    assert_eq!(parked_here(), 1);
+    let read = ask_with(&mut client, scoped).await;
+    assert!(
+        !read.starts_with("HTTP/1.1 200") && read.contains("Lyon"),
+        "the parked connection's request did not read the reloaded token header: {read}"
+    );
 }

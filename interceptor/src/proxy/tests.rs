@@ -76,7 +76,11 @@ pub(super) fn proxy_of(service: &Service, settings: ProxySettings) -> Arc<Proxy>
 /// `proxy_of` serving on an ephemeral loopback port, where every connection dialled
 /// `service`.
 pub(super) async fn proxy_serving(service: Service, settings: ProxySettings) -> SocketAddr {
-    let proxy = proxy_of(&service, settings);
+    listening(proxy_of(&service, settings), &service).await
+}
+
+/// `proxy` serving on an ephemeral loopback port, where every connection dialled `service`.
+pub(super) async fn listening(proxy: Arc<Proxy>, service: &Service) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(proxy.serve(listener, Arc::new(Dialled(service.address))));
@@ -239,10 +243,12 @@ pub(super) async fn instance(stalled: bool) -> SocketAddr {
 
 /// Sends one keep-alive request on `client` and reads its answer's head.
 pub(super) async fn ask(client: &mut TcpStream) -> String {
-    client
-        .write_all(b"GET /items HTTP/1.1\r\nhost: catalog\r\n\r\n")
-        .await
-        .unwrap();
+    ask_with(client, b"GET /items HTTP/1.1\r\nhost: catalog\r\n\r\n").await
+}
+
+/// Sends `request` on `client` and reads its answer's head.
+pub(super) async fn ask_with(client: &mut TcpStream, request: &[u8]) -> String {
+    client.write_all(request).await.unwrap();
     let mut answer = vec![0u8; 4096];
     let len = tokio::time::timeout(Duration::from_secs(2), client.read(&mut answer))
         .await
