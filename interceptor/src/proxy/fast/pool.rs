@@ -27,14 +27,15 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 struct Idle {
     stream: TcpStream,
-    /// When the request that last used it started.
-    used: Instant,
+    /// `IDLE_TIMEOUT` after the request that last used it started: computed once when it is
+    /// given back, so that the check when it is taken is a comparison.
+    expires: Instant,
 }
 
 impl Idle {
     /// Whether it has been kept past `IDLE_TIMEOUT` at `now`.
     fn too_long_at(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.used) > IDLE_TIMEOUT
+        now > self.expires
     }
 }
 
@@ -80,7 +81,8 @@ pub fn give_back(instance: SocketAddr, stream: TcpStream, used: Instant) {
         {
             kept.pop_front();
         }
-        kept.push_back(Idle { stream, used });
+        let expires = used + IDLE_TIMEOUT;
+        kept.push_back(Idle { stream, expires });
     })
 }
 
