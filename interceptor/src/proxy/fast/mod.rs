@@ -142,10 +142,10 @@ pub fn serve<'a>(
                     (time::Instant::now() + wait, parks)
                 }
             };
-            // Not boxed, which would be an allocation per request: the task is the size of a
-            // request's state, but only while the connection is busy or briefly idle, as it
-            // parks once idle for `park_idle_after` (the head is not kept in it: it is gone
-            // after this statement).
+            // Not boxed, which would be an allocation per request: the connection's state is
+            // the size of a request's, held while it is busy or briefly idle, as it parks once
+            // idle for `park_idle_after` (the head is not kept in it: it is gone after this
+            // statement).
             let waited = wait_for_head(&connection, &mut read, head_timer.as_mut(), until, parks);
             let serving = match waited.await {
                 Waited::Head(ReadHead::Fast(head, requests)) => {
