@@ -194,9 +194,9 @@ impl Proxy {
             let Some(slot) = self.connections.try_take(cgroup_id) else {
                 return Box::pin(self.refuse_connection(stream, &service)).await;
             };
-            // Each protocol is boxed: the task's size is its largest state. So is the sniffing,
-            // whose wait for the first bytes (a readiness future and a timer) is over once they
-            // came.
+            // Each protocol but the fast path's is boxed: the task's size is its largest state.
+            // So is the sniffing, whose wait for the first bytes (a readiness future and a timer)
+            // is larger than the fast path's idle state, and is over once they came.
             match Box::pin(sniff(&stream)).await {
                 Protocol::Http1 => {
                     // HTTP/1.1: one request after another. The fast path (`fast`) serves them
@@ -208,10 +208,7 @@ impl Proxy {
                     // future would keep the stream once more.
                     let workload = self.workload(service, cgroup_id);
                     let (stream, read) = if workload.service.resources.is_empty() {
-                        // Once for the connection, not once per request: its state holds a
-                        // request's.
-                        let serving = fast::serve(stream, &workload, &self.settings, None);
-                        match Box::pin(serving).await {
+                        match fast::serve(stream, &workload, &self.settings, None).await {
                             fast::Served::Closed => return,
                             fast::Served::ToHyper(handed) => (handed.stream, handed.read),
                             fast::Served::Idle(stream, deadline) => {
