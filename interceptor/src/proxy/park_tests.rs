@@ -139,3 +139,18 @@ async fn a_parked_connection_s_next_request_takes_the_configuration_reloaded_mea
         "the parked connection's request did not read the reloaded token header: {read}"
     );
 }
+
+#[tokio::test]
+async fn a_connection_is_parked_once_idle_from_its_last_answer_not_an_earlier_one() {
+    let proxy = parking_proxy(4).await;
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    let short = PARK_AFTER * 3 / 5;
+    assert!(ask(&mut client).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(short).await;
+    assert!(ask(&mut client).await.starts_with("HTTP/1.1 200"));
+    // Past the first wait's end (where its timer was left), not yet the second's.
+    tokio::time::sleep(short).await;
+    assert_eq!(parked_here(), 0, "parked counting from an earlier answer");
+    idle().await;
+    assert_eq!(parked_here(), 1, "an idle connection was not parked");
+}

@@ -43,16 +43,22 @@ pub(super) enum Waited {
 
 /// Reads until `read` holds a whole head, or what hyper must answer (more than
 /// `proxy.max_header_bytes` without one, a malformed one, one the fast path leaves), until
-/// `timer` fires: at the wait's deadline, or, when it `parks`, `park_idle_after` into it, where
-/// a connection with nothing read is idle, and one with part of a head waits on to the
-/// deadline. Polled by hand: no state is kept in the connection's task but these references
-/// and flags, while it waits for the next request.
+/// `until`: the wait's deadline, or, when it `parks`, `park_idle_after` into it, where a
+/// connection with nothing read is idle, and one with part of a head waits on to the deadline.
+/// `timer` may be set earlier than `until` (an earlier wait's deadline, left as it was rather
+/// than pushed later for each request): when it goes off then, it is set to `until`, once in
+/// a span rather than once a request. Polled by hand: no state is kept in the connection's
+/// task but these references and flags, while it waits for the next request.
 pub(super) fn wait_for_head<'a>(
     connection: &'a Connection<'_>,
     read: &'a mut Vec<u8>,
     mut timer: Pin<&'a mut Sleep>,
+    mut until: time::Instant,
     mut parks: bool,
 ) -> impl Future<Output = Waited> + Send + 'a {
+    if timer.deadline() > until {
+        timer.as_mut().reset(until);
+    }
     // Whether `read` holds bytes not parsed yet.
     let mut unparsed = !read.is_empty();
     poll_fn(move |cx| {
@@ -61,17 +67,22 @@ pub(super) fn wait_for_head<'a>(
         }
         loop {
             ready!(timer.as_mut().poll(cx));
+            if timer.deadline() < until {
+                // Gone off at an earlier wait's deadline: this wait's own is later.
+                timer.as_mut().reset(until);
+                continue;
+            }
             if !parks {
                 return Poll::Ready(Waited::TimedOut);
             }
             let settings = connection.settings;
-            let waited_since = timer.deadline() - settings.park_idle_after;
-            let deadline = waited_since + settings.header_read_timeout;
+            let waited_since = until - settings.park_idle_after;
+            until = waited_since + settings.header_read_timeout;
             if read.is_empty() {
-                return Poll::Ready(Waited::Idle(deadline));
+                return Poll::Ready(Waited::Idle(until));
             }
             parks = false;
-            timer.as_mut().reset(deadline);
+            timer.as_mut().reset(until);
         }
     })
 }
