@@ -18,94 +18,104 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   body relayed by its framing (large ones in the kernel, below). Any other request, and the \
   rest of its connection, is served by hyper as before.\n\
 - Done in this round, instructions per request (`cheops-bench --only costs --counted \
-  cheops-nat --quick`, two runs each): 23,138-23,179 before, 18,841-18,881 after. The four \
-  buffers of a request (the client's bytes, the two heads, the answer's read) are taken from a \
-  few kept per thread and given back, so a request allocates none and an idle connection still \
-  holds none (`fast/buffers.rs`; the allocator's share 3,581 to 1,810); the names the fast \
-  path looks for (hop-by-hop, `Content-Length`, `Host`...) are classed once when the head is \
-  indexed and found by their place, names are compared and put in lower case four or eight \
-  letters at a time (`fast/names.rs`), a name's values read by an iterator of their own, \
-  `Content-Length` read digit by digit, and a request with no scope is planned for this site \
-  without a copy of the site's name. This run: 18,609, 0.85x nginx and 0.54x HAProxy, from \
-  22,795 (1.04x nginx) in the last report and 44,262 before the fast path.\n\
-- What is left, per request: tokio's polling and timers (about 3,500: two timer resets, \
-  seven clock reads), httparse (about 2,000, mostly the answer's fields), writing the answer's \
-  head (about 1,650), the metrics of the request's line (about 620), its `Uri` for the log \
-  line (about 370), the boxed request state (about 230 and an allocation). Copying runs of \
-  untouched fields in one memcpy was tried: 250 instructions more than line by line, as \
-  putting names in lower case dominates. What would close the rest: one clock read and one \
-  timer per request, the log line's target kept as the bytes it came as, the answer's head \
-  passed on as it came when it needs no change. System calls per request: 6.57 (nginx 7.00).\n\
-- Timed, this run: CPU per request 1.20x nginx's and 0.98x HAProxy's, requests per \
-  CPU-second 1.08x and 1.16x, added latency at p50 0.93x and 0.75x, at p99 1.45x and 0.68x. \
-  Two full runs of the same code earlier the same afternoon (load average 1.6 and 2.0 when \
-  they began, against 0.16 for this one) gave, against the worse of the two, 0.95x and 1.33x \
-  for CPU per request, 1.11x and 1.07x for requests per CPU-second, 0.86x and 0.88x at p50, \
-  and at p99 no ratio (nginx added nothing measurable) and 1.21x: at 1,000 requests a second, \
-  cheops's CPU is about 0.5 s over the run, counted in 10 ms ticks, and one burst of other \
-  work moves it by a tenth. The count of instructions, which load does not move, is what these \
-  follow; a good part of the rest is the kernel's (loopback TCP, epoll: about 30% of cheops's \
-  CPU in a perf profile), which every proxy pays too.\n\
+  cheops-nat --quick`, two runs at each step): 18,597-18,669 before; 17,884-17,923 with one \
+  clock read when the head is parsed and one when the answer's is (the metrics' duration, the \
+  answer's deadline and its `date`, the wall clock read once a second per thread), the \
+  thread's answer timer and each connection's head timer moved only when they go off early (a \
+  deadline that only moves later needs no reset per request), the log line's `Uri` built only \
+  when the info level is on (the fast path takes the targets `Uri` keeps unchanged; any other, \
+  one with a `#` for one, goes to hyper, which drops the fragment), and a request with no \
+  headers to read told at once that it has no scope; 16,771-16,821 with httparse given its \
+  slots uninitialised rather than 100 of them filled before each parse, the hop-by-hop names \
+  present in a head read as one word, `keep-alive` skipped at once, and the writing of each \
+  field inlined; 16,484-16,533 with a kept instance connection's check by one `try_read` and \
+  its expiry reckoned once when it is given back. This run: 16,146, 0.74x nginx and 0.47x \
+  HAProxy, from 18,609 (0.85x nginx) in the last report and 44,262 before the fast path.\n\
+- What is left, per request: the answer's head (httparse about 1,600, its fields indexed \
+  about 900, written about 1,300), tokio's park (about 1,600 at 1.6 parks per request: epoll, \
+  the timer wheel and its clock arithmetic) and its busy-time counters (about 240, always on \
+  in tokio 1.54), the sockets' readiness and reads (about 1,800), the request's state boxed \
+  while it is served (one allocation: about 750 with what it moves; unboxed, the connection's \
+  future is 2,488 bytes, which doubled the memory of idle connections not yet parked, so it \
+  stays boxed: a block kept per thread would take it), the request's metrics (about 210: a \
+  lock and a search for its histogram). System calls per request: 6.92 (nginx 7.00).\n\
+- Timed, this run: CPU per request 1.05x nginx's and 1.11x HAProxy's, requests per \
+  CPU-second 1.10x and 1.19x, added latency at p50 0.90x and 0.78x, at p99 1.74x and 1.23x. An \
+  earlier full run of the same code (load average 1.83 when it began, against 0.17 for this \
+  one) gave 1.03x and 1.00x for CPU per request, 1.14x and 1.22x for requests per CPU-second, \
+  0.85x and 0.64x at p50, and at p99 no ratio (nginx and HAProxy added nothing measurable). At \
+  1,000 requests a second, cheops's CPU is about 0.4 s over the run, counted in 10 ms ticks, \
+  so one burst of other work moves it by a tenth. The count of instructions, which load does \
+  not move, is what these follow, with a lag: the instructions went from 1.04x nginx's (two \
+  reports ago) to 0.74x, the timed CPU per request from about 1.3x to about 1.05x. A good part \
+  of the rest is the kernel's (loopback TCP, epoll: about 30% of cheops's CPU in a perf \
+  profile), which every proxy pays too.\n\
 - The 300 MiB download: past the answer's head, the fast path moves a body of a known length \
   (more than 64 KiB still to come), or one that ends with the connection, from the instance's \
   socket to the client's with `splice(2)` through a 1 MiB pipe, never through user space. This \
-  run: 0.92x direct (met) and 0.82x nginx (0.81x and 0.84x direct in the two runs before). On \
-  this machine nginx and HAProxy came near or above direct (1.12x and 1.31x): the direct path \
-  is the client and the origin on one core, where a proxy on its own core takes part of the \
-  work off it, so 2x nginx cannot be reached by any proxy here. The proxy is not the limit: \
-  the shared core is, where the client and the origin do what they do direct, plus a wake-up \
-  across cores per piece that goes through. Pipes of 64 KiB and 4 MiB and `SO_RCVLOWAT` gave \
-  nothing measurable. Answers the instance sends chunked are still copied through user space.\n\
+  run: 0.72x direct and 0.99x nginx (the earlier run today: 0.66x and 0.90x; the last report: \
+  0.92x, when direct ran at 929 MiB/s against 1,567 here). The direct path is the client and \
+  the origin on one core; through a proxy each piece also wakes the proxy's core and then the \
+  client's. HAProxy came to 0.94x direct in this run (0.93x in the earlier one) with about the \
+  same CPU (0.12 s against cheops's 0.10 s): it reads and writes through its buffers and wakes \
+  less often, which is where cheops's pipe relay should look next (the size of each splice, \
+  `SO_RCVLOWAT` on the instance's socket, and pipes of 64 KiB and 4 MiB gave nothing \
+  measurable in the last round, on a machine where direct was slower). Answers the instance \
+  sends chunked are still copied through user space.\n\
 - The 300 MiB upload: past 64 KiB, what came with the head is sent with it and the rest goes \
   from the client's socket to the instance's with `splice(2)` while the answer's head is \
   awaited, and on while the answer is relayed when the instance answers first (the connection \
-  then closes after the answer). This run: 1.18x nginx, 0.64x direct. As for the download, the \
-  shared core is the limit: direct, the client's bytes reach the sink on the same core; \
-  through any proxy, each piece wakes the proxy's core and then the sink's (HAProxy 0.62x \
-  direct, nginx 0.54x; the two runs before: 0.60x and 0.59x direct for cheops). A sockmap \
-  redirect (`sk_skb`) would forward in the softirq of the sending side, on that same shared \
-  core: not built.\n\
-- Idle connections: 1.2 KiB per connection, nginx 0.6, HAProxy 1.2 (1.2, 0.6 and 1.2 in the \
-  last report). Done in this round: the wait for each head uses one timer inside the \
-  connection's task, reset for each wait (it was a timer of its own, three allocations), the \
-  protocol sniffing (288 bytes, the task's largest state, over once the first bytes came) is \
-  boxed, and the socket is registered with its worker's poller by the accepting thread, so the \
-  task is the connection's future alone (384 bytes, from 464). What an idle connection holds \
-  is now tokio's: its task (512 bytes, aligned to 128) and its socket's registration (256, \
-  aligned to 128), and glibc gives each 128-aligned block a 112-byte fragment in front that \
-  only small allocations reuse: about 1,024 bytes of heap. mimalloc gave 0.002 KiB per \
-  connection, but only by reusing what start-up had freed, with 57 MiB before any connection \
-  instead of 11: not kept. What would close it: one head timer per thread for all its idle \
-  connections (every head wait lasts as long: a queue of deadlines in arrival order), so that \
-  the task fits tokio's next smaller size. Each worker thread now also closes, every 10 s, the \
-  kept instance connections that the instance closed or that were idle past 90 s, instead of \
-  holding them in CLOSE_WAIT until the next request.\n\
-- Replicated create over 16 sites: 2.49x (3.06x for the gathered list, which commits \
-  nothing; 2.49x and 2.64x in the two runs before). The 2-site row's round trip is now read \
-  three heartbeat intervals after the mesh is up: the median S1 reports is the upper one of \
-  its latest heartbeats, and with only two it was the first, which paid for the TLS set-up (65 \
-  ms for a 20 ms link, a create at 0.52x); it is 24.5 ms here. The leader commits about 12 \
-  times per create at 16 sites (a group commit of the replicas' answers; 36 without it), each \
+  then closes after the answer). This run: 1.19x nginx, 0.63x direct (0.65x and 1.18x in the \
+  earlier run), ahead of HAProxy (0.56x direct) and nginx (0.53x). The shared core is the \
+  limit: direct, the client's bytes reach the sink on the same core; through any proxy, each \
+  piece wakes the proxy's core and then the sink's. A sockmap redirect (`sk_skb`) would \
+  forward in the softirq of the sending side, on that same shared core: not built.\n\
+- Idle connections: met. 0.24 KiB per connection, nginx 0.56, HAProxy 1.21 (1.2, 0.6 and 1.2 \
+  in the last report). What an idle connection held had become tokio's alone: its task (512 \
+  bytes, aligned to 128) and its socket's registration (256), with glibc's fragments about 1 \
+  KiB, which no trimming of the task brings under nginx's. Done in this round: parking \
+  (`proxy/park.rs`). An HTTP/1.1 connection that the fast path served, idle for \
+  `proxy.park_idle_after` (1 s by default) with nothing of its next request read, leaves its \
+  task and tokio's poller: its socket waits in one epoll set per worker thread, and what \
+  resumes it (its workload's parts, its connection slot) in a map by descriptor, about 200 \
+  bytes. Once it is readable or hung up, the parker registers it again and spawns its task, \
+  which goes on waiting for the head until the deadline its last answer set; past that \
+  deadline the parker closes it, as its task would have. The memory the freed tasks leave is \
+  given back with glibc's `malloc_trim` a second after connections parked, at most once a \
+  second per thread (1.6 ms for 2,000 connections): without it the RSS does not move (1.85 KiB \
+  per connection in a quick run). A connection whose requests come faster than that is never \
+  parked, and pays nothing for it (instructions and system calls per request unchanged). The \
+  memory is now read once the connections have been idle three seconds, not one (method \
+  above).\n\
+- Replicated create over 16 sites: 2.42x (3.12x for the gathered list, which commits \
+  nothing; 2.36x in the earlier run, 2.49x in the last report). Each row's round trip is read \
+  once five heartbeats were answered after the timed requests, more than half of the eight \
+  S1's median is taken over: the median is then a quiet heartbeat's, neither the first (which \
+  paid for the TLS set-up: 65 ms for a 20 ms link, the 2-site create at 0.52x, two reports \
+  ago) nor one slowed by the creates (the 4-site row read 45-50 ms in the last report, its \
+  create 0.75x; it reads 23.3 ms here, its create 1.47x). The leader commits about 12 times \
+  per create at 16 sites (a group commit of the replicas' answers; 36 without it), each \
   replica 3 times, and a commit (fdatasync) takes about 2.3 ms on this disk; the rest is the \
-  machine: 16 agents, 16 json-servers and 16 nginx on 2 cores. At 2 sites (1.53x), the commits \
+  machine: 16 agents, 16 json-servers and 16 nginx on 2 cores. At 2 sites (1.39x), the commits \
   on the critical path are the leader's append, the replica's intent and result, and the \
   leader's settle, each about 2.3 ms beyond the round trip. What could still go: the replica \
   recording a carried mapping in the intent's transaction; the leader answering once the \
   replicas' answers are in and settling after (a replay after a crash asks the replicas again, \
   and they answer \"applied already\"), which needs its own proof against loss and a soak.\n\
-- gRPC unary: 105,002 instructions per call, against 36,172 for `grpc_pass` and 43,241 for \
+- gRPC unary: 104,352 instructions per call, against 36,160 for `grpc_pass` and 43,143 for \
   the gRPC origin alone (one HTTP/2 server): a proxy made of the h2 crate's server and client \
   cannot come under 0.8x nginx by trimming. What is left is mostly the two HTTP/2 codecs (h2: \
   about 43,800 per call), header maps (10,800), memcpy and tokio. What would close it: frames \
   relayed as they are, with only HEADERS decoded and encoded again (an HTTP/2 relay of our \
   own, as nginx has): not started.\n\
-- scope-lang: 397 ns in this run against the serde_json map's 193 ns (2.1x): met (403 and \
-  410 ns in the two runs before). Done in this round (docs/scope-lang.md, \"Cost\"): 7,851 to \
-  6,484 instructions and 8 to 5 allocations per parse + resolve (callgrind and dhat): the \
-  round-trip table in sorted vectors walked by length first, names kept as spans of the text \
-  until stored, durations read as bytes, entries added in place, a plan's site held as a \
-  `Name` (inline up to 24 bytes) rather than a `String`. What is left: one stall per name in \
-  `compact_str`'s copy, and the scope's text, entries and chain vectors (5 allocations).\n\
+- scope-lang: 375 ns in this run against the serde_json map's 185 ns (2.0x): met (404 ns in \
+  the earlier run, 397 ns in the last report). Done in the last round (docs/scope-lang.md, \
+  \"Cost\"): 7,851 to 6,484 instructions and 8 to 5 allocations per parse + resolve (callgrind \
+  and dhat): the round-trip table in sorted vectors walked by length first, names kept as \
+  spans of the text until stored, durations read as bytes, entries added in place, a plan's \
+  site held as a `Name` (inline up to 24 bytes) rather than a `String`. What is left: one \
+  stall per name in `compact_str`'s copy, and the scope's text, entries and chain vectors (5 \
+  allocations).\n\
 - Timings on this machine move with the other work on it: the counts above do not, and are \
   the ones to compare builds with.\n";
 
