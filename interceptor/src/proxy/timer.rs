@@ -93,14 +93,14 @@ pin_project_lite::pin_project! {
     /// What `KeptTimer::within` gives: a future of its own rather than an `async fn`'s, which
     /// would hold `work` twice (as its argument and as the value it pins), in every
     /// connection's task.
-    pub struct Within<F, S = KeptSleep> {
+    pub struct Within<F> {
         #[pin]
         work: F,
-        sleep: Option<(S, Duration)>,
+        sleep: Option<(KeptSleep, Duration)>,
     }
 }
 
-impl<F: Future, S: Future<Output = ()> + Unpin> Future for Within<F, S> {
+impl<F: Future> Future for Within<F> {
     type Output = Result<F::Output, Duration>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
