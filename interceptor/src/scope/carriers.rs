@@ -74,15 +74,12 @@ pub fn extract(
     settings: &CarrierSettings,
 ) -> Result<Option<Found>, CarrierError> {
     let workload_default = known.workload_default;
-    if headers.is_empty() {
-        // No header to read (the fast path's requests that carry none): only the workload's
-        // default can be found, told without looking for each header in turn.
-        let carrier = Carrier::Workload;
-        let read = settings.read.contains(&carrier);
-        let default = workload_default.filter(|_| read).cloned();
-        return Ok(default.map(|scope| Found { scope, carrier }));
-    }
     for &carrier in &settings.read {
+        if headers.is_empty() && carrier != Carrier::Workload {
+            // No header to read (the fast path's requests that carry none): only the
+            // workload's default can be found, told without looking for each header.
+            continue;
+        }
         let text = match carrier {
             Carrier::Header => header_text(headers, &SCOPE_HEADER, carrier, settings)?,
             Carrier::Baggage => baggage_scope(headers, carrier, settings)?,
