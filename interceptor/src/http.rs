@@ -191,8 +191,21 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
     }
     let (connection, te) = (&HOP_BY_HOP[CONNECTION_AT], &HOP_BY_HOP[TE_AT]);
     let is_present = |at: usize| present & (1 << at) != 0;
-    let trailers_accepted =
-        is_present(TE_AT) && headers.values(te).next() == Some(b"trailers".as_slice());
+    let (trailers_accepted, te_once) = match is_present(TE_AT) {
+        true => {
+            let mut values = headers.values(te);
+            let first = values.next();
+            (
+                first == Some(b"trailers".as_slice()),
+                values.next().is_none(),
+            )
+        }
+        false => (false, false),
+    };
+    // `te: trailers` alone (every gRPC call's): nothing to remove, nor to put back.
+    if present == 1 << TE_AT && trailers_accepted && te_once {
+        return;
+    }
     if is_present(CONNECTION_AT) {
         // Gathered first, as removing fields changes those of `Connection` read.
         let mut named_in_connection = Vec::new();
