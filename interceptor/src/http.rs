@@ -293,6 +293,29 @@ mod tests {
     }
 
     #[test]
+    fn te_trailers_alone_stays_where_it_was() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        remove_hop_by_hop_headers(&mut headers);
+        let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["te", "content-type"]);
+    }
+
+    #[test]
+    fn names_of_the_same_length_as_those_looked_for_are_not_taken_for_them() {
+        let mut headers = HeaderMap::new();
+        // As long as `connection` and `keep-alive`, and as `te`.
+        headers.insert(header::USER_AGENT, HeaderValue::from_static("grpc-go"));
+        headers.insert("xy", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        assert_eq!(headers.hop_by_hop_present(), 1 << 1);
+    }
+
+    #[test]
     fn a_connection_of_keep_alive_alone_goes_with_keep_alive_and_nothing_else() {
         let mut headers = HeaderMap::new();
         headers.append(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
