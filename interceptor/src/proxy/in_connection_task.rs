@@ -19,8 +19,7 @@ use futures_util::{
 type Given = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How many times one poll of the task goes round the connection and what runs beside it
-/// while they wake one another (a stream's answer wakes the connection to send it), before it
-/// lets the thread's other tasks run.
+/// while they wake one another, before it lets the thread's other tasks run.
 const ROUNDS_PER_POLL: usize = 4;
 
 /// The executor given to hyper's HTTP/2 client: what hyper gives it waits for `drive` to run
@@ -34,8 +33,10 @@ pub(super) struct InConnectionTask {
 struct Shared {
     given: Mutex<Vec<Given>>,
     task: AtomicWaker,
-    /// Whether the connection was woken since it was last polled: a stream that wakes alone
-    /// leaves it unpolled (each poll of an HTTP/2 connection goes through all its duties).
+    /// Whether the connection was woken since it was last polled: what runs beside it and
+    /// wakes alone (the HTTP/2 connection's own work, a call's sending) leaves it unpolled, as
+    /// each poll of hyper's client connection goes through its queue of calls and the state
+    /// of its streams.
     connection_woken: AtomicBool,
 }
 
