@@ -1,9 +1,9 @@
-//! Bytes moved from one socket to another inside the kernel: splice(2) from the first into a
-//! pipe, then from the pipe into the second, never through user space. Both sockets stay
-//! non-blocking; tokio's readiness says when to try again. The pipe is taken only when it is
-//! empty (a full pipe and an empty socket give the same `EAGAIN`, and only the socket's must
-//! clear its readiness), and what it holds is counted, so that a move stopped at an `.await`
-//! goes on where it stood.
+//! A request body's bytes moved from the client's socket to the instance's inside the kernel:
+//! splice(2) from the first into a pipe, then from the pipe into the second, never through user
+//! space (answers go through it: `body`). Both sockets stay non-blocking; tokio's readiness
+//! says when to try again. The pipe is taken only when it is empty (a full pipe and an empty
+//! socket give the same `EAGAIN`, and only the socket's must clear its readiness), and what it
+//! holds is counted, so that a move stopped at an `.await` goes on where it stood.
 use std::{
     io,
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
@@ -18,10 +18,8 @@ const PIPE_BYTES: libc::c_int = 1024 * 1024;
 /// Why bytes could not be moved to their end.
 #[derive(Debug)]
 pub enum SpliceError {
-    /// The socket read from ended first.
-    Closed,
-    /// Reading from the first socket failed.
-    From(io::Error),
+    /// The socket read from ended first, or reading from it failed.
+    FromEnded,
     /// Writing to the second socket failed.
     To(io::Error),
 }
@@ -64,9 +62,9 @@ impl Pipe {
                 if *left == 0 {
                     return Ok(());
                 }
-                match self.fill(from, *left).await.map_err(SpliceError::From)? {
-                    0 => return Err(SpliceError::Closed),
-                    taken => *left -= taken as u64,
+                match self.fill(from, *left).await {
+                    Ok(0) | Err(_) => return Err(SpliceError::FromEnded),
+                    Ok(taken) => *left -= taken as u64,
                 }
             }
             self.drain(to).await.map_err(SpliceError::To)?;
@@ -75,7 +73,7 @@ impl Pipe {
 
     /// Takes what `from` has, up to `at_most` bytes, once the pipe is empty: how many (0: the
     /// end of `from`).
-    pub async fn fill(&mut self, from: &TcpStream, at_most: u64) -> io::Result<usize> {
+    async fn fill(&mut self, from: &TcpStream, at_most: u64) -> io::Result<usize> {
         debug_assert_eq!(self.held, 0, "the pipe is filled only when empty");
         let len = usize::try_from(at_most)
             .map_or(PIPE_BYTES as usize, |len| len.min(PIPE_BYTES as usize));
@@ -88,7 +86,7 @@ impl Pipe {
     }
 
     /// Writes all the pipe holds to `to`.
-    pub async fn drain(&mut self, to: &TcpStream) -> io::Result<()> {
+    async fn drain(&mut self, to: &TcpStream) -> io::Result<()> {
         while self.held > 0 {
             let read = self.read.as_fd();
             let held = self.held;

@@ -1,6 +1,7 @@
-//! Bodies past what the fast path reads whole, moved from socket to socket (`splice`): whole
-//! and intact both ways, and cut where they were cut, by the client or by the instance; an
-//! answer that comes before the whole body still reaches the client.
+//! Bodies past what the fast path reads whole, request bodies moved from socket to socket
+//! (`splice`) and answers relayed through user space: whole and intact both ways, and cut where
+//! they were cut, by the client or by the instance; an answer that comes before the whole body
+//! still reaches the client.
 use std::{
     net::SocketAddr,
     sync::{

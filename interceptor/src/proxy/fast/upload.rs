@@ -79,7 +79,7 @@ impl Upload {
         self.ended = Some(
             match self.pipe.forward(client, instance, &mut self.left).await {
                 Ok(()) => Ended::Whole,
-                Err(SpliceError::Closed | SpliceError::From(_)) => Ended::ClientCut,
+                Err(SpliceError::FromEnded) => Ended::ClientCut,
                 Err(SpliceError::To(error)) => {
                     // Its answer, if it sends one, says more; the request's line logs it.
                     tracing::debug!("the instance took no more of a request body: {error}");

@@ -50,18 +50,17 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   reports ago) to 0.74x, the timed CPU per request from about 1.3x to about 1.05x. A good part \
   of the rest is the kernel's (loopback TCP, epoll: about 30% of cheops's CPU in a perf \
   profile), which every proxy pays too.\n\
-- The 300 MiB download: past the answer's head, the fast path moves a body of a known length \
-  (more than 64 KiB still to come), or one that ends with the connection, from the instance's \
-  socket to the client's with `splice(2)` through a 1 MiB pipe, never through user space. This \
-  run: 0.72x direct and 0.99x nginx (the earlier run today: 0.66x and 0.90x; the last report: \
-  0.92x, when direct ran at 929 MiB/s against 1,567 here). The direct path is the client and \
-  the origin on one core; through a proxy each piece also wakes the proxy's core and then the \
-  client's. HAProxy came to 0.94x direct in this run (0.93x in the earlier one) with about the \
-  same CPU (0.12 s against cheops's 0.10 s): it reads and writes through its buffers and wakes \
-  less often, which is where cheops's pipe relay should look next (the size of each splice, \
-  `SO_RCVLOWAT` on the instance's socket, and pipes of 64 KiB and 4 MiB gave nothing \
-  measurable in the last round, on a machine where direct was slower). Answers the instance \
-  sends chunked are still copied through user space.\n\
+- The 300 MiB download: the fast path relays the answer's body through user space (reads of \
+  256 KiB, each written as it lies in the read buffer), as HAProxy does with its 16 KiB \
+  buffers (it does not splice here). Moved from socket to socket in the kernel instead \
+  (`splice(2)` through a 1 MiB pipe, until this round), the body cost the core the client and \
+  the origin share more: its client spent 75-92 ms of CPU on the 300 MiB against 39-47 ms \
+  with the copies (HAProxy's 56-68, direct 21-38), while the proxy's own core, the one with \
+  room, did a little more (0.10-0.12 s against 0.08-0.09). Helpers' runs, each path in turn \
+  6-8 times, three runs on a machine shared with builds (medians): 1,199, 1,186 and 994 MiB/s \
+  against 1,094, 1,085 and 877 for the pipe (HAProxy 1,176, 1,224 and 848; direct 2,083, \
+  1,913 and 1,989); reads of 64 KiB were no faster than the pipe. The previous full run had \
+  cheops at 0.72x direct with the pipe, HAProxy at 0.94x.\n\
 - The 300 MiB upload: past 64 KiB, what came with the head is sent with it and the rest goes \
   from the client's socket to the instance's with `splice(2)` while the answer's head is \
   awaited, and on while the answer is relayed when the instance answers first (the connection \
