@@ -14,7 +14,7 @@ use super::{
     answer::{encode_answer, write_field, Answer, BodyLength, Framing},
     buffers,
     fields::{content_length, Fields, MAX_HEADERS},
-    names::Known,
+    names::{same_name, Known},
 };
 use crate::{
     http::{remove_hop_by_hop_headers, value_tokens, SERVED_BY},
@@ -204,6 +204,10 @@ fn header_map(fields: &[httparse::Header<'_>], head: &Shared<'_>) -> Option<Head
 
 /// Whether a comma-separated header value (`Connection`) holds `token`.
 fn has_token(value: &[u8], token: &str) -> bool {
+    // The most common value, `keep-alive` alone, told without splitting it (a word at a time).
+    if same_name(value, b"keep-alive") {
+        return token.eq_ignore_ascii_case("keep-alive");
+    }
     value_tokens(value).any(|part| part.eq_ignore_ascii_case(token.as_bytes()))
 }
 
@@ -375,7 +379,36 @@ fn answer_length(fields: &Fields<'_>) -> Result<Option<u64>, BadAnswer> {
 mod tests {
     use hyper::Uri;
 
-    use super::plain_target;
+    use super::{has_token, plain_target};
+    use crate::http::value_tokens;
+
+    #[test]
+    fn a_token_is_found_in_a_value_as_when_it_is_split() {
+        let values = [
+            "keep-alive",
+            "Keep-Alive",
+            "KEEP-ALIVE",
+            " keep-alive",
+            "keep-alive, close",
+            "close",
+            "Close",
+            "upgrade, keep-alive",
+            "keep-alivf",
+            "keep-alive\u{7f}",
+            "",
+        ];
+        for value in values {
+            for token in ["close", "keep-alive"] {
+                let split = value_tokens(value.as_bytes())
+                    .any(|t| t.eq_ignore_ascii_case(token.as_bytes()));
+                assert_eq!(
+                    has_token(value.as_bytes(), token),
+                    split,
+                    "{token} in {value:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_plain_target_is_one_uri_takes_as_it_is() {
