@@ -152,7 +152,13 @@ pub trait HeaderTable {
 
 impl HeaderTable for HeaderMap {
     fn present_among(&self, names: &[HeaderName]) -> u32 {
+        // Most names present are none of `names`, and their length alone tells them apart:
+        // cheaper than comparing each with every one of `names`.
+        let lengths = names.iter().fold(0, |bits, n| bits | length_bit(n));
         self.keys().fold(0, |bits, name| {
+            if lengths & length_bit(name) == 0 {
+                return bits;
+            }
             names
                 .iter()
                 .position(|n| n == name)
@@ -171,6 +177,11 @@ impl HeaderTable for HeaderMap {
     fn insert(&mut self, name: &'static HeaderName, value: &'static str) {
         HeaderMap::insert(self, name, HeaderValue::from_static(value));
     }
+}
+
+/// A bit for the length of `name` (those of 63 bytes and more share the last).
+fn length_bit(name: &HeaderName) -> u64 {
+    1 << name.as_str().len().min(63)
 }
 
 /// Whether a header value is text (`HeaderValue::to_str`: visible ASCII and tabs).
@@ -194,8 +205,21 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
         return;
     }
     let is_present = |at: usize| present & (1 << at) != 0;
-    let trailers_accepted = is_present(TE_AT)
-        && headers.hop_by_hop_values(TE_AT).next() == Some(b"trailers".as_slice());
+    let (trailers_accepted, te_once) = match is_present(TE_AT) {
+        true => {
+            let mut values = headers.hop_by_hop_values(TE_AT);
+            let first = values.next();
+            (
+                first == Some(b"trailers".as_slice()),
+                values.next().is_none(),
+            )
+        }
+        false => (false, false),
+    };
+    // `te: trailers` alone (every gRPC call's): nothing to remove, nor to put back.
+    if present == 1 << TE_AT && trailers_accepted && te_once {
+        return;
+    }
     if is_present(CONNECTION_AT) {
         // Gathered first, as removing fields changes those of `Connection` read.
         let mut named_in_connection = Vec::new();
@@ -269,6 +293,29 @@ mod tests {
         headers.insert(header::TE, HeaderValue::from_static("gzip"));
         remove_hop_by_hop_headers(&mut headers);
         assert!(!headers.contains_key(header::TE));
+    }
+
+    #[test]
+    fn te_trailers_alone_stays_where_it_was() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        remove_hop_by_hop_headers(&mut headers);
+        let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["te", "content-type"]);
+    }
+
+    #[test]
+    fn names_of_the_same_length_as_those_looked_for_are_not_taken_for_them() {
+        let mut headers = HeaderMap::new();
+        // As long as `connection` and `keep-alive`, and as `te`.
+        headers.insert(header::USER_AGENT, HeaderValue::from_static("grpc-go"));
+        headers.insert("xy", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        assert_eq!(headers.hop_by_hop_present(), 1 << 1);
     }
 
     #[test]

@@ -110,8 +110,9 @@ pub fn deadline(headers: &HeaderMap) -> Option<Duration> {
 /// call that may have run there is not sent on.
 pub fn unavailable_before_any_message(response: &Response<ProxyBody>) -> Option<String> {
     let headers = response.headers();
-    let from_the_service = headers.contains_key(SERVED_BY);
-    (from_the_service && status_of(headers) == Some(code::UNAVAILABLE)).then(|| {
+    // The status first: an answer's head seldom has one (it comes in the trailers).
+    let unavailable = status_of(headers) == Some(code::UNAVAILABLE);
+    (unavailable && headers.contains_key(SERVED_BY)).then(|| {
         headers
             .get(GRPC_MESSAGE)
             .and_then(|v| v.to_str().ok())
@@ -153,16 +154,14 @@ impl CallEnd {
     }
 }
 
-type OnEnd = Box<dyn FnOnce(CallEnd) + Send + Sync>;
-
 /// What watches a gRPC answer's body, relayed as it is: it calls `on_end` once with how the
 /// call ended: at its trailers, at its end, or when it is dropped before (the client
-/// cancelled).
-struct Watched {
-    on_end: Option<OnEnd>,
+/// cancelled). `on_end` is held in place, not boxed apart from the body.
+struct Watched<F> {
+    on_end: Option<F>,
 }
 
-impl Watched {
+impl<F: FnOnce(CallEnd)> Watched<F> {
     fn end(&mut self, end: CallEnd) {
         if let Some(on_end) = self.on_end.take() {
             on_end(end);
@@ -170,7 +169,7 @@ impl Watched {
     }
 }
 
-impl BodyHook<ProxyBody> for Watched {
+impl<F: FnOnce(CallEnd) + Unpin> BodyHook<ProxyBody> for Watched<F> {
     fn polled(&mut self, polled: &Polled<ProxyBody>) {
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -193,14 +192,14 @@ impl BodyHook<ProxyBody> for Watched {
 /// already.
 pub fn when_ended(
     response: Response<ProxyBody>,
-    on_end: impl FnOnce(CallEnd) + Send + Sync + 'static,
+    on_end: impl FnOnce(CallEnd) + Send + Sync + Unpin + 'static,
 ) -> Response<ProxyBody> {
     if let Some(code) = status_of(response.headers()) {
         on_end(CallEnd::Status(code));
         return response;
     }
     let watched = Watched {
-        on_end: Some(Box::new(on_end)),
+        on_end: Some(on_end),
     };
     response.map(|body| Hooked::new(body, watched).boxed())
 }

@@ -10,6 +10,7 @@ mod fast;
 mod grpc;
 mod hooked;
 mod http2;
+mod in_connection_task;
 mod inbound;
 mod linger;
 mod outcome;

@@ -3,18 +3,7 @@
 //! connection out of a pool. It is opened at the first call, opened again if it closed, and
 //! closes with the workload's connection. Its streams are concurrent, as the workload's are,
 //! so the connection is driven by a task of its own, one per connection rather than per call.
-use std::{
-    future::{poll_fn, Future},
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::Poll,
-    time::Duration,
-};
-
-use futures_util::{
-    future::FusedFuture, stream::FuturesUnordered, task::AtomicWaker, FutureExt, StreamExt,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use hyper::{
     body::Incoming,
@@ -26,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, sync::Mutex};
 use tracing::debug;
 
-use super::outcome::UpstreamError;
+use super::{in_connection_task::InConnectionTask, outcome::UpstreamError};
 use crate::http::ProxyBody;
 
 /// The kept connection: where it goes, and what sends on it.
@@ -107,55 +96,6 @@ impl OwnedHttp2 {
         let sending = (opened.sender.clone(), opened.authority.clone(), true);
         *self.open.lock().expect("never poisoned") = Some(opened);
         Ok(sending)
-    }
-}
-
-type Given = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Where hyper's HTTP/2 client runs what it spawns (the connection, and per call a future that
-/// sends it and one that pipes its body when not all of it is there): inside the connection's
-/// own task, beside it, rather than each in a tokio task of its own (a task made, scheduled
-/// and freed, per call).
-#[derive(Clone, Default)]
-struct InConnectionTask {
-    given: Arc<(std::sync::Mutex<Vec<Given>>, AtomicWaker)>,
-}
-
-impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for InConnectionTask {
-    fn execute(&self, future: F) {
-        let (futures, waker) = &*self.given;
-        futures
-            .lock()
-            .expect("never poisoned")
-            .push(Box::pin(future));
-        waker.wake();
-    }
-}
-
-impl InConnectionTask {
-    /// Runs `connection` and what hyper gives this executor, until all are done.
-    async fn drive(self, connection: impl Future<Output = ()>) {
-        let (given, waker) = &*self.given;
-        let mut connection = std::pin::pin!(connection.fuse());
-        let mut running = FuturesUnordered::new();
-        poll_fn(|cx| {
-            waker.register(cx.waker());
-            let _ = connection.as_mut().poll(cx);
-            // What polling gives (a call's sending, then its body's piping) is polled at once.
-            loop {
-                running.extend(std::mem::take(&mut *given.lock().expect("never poisoned")));
-                while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
-                if given.lock().expect("never poisoned").is_empty() {
-                    break;
-                }
-            }
-            if connection.is_terminated() && running.is_empty() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
     }
 }
 

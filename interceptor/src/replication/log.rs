@@ -18,7 +18,7 @@ use super::{
     reconcile,
     records::{Applied, Change, CrossRecord, Operation, Replica, ReplicaState, Replicant},
     settles::Settles,
-    store::{Store, StoreError},
+    store::{Carried, Store, StoreError},
 };
 use crate::resources::{classify, Addressed, ResourceRule};
 
@@ -257,15 +257,20 @@ impl Log {
     }
 
     /// At a replica: applies one operation of a leader's log, unless it was applied already.
+    /// The `mappings` it carries are recorded as applied with the operation's intent when it
+    /// records one (a create, a write), and on their own before it otherwise.
     pub async fn apply_once<S: Sites>(
         &self,
         here: &Instance<'_, S>,
         op_id: &str,
         replicant: Option<Replicant>,
         change: Change,
+        mappings: Vec<Mapping>,
     ) -> Result<Reply, Refusal> {
         let refused = |cause| self.refused(cause);
+        let carried = self.not_applied(mappings)?;
         if let Some(applied) = self.store.applied(op_id).map_err(refused)? {
+            self.store.record_carried(&carried).map_err(refused)?;
             return Ok(Reply {
                 answer: Answer::from_cheops(
                     applied.status,
@@ -273,6 +278,9 @@ impl Log {
                 ),
                 local_id: applied.local_id,
             });
+        }
+        if !matches!(change, Change::Create(_) | Change::Write(_)) {
+            self.store.record_carried(&carried).map_err(refused)?;
         }
         match change {
             Change::Register(record) => {
@@ -291,10 +299,11 @@ impl Log {
             }
             Change::Create(call) => {
                 let mut replicant = replicant.ok_or_else(|| self.no_replicant(op_id))?;
-                let (answer, local_id, rule) = match self.begin(here, op_id, &call).await? {
-                    Some((rule, (answer, local_id))) => (answer, Some(local_id), rule),
-                    None => here.create_at_instance(call).await?,
-                };
+                let (answer, local_id, rule) =
+                    match self.begin(here, op_id, &call, &carried).await? {
+                        Some((rule, (answer, local_id))) => (answer, Some(local_id), rule),
+                        None => here.create_at_instance(call).await?,
+                    };
                 match replicant.replicas.iter_mut().find(|r| r.site == self.site) {
                     Some(replica) => {
                         replica.local_id = local_id.clone();
@@ -333,6 +342,7 @@ impl Log {
                     _ => None,
                 };
                 let (Some(local_id), Some(rule)) = (local_id, rule) else {
+                    self.store.record_carried(&carried).map_err(refused)?;
                     let applied = Applied {
                         status: 404,
                         local_id: None,
@@ -350,7 +360,7 @@ impl Log {
                 };
                 call.target = rule.item.with_id(&call.target, &local_id.to_string());
                 let deleting = call.method == "DELETE";
-                let answer = match self.begin_write(here, op_id, &call).await? {
+                let answer = match self.begin_write(here, op_id, &call, &carried).await? {
                     Some(answer) => answer,
                     None => here.send_to_instance(call).await?,
                 };
@@ -380,8 +390,9 @@ impl Log {
         here: &Instance<'_, S>,
         op_id: &str,
         call: &Call,
+        carried: &[Carried],
     ) -> Result<Option<(ResourceRule, (Answer, LocalId))>, Refusal> {
-        if !self.intended(op_id)? {
+        if !self.intended(op_id, carried)? {
             return Ok(None);
         }
         let rule = match classify(here.rules_of(&call.service), &call.method, &call.target) {
@@ -401,8 +412,9 @@ impl Log {
         here: &Instance<'_, S>,
         op_id: &str,
         call: &Call,
+        carried: &[Carried],
     ) -> Result<Option<Answer>, Refusal> {
-        if !self.intended(op_id)? {
+        if !self.intended(op_id, carried)? {
             return Ok(None);
         }
         let found = reconcile::written(here, call).await?;
@@ -413,14 +425,35 @@ impl Log {
     }
 
     /// Whether `op_id` was sent to the instance before without its result being recorded;
-    /// if not, records now that it is about to be (nothing is sent if that fails).
-    fn intended(&self, op_id: &str) -> Result<bool, Refusal> {
+    /// if not, records now that it is about to be (nothing is sent if that fails). The
+    /// `carried` mappings are recorded as applied in the same step, or on their own.
+    fn intended(&self, op_id: &str, carried: &[Carried]) -> Result<bool, Refusal> {
         let refused = |cause| self.refused(cause);
         if self.store.intended(op_id).map_err(refused)? {
+            self.store.record_carried(carried).map_err(refused)?;
             return Ok(true);
         }
-        self.store.record_intent(op_id).map_err(refused)?;
+        self.store.record_intent(op_id, carried).map_err(refused)?;
         Ok(false)
+    }
+
+    /// The `mappings` an operation carries that this site has not applied yet; each must
+    /// hold its replicant.
+    fn not_applied(&self, mappings: Vec<Mapping>) -> Result<Vec<Carried>, Refusal> {
+        let mut carried = Vec::with_capacity(mappings.len());
+        for Mapping { op_id, replicant } in mappings {
+            if self
+                .store
+                .applied(&op_id)
+                .map_err(|cause| self.refused(cause))?
+                .is_some()
+            {
+                continue;
+            }
+            let replicant = replicant.ok_or_else(|| self.no_replicant(&op_id))?;
+            carried.push(Carried { op_id, replicant });
+        }
+        Ok(carried)
     }
 
     fn refused(&self, cause: StoreError) -> Refusal {

@@ -189,15 +189,8 @@ impl<S: Sites> Replicator<S> {
                 let applying = tokio::spawn(async move {
                     let _one_at_a_time = replicator.applying.lock().await;
                     let here = replicator.instance();
-                    for mapping in mappings {
-                        let (op_id, replicant) = (mapping.op_id, mapping.replicant);
-                        let log = &replicator.log;
-                        log.apply_once(&here, &op_id, replicant, Change::Map)
-                            .await?;
-                    }
-                    replicator
-                        .log
-                        .apply_once(&here, &op_id, replicant, change)
+                    let log = &replicator.log;
+                    log.apply_once(&here, &op_id, replicant, change, mappings)
                         .await
                 });
                 applying.await.unwrap_or_else(|failed| {

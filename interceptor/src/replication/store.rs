@@ -546,39 +546,49 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(|txn| {
             if let Some(replicant) = replicant {
-                let merged = self.merged(txn, replicant)?;
-                self.put_replicant_in(txn, &merged, created.as_slice())?;
-                if let Some((site, local_id)) = forget {
-                    let meta_id = &replicant.meta_id;
-                    self.forget_local_in(txn, &replicant.service, site, local_id, meta_id)?;
-                }
+                self.record_replicant_in(txn, replicant, forget, created)?;
             }
             if let Some(record) = cross {
                 self.put_cross_in(txn, record)?;
             }
-            let bytes = encode(op_id, applied)?;
-            let mut table = txn.open_table(APPLIED)?;
-            table.insert(op_id, bytes.as_slice())?;
-            txn.open_table(INTENTS)?.remove(op_id)?;
-            Ok(())
+            self.mark_applied_in(txn, op_id, applied)
         })
     }
 
-    /// Records, durably, that `op_id` is about to be sent to this site's instance: if its
-    /// result is never recorded, the next copy of the operation asks the instance first.
-    pub fn record_intent(&self, op_id: &str) -> Result<(), StoreError> {
-        self.write(|txn| {
-            txn.open_table(INTENTS)?.insert(op_id, ())?;
-            Ok(())
-        })
+    /// What an applied operation teaches about `replicant`, merged into what this site knows
+    /// (`record_applied`).
+    fn record_replicant_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        replicant: &Replicant,
+        forget: Option<(&str, &LocalId)>,
+        created: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let merged = self.merged(txn, replicant)?;
+        self.put_replicant_in(txn, &merged, created.as_slice())?;
+        if let Some((site, local_id)) = forget {
+            let meta_id = &replicant.meta_id;
+            self.forget_local_in(txn, &replicant.service, site, local_id, meta_id)?;
+        }
+        Ok(())
     }
 
-    /// Whether `op_id` was sent to this site's instance without its result being recorded.
-    pub fn intended(&self, op_id: &str) -> Result<bool, StoreError> {
-        self.read(|txn| Ok(txn.open_table(INTENTS)?.get(op_id)?.is_some()))
+    /// Records that `op_id` was applied, with `applied`, and is no longer only intended.
+    fn mark_applied_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        op_id: &str,
+        applied: &Applied,
+    ) -> Result<(), StoreError> {
+        let bytes = encode(op_id, applied)?;
+        txn.open_table(APPLIED)?.insert(op_id, bytes.as_slice())?;
+        txn.open_table(INTENTS)?.remove(op_id)?;
+        Ok(())
     }
 }
 
+mod intents;
 mod settle;
+pub use intents::Carried;
 #[cfg(test)]
 mod tests;

@@ -74,10 +74,12 @@ pub fn extract(
     settings: &CarrierSettings,
 ) -> Result<Option<Found>, CarrierError> {
     let workload_default = known.workload_default;
+    let carried = carries_any(headers, settings);
     for &carrier in &settings.read {
-        if headers.is_empty() && carrier != Carrier::Workload {
-            // No header to read (the fast path's requests that carry none): only the
-            // workload's default can be found, told without looking for each header.
+        if !carried && carrier != Carrier::Workload {
+            // No carrier's header to read (most requests, and the fast path's that carry
+            // none): only the workload's default can be found, told without looking for each
+            // header.
             continue;
         }
         let text = match carrier {
@@ -123,6 +125,15 @@ pub fn extract(
         }
     }
     Ok(None)
+}
+
+/// Whether `headers` holds a header that a scope may come in: one look at the names present
+/// (a request has few) costs less than a lookup (a hash and a probe) of each carrier's.
+fn carries_any(headers: &HeaderMap, settings: &CarrierSettings) -> bool {
+    let token = settings.token_header_name();
+    headers
+        .keys()
+        .any(|name| name == token || CARRIER_HEADERS.contains(name))
 }
 
 /// Rewrites the carrier so that the scope travels on without the entry `service` used (the

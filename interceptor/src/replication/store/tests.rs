@@ -145,6 +145,39 @@ fn a_settled_create_takes_over_the_local_id_its_replica_gave_and_nothing_else_ta
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn carried_mappings_are_applied_in_the_step_that_records_the_intent_or_in_their_own() {
+    let dir = tempdir();
+    let path = dir.join("s.redb");
+    let (first, second) = (
+        MetaId::generate(MetaIdShape::Cheops),
+        MetaId::generate(MetaIdShape::Cheops),
+    );
+    let carried = |op_id: &str, meta: &MetaId| Carried {
+        op_id: op_id.into(),
+        replicant: replicant(meta),
+    };
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .record_intent("Site1#3", &[carried("Site1#2", &first)])
+            .unwrap();
+        store
+            .record_carried(&[carried("Site1#4", &second)])
+            .unwrap();
+        store.record_carried(&[]).unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert!(store.intended("Site1#3").unwrap());
+    for (op_id, meta) in [("Site1#2", &first), ("Site1#4", &second)] {
+        let applied = store.applied(op_id).unwrap().expect("the mapping applied");
+        assert_eq!((applied.status, applied.local_id), (204, None), "{op_id}");
+        assert_eq!(store.replicant(meta).unwrap(), Some(replicant(meta)));
+    }
+    assert_eq!(store.applied("Site1#3").unwrap(), None);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cheops-store-{}", ulid::Ulid::generate()));
     std::fs::create_dir_all(&dir).unwrap();

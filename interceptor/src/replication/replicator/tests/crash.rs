@@ -88,7 +88,7 @@ async fn a_replica_that_dies_before_its_instance_got_the_call_applies_it_after_t
         )
         .expect("the update waits in Site1's log for Site2");
     let op_id = &patch.op_id("Site1");
-    test.at("Site2").store.record_intent(op_id).unwrap();
+    test.at("Site2").store.record_intent(op_id, &[]).unwrap();
     test.restart_and_converge("Site2").await;
     test.assert_applied_once("Site2", "PATCH", 1);
     assert_eq!(test.state("Site2")[&meta]["name"], "b");
@@ -125,4 +125,36 @@ async fn a_delete_offered_again_after_its_id_was_given_to_another_resource_leave
         1,
         "the delete reached the instance once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_carried_by_a_create_is_recorded_with_its_intent_and_survives_a_crash() {
+    let test = Test::new();
+    let first = test.create_pod("Site1", &["Site1", "Site2"], "a").await;
+    // The first create's mapping waits in Site1's log and travels with the second create,
+    // after which Site2's daemon dies before recording that create's result.
+    test.crash_after_instance("Site2");
+    test.create_pod("Site1", &["Site1", "Site2"], "b").await;
+    let pending = test.at("Site1").store.pending("Site2", 10).unwrap();
+    let op_id = |wanted: fn(&Change) -> bool| {
+        let operation = pending.iter().find(|operation| wanted(&operation.change));
+        operation.expect("waiting in Site1's log").op_id("Site1")
+    };
+    let mapping = op_id(|change| matches!(change, Change::Map));
+    let create = op_id(|change| matches!(change, Change::Create(_)));
+    let site2 = test.at("Site2");
+    assert!(site2.store.intended(&create).unwrap(), "{create} intended");
+    let mapped = site2.store.applied(&mapping).unwrap();
+    assert_eq!(mapped.map(|applied| applied.status), Some(204), "{mapping}");
+    let known = site2.store.replicant(&MetaId::parse(&first).unwrap());
+    let at_site1 = known
+        .unwrap()
+        .and_then(|known| known.replica("Site1").cloned());
+    assert!(at_site1.and_then(|replica| replica.local_id).is_some());
+    // Let go of Site2's replicator, which the restart stops.
+    drop(site2);
+    test.restart_and_converge("Site2").await;
+    let posts = test.received("Site2", "POST");
+    assert_eq!(posts, 2, "each create reached Site2's instance once");
+    assert_eq!(test.state("Site2"), test.state("Site1"));
 }
