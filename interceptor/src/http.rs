@@ -132,6 +132,10 @@ pub trait HeaderTable {
     fn hop_by_hop_present(&self) -> u32 {
         self.present_among(&HOP_BY_HOP)
     }
+    /// The values of `HOP_BY_HOP[at]`, in order.
+    fn hop_by_hop_values(&self, at: usize) -> impl Iterator<Item = &[u8]> {
+        self.values(&HOP_BY_HOP[at])
+    }
     /// Removes every field of `HOP_BY_HOP[at]`.
     fn remove_hop_by_hop(&mut self, at: usize) {
         self.remove(&HOP_BY_HOP[at]);
@@ -200,11 +204,10 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
     if present == 0 {
         return;
     }
-    let (connection, te) = (&HOP_BY_HOP[CONNECTION_AT], &HOP_BY_HOP[TE_AT]);
     let is_present = |at: usize| present & (1 << at) != 0;
     let (trailers_accepted, te_once) = match is_present(TE_AT) {
         true => {
-            let mut values = headers.values(te);
+            let mut values = headers.hop_by_hop_values(TE_AT);
             let first = values.next();
             (
                 first == Some(b"trailers".as_slice()),
@@ -220,7 +223,7 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
     if is_present(CONNECTION_AT) {
         // Gathered first, as removing fields changes those of `Connection` read.
         let mut named_in_connection = Vec::new();
-        for value in headers.values(connection) {
+        for value in headers.hop_by_hop_values(CONNECTION_AT) {
             // The most common value, one hop-by-hop name, told without splitting it.
             if value.eq_ignore_ascii_case(b"keep-alive") {
                 continue;
@@ -249,7 +252,7 @@ pub fn remove_hop_by_hop_headers(headers: &mut impl HeaderTable) {
         left &= left - 1;
     }
     if trailers_accepted {
-        headers.insert(te, "trailers");
+        headers.insert(&HOP_BY_HOP[TE_AT], "trailers");
     }
 }
 

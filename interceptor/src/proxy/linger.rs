@@ -5,12 +5,15 @@
 //! shut down after the answer and what the client still sends is read and dropped, for a
 //! while and up to a size, before the socket is closed.
 use std::{
-    os::fd::{AsFd, OwnedFd},
+    io::IoSlice,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
     time::Duration,
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
 };
 
@@ -18,16 +21,97 @@ use tokio::{
 const MAX_DROPPED: usize = 64 * 1024 * 1024;
 const LINGERING: Duration = Duration::from_secs(5);
 
-/// A second handle on `stream`'s socket: the socket stays open while it lives, even once
-/// whatever owns `stream` (hyper) dropped it. `None` if the process is out of file handles.
-pub fn second_handle(stream: &TcpStream) -> Option<OwnedFd> {
-    stream.as_fd().try_clone_to_owned().ok()
+/// A client's connection lent to what serves it (hyper), which comes back to its `Lender` once
+/// that drops it: so that it can still be closed gracefully after an error, with no second
+/// handle on its socket (a `dup` and a `close` for every connection, when few end on one).
+pub struct Lent {
+    stream: Option<TcpStream>,
+    back: Lender,
 }
 
-/// Closes the connection of `handle` gracefully: no more is sent, and what the client still
-/// sends (within `LINGERING`, up to `MAX_DROPPED`) is read and dropped first.
-pub async fn close_gracefully(handle: Option<OwnedFd>) {
-    if let Some(Ok(stream)) = handle.map(|fd| TcpStream::from_std(fd.into())) {
+/// Where a `Lent` connection comes back to.
+#[derive(Clone)]
+pub struct Lender(Arc<Mutex<Option<TcpStream>>>);
+
+/// `stream` lent, and where it comes back to.
+pub fn lend(stream: TcpStream) -> (Lent, Lender) {
+    let back = Lender(Arc::default());
+    let lent = Lent {
+        stream: Some(stream),
+        back: back.clone(),
+    };
+    (lent, back)
+}
+
+impl Lender {
+    /// The connection, once what it was lent to dropped it.
+    pub fn take_back(&self) -> Option<TcpStream> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        *self.back.0.lock().unwrap_or_else(PoisonError::into_inner) = self.stream.take();
+    }
+}
+
+impl Lent {
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(
+            self.stream
+                .as_mut()
+                .expect("a lent stream is there until it is dropped"),
+        )
+    }
+}
+
+impl AsyncRead for Lent {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lent {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.stream().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream
+            .as_ref()
+            .is_some_and(|stream| stream.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+}
+
+/// Closes `stream`, if any, gracefully: no more is sent, and what the client still sends
+/// (within `LINGERING`, up to `MAX_DROPPED`) is read and dropped first.
+pub async fn close_gracefully(stream: Option<TcpStream>) {
+    if let Some(stream) = stream {
         close(stream).await
     }
 }
@@ -68,6 +152,24 @@ mod tests {
         config::ProxySettings,
         proxy::tests::{catalog, nothing_listening, proxy_serving},
     };
+
+    #[tokio::test]
+    async fn a_lent_connection_comes_back_once_dropped_still_open() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap());
+        let (near, far) = tokio::join!(near, listener.accept());
+        let (mut near, mut far) = (near.unwrap(), far.unwrap().0);
+        let (mut lent, lender) = lend(far);
+        lent.write_all(b"lent").await.unwrap();
+        assert!(lender.take_back().is_none(), "back while still lent");
+        drop(lent);
+        far = lender.take_back().expect("back once dropped");
+        far.write_all(b", back").await.unwrap();
+        drop(far);
+        let mut came = String::new();
+        near.read_to_string(&mut came).await.unwrap();
+        assert_eq!(came, "lent, back");
+    }
 
     /// As a client that sends its whole request before it reads (Python's `sendall`, then
     /// `recv`): an oversized head gets its 431, not a reset, on every try.

@@ -306,8 +306,9 @@ impl Proxy {
         mut workload: http2::WorkloadConnection,
     ) {
         workload.owned = Some(Arc::new(OwnedUpstream::default()));
-        // To close it gracefully if hyper ends it on an error (a 431) as the client still sends.
-        let handle = linger::second_handle(&stream);
+        // Lent to hyper: back once hyper drops it, to close it gracefully if hyper ends it on
+        // an error (a 431) as the client still sends.
+        let (stream, lender) = linger::lend(stream);
         // Shared by its requests: one pointer copied per request, not each of its parts.
         let shared = Arc::new((workload, self.settings.clone()));
         let handler = hyper::service::service_fn(move |request| {
@@ -333,9 +334,11 @@ impl Proxy {
             .keep_alive(true)
             .serve_connection(TokioIo::new(Replayed::new(read, stream)), handler)
             .with_upgrades();
-        if let Err(err) = connection.await {
+        // Awaited apart: the connection (and the stream hyper holds) is dropped by then.
+        let served = connection.await;
+        if let Err(err) = served {
             debug!("client connection ended: {err}");
-            linger::close_gracefully(handle).await;
+            linger::close_gracefully(lender.take_back()).await;
         }
     }
 }

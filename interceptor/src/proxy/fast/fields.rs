@@ -325,6 +325,10 @@ impl HeaderTable for Fields<'_> {
         ((not_zero >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
     }
 
+    fn hop_by_hop_values(&self, at: usize) -> impl Iterator<Item = &[u8]> {
+        self.known_values(Known::HOP_BY_HOP[at])
+    }
+
     fn remove_hop_by_hop(&mut self, at: usize) {
         let known = Known::HOP_BY_HOP[at];
         self.remove_at(Some(known), self.known_position(known));

@@ -18,6 +18,7 @@ mod body;
 mod buffers;
 mod fields;
 mod head;
+mod kept_box;
 mod names;
 pub(super) mod pool;
 #[cfg(test)]
@@ -69,6 +70,7 @@ use crate::{
 use answer::{Answer, BodyLength, Framing};
 use body::{RelayError, Relayed};
 use head::{AnswerHead, AnswerRead, AnswerTo, RequestFields, RequestHead};
+use kept_box::KeptBox;
 use upload::Upload;
 use waiting::{wait_for_head, ReadHead, Waited};
 
@@ -147,10 +149,11 @@ pub fn serve<'a>(
             // request's state (nor is the head kept in it: it is gone after this statement).
             // Not boxed, the task (2.5 KiB) is freed only when its connection parks, and the
             // memory parked connections keep more than doubles (`cheops-bench --only idle`).
+            // In the thread's kept block (`kept_box`), which costs no allocation per request.
             let waited = wait_for_head(&connection, &mut read, head_timer.as_mut(), until, parks);
             let serving = match waited.await {
                 Waited::Head(ReadHead::Fast(head, requests)) => {
-                    Box::pin(connection.serve(head, requests, &mut read, &answer_timer))
+                    KeptBox::new_with(|| connection.serve(head, requests, &mut read, &answer_timer))
                 }
                 Waited::Head(ReadHead::ToHyper) => break false,
                 Waited::Head(ReadHead::Closed) | Waited::TimedOut => break true,

@@ -85,12 +85,54 @@ impl Known {
         candidate.is(name).then_some(candidate)
     }
 
-    /// Whether `name`, of this one's length, is this one.
+    /// Whether `name`, of this one's length, is this one: its words, put in lower case,
+    /// compared with this one's (`KNOWN_WORDS`).
     #[inline(never)]
     fn is(self, name: &[u8]) -> bool {
-        alike(KNOWN_NAMES[self as usize], name, true)
+        let [first, middle, last] = KNOWN_WORDS[self as usize];
+        let len = name.len();
+        if len < 4 {
+            return alike(KNOWN_NAMES[self as usize], name, true);
+        }
+        if len < 8 {
+            return lower_case(four(name, 0)) == first && lower_case(four(name, len - 4)) == last;
+        }
+        lower_case(eight(name, 0)) == first
+            && (len <= 16 || lower_case(eight(name, 8)) == middle)
+            && lower_case(eight(name, len - 8)) == last
     }
 }
+
+/// Each of `KNOWN_NAMES` as `Known::is` reads a name: its first eight bytes, its next eight
+/// (when it is longer than sixteen) and its last eight (which may overlap the others), as
+/// little-endian words; its first four and its last four in a name shorter than eight; none
+/// in one shorter than four. No known name is longer than 24.
+const KNOWN_WORDS: [[u64; 3]; KNOWN_NAMES.len()] = {
+    const fn word(name: &[u8], at: usize, len: usize) -> u64 {
+        let mut word = 0;
+        let mut i = 0;
+        while i < len {
+            word |= (name[at + i] as u64) << (8 * i);
+            i += 1;
+        }
+        word
+    }
+    let mut words = [[0; 3]; KNOWN_NAMES.len()];
+    let mut i = 0;
+    while i < KNOWN_NAMES.len() {
+        let name = KNOWN_NAMES[i];
+        let len = name.len();
+        assert!(len <= 24, "a known name longer than three words");
+        words[i] = match len {
+            0..4 => [0; 3],
+            4..8 => [word(name, 0, 4), 0, word(name, len - 4, 4)],
+            8..=16 => [word(name, 0, 8), 0, word(name, len - 8, 8)],
+            _ => [word(name, 0, 8), word(name, 8, 8), word(name, len - 8, 8)],
+        };
+        i += 1;
+    }
+    words
+};
 
 /// Whether two names are one, as `HeaderName`s (in any case).
 // Inlined: most names compared are of other lengths, or the same slice (a name's next field).
@@ -115,19 +157,11 @@ fn alike(a: &[u8], b: &[u8], a_lower: bool) -> bool {
         return a.eq_ignore_ascii_case(b);
     }
     if len < 8 {
-        let four = |bytes: &[u8], at: usize| {
-            let four: [u8; 4] = bytes[at..at + 4].try_into().unwrap_or_default();
-            u64::from(u32::from_le_bytes(four))
-        };
         // The last four overlap the first when the length is not four.
         return lower_a(four(a, 0)) == lower_case(four(b, 0))
             && lower_a(four(a, len - 4)) == lower_case(four(b, len - 4));
     }
-    let word = |bytes: &[u8], at: usize| {
-        let eight: [u8; 8] = bytes[at..at + 8].try_into().unwrap_or_default();
-        u64::from_le_bytes(eight)
-    };
-    let same = |at: usize| lower_a(word(a, at)) == lower_case(word(b, at));
+    let same = |at: usize| lower_a(eight(a, at)) == lower_case(eight(b, at));
     // The last eight overlap the others when the length is not a multiple of eight.
     let mut at = 0;
     while at + 8 < len {
@@ -137,6 +171,20 @@ fn alike(a: &[u8], b: &[u8], a_lower: bool) -> bool {
         at += 8;
     }
     same(len - 8)
+}
+
+/// The four bytes of `bytes` from `at`, as a little-endian word.
+#[inline(always)]
+fn four(bytes: &[u8], at: usize) -> u64 {
+    let four: [u8; 4] = bytes[at..at + 4].try_into().unwrap_or_default();
+    u64::from(u32::from_le_bytes(four))
+}
+
+/// The eight bytes of `bytes` from `at`, as a little-endian word.
+#[inline(always)]
+fn eight(bytes: &[u8], at: usize) -> u64 {
+    let eight: [u8; 8] = bytes[at..at + 8].try_into().unwrap_or_default();
+    u64::from_le_bytes(eight)
 }
 
 /// `name`'s ASCII capitals put in lower case (as `make_ascii_lowercase`), eight at a time
@@ -249,9 +297,12 @@ mod tests {
             let known = Known::of(name).unwrap();
             assert_eq!(known as usize, i);
             assert_eq!(Known::of(&name.to_ascii_uppercase()), Some(known));
-            let mut other = name.to_vec();
-            other[name.len() - 1] ^= 1;
-            assert_eq!(Known::of(&other), None, "{other:?}");
+            // A byte unlike in any place (every word read) makes another name.
+            for at in 0..name.len() {
+                let mut other = name.to_vec();
+                other[at] ^= 1;
+                assert_eq!(Known::of(&other), None, "{other:?}");
+            }
         }
         for (at, known) in Known::HOP_BY_HOP.into_iter().enumerate() {
             assert_eq!(known as usize, at);
