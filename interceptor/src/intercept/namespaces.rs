@@ -103,8 +103,15 @@ impl WorkloadNamespaces {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
+                // Finding what changed reads a few small files, in less time than handing
+                // the work to a blocking thread would take (a scan every 250 ms by default);
+                // entering a new namespace does go to one.
+                let new = self.forget_gone_and_find_new();
+                if new.is_empty() {
+                    continue;
+                }
                 let scanner = self.clone();
-                let opened = tokio::task::spawn_blocking(move || scanner.scan()).await;
+                let opened = tokio::task::spawn_blocking(move || scanner.open(new)).await;
                 match opened {
                     Ok(opened) => self.serve_opened(opened),
                     Err(err) => warn!("scanning workload namespaces failed: {err}"),
@@ -127,9 +134,9 @@ impl WorkloadNamespaces {
         shown
     }
 
-    /// One scan (blocking: reads /proc and enters namespaces): forgets the namespaces that are
-    /// gone and opens listeners in the new ones, handed back to be served on the runtime.
-    fn scan(&self) -> Vec<(u64, Opened)> {
+    /// Forgets the namespaces that are gone, and gives the new ones: each namespace's inode,
+    /// with a process in it and that process's cgroup. Reads /proc and the cgroups.
+    fn forget_gone_and_find_new(&self) -> Vec<(u64, (u32, PathBuf))> {
         let roots = self.roots.lock().unwrap().clone();
         let found = workload_namespaces(&roots, self.own_inode);
         let mut listening = self.listening.lock().unwrap();
@@ -147,11 +154,17 @@ impl WorkloadNamespaces {
             }
             keep
         });
+        found
+            .into_iter()
+            .filter(|(inode, _)| !listening.contains_key(inode))
+            .collect()
+    }
+
+    /// Opens listeners in the `new` namespaces (blocking: enters each), handed back to be
+    /// served on the runtime.
+    fn open(&self, new: Vec<(u64, (u32, PathBuf))>) -> Vec<(u64, Opened)> {
         let mut opened = Vec::new();
-        for (inode, (pid, cgroup)) in found {
-            if listening.contains_key(&inode) {
-                continue;
-            }
+        for (inode, (pid, cgroup)) in new {
             let shown = MeshedNamespace {
                 inode,
                 pid,
@@ -177,7 +190,7 @@ impl WorkloadNamespaces {
                 netns_cookie: None,
                 serving: Vec::new(),
             };
-            listening.insert(inode, entry);
+            self.listening.lock().unwrap().insert(inode, entry);
         }
         opened
     }
