@@ -115,6 +115,10 @@ async fn accept(listener: TcpListener, target: SocketAddr, one_way: Duration) {
             let Ok(server) = TcpStream::connect(target).await else {
                 return;
             };
+            // A link passes each packet on as it comes: no chunk waits for the one before
+            // it to be acknowledged (Nagle's algorithm).
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
             let (from_client, to_client) = client.into_split();
             let (from_server, to_server) = server.into_split();
             tokio::join!(

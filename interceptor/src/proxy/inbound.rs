@@ -58,6 +58,10 @@ where
 {
     loop {
         let (stream, client) = next_connection(&listener, "a peer connection").await;
+        // An answer goes out in several writes (HTTP/2 frames in TLS records): with Nagle's
+        // algorithm on, each after the first waits for the peer to acknowledge the one before,
+        // up to its delayed acknowledgement (40 ms), far more than the answer took.
+        let _ = stream.set_nodelay(true);
         let acceptor = TlsAcceptor::from(tls.current().server.clone());
         let current = current.clone();
         tokio::spawn(async move {
