@@ -269,8 +269,14 @@ impl Log {
     ) -> Result<Reply, Refusal> {
         let refused = |cause| self.refused(cause);
         let carried = self.not_applied(mappings)?;
-        if let Some(applied) = self.store.applied(op_id).map_err(refused)? {
+        let applied = self.store.applied(op_id).map_err(refused)?;
+        // A create or a write not applied yet records the carried mappings with its intent
+        // (`intended`); anything else records them here, in a step of their own.
+        let intends = matches!(change, Change::Create(_) | Change::Write(_));
+        if applied.is_some() || !intends {
             self.store.record_carried(&carried).map_err(refused)?;
+        }
+        if let Some(applied) = applied {
             return Ok(Reply {
                 answer: Answer::from_cheops(
                     applied.status,
@@ -278,9 +284,6 @@ impl Log {
                 ),
                 local_id: applied.local_id,
             });
-        }
-        if !matches!(change, Change::Create(_) | Change::Write(_)) {
-            self.store.record_carried(&carried).map_err(refused)?;
         }
         match change {
             Change::Register(record) => {
