@@ -271,7 +271,8 @@ impl Log {
         let carried = self.not_applied(mappings)?;
         let applied = self.store.applied(op_id).map_err(refused)?;
         // A create or a write not applied yet records the carried mappings with its intent
-        // (`intended`); anything else records them here, in a step of their own.
+        // (`intended`; a write this site holds no replica for, before its 404); anything else
+        // records them here, in a step of their own.
         let intends = matches!(change, Change::Create(_) | Change::Write(_));
         if applied.is_some() || !intends {
             self.store.record_carried(&carried).map_err(refused)?;

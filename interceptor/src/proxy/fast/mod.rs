@@ -145,11 +145,11 @@ pub fn serve<'a>(
                     (time::Instant::now() + wait, parks)
                 }
             };
-            // Boxed: the connection's task, idle most of its life, is not the size of a
-            // request's state (nor is the head kept in it: it is gone after this statement).
-            // Not boxed, the task (2.5 KiB) is freed only when its connection parks, and the
-            // memory parked connections keep more than doubles (`cheops-bench --only idle`).
-            // In the thread's kept block (`kept_box`), which costs no allocation per request.
+            // The request's state is kept apart from the connection's task, in the thread's
+            // kept block (`kept_box`: no allocation per request). In the task, it would make
+            // every connection's task 2.5 KiB, idle most of its life, and more than double the
+            // memory of idle connections not parked yet (`cheops-bench --only idle`). Nor is
+            // the head kept in the task: it is gone after this statement.
             let waited = wait_for_head(&connection, &mut read, head_timer.as_mut(), until, parks);
             let serving = match waited.await {
                 Waited::Head(ReadHead::Fast(head, requests)) => {
