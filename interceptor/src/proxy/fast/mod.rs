@@ -10,8 +10,8 @@
 //! rest of its connection, goes to hyper with the bytes read of it replayed first. An idle
 //! connection holds little: no buffer (taken when bytes come, given back once they are
 //! served), no connection to the instance (taken from its thread's `pool` for a request, given
-//! back after the answer), one timer, and a task whose state for a request is boxed while it
-//! is served; once idle for `proxy.park_idle_after`, not even that (`super::park`). The wait
+//! back after the answer), one timer, and a task whose state for a request is kept apart
+//! while it is served (in its thread's `kept_box`); once idle for `proxy.park_idle_after`, not even that (`super::park`). The wait
 //! for a head is `waiting`'s.
 mod answer;
 mod body;
