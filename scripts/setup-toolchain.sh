@@ -9,18 +9,22 @@ packages=(rustc-web rust-web-src llvm-22-dev libpolly-22-dev bpftool iproute2 nf
           valgrind linux-perf
           # The container tests: podman with runc (crun refuses hybrid cgroup layouts), and a
           # static busybox to build images from (no image registry is reachable).
-          podman runc busybox-static)
+          podman runc busybox-static
+          # A protocol where the server speaks first, with its own client (ssh-keyscan).
+          openssh-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
+  # The machine's own sshd must not start on install: the tests run theirs in namespaces.
+  mkdir -p /etc/ssh && touch /etc/ssh/sshd_not_to_be_run
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian's nginx, haproxy and etcd start a service on install; the tests and benchmarks run their own.
-for svc in nginx haproxy etcd; do
+# Debian's nginx, haproxy, etcd and ssh start a service on install; the tests and benchmarks run their own.
+for svc in nginx haproxy etcd ssh; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
 done
 

@@ -1,9 +1,11 @@
 //! Real, unmodified applications for the tests, started inside a namespace: Python's
-//! `http.server` serving a directory, and a TCP echo server (a service that is not HTTP).
+//! `http.server` serving a directory, a TCP echo server (a service that is not HTTP), OpenSSH's
+//! sshd (one where the server speaks first).
 use std::{
     collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
+    process::Command,
     sync::OnceLock,
     time::Duration,
 };
@@ -22,10 +24,10 @@ impl HttpServer {
         std::fs::write(dir.path().join("whoami"), name).expect("writing whoami");
         let mut command = netns.command("python3");
         command
-            .args(["-m", "http.server", "--bind", &address.ip().to_string()])
-            .arg("--directory")
-            .arg(dir.path())
-            .arg(address.port().to_string());
+            .arg(client_script("http_server.py"))
+            .arg(address.ip().to_string())
+            .arg(address.port().to_string())
+            .arg(dir.path());
         let process = Process::spawn(&format!("http.server {name}"), command, None);
         wait_for_listener(netns, address);
         HttpServer {
@@ -48,6 +50,56 @@ pub fn echo_server(netns: &Netns, address: SocketAddr) -> Process {
     let process = Process::spawn("echo server", command, None);
     wait_for_listener(netns, address);
     process
+}
+
+/// OpenSSH's sshd at `address` in `netns`: a protocol where the server speaks first (its
+/// version line). Only its host key is of use (`ssh-keyscan` fetches it); it lets no one in.
+pub struct Sshd {
+    _process: Process,
+    dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    pub fn start(netns: &Netns, address: SocketAddr) -> Sshd {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let key = dir.path().join("host_key");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("running ssh-keygen (package openssh-client)");
+        assert!(made.success(), "ssh-keygen failed");
+        // sshd refuses to start without its privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").expect("creating /run/sshd");
+        let mut command = netns.command("/usr/sbin/sshd");
+        command
+            .args(["-D", "-e", "-f", "/dev/null", "-h"])
+            .arg(&key)
+            .args(["-o", &format!("ListenAddress={address}")])
+            .args([
+                "-o",
+                "PidFile=none",
+                "-o",
+                "AuthenticationMethods=publickey",
+            ]);
+        let process = Process::spawn("sshd", command, None);
+        wait_for_listener(netns, address);
+        Sshd {
+            _process: process,
+            dir,
+        }
+    }
+
+    /// The host key, as `ssh-keyscan` prints it after the host: `ssh-ed25519 AAAA...`.
+    pub fn host_key(&self) -> String {
+        let public = std::fs::read_to_string(self.dir.path().join("host_key.pub"))
+            .expect("reading the host key");
+        public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// The path of one of the scripts in tests/clients.
@@ -161,7 +213,7 @@ impl JsonServer {
 fn global_node_modules() -> &'static str {
     static ROOT: OnceLock<String> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let output = std::process::Command::new("npm")
+        let output = Command::new("npm")
             .args(["root", "-g"])
             .output()
             .expect("npm, to find json-server (scripts/setup-toolchain.sh installs both)");

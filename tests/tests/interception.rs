@@ -12,7 +12,7 @@ use interceptor::config::Workload;
 
 use cheops_tests::{
     agent::{config_text, meshed_service, meshed_workload, site_config, Agent},
-    apps::{assert_bad_requests_answered, client_script, echo_server},
+    apps::{assert_bad_requests_answered, client_script, echo_server, Sshd},
     cgroup::Cgroup,
     netns::Netns,
     node::{body, kernel_redirected, resident_kib, service, start_node, start_node_with, SITE},
@@ -281,6 +281,59 @@ fn a_connection_that_is_not_http_is_relayed_as_plain_tcp() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(agent.status().proxy.tcp_relays, 1);
+}
+
+#[test]
+fn a_protocol_where_the_server_speaks_first_is_relayed_to_its_instance() {
+    require_root();
+    let address: SocketAddr = "198.18.0.31:22".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:7022".parse().unwrap();
+    let netns = Netns::create(&unique_name("ic"));
+    let workload = Cgroup::create(&unique_name("chw"));
+    let sshd = Sshd::start(&netns, local);
+    let mut config = site_config(SITE);
+    config.services.push(meshed_service("ssh", address, local));
+    config.workloads.push(meshed_workload(&workload));
+    let agent = Agent::start(&netns, &config);
+    let mut command = netns.command("ssh-keyscan");
+    command.args(["-T", "10", "-t", "ed25519", &address.ip().to_string()]);
+    workload.enter(&mut command);
+    let output = command.output().unwrap();
+    let scanned = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        scanned.contains(&sshd.host_key()),
+        "ssh-keyscan through cheops should get sshd's host key {}: {scanned}{}",
+        sshd.host_key(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status = agent.status();
+    assert_eq!(status.proxy.tcp_relays, 1, "{status:?}");
+    assert_eq!(kernel_redirected(&status), 1, "{status:?}");
+}
+
+#[test]
+fn an_http_client_silent_at_first_is_still_served_as_http() {
+    let node = start_node(&[service(0)]);
+    let script = client_script("silent_then_http.py").display().to_string();
+    // Past the sniffing's wait (300 ms): cheops then waits for whichever side speaks first.
+    let output = node.run(
+        true,
+        "python3",
+        &[&script, "198.18.0.10:80", "1", "/whoami"],
+    );
+    let answer = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        answer.starts_with("HTTP/1.") && answer.contains(" 200 "),
+        "{answer}{output:?}"
+    );
+    assert_eq!(body(&answer), "svc0", "{answer}");
+    assert!(
+        answer.to_lowercase().contains("x-cheops-site"),
+        "a late request must be served as HTTP, not relayed unscoped: {answer}"
+    );
+    let status = node.agent.status();
+    assert_eq!(status.proxy.tcp_relays, 0, "{status:?}");
+    assert_eq!(status.proxy.http_requests, 1, "{status:?}");
 }
 
 #[test]

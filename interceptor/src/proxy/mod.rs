@@ -186,7 +186,7 @@ impl Proxy {
     /// twice: the task of every connection, idle or not, is the size of this future.
     fn handle_connection(
         self: Arc<Self>,
-        stream: TcpStream,
+        mut stream: TcpStream,
         service: Arc<Service>,
         cgroup_id: u64,
     ) -> impl Future<Output = ()> + Send {
@@ -198,7 +198,24 @@ impl Proxy {
             // Each protocol but the fast path's is boxed: the task's size is its largest state.
             // So is the sniffing, whose wait for the first bytes (a readiness future and a timer)
             // is larger than the fast path's idle state, and is over once they came.
-            match Box::pin(sniff(&stream)).await {
+            let protocol = match Box::pin(sniff(&stream)).await {
+                Some(protocol) => protocol,
+                None => {
+                    let timeout = self.settings.connect_timeout;
+                    let relays = &self.counters.tcp_relays;
+                    let heard = relay::unless_the_client_speaks_http(
+                        &mut stream,
+                        &service,
+                        timeout,
+                        relays,
+                    );
+                    match Box::pin(heard).await {
+                        Some(protocol) => protocol,
+                        None => return,
+                    }
+                }
+            };
+            match protocol {
                 Protocol::Http1 => {
                     // HTTP/1.1: one request after another. The fast path (`fast`) serves them
                     // while it can; from the first it leaves, hyper serves the rest of the
@@ -279,7 +296,7 @@ impl Proxy {
     async fn refuse_connection(&self, stream: TcpStream, service: &Service) {
         let max = self.connections.max();
         debug!(service = %service.name, "refusing a connection: its workload holds {max}");
-        if sniff(&stream).await != Protocol::Http1 {
+        if sniff(&stream).await != Some(Protocol::Http1) {
             return;
         }
         let answer = limits::refused_connection_bytes(&service.name, max);

@@ -7,8 +7,8 @@ use std::{
 
 use tokio::{io::Interest, net::TcpStream};
 
-/// How long a new connection may stay silent before it is taken for a protocol where the
-/// server speaks first, and relayed as plain TCP.
+/// How long a new connection may stay silent before it may be one where the server speaks
+/// first (`relay::unless_the_client_speaks_first`).
 const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
 
 #[derive(Debug, PartialEq, Eq)]
@@ -36,32 +36,37 @@ const HTTP_METHODS: [&[u8]; 9] = [
 pub const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Looks at the first bytes without consuming them: an HTTP/1 request line starts with a
-/// method, an HTTP/2 connection with its preface.
-pub async fn sniff(stream: &TcpStream) -> Protocol {
+/// method, an HTTP/2 connection with its preface. `None`: nothing came for `SNIFF_TIMEOUT`.
+pub async fn sniff(stream: &TcpStream) -> Option<Protocol> {
     let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
     let mut closed = false;
+    let mut came = false;
     loop {
         // Peeking inside `try_io`: when only part of a method arrived, "would block" clears the
         // readiness this peek saw, so the wait below lasts until more bytes come (readiness that
         // came since is kept). A plain peek would leave it set, and the wait would spin.
-        match stream.try_io(Interest::READABLE, || peek_protocol(stream)) {
-            Ok(protocol) => return protocol,
+        match stream.try_io(Interest::READABLE, || peek_protocol(stream, &mut came)) {
+            Ok(protocol) => return Some(protocol),
             Err(err) if err.kind() == ErrorKind::WouldBlock => {}
-            Err(_) => return Protocol::Opaque,
+            Err(_) => return Some(Protocol::Opaque),
         }
         if closed {
             // The client stopped sending with only part of a method sent.
-            return Protocol::Opaque;
+            return Some(Protocol::Opaque);
         }
         match tokio::time::timeout_at(deadline, stream.ready(Interest::READABLE)).await {
             Ok(Ok(ready)) => closed = ready.is_read_closed(),
-            _ => return Protocol::Opaque,
+            Ok(Err(_)) => return Some(Protocol::Opaque),
+            // Part of a method, then nothing: no HTTP client sends so.
+            Err(_) if came => return Some(Protocol::Opaque),
+            Err(_) => return None,
         }
     }
 }
 
 /// The protocol told by the bytes received so far; "would block" while they are too few.
-fn peek_protocol(stream: &TcpStream) -> io::Result<Protocol> {
+/// `came`: whether any came.
+fn peek_protocol(stream: &TcpStream, came: &mut bool) -> io::Result<Protocol> {
     let mut first = [0u8; HTTP2_PREFACE.len()];
     // SAFETY: `first` is valid for writes of its length, and the descriptor stays open while
     // `stream` is borrowed. MSG_DONTWAIT: never block a worker thread.
@@ -77,6 +82,7 @@ fn peek_protocol(stream: &TcpStream) -> io::Result<Protocol> {
     if len == 0 {
         return Ok(Protocol::Opaque);
     }
+    *came = true;
     classify(&first[..len]).ok_or_else(|| ErrorKind::WouldBlock.into())
 }
 
@@ -116,7 +122,7 @@ mod tests {
         let sniffing = tokio::spawn(async move { sniff(&server).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         client.write_all(b"T / HTTP/1.1\r\n").await.unwrap();
-        assert_eq!(sniffing.await.unwrap(), Protocol::Http1);
+        assert_eq!(sniffing.await.unwrap(), Some(Protocol::Http1));
     }
 
     #[tokio::test]
@@ -126,7 +132,7 @@ mod tests {
         let sniffing = tokio::spawn(async move { sniff(&server).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         client.write_all(&HTTP2_PREFACE[10..]).await.unwrap();
-        assert_eq!(sniffing.await.unwrap(), Protocol::Http2);
+        assert_eq!(sniffing.await.unwrap(), Some(Protocol::Http2));
     }
 
     #[tokio::test]
@@ -135,7 +141,7 @@ mod tests {
         client.write_all(b"PO").await.unwrap();
         client.shutdown().await.unwrap();
         let started = tokio::time::Instant::now();
-        assert_eq!(sniff(&server).await, Protocol::Opaque);
+        assert_eq!(sniff(&server).await, Some(Protocol::Opaque));
         assert!(started.elapsed() < SNIFF_TIMEOUT, "{:?}", started.elapsed());
     }
 
