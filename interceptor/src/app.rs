@@ -139,7 +139,9 @@ pub fn run_agent(config_path: &Path) -> anyhow::Result<()> {
                     )
                     .context("finding this process's network namespace")?,
                 );
-                namespaces.clone().spawn(config.proxy.workload_scan_every);
+                namespaces
+                    .start_scanning(config.proxy.workload_scan_every)
+                    .context("starting the scan of workload namespaces")?;
                 Some(namespaces)
             }
             None => {
@@ -281,10 +283,20 @@ async fn serve_inbound(
     Ok(())
 }
 
-/// How the namespace scanner starts serving a listener it opened in a workload's namespace.
+/// How the namespace scanner starts serving a listener it opened in a workload's namespace:
+/// on this runtime, from the scanner's own thread.
 fn serve_with(proxy: &Arc<Proxy>) -> ServeListener {
     let proxy = proxy.clone();
-    Box::new(move |listener, seam| tokio::spawn(proxy.clone().serve(listener, seam)).abort_handle())
+    let runtime = tokio::runtime::Handle::current();
+    Box::new(move |listener, seam| {
+        let listener = {
+            let _registered_here = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
+        Ok(runtime
+            .spawn(proxy.clone().serve(listener, seam))
+            .abort_handle())
+    })
 }
 
 /// The proxy listens on loopback only: on 127.0.0.1 always, on ::1 when IPv6 is up.

@@ -19,7 +19,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::{net::TcpListener, task::AbortHandle};
+use socket2::{Domain, Socket, Type};
+use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
 use super::{ebpf::Interception, Intercepted, OriginalDestinations};
@@ -40,9 +41,13 @@ impl OriginalDestinations for NamespaceDestinations {
     }
 }
 
-/// Starts serving a listener with the seam that names its namespace; the handle stops it.
-pub type ServeListener =
-    Box<dyn Fn(TcpListener, Arc<dyn OriginalDestinations>) -> AbortHandle + Send + Sync>;
+/// Starts serving a listener (not registered with any runtime yet) with the seam that names
+/// its namespace; the handle stops it.
+pub type ServeListener = Box<
+    dyn Fn(std::net::TcpListener, Arc<dyn OriginalDestinations>) -> io::Result<AbortHandle>
+        + Send
+        + Sync,
+>;
 
 /// A workload namespace that cheops listens in, as `cheops status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -96,28 +101,26 @@ impl WorkloadNamespaces {
         })
     }
 
-    /// Scans now, then every `every`, for as long as the runtime runs.
-    pub fn spawn(self: Arc<Self>, every: Duration) {
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                // Finding what changed reads a few small files, in less time than handing
-                // the work to a blocking thread would take (a scan every 250 ms by default);
-                // entering a new namespace does go to one.
-                let new = self.forget_gone_and_find_new();
-                if new.is_empty() {
-                    continue;
+    /// Scans now, then every `every`, on a thread of its own, for as long as the scanner is
+    /// held. The scan is a few small reads, entering a namespace blocks, and a thread that
+    /// sleeps wakes once a scan: on a runtime, its timer woke a thread twice (tokio's wheel
+    /// moves a 250 ms timer down a level before it fires), which was all an idle agent's CPU.
+    pub fn start_scanning(self: &Arc<Self>, every: Duration) -> io::Result<()> {
+        let scanner = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("cheops-scan".into())
+            .spawn(move || {
+                while let Some(scanner) = scanner.upgrade() {
+                    let new = scanner.forget_gone_and_find_new();
+                    if !new.is_empty() {
+                        let opened = scanner.open(new);
+                        scanner.serve_opened(opened);
+                    }
+                    drop(scanner);
+                    std::thread::sleep(every);
                 }
-                let scanner = self.clone();
-                let opened = tokio::task::spawn_blocking(move || scanner.open(new)).await;
-                match opened {
-                    Ok(opened) => self.serve_opened(opened),
-                    Err(err) => warn!("scanning workload namespaces failed: {err}"),
-                }
-            }
-        });
+            })?;
+        Ok(())
     }
 
     /// Scans `roots` from the next scan on; namespaces found only under the roots left lose
@@ -207,11 +210,11 @@ impl WorkloadNamespaces {
             });
             entry.netns_cookie = Some(opened.netns_cookie);
             for listener in opened.listeners {
-                let listener = listener
+                let served = listener
                     .set_nonblocking(true)
-                    .and_then(|()| TcpListener::from_std(listener));
-                match listener {
-                    Ok(listener) => entry.serving.push((self.serve)(listener, seam.clone())),
+                    .and_then(|()| (self.serve)(listener, seam.clone()));
+                match served {
+                    Ok(serving) => entry.serving.push(serving),
                     Err(err) => warn!(inode, "cannot serve a workload namespace's listener: {err}"),
                 }
             }
@@ -294,13 +297,10 @@ fn listen_in(pid: u32, port: u16) -> io::Result<Opened> {
         scope
             .spawn(|| {
                 enter_network_namespace(netns.as_raw_fd())?;
-                let ipv4 =
-                    std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+                let ipv4 = listen_on(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
                 let netns_cookie = netns_cookie(&ipv4)?;
                 let mut listeners = vec![ipv4];
-                if let Ok(ipv6) =
-                    std::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
-                {
+                if let Ok(ipv6) = listen_on(SocketAddr::from((Ipv6Addr::LOCALHOST, port))) {
                     listeners.push(ipv6);
                 }
                 Ok(Opened {
@@ -315,6 +315,17 @@ fn listen_in(pid: u32, port: u16) -> io::Result<Opened> {
                 ))
             })
     })
+}
+
+/// A listener on `address` with the backlog of the one in cheops's own namespace (tokio's
+/// 1,024), not the standard library's 128: a container that opens many connections at once
+/// has them queued rather than its SYNs dropped, each costing it a second before the retry.
+fn listen_on(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 fn enter_network_namespace(netns: RawFd) -> io::Result<()> {
