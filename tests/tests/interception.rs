@@ -256,18 +256,30 @@ fn bad_requests_get_clear_errors_and_leave_other_connections_alone() {
     );
 }
 
-#[test]
-fn a_connection_that_is_not_http_is_relayed_as_plain_tcp() {
+/// A namespace, a workload cgroup, the instance `start` runs at `local`, and an agent that
+/// meshes the workload with one service, `name` at `address`.
+fn mesh_one<T>(
+    name: &str,
+    address: SocketAddr,
+    local: SocketAddr,
+    start: impl FnOnce(&Netns, SocketAddr) -> T,
+) -> (Netns, Cgroup, T, Agent) {
     require_root();
-    let address: SocketAddr = "198.18.0.30:7000".parse().unwrap();
-    let local: SocketAddr = "127.0.0.1:7001".parse().unwrap();
     let netns = Netns::create(&unique_name("ic"));
     let workload = Cgroup::create(&unique_name("chw"));
-    let _echo = echo_server(&netns, local);
+    let instance = start(&netns, local);
     let mut config = site_config(SITE);
-    config.services.push(meshed_service("echo", address, local));
+    config.services.push(meshed_service(name, address, local));
     config.workloads.push(meshed_workload(&workload));
     let agent = Agent::start(&netns, &config);
+    (netns, workload, instance, agent)
+}
+
+#[test]
+fn a_connection_that_is_not_http_is_relayed_as_plain_tcp() {
+    let address: SocketAddr = "198.18.0.30:7000".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+    let (netns, workload, _echo, agent) = mesh_one("echo", address, local, echo_server);
     let mut command = netns.command("python3");
     command
         .arg(client_script("echo_client.py"))
@@ -285,16 +297,9 @@ fn a_connection_that_is_not_http_is_relayed_as_plain_tcp() {
 
 #[test]
 fn a_protocol_where_the_server_speaks_first_is_relayed_to_its_instance() {
-    require_root();
     let address: SocketAddr = "198.18.0.31:22".parse().unwrap();
     let local: SocketAddr = "127.0.0.1:7022".parse().unwrap();
-    let netns = Netns::create(&unique_name("ic"));
-    let workload = Cgroup::create(&unique_name("chw"));
-    let sshd = Sshd::start(&netns, local);
-    let mut config = site_config(SITE);
-    config.services.push(meshed_service("ssh", address, local));
-    config.workloads.push(meshed_workload(&workload));
-    let agent = Agent::start(&netns, &config);
+    let (netns, workload, sshd, agent) = mesh_one("ssh", address, local, Sshd::start);
     let mut command = netns.command("ssh-keyscan");
     command.args(["-T", "10", "-t", "ed25519", &address.ip().to_string()]);
     workload.enter(&mut command);
