@@ -95,20 +95,11 @@ async fn relay(stream: &mut TcpStream, upstream: &mut TcpStream, service: &Servi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::tests::catalog;
+    use crate::proxy::tests::{catalog, pair};
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
         net::TcpListener,
     };
-
-    /// A connected pair on loopback: the client's end, and the end cheops would have accepted.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        (client, listener.accept().await.unwrap().0)
-    }
 
     /// An instance that does `serve` with each connection it accepts; its service.
     async fn instance<F>(serve: impl Fn(TcpStream) -> F + Send + 'static) -> Service

@@ -104,16 +104,8 @@ fn classify(first: &[u8]) -> Option<Protocol> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::{io::AsyncWriteExt, net::TcpListener};
-
-    /// A connected pair on loopback: what the client writes, the server's end sniffs.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        (client, listener.accept().await.unwrap().0)
-    }
+    use crate::proxy::tests::pair;
+    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn a_method_split_over_two_writes_is_waited_for() {

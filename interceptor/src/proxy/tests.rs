@@ -38,6 +38,15 @@ pub(super) async fn proxy_with(local: SocketAddr, settings: ProxySettings) -> So
     proxy_serving(catalog(local), settings).await
 }
 
+/// A connected pair on loopback: the client's end, and the end cheops would have accepted.
+pub(super) async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    (client, listener.accept().await.unwrap().0)
+}
+
 /// The service the tests' workloads dial, whose instance is at `local`.
 pub(super) fn catalog(local: SocketAddr) -> Service {
     Service {
