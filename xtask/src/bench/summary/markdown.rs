@@ -56,20 +56,21 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   in this one it runs on a thread of its own that sleeps between scans (`cheops-scan`), where \
   a timer on the runtime woke a thread twice per scan (tokio's wheel moves a 250 ms timer down \
   a level before it fires): an idle agent with one workload process used 31.6 ms of CPU and \
-  164 wake-ups per 20 s before, 19.8 ms and 80 after (summed from /proc/PID/task/*/schedstat). \
-  Under load it still counts: an agent on one CPU with its origin (nginx) and a client at \
-  1,000 requests a second, each thread's CPU over 15 s, spent 48-50 ms on the scan on its \
-  thread, against 53-87 ms on the runtime before, about 3.3 µs per request on this machine \
-  that day: most of the gap between cheops with eBPF and with nftables above, which has no \
-  scan. The scan itself takes 7.9 µs (1,000 in a row), so nearly all of that is the thread's \
-  wake-up. Scanning from the proxy threads' own wake-ups while they serve, or learning of new \
-  namespaces from an event rather than a timer, would remove it: not built. Most of the rest \
-  of cheops's CPU is the kernel's, as for every proxy: in a perf profile of cheops during a \
-  latency run (cpu-clock at 4,999 Hz for 8 s, this session), 70% of its samples are in the \
-  kernel, and 46% at the switch back into it (`finish_task_switch`): 30% after its sleeps in \
-  `epoll_wait`, 16% after it was preempted on its return from a `send` that woke the origin or \
-  the client on the same core. Each request wakes it twice (its request, then the origin's \
-  answer), as it does nginx.\n\
+  164 wake-ups per 20 s before, 19.8 ms and 80 after (summed from /proc/PID/task/*/schedstat; \
+  `scripts/agent-thread-cpu.sh idle 20` shows each thread's). Under load it still counts: an \
+  agent on one CPU with its origin (nginx) and a client at 1,000 requests a second, each \
+  thread's CPU over 15 s (`scripts/agent-thread-cpu.sh load 15`), spent 48-50 ms on the scan \
+  on its thread, against 53-87 ms on the runtime before, about 3.3 µs per request on this \
+  machine that day: most of the gap between cheops with eBPF and with nftables above, which \
+  has no scan. The scan itself takes 7.9 µs (1,000 in a row), so nearly all of that is the \
+  thread's wake-up. Scanning from the proxy threads' own wake-ups while they serve, or \
+  learning of new namespaces from an event rather than a timer, would remove it: not built. \
+  Most of the rest of cheops's CPU is the kernel's, as for every proxy: in a perf profile of \
+  cheops during a latency run (cpu-clock at 4,999 Hz for 8 s, this session), 70% of its \
+  samples are in the kernel, and 46% at the switch back into it (`finish_task_switch`): 30% \
+  after its sleeps in `epoll_wait`, 16% after it was preempted on its return from a `send` \
+  that woke the origin or the client on the same core. Each request wakes it twice (its \
+  request, then the origin's answer), as it does nginx.\n\
 - The 300 MiB download: the fast path now relays the answer's body through user space (reads \
   of 256 KiB, each written as it lies in the read buffer), as HAProxy does with its 16 KiB \
   buffers (it does not splice here). Moved from socket to socket in the kernel instead \
