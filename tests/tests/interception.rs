@@ -11,13 +11,13 @@ use std::{
 use interceptor::config::Workload;
 
 use cheops_tests::{
-    agent::{config_text, meshed_service, meshed_workload, site_config, Agent},
+    agent::{config_text, meshed_service, site_config},
     apps::{assert_bad_requests_answered, client_script, echo_server, Sshd},
-    cgroup::Cgroup,
-    netns::Netns,
-    node::{body, kernel_redirected, resident_kib, service, start_node, start_node_with, SITE},
+    node::{
+        body, kernel_redirected, resident_kib, service, start_node, start_node_with, Node, SITE,
+    },
     process::wait_until,
-    require_root, unique_name,
+    require_root,
 };
 
 #[test]
@@ -256,54 +256,38 @@ fn bad_requests_get_clear_errors_and_leave_other_connections_alone() {
     );
 }
 
-/// A namespace, a workload cgroup, the instance `start` runs at `local`, and an agent that
-/// meshes the workload with one service, `name` at `address`.
-fn mesh_one<T>(
-    name: &str,
-    address: SocketAddr,
-    local: SocketAddr,
-    start: impl FnOnce(&Netns, SocketAddr) -> T,
-) -> (Netns, Cgroup, T, Agent) {
-    require_root();
-    let netns = Netns::create(&unique_name("ic"));
-    let workload = Cgroup::create(&unique_name("chw"));
-    let instance = start(&netns, local);
+/// A node whose workload is meshed with one service, `name` at `address`, and no instance yet.
+fn node_with_one_service(name: &str, address: SocketAddr, local: SocketAddr) -> Node {
     let mut config = site_config(SITE);
     config.services.push(meshed_service(name, address, local));
-    config.workloads.push(meshed_workload(&workload));
-    let agent = Agent::start(&netns, &config);
-    (netns, workload, instance, agent)
+    start_node_with(&[], config, false)
 }
 
 #[test]
 fn a_connection_that_is_not_http_is_relayed_as_plain_tcp() {
     let address: SocketAddr = "198.18.0.30:7000".parse().unwrap();
     let local: SocketAddr = "127.0.0.1:7001".parse().unwrap();
-    let (netns, workload, _echo, agent) = mesh_one("echo", address, local, echo_server);
-    let mut command = netns.command("python3");
-    command
-        .arg(client_script("echo_client.py"))
-        .arg(address.to_string());
-    workload.enter(&mut command);
-    let output = command.output().unwrap();
+    let node = node_with_one_service("echo", address, local);
+    let _echo = echo_server(&node.netns, local);
+    let script = client_script("echo_client.py").display().to_string();
+    let output = node.run(true, "python3", &[&script, &address.to_string()]);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         "same",
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(agent.status().proxy.tcp_relays, 1);
+    assert_eq!(node.agent.status().proxy.tcp_relays, 1);
 }
 
 #[test]
 fn a_protocol_where_the_server_speaks_first_is_relayed_to_its_instance() {
     let address: SocketAddr = "198.18.0.31:22".parse().unwrap();
     let local: SocketAddr = "127.0.0.1:7022".parse().unwrap();
-    let (netns, workload, sshd, agent) = mesh_one("ssh", address, local, Sshd::start);
-    let mut command = netns.command("ssh-keyscan");
-    command.args(["-T", "10", "-t", "ed25519", &address.ip().to_string()]);
-    workload.enter(&mut command);
-    let output = command.output().unwrap();
+    let node = node_with_one_service("ssh", address, local);
+    let sshd = Sshd::start(&node.netns, local);
+    let host = address.ip().to_string();
+    let output = node.run(true, "ssh-keyscan", &["-T", "10", "-t", "ed25519", &host]);
     let scanned = String::from_utf8_lossy(&output.stdout);
     assert!(
         scanned.contains(&sshd.host_key()),
@@ -311,7 +295,7 @@ fn a_protocol_where_the_server_speaks_first_is_relayed_to_its_instance() {
         sshd.host_key(),
         String::from_utf8_lossy(&output.stderr)
     );
-    let status = agent.status();
+    let status = node.agent.status();
     assert_eq!(status.proxy.tcp_relays, 1, "{status:?}");
     assert_eq!(kernel_redirected(&status), 1, "{status:?}");
 }

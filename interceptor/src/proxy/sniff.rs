@@ -8,7 +8,7 @@ use std::{
 use tokio::{io::Interest, net::TcpStream};
 
 /// How long a new connection may stay silent before it may be one where the server speaks
-/// first (`relay::unless_the_client_speaks_first`).
+/// first (`relay::unless_the_client_speaks_http`).
 const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
 
 #[derive(Debug, PartialEq, Eq)]
