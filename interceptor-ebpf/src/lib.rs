@@ -19,12 +19,24 @@ pub const INBOUND_IPV4: u32 = 0;
 pub const INBOUND_IPV6: u32 = 1;
 /// Name of the per-CPU counters array, indexed by `Counter`.
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Name of the ring buffer of `NamespaceEvent`s: what may have brought a workload into a
+/// network namespace cheops does not listen in yet.
+pub const NAMESPACE_EVENTS_MAP: &str = "NAMESPACE_EVENTS";
 
 /// The kernel programs, by the names userspace loads them under.
 pub const CONNECT4_PROGRAM: &str = "redirect_connect4";
 pub const CONNECT6_PROGRAM: &str = "redirect_connect6";
 pub const SOCK_OPS_PROGRAM: &str = "record_client_address";
 pub const SK_LOOKUP_PROGRAM: &str = "steer_inbound";
+pub const CGROUP_ATTACH_PROGRAM: &str = "notice_cgroup_attach";
+pub const NAMESPACE_SWITCH_PROGRAM: &str = "notice_namespace_switch";
+
+/// The kernel's tracepoints that the event programs are attached to: (category, name, program).
+pub const NAMESPACE_TRACEPOINTS: [(&str, &str, &str); 3] = [
+    ("cgroup", "cgroup_attach_task", CGROUP_ATTACH_PROGRAM),
+    ("syscalls", "sys_exit_setns", NAMESPACE_SWITCH_PROGRAM),
+    ("syscalls", "sys_exit_unshare", NAMESPACE_SWITCH_PROGRAM),
+];
 
 /// An IP address and TCP port. `ip` holds the 16 address bytes in network order, read as
 /// four native-endian words (the layout of `bpf_sock_addr.user_ip6`); `port` is in host order.
@@ -127,6 +139,35 @@ impl Counter {
         Counter::FailedOpen,
         Counter::SteeredInbound,
     ];
+}
+
+/// Something that may have put a workload process in a network namespace of its own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceEvent {
+    /// A `NamespaceEventKind`.
+    pub kind: u32,
+    /// The process that caused it (for a cgroup attach, the one that wrote `cgroup.procs`).
+    pub pid: u32,
+}
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamespaceEventKind {
+    /// A process was moved into a cgroup (any cgroup: the programs do not tell which).
+    CgroupAttach = 0,
+    /// A process entered or made namespaces (`setns`, `unshare`).
+    NamespaceSwitch = 1,
+    /// A workload dialled a meshed service from a namespace where cheops does not listen.
+    FailedOpen = 2,
+}
+
+impl NamespaceEventKind {
+    pub fn from_raw(kind: u32) -> Option<Self> {
+        [Self::CgroupAttach, Self::NamespaceSwitch, Self::FailedOpen]
+            .into_iter()
+            .find(|known| *known as u32 == kind)
+    }
 }
 
 #[cfg(feature = "user")]

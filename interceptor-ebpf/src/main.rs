@@ -4,6 +4,8 @@
 //! the connection is established, the one key the proxy can see on the socket it accepts.
 //! `sk_lookup` hands connections arriving from other machines at an inbound service's address
 //! to cheops's inbound listener, while the application stays bound to that address.
+//! `namespace_events` tells cheops when a workload may have entered a network namespace of its
+//! own, so that it listens there at once rather than at its next periodic scan.
 #![no_std]
 #![no_main]
 
@@ -22,9 +24,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use interceptor_ebpf::{
-    ConnectionKey, Counter, OriginalDestination, ProxyListener, SocketAddress, INBOUND_IPV4,
-    INBOUND_IPV6,
+    ConnectionKey, Counter, NamespaceEventKind, OriginalDestination, ProxyListener, SocketAddress,
+    INBOUND_IPV4, INBOUND_IPV6,
 };
+
+mod namespace_events;
 
 /// Let the connection proceed (the only verdict these hooks give).
 const ALLOW: i32 = 1;
@@ -106,6 +110,7 @@ fn proxy_for(ctx: &SockAddrContext, dialled: &SocketAddress) -> Option<ProxyList
     }
     if listener.port == 0 || !is_listening(ctx, &listener, dialled.is_ipv4_mapped()) {
         count(Counter::FailedOpen);
+        namespace_events::notify(NamespaceEventKind::FailedOpen);
         warn!(
             ctx,
             "no cheops proxy listens on port {}: a connection to a meshed service passes untouched",

@@ -319,7 +319,10 @@ pub struct ProxySettings {
     /// and ::1 (the kernel hands them over whatever address the listener has).
     pub inbound_port: u16,
     /// How often the workload cgroups are scanned for processes in network namespaces of their
-    /// own (containers): a new one is meshed at most this long after its first process starts.
+    /// own (containers) in any case. They are also scanned as soon as the kernel tells of a
+    /// process moved between cgroups or entering namespaces, or of a connection that found no
+    /// listener in its namespace; a namespace whose processes are all gone loses its listener
+    /// at the next scan.
     #[serde(with = "humantime_serde")]
     pub workload_scan_every: Duration,
     /// Connections one workload (cgroup) may hold open at once; more are refused.
@@ -344,7 +347,7 @@ impl Default for ProxySettings {
             response_timeout: Duration::from_secs(60),
             retry_body_limit: 1024 * 1024,
             inbound_port: 15006,
-            workload_scan_every: Duration::from_millis(250),
+            workload_scan_every: Duration::from_secs(2),
             max_connections_per_workload: 1024,
             max_requests_per_workload: 1024,
             workers: 0,

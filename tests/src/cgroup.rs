@@ -41,6 +41,12 @@ impl Cgroup {
     pub fn enter(&self, command: &mut Command) {
         enter_on_exec(command, &self.path).expect("entering the test cgroup");
     }
+
+    /// Moves the running process `pid` into this cgroup, as a container runtime does.
+    pub fn move_in(&self, pid: u32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.path.display()));
+    }
 }
 
 impl Drop for Cgroup {

@@ -10,9 +10,10 @@ use std::{
 };
 
 use cheops_tests::{
+    agent::site_config,
     apps::{client_script, HttpServer},
     netns::{run, Netns},
-    node::{body, kernel_redirected, service, start_node, Node},
+    node::{body, kernel_redirected, service, start_node, start_node_with, Node, SITE},
     process::{wait_until, Process},
     unique_name,
 };
@@ -35,11 +36,29 @@ const FIXED_SOURCE_PORTS: &str = "21000";
 /// Every container has this address on its veth, as pods on separate networks may.
 const CONTAINER_ADDRESS: &str = "198.18.9.2/24";
 
+/// When a container's first process joins the workload cgroup.
+#[derive(Clone, Copy)]
+enum Joining {
+    /// Before it enters the container's namespace (`setns`), as runc's set-up does.
+    BeforeEnteringTheNamespace,
+    /// Once in the namespace: moved in by a write to `cgroup.procs`, as crun does.
+    InTheNamespace,
+}
+
 impl Container {
     fn start(
         node: &Node,
         name: &str,
         services: &[(String, std::net::SocketAddr, std::net::SocketAddr)],
+    ) -> Container {
+        Self::start_joining(node, name, services, Joining::BeforeEnteringTheNamespace)
+    }
+
+    fn start_joining(
+        node: &Node,
+        name: &str,
+        services: &[(String, std::net::SocketAddr, std::net::SocketAddr)],
+        joining: Joining,
     ) -> Container {
         let netns = Netns::create(&unique_name("ct"));
         let (outside, inside) = (unique_name("vn"), unique_name("vc"));
@@ -68,8 +87,18 @@ impl Container {
         }
         let mut command = netns.command("sleep");
         command.arg("3600");
-        node.workload.enter(&mut command);
+        if let Joining::BeforeEnteringTheNamespace = joining {
+            node.workload.enter(&mut command);
+        }
         let init = Process::spawn(&format!("container {name}"), command, None);
+        if let Joining::InTheNamespace = joining {
+            let in_namespace = wait_until(Duration::from_secs(5), || {
+                std::fs::read_link(format!("/proc/{}/exe", init.pid()))
+                    .is_ok_and(|exe| exe.ends_with("sleep"))
+            });
+            assert!(in_namespace, "container {name}'s process never started");
+            node.workload.move_in(init.pid());
+        }
         Container {
             name: name.to_owned(),
             init,
@@ -135,50 +164,72 @@ fn meshed_namespaces(node: &Node) -> Vec<u64> {
         .collect()
 }
 
-/// The documented bound: a container is meshed at most one scan interval after its first
-/// process joins the workload; the margin covers one scan and a loaded machine.
-fn meshing_bound() -> Duration {
+/// The documented bound for a namespace whose processes are all gone: the next periodic scan;
+/// the margin, one more interval, covers the scan and a loaded machine.
+fn unmeshing_bound() -> Duration {
     ProxySettings::default().workload_scan_every * 2
 }
 
+/// How soon the kernel's word meshes a new container (it takes milliseconds; the margin is for
+/// a loaded machine).
+const MESHED_ON_EVENTS_WITHIN: Duration = Duration::from_secs(2);
+
+/// With the periodic scan an hour away, only the kernel's events can mesh a container started
+/// after the agent, whichever of its runtime's steps comes last: joining the cgroup or
+/// entering the namespace.
 #[test]
-fn a_container_started_after_the_agent_is_meshed_within_the_scan_interval() {
+fn a_container_started_after_the_agent_is_meshed_at_once_on_the_kernels_word() {
     let services = [service(0)];
-    let node = start_node(&services);
-    let container = Container::start(&node, "a", &services);
-    // Its first process has just joined the workload cgroup, the last step of `start`.
-    let started = Instant::now();
-    let inode = container.inode();
-    assert!(
-        wait_until(Duration::from_secs(5), || meshed_namespaces(&node)
-            .contains(&inode)),
-        "the container's namespace was never meshed: {:?}\n{}",
-        node.agent.status().namespaces,
-        node.agent.log_text()
-    );
-    let meshed_after = started.elapsed();
-    println!("a new container was meshed {meshed_after:?} after its first process started");
-    assert!(
-        meshed_after <= meshing_bound(),
-        "meshed after {meshed_after:?}, the documented bound is {:?}",
-        meshing_bound()
-    );
-    let answer = container.curl(&node, "http://198.18.0.10/whoami");
-    assert_eq!(
-        body(&answer),
-        "svc0",
-        "the container's call must reach the service through cheops: {answer}"
-    );
-    assert!(answer.to_lowercase().contains("x-cheops-site"), "{answer}");
-    let status = node.agent.status();
-    let shown = status.namespaces.iter().find(|n| n.inode == inode).unwrap();
-    assert_eq!(shown.cgroup, node.workload.path(), "{shown:?}");
-    assert_eq!(shown.error, None);
-    assert_eq!(kernel_redirected(&status), 1);
+    let mut config = site_config(SITE);
+    config.proxy.workload_scan_every = Duration::from_secs(3600);
+    let node = start_node_with(&services, config, false);
+    let containers = [
+        ("a", Joining::BeforeEnteringTheNamespace),
+        ("b", Joining::InTheNamespace),
+    ]
+    .map(|(name, joining)| {
+        let container = Container::start_joining(&node, name, &services, joining);
+        // Its last step is done: it is in the workload cgroup and in its namespace.
+        let started = Instant::now();
+        let inode = container.inode();
+        assert!(
+            wait_until(MESHED_ON_EVENTS_WITHIN, || meshed_namespaces(&node)
+                .contains(&inode)),
+            "container {name} was not meshed within {MESHED_ON_EVENTS_WITHIN:?}: {:?}\n{}",
+            node.agent.status().namespaces,
+            node.agent.log_text()
+        );
+        println!(
+            "container {name} was meshed {:?} after it started",
+            started.elapsed()
+        );
+        container
+    });
+    for container in &containers {
+        let answer = container.curl(&node, "http://198.18.0.10/whoami");
+        assert_eq!(
+            body(&answer),
+            "svc0",
+            "container {}'s call must reach the service through cheops: {answer}",
+            container.name
+        );
+        assert!(answer.to_lowercase().contains("x-cheops-site"), "{answer}");
+        let status = node.agent.status();
+        let shown = status
+            .namespaces
+            .iter()
+            .find(|n| n.inode == container.inode())
+            .unwrap();
+        assert_eq!(shown.cgroup, node.workload.path(), "{shown:?}");
+        assert_eq!(shown.error, None);
+    }
+    assert_eq!(kernel_redirected(&node.agent.status()), 2);
     let cli = node.agent.status_text();
     assert!(
-        cli.contains("1 network namespaces of their own")
-            && cli.contains(&format!("net:[{inode}]")),
+        cli.contains("2 network namespaces of their own")
+            && containers
+                .iter()
+                .all(|c| cli.contains(&format!("net:[{}]", c.inode()))),
         "{cli}"
     );
 }
@@ -271,7 +322,7 @@ fn a_container_that_ends_leaves_no_listener_behind() {
 
     container.init.kill_9();
     assert!(
-        wait_until(Duration::from_secs(3), || !meshed_namespaces(&node)
+        wait_until(unmeshing_bound(), || !meshed_namespaces(&node)
             .contains(&inode)),
         "the ended container is still meshed: {:?}",
         node.agent.status().namespaces

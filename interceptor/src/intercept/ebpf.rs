@@ -12,7 +12,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, SockMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, SockMap},
     programs::{
         cgroup_sock_addr::CgroupSockAddrLinkId, sock_ops::SockOpsLinkId, CgroupAttachMode,
         CgroupSockAddr, SkLookup, SockOps,
@@ -22,8 +22,8 @@ use aya::{
 use interceptor_ebpf::{
     ConnectionKey, Counter, OriginalDestination, ProxyListener, SocketAddress, CONNECT4_PROGRAM,
     CONNECT6_PROGRAM, COUNTERS_MAP, INBOUND_IPV4, INBOUND_IPV6, INBOUND_LISTENERS_MAP,
-    INBOUND_SERVICES_MAP, LISTENER_MAP, ORIGINAL_DESTINATIONS_MAP, SERVICES_MAP, SK_LOOKUP_PROGRAM,
-    SOCK_OPS_PROGRAM,
+    INBOUND_SERVICES_MAP, LISTENER_MAP, NAMESPACE_EVENTS_MAP, ORIGINAL_DESTINATIONS_MAP,
+    SERVICES_MAP, SK_LOOKUP_PROGRAM, SOCK_OPS_PROGRAM,
 };
 use serde::Serialize;
 use tokio::{
@@ -31,7 +31,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use super::Intercepted;
+use super::{namespace_events, namespace_events::NamespaceEvents, Intercepted};
 
 /// The kernel programs, built by build.rs from `interceptor-ebpf`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(env!("CHEOPS_EBPF_OBJECT"));
@@ -119,6 +119,8 @@ pub struct Interception {
     original_destinations: Mutex<HashMap<MapData, ConnectionKey, OriginalDestination>>,
     inbound_listeners: Mutex<SockMap<MapData>>,
     counters: PerCpuArray<MapData, u64>,
+    /// Until the scan of workload namespaces takes it.
+    namespace_events: Mutex<Option<NamespaceEvents>>,
 }
 
 impl Interception {
@@ -158,8 +160,19 @@ impl Interception {
             .map_err(map_error(COUNTERS_MAP))?;
         let inbound_listeners = SockMap::try_from(take_map(&mut ebpf, INBOUND_LISTENERS_MAP)?)
             .map_err(map_error(INBOUND_LISTENERS_MAP))?;
+        let namespace_events = RingBuf::try_from(take_map(&mut ebpf, NAMESPACE_EVENTS_MAP)?)
+            .map_err(map_error(NAMESPACE_EVENTS_MAP))?;
 
         load_programs(&mut ebpf)?;
+        if let Err(err) = namespace_events::attach_tracepoints(&mut ebpf) {
+            tracing::warn!(
+                "cannot follow the kernel's cgroup and namespace changes (tracefs must be \
+                 mounted at /sys/kernel/tracing; in a container, mount the host's): new workload \
+                 network namespaces are found by the periodic scan (proxy.workload_scan_every) \
+                 or by their first connection, which fails open: {:#}",
+                anyhow::Error::new(err)
+            );
+        }
         let mut attached = BTreeMap::new();
         for path in workload_cgroups {
             attached.insert(path.clone(), attach_workload(&mut ebpf, path)?);
@@ -182,6 +195,7 @@ impl Interception {
             original_destinations: Mutex::new(original_destinations),
             inbound_listeners: Mutex::new(inbound_listeners),
             counters,
+            namespace_events: Mutex::new(Some(NamespaceEvents::new(namespace_events))),
         })
     }
 
@@ -321,6 +335,11 @@ impl Interception {
         }
     }
 
+    /// The kernel's word of possibly new workload namespaces, for the one scan that waits on it.
+    pub fn take_namespace_events(&self) -> Option<NamespaceEvents> {
+        self.namespace_events.lock().unwrap().take()
+    }
+
     pub fn counters(&self) -> KernelCounters {
         let sum = |counter: Counter| -> u64 {
             self.counters
@@ -422,7 +441,8 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     let sock_ops: &mut SockOps = program(ebpf, SOCK_OPS_PROGRAM)?;
     sock_ops.load().map_err(program_error(SOCK_OPS_PROGRAM))?;
     let sk_lookup: &mut SkLookup = program(ebpf, SK_LOOKUP_PROGRAM)?;
-    sk_lookup.load().map_err(program_error(SK_LOOKUP_PROGRAM))
+    sk_lookup.load().map_err(program_error(SK_LOOKUP_PROGRAM))?;
+    namespace_events::load(ebpf)
 }
 
 /// The kernel's form of an address: IPv6, with IPv4 as `::ffff:a.b.c.d`.
@@ -444,7 +464,7 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadE
     ebpf.take_map(name).ok_or(LoadError::Missing(name))
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+pub(super) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -458,7 +478,9 @@ fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
     move |cause| LoadError::Map { map, cause }
 }
 
-fn program_error(program: &'static str) -> impl Fn(aya::programs::ProgramError) -> LoadError {
+pub(super) fn program_error(
+    program: &'static str,
+) -> impl Fn(aya::programs::ProgramError) -> LoadError {
     move |cause| LoadError::Program { program, cause }
 }
 

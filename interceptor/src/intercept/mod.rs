@@ -1,8 +1,9 @@
 //! Where the kernel meets the proxy: the seam (`OriginalDestinations`, which answers which
 //! service an accepted connection dialled), the eBPF programs that steer workloads'
 //! connections (`ebpf`), one agent per workload cgroup (`exclusive`), the listeners inside
-//! workloads' own network namespaces (`namespaces`), the door for connections from other
-//! machines (`inbound`), the nftables baseline (`nat`) and the cgroup v2 mount (`cgroup`).
+//! workloads' own network namespaces (`namespaces`) and the kernel's word of new ones
+//! (`namespace_events`), the door for connections from other machines (`inbound`), the
+//! nftables baseline (`nat`) and the cgroup v2 mount (`cgroup`).
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
@@ -11,6 +12,7 @@ pub mod cgroup;
 pub mod ebpf;
 pub mod exclusive;
 pub mod inbound;
+pub mod namespace_events;
 pub mod namespaces;
 pub mod nat;
 

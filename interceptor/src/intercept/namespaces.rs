@@ -2,8 +2,10 @@
 //! workload's connection to the proxy port on 127.0.0.1 *of the caller's namespace*, so cheops
 //! opens a listener inside each namespace where a workload process runs, as Istio's ztunnel
 //! does with in-pod sockets: the container needs no route to cheops and nothing in it changes.
-//! The workload cgroups (and every cgroup below them) are scanned every `proxy.workload_scan_every`;
-//! a namespace whose processes are all gone loses its listener and its kernel map entries.
+//! The workload cgroups (and every cgroup below them) are scanned whenever the kernel tells of a
+//! change that may have made a new one (`namespace_events`), and every
+//! `proxy.workload_scan_every` in any case; a namespace whose processes are all gone loses its
+//! listener and its kernel map entries.
 use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
@@ -28,6 +30,9 @@ use super::{ebpf::Interception, Intercepted, OriginalDestinations};
 /// How deep below a workload cgroup processes are looked for (podman's `libpod-<id>`, a pod's
 /// containers, `cheops exec`'s transient cgroups).
 const MAX_DEPTH: usize = 8;
+
+/// The least time between two scans that kernel events asked for.
+const EVENT_SCAN_GAP: Duration = Duration::from_millis(10);
 
 /// The network namespace of an accepted connection, by its cookie: the seam for one listener.
 pub struct NamespaceDestinations {
@@ -101,26 +106,45 @@ impl WorkloadNamespaces {
         })
     }
 
-    /// Scans now, then every `every`, on a thread of its own, for as long as the scanner is
-    /// held. The scan is a few small reads, entering a namespace blocks, and a thread that
-    /// sleeps wakes once a scan: on a runtime, its timer woke a thread twice (tokio's wheel
-    /// moves a 250 ms timer down a level before it fires), which was all an idle agent's CPU.
+    /// Scans now, then whenever the kernel tells of a cgroup or namespace change (or of a
+    /// connection that failed open for want of a listener), and every `every` in any case, on
+    /// a thread of its own, for as long as the scanner is held. The scan is a few small reads
+    /// and entering a namespace blocks; a thread that waits wakes only for a scan, where a
+    /// timer on the runtime woke a thread twice a scan (tokio's wheel moves a long timer down
+    /// a level before it fires).
     pub fn start_scanning(self: &Arc<Self>, every: Duration) -> io::Result<()> {
         let scanner = Arc::downgrade(self);
+        let mut events = self.interception.take_namespace_events();
         std::thread::Builder::new()
             .name("cheops-scan".into())
             .spawn(move || {
+                let mut woken_by_an_event = false;
                 while let Some(scanner) = scanner.upgrade() {
-                    let new = scanner.forget_gone_and_find_new();
-                    if !new.is_empty() {
-                        let opened = scanner.open(new);
-                        scanner.serve_opened(opened);
-                    }
+                    scanner.scan();
                     drop(scanner);
-                    std::thread::sleep(every);
+                    if woken_by_an_event {
+                        // A burst of events (a node starting many processes) gets one scan.
+                        std::thread::sleep(EVENT_SCAN_GAP);
+                    }
+                    woken_by_an_event = match &mut events {
+                        Some(events) => events.wait(every),
+                        None => {
+                            std::thread::sleep(every);
+                            false
+                        }
+                    };
                 }
             })?;
         Ok(())
+    }
+
+    /// Listens in the namespaces new since the last scan, forgets those gone.
+    fn scan(&self) {
+        let new = self.forget_gone_and_find_new();
+        if !new.is_empty() {
+            let opened = self.open(new);
+            self.serve_opened(opened);
+        }
     }
 
     /// Scans `roots` from the next scan on; namespaces found only under the roots left lose
