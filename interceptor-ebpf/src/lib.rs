@@ -163,10 +163,11 @@ pub enum NamespaceEventKind {
 }
 
 impl NamespaceEventKind {
+    pub const ALL: [NamespaceEventKind; 3] =
+        [Self::CgroupAttach, Self::NamespaceSwitch, Self::FailedOpen];
+
     pub fn from_raw(kind: u32) -> Option<Self> {
-        [Self::CgroupAttach, Self::NamespaceSwitch, Self::FailedOpen]
-            .into_iter()
-            .find(|known| *known as u32 == kind)
+        Self::ALL.into_iter().find(|known| *known as u32 == kind)
     }
 }
 

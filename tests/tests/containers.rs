@@ -19,9 +19,10 @@ use cheops_tests::{
 };
 
 /// The documented bound (docs/deploying.md): cheops listens inside a container's network
-/// namespace at most `proxy.workload_scan_every` (the mesh's agents keep the default) after
-/// its first process joined the workload; the margin, one more interval, covers the scan
-/// itself and a loaded machine.
+/// namespace as soon as the kernel tells it of the container's set-up, and at most
+/// `proxy.workload_scan_every` (the mesh's agents keep the default) after it in any case; it
+/// stops at most that long after the container is gone. The margin, one more interval,
+/// covers the scan itself and a loaded machine.
 fn meshing_bound() -> Duration {
     ProxySettings::default().workload_scan_every * 2
 }
@@ -72,14 +73,6 @@ fn containers_in_a_workload_cgroup_are_meshed_and_share_with_another_site() {
         site_namespace,
         "the container must have a network namespace of its own"
     );
-    std::thread::sleep(meshing_bound());
-    assert_served_by(&own.wget(&url, &[]), "A", &log());
-    assert_served_by(&own.wget(&url, &["X-Scope: {catalog: B}"]), "B", &log());
-    assert_eq!(
-        mesh.site("B").catalog.requests("GET", "/products"),
-        2,
-        "B's catalog served each container's shared request once"
-    );
     let container_namespace = own.network_namespace();
     let meshed = |inode| {
         mesh.site("A")
@@ -90,9 +83,16 @@ fn containers_in_a_workload_cgroup_are_meshed_and_share_with_another_site() {
             .any(|n| n.inode == inode && n.error.is_none())
     };
     assert!(
-        meshed(container_namespace),
+        wait_until(meshing_bound(), || meshed(container_namespace)),
         "A's status does not show the container's namespace: {:?}",
         mesh.site("A").agent.status().namespaces
+    );
+    assert_served_by(&own.wget(&url, &[]), "A", &log());
+    assert_served_by(&own.wget(&url, &["X-Scope: {catalog: B}"]), "B", &log());
+    assert_eq!(
+        mesh.site("B").catalog.requests("GET", "/products"),
+        2,
+        "B's catalog served each container's shared request once"
     );
 
     // A container that goes away leaves nothing behind in cheops.
@@ -107,7 +107,8 @@ fn containers_in_a_workload_cgroup_are_meshed_and_share_with_another_site() {
 /// `podman run` of cheops's image as a DaemonSet would run it on the node that `node` stands
 /// for: privileged, in the node's network and PID namespaces (its pid is the one the kernel
 /// programs compare with, so that its own connections are never redirected), with the cgroup v2
-/// mount and /sys/fs/bpf at the host's paths, and its configuration and certificates mounted.
+/// mount, /sys/fs/bpf and tracefs at the host's paths, and its configuration and certificates
+/// mounted.
 fn run_cheops_container(image: &Image, node: &Netns, mounts: &[(&Path, &str)]) -> Container {
     let mut options: Vec<String> = ["--privileged", "--pid=host", "--cgroupns=host"]
         .map(str::to_owned)
@@ -180,6 +181,7 @@ fn cheops_as_a_privileged_container_meshes_the_node_like_the_bare_binary() {
         &[
             (&mount, &mount.display().to_string()),
             (Path::new("/sys/fs/bpf"), "/sys/fs/bpf"),
+            (Path::new("/sys/kernel/tracing"), "/sys/kernel/tracing"),
             (config_dir.path(), "/etc/cheops:ro"),
             (certs.path(), &format!("{certs_path}:ro")),
             (state.path(), "/var/lib/cheops"),
@@ -212,6 +214,13 @@ fn cheops_as_a_privileged_container_meshes_the_node_like_the_bare_binary() {
     workload.enter(&mut client);
     let answer = Answer::from(client.output().expect("running curl in the workload"));
     assert_served_by(&answer, "A", &agent.logs());
+    assert!(
+        !agent
+            .logs()
+            .contains("cannot follow the kernel's cgroup and namespace changes"),
+        "with tracefs mounted, the containerised agent must follow the kernel's events:\n{}",
+        agent.logs()
+    );
 
     agent.kill();
     let detached = wait_until(Duration::from_secs(2), || {

@@ -352,6 +352,34 @@ fn cheops_never_intercepts_its_own_connections() {
     assert_eq!(kernel_redirected(&node.agent.status()), 1);
 }
 
+/// Without tracefs (as in a container that does not mount the host's), the check says what
+/// that costs and how to mount it.
+#[test]
+fn check_warns_when_tracefs_is_not_mounted() {
+    require_root();
+    // In a mount namespace of its own, so that the node's tracefs stays mounted.
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "umount -l /sys/kernel/debug/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; \
+             umount -l /sys/kernel/tracing && exec \"$0\" check",
+        )
+        .arg(cheops_tests::cheops_bin())
+        .output()
+        .expect("running cheops check without tracefs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "a missing tracefs is a warning, not a failure:\n{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("warn  tracefs with the tracepoints cgroup/cgroup_attach_task")
+            && text.contains("mount -t tracefs nodev /sys/kernel/tracing"),
+        "{text}"
+    );
+}
+
 #[test]
 fn check_names_what_is_missing() {
     require_root();
@@ -388,6 +416,10 @@ fn check_names_what_is_missing() {
     assert!(!output.status.success(), "check should fail:\n{text}");
     assert!(
         text.contains("ok    the kernel accepts cheops's eBPF programs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok    tracepoints under /sys/kernel/tracing"),
         "{text}"
     );
     assert!(

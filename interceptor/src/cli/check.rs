@@ -6,6 +6,8 @@ use std::{
     time::Duration,
 };
 
+use interceptor_ebpf::NAMESPACE_TRACEPOINTS;
+
 use crate::{
     config::Config,
     intercept::{cgroup, ebpf as loader, exclusive, namespaces},
@@ -24,6 +26,9 @@ pub struct Finding {
     pub verdict: Verdict,
     pub message: String,
 }
+
+/// Where aya looks for tracefs, to attach the tracepoint programs.
+const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 fn finding(verdict: Verdict, message: impl Into<String>) -> Finding {
     Finding {
@@ -66,9 +71,10 @@ pub fn run(config: Option<&Path>) -> Vec<Finding> {
             None
         }
     };
+    findings.push(check_tracepoints());
     if root {
         findings.push(match loader::verify_programs() {
-            Ok(()) => finding(Verdict::Ok, "the kernel accepts cheops's eBPF programs (cgroup/connect4, cgroup/connect6, sock_ops, sk_lookup)"),
+            Ok(()) => finding(Verdict::Ok, "the kernel accepts cheops's eBPF programs (cgroup/connect4, cgroup/connect6, sock_ops, sk_lookup, tracepoints)"),
             Err(err) => finding(Verdict::Fail, format!("the kernel refuses cheops's eBPF programs: {:#}", anyhow::Error::from(err))),
         });
     }
@@ -176,6 +182,36 @@ fn check_certificates(files: &tls::TlsFiles) -> Vec<Finding> {
             }
         })
         .collect()
+}
+
+/// Whether the kernel's tracepoints that tell of new workload namespaces can be attached to.
+fn check_tracepoints() -> Finding {
+    let has_all = |tracefs: &&&str| {
+        NAMESPACE_TRACEPOINTS.iter().all(|(category, name, _)| {
+            Path::new(tracefs)
+                .join(format!("events/{category}/{name}/id"))
+                .exists()
+        })
+    };
+    if let Some(tracefs) = TRACEFS_PATHS.iter().find(has_all) {
+        return finding(
+            Verdict::Ok,
+            format!("tracepoints under {tracefs}: containers started later are meshed at once"),
+        );
+    }
+    let wanted: Vec<String> = NAMESPACE_TRACEPOINTS
+        .iter()
+        .map(|(category, name, _)| format!("{category}/{name}"))
+        .collect();
+    finding(
+        Verdict::Warn,
+        format!(
+            "tracefs with the tracepoints {} is not mounted at {}: containers started after the agent are meshed only by the periodic scan (proxy.workload_scan_every) or on their first connection, which fails open; mount it (`mount -t tracefs nodev {}`; in a container, the host's)",
+            wanted.join(", "),
+            TRACEFS_PATHS[0],
+            TRACEFS_PATHS[0]
+        ),
+    )
 }
 
 /// Whether cheops can listen in the network namespaces where workload processes run.
