@@ -24,14 +24,18 @@ pub async fn relay_tcp(mut stream: TcpStream, service: &Service, connect_timeout
 /// first bytes are not HTTP; `None` once the relay ends. A client whose first bytes are HTTP:
 /// its protocol, to be served as such (never relayed unscoped); the instance's connection is
 /// closed unused. An instance that closes without a word (as an HTTP server does a connection
-/// idle too long) speaks no such protocol: the client's first bytes tell, whenever they come.
+/// idle too long), or that cannot be reached, speaks no such protocol: the client's first
+/// bytes tell, whenever they come, so that an HTTP client still gets an answer that names the
+/// service.
 pub async fn unless_the_client_speaks_http(
     stream: &mut TcpStream,
     service: &Service,
     connect_timeout: Duration,
     relays: &AtomicU64,
 ) -> Option<Protocol> {
-    let mut upstream = connect(service, connect_timeout).await?;
+    let Some(mut upstream) = connect(service, connect_timeout).await else {
+        return http_once_the_client_speaks(stream).await;
+    };
     // Peeks, not readiness, which may come with nothing to read.
     let (mut client_byte, mut instance_byte) = ([0u8; 1], [0u8; 1]);
     let first = tokio::select! {
@@ -43,12 +47,8 @@ pub async fn unless_the_client_speaks_http(
         },
     };
     if first != First::Instance {
-        if first == First::InstanceClosed {
-            let _ = stream.peek(&mut client_byte).await;
-        }
-        match sniff(stream).await {
-            Some(Protocol::Opaque) | None => {}
-            http => return http,
+        if let Some(http) = http_once_the_client_speaks(stream).await {
+            return Some(http);
         }
         if first == First::InstanceClosed {
             upstream = connect(service, connect_timeout).await?;
@@ -57,6 +57,16 @@ pub async fn unless_the_client_speaks_http(
     relays.fetch_add(1, Ordering::Relaxed);
     relay(stream, &mut upstream, service).await;
     None
+}
+
+/// Waits for the client's first bytes: its protocol if it is HTTP; `None` for anything else,
+/// or if it closes first.
+async fn http_once_the_client_speaks(stream: &mut TcpStream) -> Option<Protocol> {
+    let _ = stream.peek(&mut [0u8; 1]).await;
+    match sniff(stream).await {
+        Some(Protocol::Opaque) | None => None,
+        http => http,
+    }
 }
 
 /// Which side of a silent connection spoke first.
@@ -184,6 +194,18 @@ mod tests {
         let telling = silent(service, accepted);
         tokio::time::sleep(Duration::from_millis(100)).await;
         client.write_all(b"POST /items HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(telling.await.unwrap(), (Some(Protocol::Http1), 0));
+    }
+
+    #[tokio::test]
+    async fn an_http_client_silent_at_first_is_served_as_http_though_its_instance_is_down() {
+        let down = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let service = catalog(down.local_addr().unwrap());
+        drop(down);
+        let (mut client, accepted) = pair().await;
+        let telling = silent(service, accepted);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.write_all(b"GET /items HTTP/1.1\r\n").await.unwrap();
         assert_eq!(telling.await.unwrap(), (Some(Protocol::Http1), 0));
     }
 }
