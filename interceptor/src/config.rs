@@ -90,6 +90,11 @@ pub enum ConfigError {
     },
     #[error("service '{service}': {why}")]
     Resource { service: String, why: String },
+    #[error(
+        "service '{service}': `protocol = \"tcp\"` relays its connections byte for byte, so its \
+         resource rules (HTTP paths) would never apply: remove one or the other"
+    )]
+    ResourcesOverTcp { service: String },
     #[error("peer '{peer}' is configured twice, or is this site")]
     PeerTwice { peer: String },
     #[error(transparent)]
@@ -262,6 +267,29 @@ pub struct Service {
     /// kernel hands their connections to cheops while the application stays bound there.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inbound: bool,
+    /// How its connections' protocol is known.
+    #[serde(default, skip_serializing_if = "ServiceProtocol::is_detected")]
+    pub protocol: ServiceProtocol,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProtocol {
+    /// Told by the client's first bytes: HTTP/1.1 and HTTP/2 are served and scoped, anything
+    /// else relayed; a client silent for a while (a protocol where the server speaks first)
+    /// is relayed once its instance speaks.
+    #[default]
+    Detect,
+    /// Relayed byte for byte to this site's instance as soon as it is accepted, with no wait
+    /// for the client's first bytes: for protocols where the server speaks first (MySQL,
+    /// SMTP, SSH), which otherwise wait out the sniffing.
+    Tcp,
+}
+
+impl ServiceProtocol {
+    fn is_detected(&self) -> bool {
+        *self == ServiceProtocol::Detect
+    }
 }
 
 /// A cgroup whose processes are meshed. `cgroup` is a path relative to the cgroup v2 mount,
@@ -489,6 +517,9 @@ impl Config {
                 service: culprit(),
                 why,
             })?;
+            if service.protocol == ServiceProtocol::Tcp && !service.resources.is_empty() {
+                return Err(ConfigError::ResourcesOverTcp { service: culprit() });
+            }
         }
         self.validate_peers()?;
         access::validate_policies(self)?;

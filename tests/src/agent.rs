@@ -59,6 +59,7 @@ pub fn meshed_service(name: &str, address: SocketAddr, local: SocketAddr) -> Ser
         local,
         resources: Vec::new(),
         inbound: false,
+        protocol: Default::default(),
     }
 }
 

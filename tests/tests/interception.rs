@@ -8,11 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use interceptor::config::Workload;
+use interceptor::config::{Service, ServiceProtocol, Workload};
 
 use cheops_tests::{
     agent::{config_text, meshed_service, site_config},
-    apps::{assert_bad_requests_answered, client_script, echo_server, Sshd},
+    apps::{assert_bad_requests_answered, client_script, echo_server, HttpServer, Sshd},
     node::{
         body, kernel_redirected, resident_kib, service, start_node, start_node_with, Node, SITE,
     },
@@ -298,6 +298,52 @@ fn a_protocol_where_the_server_speaks_first_is_relayed_to_its_instance() {
     let status = node.agent.status();
     assert_eq!(status.proxy.tcp_relays, 1, "{status:?}");
     assert_eq!(kernel_redirected(&status), 1, "{status:?}");
+}
+
+/// `protocol = "tcp"`: connections are relayed as soon as they are accepted, never sniffed.
+/// sshd's banner comes without the sniffing's wait, and an HTTP request is relayed as bytes,
+/// unscoped (no `x-cheops-site`), where the sniffing would have served it as HTTP.
+#[test]
+fn a_service_declared_tcp_is_relayed_at_once_without_sniffing() {
+    let ssh: SocketAddr = "198.18.0.32:22".parse().unwrap();
+    let ssh_local: SocketAddr = "127.0.0.1:7023".parse().unwrap();
+    let web: SocketAddr = "198.18.0.33:80".parse().unwrap();
+    let web_local: SocketAddr = "127.0.0.1:7080".parse().unwrap();
+    let mut config = site_config(SITE);
+    for (name, address, local) in [("ssh", ssh, ssh_local), ("web", web, web_local)] {
+        config.services.push(Service {
+            protocol: ServiceProtocol::Tcp,
+            ..meshed_service(name, address, local)
+        });
+    }
+    let node = start_node_with(&[], config, false);
+    let sshd = Sshd::start(&node.netns, ssh_local);
+    let _web = HttpServer::start(&node.netns, web_local, "web");
+
+    let started = Instant::now();
+    let ssh_host = ssh.ip().to_string();
+    let output = node.run(
+        true,
+        "ssh-keyscan",
+        &["-T", "10", "-t", "ed25519", &ssh_host],
+    );
+    println!("ssh-keyscan through a tcp service: {:?}", started.elapsed());
+    let scanned = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        scanned.contains(&sshd.host_key()),
+        "ssh-keyscan through cheops should get sshd's host key: {scanned}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (answer, ok) = node.curl(true, &format!("http://{web}/whoami"));
+    assert!(ok, "{answer}");
+    assert_eq!(body(&answer), "web", "{answer}");
+    assert!(
+        !answer.to_lowercase().contains("x-cheops-site"),
+        "a tcp service's HTTP must be relayed as bytes, not served: {answer}"
+    );
+    let status = node.agent.status();
+    assert_eq!(status.proxy.tcp_relays, 2, "{status:?}");
+    assert_eq!(kernel_redirected(&status), 2, "{status:?}");
 }
 
 #[test]

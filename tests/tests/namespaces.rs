@@ -174,15 +174,22 @@ fn unmeshing_bound() -> Duration {
 /// a loaded machine).
 const MESHED_ON_EVENTS_WITHIN: Duration = Duration::from_secs(2);
 
+/// A node whose agent scans the workload cgroups only on the kernel's events (and at start).
+fn node_with_the_periodic_scan_an_hour_away(
+    services: &[(String, std::net::SocketAddr, std::net::SocketAddr)],
+) -> Node {
+    let mut config = site_config(SITE);
+    config.proxy.workload_scan_every = Duration::from_secs(3600);
+    start_node_with(services, config, false)
+}
+
 /// With the periodic scan an hour away, only the kernel's events can mesh a container started
 /// after the agent, whichever of its runtime's steps comes last: joining the cgroup or
 /// entering the namespace.
 #[test]
 fn a_container_started_after_the_agent_is_meshed_at_once_on_the_kernels_word() {
     let services = [service(0)];
-    let mut config = site_config(SITE);
-    config.proxy.workload_scan_every = Duration::from_secs(3600);
-    let node = start_node_with(&services, config, false);
+    let node = node_with_the_periodic_scan_an_hour_away(&services);
     let containers = [
         ("a", Joining::BeforeEnteringTheNamespace),
         ("b", Joining::InTheNamespace),
@@ -241,9 +248,7 @@ fn a_container_started_after_the_agent_is_meshed_at_once_on_the_kernels_word() {
 #[test]
 fn a_namespace_made_by_clone_is_meshed_on_its_first_connection() {
     let services = [service(0)];
-    let mut config = site_config(SITE);
-    config.proxy.workload_scan_every = Duration::from_secs(3600);
-    let node = start_node_with(&services, config, false);
+    let node = node_with_the_periodic_scan_an_hour_away(&services);
     let mut command = node.netns.command("python3");
     command
         .arg(client_script("cloned_namespace_client.py"))

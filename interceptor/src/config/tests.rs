@@ -172,3 +172,36 @@ fn a_default_scope_naming_an_unknown_site_is_refused_with_the_workload() {
         "{err}"
     );
 }
+
+#[test]
+fn a_service_relayed_as_tcp_reads_back_and_cannot_have_resource_rules() {
+    let tcp = EXAMPLE.replace(
+        "local = \"127.0.0.1:3000\"",
+        "local = \"127.0.0.1:3000\"\n    protocol = \"tcp\"",
+    );
+    let config = Config::parse(&tcp).unwrap();
+    assert_eq!(config.services[0].protocol, ServiceProtocol::Tcp);
+    let written = toml::to_string(&config).unwrap();
+    assert!(written.contains("protocol = \"tcp\""), "{written}");
+    assert_eq!(
+        Config::parse(EXAMPLE).unwrap().services[0].protocol,
+        ServiceProtocol::Detect
+    );
+
+    let with_rules = tcp.replace(
+        "[[workload]]",
+        "[[service.resource]]\n    collection = \"/pods\"\n    item = \"/pods/{id}\"\n    \
+         id = \"json:id\"\n    [[workload]]",
+    );
+    let err = Config::parse(&with_rules).unwrap_err().to_string();
+    assert!(
+        err.starts_with("service 'catalog': `protocol = \"tcp\"` relays its connections"),
+        "{err}"
+    );
+    let unknown = EXAMPLE.replace(
+        "local = \"127.0.0.1:3000\"",
+        "local = \"127.0.0.1:3000\"\n    protocol = \"udp\"",
+    );
+    let err = Config::parse(&unknown).unwrap_err().to_string();
+    assert!(err.contains("unknown variant `udp`"), "{err}");
+}

@@ -42,7 +42,7 @@ use tracing::{debug, warn};
 
 use crate::{
     accept::next_connection,
-    config::{ProxySettings, Service},
+    config::{ProxySettings, Service, ServiceProtocol},
     intercept::{Intercepted, OriginalDestinations},
     limits::{self, Slot, Slots},
     metrics::{Metrics, ProxyCounters, RequestHistograms},
@@ -198,7 +198,11 @@ impl Proxy {
             // Each protocol but the fast path's is boxed: the task's size is its largest state.
             // So is the sniffing, whose wait for the first bytes (a readiness future and a timer)
             // is larger than the fast path's idle state, and is over once they came.
-            let protocol = match Box::pin(sniff(&stream)).await {
+            let sniffed = match service.protocol {
+                ServiceProtocol::Tcp => Some(Protocol::Opaque),
+                ServiceProtocol::Detect => Box::pin(sniff(&stream)).await,
+            };
+            let protocol = match sniffed {
                 Some(protocol) => protocol,
                 None => {
                     let timeout = self.settings.connect_timeout;

@@ -55,6 +55,7 @@ pub(super) fn catalog(local: SocketAddr) -> Service {
         local,
         resources: Vec::new(),
         inbound: false,
+        protocol: Default::default(),
     }
 }
 
