@@ -17,60 +17,61 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   its thread's pool; the answer's head is parsed once and written as hyper writes it, and its \
   body relayed by its framing (large ones in the kernel, below). Any other request, and the \
   rest of its connection, is served by hyper as before.\n\
-- Done in the last round, instructions per request (`cheops-bench --only costs --counted \
-  cheops-nat --quick`, two to four runs at each step): 16,303-16,542 before; 15,485-15,819 \
-  with the request's state made in a block its thread keeps for the next request \
-  (`fast/kept_box.rs`) rather than allocated, moved there whole and freed per request (its \
-  connection's future keeps its size: 272 bytes for `fast::serve`, so idle memory is \
-  unchanged); 15,139-15,194 with an answer's `Connection: keep-alive` told without splitting \
-  its value, the values of `connection` and `te` read by their place among the hop-by-hop \
-  names rather than looked up again, and known names compared with a table made once. Also in \
-  the last round, outside this count: hyper's connections borrow the client's stream and give \
-  it back, rather than a `dup` of its socket per connection. This run: 15,433, 0.70x nginx and \
-  0.45x HAProxy (15,391 in the last report, 16,146 in the one before, 44,262 before the fast \
-  path); nothing in this round was meant to move it.\n\
+- Done in this round, instructions per request (`cheops-bench --only costs --counted \
+  cheops-nat --quick`): release builds are optimised across crates (`lto = \"fat\"` and one \
+  codegen unit, in Cargo.toml): 15,431 before and 13,937 after, back to back (-9.7%), most of \
+  it tokio's and the standard library's code inlined into ours (tokio 3,105 to 2,410 per \
+  request, std 1,510 to 977); the release build takes about 5 minutes rather than 2 on this \
+  machine, and tests and the demo build debug. This run: 13,977, 0.64x nginx and 0.41x HAProxy \
+  (15,433 in the last report, 15,391 in the one before, 44,262 before the fast path). Two \
+  rounds ago, 16,303-16,542 to 15,139-15,194: the request's state made in a block its thread \
+  keeps for the next request (`fast/kept_box.rs`) rather than allocated per request, an \
+  answer's `Connection: keep-alive` told without splitting its value, the values of \
+  `connection` and `te` read by their place among the hop-by-hop names, known names compared \
+  with a table made once; and hyper's connections borrow the client's stream rather than a \
+  `dup` of its socket.\n\
 - What is left, per request: the answer's head (httparse about 1,600, its fields indexed \
   about 700, written about 1,300: nginx's names are written again in lower case and its \
   `Connection` dropped, so it cannot go on as it came), tokio's park (about 1,600 at 1.6 parks \
   per request: epoll, the timer wheel and its clock arithmetic) and its busy-time counters and \
   clock reads (about 350, which our code cannot turn off), the sockets' readiness and reads \
-  (about 1,800), the request's metrics (about 190). System calls per request: 6.63 in this \
-  run, 6.32 in the last report (nginx 7.00); they vary between 5.2 and 7.0 from run to run \
+  (about 1,800), the request's metrics (about 190). System calls per request: 6.68 in this \
+  run, 6.63 in the last report (nginx 7.00); they vary between 5.2 and 7.0 from run to run \
   with how often the read tried after an answer finds the client's next request already there, \
   which saves the runtime a whole park and wake (about 1,400 instructions): reading only on \
   readiness gave exactly 6.00 system calls but 16,714 instructions, so it stays.\n\
-- Timed, this run: CPU per request 1.49x nginx's and 1.00x HAProxy's, requests per \
-  CPU-second 1.04x and 1.18x, added latency at p50 0.96x and 0.74x, at p99 1.87x and 3.82x. \
-  The machine was slower all this session than for the last report, and moved from run to run \
-  (direct, saturated: 87,182 requests a second against 122,189; nginx's CPU per request 22.0 \
-  µs against 18.0): three full runs of this round's code put cheops's CPU per request at \
-  0.81x, 1.11x and 1.49x the worse of nginx's and HAProxy's (this one is the last of the \
-  three, committed whatever it showed), while the counts did not move (0.70x nginx's \
-  instructions in each). At 1,000 requests a second, cheops's CPU is about 0.35-0.7 s over the \
-  run, counted in 10 ms ticks, so one burst of other work moves it by a tenth; the count of \
-  instructions, which load does not move, is what these follow, with a lag (instructions from \
-  1.04x nginx's three reports ago to 0.69x; CPU per request from about 1.3x to about 0.95x). \
-  The agent's only CPU when nothing is served is its scan of the workload cgroups every 250 ms \
-  (`proxy.workload_scan_every`) for new network namespaces (none with scans every 60 s), which \
-  nginx and HAProxy do not pay. Last round it lost a hand-off to a blocking thread per scan; \
-  in this one it runs on a thread of its own that sleeps between scans (`cheops-scan`), where \
-  a timer on the runtime woke a thread twice per scan (tokio's wheel moves a 250 ms timer down \
-  a level before it fires): an idle agent with one workload process used 31.6 ms of CPU and \
-  164 wake-ups per 20 s before, 19.8 ms and 80 after (summed from /proc/PID/task/*/schedstat; \
-  `scripts/agent-thread-cpu.sh idle 20` shows each thread's). Under load it still counts: an \
-  agent on one CPU with its origin (nginx) and a client at 1,000 requests a second, each \
-  thread's CPU over 15 s (`scripts/agent-thread-cpu.sh load 15`), spent 48-50 ms on the scan \
-  on its thread, against 53-87 ms on the runtime before, about 3.3 µs per request on this \
-  machine that day: most of the gap between cheops with eBPF and with nftables above, which \
-  has no scan. The scan itself takes 7.9 µs (1,000 in a row), so nearly all of that is the \
-  thread's wake-up. Scanning from the proxy threads' own wake-ups while they serve, or \
-  learning of new namespaces from an event rather than a timer, would remove it: not built. \
-  Most of the rest of cheops's CPU is the kernel's, as for every proxy: in a perf profile of \
-  cheops during a latency run (cpu-clock at 4,999 Hz for 8 s, this session), 70% of its \
-  samples are in the kernel, and 46% at the switch back into it (`finish_task_switch`): 30% \
-  after its sleeps in `epoll_wait`, 16% after it was preempted on its return from a `send` \
-  that woke the origin or the client on the same core. Each request wakes it twice (its \
-  request, then the origin's answer), as it does nginx.\n\
+- Timed, this run: CPU per request 0.86x nginx's and 0.65x HAProxy's (18.0 µs against 21.0 \
+  and 27.8), requests per CPU-second 1.12x and 1.30x, added latency at p50 0.61x and 0.61x, at \
+  p99 0.51x and 1.03x. Four full runs this session; this one is the last, on a quiet machine \
+  (load 0.28 before), committed whatever it showed. The first two ran this round's code before \
+  the cross-crate optimisation: CPU per request 1.83x (the load was 1.86 before, just after a \
+  build) and 1.26x the worse of nginx's and HAProxy's, with 15,482 instructions per request in \
+  both; the third, after it and just after its 5-minute build (load 1.78): 0.90x, requests per \
+  CPU-second 1.26x, p50 0.66x, p99 0.82x, 14,001 instructions. At 1,000 requests a second, \
+  cheops's CPU is about 0.35-0.7 s over the run, counted in 10 ms ticks, so one burst of other \
+  work moves it by a tenth; the count of instructions, which load does not move, is what these \
+  follow, with a lag. cheops with eBPF now costs no more CPU per request than with nftables \
+  (18.0 against 18.5 µs; 25.9 against 26.3 in the second run): until this round the scan's \
+  wake-ups were most of the difference. The agent's only CPU when nothing is served is finding \
+  new network namespaces in the workload cgroups, which nginx and HAProxy do not pay. Until \
+  this round a timer did it: a scan every 250 ms, on a thread of its own since the last round. \
+  Measured this session with the last round's code (each thread's CPU from \
+  /proc/PID/task/*/schedstat, `scripts/agent-thread-cpu.sh`): idle with one workload process, \
+  119.9 ms of CPU and 62 wake-ups on the scan's thread per 15 s; under load (the agent on one \
+  CPU with its origin and a client at 1,000 requests a second), 41.4 ms per 15 s, about 2.8 µs \
+  per request. This round the kernel says when to look (`intercept/namespace_events.rs`): \
+  tracepoint programs on `cgroup_attach_task` and on the exits of `setns` and `unshare`, and \
+  the connect hooks when a workload's connection finds no listener in its namespace, write to \
+  a ring buffer that the scan's thread waits on; the timer is left only the removal of \
+  namespaces gone and a safety net, every 2 s. A container is meshed in about 10 ms \
+  (`tests/tests/namespaces.rs`, with the timer an hour away), not up to 250 ms, and the scan's \
+  thread used 25.4 ms and 10 wake-ups per 20 s idle, 11.8 ms and 8 wake-ups per 15 s under \
+  load (about 0.8 µs per request). Most of the rest of cheops's CPU is the kernel's, as for \
+  every proxy: in a perf profile of cheops during a latency run (cpu-clock at 4,999 Hz for 8 \
+  s, in the last round), 70% of its samples are in the kernel, and 46% at the switch back into \
+  it (`finish_task_switch`): 30% after its sleeps in `epoll_wait`, 16% after it was preempted \
+  on its return from a `send` that woke the origin or the client on the same core. Each \
+  request wakes it twice (its request, then the origin's answer), as it does nginx.\n\
 - The 300 MiB download: the fast path now relays the answer's body through user space (reads \
   of 256 KiB, each written as it lies in the read buffer), as HAProxy does with its 16 KiB \
   buffers (it does not splice here). Moved from socket to socket in the kernel instead \
@@ -82,23 +83,23 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   and 994 with the copies against 1,094, 1,085 and 877 with the pipe (HAProxy 1,176, 1,224 and \
   848; direct 2,083, 1,913 and 1,989); reads of 64 KiB were no faster than the pipe, and \
   `SO_RCVLOWAT`, `SPLICE_F_MORE`, splicing again until `EAGAIN` and pipes of 64 or 256 KiB \
-  moved nothing. This run: 0.84x direct, 0.87x nginx, HAProxy 1.15x direct (the last report: \
-  0.78x, 0.98x and 0.97x; the one before, with the pipe: 0.72x, HAProxy 0.94x).\n\
+  moved nothing. This run: 0.77x direct, 0.94x nginx, HAProxy 0.93x direct (the last report: \
+  0.84x, 0.87x and 1.15x; the three other runs this session: 0.86x, 0.95x and 0.54x direct).\n\
 - The 300 MiB upload: past 64 KiB, what came with the head is sent with it and the rest goes \
   from the client's socket to the instance's with `splice(2)` while the answer's head is \
   awaited, and on while the answer is relayed when the instance answers first (the connection \
-  then closes after the answer). This run: 0.76x direct and 1.26x nginx, HAProxy 0.71x direct \
-  (0.68x, 1.23x and 0.60x in the last report): this figure moves more between runs than any \
-  other, with direct itself at 2,081 MiB/s here against 2,900-3,100 in the last report. Tried \
-  in the last round, each against the pipe within one run: `SO_RCVLOWAT`, `SPLICE_F_MORE`, \
-  splicing until `EAGAIN`, a 256 KiB pipe, and copies through user space of 64 KiB, 256 KiB \
-  and 1 MiB: all equal within the noise. Through any proxy, HAProxy included, the client uses \
-  about 60-70 ms of CPU against about 25 direct, on the core it shares with the sink; a \
-  sockmap redirect (`sk_skb`) would forward in the softirq of the sending side, on that same \
-  shared core: not built.\n\
-- Idle connections: met. 0.22 KiB per connection, nginx 0.59, HAProxy 1.20 (0.24, 0.57 and \
-  1.21 in the last report). What an idle connection held had become tokio's alone: its task \
-  (512 bytes, aligned to 128) and its socket's registration (256), with glibc's fragments \
+  then closes after the answer). This run: 0.66x direct and 1.14x nginx, HAProxy 0.59x direct \
+  (0.76x, 1.26x and 0.71x in the last report; 0.65x, 0.67x and 0.58x direct in the three other \
+  runs this session): this figure moves more between runs than any other, with direct itself \
+  at 2,081 MiB/s here against 2,900-3,100 in the last report. Tried in the last round, each \
+  against the pipe within one run: `SO_RCVLOWAT`, `SPLICE_F_MORE`, splicing until `EAGAIN`, a \
+  256 KiB pipe, and copies through user space of 64 KiB, 256 KiB and 1 MiB: all equal within \
+  the noise. Through any proxy, HAProxy included, the client uses about 60-70 ms of CPU \
+  against about 25 direct, on the core it shares with the sink; a sockmap redirect (`sk_skb`) \
+  would forward in the softirq of the sending side, on that same shared core: not built.\n\
+- Idle connections: met. 0.37x nginx's memory per connection (0.2 KiB against 0.6, HAProxy \
+  1.2; 0.38x in the last report). What an idle connection held had become tokio's alone: its \
+  task (512 bytes, aligned to 128) and its socket's registration (256), with glibc's fragments \
   about 1 KiB, which no trimming of the task brings under nginx's. Done two rounds ago: \
   parking (`proxy/park.rs`). An HTTP/1.1 connection that the fast path served, idle for \
   `proxy.park_idle_after` (1 s by default) with nothing of its next request read, leaves its \
@@ -113,45 +114,50 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   parked, and pays nothing for it (instructions and system calls per request unchanged). The \
   memory is now read once the connections have been idle three seconds, not one (method \
   above).\n\
-- Replicated create over 16 sites: 2.51x (2.34x in the last report; 2.52x and 3.28x in this \
-  round's two other full runs). Done in the last round: (1) a replica records the mappings an \
-  operation carries in the same transaction as the operation's intent \
-  (`replication/store/intents.rs`), so a create that carries the last one's mapping commits \
-  twice at each replica, not three times; no change the across bench can see (2 sites \
-  1.30-1.33x against 1.31-1.32x, 16 sites 2.30-2.35x against 2.28-2.39x, two quick runs each): \
-  a commit costs little on the create's path here. (2) Peer connections that cheops accepts \
-  now have `TCP_NODELAY`, as the ones it dials had: an answer in several writes (HTTP/2 frames \
-  in TLS records) waited, with Nagle's algorithm, for the peer's delayed acknowledgement, 40 \
-  ms. That, and the same in the bench's WAN relay, is why the last full runs had some rows' \
-  creates and lists at about 70 ms, three round trips (4 sites 3.01x in the run before this \
-  one): with both fixed, quick runs give create p90s of 31.5, 33.3 and 39.7 ms at 2, 4 and 8 \
-  sites, against 74.9, 33.7 and 84.0 without the fix in cheops. At 16 sites the gathered list, \
-  which commits nothing, takes 1.90x, so what holds the create is the fan-out on this machine: \
-  16 agents, 16 json-servers and 16 nginx on 2 cores, each create's request decrypted, served \
-  and answered at 15 sites. What could still go: the leader's settle of the last answers and \
-  its appending the mapping, in one transaction rather than two; the leader answering once the \
-  replicas' answers are in and settling after (a replay after a crash asks the replicas again, \
-  and they answer \"applied already\"), which needs its own proof against loss and a soak.\n\
-- gRPC unary: 100,636 instructions per call, against 36,178 for `grpc_pass` and 43,165 for \
-  the gRPC origin alone (one HTTP/2 server); 101,501 in the last report, from 104,352 in the \
-  one before, which the last round brought down: the instance connection's task polls hyper's \
-  client dispatch only when that was woken, a lone `te: trailers` stays in place, the carriers \
-  are skipped at once when none of their headers is present, and header names are told apart \
-  by their length first. A proxy made of the h2 crate's server and client cannot come under \
-  0.8x nginx by trimming: about 44,000 per call is the h2 crate itself (frames copied through \
-  its queues, HPACK, its header checks; `memcpy` alone is about 10,700 per call, and every \
-  call of it comes from inside h2: `Deque::pop_front`, `Prioritize::pop_frame`, its slab's \
-  `insert_at`), 1,500 hyper's client handing each call to the connection, 1,100 the task for \
-  each incoming stream. What would close it: frames relayed as they are, with only HEADERS \
-  decoded and encoded again (an HTTP/2 relay of our own, as nginx has): not started.\n\
-- scope-lang: 433 ns in this run against the serde_json map's 223 ns: met (378 ns in the \
-  last report, on a faster day of this machine). Done three rounds ago (docs/scope-lang.md, \
-  \"Cost\"): 7,851 to 6,484 instructions and 8 to 5 allocations per parse + resolve (callgrind \
-  and dhat): the round-trip table in sorted vectors walked by length first, names kept as \
-  spans of the text until stored, durations read as bytes, entries added in place, a plan's \
-  site held as a `Name` (inline up to 24 bytes) rather than a `String`. What is left: one \
-  stall per name in `compact_str`'s copy, and the scope's text, entries and chain vectors (5 \
-  allocations).\n\
+- Replicated create over 16 sites: 2.46x (2.51x in the last report; 2.54x, 2.58x and 3.26x \
+  in this session's three other full runs; nothing in this round was meant to move it). Done \
+  in the last round: (1) a replica records the mappings an operation carries in the same \
+  transaction as the operation's intent (`replication/store/intents.rs`), so a create that \
+  carries the last one's mapping commits twice at each replica, not three times; no change the \
+  across bench can see (2 sites 1.30-1.33x against 1.31-1.32x, 16 sites 2.30-2.35x against \
+  2.28-2.39x, two quick runs each): a commit costs little on the create's path here. (2) Peer \
+  connections that cheops accepts now have `TCP_NODELAY`, as the ones it dials had: an answer \
+  in several writes (HTTP/2 frames in TLS records) waited, with Nagle's algorithm, for the \
+  peer's delayed acknowledgement, 40 ms. That, and the same in the bench's WAN relay, is why \
+  the last full runs had some rows' creates and lists at about 70 ms, three round trips (4 \
+  sites 3.01x in the run before this one): with both fixed, quick runs give create p90s of \
+  31.5, 33.3 and 39.7 ms at 2, 4 and 8 sites, against 74.9, 33.7 and 84.0 without the fix in \
+  cheops. At 16 sites the gathered list, which commits nothing, takes 2.23x, so what holds the \
+  create is the fan-out on this machine: 16 agents, 16 json-servers and 16 nginx on 2 cores, \
+  each create's request decrypted, served and answered at 15 sites. What could still go: the \
+  leader's settle of the last answers and its appending the mapping, in one transaction rather \
+  than two; the leader answering once the replicas' answers are in and settling after (a \
+  replay after a crash asks the replicas again, and they answer \"applied already\"), which \
+  needs its own proof against loss and a soak.\n\
+- gRPC unary: 88,601 instructions per call, against 36,155 for `grpc_pass` and 35,522 for \
+  the gRPC origin alone (one HTTP/2 server); 100,636 in the last report, before this round's \
+  cross-crate optimisation (88,243 in this session's other run of it), and 101,501 and 104,352 \
+  in the ones before, which two rounds ago brought down: the instance connection's task polls \
+  hyper's client dispatch only when that was woken, a lone `te: trailers` stays in place, the \
+  carriers are skipped at once when none of their headers is present, and header names are \
+  told apart by their length first. A proxy made of the h2 crate's server and client cannot \
+  come under 0.8x nginx by trimming: about 44,000 per call is the h2 crate itself (frames \
+  copied through its queues, HPACK, its header checks; `memcpy` alone is about 10,700 per \
+  call, and every call of it comes from inside h2: `Deque::pop_front`, \
+  `Prioritize::pop_frame`, its slab's `insert_at`), 1,500 hyper's client handing each call to \
+  the connection, 1,100 the task for each incoming stream. What would close it: frames relayed \
+  as they are, with only HEADERS decoded and encoded again (an HTTP/2 relay of our own, as \
+  nginx has): not started. Timed, this run: added latency at p50 0.61x and at p99 0.54x what \
+  `grpc_pass` adds (met), CPU per call 0.87x; the three other runs gave CPU per call 1.96x, \
+  1.84x and 1.62x: the timed CPU per call moves far more from run to run than the count, which \
+  is 2.45x nginx's.\n\
+- scope-lang: 391 ns in this run against the serde_json map's 172 ns: met (433 ns in the \
+  last report). Done three rounds ago (docs/scope-lang.md, \"Cost\"): 7,851 to 6,484 \
+  instructions and 8 to 5 allocations per parse + resolve (callgrind and dhat): the round-trip \
+  table in sorted vectors walked by length first, names kept as spans of the text until \
+  stored, durations read as bytes, entries added in place, a plan's site held as a `Name` \
+  (inline up to 24 bytes) rather than a `String`. What is left: one stall per name in \
+  `compact_str`'s copy, and the scope's text, entries and chain vectors (5 allocations).\n\
 - Timings on this machine move with the other work on it: the counts above do not, and are \
   the ones to compare builds with.\n";
 
