@@ -15,15 +15,16 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, SockMap},
     programs::{
         cgroup_sock_addr::CgroupSockAddrLinkId, sock_ops::SockOpsLinkId, CgroupAttachMode,
-        CgroupSockAddr, SkLookup, SockOps,
+        CgroupSockAddr, SkLookup, SockOps, TracePoint,
     },
     Ebpf,
 };
 use interceptor_ebpf::{
-    ConnectionKey, Counter, OriginalDestination, ProxyListener, SocketAddress, CONNECT4_PROGRAM,
-    CONNECT6_PROGRAM, COUNTERS_MAP, INBOUND_IPV4, INBOUND_IPV6, INBOUND_LISTENERS_MAP,
-    INBOUND_SERVICES_MAP, LISTENER_MAP, NAMESPACE_EVENTS_MAP, ORIGINAL_DESTINATIONS_MAP,
-    SERVICES_MAP, SK_LOOKUP_PROGRAM, SOCK_OPS_PROGRAM,
+    ConnectionKey, Counter, OriginalDestination, ProxyListener, SocketAddress,
+    CGROUP_ATTACH_PROGRAM, CONNECT4_PROGRAM, CONNECT6_PROGRAM, COUNTERS_MAP, INBOUND_IPV4,
+    INBOUND_IPV6, INBOUND_LISTENERS_MAP, INBOUND_SERVICES_MAP, LISTENER_MAP, NAMESPACE_EVENTS_MAP,
+    NAMESPACE_SWITCH_PROGRAM, NAMESPACE_TRACEPOINTS, ORIGINAL_DESTINATIONS_MAP, SERVICES_MAP,
+    SK_LOOKUP_PROGRAM, SOCK_OPS_PROGRAM,
 };
 use serde::Serialize;
 use tokio::{
@@ -31,7 +32,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use super::{namespace_events, namespace_events::NamespaceEvents, Intercepted};
+use super::{namespace_events::NamespaceEvents, Intercepted};
 
 /// The kernel programs, built by build.rs from `interceptor-ebpf`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(env!("CHEOPS_EBPF_OBJECT"));
@@ -164,7 +165,7 @@ impl Interception {
             .map_err(map_error(NAMESPACE_EVENTS_MAP))?;
 
         load_programs(&mut ebpf)?;
-        if let Err(err) = namespace_events::attach_tracepoints(&mut ebpf) {
+        if let Err(err) = attach_namespace_tracepoints(&mut ebpf) {
             tracing::warn!(
                 "cannot follow the kernel's cgroup and namespace changes (tracefs must be \
                  mounted at /sys/kernel/tracing; in a container, mount the host's): new workload \
@@ -442,7 +443,24 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     sock_ops.load().map_err(program_error(SOCK_OPS_PROGRAM))?;
     let sk_lookup: &mut SkLookup = program(ebpf, SK_LOOKUP_PROGRAM)?;
     sk_lookup.load().map_err(program_error(SK_LOOKUP_PROGRAM))?;
-    namespace_events::load(ebpf)
+    for name in [CGROUP_ATTACH_PROGRAM, NAMESPACE_SWITCH_PROGRAM] {
+        let tracepoint: &mut TracePoint = program(ebpf, name)?;
+        tracepoint.load().map_err(program_error(name))?;
+    }
+    Ok(())
+}
+
+/// Attaches the namespace event programs to the kernel's tracepoints; the links live as long
+/// as `ebpf`. Without tracefs (`/sys/kernel/tracing`, absent from a container unless mounted)
+/// this fails, and only failed-open connections and the periodic scan find new namespaces.
+fn attach_namespace_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    for (category, name, program_name) in NAMESPACE_TRACEPOINTS {
+        let tracepoint: &mut TracePoint = program(ebpf, program_name)?;
+        tracepoint
+            .attach(category, name)
+            .map_err(program_error(program_name))?;
+    }
+    Ok(())
 }
 
 /// The kernel's form of an address: IPv6, with IPv4 as `::ffff:a.b.c.d`.
@@ -464,7 +482,7 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadE
     ebpf.take_map(name).ok_or(LoadError::Missing(name))
 }
 
-pub(super) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {

@@ -5,19 +5,11 @@
 //! next periodic scan, and an idle agent wakes only when something happens.
 use std::{os::fd::AsRawFd, time::Duration};
 
-use aya::{
-    maps::{MapData, RingBuf},
-    programs::TracePoint,
-    Ebpf,
-};
-use interceptor_ebpf::{
-    NamespaceEventKind, CGROUP_ATTACH_PROGRAM, NAMESPACE_SWITCH_PROGRAM, NAMESPACE_TRACEPOINTS,
-};
+use aya::maps::{MapData, RingBuf};
+use interceptor_ebpf::NamespaceEventKind;
 use tracing::debug;
 
-use super::ebpf::{program, program_error, LoadError};
-
-/// The ring buffer the event programs write to.
+/// The ring buffer the event programs write to (`ebpf` loads and attaches them).
 pub struct NamespaceEvents {
     ring: RingBuf<MapData>,
 }
@@ -57,26 +49,4 @@ impl NamespaceEvents {
         }
         came
     }
-}
-
-/// Attaches the event programs to the kernel's tracepoints; the links live as long as `ebpf`.
-/// Without tracefs (`/sys/kernel/tracing`, absent from a container unless mounted) this fails,
-/// and only failed-open connections and the periodic scan find new namespaces.
-pub fn attach_tracepoints(ebpf: &mut Ebpf) -> Result<(), LoadError> {
-    for (category, name, program_name) in NAMESPACE_TRACEPOINTS {
-        let tracepoint: &mut TracePoint = program(ebpf, program_name)?;
-        tracepoint
-            .attach(category, name)
-            .map_err(program_error(program_name))?;
-    }
-    Ok(())
-}
-
-/// Loads the event programs (not attached).
-pub fn load(ebpf: &mut Ebpf) -> Result<(), LoadError> {
-    for program_name in [CGROUP_ATTACH_PROGRAM, NAMESPACE_SWITCH_PROGRAM] {
-        let tracepoint: &mut TracePoint = program(ebpf, program_name)?;
-        tracepoint.load().map_err(program_error(program_name))?;
-    }
-    Ok(())
 }
