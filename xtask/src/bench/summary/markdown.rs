@@ -45,9 +45,9 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   p99 0.51x and 1.03x. Four full runs this session; this one is the last, on a quiet machine \
   (load 0.28 before), committed whatever it showed. The first two ran this round's code before \
   the cross-crate optimisation: CPU per request 1.83x (the load was 1.86 before, just after a \
-  build) and 1.26x the worse of nginx's and HAProxy's, with 15,482 instructions per request in \
-  both; the third, after it and just after its 5-minute build (load 1.78): 0.90x, requests per \
-  CPU-second 1.26x, p50 0.66x, p99 0.82x, 14,001 instructions. At 1,000 requests a second, \
+  build) and 1.26x the worse of nginx's and HAProxy's, with 15,482 and 15,446 instructions per \
+  request; the third, after it and just after its 5-minute build (load 1.78): 0.90x, requests \
+  per CPU-second 1.26x, p50 0.66x, p99 0.82x, 14,001 instructions. At 1,000 requests a second, \
   cheops's CPU is about 0.35-0.7 s over the run, counted in 10 ms ticks, so one burst of other \
   work moves it by a tenth; the count of instructions, which load does not move, is what these \
   follow, with a lag. cheops with eBPF now costs no more CPU per request than with nftables \
