@@ -143,15 +143,23 @@ impl Container {
     }
 }
 
-/// Waits until `container` is meshed; fails the test if it is not within a few scans.
+/// Waits until cheops listens in `container`'s namespace; fails the test if it does not within
+/// a few scans, or if it could not.
 fn wait_meshed(node: &Node, container: &Container) {
     let inode = container.inode();
+    let listening = || {
+        node.agent
+            .status()
+            .namespaces
+            .iter()
+            .any(|n| n.inode == inode && n.error.is_none())
+    };
     assert!(
-        wait_until(Duration::from_secs(5), || meshed_namespaces(node)
-            .contains(&inode)),
-        "container {} was never meshed: {:?}",
+        wait_until(Duration::from_secs(5), listening),
+        "container {} was never meshed: {:?}\n{}",
         container.name,
-        node.agent.status().namespaces
+        node.agent.status().namespaces,
+        node.agent.log_text()
     );
 }
 

@@ -23,7 +23,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Socket, Type};
 use tokio::task::AbortHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{ebpf::Interception, Intercepted, OriginalDestinations};
 
@@ -198,7 +198,20 @@ impl WorkloadNamespaces {
                 cgroup,
                 error: None,
             };
-            let shown = match listen_in(pid, self.proxy_port) {
+            let listened = match namespace_of(pid, inode) {
+                Ok(Some(netns)) => listen_in(&netns, self.proxy_port),
+                Ok(None) => {
+                    // A runtime's process that has just entered its container's namespace,
+                    // or ended: the event of its move asks for another scan.
+                    debug!(
+                        inode,
+                        pid, "the process left the namespace before cheops entered it"
+                    );
+                    continue;
+                }
+                Err(err) => Err(err),
+            };
+            let shown = match listened {
                 Ok(listeners) => {
                     info!(inode, pid, cgroup = %shown.cgroup.display(), "listening in a workload network namespace");
                     opened.push((inode, listeners));
@@ -312,11 +325,23 @@ pub fn unenterable(roots: &[PathBuf]) -> io::Result<Vec<(u32, PathBuf, io::Error
     Ok(problems)
 }
 
+/// The network namespace of `pid`, if it is still the one numbered `inode`: between a scan's
+/// reading and its entering, a process may have moved to another (a container runtime's does,
+/// right after it joins the cgroup), and a listener opened there would be filed under the
+/// wrong namespace. `None` too if the process has ended.
+fn namespace_of(pid: u32, inode: u64) -> io::Result<Option<File>> {
+    let netns = match File::open(format!("/proc/{pid}/ns/net")) {
+        Ok(netns) => netns,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    Ok((netns.metadata()?.ino() == inode).then_some(netns))
+}
+
 /// Opens the proxy's listeners (127.0.0.1, and ::1 where IPv6 is up) inside the network
-/// namespace of `pid`. A socket belongs to the namespace it was made in, so a short-lived
+/// namespace `netns`. A socket belongs to the namespace it was made in, so a short-lived
 /// thread enters the namespace, makes them, and ends; the rest of cheops never moves.
-fn listen_in(pid: u32, port: u16) -> io::Result<Opened> {
-    let netns = File::open(format!("/proc/{pid}/ns/net"))?;
+fn listen_in(netns: &File, port: u16) -> io::Result<Opened> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
