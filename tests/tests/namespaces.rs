@@ -143,9 +143,9 @@ impl Container {
     }
 }
 
-/// Waits until cheops listens in `container`'s namespace; fails the test if it does not within
-/// a few scans, or if it could not.
-fn wait_meshed(node: &Node, container: &Container) {
+/// Waits until cheops listens in `container`'s namespace; fails the test if it does not
+/// `within` that long, or if it could not.
+fn wait_meshed(node: &Node, container: &Container, within: Duration) {
     let inode = container.inode();
     let listening = || {
         node.agent
@@ -155,13 +155,16 @@ fn wait_meshed(node: &Node, container: &Container) {
             .any(|n| n.inode == inode && n.error.is_none())
     };
     assert!(
-        wait_until(Duration::from_secs(5), listening),
-        "container {} was never meshed: {:?}\n{}",
+        wait_until(within, listening),
+        "container {} was not meshed within {within:?}: {:?}\n{}",
         container.name,
         node.agent.status().namespaces,
         node.agent.log_text()
     );
 }
+
+/// A few periodic scans, with a margin for a loaded machine.
+const MESHED_WITHIN: Duration = Duration::from_secs(5);
 
 fn meshed_namespaces(node: &Node) -> Vec<u64> {
     node.agent
@@ -206,14 +209,7 @@ fn a_container_started_after_the_agent_is_meshed_at_once_on_the_kernels_word() {
         let container = Container::start_joining(&node, name, &services, joining);
         // Its last step is done: it is in the workload cgroup and in its namespace.
         let started = Instant::now();
-        let inode = container.inode();
-        assert!(
-            wait_until(MESHED_ON_EVENTS_WITHIN, || meshed_namespaces(&node)
-                .contains(&inode)),
-            "container {name} was not meshed within {MESHED_ON_EVENTS_WITHIN:?}: {:?}\n{}",
-            node.agent.status().namespaces,
-            node.agent.log_text()
-        );
+        wait_meshed(&node, &container, MESHED_ON_EVENTS_WITHIN);
         println!(
             "container {name} was meshed {:?} after it started",
             started.elapsed()
@@ -293,7 +289,7 @@ fn two_containers_with_the_same_addresses_get_exact_original_destinations() {
         Container::start(&node, "b", &services),
     ];
     for container in &containers {
-        wait_meshed(&node, container);
+        wait_meshed(&node, container, MESHED_WITHIN);
     }
     let script = client_script("concurrent_connections.py")
         .display()
@@ -357,10 +353,7 @@ fn a_container_that_ends_leaves_no_listener_behind() {
     let node = start_node(&services);
     let mut container = Container::start(&node, "a", &services);
     let inode = container.inode();
-    assert!(wait_until(Duration::from_secs(5), || meshed_namespaces(
-        &node
-    )
-    .contains(&inode)));
+    wait_meshed(&node, &container, MESHED_WITHIN);
     assert!(
         container.proxy_port_open(),
         "cheops should listen inside the container"
@@ -396,7 +389,7 @@ fn after_kill_9_each_container_reaches_its_own_destination() {
         Container::start(&node, "b", &services),
     ];
     for container in &containers {
-        wait_meshed(&node, container);
+        wait_meshed(&node, container, MESHED_WITHIN);
         assert_eq!(
             body(&container.curl(&node, "http://198.18.0.10/whoami")),
             "svc0"

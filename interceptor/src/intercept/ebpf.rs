@@ -496,9 +496,7 @@ fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
     move |cause| LoadError::Map { map, cause }
 }
 
-pub(super) fn program_error(
-    program: &'static str,
-) -> impl Fn(aya::programs::ProgramError) -> LoadError {
+fn program_error(program: &'static str) -> impl Fn(aya::programs::ProgramError) -> LoadError {
     move |cause| LoadError::Program { program, cause }
 }
 
