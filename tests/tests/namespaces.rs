@@ -51,14 +51,23 @@ impl Container {
         name: &str,
         services: &[(String, std::net::SocketAddr, std::net::SocketAddr)],
     ) -> Container {
-        Self::start_joining(node, name, services, Joining::BeforeEnteringTheNamespace)
+        Self::start_joining(
+            node,
+            name,
+            services,
+            Joining::BeforeEnteringTheNamespace,
+            |_| (),
+        )
     }
 
+    /// A container whose first process joins the workload cgroup as `joining` says, once
+    /// `set_up` has run in its namespace.
     fn start_joining(
         node: &Node,
         name: &str,
         services: &[(String, std::net::SocketAddr, std::net::SocketAddr)],
         joining: Joining,
+        set_up: impl FnOnce(&Netns),
     ) -> Container {
         let netns = Netns::create(&unique_name("ct"));
         let (outside, inside) = (unique_name("vn"), unique_name("vc"));
@@ -85,6 +94,7 @@ impl Container {
                 &format!("direct-{service}-{name}"),
             ));
         }
+        set_up(&netns);
         let mut command = netns.command("sleep");
         command.arg("3600");
         if let Joining::BeforeEnteringTheNamespace = joining {
@@ -132,15 +142,19 @@ impl Container {
 
     /// Whether anything listens on the proxy's port inside the container.
     fn proxy_port_open(&self) -> bool {
-        let output = self
-            .netns
-            .command("ss")
-            .args(["-ltnH"])
-            .output()
-            .expect("running ss");
-        let port = format!(":{}", ProxySettings::default().port);
-        String::from_utf8_lossy(&output.stdout).contains(&port)
+        proxy_port_open(&self.netns)
     }
+}
+
+/// Whether anything listens on the proxy's port inside `netns`.
+fn proxy_port_open(netns: &Netns) -> bool {
+    let output = netns
+        .command("ss")
+        .args(["-ltnH"])
+        .output()
+        .expect("running ss");
+    let port = format!(":{}", ProxySettings::default().port);
+    String::from_utf8_lossy(&output.stdout).contains(&port)
 }
 
 /// Waits until cheops listens in `container`'s namespace; fails the test if it does not
@@ -206,7 +220,7 @@ fn a_container_started_after_the_agent_is_meshed_at_once_on_the_kernels_word() {
         ("b", Joining::InTheNamespace),
     ]
     .map(|(name, joining)| {
-        let container = Container::start_joining(&node, name, &services, joining);
+        let container = Container::start_joining(&node, name, &services, joining, |_| ());
         // Its last step is done: it is in the workload cgroup and in its namespace.
         let started = Instant::now();
         wait_meshed(&node, &container, MESHED_ON_EVENTS_WITHIN);
@@ -378,6 +392,63 @@ fn a_container_that_ends_leaves_no_listener_behind() {
         .agent
         .log_text()
         .contains("a workload network namespace is gone"));
+}
+
+/// A container where cheops could not listen, because a process of its own held cheops's port
+/// there, is tried again at the periodic scans and meshed once the port is free.
+#[test]
+fn a_container_where_cheops_could_not_listen_is_meshed_once_it_can() {
+    let services = [service(0)];
+    let node = start_node(&services);
+    let mut squatter = None;
+    let container =
+        Container::start_joining(&node, "a", &services, Joining::InTheNamespace, |netns| {
+            let mut command = netns.command("python3");
+            command.args([
+                "-c",
+                &format!(
+                    "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {}))\n\
+                     s.listen()\ntime.sleep(3600)",
+                    ProxySettings::default().port
+                ),
+            ]);
+            squatter = Some(Process::spawn("squatter", command, None));
+            assert!(
+                wait_until(Duration::from_secs(5), || proxy_port_open(netns)),
+                "the squatter never held the port"
+            );
+        });
+    let inode = container.inode();
+    let error = || {
+        let namespaces = node.agent.status().namespaces;
+        namespaces.into_iter().find(|n| n.inode == inode)?.error
+    };
+    assert!(
+        wait_until(MESHED_WITHIN, || error().is_some()),
+        "cheops should have found the container and failed to listen there: {:?}",
+        node.agent.status().namespaces
+    );
+    assert!(error().unwrap().contains("in use"), "{:?}", error());
+
+    // A periodic scan tries again, and fails again, with the same error.
+    std::thread::sleep(ProxySettings::default().workload_scan_every + Duration::from_millis(500));
+    assert!(
+        error().is_some_and(|e| e.contains("in use")),
+        "{:?}",
+        error()
+    );
+
+    drop(squatter);
+    wait_meshed(&node, &container, unmeshing_bound());
+    let answer = container.curl(&node, "http://198.18.0.10/whoami");
+    assert_eq!(body(&answer), "svc0", "{answer}");
+    let log = node.agent.log_text();
+    assert_eq!(
+        log.matches("cannot listen in a workload's network namespace, its connections fail open")
+            .count(),
+        1,
+        "one warning for one error, however often it was tried:\n{log}"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::{
     },
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,8 @@ pub struct MeshedNamespace {
 
 struct Listening {
     shown: MeshedNamespace,
+    /// When cheops opened its listener there, or failed to.
+    tried_at: Instant,
     netns_cookie: Option<u64>,
     serving: Vec<AbortHandle>,
 }
@@ -120,7 +122,9 @@ impl WorkloadNamespaces {
             .spawn(move || {
                 let mut woken_by_an_event = false;
                 while let Some(scanner) = scanner.upgrade() {
-                    scanner.scan();
+                    // Namespaces where cheops could not listen are tried again once a
+                    // periodic interval has passed, however many events come.
+                    scanner.scan(every);
                     drop(scanner);
                     if woken_by_an_event {
                         // A burst of events (a node starting many processes) gets one scan.
@@ -138,9 +142,10 @@ impl WorkloadNamespaces {
         Ok(())
     }
 
-    /// Listens in the namespaces new since the last scan, forgets those gone.
-    fn scan(&self) {
-        let new = self.forget_gone_and_find_new();
+    /// Listens in the namespaces new since the last scan, and in those where it could not
+    /// listen `retry_after` ago or more; forgets those gone.
+    fn scan(&self, retry_after: Duration) {
+        let new = self.forget_gone_and_find_new(retry_after);
         if !new.is_empty() {
             let opened = self.open(new);
             self.serve_opened(opened);
@@ -161,9 +166,10 @@ impl WorkloadNamespaces {
         shown
     }
 
-    /// Forgets the namespaces that are gone, and gives the new ones: each namespace's inode,
-    /// with a process in it and that process's cgroup. Reads /proc and the cgroups.
-    fn forget_gone_and_find_new(&self) -> Vec<(u64, (u32, PathBuf))> {
+    /// Forgets the namespaces that are gone, and gives those to listen in: each namespace's
+    /// inode, with a process in it and that process's cgroup, and why cheops could not listen
+    /// there last time, if it tried. Reads /proc and the cgroups.
+    fn forget_gone_and_find_new(&self, retry_after: Duration) -> Vec<ToListenIn> {
         let roots = self.roots.lock().unwrap().clone();
         let found = workload_namespaces(&roots, self.own_inode);
         let mut listening = self.listening.lock().unwrap();
@@ -183,15 +189,37 @@ impl WorkloadNamespaces {
         });
         found
             .into_iter()
-            .filter(|(inode, _)| !listening.contains_key(inode))
+            .filter_map(|(inode, (pid, cgroup))| {
+                let failed = match listening.get(&inode) {
+                    None => None,
+                    Some(entry) => match &entry.shown.error {
+                        Some(error) if entry.tried_at.elapsed() >= retry_after => {
+                            Some(error.clone())
+                        }
+                        _ => return None,
+                    },
+                };
+                Some(ToListenIn {
+                    inode,
+                    pid,
+                    cgroup,
+                    failed,
+                })
+            })
             .collect()
     }
 
     /// Opens listeners in the `new` namespaces (blocking: enters each), handed back to be
     /// served on the runtime.
-    fn open(&self, new: Vec<(u64, (u32, PathBuf))>) -> Vec<(u64, Opened)> {
+    fn open(&self, new: Vec<ToListenIn>) -> Vec<(u64, Opened)> {
         let mut opened = Vec::new();
-        for (inode, (pid, cgroup)) in new {
+        for ToListenIn {
+            inode,
+            pid,
+            cgroup,
+            failed,
+        } in new
+        {
             let shown = MeshedNamespace {
                 inode,
                 pid,
@@ -218,15 +246,24 @@ impl WorkloadNamespaces {
                     shown
                 }
                 Err(err) => {
-                    warn!(inode, pid, "cannot listen in a workload's network namespace, its connections fail open: {err}");
+                    let error = err.to_string();
+                    if failed.as_ref() == Some(&error) {
+                        debug!(
+                            inode,
+                            pid, "still cannot listen in a workload's network namespace: {error}"
+                        );
+                    } else {
+                        warn!(inode, pid, "cannot listen in a workload's network namespace, its connections fail open (tried again every proxy.workload_scan_every): {error}");
+                    }
                     MeshedNamespace {
-                        error: Some(err.to_string()),
+                        error: Some(error),
                         ..shown
                     }
                 }
             };
             let entry = Listening {
                 shown,
+                tried_at: Instant::now(),
                 netns_cookie: None,
                 serving: Vec::new(),
             };
@@ -257,6 +294,15 @@ impl WorkloadNamespaces {
             }
         }
     }
+}
+
+/// A namespace to listen in: its inode, a process in it and that process's cgroup, and why
+/// cheops could not listen there last time, if it tried.
+struct ToListenIn {
+    inode: u64,
+    pid: u32,
+    cgroup: PathBuf,
+    failed: Option<String>,
 }
 
 /// Listeners opened inside one namespace, and its cookie (what the kernel programs record).
