@@ -4,6 +4,7 @@
 mod across;
 mod bodies;
 mod costs;
+mod cpu_profile;
 mod grpc;
 mod idle;
 mod markdown;
@@ -389,6 +390,11 @@ mod tests {
             json!({"instructions_per_request": instructions, "syscalls_per_request": 4.0,
                    "requests": [200, 1000]})
         };
+        raw["costs"] = json!({
+            "cheops-nat": {"instructions_per_request": 14_000.0, "syscalls_per_request": 6.5,
+                "requests": [500, 2500], "cpu_profile": {"samples": 1000, "requests": 10_000,
+                "kernel_share": 0.8, "top": [[0.5, "kernel", "finish_task_switch"]]}},
+        });
         raw["grpc_costs"] = json!({
             "grpc-cheops-nat": counted(60_000.0),
             "grpc-nginx-nat": counted(40_000.0),
@@ -437,6 +443,15 @@ mod tests {
         // Its instructions per gRPC call, against nginx's grpc_pass.
         assert!(
             md.contains("| cheops, nftables REDIRECT | 60000 | 4.00 | 1.50x |"),
+            "{md}"
+        );
+        // perf's samples: 1,000 at 4,999 a second over 10,000 requests, 80% in the kernel.
+        assert!(
+            md.contains("| cheops-nat | 1000 | 20.0 | 80% | 50% | 20% |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 50.0% | kernel | `finish_task_switch` |"),
             "{md}"
         );
         let svg = crate::bench::plot::latency_distributions(&summary);

@@ -5,7 +5,7 @@
 //! the difference in requests: start-up, the client's connection and idle timers cancel.
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::atomic::Ordering,
     time::Duration,
 };
@@ -14,10 +14,13 @@ use anyhow::{bail, ensure, Context};
 use serde_json::{json, Map, Value};
 
 use crate::{
-    callgrind, grpc,
+    callgrind, cpu_profile, grpc, perf,
     servers::{self, Proxy, BODY_BYTES, BODY_PATH, GRPC_SERVICE, SERVICE},
     Stage, INTERRUPTED,
 };
+
+/// The CPU profile runs over this many times the longer count's requests, for enough samples.
+const PROFILED_RUNS: u32 = 4;
 
 /// How many requests each count runs over.
 pub struct Plan {
@@ -149,11 +152,16 @@ pub fn measure(
         _ => None,
     };
     let mut profile = (Vec::new(), Vec::new());
+    let cpu_profile;
     let syscalls = {
         let server = stage.start(counted, &[])?;
         stage.count(counted.calls, plan.warmup)?;
         let short = syscalls_over(stage, counted.calls, server.pid, plan.short)?;
         let long = syscalls_over(stage, counted.calls, server.pid, plan.long)?;
+        let requests = plan.long * PROFILED_RUNS;
+        cpu_profile = cpu_profile::sampled(server.pid, requests, || {
+            stage.count(counted.calls, requests)
+        })?;
         per_request(short, long, plan)
     };
     let instructions = {
@@ -189,6 +197,7 @@ pub fn measure(
         "requests": [plan.short, plan.long],
         "profile": profile.0,
         "profile_by_crate": profile.1,
+        "cpu_profile": cpu_profile,
     }))
 }
 
@@ -249,13 +258,11 @@ impl Stage {
 fn syscalls_over(stage: &Stage, calls: Calls, pid: u32, requests: u32) -> anyhow::Result<u64> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("perf.csv");
-    perf_over(
-        stage,
+    perf::over(
         &["stat", "-x", ",", "-e", "raw_syscalls:sys_enter"],
         pid,
         &out,
-        calls,
-        requests,
+        || stage.count(calls, requests),
     )?;
     let text =
         std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
@@ -280,55 +287,6 @@ fn top_functions(
         callgrind::per_request(costs, requests, 25),
         callgrind::per_request(crates, requests, 12),
     ))
-}
-
-/// `perf ARGS -p PID -o OUT` while `requests` are served.
-fn perf_over(
-    stage: &Stage,
-    args: &[&str],
-    pid: u32,
-    out: &Path,
-    calls: Calls,
-    requests: u32,
-) -> anyhow::Result<()> {
-    let perf = Command::new("perf")
-        .args(args)
-        .arg("-p")
-        .arg(pid.to_string())
-        .arg("-o")
-        .arg(out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("running perf (Debian package linux-perf)")?;
-    let perf = Perf(perf);
-    // perf attaches to every thread before the first request.
-    std::thread::sleep(Duration::from_millis(300));
-    stage.count(calls, requests)?;
-    perf.stop()
-}
-
-/// perf, stopped by SIGINT (when it writes its counts), killed if dropped before.
-struct Perf(Child);
-
-impl Perf {
-    fn stop(mut self) -> anyhow::Result<()> {
-        // SAFETY: kill(2) with a child's pid and a signal number.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGINT) };
-        let status = self.0.wait()?;
-        ensure!(
-            status.success() || status.code() == Some(130) || status.code().is_none(),
-            "perf stat failed ({status})"
-        );
-        Ok(())
-    }
-}
-
-impl Drop for Perf {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The last dump callgrind wrote in `dir`.

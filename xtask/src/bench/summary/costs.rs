@@ -2,7 +2,7 @@
 //! the raw_syscalls tracepoint): the figures the machine's load cannot move.
 use serde_json::{json, Value};
 
-use super::number;
+use super::{cpu_profile::CpuProfile, number};
 
 pub struct Cost {
     /// The scenario whose proxy was counted (`cheops-nat`, `nginx-nat`, ...).
@@ -11,6 +11,8 @@ pub struct Cost {
     pub syscalls: f64,
     /// The two request counts whose difference was divided by.
     pub requests: [u64; 2],
+    /// perf's samples while the proxy served, when it took them.
+    pub cpu_profile: Option<CpuProfile>,
 }
 
 /// The counts under `key` in the raw results (`costs`: HTTP/1.1 requests, `grpc_costs`: gRPC
@@ -30,6 +32,7 @@ pub fn from_raw(raw: &Value, key: &str) -> anyhow::Result<Vec<Cost>> {
                 instructions: number(cost, "/instructions_per_request")?,
                 syscalls: number(cost, "/syscalls_per_request")?,
                 requests: [request_count(0), request_count(1)],
+                cpu_profile: CpuProfile::from_raw(cost)?,
             })
         })
         .collect()
@@ -51,6 +54,7 @@ impl Cost {
             "instructions": self.instructions,
             "system_calls": self.syscalls,
             "requests_counted": self.requests,
+            "cpu_profile": self.cpu_profile.as_ref().map(CpuProfile::json),
         })
     }
 }

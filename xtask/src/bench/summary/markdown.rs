@@ -5,6 +5,9 @@ use super::{
     across::ACROSS_HEADER, optional, ratio, targets::Target, times, Summary, DIRECT, PEERS,
 };
 
+/// The cheops whose instructions are counted: behind the nftables rule, as the other proxies.
+const COUNTED_CHEOPS: &str = "cheops-nat";
+
 /// Where a target not met stands, from the profiles behind this report.
 const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
 - Per request, counted: the common HTTP/1.1 request (no upgrade nor expectation, a body \
@@ -401,7 +404,7 @@ impl Summary {
                 against(PEERS[1]),
             );
         }
-        let profile = &raw["costs"]["cheops-nat"];
+        let profile = &raw["costs"][COUNTED_CHEOPS];
         md += &profile_table(
             &profile["profile_by_crate"],
             "Where cheops's instructions go, by crate (callgrind over the longer run: each function's \
@@ -414,6 +417,51 @@ impl Summary {
             "The functions with the most instructions of their own, per request",
             "function",
         );
+        md + &self.cpu_profiles_markdown()
+    }
+
+    /// perf's samples of each proxy, and cheops's functions with the most.
+    fn cpu_profiles_markdown(&self) -> String {
+        let profiled: Vec<_> = self
+            .costs
+            .iter()
+            .filter_map(|cost| Some((cost, cost.cpu_profile.as_ref()?)))
+            .collect();
+        let Some((_, first)) = profiled.first() else {
+            return String::new();
+        };
+        let mut md = format!(
+            "\n## Where the CPU goes: perf's samples, the kernel's and the proxy's own\n\nEach \
+             proxy, running as usual, served {:.0} more requests on its connection, every process \
+             on one core, while `perf record -e cpu-clock -F 4999 -p PID` sampled its threads. \
+             What the kernel does on the proxy's behalf is sampled as the proxy's: its system \
+             calls, the loopback delivery its sends do, switching it out and in. These virtual \
+             machines have no hardware counters, and the cpu-clock timer cannot interrupt code \
+             running with interrupts off: that time shows where they are turned back on, so \
+             `finish_task_switch`, which switches a task back in, holds most of a switch's cost. \
+             Timed, so the machine's load moves it; the proxies were sampled one after another \
+             in the same run.\n\n| proxy | samples | CPU µs per request, sampled | in the \
+             kernel | at switching it in | in its own code |\n|---|---:|---:|---:|---:|---:|\n",
+            first.requests
+        );
+        for (cost, profile) in &profiled {
+            md += &format!(
+                "| {} | {:.0} | {:.1} | {:.0}% | {:.0}% | {:.0}% |\n",
+                self.title(&cost.name),
+                profile.samples,
+                profile.sampled_us_per_request(),
+                profile.kernel_share * 100.0,
+                profile.switch_in_share() * 100.0,
+                (1.0 - profile.kernel_share) * 100.0,
+            );
+        }
+        if let Some((cost, profile)) = profiled.iter().find(|(c, _)| c.name == COUNTED_CHEOPS) {
+            md += &format!(
+                "\nThe functions with the most samples, {}:\n\n{}",
+                self.title(&cost.name),
+                profile.top_markdown()
+            );
+        }
         md
     }
 }
