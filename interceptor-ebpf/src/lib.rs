@@ -9,6 +9,9 @@ pub const SERVICES_MAP: &str = "SERVICES";
 pub const LISTENER_MAP: &str = "LISTENER";
 /// Name of the map from a client's `ConnectionKey` to the `OriginalDestination` it dialled.
 pub const ORIGINAL_DESTINATIONS_MAP: &str = "ORIGINAL_DESTINATIONS";
+/// Name of the set of network namespaces where cheops listens: netns cookie `u64 -> u32`
+/// (unused value, 1).
+pub const MESHED_NAMESPACES_MAP: &str = "MESHED_NAMESPACES";
 /// Name of the map of service addresses steered when connections arrive from other machines:
 /// `SocketAddress -> u32` (unused value, 1).
 pub const INBOUND_SERVICES_MAP: &str = "INBOUND_SERVICES";

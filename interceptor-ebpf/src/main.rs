@@ -34,6 +34,7 @@ mod namespace_events;
 const ALLOW: i32 = 1;
 const MAX_SERVICES: u32 = 4096;
 const MAX_CONNECTIONS: u32 = 65536;
+const MAX_NAMESPACES: u32 = 16384;
 
 #[map(name = "SERVICES")]
 static SERVICES: HashMap<SocketAddress, u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
@@ -50,6 +51,11 @@ static PENDING: LruHashMap<u64, OriginalDestination> =
 #[map(name = "ORIGINAL_DESTINATIONS")]
 static ORIGINAL_DESTINATIONS: LruHashMap<ConnectionKey, OriginalDestination> =
     LruHashMap::with_max_entries(MAX_CONNECTIONS, 0);
+
+/// Network namespaces where cheops listens, by cookie: a connection from any other passes
+/// untouched, even when something else listens at the proxy's address there.
+#[map(name = "MESHED_NAMESPACES")]
+static MESHED_NAMESPACES: HashMap<u64, u32> = HashMap::with_max_entries(MAX_NAMESPACES, 0);
 
 #[map(name = "INBOUND_SERVICES")]
 static INBOUND_SERVICES: HashMap<SocketAddress, u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
@@ -108,7 +114,12 @@ fn proxy_for(ctx: &SockAddrContext, dialled: &SocketAddress) -> Option<ProxyList
         count(Counter::PassedThrough);
         return None;
     }
-    if listener.port == 0 || !is_listening(ctx, &listener, dialled.is_ipv4_mapped()) {
+    // SAFETY: the context pointer is the socket address this program was called for.
+    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    if listener.port == 0
+        || MESHED_NAMESPACES.get_ptr(&netns_cookie).is_none()
+        || !is_listening(ctx, &listener, dialled.is_ipv4_mapped())
+    {
         count(Counter::FailedOpen);
         namespace_events::notify(NamespaceEventKind::FailedOpen);
         warn!(
@@ -123,8 +134,7 @@ fn proxy_for(ctx: &SockAddrContext, dialled: &SocketAddress) -> Option<ProxyList
         _padding: 0,
         // SAFETY: a helper with no arguments, allowed in cgroup programs.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        // SAFETY: the context pointer is the socket address this program was called for.
-        netns_cookie: unsafe { bpf_get_netns_cookie(ctx.as_ptr()) },
+        netns_cookie,
     };
     // SAFETY: the context pointer is the socket address this program was called for.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };

@@ -256,12 +256,14 @@ fn serve_own_namespace(
     listeners: Vec<TcpListener>,
 ) -> anyhow::Result<()> {
     for listener in listeners {
+        let netns_cookie = namespaces::netns_cookie(&listener)
+            .context("reading the network namespace cookie of the proxy's listener")?;
         let seam = Arc::new(NamespaceDestinations {
             interception: interception.clone(),
-            netns_cookie: namespaces::netns_cookie(&listener)
-                .context("reading the network namespace cookie of the proxy's listener")?,
+            netns_cookie,
         });
         tokio::spawn(proxy.clone().serve(listener, seam));
+        interception.mesh_namespace(netns_cookie)?;
     }
     Ok(())
 }

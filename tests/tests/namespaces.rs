@@ -395,7 +395,8 @@ fn a_container_that_ends_leaves_no_listener_behind() {
 }
 
 /// A container where cheops could not listen, because a process of its own held cheops's port
-/// there, is tried again at the periodic scans and meshed once the port is free.
+/// there, fails open rather than to that process, is tried again at the periodic scans, and is
+/// meshed once the port is free.
 #[test]
 fn a_container_where_cheops_could_not_listen_is_meshed_once_it_can() {
     let services = [service(0)];
@@ -429,6 +430,12 @@ fn a_container_where_cheops_could_not_listen_is_meshed_once_it_can() {
         node.agent.status().namespaces
     );
     assert!(error().unwrap().contains("in use"), "{:?}", error());
+    // The kernel programs redirect only where cheops listens, not to whatever holds its port.
+    assert_eq!(
+        body(&container.curl(&node, "http://198.18.0.10/whoami")),
+        "direct-svc0-a",
+        "until cheops listens, the container's connections fail open"
+    );
 
     // A periodic scan tries again, and fails again, with the same error.
     std::thread::sleep(ProxySettings::default().workload_scan_every + Duration::from_millis(500));

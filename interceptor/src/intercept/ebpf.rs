@@ -22,9 +22,9 @@ use aya::{
 use interceptor_ebpf::{
     ConnectionKey, Counter, OriginalDestination, ProxyListener, SocketAddress,
     CGROUP_ATTACH_PROGRAM, CONNECT4_PROGRAM, CONNECT6_PROGRAM, COUNTERS_MAP, INBOUND_IPV4,
-    INBOUND_IPV6, INBOUND_LISTENERS_MAP, INBOUND_SERVICES_MAP, LISTENER_MAP, NAMESPACE_EVENTS_MAP,
-    NAMESPACE_SWITCH_PROGRAM, NAMESPACE_TRACEPOINTS, ORIGINAL_DESTINATIONS_MAP, SERVICES_MAP,
-    SK_LOOKUP_PROGRAM, SOCK_OPS_PROGRAM,
+    INBOUND_IPV6, INBOUND_LISTENERS_MAP, INBOUND_SERVICES_MAP, LISTENER_MAP, MESHED_NAMESPACES_MAP,
+    NAMESPACE_EVENTS_MAP, NAMESPACE_SWITCH_PROGRAM, NAMESPACE_TRACEPOINTS,
+    ORIGINAL_DESTINATIONS_MAP, SERVICES_MAP, SK_LOOKUP_PROGRAM, SOCK_OPS_PROGRAM,
 };
 use serde::Serialize;
 use tokio::{
@@ -118,6 +118,8 @@ pub struct Interception {
     services: Mutex<HashMap<MapData, SocketAddress, u32>>,
     listener: Mutex<Array<MapData, ProxyListener>>,
     original_destinations: Mutex<HashMap<MapData, ConnectionKey, OriginalDestination>>,
+    /// The network namespaces where cheops listens, by cookie: the only ones redirected.
+    meshed_namespaces: Mutex<HashMap<MapData, u64, u32>>,
     inbound_listeners: Mutex<SockMap<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     /// Until the scan of workload namespaces takes it.
@@ -157,6 +159,8 @@ impl Interception {
         let original_destinations =
             HashMap::try_from(take_map(&mut ebpf, ORIGINAL_DESTINATIONS_MAP)?)
                 .map_err(map_error(ORIGINAL_DESTINATIONS_MAP))?;
+        let meshed_namespaces = HashMap::try_from(take_map(&mut ebpf, MESHED_NAMESPACES_MAP)?)
+            .map_err(map_error(MESHED_NAMESPACES_MAP))?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS_MAP)?)
             .map_err(map_error(COUNTERS_MAP))?;
         let inbound_listeners = SockMap::try_from(take_map(&mut ebpf, INBOUND_LISTENERS_MAP)?)
@@ -194,6 +198,7 @@ impl Interception {
             services: Mutex::new(services),
             listener: Mutex::new(listener),
             original_destinations: Mutex::new(original_destinations),
+            meshed_namespaces: Mutex::new(meshed_namespaces),
             inbound_listeners: Mutex::new(inbound_listeners),
             counters,
             namespace_events: Mutex::new(Some(NamespaceEvents::new(namespace_events))),
@@ -308,9 +313,19 @@ impl Interception {
         })
     }
 
-    /// Forgets the connections of a network namespace that is gone (a container that ended):
-    /// nothing of it stays in the kernel maps.
+    /// Connections from the network namespace whose cookie is `netns_cookie` go to the proxy's
+    /// listener there from now on: cheops listens there.
+    pub fn mesh_namespace(&self, netns_cookie: u64) -> Result<(), LoadError> {
+        let mut map = self.meshed_namespaces.lock().unwrap();
+        map.insert(netns_cookie, 1, 0)
+            .map_err(map_error(MESHED_NAMESPACES_MAP))
+    }
+
+    /// Forgets a network namespace that is gone (a container that ended), or where cheops no
+    /// longer listens: its connections pass untouched, and nothing of it stays in the kernel
+    /// maps.
     pub fn forget_namespace(&self, netns_cookie: u64) {
+        let _ = self.meshed_namespaces.lock().unwrap().remove(&netns_cookie);
         let mut map = self.original_destinations.lock().unwrap();
         let gone: Vec<ConnectionKey> = map
             .keys()

@@ -292,6 +292,12 @@ impl WorkloadNamespaces {
                     Err(err) => warn!(inode, "cannot serve a workload namespace's listener: {err}"),
                 }
             }
+            if entry.serving.is_empty() {
+                continue;
+            }
+            if let Err(err) = self.interception.mesh_namespace(opened.netns_cookie) {
+                warn!(inode, "the kernel programs cannot be told that cheops listens in a workload namespace, its connections fail open: {:#}", anyhow::Error::new(err));
+            }
         }
     }
 }
