@@ -239,6 +239,15 @@ impl WorkloadNamespaces {
                 }
                 Err(err) => Err(err),
             };
+            // Told to the kernel programs before the namespace shows as meshed: from then on
+            // its connections wait in the listeners' backlog until they are served.
+            let listened = listened.and_then(|listeners| {
+                self.interception
+                    .mesh_namespace(listeners.netns_cookie)
+                    .map_err(|err| io::Error::other(format!("{:#}", anyhow::Error::new(err))))?;
+                Ok(listeners)
+            });
+            let netns_cookie = listened.as_ref().ok().map(|l| l.netns_cookie);
             let shown = match listened {
                 Ok(listeners) => {
                     info!(inode, pid, cgroup = %shown.cgroup.display(), "listening in a workload network namespace");
@@ -264,7 +273,7 @@ impl WorkloadNamespaces {
             let entry = Listening {
                 shown,
                 tried_at: Instant::now(),
-                netns_cookie: None,
+                netns_cookie,
                 serving: Vec::new(),
             };
             self.listening.lock().unwrap().insert(inode, entry);
@@ -282,7 +291,6 @@ impl WorkloadNamespaces {
                 interception: self.interception.clone(),
                 netns_cookie: opened.netns_cookie,
             });
-            entry.netns_cookie = Some(opened.netns_cookie);
             for listener in opened.listeners {
                 let served = listener
                     .set_nonblocking(true)
@@ -291,12 +299,6 @@ impl WorkloadNamespaces {
                     Ok(serving) => entry.serving.push(serving),
                     Err(err) => warn!(inode, "cannot serve a workload namespace's listener: {err}"),
                 }
-            }
-            if entry.serving.is_empty() {
-                continue;
-            }
-            if let Err(err) = self.interception.mesh_namespace(opened.netns_cookie) {
-                warn!(inode, "the kernel programs cannot be told that cheops listens in a workload namespace, its connections fail open: {:#}", anyhow::Error::new(err));
             }
         }
     }
