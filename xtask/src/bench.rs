@@ -8,7 +8,11 @@ mod criterion;
 mod plot;
 mod summary;
 
-use std::{path::Path, process::Command};
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 
@@ -24,6 +28,9 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         "cheops-tests",
         "--bins",
     ])?;
+    if !quick {
+        wait_for_a_quiet_machine();
+    }
     let root = workspace();
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -73,6 +80,29 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         measured_in.as_secs_f64()
     );
     Ok(())
+}
+
+/// The 1-minute load average under which the machine counts as quiet, and the longest wait for
+/// it: the build just before leaves the load near 2 on 2 cores, which takes about 80 s to fall
+/// under 0.5 once the cores are free. Busy with other work past that, the run goes on, and the
+/// report shows the load it started with.
+const QUIET_LOAD: f64 = 0.5;
+const LONGEST_WAIT: Duration = Duration::from_secs(180);
+
+fn wait_for_a_quiet_machine() {
+    let started = Instant::now();
+    let load = || -> Option<f64> {
+        let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    };
+    while load().is_some_and(|l| l > QUIET_LOAD) && started.elapsed() < LONGEST_WAIT {
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    println!(
+        "waited {:.0} s for the machine to settle: load average {} (1 min)",
+        started.elapsed().as_secs_f64(),
+        load().map_or("unknown".into(), |l| l.to_string())
+    );
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
