@@ -25,39 +25,41 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   codegen unit, in Cargo.toml): 15,431 before and 13,937 after, back to back (-9.7%), most of \
   it tokio's and the standard library's code inlined into ours (tokio 3,105 to 2,410 per \
   request, std 1,510 to 977); the release build takes about 5 minutes rather than 2 on this \
-  machine, and tests and the demo build debug. This run: 13,954, 0.64x nginx and 0.41x HAProxy \
-  (13,896 in this round's other full run, 13,977 in the last report, 15,433 in the one before, \
-  44,262 before the fast path). Three rounds ago, 16,303-16,542 to 15,139-15,194: the \
-  request's state made in a block its thread keeps for the next request (`fast/kept_box.rs`) \
-  rather than allocated per request, an answer's `Connection: keep-alive` told without \
-  splitting its value, the values of `connection` and `te` read by their place among the \
-  hop-by-hop names, known names compared with a table made once; and hyper's connections \
-  borrow the client's stream rather than a `dup` of its socket.\n\
+  machine, and tests and the demo build debug. This run: 13,983, 0.64x nginx and 0.41x HAProxy \
+  (13,896 and 13,954 in this round's other full runs, 13,977 in the last report, 15,433 in the \
+  one before, 44,262 before the fast path). Three rounds ago, 16,303-16,542 to 15,139-15,194: \
+  the request's state made in a block its thread keeps for the next request \
+  (`fast/kept_box.rs`) rather than allocated per request, an answer's `Connection: keep-alive` \
+  told without splitting its value, the values of `connection` and `te` read by their place \
+  among the hop-by-hop names, known names compared with a table made once; and hyper's \
+  connections borrow the client's stream rather than a `dup` of its socket.\n\
 - What is left, per request: the answer's head (httparse about 1,600, its fields indexed \
   about 700, written about 1,300: nginx's names are written again in lower case and its \
   `Connection` dropped, so it cannot go on as it came), tokio's park (about 1,600 at 1.6 parks \
   per request: epoll, the timer wheel and its clock arithmetic) and its busy-time counters and \
   clock reads (about 350, which our code cannot turn off), the sockets' readiness and reads \
-  (about 1,800), the request's metrics (about 190). System calls per request: 6.07 in this \
-  run, 6.83 in this round's other run and 6.68 in the last report (nginx 7.00); they vary \
-  between 5.2 and 7.0 from run to run with how often the read tried after an answer finds the \
-  client's next request already there, which saves the runtime a whole park and wake (about \
-  1,400 instructions): reading only on readiness gave exactly 6.00 system calls but 16,714 \
-  instructions, so it stays.\n\
-- Timed, this run: CPU per request 0.79x nginx's and 0.76x HAProxy's (18.5 µs against 23.4 \
-  and 24.4): met, for the first time in a full run; requests per CPU-second 1.18x and 1.32x \
-  (not met against nginx); added latency at p50 0.70x and 0.60x (met), at p99 1.55x and 0.65x \
-  (not met against nginx). Two full runs of this round's code, both just after their release \
-  build (load 1.14 and 1.22 before); this one is the second, committed whatever it showed. The \
-  first gave CPU per request 0.98x, requests per CPU-second 1.04x, added p50 0.54x and p99 \
-  0.31x: at 1,000 requests a second cheops's CPU over the run is 0.35-0.7 s counted in 10 ms \
-  ticks, so one burst of other work moves it by a tenth, and the tails move most. Where the \
-  CPU goes is now sampled in every run, for the three proxies one after another (the perf \
-  section above): 79% of cheops's samples are in the kernel and 50% at switching it back in \
-  (`finish_task_switch`), against nginx's 78% and 50% and HAProxy's 75% and 47%; cheops's own \
-  code is 21% of its samples (nginx 22%, HAProxy 25%), and sampled per request cheops costs \
-  31.1 µs against nginx's 33.3 and HAProxy's 36.2 (0.93x and 0.86x; 30.1, 34.9 and 36.1 in the \
-  first run). So cheops's own code already costs less than the others' (0.64x nginx's \
+  (about 1,800), the request's metrics (about 190). System calls per request: 6.64 in this \
+  run, 6.83 and 6.07 in this round's other runs and 6.68 in the last report (nginx 7.00); they \
+  vary between 5.2 and 7.0 from run to run with how often the read tried after an answer finds \
+  the client's next request already there, which saves the runtime a whole park and wake \
+  (about 1,400 instructions): reading only on readiness gave exactly 6.00 system calls but \
+  16,714 instructions, so it stays.\n\
+- Timed, this run: CPU per request 0.95x nginx's and 0.74x HAProxy's (19.0 µs against 20.0 \
+  and 25.9), requests per CPU-second 1.12x and 1.20x, added latency at p50 0.70x and 0.61x \
+  (met), at p99 1.21x and 2.16x (not met). Three full runs of this round's code; this one is \
+  the last, the only one that started on a quiet machine (load 0.48 before: `cargo xtask \
+  bench` now waits for the load its own build leaves to settle), committed whatever it showed. \
+  The two before it started just after their builds (load 1.14 and 1.22): CPU per request \
+  0.98x and 0.79x (met in the second), requests per CPU-second 1.04x and 1.18x, added p50 \
+  0.54x and 0.70x, p99 0.31x and 1.55x. At 1,000 requests a second cheops's CPU over the run \
+  is 0.35-0.7 s counted in 10 ms ticks, so one burst of other work moves it by a tenth, and \
+  the tails move most; the counts do not move. Where the CPU goes is now sampled in every run, \
+  for the three proxies one after another (the perf section above): 79% of cheops's samples \
+  are in the kernel and 51% at switching it back in (`finish_task_switch`), against nginx's \
+  76% and 47% and HAProxy's 73% and 42%; cheops's own code is 21% of its samples (nginx 24%, \
+  HAProxy 27%), and sampled per request cheops costs 35.7 µs against nginx's 37.5 and \
+  HAProxy's 42.8 (0.95x and 0.83x; 0.86x and 0.83x in the first run, 0.93x and 0.86x in the \
+  second). So cheops's own code already costs less than the others' (0.64x nginx's \
   instructions), and the rest is the kernel's work for any proxy on this path: each request \
   wakes the proxy twice (the request, then the origin's answer), as it does nginx and HAProxy, \
   and on these virtual machines a switch in and out is half the CPU. What would close the gap \
@@ -79,42 +81,44 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   and 994 with the copies against 1,094, 1,085 and 877 with the pipe (HAProxy 1,176, 1,224 and \
   848; direct 2,083, 1,913 and 1,989); reads of 64 KiB were no faster than the pipe, and \
   `SO_RCVLOWAT`, `SPLICE_F_MORE`, splicing again until `EAGAIN` and pipes of 64 or 256 KiB \
-  moved nothing. This run: 0.70x direct, 0.97x nginx, HAProxy 0.84x direct (this round's other \
-  run: 0.82x direct and 0.98x nginx; the last report: 0.77x and 0.94x). 2x nginx is out of \
-  reach on this machine: nginx itself gets 0.72x direct here, and no proxy can pass 1x.\n\
+  moved nothing. This run: 0.86x direct (met), 0.87x nginx, HAProxy 1.07x direct (this round's \
+  other runs: 0.82x and 0.70x direct, 0.98x and 0.97x nginx; the last report: 0.77x and \
+  0.94x). 2x nginx is out of reach on this machine: nginx itself gets 0.72x to 0.99x direct in \
+  these runs, so 2x nginx would be 1.4x to 2x direct.\n\
 - The 300 MiB upload: past 64 KiB, what came with the head is sent with it and the rest goes \
   from the client's socket to the instance's with `splice(2)` while the answer's head is \
   awaited, and on while the answer is relayed when the instance answers first (the connection \
-  then closes after the answer). This run: 0.59x direct and 1.17x nginx, HAProxy 0.56x direct \
-  (this round's other run: 0.65x and 1.25x; the last report: 0.66x and 1.14x): this figure \
-  moves more between runs than any other. Tried in the last round, each against the pipe \
-  within one run: `SO_RCVLOWAT`, `SPLICE_F_MORE`, splicing until `EAGAIN`, a 256 KiB pipe, and \
-  copies through user space of 64 KiB, 256 KiB and 1 MiB: all equal within the noise. Through \
-  any proxy, HAProxy included, the client uses about 60-70 ms of CPU against about 25 direct, \
-  on the core it shares with the sink; a sockmap redirect (`sk_skb`) would forward in the \
-  softirq of the sending side, on that same shared core: not built.\n\
+  then closes after the answer). This run: 0.62x direct and 1.10x nginx, HAProxy 0.59x direct \
+  (this round's other runs: 0.65x and 0.59x direct, 1.25x and 1.17x nginx; the last report: \
+  0.66x and 1.14x): this figure moves more between runs than any other. Tried in the last \
+  round, each against the pipe within one run: `SO_RCVLOWAT`, `SPLICE_F_MORE`, splicing until \
+  `EAGAIN`, a 256 KiB pipe, and copies through user space of 64 KiB, 256 KiB and 1 MiB: all \
+  equal within the noise. Through any proxy, HAProxy included, the client uses about 60-70 ms \
+  of CPU against about 25 direct, on the core it shares with the sink; a sockmap redirect \
+  (`sk_skb`) would forward in the softirq of the sending side, on that same shared core: not \
+  built.\n\
 - Idle connections: met. 0.42x nginx's memory per connection (0.2 KiB against 0.6, HAProxy \
-  1.2; 0.44x in this round's other run, 0.37x in the last report). What an idle connection \
-  held had become tokio's alone: its task (512 bytes, aligned to 128) and its socket's \
-  registration (256), with glibc's fragments about 1 KiB, which no trimming of the task brings \
-  under nginx's. Done three rounds ago: parking (`proxy/park.rs`). An HTTP/1.1 connection that \
-  the fast path served, idle for `proxy.park_idle_after` (1 s by default) with nothing of its \
-  next request read, leaves its task and tokio's poller: its socket waits in one epoll set per \
-  worker thread, and what resumes it (its workload's parts, its connection slot) in a map by \
-  descriptor, about 200 bytes. Once it is readable or hung up, the parker registers it again \
-  and spawns its task, which goes on waiting for the head until the deadline its last answer \
-  set; past that deadline the parker closes it, as its task would have. The memory the freed \
-  tasks leave is given back with glibc's `malloc_trim` a second after connections parked, at \
-  most once a second per thread (1.6 ms for 2,000 connections): without it the RSS does not \
-  move (1.85 KiB per connection in a quick run). A connection whose requests come faster than \
-  that is never parked, and pays nothing for it (instructions and system calls per request \
-  unchanged). The memory is now read once the connections have been idle three seconds, not \
-  one (method above).\n\
-- Replicated create over 16 sites: 2.53x (2.51x in this round's other run, 2.46x in the last \
-  report; nothing in this round was meant to move it). Done two rounds ago: (1) a replica \
-  records the mappings an operation carries in the same transaction as the operation's intent \
-  (`replication/store/intents.rs`), so a create that carries the last one's mapping commits \
-  twice at each replica, not three times; no change the across bench can see (2 sites \
+  1.2; 0.44x and 0.42x in this round's other runs, 0.37x in the last report). What an idle \
+  connection held had become tokio's alone: its task (512 bytes, aligned to 128) and its \
+  socket's registration (256), with glibc's fragments about 1 KiB, which no trimming of the \
+  task brings under nginx's. Done three rounds ago: parking (`proxy/park.rs`). An HTTP/1.1 \
+  connection that the fast path served, idle for `proxy.park_idle_after` (1 s by default) with \
+  nothing of its next request read, leaves its task and tokio's poller: its socket waits in \
+  one epoll set per worker thread, and what resumes it (its workload's parts, its connection \
+  slot) in a map by descriptor, about 200 bytes. Once it is readable or hung up, the parker \
+  registers it again and spawns its task, which goes on waiting for the head until the \
+  deadline its last answer set; past that deadline the parker closes it, as its task would \
+  have. The memory the freed tasks leave is given back with glibc's `malloc_trim` a second \
+  after connections parked, at most once a second per thread (1.6 ms for 2,000 connections): \
+  without it the RSS does not move (1.85 KiB per connection in a quick run). A connection \
+  whose requests come faster than that is never parked, and pays nothing for it (instructions \
+  and system calls per request unchanged). The memory is now read once the connections have \
+  been idle three seconds, not one (method above).\n\
+- Replicated create over 16 sites: 2.57x (2.51x and 2.53x in this round's other runs, 2.46x \
+  in the last report; nothing in this round was meant to move it). Done two rounds ago: (1) a \
+  replica records the mappings an operation carries in the same transaction as the operation's \
+  intent (`replication/store/intents.rs`), so a create that carries the last one's mapping \
+  commits twice at each replica, not three times; no change the across bench can see (2 sites \
   1.30-1.33x against 1.31-1.32x, 16 sites 2.30-2.35x against 2.28-2.39x, two quick runs each): \
   a commit costs little on the create's path here. (2) Peer connections that cheops accepts \
   now have `TCP_NODELAY`, as the ones it dials had: an answer in several writes (HTTP/2 frames \
@@ -123,14 +127,14 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   creates and lists at about 70 ms, three round trips (4 sites 3.01x in the run before this \
   one): with both fixed, quick runs give create p90s of 31.5, 33.3 and 39.7 ms at 2, 4 and 8 \
   sites, against 74.9, 33.7 and 84.0 without the fix in cheops. At 16 sites the gathered list, \
-  which commits nothing, takes 2.00x (2.02x in the other run), so what holds the create is the \
-  fan-out on this machine: 16 agents, 16 json-servers and 16 nginx on 2 cores, each create's \
-  request decrypted, served and answered at 15 sites. What could still go: the leader's settle \
-  of the last answers and its appending the mapping, in one transaction rather than two; the \
-  leader answering once the replicas' answers are in and settling after (a replay after a \
-  crash asks the replicas again, and they answer \"applied already\"), which needs its own \
-  proof against loss and a soak.\n\
-- gRPC unary: 88,448 instructions per call, against 36,151 for `grpc_pass` and 35,573 for \
+  which commits nothing, takes 2.32x (2.02x and 2.00x in the other runs), so what holds the \
+  create is the fan-out on this machine: 16 agents, 16 json-servers and 16 nginx on 2 cores, \
+  each create's request decrypted, served and answered at 15 sites. What could still go: the \
+  leader's settle of the last answers and its appending the mapping, in one transaction rather \
+  than two; the leader answering once the replicas' answers are in and settling after (a \
+  replay after a crash asks the replicas again, and they answer \"applied already\"), which \
+  needs its own proof against loss and a soak.\n\
+- gRPC unary: 88,257 instructions per call, against 36,154 for `grpc_pass` and 35,560 for \
   the gRPC origin alone (one HTTP/2 server); 88,601 in the last report, 100,636 in the one \
   before the cross-crate optimisation, and 101,501 and 104,352 in the ones before, which three \
   rounds ago brought down: the instance connection's task polls hyper's client dispatch only \
@@ -143,11 +147,11 @@ const GAPS: &str = "\n## Where the time goes, and what would close the gaps\n\n\
   1,500 hyper's client handing each call to the connection, 1,100 the task for each incoming \
   stream. What would close it: frames relayed as they are, with only HEADERS decoded and \
   encoded again (an HTTP/2 relay of our own, as nginx has): not started. Timed, this run: \
-  added latency at p50 1.22x what `grpc_pass` adds, at p99 not measurable (nginx's added p99 \
-  was below direct's), CPU per call 1.62x (the other run: 1.10x, 2.15x and 1.48x; the last \
-  report: 0.61x, 0.54x and 0.87x): the timed figures move far more from run to run than the \
-  count, which is 2.45x nginx's.\n\
-- scope-lang: 399 ns in this run against the serde_json map's 157 ns: met (391 ns in the \
+  added latency at p50 1.55x and at p99 3.98x what `grpc_pass` adds, CPU per call 1.70x (this \
+  round's other runs: 1.10x and 1.22x at p50, 2.15x and not measurable at p99, 1.48x and 1.62x \
+  CPU; the last report: 0.61x, 0.54x and 0.87x): the timed figures move far more from run to \
+  run than the count, which is 2.44x nginx's.\n\
+- scope-lang: 407 ns in this run against the serde_json map's 181 ns: met (391 ns in the \
   last report). Done four rounds ago (docs/scope-lang.md, \"Cost\"): 7,851 to 6,484 \
   instructions and 8 to 5 allocations per parse + resolve (callgrind and dhat): the round-trip \
   table in sorted vectors walked by length first, names kept as spans of the text until \
