@@ -247,12 +247,12 @@ impl WorkloadNamespaces {
                     .map_err(|err| io::Error::other(format!("{:#}", anyhow::Error::new(err))))?;
                 Ok(listeners)
             });
-            let netns_cookie = listened.as_ref().ok().map(|l| l.netns_cookie);
-            let shown = match listened {
+            let (shown, netns_cookie) = match listened {
                 Ok(listeners) => {
                     info!(inode, pid, cgroup = %shown.cgroup.display(), "listening in a workload network namespace");
+                    let netns_cookie = listeners.netns_cookie;
                     opened.push((inode, listeners));
-                    shown
+                    (shown, Some(netns_cookie))
                 }
                 Err(err) => {
                     let error = err.to_string();
@@ -264,10 +264,11 @@ impl WorkloadNamespaces {
                     } else {
                         warn!(inode, pid, "cannot listen in a workload's network namespace, its connections fail open (tried again every proxy.workload_scan_every): {error}");
                     }
-                    MeshedNamespace {
+                    let shown = MeshedNamespace {
                         error: Some(error),
                         ..shown
-                    }
+                    };
+                    (shown, None)
                 }
             };
             let entry = Listening {

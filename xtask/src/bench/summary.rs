@@ -392,8 +392,9 @@ mod tests {
         };
         raw["costs"] = json!({
             "cheops-nat": {"instructions_per_request": 14_000.0, "syscalls_per_request": 6.5,
-                "requests": [500, 2500], "cpu_profile": {"samples": 1000, "requests": 10_000,
-                "kernel_share": 0.8, "top": [[0.5, "kernel", "finish_task_switch"]]}},
+                "requests": [500, 2500], "cpu_profile": {"samples": 1000, "frequency": 4999,
+                "requests": 10_000, "kernel_share": 0.8, "switch_in_share": 0.5,
+                "top": [[0.5, "kernel", "finish_task_switch"]]}},
         });
         raw["grpc_costs"] = json!({
             "grpc-cheops-nat": counted(60_000.0),

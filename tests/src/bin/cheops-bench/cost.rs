@@ -152,17 +152,16 @@ pub fn measure(
         _ => None,
     };
     let mut profile = (Vec::new(), Vec::new());
-    let cpu_profile;
-    let syscalls = {
+    let (syscalls, cpu_profile) = {
         let server = stage.start(counted, &[])?;
         stage.count(counted.calls, plan.warmup)?;
         let short = syscalls_over(stage, counted.calls, server.pid, plan.short)?;
         let long = syscalls_over(stage, counted.calls, server.pid, plan.long)?;
         let requests = plan.long * PROFILED_RUNS;
-        cpu_profile = cpu_profile::sampled(server.pid, requests, || {
+        let cpu_profile = cpu_profile::sampled(server.pid, requests, || {
             stage.count(counted.calls, requests)
         })?;
-        per_request(short, long, plan)
+        (per_request(short, long, plan), cpu_profile)
     };
     let instructions = {
         let dir = tempfile::tempdir()?;

@@ -11,9 +11,12 @@ use serde_json::{json, Value};
 use crate::perf;
 
 /// Samples a second on each CPU: below perf's default, to disturb the proxy little.
-const FREQUENCY: &str = "4999";
+const FREQUENCY: u32 = 4999;
 /// The functions kept, by share of the samples.
 const TOP: usize = 15;
+/// The kernel function that switches a task back in, where a virtual machine's sampling timer
+/// also lands for the time spent with interrupts off around a switch.
+const SWITCH_IN: &str = "finish_task_switch";
 
 /// One function's samples, as `perf report` prints them.
 struct Sampled {
@@ -22,8 +25,9 @@ struct Sampled {
     function: String,
 }
 
-/// The profile of `pid` while `serve` serves `requests`: its samples, the kernel's share of
-/// them, and the functions with the most (`[share, "kernel"|"user", name]`).
+/// The profile of `pid` while `serve` serves `requests`: its samples and their frequency, the
+/// shares of them in the kernel and at switching it in, and the functions with the most
+/// (`[share, "kernel"|"user", name]`).
 pub fn sampled(
     pid: u32,
     requests: u32,
@@ -32,7 +36,14 @@ pub fn sampled(
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("perf.data");
     perf::over(
-        &["record", "-q", "-e", "cpu-clock", "-F", FREQUENCY],
+        &[
+            "record",
+            "-q",
+            "-e",
+            "cpu-clock",
+            "-F",
+            &FREQUENCY.to_string(),
+        ],
         pid,
         &data,
         serve,
@@ -47,18 +58,30 @@ pub fn sampled(
         "perf report failed: {}",
         String::from_utf8_lossy(&report.stderr)
     );
-    let functions: Vec<Sampled> = String::from_utf8_lossy(&report.stdout)
-        .lines()
-        .filter_map(parse_line)
-        .collect();
+    summarise(&String::from_utf8_lossy(&report.stdout), requests)
+        .with_context(|| format!("perf sampled nothing of process {pid}"))
+}
+
+/// What `perf report --sort sym -n` says of `requests`, as `sampled` gives it; `None` when it
+/// has no samples.
+fn summarise(report: &str, requests: u32) -> Option<Value> {
+    let functions: Vec<Sampled> = report.lines().filter_map(parse_line).collect();
     let total: u64 = functions.iter().map(|f| f.samples).sum();
-    ensure!(total > 0, "perf sampled nothing of process {pid}");
+    if total == 0 {
+        return None;
+    }
     let share = |samples: u64| samples as f64 / total as f64;
-    let in_kernel: u64 = functions
-        .iter()
-        .filter(|f| f.in_kernel)
-        .map(|f| f.samples)
-        .sum();
+    let samples_of = |kept: fn(&Sampled) -> bool| -> u64 {
+        functions
+            .iter()
+            .filter(|f| kept(f))
+            .map(|f| f.samples)
+            .sum()
+    };
+    let kernel_share = share(samples_of(|f| f.in_kernel));
+    let switch_in_share = share(samples_of(|f| {
+        f.in_kernel && f.function.starts_with(SWITCH_IN)
+    }));
     let top: Vec<Value> = functions
         .iter()
         .take(TOP)
@@ -67,10 +90,12 @@ pub fn sampled(
             json!([share(f.samples), side, f.function])
         })
         .collect();
-    Ok(json!({
+    Some(json!({
         "samples": total,
+        "frequency": FREQUENCY,
         "requests": requests,
-        "kernel_share": share(in_kernel),
+        "kernel_share": kernel_share,
+        "switch_in_share": switch_in_share,
         "top": top,
     }))
 }
@@ -112,5 +137,19 @@ mod tests {
         );
         assert!(parse_line("# Samples: 916  of event 'cpu-clock'").is_none());
         assert!(parse_line("").is_none());
+    }
+
+    #[test]
+    fn shares_are_taken_over_every_function_sampled() {
+        let report = "    50.00%   50  [k] finish_task_switch.isra.0\n\
+                      30.00%   30  [.] httparse::parse\n\
+                      20.00%   20  [k] tcp_ack\n";
+        let profile = summarise(report, 10).unwrap();
+        assert_eq!(profile["samples"], 100);
+        assert_eq!(profile["frequency"], FREQUENCY);
+        assert_eq!(profile["kernel_share"], 0.7);
+        assert_eq!(profile["switch_in_share"], 0.5);
+        assert_eq!(profile["top"][1], json!([0.3, "user", "httparse::parse"]));
+        assert_eq!(summarise("# no samples\n", 10), None);
     }
 }

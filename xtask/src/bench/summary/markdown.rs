@@ -448,7 +448,7 @@ impl Summary {
         let mut md = format!(
             "\n## Where the CPU goes: perf's samples, the kernel's and the proxy's own\n\nEach \
              proxy, running as usual, served {:.0} more requests on its connection, every process \
-             on one core, while `perf record -e cpu-clock -F 4999 -p PID` sampled its threads. \
+             on one core, while `perf record -e cpu-clock -F {:.0} -p PID` sampled its threads. \
              What the kernel does on the proxy's behalf is sampled as the proxy's: its system \
              calls, the loopback delivery its sends do, switching it out and in. These virtual \
              machines have no hardware counters, and the cpu-clock timer cannot interrupt code \
@@ -457,7 +457,7 @@ impl Summary {
              Timed, so the machine's load moves it; the proxies were sampled one after another \
              in the same run.\n\n| proxy | samples | CPU µs per request, sampled | in the \
              kernel | at switching it in | in its own code |\n|---|---:|---:|---:|---:|---:|\n",
-            first.requests
+            first.requests, first.frequency,
         );
         for (cost, profile) in &profiled {
             md += &format!(
@@ -466,7 +466,7 @@ impl Summary {
                 profile.samples,
                 profile.sampled_us_per_request(),
                 profile.kernel_share * 100.0,
-                profile.switch_in_share() * 100.0,
+                profile.switch_in_share * 100.0,
                 (1.0 - profile.kernel_share) * 100.0,
             );
         }
